@@ -1,0 +1,1 @@
+//! AEAD store (placeholder until written).

@@ -1,0 +1,32 @@
+//! YubiHSM 1 wire protocol, driver and software emulator.
+//!
+//! Table of contents:
+//! - edge types parsed once: [`KeyHandle`], [`PublicId`], [`Nonce`], [`Aead`], [`Flags`];
+//! - wire tables: [`Opcode`], [`Status`], [`flags::FLAG_NAMES`];
+//! - pure crypto shared by driver, emulator and offline tools: [`aead`], [`otp`];
+//! - key material that redacts and zeroizes: [`AesKey`], [`YubiKeySecret`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod table;
+
+pub mod aead;
+mod error;
+pub mod flags;
+mod key_handle;
+pub mod modhex;
+mod nonce;
+mod opcode;
+pub mod otp;
+mod secret;
+mod status;
+
+pub use aead::Aead;
+pub use error::{Error, Result};
+pub use flags::Flags;
+pub use key_handle::KeyHandle;
+pub use modhex::PublicId;
+pub use nonce::Nonce;
+pub use opcode::{Opcode, RESPONSE_BIT};
+pub use secret::{AesKey, YubiKeySecret};
+pub use status::Status;
