@@ -10,10 +10,16 @@
 
 mod table;
 
+pub mod cmd;
+pub mod codec;
+pub mod emulator;
+
 pub mod aead;
+mod client;
 mod error;
 pub mod flags;
 mod key_handle;
+pub mod line;
 pub mod modhex;
 mod nonce;
 mod opcode;
@@ -22,11 +28,12 @@ mod secret;
 mod status;
 
 pub use aead::Aead;
+pub use client::{DecodedOtp, Hsm, Timeouts};
 pub use error::{Error, Result};
 pub use flags::Flags;
 pub use key_handle::KeyHandle;
 pub use modhex::PublicId;
 pub use nonce::Nonce;
 pub use opcode::{Opcode, RESPONSE_BIT};
-pub use secret::{AesKey, YubiKeySecret};
+pub use secret::{AesKey, SecretBytes, YubiKeySecret};
 pub use status::Status;

@@ -100,3 +100,37 @@ mod tests {
         assert_eq!(AesKey::new(&[0; 5]), Err(Error::KeyLength(5)));
     }
 }
+
+/// Bytes that may be secret (plaintexts, passwords, HMAC input): `Debug` prints only the
+/// length, and the bytes are wiped on drop. Used for such fields in wire messages so a
+/// traced message never leaks them.
+#[derive(Clone, PartialEq, Eq, Default, Zeroize, ZeroizeOnDrop)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// Wraps bytes.
+    pub fn new(b: impl Into<Vec<u8>>) -> SecretBytes {
+        SecretBytes(b.into())
+    }
+
+    /// The bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}

@@ -1,0 +1,123 @@
+//! Every YubiHSM 1 command as a request type and its response type.
+//!
+//! Commands are data: the driver encodes requests and decodes responses, the emulator does
+//! the reverse with the very same types, so one definition of each message is proven by
+//! every test. Each file names the `YubiHSM_if.h` structs it mirrors.
+
+mod aead_decrypt_cmp;
+mod aead_generate;
+mod aes_ecb;
+mod buffer;
+mod db_otp_validate;
+mod db_store;
+mod echo;
+mod hmac;
+mod monitor_exit;
+mod nonce_get;
+mod otp_decode;
+mod random;
+mod system_info;
+mod temp_key_load;
+mod unlock;
+
+pub use aead_decrypt_cmp::{AeadDecryptCmp, AeadDecryptCmpResponse};
+pub use aead_generate::{
+    AeadGenerate, AeadGenerateResponse, BufferAeadGenerate, RandomAeadGenerate,
+};
+pub use aes_ecb::{
+    AesEcbBlockDecrypt, AesEcbBlockDecryptCmp, AesEcbBlockEncrypt, AesEcbCmpResponse,
+    AesEcbResponse,
+};
+pub use buffer::{BufferLoad, BufferLoadResponse, BufferRandomLoad};
+pub use db_otp_validate::{DbOtpValidate, DbOtpValidateResponse};
+pub use db_store::{DbStoreResponse, DbYubikeyAeadStore, DbYubikeyAeadStore2};
+pub use echo::{Echo, EchoResponse};
+pub use hmac::{HmacFlags, HmacSha1Generate, HmacSha1Response};
+pub use monitor_exit::{MonitorExit, NoResponse};
+pub use nonce_get::{NonceGet, NonceGetResponse};
+pub use otp_decode::{AeadOtpDecode, AeadOtpDecodeResponse};
+pub use random::{RandomGenerate, RandomGenerateResponse, RandomReseed};
+pub use system_info::{SystemInfo, SystemInfoQuery};
+pub use temp_key_load::{TempKeyLoad, TempKeyLoadResponse};
+pub use unlock::{HsmUnlock, KeyStorageUnlock, KeyStoreDecrypt, StatusResponse};
+
+use crate::codec::{Reader, Writer, MAX_PAYLOAD};
+use crate::{Error, Opcode, Result, Status};
+
+/// A message body with a fixed layout.
+pub trait Message: Sized + std::fmt::Debug {
+    /// Appends the payload.
+    fn encode(&self, w: &mut Writer);
+    /// Reads the payload; the caller rejects trailing bytes.
+    fn decode(r: &mut Reader<'_>) -> Result<Self>;
+}
+
+/// A request, tied to its opcode and response type.
+pub trait Command: Message {
+    /// The command code.
+    const OPCODE: Opcode;
+    /// What the device answers.
+    type Response: Response;
+
+    /// Compares the fields the device echoes (key handle, nonce, public id) with the
+    /// request. The driver calls this before it trusts the response's status.
+    fn check_echo(&self, _resp: &Self::Response) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A response.
+pub trait Response: Message {
+    /// The status the response carries; responses without one are always OK.
+    fn status(&self) -> Status {
+        Status::Ok
+    }
+}
+
+/// Fails with [`Error::EchoMismatch`] unless `a == b`.
+pub(crate) fn echo_eq<T: PartialEq>(cmd: Opcode, field: &'static str, a: &T, b: &T) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(Error::EchoMismatch { cmd, field })
+    }
+}
+
+fn frame(cmd_byte: u8, payload: Vec<u8>) -> Result<Vec<u8>> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(Error::TooLong {
+            what: "frame payload",
+            len: payload.len(),
+            max: MAX_PAYLOAD,
+        });
+    }
+    let mut f = Vec::with_capacity(payload.len() + 2);
+    f.push(payload.len() as u8 + 1);
+    f.push(cmd_byte);
+    f.extend_from_slice(&payload);
+    let mut payload = payload;
+    zeroize::Zeroize::zeroize(&mut payload);
+    Ok(f)
+}
+
+/// Encodes a request frame: `bcnt, cmd, payload`.
+pub fn encode_request<C: Command>(req: &C) -> Result<Vec<u8>> {
+    let mut w = Writer::new();
+    req.encode(&mut w);
+    frame(C::OPCODE.to_u8(), w.into_inner())
+}
+
+/// Encodes a response frame: `bcnt, cmd | 0x80, payload` (the emulator's side).
+pub fn encode_response<C: Command>(resp: &C::Response) -> Result<Vec<u8>> {
+    let mut w = Writer::new();
+    resp.encode(&mut w);
+    frame(C::OPCODE.to_u8() | crate::RESPONSE_BIT, w.into_inner())
+}
+
+/// Decodes a payload as `M`, rejecting trailing bytes.
+pub fn decode_exact<M: Message>(op: Opcode, payload: &[u8]) -> Result<M> {
+    let mut r = Reader::new(op, payload);
+    let m = M::decode(&mut r)?;
+    r.finish()?;
+    Ok(m)
+}

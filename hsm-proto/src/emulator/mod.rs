@@ -1,0 +1,52 @@
+//! A software YubiHSM 1 (firmware 1.0 by default, 0.9.x selectable).
+//!
+//! It decodes the driver's own request types and encodes its response types, and speaks the
+//! real wire: on a pty through [`PtyEmulator`], or in-process through [`SoftLine`] (the
+//! "soft HSM" backend for staging and the demo). Every refusal uses the status the device
+//! gives.
+//!
+//! What it models: key handles with keys and 32-bit flags (checked against both the key and
+//! the system flags), disabled keys, the key store locked at power-on when a master key is set
+//! and opened by `KEY_STORE_DECRYPT` (a wrong key answers MISMATCH and locks it again),
+//! `HSM_UNLOCK` with an admin YubiKey OTP under the replay rule, the internal YubiKey
+//! database (1024 entries) with replay detection, the 64-byte buffer with offsets and its
+//! "host data" taint, the nonce counter with power-up count, the temp key handle 0xffffffff,
+//! multi-packet HMAC-SHA1, random bytes, system info, `MONITOR_EXIT` in debug mode, and a
+//! configuration console that echoes input, shows the device's prompts and leaves on `exit`.
+//!
+//! What it does not model (and what it chose where Yubico's sources are silent):
+//! - console commands other than `exit` and `sysinfo` (`hsm`, `keyload`, `dbload`, … are
+//!   replaced by the configuration file);
+//! - flash persistence: the internal database and counters live in memory; a power cycle keeps
+//!   them (as flash would) but the process's exit does not;
+//! - timing: answers are as fast as the host, not the device's milliseconds;
+//! - unknown opcodes and requests of the wrong length: answered with a bare
+//!   `YSM_INVALID_PARAMETER` status frame (the device's reaction is undocumented);
+//! - `AEAD_DECRYPT_CMP` with only an AEAD (no plaintext) authenticates it; a bad MAC is
+//!   `YSM_AEAD_INVALID`, a good MAC over other plaintext `YSM_MISMATCH`;
+//! - while locked, every key-handle command answers `YSM_KEY_STORAGE_LOCKED`; `DB_OTP_VALIDATE`,
+//!   buffer, nonce, random, echo and system info keep working;
+//! - the DRBG is the host's; `RANDOM_RESEED` is accepted and ignored.
+
+mod config;
+mod engine;
+mod pty;
+mod soft;
+
+pub use config::{
+    EmulatorConfig, FaultConfig, FlagSpec, HandleSpec, KeyConfig, ResolvedConfig, YubiKeyConfig,
+};
+pub use engine::{Engine, DB_CAPACITY};
+pub use pty::PtyEmulator;
+pub use soft::SoftLine;
+
+use std::sync::{Arc, Mutex};
+
+use crate::{Hsm, Result, Timeouts};
+
+/// Opens an in-process soft HSM for `cfg`: the full driver start-up over a [`SoftLine`].
+pub fn soft_hsm(cfg: &ResolvedConfig) -> Result<(Hsm, Arc<Mutex<Engine>>)> {
+    let engine = Arc::new(Mutex::new(Engine::new(cfg)));
+    let hsm = Hsm::open(Box::new(SoftLine::new(engine.clone())), Timeouts::default())?;
+    Ok((hsm, engine))
+}
