@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: an emulator on a real pty, and OTPs made by
+//! Yubico's `ykgenerate`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use hsm_proto::emulator::{EmulatorConfig, PtyEmulator, ResolvedConfig};
+use hsm_proto::otp::Otp;
+use hsm_proto::{Hsm, Timeouts};
+
+/// The project's fixtures directory.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// Parses a fixture emulator configuration.
+pub fn config(name: &str) -> ResolvedConfig {
+    let text = std::fs::read_to_string(fixtures().join("emulator").join(name)).expect("fixture");
+    EmulatorConfig::parse(&text)
+        .expect("parse")
+        .resolve()
+        .expect("resolve")
+}
+
+/// An emulator on a pty, its link in a temp dir that lives as long as it does.
+pub struct Device {
+    pub emu: PtyEmulator,
+    pub dir: tempfile::TempDir,
+}
+
+impl Device {
+    pub fn start(cfg: &ResolvedConfig) -> Device {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let emu = PtyEmulator::start(cfg, &dir.path().join("yhsm")).expect("emulator");
+        Device { emu, dir }
+    }
+
+    /// Opens the driver through the serial path, as for `/dev/ttyACM0`.
+    pub fn open(&self) -> Hsm {
+        Hsm::open_path(self.emu.link(), Timeouts::default()).expect("open")
+    }
+
+    pub fn open_with(&self, t: Timeouts) -> hsm_proto::Result<Hsm> {
+        Hsm::open_path(self.emu.link(), t)
+    }
+}
+
+/// An OTP from Yubico's `ykgenerate` (Debian package libyubikey-dev): the token part comes
+/// from Yubico's code, not ours.
+pub fn ykgenerate(
+    public_id: &str,
+    aes_key: &str,
+    uid: &str,
+    counter: u16,
+    low: u16,
+    high: u8,
+    use_: u8,
+) -> Otp {
+    let out = Command::new("ykgenerate")
+        .args([
+            aes_key,
+            uid,
+            &format!("{counter:04x}"),
+            &format!("{low:04x}"),
+            &format!("{high:02x}"),
+            &format!("{use_:02x}"),
+        ])
+        .output()
+        .expect("ykgenerate not found: install libyubikey-dev (.ci/run does)");
+    assert!(out.status.success(), "ykgenerate failed");
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    Otp::parse(&format!("{public_id}{}", token.trim())).expect("ykgenerate output parses")
+}
+
+/// Admin YubiKey 1 of the pyhsm test set-up.
+pub fn admin_otp(counter: u16, use_: u8) -> Otp {
+    ykgenerate(
+        "ccccccccccdb",
+        "00112233445566778899aabbccddeeff",
+        "0a0b0c0d0e0f",
+        counter,
+        0x1000,
+        0x01,
+        use_,
+    )
+}
+
+/// The master key of the pyhsm test set-up.
+pub const MASTER_KEY: [u8; 32] = [0x4d; 32];
+
+/// Opens the pyhsm test set-up and unlocks it (master key, then admin OTP).
+pub fn unlocked_test_device() -> (Device, Hsm) {
+    let dev = Device::start(&config("pyhsm-test-setup.toml"));
+    let mut hsm = dev.open();
+    hsm.key_store_decrypt(&MASTER_KEY).expect("master key");
+    hsm.hsm_unlock(&admin_otp(1, 1)).expect("admin otp");
+    (dev, hsm)
+}
