@@ -121,3 +121,87 @@ pub fn decode_exact<M: Message>(op: Opcode, payload: &[u8]) -> Result<M> {
     r.finish()?;
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, RngCore, SeedableRng};
+
+    fn never_panics<M: Message>(op: Opcode, rng: &mut rand::rngs::StdRng) {
+        for len in 0..=MAX_PAYLOAD {
+            let mut buf = vec![0u8; len];
+            rng.fill_bytes(&mut buf);
+            let _ = decode_exact::<M>(op, &buf);
+        }
+    }
+
+    macro_rules! all_messages {
+        ($rng:expr; $($req:ty),*) => {$(
+            never_panics::<$req>(<$req>::OPCODE, $rng);
+            never_panics::<<$req as Command>::Response>(<$req>::OPCODE, $rng);
+        )*};
+    }
+
+    #[test]
+    fn decoders_never_panic_on_random_payloads() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20 {
+            all_messages!(&mut rng; AeadGenerate, BufferAeadGenerate, RandomAeadGenerate, AeadDecryptCmp,
+                DbYubikeyAeadStore, DbYubikeyAeadStore2, AeadOtpDecode, DbOtpValidate, AesEcbBlockEncrypt,
+                AesEcbBlockDecrypt, AesEcbBlockDecryptCmp, HmacSha1Generate, TempKeyLoad, BufferLoad,
+                BufferRandomLoad, NonceGet, Echo, RandomGenerate, RandomReseed, SystemInfoQuery,
+                KeyStorageUnlock, HsmUnlock, KeyStoreDecrypt, MonitorExit);
+        }
+    }
+
+    #[test]
+    fn exact_lengths_are_enforced() {
+        // OTP decode response is 17 bytes: one short and one long are both errors.
+        assert_eq!(
+            decode_exact::<AeadOtpDecodeResponse>(Opcode::AeadYubikeyOtpDecode, &[0; 16]),
+            Err(Error::Truncated(Opcode::AeadYubikeyOtpDecode))
+        );
+        assert_eq!(
+            decode_exact::<AeadOtpDecodeResponse>(Opcode::AeadYubikeyOtpDecode, &[0; 18]),
+            Err(Error::TrailingBytes(Opcode::AeadYubikeyOtpDecode))
+        );
+        assert!(
+            decode_exact::<AeadOtpDecodeResponse>(Opcode::AeadYubikeyOtpDecode, &[0; 17]).is_ok()
+        );
+        // A length byte that promises more than is there.
+        assert_eq!(
+            decode_exact::<EchoResponse>(Opcode::Echo, &[5, 1, 2]),
+            Err(Error::Truncated(Opcode::Echo))
+        );
+    }
+
+    #[test]
+    fn frames_match_the_protocol_notes() {
+        assert_eq!(
+            encode_request(&Echo {
+                data: b"test".to_vec()
+            })
+            .unwrap(),
+            [0x06, 0x23, 0x04, b't', b'e', b's', b't']
+        );
+        assert_eq!(encode_request(&SystemInfoQuery).unwrap(), [0x01, 0x26]);
+        assert_eq!(
+            encode_request(&MonitorExit::new()).unwrap(),
+            [0x09, 0x7f, 0xef, 0xbe, 0xad, 0xba, 0x10, 0x41, 0x52, 0x45]
+        );
+        assert!(matches!(
+            encode_request(&Echo { data: vec![0; 96] }),
+            Err(Error::TooLong { .. })
+        ));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let n: u8 = rng.gen_range(0..=95);
+        assert_eq!(
+            encode_request(&Echo {
+                data: vec![1; usize::from(n)]
+            })
+            .unwrap()
+            .len(),
+            usize::from(n) + 3
+        );
+    }
+}

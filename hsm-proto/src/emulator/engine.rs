@@ -878,3 +878,61 @@ fn eq_ct(a: &[u8], b: &[u8]) -> bool {
     }
     diff == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::EmulatorConfig;
+    use rand::SeedableRng;
+
+    fn engine() -> Engine {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/emulator/pyhsm-test-setup.toml"
+        ))
+        .unwrap();
+        Engine::new(&EmulatorConfig::parse(&text).unwrap().resolve().unwrap())
+    }
+
+    #[test]
+    fn random_line_noise_never_panics_and_resync_recovers() {
+        let mut e = engine();
+        let mut rng = StdRng::seed_from_u64(42);
+        for _ in 0..2000 {
+            let mut noise = vec![0u8; (rng.next_u32() % 120) as usize];
+            rng.fill_bytes(&mut noise);
+            let _ = e.feed(&noise);
+            if e.in_console() {
+                let _ = e.feed(b"exit\r");
+            }
+        }
+        // Whatever state the noise left, a resync burst and a frame get an answer.
+        let _ = e.feed(&[0u8; 96]);
+        assert_eq!(
+            e.feed(&[0x06, 0x23, 0x04, b't', b'e', b's', b't']),
+            [0x06, 0xa3, 0x04, b't', b'e', b's', b't']
+        );
+    }
+
+    #[test]
+    fn unknown_opcode_gets_invalid_parameter() {
+        let mut e = engine();
+        assert_eq!(e.feed(&[0x01, 0x09]), [0x02, 0x89, 0x8c]);
+        assert_eq!(
+            e.feed(&[0x02, 0x23, 0x05]),
+            [0x02, 0xa3, 0x8c],
+            "echo with a length that lies"
+        );
+    }
+
+    #[test]
+    fn console_echoes_prompts_and_exits() {
+        let mut e = engine();
+        let out = e.enter_console();
+        assert!(String::from_utf8_lossy(&out).contains("HSM (keys not decrypted)> "));
+        let out = e.feed(b"sysinfo\r");
+        assert!(String::from_utf8_lossy(&out).starts_with("sysinfo\r\nVersion 1.0.4"));
+        let _ = e.feed(b"exit\r");
+        assert!(!e.in_console());
+    }
+}

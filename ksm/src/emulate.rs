@@ -1,0 +1,150 @@
+//! `ksm emulate`: a software YubiHSM on a pseudo-terminal, until SIGTERM or SIGINT.
+//!
+//! A control socket (unix, mode 0600) takes one command per line, so scripts and tests can
+//! inject the faults a real site sees while a daemon uses the device:
+//!
+//! | line | effect |
+//! |------|--------|
+//! | `stall on` / `stall off` | take requests, never answer |
+//! | `garbage N` | N random bytes on the line before the next answer |
+//! | `unplug SECONDS` | the line closes and the link vanishes; back after SECONDS, freshly powered on |
+//! | `config-mode` | drop to the configuration console (leave by typing `exit` on the line) |
+//! | `power-cycle` | power off and on: the key store locks again if it has a master key |
+//! | `status` | `plugged=… console=… locked=…` |
+//!
+//! Each command answers `ok` (or the status line), or `error: …`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hsm_proto::emulator::{EmulatorConfig, PtyEmulator};
+use tracing::{info, warn};
+
+use crate::Error;
+
+/// What `ksm emulate` was asked to do.
+pub struct EmulateArgs {
+    /// Device configuration file; `None` = the demo device built into the binary.
+    pub config: Option<PathBuf>,
+    /// Where to put the symlink to the pty.
+    pub pty: PathBuf,
+    /// Control socket path, if any.
+    pub control: Option<PathBuf>,
+}
+
+/// Runs the emulator until a termination signal.
+pub fn run(args: EmulateArgs) -> Result<(), Error> {
+    // Before the pty exists, so an early SIGTERM still removes the link.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| Error::io("signal handler", e))?;
+    let cfg = match &args.config {
+        Some(p) => EmulatorConfig::load(p)?,
+        None => EmulatorConfig::parse(crate::device::DEMO_DEVICE)?,
+    };
+    let cfg = cfg.resolve()?;
+    let emu = Arc::new(PtyEmulator::start(&cfg, &args.pty)?);
+    let slave = emu
+        .slave_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!("emulated YubiHSM at {} -> {}", args.pty.display(), slave);
+    if let Some(path) = &args.control {
+        let listener = bind_private(path)?;
+        println!("control socket at {}", path.display());
+        let emu = emu.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let emu = emu.clone();
+                std::thread::spawn(move || serve_control(conn, &emu));
+            }
+        });
+    }
+    let _ = std::io::stdout().flush();
+    let _ = signals.forever().next();
+    info!("stopping the emulator");
+    if let Some(path) = &args.control {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(emu);
+    let _ = std::fs::remove_file(&args.pty);
+    Ok(())
+}
+
+/// Binds a unix socket only its owner can use (mode 0600), replacing a stale socket file.
+pub fn bind_private(path: &Path) -> Result<UnixListener, Error> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    Ok(listener)
+}
+
+fn serve_control(conn: UnixStream, emu: &PtyEmulator) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { return };
+        let reply = match control(emu, line.trim()) {
+            Ok(r) => r,
+            Err(e) => format!("error: {e}"),
+        };
+        if writeln!(out, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies one control command.
+pub fn control(emu: &PtyEmulator, line: &str) -> Result<String, String> {
+    let mut words = line.split_whitespace();
+    let cmd = words.next().unwrap_or("");
+    let arg = words.next();
+    match (cmd, arg) {
+        ("stall", Some("on")) => emu.set_stall(true),
+        ("stall", Some("off")) => emu.set_stall(false),
+        ("garbage", Some(n)) => {
+            emu.inject_garbage(n.parse().map_err(|_| format!("not a byte count: {n}"))?)
+        }
+        ("unplug", Some(s)) => {
+            let secs: f64 = s
+                .parse()
+                .map_err(|_| format!("not a number of seconds: {s}"))?;
+            if !(0.0..=3600.0).contains(&secs) {
+                return Err("seconds must be 0 to 3600".into());
+            }
+            emu.unplug(Duration::from_secs_f64(secs));
+        }
+        ("config-mode", None) => emu.enter_config_mode(),
+        ("power-cycle", None) => emu.power_cycle(),
+        ("status", None) => {
+            let (console, locked) = emu.with_engine(|e| (e.in_console(), e.is_locked()));
+            return Ok(format!(
+                "plugged={} console={console} locked={locked}",
+                emu.is_plugged()
+            ));
+        }
+        _ => {
+            warn!(command = line, "unknown control command");
+            return Err(format!("unknown command {line:?} (stall on|off, garbage N, unplug SECONDS, config-mode, power-cycle, status)"));
+        }
+    }
+    Ok("ok".into())
+}
