@@ -264,16 +264,8 @@ impl Hsm {
                 break;
             }
         }
-        let text = String::from_utf8_lossy(&seen);
-        for line in text.split(['\n', '\r']) {
-            let line = line.trim_start_matches(|c: char| c.is_control());
-            if CONSOLE_PROMPTS.iter().any(|p| line.starts_with(p)) && line.contains("> ")
-                || line.ends_with('>') && CONSOLE_PROMPTS.iter().any(|p| line.starts_with(p))
-            {
-                return Err(Error::ConfigMode {
-                    prompt: line.trim_end().to_string(),
-                });
-            }
+        if let Some(prompt) = console_prompt(&String::from_utf8_lossy(&seen)) {
+            return Err(Error::ConfigMode { prompt });
         }
         let preview: String = seen.iter().take(16).map(|b| format!("{b:02x}")).collect();
         Err(Error::Garbage(preview))
@@ -457,6 +449,139 @@ impl Hsm {
     }
 }
 
+/// The configuration console's prompt in `text`, if any: a line starting `NO_CFG`, `WSAPI`
+/// or `HSM` and ending in `>` (or with `> ` before echoed input), as pyhsm recognises it.
+fn console_prompt(text: &str) -> Option<String> {
+    text.split(['\r', '\n'])
+        .map(|l| l.trim_matches(|c: char| c.is_control() || c == ' '))
+        .find(|l| {
+            CONSOLE_PROMPTS.iter().any(|p| l.starts_with(p))
+                && (l.ends_with('>') || l.contains("> "))
+        })
+        .map(str::to_string)
+}
+
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::io::{self, Read};
+
+    /// A line that answers every write with the next scripted reply.
+    struct Scripted {
+        replies: VecDeque<Vec<u8>>,
+        out: VecDeque<u8>,
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.out.pop_front() {
+                Some(b) => {
+                    buf[0] = b;
+                    Ok(1)
+                }
+                None => Err(ErrorKind::TimedOut.into()),
+            }
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            // Resync bursts get no answer; frames get the next scripted reply.
+            if buf.iter().any(|b| *b != 0) {
+                if let Some(r) = self.replies.pop_front() {
+                    self.out.extend(r);
+                }
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Line for Scripted {
+        fn set_read_timeout(&mut self, _t: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn hsm(replies: Vec<Vec<u8>>) -> Hsm {
+        Hsm {
+            line: Box::new(Scripted {
+                replies: replies.into(),
+                out: VecDeque::new(),
+            }),
+            timeouts: Timeouts::default(),
+            info: cmd::SystemInfo {
+                version_major: 1,
+                version_minor: 0,
+                version_build: 4,
+                protocol: 1,
+                system_uid: [0; 12],
+            },
+        }
+    }
+
+    #[test]
+    fn reply_to_another_command_is_wrong_command() {
+        // An ECHO response arrives for a SYSTEM_INFO_QUERY.
+        let mut h = hsm(vec![vec![0x03, 0xa3, 0x01, 0x41]]);
+        assert_eq!(
+            h.system_info(),
+            Err(Error::WrongCommand {
+                sent: Opcode::SystemInfoQuery,
+                got: 0xa3
+            })
+        );
+    }
+
+    #[test]
+    fn echoed_key_handle_is_checked_before_status() {
+        let mut otp_resp = vec![0x12, 0x86];
+        otp_resp.extend_from_slice(&[0; 6]);
+        otp_resp.extend_from_slice(&0x21u32.to_le_bytes());
+        otp_resp.extend_from_slice(&[0; 6]);
+        otp_resp.push(Status::Ok.to_u8());
+        let mut h = hsm(vec![otp_resp]);
+        let otp = Otp::parse("ccccccccccccccccccccccccccccccccccccccccccce").unwrap();
+        let aead = Aead::new(&[0; 30]).unwrap();
+        assert_eq!(
+            h.decode_otp(&otp, KeyHandle(0x20), Nonce::ZERO, &aead),
+            Err(Error::EchoMismatch {
+                cmd: Opcode::AeadYubikeyOtpDecode,
+                field: "key handle"
+            })
+        );
+    }
+
+    #[test]
+    fn protocol_version_other_than_one_is_refused() {
+        let mut info = vec![0x11, 0xa6, 1, 0, 4, 2];
+        info.extend_from_slice(&[0; 12]);
+        let r = Hsm::open(
+            Box::new(Scripted {
+                replies: vec![info].into(),
+                out: VecDeque::new(),
+            }),
+            Timeouts::default(),
+        );
+        assert_eq!(r.err(), Some(Error::ProtocolVersion(2)));
+    }
+
+    #[test]
+    fn console_prompts_are_recognised() {
+        assert_eq!(console_prompt("junk\r\nHSM> ").as_deref(), Some("HSM>"));
+        assert_eq!(console_prompt("\r\nNO_CFG> ").as_deref(), Some("NO_CFG>"));
+        assert_eq!(
+            console_prompt("HSM (keys not decrypted)> exit").as_deref(),
+            Some("HSM (keys not decrypted)> exit")
+        );
+        assert_eq!(console_prompt("HSMX garbage"), None);
+        assert_eq!(console_prompt("\x01\x02"), None);
+    }
 }
