@@ -185,6 +185,42 @@ impl Hsm {
         }
     }
 
+    /// Runs one raw request frame from another process (the daemon's sharing socket) and
+    /// returns the response frame. The frame must be well formed and name a command that
+    /// has a response; `NULL` and `MONITOR_EXIT` are refused, since they would leave the
+    /// line in a state the owner does not expect.
+    pub fn exchange_frame(&mut self, frame: &[u8]) -> Result<Vec<u8>> {
+        let op = match frame {
+            [bcnt, cmd, ..]
+                if usize::from(*bcnt) == frame.len() - 1 && frame.len() <= MAX_PAYLOAD + 2 =>
+            {
+                Opcode::from_u8(*cmd)
+            }
+            _ => return Err(Error::Garbage("malformed request frame".into())),
+        };
+        if matches!(op, Opcode::Null | Opcode::MonitorExit | Opcode::Unknown(_)) {
+            return Err(Error::InvalidField {
+                cmd: op,
+                field: "command (not allowed through a shared HSM)",
+            });
+        }
+        match self.exchange(op, frame) {
+            Ok(payload) => {
+                let mut resp = Vec::with_capacity(payload.len() + 2);
+                resp.push(payload.len() as u8 + 1);
+                resp.push(op.to_u8() | RESPONSE_BIT);
+                resp.extend_from_slice(&payload);
+                Ok(resp)
+            }
+            Err(e) => {
+                if e.is_link_error() && e != Error::Closed {
+                    let _ = self.resync();
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Writes a frame and reads the response payload.
     fn exchange(&mut self, op: Opcode, frame: &[u8]) -> Result<Vec<u8>> {
         self.line.write_all(frame)?;
