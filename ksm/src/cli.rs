@@ -1,13 +1,26 @@
 //! The `ksm` command line: one subcommand per job. Flag names follow pyhsm's tools where
-//! they have an equivalent, so operators' scripts keep working.
+//! they have an equivalent (`-D`, `-B/--aead-dir`, `--key-handles`, `-U`, `-S`, …), so
+//! operators' scripts keep working.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use aead_store::FsStore;
+use clap::{Args, Parser, Subcommand};
 use hsm_proto::Timeouts;
+use ipnet::IpNet;
 
+use crate::device::{self, choose, open_tool};
+use crate::serve::{self, FileConfig, Settings};
+use crate::server::HttpConfig;
+use crate::sharing::DEFAULT_SOCKET;
+use crate::tools::{self, decrypt_aead, generate_keys, import_keys, keystore_unlock, store_cmd};
 use crate::Error;
+
+/// pyhsm's default AEAD directory.
+pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
 
 /// YubiKey KSM backed by a YubiHSM 1.
 #[derive(Debug, Parser)]
@@ -24,9 +37,142 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where a tool finds its HSM.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Serial device (/dev/ttyACM0, an emulator's pty link) or soft-HSM key file. Default:
+    /// the running daemon's sharing socket if it answers, else /dev/ttyACM0.
+    #[arg(short = 'D', long = "device")]
+    pub device: Option<PathBuf>,
+    /// The daemon's sharing socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Seconds to wait for each HSM response.
+    #[arg(long, default_value_t = 1.0)]
+    pub timeout: f64,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the KSM: the HTTP decode API validation servers call (yhsm-yubikey-ksm's flags).
+    Serve(ServeArgs),
+    /// Unlock the HSM key store after boot: master key from a no-echo prompt or --stdin,
+    /// then an admin YubiKey OTP if the HSM has admin keys.
+    KeystoreUnlock {
+        /// Where the HSM is.
+        #[command(flatten)]
+        dev: DeviceArgs,
+        /// Read the master key (hex) from the first line of standard input; an admin OTP may
+        /// follow on the second.
+        #[arg(long)]
+        stdin: bool,
+        /// Read the admin YubiKey OTP from standard input.
+        #[arg(long)]
+        otp_stdin: bool,
+        /// Do not ask for an admin YubiKey OTP.
+        #[arg(long)]
+        no_otp: bool,
+    },
+    /// Have the HSM generate YubiKey secrets for a range of public ids and store them as
+    /// AEADs (resumable: existing AEADs are skipped).
+    GenerateKeys {
+        /// Where the HSM is.
+        #[command(flatten)]
+        dev: DeviceArgs,
+        /// Key handles to seal each secret under (repeat or comma-separate).
+        #[arg(long = "key-handles", alias = "key-handle", num_args = 1.., required = true)]
+        key_handles: Vec<String>,
+        /// First public id: a decimal number, else modhex.
+        #[arg(long)]
+        start_public_id: String,
+        /// How many keys.
+        #[arg(short = 'c', long, default_value_t = 1)]
+        count: u64,
+        /// AEAD directory (must exist).
+        #[arg(short = 'O', long = "output-dir", alias = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+        output_dir: PathBuf,
+        /// Public id length in modhex characters.
+        #[arg(long, default_value_t = 12)]
+        public_id_chars: usize,
+        /// Let the HSM choose each AEAD's nonce instead of using the public id.
+        #[arg(long)]
+        random_nonce: bool,
+        /// Replace existing AEADs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import YubiKey secrets from `# ykksm 1` export lines (a file or standard input) as
+    /// AEADs made by the HSM.
+    ImportKeys {
+        /// Where the HSM is.
+        #[command(flatten)]
+        dev: DeviceArgs,
+        /// Key handles to seal each secret under (repeat or comma-separate).
+        #[arg(long = "key-handles", alias = "key-handle", num_args = 1.., required = true)]
+        key_handles: Vec<String>,
+        /// AEAD directory (must exist).
+        #[arg(short = 'O', long = "output-dir", alias = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+        output_dir: PathBuf,
+        /// Read this file instead of standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Let the HSM choose each AEAD's nonce instead of using the public id.
+        #[arg(long)]
+        random_nonce: bool,
+        /// Store into the HSM's internal database instead of files (one key handle).
+        #[arg(long)]
+        internal_db: bool,
+        /// Replace existing AEADs.
+        #[arg(long)]
+        force: bool,
+        /// Accepted for pyhsm compatibility; file names are always the public id as given.
+        #[arg(long, hide = true)]
+        public_id_chars: Option<usize>,
+    },
+    /// Offline: decrypt AEAD files with the key-handle key from a protected file.
+    DecryptAead {
+        /// File holding the key-handle AES key in hex (mode 0600). Keys are never taken from
+        /// the command line.
+        #[arg(long)]
+        aes_key_file: PathBuf,
+        /// Key handle for version-0 files, which do not record one.
+        #[arg(long)]
+        key_handle: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "raw")]
+        format: decrypt_aead::Format,
+        /// With --format aead: AEAD directory to write to.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// With --format aead: key handle to seal under.
+        #[arg(long)]
+        key_handle_out: Option<String>,
+        /// With --format aead: file holding the new key (hex, mode 0600).
+        #[arg(long)]
+        aes_key_out_file: Option<PathBuf>,
+        /// Only public ids from this one (number or modhex).
+        #[arg(long)]
+        start_public_id: Option<String>,
+        /// Only public ids up to this one (number or modhex).
+        #[arg(long)]
+        stop_public_id: Option<String>,
+        /// Prefix each output line with the file name.
+        #[arg(long)]
+        print_filename: bool,
+        /// Stop at the first failure.
+        #[arg(long)]
+        fail_fast: bool,
+        /// AEAD files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Inspect the AEAD directory.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
     /// Serve a software YubiHSM 1 on a pseudo-terminal until SIGTERM; prints the pty path.
     Emulate {
         /// Device configuration (TOML, or pyhsm's soft-HSM JSON key file); must not be
@@ -41,18 +187,96 @@ pub enum Command {
         #[arg(long)]
         control: Option<PathBuf>,
     },
-    /// Show the product working with nothing installed: a software YubiHSM on a real pty,
-    /// the driver opening it like /dev/ttyACM0, and OTPs from fixtures/ decoded inside it.
-    Demo,
     /// Open a YubiHSM (resync, system info, echo link test) and print what it is.
     Info {
-        /// Serial device (e.g. /dev/ttyACM0 or an emulator's pty link), or a soft-HSM key file.
-        #[arg(short = 'D', long = "device", default_value = "/dev/ttyACM0")]
-        device: PathBuf,
-        /// Seconds to wait for each response.
-        #[arg(long, default_value_t = 1.0)]
-        timeout: f64,
+        /// Where the HSM is.
+        #[command(flatten)]
+        dev: DeviceArgs,
     },
+    /// The decode path end to end with nothing installed: a software YubiHSM on a real pty,
+    /// the driver opening it like /dev/ttyACM0, OTPs from fixtures/ decoded inside it.
+    Demo,
+}
+
+/// `ksm store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Report unreadable, malformed and misplaced AEAD files; with -D, also AEADs the HSM
+    /// will not open.
+    Verify {
+        /// AEAD directory.
+        #[arg(short = 'B', long = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+        aead_dir: PathBuf,
+        /// Also ask this HSM (device path, key file) to open every AEAD.
+        #[arg(short = 'D', long = "device")]
+        device: Option<PathBuf>,
+    },
+    /// Count AEADs per key handle.
+    Stats {
+        /// AEAD directory.
+        #[arg(short = 'B', long = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+        aead_dir: PathBuf,
+    },
+}
+
+/// `ksm serve` flags: pyhsm's `yhsm-yubikey-ksm` flags, plus ours. Every flag has a key in
+/// `--config ksm.toml`; flags win.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// ksm.toml with defaults for every flag.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Use the built-in demo: soft HSM with the public test keys and the AEADs of fixtures/.
+    #[arg(long)]
+    pub demo: bool,
+    /// YubiHSM device (repeat for several), or a soft-HSM key file. [default: /dev/ttyACM0]
+    #[arg(short = 'D', long = "device")]
+    pub device: Vec<PathBuf>,
+    /// AEAD directory. [default: /var/cache/yubikey-ksm/aeads]
+    #[arg(short = 'B', long = "aead-dir")]
+    pub aead_dir: Option<PathBuf>,
+    /// Key handles to look AEADs up under, in order (repeat or comma-separate).
+    #[arg(long = "key-handles", alias = "key-handle", num_args = 1..)]
+    pub key_handles: Vec<String>,
+    /// Decode URL, pyhsm style. [default: /wsapi/decrypt?otp=]
+    #[arg(short = 'U', long = "serve-url")]
+    pub serve_url: Option<String>,
+    /// Stats URL (pyhsm's counters page); off unless given.
+    #[arg(short = 'S', long = "stats-url")]
+    pub stats_url: Option<String>,
+    /// Address to listen on. [default: 127.0.0.1]
+    #[arg(long)]
+    pub addr: Option<IpAddr>,
+    /// Port. [default: 8002]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Seconds one decode may take before it answers `ERR Timeout`. [default: 5]
+    #[arg(long)]
+    pub reqtimeout: Option<f64>,
+    /// Write the daemon's PID here.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Proxies whose X-Forwarded-For is logged as the client.
+    #[arg(long = "proxies", alias = "proxy", num_args = 1..)]
+    pub proxies: Vec<IpAddr>,
+    /// Only these networks (CIDR) may call the decode API.
+    #[arg(long, num_args = 1..)]
+    pub allow: Vec<IpNet>,
+    /// Sharing socket for operator tools ("none" to disable). [default: /run/ksm/ksm.sock]
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Requests that may wait per HSM before new ones are refused. [default: 64]
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Most HTTP connections open at once. [default: 2048]
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
+    #[arg(short = 'd', long = "daemon", hide = true)]
+    pub daemon: bool,
+    /// pyhsm's SQL backend is not supported.
+    #[arg(long, hide = true)]
+    pub db_url: Option<String>,
 }
 
 fn timeouts(secs: f64) -> Result<Timeouts, Error> {
@@ -67,9 +291,298 @@ fn timeouts(secs: f64) -> Result<Timeouts, Error> {
     })
 }
 
+impl ServeArgs {
+    /// Merges flags over `ksm.toml` over defaults.
+    pub fn settings(self) -> Result<Settings, Error> {
+        if self.db_url.is_some() {
+            return Err(Error::Usage(
+                "--db-url (pyhsm's SQL backend) is not supported; use an AEAD directory (-B)"
+                    .into(),
+            ));
+        }
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let demo = self.demo;
+        let devices = if !self.device.is_empty() {
+            self.device
+        } else {
+            file.device
+                .unwrap_or_else(|| vec![PathBuf::from(device::DEFAULT_DEVICE)])
+        };
+        let aead_dir = match (self.aead_dir, file.aead_dir) {
+            (Some(d), _) | (None, Some(d)) => d,
+            (None, None) if demo => serve::demo_aead_dir(),
+            (None, None) => PathBuf::from(DEFAULT_AEAD_DIR),
+        };
+        let kh_args = if !self.key_handles.is_empty() {
+            self.key_handles
+        } else {
+            file.key_handles.unwrap_or_default()
+        };
+        let key_handles = if kh_args.is_empty() && demo {
+            vec![hsm_proto::KeyHandle(0x20), hsm_proto::KeyHandle(0x21)]
+        } else {
+            tools::key_handles(&kh_args)?
+        };
+        let (serve_path, otp_param) = serve::split_serve_url(
+            self.serve_url
+                .or(file.serve_url)
+                .as_deref()
+                .unwrap_or("/wsapi/decrypt?otp="),
+        )?;
+        let reqtimeout = self
+            .reqtimeout
+            .or(file.reqtimeout)
+            .unwrap_or(serve::DEFAULT_REQTIMEOUT.as_secs_f64());
+        if !(0.05..=60.0).contains(&reqtimeout) {
+            return Err(Error::Usage(
+                "--reqtimeout must be between 0.05 and 60 seconds".into(),
+            ));
+        }
+        let addr = self
+            .addr
+            .or(file.addr)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let port = self.port.or(file.port).unwrap_or(8002);
+        let socket = self
+            .socket
+            .or(file.socket)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        let defaults = HttpConfig::default();
+        Ok(Settings {
+            devices,
+            demo,
+            aead_dir,
+            key_handles,
+            http: HttpConfig {
+                serve_path,
+                otp_param,
+                stats_path: self.stats_url.or(file.stats_url),
+                reqtimeout: Duration::from_secs_f64(reqtimeout),
+                proxies: if !self.proxies.is_empty() {
+                    self.proxies
+                } else {
+                    file.proxies.unwrap_or_default()
+                },
+                allow: if !self.allow.is_empty() {
+                    self.allow
+                } else {
+                    file.allow.unwrap_or_default()
+                },
+                max_connections: self
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.max_connections),
+                header_timeout: defaults.header_timeout,
+            },
+            listen: SocketAddr::new(addr, port),
+            pid_file: self.pid_file.or(file.pid_file),
+            socket: (socket != Path::new("none")).then_some(socket),
+            queue_depth: self.queue_depth.or(file.queue_depth).unwrap_or(64).max(1),
+        })
+    }
+}
+
+fn open_store(dir: &Path, khs: Vec<hsm_proto::KeyHandle>) -> Result<FsStore, Error> {
+    FsStore::open(dir, khs).map_err(|e| Error::Usage(e.to_string()))
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
     match cli.command {
+        Command::Serve(args) => {
+            if args.daemon {
+                tracing::warn!(
+                    "-d/--daemon is ignored: run ksm under systemd (see ksm/dist/ksm.service)"
+                );
+            }
+            serve::run(args.settings()?)
+        }
+        Command::KeystoreUnlock {
+            dev,
+            stdin,
+            otp_stdin,
+            no_otp,
+        } => {
+            let target = choose(dev.device.as_deref(), &dev.socket)?;
+            let opts = keystore_unlock::Options {
+                stdin,
+                otp_stdin,
+                no_otp,
+            };
+            keystore_unlock::run(
+                &target,
+                &opts,
+                timeouts(dev.timeout)?,
+                &mut std::io::stdin().lock(),
+                &mut out,
+            )
+        }
+        Command::GenerateKeys {
+            dev,
+            key_handles,
+            start_public_id,
+            count,
+            output_dir,
+            public_id_chars,
+            random_nonce,
+            force,
+        } => {
+            let khs = tools::key_handles(&key_handles)?;
+            let store = open_store(&output_dir, khs.clone())?;
+            let mut hsm = open_tool(
+                &choose(dev.device.as_deref(), &dev.socket)?,
+                timeouts(dev.timeout)?,
+            )?;
+            let plan = generate_keys::Plan {
+                key_handles: khs,
+                start: tools::public_id_arg(&start_public_id, public_id_chars)?,
+                count,
+                public_id_chars,
+                random_nonce,
+                force,
+            };
+            let s = generate_keys::run(&mut hsm, &store, &plan, &mut out)?;
+            if s.incomplete > 0 {
+                return Err(Error::Usage(format!(
+                    "{} ids had AEADs for some key handles only",
+                    s.incomplete
+                )));
+            }
+            Ok(())
+        }
+        Command::ImportKeys {
+            dev,
+            key_handles,
+            output_dir,
+            input,
+            random_nonce,
+            internal_db,
+            force,
+            public_id_chars: _,
+        } => {
+            let khs = tools::key_handles(&key_handles)?;
+            if internal_db && khs.len() != 1 {
+                return Err(Error::Usage(
+                    "--internal-db takes exactly one key handle".into(),
+                ));
+            }
+            let store = if internal_db {
+                None
+            } else {
+                Some(open_store(&output_dir, khs.clone())?)
+            };
+            let mut hsm = open_tool(
+                &choose(dev.device.as_deref(), &dev.socket)?,
+                timeouts(dev.timeout)?,
+            )?;
+            let opts = import_keys::Options {
+                key_handles: khs,
+                random_nonce,
+                force,
+                internal_db,
+            };
+            let mut reader: Box<dyn BufRead> = match &input {
+                Some(p) => Box::new(BufReader::new(
+                    std::fs::File::open(p)
+                        .map_err(|e| Error::io(format!("open {}", p.display()), e))?,
+                )),
+                None => Box::new(std::io::stdin().lock()),
+            };
+            let s = import_keys::run(
+                &mut hsm,
+                store.as_ref(),
+                &opts,
+                &mut reader,
+                &mut out,
+                &mut err,
+            )?;
+            if s.rejected > 0 {
+                return Err(Error::Usage(format!("{} line(s) rejected", s.rejected)));
+            }
+            Ok(())
+        }
+        Command::DecryptAead {
+            aes_key_file,
+            key_handle,
+            format,
+            output_dir,
+            key_handle_out,
+            aes_key_out_file,
+            start_public_id,
+            stop_public_id,
+            print_filename,
+            fail_fast,
+            paths,
+        } => {
+            let reencrypt = if format == decrypt_aead::Format::Aead {
+                let (Some(dir), Some(kh), Some(keyf)) =
+                    (output_dir, key_handle_out, aes_key_out_file)
+                else {
+                    return Err(Error::Usage(
+                        "--format aead needs --output-dir, --key-handle-out and --aes-key-out-file"
+                            .into(),
+                    ));
+                };
+                let kh = hsm_proto::KeyHandle::parse(&kh)?;
+                Some((
+                    open_store(&dir, vec![kh])?,
+                    kh,
+                    tools::read_key_file(&keyf)?,
+                ))
+            } else {
+                None
+            };
+            let id_num = |s: &Option<String>| -> Result<Option<u64>, Error> {
+                s.as_deref()
+                    .map(|v| tools::public_id_arg(v, 12).map(|i| i.to_number()))
+                    .transpose()
+            };
+            let opts = decrypt_aead::Options {
+                key: tools::read_key_file(&aes_key_file)?,
+                key_handle: key_handle
+                    .as_deref()
+                    .map(hsm_proto::KeyHandle::parse)
+                    .transpose()?,
+                format,
+                reencrypt,
+                start: id_num(&start_public_id)?,
+                stop: id_num(&stop_public_id)?,
+                print_filename,
+                fail_fast,
+            };
+            let (_, failed) = decrypt_aead::run(&opts, &paths, &mut out, &mut err)?;
+            if failed > 0 {
+                return Err(Error::Usage(format!("{failed} AEAD(s) failed")));
+            }
+            Ok(())
+        }
+        Command::Store {
+            cmd: StoreCmd::Verify { aead_dir, device },
+        } => {
+            let store = open_store(&aead_dir, Vec::new())?;
+            let mut hsm = device
+                .as_deref()
+                .map(|d| device::open(d, Timeouts::default()))
+                .transpose()?;
+            let r = store_cmd::verify(&store, hsm.as_mut(), &mut out)?;
+            if r.bad + r.misplaced + r.rejected > 0 {
+                return Err(Error::Usage(
+                    "the AEAD directory has problems (listed above)".into(),
+                ));
+            }
+            Ok(())
+        }
+        Command::Store {
+            cmd: StoreCmd::Stats { aead_dir },
+        } => {
+            store_cmd::print_stats(&open_store(&aead_dir, Vec::new())?, &mut out);
+            Ok(())
+        }
         Command::Emulate {
             config,
             pty,
@@ -80,13 +593,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             control,
         }),
         Command::Demo => crate::demo::run(),
-        Command::Info { device, timeout } => {
-            let mut hsm = crate::device::open(&device, timeouts(timeout)?)?;
-            print!(
-                "device: {}\n{}",
-                device.display(),
-                crate::info::report(&mut hsm)?
-            );
+        Command::Info { dev } => {
+            let target = choose(dev.device.as_deref(), &dev.socket)?;
+            let mut hsm = open_tool(&target, timeouts(dev.timeout)?)?;
+            let name = match &target {
+                device::ToolDevice::Path(p) => p.display().to_string(),
+                device::ToolDevice::Daemon { socket, .. } => {
+                    format!("daemon at {}", socket.display())
+                }
+            };
+            print!("device: {name}\n{}", crate::info::report(&mut hsm)?);
             Ok(())
         }
     }

@@ -1,36 +1,99 @@
-//! Opening a YubiHSM from a `-D/--device` argument.
+//! Opening a YubiHSM for a command.
 //!
 //! pyhsm's rule is kept: a regular file as the device means a soft HSM whose keys are in that
 //! file (our emulator TOML, or pyhsm's JSON key file); anything else is a serial device (a
-//! real YubiHSM at `/dev/ttyACM0`, or the emulator's pty link).
+//! real YubiHSM at `/dev/ttyACM0`, or the emulator's pty link). Operator tools given no
+//! device use the running daemon's sharing socket when there is one, so they work while the
+//! daemon owns the HSM, and `/dev/ttyACM0` otherwise.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use hsm_proto::emulator::{self, EmulatorConfig};
+use hsm_proto::emulator::{self, EmulatorConfig, ResolvedConfig};
 use hsm_proto::{Hsm, Timeouts};
 use tracing::warn;
 
+use crate::sharing::SharedLine;
 use crate::Error;
 
 /// The demo device compiled into the binary: the public test keys of `fixtures/`.
 pub const DEMO_DEVICE: &str = include_str!("../../fixtures/emulator/demo.toml");
 
+/// The device pyhsm and we use when none is named.
+pub const DEFAULT_DEVICE: &str = "/dev/ttyACM0";
+
+/// True if `spec` names a soft-HSM key file rather than a device.
+pub fn is_key_file(spec: &Path) -> bool {
+    std::fs::metadata(spec)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+}
+
+/// Loads a soft-HSM key file, with the loud warning pyhsm's rule deserves.
+pub fn load_key_file(spec: &Path) -> Result<ResolvedConfig, Error> {
+    warn!(path = %spec.display(), "using a SOFT HSM: the key-handle keys are in this file on disk, not in a YubiHSM");
+    Ok(EmulatorConfig::load(spec)?.resolve()?)
+}
+
 /// Opens `-D` as a serial device or, for a regular file, as an in-process soft HSM.
 pub fn open(spec: &Path, timeouts: Timeouts) -> Result<Hsm, Error> {
-    let is_file = std::fs::metadata(spec)
-        .map(|m| m.is_file())
-        .unwrap_or(false);
-    if is_file {
-        warn!(path = %spec.display(), "using a SOFT HSM: the key-handle keys are in this file on disk, not in a YubiHSM");
-        let cfg = EmulatorConfig::load(spec)?.resolve()?;
-        let (hsm, _engine) = emulator::soft_hsm(&cfg)?;
+    if is_key_file(spec) {
+        let (hsm, _engine) = emulator::soft_hsm(&load_key_file(spec)?)?;
         return Ok(hsm);
     }
     Ok(Hsm::open_path(spec, timeouts)?)
 }
 
 /// Opens the demo soft HSM compiled into the binary.
-pub fn open_demo() -> Result<Hsm, Error> {
-    let cfg = EmulatorConfig::parse(DEMO_DEVICE)?.resolve()?;
-    Ok(emulator::soft_hsm(&cfg)?.0)
+pub fn demo_config() -> Result<ResolvedConfig, Error> {
+    Ok(EmulatorConfig::parse(DEMO_DEVICE)?.resolve()?)
+}
+
+/// Where an operator tool's HSM is.
+#[derive(Debug, Clone)]
+pub enum ToolDevice {
+    /// A device path or soft-HSM key file given with `-D`.
+    Path(PathBuf),
+    /// Device `index` of the daemon behind the sharing socket.
+    Daemon {
+        /// The socket.
+        socket: PathBuf,
+        /// Which of the daemon's devices.
+        index: u8,
+    },
+}
+
+/// Chooses the HSM for a tool: `-D` if given; else the daemon's socket if a daemon answers
+/// there; else `/dev/ttyACM0`. Errors say which of these was missing.
+pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error> {
+    if let Some(d) = device {
+        return Ok(ToolDevice::Path(d.to_path_buf()));
+    }
+    if socket.exists() {
+        if crate::sharing::list_devices(socket).is_ok() {
+            return Ok(ToolDevice::Daemon {
+                socket: socket.to_path_buf(),
+                index: 0,
+            });
+        }
+        warn!(socket = %socket.display(), "a sharing socket exists but no daemon answers on it");
+    }
+    if Path::new(DEFAULT_DEVICE).exists() {
+        return Ok(ToolDevice::Path(PathBuf::from(DEFAULT_DEVICE)));
+    }
+    Err(Error::Usage(format!(
+        "device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}",
+        socket.display()
+    )))
+}
+
+/// Opens the chosen device.
+pub fn open_tool(dev: &ToolDevice, timeouts: Timeouts) -> Result<Hsm, Error> {
+    match dev {
+        ToolDevice::Path(p) => open(p, timeouts),
+        ToolDevice::Daemon { socket, index } => {
+            let line = SharedLine::connect(socket, *index)
+                .map_err(|e| Error::io(format!("connect to {}", socket.display()), e))?;
+            Ok(Hsm::open(Box::new(line), timeouts)?)
+        }
+    }
 }

@@ -2,13 +2,16 @@
 //! the operator tools around it.
 //!
 //! - [`cli`]: the `ksm` command line (one subcommand per job);
-//! - [`device`]: opening a YubiHSM from a `-D` argument (serial device or soft-HSM key file);
-//! - [`emulate`]: `ksm emulate`, the software YubiHSM on a pty, with its control socket;
-//! - [`demo`]: `ksm demo`, the whole path on the built-in demo device;
-//! - [`info`]: `ksm info`, a device's identity and link check.
+//! - [`serve`], [`server`], [`answer`], [`metrics`]: the daemon and its HTTP API;
+//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue;
+//! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs;
+//! - [`device`]: opening a YubiHSM from a `-D` argument;
+//! - [`tools`]: keystore unlock, key generation and import, AEAD decryption, store checks;
+//! - [`emulate`], [`demo`], [`info`]: the software YubiHSM on a pty, the demo, device info.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod cli;
 pub mod demo;
 pub mod device;
@@ -16,5 +19,11 @@ pub mod emulate;
 mod error;
 pub mod info;
 pub mod logging;
+pub mod metrics;
+pub mod pool;
+pub mod serve;
+pub mod server;
+pub mod sharing;
+pub mod tools;
 
 pub use error::Error;

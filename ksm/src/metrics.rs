@@ -1,0 +1,138 @@
+//! Counters for `/metrics` (Prometheus text format) and pyhsm's stats URL.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::answer::Outcome;
+use crate::pool::DeviceHealth;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Decode counters and latency histogram. Lock-free: updated on every request.
+#[derive(Default)]
+pub struct Metrics {
+    outcomes: [AtomicU64; Outcome::LABELS.len()],
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one decode.
+    pub fn record(&self, outcome: &Outcome, took: Duration) {
+        if let Some(i) = Outcome::LABELS.iter().position(|l| *l == outcome.label()) {
+            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        for (b, bound) in self.buckets.iter().zip(BUCKETS) {
+            if secs <= bound {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn outcome(&self, label: &str) -> u64 {
+        Outcome::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map(|i| self.outcomes[i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// pyhsm's stats page: `name count` lines for `no_aead`, `ok`, `err`, `invalid`, in the
+    /// order pyhsm printed them.
+    pub fn pyhsm_stats(&self) -> String {
+        let mut sums = [("no_aead", 0u64), ("ok", 0), ("err", 0), ("invalid", 0)];
+        for label in Outcome::LABELS {
+            let stat = match label {
+                "ok" => "ok",
+                "no_otp" | "invalid_otp" => "invalid",
+                "unknown_id" => "no_aead",
+                _ => "err",
+            };
+            if let Some(s) = sums.iter_mut().find(|(n, _)| *n == stat) {
+                s.1 += self.outcome(label);
+            }
+        }
+        sums.iter().map(|(n, c)| format!("{n} {c}\n")).collect()
+    }
+
+    /// The Prometheus exposition.
+    pub fn prometheus(
+        &self,
+        devices: &[std::sync::Arc<DeviceHealth>],
+        store_aeads: Option<usize>,
+    ) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "# HELP ksm_decodes_total OTP decode requests by result.\n# TYPE ksm_decodes_total counter");
+        for label in Outcome::LABELS {
+            let _ = writeln!(
+                o,
+                "ksm_decodes_total{{result=\"{label}\"}} {}",
+                self.outcome(label)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP ksm_decode_seconds Decode latency.\n# TYPE ksm_decode_seconds histogram"
+        );
+        for (b, bound) in self.buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                o,
+                "ksm_decode_seconds_bucket{{le=\"{bound}\"}} {}",
+                b.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(o, "ksm_decode_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            o,
+            "ksm_decode_seconds_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(o, "ksm_decode_seconds_count {count}");
+        let _ = writeln!(o, "# HELP ksm_hsm_queue_depth Jobs waiting for or running on each HSM.\n# TYPE ksm_hsm_queue_depth gauge");
+        for d in devices {
+            let _ = writeln!(
+                o,
+                "ksm_hsm_queue_depth{{device=\"{}\"}} {}",
+                d.name,
+                d.queued.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP ksm_hsm_state HSM state (1 for the current state).\n# TYPE ksm_hsm_state gauge"
+        );
+        for d in devices {
+            for s in ["up", "locked", "down"] {
+                let _ = writeln!(
+                    o,
+                    "ksm_hsm_state{{device=\"{}\",state=\"{s}\"}} {}",
+                    d.name,
+                    u8::from(d.state().name() == s)
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP ksm_hsm_opens_total Times each HSM was opened.\n# TYPE ksm_hsm_opens_total counter");
+        for d in devices {
+            let _ = writeln!(
+                o,
+                "ksm_hsm_opens_total{{device=\"{}\"}} {}",
+                d.name,
+                d.opens.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(n) = store_aeads {
+            let _ = writeln!(o, "# HELP ksm_store_aeads AEADs known to the store cache.\n# TYPE ksm_store_aeads gauge\nksm_store_aeads {n}");
+        }
+        o
+    }
+}

@@ -1,0 +1,448 @@
+//! The HSMs the daemon decodes with, each owned by one thread.
+//!
+//! A YubiHSM is a serial line with strictly one request in flight, so each device gets one
+//! owner thread that holds its [`Hsm`]; everything else talks to that thread through a
+//! bounded queue. A full queue is refused at once (the validator moves on to its next KSM
+//! instead of waiting), every job carries a deadline checked before the device is touched,
+//! and a device that drops out is reopened by its owner in the background. Requests are
+//! spread over healthy devices, and a request whose device fails is retried on another while
+//! its deadline allows.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hsm_proto::emulator::{self, ResolvedConfig};
+use hsm_proto::otp::Otp;
+use hsm_proto::{Aead, DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+/// How a device is reached.
+#[derive(Clone)]
+pub enum Backend {
+    /// A serial device path: a YubiHSM at `/dev/ttyACM0`, or an emulator's pty link.
+    Serial(PathBuf),
+    /// An in-process soft HSM with these keys.
+    Soft(Box<ResolvedConfig>),
+}
+
+impl Backend {
+    fn name(&self) -> String {
+        match self {
+            Backend::Serial(p) => p.display().to_string(),
+            Backend::Soft(_) => "soft-hsm".into(),
+        }
+    }
+
+    fn open(&self, timeouts: Timeouts) -> Result<Hsm, HsmError> {
+        match self {
+            Backend::Serial(p) => Hsm::open_path(p, timeouts),
+            Backend::Soft(cfg) => emulator::soft_hsm(cfg).map(|(h, _)| h),
+        }
+    }
+}
+
+/// Why a decode did not produce counters, as far as the pool is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolError {
+    /// The device refused (status), or a software check failed.
+    Hsm(HsmError),
+    /// The key store is locked; an operator must run `ksm keystore-unlock`.
+    Locked,
+    /// No device can be reached.
+    Unavailable,
+    /// The deadline passed.
+    Timeout,
+    /// Every queue is full.
+    Overloaded,
+}
+
+/// A job for a device's owner thread.
+pub enum Job {
+    /// Decode an OTP with an AEAD.
+    Decode {
+        /// The OTP.
+        otp: Otp,
+        /// The AEAD's key handle.
+        key_handle: KeyHandle,
+        /// The AEAD's nonce.
+        nonce: Nonce,
+        /// The AEAD.
+        aead: Aead,
+        /// Give up after this.
+        deadline: Instant,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DecodedOtp, PoolError>>,
+    },
+    /// Run a raw request frame (for operator tools over the sharing socket) and return the
+    /// response frame.
+    Frame {
+        /// The request frame.
+        frame: Vec<u8>,
+        /// Give up after this.
+        deadline: Instant,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Vec<u8>, PoolError>>,
+    },
+}
+
+/// The state of one device, as the owner thread last saw it.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Open and answering.
+    Up = 0,
+    /// Open, but its key store is locked.
+    Locked = 1,
+    /// Not reachable; the owner keeps trying to reopen it.
+    Down = 2,
+}
+
+impl DeviceState {
+    fn from_u8(v: u8) -> DeviceState {
+        match v {
+            0 => DeviceState::Up,
+            1 => DeviceState::Locked,
+            _ => DeviceState::Down,
+        }
+    }
+
+    /// Lower-case name for `/health` and `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceState::Up => "up",
+            DeviceState::Locked => "locked",
+            DeviceState::Down => "down",
+        }
+    }
+}
+
+/// What `/health` and `/metrics` read about a device.
+pub struct DeviceHealth {
+    /// Device name (path or `soft-hsm`).
+    pub name: String,
+    state: AtomicU8,
+    /// Jobs waiting or running.
+    pub queued: AtomicUsize,
+    /// Times the device was (re)opened.
+    pub opens: AtomicU64,
+    /// The last line error, for operators.
+    pub last_error: Mutex<String>,
+    locked_logged: AtomicBool,
+}
+
+impl DeviceHealth {
+    /// Current state.
+    pub fn state(&self) -> DeviceState {
+        DeviceState::from_u8(self.state.load(Ordering::SeqCst))
+    }
+
+    fn set(&self, s: DeviceState) {
+        let old = DeviceState::from_u8(self.state.swap(s as u8, Ordering::SeqCst));
+        if s == DeviceState::Locked
+            && old != DeviceState::Locked
+            && !self.locked_logged.swap(true, Ordering::SeqCst)
+        {
+            error!(device = %self.name, "YubiHSM key store is locked: run `ksm keystore-unlock` to unlock it");
+        }
+        if s != DeviceState::Locked {
+            self.locked_logged.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+struct Device {
+    tx: SyncSender<Job>,
+    health: Arc<DeviceHealth>,
+}
+
+/// The daemon's HSMs.
+pub struct Pool {
+    devices: Vec<Device>,
+    next: AtomicUsize,
+}
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Jobs a device may have waiting before new ones are refused.
+    pub queue_depth: usize,
+    /// Driver timeouts (per command).
+    pub timeouts: Timeouts,
+    /// Wait between reopen attempts of a device that dropped out.
+    pub reopen_interval: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            queue_depth: 64,
+            timeouts: Timeouts::default(),
+            reopen_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Pool {
+    /// Starts one owner thread per backend. Devices that cannot be opened yet are retried in
+    /// the background; they do not stop the daemon from starting.
+    pub fn start(backends: Vec<Backend>, cfg: PoolConfig) -> Pool {
+        let devices = backends
+            .into_iter()
+            .map(|b| {
+                let (tx, rx) = sync_channel(cfg.queue_depth);
+                let health = Arc::new(DeviceHealth {
+                    name: b.name(),
+                    state: AtomicU8::new(DeviceState::Down as u8),
+                    queued: AtomicUsize::new(0),
+                    opens: AtomicU64::new(0),
+                    last_error: Mutex::new(String::new()),
+                    locked_logged: AtomicBool::new(false),
+                });
+                let h = health.clone();
+                std::thread::Builder::new()
+                    .name(format!("hsm-owner {}", health.name))
+                    .spawn(move || owner(b, rx, h, cfg))
+                    .expect("spawn HSM owner thread");
+                Device { tx, health }
+            })
+            .collect();
+        Pool {
+            devices,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Health of every device.
+    pub fn health(&self) -> Vec<Arc<DeviceHealth>> {
+        self.devices.iter().map(|d| d.health.clone()).collect()
+    }
+
+    /// Devices to try, healthiest and least busy first, starting at a rotating index so load
+    /// spreads evenly.
+    fn order(&self) -> Vec<&Device> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.devices.len();
+        let mut v: Vec<&Device> = (0..n).map(|i| &self.devices[(start + i) % n]).collect();
+        v.sort_by_key(|d| {
+            (
+                d.health.state() as u8,
+                d.health.queued.load(Ordering::Relaxed),
+            )
+        });
+        v
+    }
+
+    /// Decodes an OTP on some device before `deadline`.
+    pub async fn decode(
+        &self,
+        otp: Otp,
+        key_handle: KeyHandle,
+        nonce: Nonce,
+        aead: Aead,
+        deadline: Instant,
+    ) -> Result<DecodedOtp, PoolError> {
+        let mut last = PoolError::Unavailable;
+        let mut overloaded = 0;
+        let order = self.order();
+        for dev in &order {
+            if dev.health.state() == DeviceState::Down
+                && order.iter().any(|d| d.health.state() != DeviceState::Down)
+            {
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(PoolError::Timeout);
+            }
+            let (reply, rx) = oneshot::channel();
+            let job = Job::Decode {
+                otp: otp.clone(),
+                key_handle,
+                nonce,
+                aead: aead.clone(),
+                deadline,
+                reply,
+            };
+            match submit(dev, job) {
+                Ok(()) => {}
+                Err(PoolError::Overloaded) => {
+                    overloaded += 1;
+                    continue;
+                }
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx).await {
+                Ok(Ok(Ok(d))) => return Ok(d),
+                // A refusal about this OTP or AEAD is the answer; another device would agree.
+                Ok(Ok(Err(e @ PoolError::Hsm(_)))) => return Err(e),
+                Ok(Ok(Err(e))) => last = e,
+                Ok(Err(_)) => last = PoolError::Unavailable,
+                Err(_) => return Err(PoolError::Timeout),
+            }
+        }
+        if overloaded > 0 && overloaded == self.devices.len() {
+            return Err(PoolError::Overloaded);
+        }
+        Err(last)
+    }
+
+    /// Runs a raw request frame on device `index` (sharing socket): tools address each
+    /// device, since an unlock must reach every one of them.
+    pub async fn frame(
+        &self,
+        index: usize,
+        frame: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, PoolError> {
+        let dev = self.devices.get(index).ok_or(PoolError::Unavailable)?;
+        let (reply, rx) = oneshot::channel();
+        submit(
+            dev,
+            Job::Frame {
+                frame,
+                deadline,
+                reply,
+            },
+        )?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(PoolError::Unavailable),
+            Err(_) => Err(PoolError::Timeout),
+        }
+    }
+}
+
+fn submit(dev: &Device, job: Job) -> Result<(), PoolError> {
+    dev.health.queued.fetch_add(1, Ordering::SeqCst);
+    match dev.tx.try_send(job) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            dev.health.queued.fetch_sub(1, Ordering::SeqCst);
+            Err(match e {
+                TrySendError::Full(_) => PoolError::Overloaded,
+                TrySendError::Disconnected(_) => PoolError::Unavailable,
+            })
+        }
+    }
+}
+
+/// The owner thread: the only code that touches this device.
+fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: PoolConfig) {
+    let mut hsm: Option<Hsm> = None;
+    let mut next_open = Instant::now();
+    loop {
+        if hsm.is_none() && Instant::now() >= next_open {
+            match backend.open(cfg.timeouts) {
+                Ok(h) => {
+                    health.opens.fetch_add(1, Ordering::Relaxed);
+                    info!(device = %health.name, "YubiHSM opened");
+                    health.set(DeviceState::Up);
+                    hsm = Some(h);
+                }
+                Err(e) => {
+                    // Log each new reason once, not every retry.
+                    if last_error_changed(&health, &e) {
+                        warn!(device = %health.name, error = %e, "YubiHSM unavailable; retrying");
+                    }
+                    *health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                    health.set(DeviceState::Down);
+                    next_open = Instant::now() + cfg.reopen_interval;
+                }
+            }
+        }
+        let wait = if hsm.is_none() {
+            cfg.reopen_interval
+        } else {
+            Duration::from_secs(1)
+        };
+        let job = match rx.recv_timeout(wait) {
+            Ok(j) => j,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        run_job(job, &mut hsm, &health);
+        health.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn last_error_changed(health: &DeviceHealth, e: &HsmError) -> bool {
+    *health.last_error.lock().unwrap_or_else(|p| p.into_inner()) != e.to_string()
+}
+
+fn classify(e: HsmError, hsm: &mut Option<Hsm>, health: &DeviceHealth) -> PoolError {
+    if e.status() == Some(Status::KeyStorageLocked) {
+        health.set(DeviceState::Locked);
+        return PoolError::Locked;
+    }
+    if e.is_link_error() {
+        warn!(device = %health.name, error = %e, "YubiHSM line failed; reopening");
+        *health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+        *hsm = None;
+        health.set(DeviceState::Down);
+        return if matches!(e, HsmError::Timeout { .. }) {
+            PoolError::Timeout
+        } else {
+            PoolError::Unavailable
+        };
+    }
+    PoolError::Hsm(e)
+}
+
+fn run_job(job: Job, hsm: &mut Option<Hsm>, health: &DeviceHealth) {
+    match job {
+        Job::Decode {
+            otp,
+            key_handle,
+            nonce,
+            aead,
+            deadline,
+            reply,
+        } => {
+            let result = if Instant::now() >= deadline {
+                Err(PoolError::Timeout)
+            } else if let Some(h) = hsm.as_mut() {
+                match h.decode_otp(&otp, key_handle, nonce, &aead) {
+                    Ok(d) => {
+                        if health.state() == DeviceState::Locked {
+                            health.set(DeviceState::Up);
+                        }
+                        Ok(d)
+                    }
+                    Err(e) => Err(classify(e, hsm, health)),
+                }
+            } else {
+                Err(PoolError::Unavailable)
+            };
+            let _ = reply.send(result);
+        }
+        Job::Frame {
+            frame,
+            deadline,
+            reply,
+        } => {
+            let result = if Instant::now() >= deadline {
+                Err(PoolError::Timeout)
+            } else if let Some(h) = hsm.as_mut() {
+                match h.exchange_frame(&frame) {
+                    Ok(resp) => {
+                        // An unlock through the socket may have changed the lock state.
+                        health.set(DeviceState::Up);
+                        Ok(resp)
+                    }
+                    Err(e) => Err(classify(e, hsm, health)),
+                }
+            } else {
+                Err(PoolError::Unavailable)
+            };
+            let _ = reply.send(result);
+        }
+    }
+}

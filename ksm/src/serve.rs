@@ -1,0 +1,250 @@
+//! `ksm serve`: the daemon. Reads flags and `ksm.toml`, opens the HSMs and the AEAD store,
+//! binds, serves until SIGTERM, then drains and cleans up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aead_store::{CachedStore, FsStore};
+use hsm_proto::{KeyHandle, Timeouts};
+use ipnet::IpNet;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::device;
+use crate::metrics::Metrics;
+use crate::pool::{Backend, Pool, PoolConfig};
+use crate::server::{AppState, HttpConfig};
+use crate::Error;
+
+/// `ksm.toml`: a key for every flag of `ksm serve` (flags override).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// `-D`: devices (serial paths or soft-HSM key files).
+    pub device: Option<Vec<PathBuf>>,
+    /// `-B`: AEAD directory.
+    pub aead_dir: Option<PathBuf>,
+    /// `--key-handles`.
+    pub key_handles: Option<Vec<String>>,
+    /// `-U`.
+    pub serve_url: Option<String>,
+    /// `-S`.
+    pub stats_url: Option<String>,
+    /// `--addr`.
+    pub addr: Option<IpAddr>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--reqtimeout` (seconds).
+    pub reqtimeout: Option<f64>,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--proxies`.
+    pub proxies: Option<Vec<IpAddr>>,
+    /// `--allow`.
+    pub allow: Option<Vec<IpNet>>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--queue-depth`.
+    pub queue_depth: Option<usize>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads `ksm.toml`.
+    pub fn load(path: &Path) -> Result<FileConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Everything `ksm serve` runs with, after flags and file are merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Devices, or empty for the demo soft HSM.
+    pub devices: Vec<PathBuf>,
+    /// Use the built-in demo soft HSM and `fixtures/` AEADs.
+    pub demo: bool,
+    /// AEAD directory.
+    pub aead_dir: PathBuf,
+    /// Key handles in lookup order.
+    pub key_handles: Vec<KeyHandle>,
+    /// HTTP settings.
+    pub http: HttpConfig,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// PID file.
+    pub pid_file: Option<PathBuf>,
+    /// Sharing socket (`None`: off).
+    pub socket: Option<PathBuf>,
+    /// Queue depth per device.
+    pub queue_depth: usize,
+}
+
+/// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name.
+pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
+    let (path, query) = url.split_once('?').unwrap_or((url, "otp="));
+    let param = query.trim_end_matches('=');
+    if !path.starts_with('/') || param.is_empty() || param.contains(['&', '=']) {
+        return Err(Error::Usage(format!(
+            "--serve-url {url:?} must look like /wsapi/decrypt?otp="
+        )));
+    }
+    Ok((path.to_string(), param.to_string()))
+}
+
+/// Where the demo's AEADs are: `fixtures/aead-files/store` of this source tree.
+pub fn demo_aead_dir() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
+    if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("fixtures/aead-files/store")
+    }
+}
+
+/// The first OTP vector, for the demo's `curl` line.
+pub fn demo_otp() -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../../fixtures/otp-vectors.json")).unwrap_or_default();
+    v["otps"][0]["otp"].as_str().unwrap_or_default().to_string()
+}
+
+fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
+    if s.demo {
+        warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
+        return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
+    }
+    s.devices
+        .iter()
+        .map(|d| {
+            if device::is_key_file(d) {
+                Ok(Backend::Soft(Box::new(device::load_key_file(d)?)))
+            } else {
+                Ok(Backend::Serial(d.clone()))
+            }
+        })
+        .collect()
+}
+
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+    }
+    let std_listener = crate::emulate::bind_private(path)?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("socket", e))?;
+    tokio::net::UnixListener::from_std(std_listener).map_err(|e| Error::io("socket", e))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(s: Settings) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start runtime", e))?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(s.listen).await.map_err(|e| Error::io(format!("bind {}", s.listen), e))?;
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        serve(s, listener, shutdown).await
+    })
+}
+
+/// The daemon on an already-bound listener (tests bind `127.0.0.1:0`).
+pub async fn serve(
+    s: Settings,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let store = CachedStore::new(store, CachedStore::DEFAULT_MAX_ENTRIES);
+    let pool = Arc::new(Pool::start(
+        backends(&s)?,
+        PoolConfig {
+            queue_depth: s.queue_depth,
+            timeouts: Timeouts::default(),
+            ..PoolConfig::default()
+        },
+    ));
+    let state = Arc::new(AppState {
+        pool: pool.clone(),
+        store: Arc::new(store),
+        http: s.http.clone(),
+        metrics: Metrics::default(),
+        connections: AtomicUsize::new(0),
+    });
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener", e))?;
+    if let Some(p) = &s.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| Error::io(format!("write {}", p.display()), e))?;
+    }
+    let sharing = match &s.socket {
+        Some(path) => match bind_socket(path) {
+            Ok(l) => {
+                info!(socket = %path.display(), "sharing socket for operator tools");
+                Some(tokio::spawn(crate::sharing::serve(
+                    l,
+                    pool.clone(),
+                    s.http.reqtimeout,
+                )))
+            }
+            Err(e) => {
+                warn!(error = %e, "no sharing socket: operator tools cannot use the HSM while the daemon runs");
+                None
+            }
+        },
+        None => None,
+    };
+    let khs: Vec<String> = s.key_handles.iter().map(|k| k.to_string()).collect();
+    println!(
+        "ksm listening on http://{addr}{} (AEADs in {}, key handles {})",
+        s.http.serve_path,
+        s.aead_dir.display(),
+        khs.join(",")
+    );
+    if s.demo {
+        println!(
+            "try:  curl 'http://{addr}{}?{}={}'",
+            s.http.serve_path,
+            s.http.otp_param,
+            demo_otp()
+        );
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let result = crate::server::run(listener, state, shutdown)
+        .await
+        .map_err(|e| Error::io("serve", e));
+    if let Some(t) = sharing {
+        t.abort();
+    }
+    if let Some(p) = &s.socket {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = &s.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    info!("stopped");
+    result
+}
+
+/// Default request deadline, as pyhsm's `--reqtimeout`.
+pub const DEFAULT_REQTIMEOUT: Duration = Duration::from_secs(5);

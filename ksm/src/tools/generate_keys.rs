@@ -1,0 +1,118 @@
+//! `ksm generate-keys`: new YubiKey secrets made by the HSM's own random generator, stored
+//! only as AEADs. The secret never leaves the HSM in clear: `BUFFER_RANDOM_LOAD` fills the
+//! device's buffer, `BUFFER_AEAD_GENERATE` seals it under each key handle.
+
+use std::io::Write;
+
+use aead_store::FsStore;
+use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Error;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Key handles to seal each secret under (the same secret under each).
+    pub key_handles: Vec<KeyHandle>,
+    /// First public id.
+    pub start: PublicId,
+    /// How many ids.
+    pub count: u64,
+    /// Public id length in modhex characters.
+    pub public_id_chars: usize,
+    /// Let the HSM choose each AEAD's nonce instead of using the public id.
+    pub random_nonce: bool,
+    /// Replace existing AEADs.
+    pub force: bool,
+}
+
+/// What happened.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Ids generated.
+    pub generated: u64,
+    /// Ids skipped because their AEADs exist (resuming).
+    pub skipped: u64,
+    /// Ids with AEADs for some handles only (an interrupted earlier run): left alone.
+    pub incomplete: u64,
+}
+
+/// Generates the planned keys into `store`, with a progress bar on stderr.
+pub fn run(
+    hsm: &mut Hsm,
+    store: &FsStore,
+    plan: &Plan,
+    out: &mut dyn Write,
+) -> Result<Summary, Error> {
+    let first = plan.start.to_number();
+    if first == 0 {
+        return Err(Error::Usage(
+            "the start public id must be greater than 0".into(),
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "Generating {} keys from {} under key handles {}",
+        plan.count,
+        plan.start,
+        plan.key_handles
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let bar = ProgressBar::new(plan.count);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} keys, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut s = Summary::default();
+    for n in first..first.saturating_add(plan.count) {
+        bar.inc(1);
+        let id = PublicId::from_number(n, plan.public_id_chars)?;
+        let present = plan
+            .key_handles
+            .iter()
+            .filter(|kh| store.existing(**kh, &id).is_some())
+            .count();
+        if !plan.force && present == plan.key_handles.len() {
+            s.skipped += 1;
+            continue;
+        }
+        if !plan.force && present > 0 {
+            // The secret of the existing AEADs cannot be made again: mixing would give one
+            // YubiKey two different secrets.
+            bar.suspend(|| eprintln!("{id}: AEADs exist for some key handles only; left alone (use --force to regenerate all)"));
+            s.incomplete += 1;
+            continue;
+        }
+        let nonce = if plan.random_nonce {
+            Nonce::ZERO
+        } else {
+            id.to_nonce()?
+        };
+        let count = hsm.buffer_random_load(0, YubiKeySecret::LEN as u8)?;
+        if usize::from(count) != YubiKeySecret::LEN {
+            return Err(Error::Usage(format!(
+                "HSM buffer holds {count} bytes, expected {}",
+                YubiKeySecret::LEN
+            )));
+        }
+        for kh in &plan.key_handles {
+            let (used, aead) = hsm.buffer_aead_generate(*kh, nonce)?;
+            let path = store
+                .write(*kh, &id, &used, &aead, plan.force)
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            tracing::info!(path = %path.display(), "AEAD written");
+        }
+        s.generated += 1;
+    }
+    bar.finish_and_clear();
+    let _ = writeln!(
+        out,
+        "Done: {} generated, {} already present, {} incomplete",
+        s.generated, s.skipped, s.incomplete
+    );
+    Ok(s)
+}

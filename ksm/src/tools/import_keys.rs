@@ -1,0 +1,186 @@
+//! `ksm import-keys`: YubiKey secrets from Yubico's KSM export format (`# ykksm 1`, then
+//! `serial,public id,uid,aes key,lock code,created,accessed[,...]` lines) into AEADs. Each
+//! secret goes into the HSM's buffer and is sealed there under every key handle; only AEADs
+//! reach the disk. Bad lines are reported with their line number and skipped.
+
+use std::io::{BufRead, Write};
+
+use aead_store::{FsStore, StoreError};
+use hsm_proto::cmd::DbYubikeyAeadStore;
+use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
+
+use crate::Error;
+
+/// How to import.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Key handles to seal each secret under.
+    pub key_handles: Vec<KeyHandle>,
+    /// Let the HSM choose each AEAD's nonce instead of using the public id.
+    pub random_nonce: bool,
+    /// Replace existing AEADs.
+    pub force: bool,
+    /// Store into the HSM's internal database (`DB_YUBIKEY_AEAD_STORE`) instead of files.
+    pub internal_db: bool,
+}
+
+/// What happened.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Keys imported.
+    pub imported: usize,
+    /// Keys whose AEADs already existed.
+    pub existing: usize,
+    /// Lines rejected.
+    pub rejected: usize,
+}
+
+/// The header every ykksm export starts with.
+pub const HEADER: &str = "# ykksm 1";
+
+/// One parsed data line.
+struct Line {
+    id: PublicId,
+    secret: YubiKeySecret,
+}
+
+fn parse_line(text: &str) -> Result<Line, String> {
+    let f: Vec<&str> = text.split(',').map(str::trim).collect();
+    if f.len() < 4 {
+        return Err(format!(
+            "expected at least 4 comma-separated fields, found {}",
+            f.len()
+        ));
+    }
+    let id = PublicId::new(f[1])
+        .map_err(|_| format!("public id {:?} is not 2-16 modhex characters", f[1]))?;
+    if id.to_number() == 0 {
+        return Err("public id 0 is not supported by the YubiHSM".into());
+    }
+    let uid = hex::decode(f[2])
+        .ok()
+        .filter(|u| u.len() == 6)
+        .ok_or("uid must be 12 hex digits")?;
+    let key = zeroize::Zeroizing::new(
+        hex::decode(f[3])
+            .ok()
+            .filter(|k| k.len() == 16)
+            .ok_or("AES key must be 32 hex digits")?,
+    );
+    let mut bytes = zeroize::Zeroizing::new(key.to_vec());
+    bytes.extend_from_slice(&uid);
+    let secret = YubiKeySecret::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    Ok(Line { id, secret })
+}
+
+/// Imports every line of `input`. Line errors are written to `err` and counted; HSM or disk
+/// failures of one key are reported the same way; nothing else is lost.
+pub fn run(
+    hsm: &mut Hsm,
+    store: Option<&FsStore>,
+    opts: &Options,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Summary, Error> {
+    let mut lines = input.lines();
+    let header = lines
+        .next()
+        .transpose()
+        .map_err(|e| Error::io("read input", e))?
+        .unwrap_or_default();
+    if header.trim_end_matches('\r') != HEADER {
+        return Err(Error::Usage(format!(
+            "did not get '{HEADER}' as the first line of input"
+        )));
+    }
+    let mut s = Summary::default();
+    for (i, line) in lines.enumerate() {
+        let no = i + 2;
+        let line = line.map_err(|e| Error::io("read input", e))?;
+        let text = zeroize::Zeroizing::new(line);
+        if text.trim().is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let parsed = match parse_line(&text) {
+            Ok(p) => p,
+            Err(why) => {
+                let _ = writeln!(err, "line {no}: {why}; skipped");
+                s.rejected += 1;
+                continue;
+            }
+        };
+        match import_one(hsm, store, opts, &parsed) {
+            Ok(true) => s.imported += 1,
+            Ok(false) => s.existing += 1,
+            Err(why) => {
+                let _ = writeln!(err, "line {no} ({}): {why}; skipped", parsed.id);
+                s.rejected += 1;
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Done: {} imported, {} already present, {} rejected",
+        s.imported, s.existing, s.rejected
+    );
+    Ok(s)
+}
+
+/// `Ok(false)`: every AEAD already existed.
+fn import_one(
+    hsm: &mut Hsm,
+    store: Option<&FsStore>,
+    opts: &Options,
+    l: &Line,
+) -> Result<bool, String> {
+    let todo: Vec<KeyHandle> = match store {
+        Some(st) if !opts.force => opts
+            .key_handles
+            .iter()
+            .copied()
+            .filter(|kh| st.existing(*kh, &l.id).is_none())
+            .collect(),
+        _ => opts.key_handles.clone(),
+    };
+    if todo.is_empty() {
+        return Ok(false);
+    }
+    let nonce = if opts.random_nonce {
+        Nonce::ZERO
+    } else {
+        l.id.to_nonce().map_err(|e| e.to_string())?
+    };
+    let count = hsm
+        .buffer_load(0, &*l.secret.to_bytes())
+        .map_err(|e| e.to_string())?;
+    if usize::from(count) != YubiKeySecret::LEN {
+        return Err(format!(
+            "HSM buffer holds {count} bytes, expected {}",
+            YubiKeySecret::LEN
+        ));
+    }
+    for kh in todo {
+        let (used, aead) = hsm
+            .buffer_aead_generate(kh, nonce)
+            .map_err(|e| e.to_string())?;
+        if opts.internal_db {
+            let a: [u8; 30] = aead
+                .as_bytes()
+                .try_into()
+                .map_err(|_| "AEAD is not 30 bytes".to_string())?;
+            hsm.send(&DbYubikeyAeadStore {
+                public_id: l.id.to_nonce().map_err(|e| e.to_string())?,
+                key_handle: kh,
+                aead: a,
+            })
+            .map_err(|e| e.to_string())?;
+        } else if let Some(st) = store {
+            match st.write(kh, &l.id, &used, &aead, opts.force) {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,198 @@
+//! `ksm keystore-unlock`: after every boot the YubiHSM's key store is encrypted; an operator
+//! gives the master key (and, if admin YubiKeys are configured, an OTP from one) before any
+//! OTP can be decoded.
+//!
+//! The master key is read from a no-echo prompt or standard input, never from argv or the
+//! environment. Through the daemon's sharing socket every device the daemon owns is
+//! unlocked in turn.
+
+use std::io::BufRead;
+
+use hsm_proto::cmd::AesEcbBlockEncrypt;
+use hsm_proto::otp::Otp;
+use hsm_proto::{Error as HsmError, Hsm, KeyHandle, SecretBytes, Status, Timeouts};
+use zeroize::Zeroizing;
+
+use crate::device::{open_tool, ToolDevice};
+use crate::Error;
+
+/// Where the secrets come from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Master key from the first line of standard input (pyhsm's `--stdin`; an OTP may
+    /// follow on the second line).
+    pub stdin: bool,
+    /// Admin OTP from standard input (after the key's line if `stdin` too).
+    pub otp_stdin: bool,
+    /// Do not ask for an admin OTP.
+    pub no_otp: bool,
+}
+
+/// True if key-handle operations are refused as locked. A harmless AES block on handle 0
+/// tells: a locked store answers KEY_STORAGE_LOCKED before looking at the handle.
+pub fn is_locked(hsm: &mut Hsm) -> Result<bool, Error> {
+    match hsm.send(&AesEcbBlockEncrypt {
+        key_handle: KeyHandle(0),
+        block: SecretBytes::new([0u8; 16]),
+    }) {
+        Err(HsmError::Device {
+            status: Status::KeyStorageLocked,
+            ..
+        }) => Ok(true),
+        Err(e) if e.is_link_error() => Err(e.into()),
+        _ => Ok(false),
+    }
+}
+
+struct Secrets {
+    key: Option<Zeroizing<String>>,
+    otp: Option<String>,
+}
+
+fn read_secrets(opts: &Options, input: &mut dyn BufRead, need_key: bool) -> Result<Secrets, Error> {
+    let mut line = || -> Result<Option<String>, Error> {
+        let mut s = String::new();
+        let n = input
+            .read_line(&mut s)
+            .map_err(|e| Error::io("read standard input", e))?;
+        Ok((n > 0).then(|| s.trim().to_string()))
+    };
+    let key = if !need_key {
+        None
+    } else if opts.stdin {
+        line()?.map(Zeroizing::new)
+    } else {
+        Some(Zeroizing::new(
+            rpassword::prompt_password("Master key (hex, not shown): ")
+                .map_err(|e| Error::io("read master key", e))?
+                .trim()
+                .to_string(),
+        ))
+    };
+    let otp = if opts.no_otp {
+        None
+    } else if opts.otp_stdin || opts.stdin {
+        line()?
+    } else {
+        None
+    };
+    Ok(Secrets { key, otp })
+}
+
+fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let bytes = Zeroizing::new(
+        hex::decode(hex_text).map_err(|_| Error::Usage("the master key must be hex".into()))?,
+    );
+    if bytes.len() > max {
+        return Err(Error::Usage(format!(
+            "the master key must be at most {} hex digits",
+            max * 2
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Unlocks every device; prints one line per device. Fails if any stays locked.
+pub fn run(
+    dev: &ToolDevice,
+    opts: &Options,
+    timeouts: Timeouts,
+    input: &mut dyn BufRead,
+    out: &mut dyn std::io::Write,
+) -> Result<(), Error> {
+    let targets: Vec<(String, ToolDevice)> = match dev {
+        ToolDevice::Path(p) => vec![(p.display().to_string(), dev.clone())],
+        ToolDevice::Daemon { socket, .. } => crate::sharing::list_devices(socket)
+            .map_err(|e| {
+                Error::io(
+                    format!("daemon not running (no answer on {})", socket.display()),
+                    e,
+                )
+            })?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                (
+                    name,
+                    ToolDevice::Daemon {
+                        socket: socket.clone(),
+                        index: i as u8,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let mut secrets: Option<Secrets> = None;
+    let mut failed = 0;
+    for (name, target) in targets {
+        let mut hsm = open_tool(&target, timeouts)?;
+        if !is_locked(&mut hsm)? {
+            let _ = writeln!(out, "{name}: already unlocked");
+            continue;
+        }
+        if secrets.is_none() {
+            secrets = Some(read_secrets(opts, input, true)?);
+        }
+        let s = secrets
+            .as_ref()
+            .ok_or_else(|| Error::Usage("no secrets".into()))?;
+        let key_text = s
+            .key
+            .as_ref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| Error::Usage("Aborted: no master key given".into()))?;
+        let firmware = hsm.info().version();
+        let result = if firmware >= (1, 0, 0) {
+            hsm.key_store_decrypt(&master_key(key_text, 32)?)
+        } else {
+            hsm.key_storage_unlock(&master_key(key_text, 16)?)
+        };
+        match result {
+            Ok(()) => {}
+            Err(HsmError::Device {
+                status: Status::Mismatch | Status::KeyStorageLocked,
+                ..
+            }) => {
+                let _ = writeln!(out, "{name}: wrong key");
+                failed += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if is_locked(&mut hsm)? && firmware >= (1, 0, 0) && !opts.no_otp {
+            let otp_text = match &s.otp {
+                Some(o) => o.clone(),
+                None => rpassword::prompt_password("Admin YubiKey OTP: ")
+                    .map_err(|e| Error::io("read OTP", e))?
+                    .trim()
+                    .to_string(),
+            };
+            let otp = Otp::parse(&otp_text)
+                .ok()
+                .filter(|o| o.public_id.as_str().len() == 12);
+            match otp.map(|o| hsm.hsm_unlock(&o)) {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{name}: invalid YubiKey OTP (44 modhex characters expected)"
+                    );
+                }
+                Some(Err(HsmError::Device { status, .. })) => {
+                    let _ = writeln!(out, "{name}: admin OTP refused: {status}");
+                }
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(())) => {}
+            }
+        }
+        if is_locked(&mut hsm)? {
+            let _ = writeln!(out, "{name}: still locked");
+            failed += 1;
+        } else {
+            let _ = writeln!(out, "{name}: unlocked");
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Usage(format!("{failed} device(s) still locked")));
+    }
+    Ok(())
+}
