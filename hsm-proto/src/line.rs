@@ -52,8 +52,11 @@ pub fn open_serial(path: &Path, read_timeout: Duration) -> Result<TTYPort> {
         .flow_control(serialport::FlowControl::None)
         .timeout(read_timeout)
         .open_native()
-        .map_err(|e| Error::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let mut reason = e.to_string();
+            if reason.contains("exclusive") {
+                reason.push_str(" (another process has the device open: if the ksm daemon runs, use its sharing socket)");
+            }
+            Error::Open { path: path.display().to_string(), reason }
         })
 }

@@ -207,9 +207,12 @@ pub enum StoreCmd {
         /// AEAD directory.
         #[arg(short = 'B', long = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
         aead_dir: PathBuf,
-        /// Also ask this HSM (device path, key file) to open every AEAD.
-        #[arg(short = 'D', long = "device")]
-        device: Option<PathBuf>,
+        /// Also ask the HSM to open every AEAD: -D's device, else the daemon's socket.
+        #[arg(long)]
+        hsm: bool,
+        /// Where the HSM is (implies --hsm).
+        #[command(flatten)]
+        dev: DeviceArgs,
     },
     /// Count AEADs per key handle.
     Stats {
@@ -562,13 +565,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Store {
-            cmd: StoreCmd::Verify { aead_dir, device },
+            cmd: StoreCmd::Verify { aead_dir, hsm, dev },
         } => {
             let store = open_store(&aead_dir, Vec::new())?;
-            let mut hsm = device
-                .as_deref()
-                .map(|d| device::open(d, Timeouts::default()))
-                .transpose()?;
+            let mut hsm = if hsm || dev.device.is_some() {
+                Some(open_tool(
+                    &choose(dev.device.as_deref(), &dev.socket)?,
+                    timeouts(dev.timeout)?,
+                )?)
+            } else {
+                None
+            };
             let r = store_cmd::verify(&store, hsm.as_mut(), &mut out)?;
             if r.bad + r.misplaced + r.rejected > 0 {
                 return Err(Error::Usage(

@@ -1,1 +1,140 @@
-//! End-to-end tests live in `tests/tests/`.
+//! Support for end-to-end tests: the project's fixtures, OTPs from Yubico's `ykgenerate`, a
+//! raw HTTP/1.1 client (answers are compared byte for byte), and emulators on real ptys.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use hsm_proto::emulator::{EmulatorConfig, PtyEmulator, ResolvedConfig};
+use serde_json::Value;
+
+/// The project's `fixtures/`.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// `fixtures/otp-vectors.json`.
+pub fn otp_vectors() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("otp-vectors.json")).expect("vectors"),
+    )
+    .expect("json")
+}
+
+/// An emulator configuration from `fixtures/emulator/`.
+pub fn emulator_config(name: &str) -> ResolvedConfig {
+    let text = std::fs::read_to_string(fixtures().join("emulator").join(name)).expect("fixture");
+    EmulatorConfig::parse(&text)
+        .expect("parse")
+        .resolve()
+        .expect("resolve")
+}
+
+/// A token made by Yubico's `ykgenerate` (Debian libyubikey-dev), prefixed with `public_id`.
+pub fn ykgenerate(
+    public_id: &str,
+    aes_key: &str,
+    uid: &str,
+    counter: u16,
+    low: u16,
+    high: u8,
+    use_: u8,
+) -> String {
+    let out = Command::new("ykgenerate")
+        .args([
+            aes_key,
+            uid,
+            &format!("{counter:04x}"),
+            &format!("{low:04x}"),
+            &format!("{high:02x}"),
+            &format!("{use_:02x}"),
+        ])
+        .output()
+        .expect("ykgenerate not found: apt-get install libyubikey-dev (.ci/run does)");
+    assert!(out.status.success(), "ykgenerate failed");
+    format!(
+        "{public_id}{}",
+        String::from_utf8(out.stdout).expect("utf8").trim()
+    )
+}
+
+/// A fresh OTP for YubiKey `i` of the vectors, with the given counters.
+pub fn vector_otp(i: usize, counter: u16, use_: u8) -> String {
+    let v = otp_vectors();
+    let y = &v["yubikeys"][i];
+    ykgenerate(
+        y["public_id"].as_str().unwrap_or_default(),
+        y["aes_key"].as_str().unwrap_or_default(),
+        y["uid"].as_str().unwrap_or_default(),
+        counter,
+        0x4242,
+        0x17,
+        use_,
+    )
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+}
+
+/// Sends raw request bytes and reads the whole answer (the request should close the
+/// connection).
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Answer {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(request).expect("send");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Answer { status, body }
+}
+
+/// `GET path` with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str) -> Answer {
+    raw(
+        addr,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: ksm\r\nUser-Agent: YK-VAL\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+/// An emulator on a pty whose link lives in its own temp dir.
+pub struct Device {
+    /// The emulator.
+    pub emu: PtyEmulator,
+    /// Holds the link's directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// Starts `cfg` on a new pty.
+    pub fn start(cfg: &ResolvedConfig) -> Device {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let emu = PtyEmulator::start(cfg, &dir.path().join("ttyYHSM")).expect("emulator");
+        Device { emu, dir }
+    }
+
+    /// The link path (what `-D` takes).
+    pub fn path(&self) -> PathBuf {
+        self.emu.link().to_path_buf()
+    }
+}

@@ -1,0 +1,443 @@
+//! The operator tools and the daemon as separate processes, run the way an operator runs
+//! them, against emulated YubiHSMs on real ptys.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e_tests::{emulator_config, get, otp_vectors, ykgenerate, Device};
+
+const KSM: &str = env!("CARGO_BIN_EXE_ksm");
+
+fn ksm(args: &[&str]) -> Output {
+    Command::new(KSM).args(args).output().expect("run ksm")
+}
+
+fn ksm_stdin(args: &[&str], input: &str) -> Output {
+    let mut c = Command::new(KSM)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ksm");
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn key_file(dir: &Path, name: &str, hex: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, hex).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
+struct Serve(Child, std::net::SocketAddr);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(args: &[&str]) -> Serve {
+    let mut child = Command::new(KSM)
+        .arg("serve")
+        .args(args)
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ksm serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect(&line)
+        .parse()
+        .unwrap();
+    Serve(child, addr)
+}
+
+#[test]
+fn generate_decrypt_import_round_trip_over_a_pty() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let link = dev.path().display().to_string();
+    let v = otp_vectors();
+    let tmp = tempfile::tempdir().unwrap();
+    let (gen_dir, imp_dir) = (tmp.path().join("generated"), tmp.path().join("imported"));
+    std::fs::create_dir_all(&gen_dir).unwrap();
+    std::fs::create_dir_all(&imp_dir).unwrap();
+    let k20 = key_file(
+        tmp.path(),
+        "k20",
+        v["key_handles"]["0x20"].as_str().unwrap(),
+    );
+    let k21 = key_file(
+        tmp.path(),
+        "k21",
+        v["key_handles"]["0x21"].as_str().unwrap(),
+    );
+
+    let o = ksm(&[
+        "generate-keys",
+        "-D",
+        &link,
+        "--key-handles",
+        "0x20,0x21",
+        "--start-public-id",
+        "1000",
+        "-c",
+        "5",
+        "-O",
+        gen_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Done: 5 generated"), "{}", text(&o));
+    // Resumable: a second run skips what exists.
+    let o = ksm(&[
+        "generate-keys",
+        "-D",
+        &link,
+        "--key-handles",
+        "0x20",
+        "0x21",
+        "--start-public-id",
+        "1000",
+        "-c",
+        "6",
+        "-O",
+        gen_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&o).contains("Done: 1 generated, 5 already present"),
+        "{}",
+        text(&o)
+    );
+
+    // Offline decryption under each key handle gives the same secrets.
+    let csv20 = ksm(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k20,
+        "--format",
+        "yubikey-csv",
+        gen_dir.join("0x20").to_str().unwrap(),
+    ]);
+    let csv21 = ksm(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k21,
+        "--format",
+        "yubikey-csv",
+        gen_dir.join("0x21").to_str().unwrap(),
+    ]);
+    assert!(csv20.status.success(), "{}", text(&csv20));
+    assert_eq!(csv20.stdout, csv21.stdout);
+    let lines = String::from_utf8(csv20.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 7, "{lines}");
+    assert!(lines.starts_with("# ykksm 1\n1,ccccccccceuj,"), "{lines}");
+
+    // The secrets never came out of the HSM in clear except through decrypt-aead: import
+    // them elsewhere, with a bad line in the middle, then decrypt again.
+    let mut input = String::from("# ykksm 1\n");
+    for (i, l) in lines.lines().skip(1).enumerate() {
+        input.push_str(l);
+        input.push('\n');
+        if i == 1 {
+            input.push_str("99,notmodhex!,0102030405,zz,000000000000,,,,,,\n");
+        }
+    }
+    let in_file = tmp.path().join("keys.csv");
+    std::fs::write(&in_file, &input).unwrap();
+    let o = ksm(&[
+        "import-keys",
+        "-D",
+        &link,
+        "--key-handles",
+        "0x21",
+        "-O",
+        imp_dir.to_str().unwrap(),
+        "--input",
+        in_file.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success(),
+        "a rejected line makes the exit status 1"
+    );
+    assert!(
+        text(&o).contains("line 4:")
+            && text(&o).contains("Done: 6 imported, 0 already present, 1 rejected"),
+        "{}",
+        text(&o)
+    );
+    let back = ksm(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k21,
+        "--format",
+        "yubikey-csv",
+        imp_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(String::from_utf8(back.stdout).unwrap(), lines);
+
+    // From stdin, again: everything is already there.
+    let o = ksm_stdin(
+        &[
+            "import-keys",
+            "-D",
+            &link,
+            "--key-handles",
+            "0x21",
+            "-O",
+            imp_dir.to_str().unwrap(),
+        ],
+        &lines,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("Done: 0 imported, 6 already present, 0 rejected"),
+        "{}",
+        text(&o)
+    );
+
+    // The generated keys work: an OTP made by ykgenerate with a decrypted secret decodes.
+    let first: Vec<&str> = lines.lines().nth(1).unwrap().split(',').collect();
+    let d = serve(&[
+        "-D",
+        &link,
+        "-B",
+        gen_dir.to_str().unwrap(),
+        "--key-handles",
+        "0x21",
+        "--socket",
+        "none",
+    ]);
+    let otp = ykgenerate(first[1], first[3], first[2], 0x10, 0x20, 0x30, 0x40);
+    assert_eq!(
+        get(d.1, &format!("/wsapi/decrypt?otp={otp}")).body,
+        "OK counter=0010 low=0020 high=30 use=40\n"
+    );
+    // While the daemon owns the device, nobody else can open it.
+    let o = ksm(&["info", "-D", &link]);
+    assert!(
+        !o.status.success() && text(&o).contains("sharing socket"),
+        "{}",
+        text(&o)
+    );
+    drop(d);
+
+    // Keys are never taken from argv; world-readable key files are refused.
+    assert!(
+        !ksm(&["decrypt-aead", "--aes-key", "00", gen_dir.to_str().unwrap()])
+            .status
+            .success()
+    );
+    std::fs::set_permissions(&k20, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = ksm(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k20,
+        gen_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("chmod 600"),
+        "{}",
+        text(&o)
+    );
+
+    // store stats / verify over the generated tree.
+    let o = ksm(&["store", "stats", "-B", gen_dir.to_str().unwrap()]);
+    assert!(
+        text(&o).contains("0x20") && text(&o).contains("    6"),
+        "{}",
+        text(&o)
+    );
+    let o = ksm(&[
+        "store",
+        "verify",
+        "-B",
+        gen_dir.to_str().unwrap(),
+        "-D",
+        &link,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("12 good, 0 bad, 0 misplaced, 0 rejected"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(gen_dir.join("0x20/cc/cc/cc/cc/ce/uj/ccccccccceuj"), b"junk").unwrap();
+    let o = ksm(&["store", "verify", "-B", gen_dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("BAD ")
+            && text(&o).contains("ccccccccceuj")
+            && text(&o).contains("11 good, 1 bad"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn keystore_unlock_through_the_daemon_socket() {
+    let text_cfg =
+        std::fs::read_to_string(e2e_tests::fixtures().join("emulator/demo.toml")).unwrap();
+    let cfg = hsm_proto::emulator::EmulatorConfig::parse(&format!(
+        "master_key = \"{}\"\n{text_cfg}",
+        "5a".repeat(32)
+    ))
+    .unwrap()
+    .resolve()
+    .unwrap();
+    let (a, b) = (Device::start(&cfg), Device::start(&cfg));
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("ksm.sock");
+    let aeads = e2e_tests::fixtures().join("aead-files/store");
+    let d = serve(&[
+        "-D",
+        a.path().to_str().unwrap(),
+        "-D",
+        b.path().to_str().unwrap(),
+        "-B",
+        aeads.to_str().unwrap(),
+        "--key-handles",
+        "0x20",
+        "0x21",
+        "--socket",
+        sock.to_str().unwrap(),
+        "--reqtimeout",
+        "2",
+    ]);
+    let otp = otp_vectors()["otps"][0]["otp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let decode = || get(d.1, &format!("/wsapi/decrypt?otp={otp}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while decode().body != "ERR HSM locked\n" {
+        assert!(
+            Instant::now() < deadline,
+            "never reported locked: {:?}",
+            decode()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let o = ksm_stdin(
+        &[
+            "keystore-unlock",
+            "--stdin",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        &format!("{}\n", "00".repeat(32)),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("wrong key"), "{}", text(&o));
+
+    let o = ksm_stdin(
+        &[
+            "keystore-unlock",
+            "--stdin",
+            "--no-otp",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        &format!("{}\n", "5a".repeat(32)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o).matches(": unlocked").count(),
+        2,
+        "both devices: {}",
+        text(&o)
+    );
+    assert_eq!(decode().body, "OK counter=0001 low=1234 high=56 use=00\n");
+    let o = ksm_stdin(
+        &[
+            "keystore-unlock",
+            "--stdin",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        o.status.success() && text(&o).contains("already unlocked"),
+        "{}",
+        text(&o)
+    );
+
+    drop(d);
+    let o = ksm_stdin(
+        &[
+            "keystore-unlock",
+            "--stdin",
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("daemon not running") || text(&o).contains("device not found"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn keystore_unlock_with_admin_otp_straight_on_a_device() {
+    let dev = Device::start(&emulator_config("pyhsm-test-setup.toml"));
+    let link = dev.path().display().to_string();
+    let admin = ykgenerate(
+        "ccccccccccdb",
+        "00112233445566778899aabbccddeeff",
+        "0a0b0c0d0e0f",
+        5,
+        1,
+        1,
+        1,
+    );
+    let o = ksm_stdin(
+        &["keystore-unlock", "-D", &link, "--stdin"],
+        &format!("{}\n{admin}\n", "4d".repeat(32)),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(": unlocked"), "{}", text(&o));
+    // The same OTP again would be a replay; the store is open anyway.
+    let o = ksm_stdin(
+        &["keystore-unlock", "-D", &link, "--stdin"],
+        &format!("{}\n{admin}\n", "4d".repeat(32)),
+    );
+    assert!(text(&o).contains("already unlocked"), "{}", text(&o));
+    dev.emu.power_cycle();
+    let o = ksm_stdin(
+        &["keystore-unlock", "-D", &link, "--stdin"],
+        &format!("{}\n{admin}\n", "4d".repeat(32)),
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("OTP refused: YSM_OTP_REPLAY"),
+        "{}",
+        text(&o)
+    );
+}

@@ -1,0 +1,429 @@
+//! The daemon end to end: a real HTTP server on 127.0.0.1, HSMs behind it (the in-process
+//! soft HSM, and emulators on real ptys), AEAD files on disk, OTPs from Yubico's
+//! `ykgenerate`. Every answer line is compared byte for byte: it is the contract yubikey-val
+//! parses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e_tests::*;
+use hsm_proto::KeyHandle;
+use ksm::serve::Settings;
+use ksm::server::HttpConfig;
+
+struct Daemon {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    fn start(s: Settings) -> Daemon {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                ksm::serve::serve(s, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("daemon");
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("daemon started");
+        Daemon {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn decode(&self, otp: &str) -> Answer {
+        get(self.addr, &format!("/wsapi/decrypt?otp={otp}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A private copy of the fixture AEADs, so tests can damage them.
+fn aead_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("aead-files/store"), d.path());
+    d
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) -> Settings {
+    Settings {
+        demo: devices.is_empty(),
+        devices,
+        aead_dir: aead_dir.to_path_buf(),
+        key_handles: vec![KeyHandle(0x20), KeyHandle(0x21)],
+        http: HttpConfig {
+            reqtimeout,
+            ..HttpConfig::default()
+        },
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pid_file: None,
+        socket: None,
+        queue_depth: 64,
+    }
+}
+
+fn assert_answer(a: &Answer, status: u16, body: &str) {
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (status, format!("{body}\n").as_str())
+    );
+}
+
+/// Every vector OTP and fresh ykgenerate OTPs decode to their exact lines; each OTP or AEAD
+/// problem gets its own ERR line.
+fn decode_contract(d: &Daemon, aeads: &Path) {
+    let v = otp_vectors();
+    for o in v["otps"].as_array().unwrap() {
+        assert_answer(
+            &d.decode(o["otp"].as_str().unwrap()),
+            200,
+            o["expect"].as_str().unwrap(),
+        );
+    }
+    for i in 0..6 {
+        assert_answer(
+            &d.decode(&vector_otp(i, 0x0123, 0x45)),
+            200,
+            "OK counter=0123 low=4242 high=17 use=45",
+        );
+    }
+    // As yubikey-val sends it, and as people paste it: upper case, surrounding space.
+    let otp = vector_otp(0, 9, 9);
+    assert_answer(
+        &get(
+            d.addr,
+            &format!("/wsapi/decrypt/?otp=%20{}%20", otp.to_uppercase()),
+        ),
+        200,
+        "OK counter=0009 low=4242 high=17 use=09",
+    );
+    let post = format!("POST /wsapi/decrypt HTTP/1.1\r\nHost: ksm\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\notp={otp}", otp.len() + 4);
+    assert_answer(
+        &raw(d.addr, post.as_bytes()),
+        200,
+        "OK counter=0009 low=4242 high=17 use=09",
+    );
+
+    assert_answer(
+        &get(d.addr, "/wsapi/decrypt?id=1"),
+        200,
+        "ERR No OTP provided",
+    );
+    assert_answer(&d.decode("cccccc"), 200, "ERR Invalid OTP format");
+    assert_answer(&d.decode(&"c".repeat(49)), 200, "ERR Invalid OTP format");
+    assert_answer(
+        &d.decode("ccccdeulfbvjktbbvtiekgclldvdnbhhccnjvvvfevrX"),
+        200,
+        "ERR Invalid OTP format",
+    );
+    assert_answer(
+        &d.decode(&ykgenerate(
+            "ccccccccccdd",
+            &"11".repeat(16),
+            "010203040506",
+            1,
+            1,
+            1,
+            1,
+        )),
+        200,
+        "ERR Unknown public_id",
+    );
+    assert_answer(
+        &d.decode(&ykgenerate(
+            "ccccdeulfbvj",
+            &"11".repeat(16),
+            "4f27a712b157",
+            1,
+            1,
+            1,
+            1,
+        )),
+        200,
+        "ERR Corrupt OTP",
+    );
+    assert_answer(
+        &d.decode(&ykgenerate(
+            "ccccdeulfbvj",
+            "708dabb7fcdab9536fe4fb6f0df4a8ae",
+            "000000000000",
+            1,
+            1,
+            1,
+            1,
+        )),
+        200,
+        "ERR Corrupt OTP",
+    );
+
+    // A truncated AEAD file, and one whose AEAD the HSM rejects.
+    let truncated = aeads.join("0x21/cc/cc/kf/ei/ib/dh/cccckfeiibdh");
+    std::fs::write(&truncated, b"YubiHSM AEAD\n\x01\x21\x00").unwrap();
+    assert_answer(&d.decode(&vector_otp(3, 1, 1)), 200, "ERR Corrupt AEAD");
+    let tampered = aeads.join("0x20/cc/cc/de/ul/fb/vj/ccccdeulfbvj");
+    let mut bytes = std::fs::read(&tampered).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&tampered, &bytes).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let a = d.decode(&vector_otp(0, 2, 2));
+        if a.body == "ERR Corrupt AEAD\n" || Instant::now() > deadline {
+            assert_answer(&a, 200, "ERR Corrupt AEAD");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Others are unaffected.
+    assert_answer(
+        &d.decode(&vector_otp(1, 7, 7)),
+        200,
+        "OK counter=0007 low=4242 high=17 use=07",
+    );
+    assert_eq!(get(d.addr, "/nope").status, 404);
+    assert_eq!(get(d.addr, "/wsapi/decrypt/extra?otp=x").status, 404);
+}
+
+#[test]
+fn soft_hsm_decode_contract() {
+    let aeads = aead_dir();
+    let d = Daemon::start(settings(vec![], aeads.path(), Duration::from_secs(5)));
+    decode_contract(&d, aeads.path());
+    let m = get(d.addr, "/metrics").body;
+    assert!(
+        m.contains("ksm_decodes_total{result=\"corrupt_aead\"} "),
+        "{m}"
+    );
+    assert!(!m.contains("ksm_decodes_total{result=\"ok\"} 0\n"));
+}
+
+#[test]
+fn emulator_over_pty_decode_contract() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let aeads = aead_dir();
+    let d = Daemon::start(settings(
+        vec![dev.path()],
+        aeads.path(),
+        Duration::from_secs(5),
+    ));
+    decode_contract(&d, aeads.path());
+}
+
+#[test]
+fn stall_unplug_and_lock_answer_503_within_the_deadline_and_recover() {
+    let text = std::fs::read_to_string(fixtures().join("emulator/demo.toml")).unwrap();
+    let cfg = hsm_proto::emulator::EmulatorConfig::parse(&format!(
+        "master_key = \"{}\"\n{text}",
+        "ab".repeat(32)
+    ))
+    .unwrap()
+    .resolve()
+    .unwrap();
+    let dev = Device::start(&cfg);
+    let aeads = aead_dir();
+    let d = Daemon::start(settings(
+        vec![dev.path()],
+        aeads.path(),
+        Duration::from_millis(800),
+    ));
+
+    // Locked at power-on.
+    let wait_for = |body: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = d.decode(&vector_otp(0, 1, 1));
+            if a.body == format!("{body}\n") || Instant::now() > deadline {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_answer(&wait_for("ERR HSM locked"), 503, "ERR HSM locked");
+    let health = get(d.addr, "/health");
+    assert_eq!(health.status, 503);
+    assert!(health.body.contains("\"locked\""), "{}", health.body);
+    dev.emu.with_engine(|e| {
+        let mut frame = vec![33, 0x29];
+        frame.extend_from_slice(&[0xab; 32]);
+        e.feed(&frame)
+    });
+    assert_answer(
+        &wait_for("OK counter=0001 low=4242 high=17 use=01"),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+
+    // Stalled: each request ends with ERR Timeout by its deadline.
+    dev.emu.set_stall(true);
+    let t = Instant::now();
+    assert_answer(&d.decode(&vector_otp(0, 2, 1)), 503, "ERR Timeout");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    dev.emu.set_stall(false);
+    assert_answer(
+        &wait_for("OK counter=0001 low=4242 high=17 use=01"),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+
+    // Unplugged: answers come within the deadline; plugged back: served again, no restart.
+    dev.emu.unplug(Duration::from_secs(2));
+    let t = Instant::now();
+    let a = wait_for("ERR HSM unavailable");
+    assert_answer(&a, 503, "ERR HSM unavailable");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(get(d.addr, "/metrics").body.contains("state=\"down\"} 1"));
+    // Plugging back in power-cycles the device: locked again until unlocked.
+    assert_answer(&wait_for("ERR HSM locked"), 503, "ERR HSM locked");
+    dev.emu.with_engine(|e| {
+        let mut frame = vec![33, 0x29];
+        frame.extend_from_slice(&[0xab; 32]);
+        e.feed(&frame)
+    });
+    assert_answer(
+        &wait_for("OK counter=0001 low=4242 high=17 use=01"),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+}
+
+#[test]
+fn full_queue_answers_overloaded_at_once() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let aeads = aead_dir();
+    let mut s = settings(vec![dev.path()], aeads.path(), Duration::from_secs(2));
+    s.queue_depth = 1;
+    let d = Daemon::start(s);
+    assert_answer(
+        &d.decode(&vector_otp(0, 1, 1)),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+    dev.emu.set_stall(true);
+    let addr = d.addr;
+    let otp = vector_otp(0, 1, 2);
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let otp = otp.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (get(addr, &format!("/wsapi/decrypt?otp={otp}")), t.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<(Answer, Duration)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let overloaded: Vec<_> = answers
+        .iter()
+        .filter(|(a, _)| a.body == "ERR Overloaded\n")
+        .collect();
+    assert!(!overloaded.is_empty(), "{answers:?}");
+    assert!(
+        overloaded
+            .iter()
+            .all(|(a, t)| a.status == 503 && *t < Duration::from_millis(500)),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(a, _)| a.body == "ERR Overloaded\n" || a.body == "ERR Timeout\n"),
+        "{answers:?}"
+    );
+    dev.emu.set_stall(false);
+}
+
+#[test]
+fn two_devices_one_unplugged_no_failed_requests() {
+    let a = Device::start(&emulator_config("demo.toml"));
+    let b = Device::start(&emulator_config("demo.toml"));
+    let aeads = aead_dir();
+    let d = Daemon::start(settings(
+        vec![a.path(), b.path()],
+        aeads.path(),
+        Duration::from_secs(3),
+    ));
+    assert_answer(
+        &d.decode(&vector_otp(1, 1, 1)),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+    let otp = vector_otp(1, 5, 5);
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stop = Instant::now() + Duration::from_millis(2500);
+    let addr = d.addr;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (otp, ok, bad) = (otp.clone(), ok.clone(), bad.clone());
+            std::thread::spawn(move || {
+                while Instant::now() < stop {
+                    let a = get(addr, &format!("/wsapi/decrypt?otp={otp}"));
+                    if a.body == "OK counter=0005 low=4242 high=17 use=05\n" {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        eprintln!("failed: {a:?}");
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    a.emu.unplug(Duration::from_millis(1000));
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(bad.load(Ordering::Relaxed), 0);
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "{}",
+        ok.load(Ordering::Relaxed)
+    );
+    let h = get(d.addr, "/health").body;
+    assert!(
+        h.contains("\"status\":\"ok\"") || h.contains("degraded"),
+        "{h}"
+    );
+}
