@@ -349,10 +349,13 @@ impl ServeArgs {
             .or(file.addr)
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let port = self.port.or(file.port).unwrap_or(8002);
+        // The demo needs no sharing socket (its soft HSM is never locked), and /run/ksm may
+        // not be writable for whoever tries it.
+        let default_socket = if demo { "none" } else { DEFAULT_SOCKET };
         let socket = self
             .socket
             .or(file.socket)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+            .unwrap_or_else(|| PathBuf::from(default_socket));
         let defaults = HttpConfig::default();
         Ok(Settings {
             devices,

@@ -86,11 +86,13 @@ pub struct Settings {
     pub queue_depth: usize,
 }
 
-/// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name.
+/// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
+/// matched the URL as a raw prefix, so `/yhsm/validate?` (the OTP straight after `?`) gives
+/// an empty name: the whole query is the OTP.
 pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
     let (path, query) = url.split_once('?').unwrap_or((url, "otp="));
     let param = query.trim_end_matches('=');
-    if !path.starts_with('/') || param.is_empty() || param.contains(['&', '=']) {
+    if !path.starts_with('/') || param.contains(['&', '=']) {
         return Err(Error::Usage(format!(
             "--serve-url {url:?} must look like /wsapi/decrypt?otp="
         )));
@@ -248,3 +250,29 @@ pub async fn serve(
 
 /// Default request deadline, as pyhsm's `--reqtimeout`.
 pub const DEFAULT_REQTIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let c: FileConfig =
+            toml::from_str(include_str!("../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
+        assert_eq!(c.port, Some(8002));
+        assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
+    }
+
+    #[test]
+    fn serve_url_is_split_like_pyhsm() {
+        assert_eq!(
+            split_serve_url("/wsapi/decrypt?otp=").unwrap(),
+            ("/wsapi/decrypt".into(), "otp".into())
+        );
+        assert_eq!(
+            split_serve_url("/yhsm/validate?").unwrap(),
+            ("/yhsm/validate".into(), String::new())
+        );
+        assert!(split_serve_url("wsapi").is_err());
+    }
+}

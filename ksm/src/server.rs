@@ -222,6 +222,13 @@ async fn decode_post(
 /// The OTP parameter: URL-decoded, surrounding white space dropped, lower-cased (yubikey-val
 /// sends lower case; people paste upper case).
 fn otp_param(query: &[u8], name: &str) -> Option<String> {
+    if name.is_empty() {
+        // pyhsm's prefix form: the query string is the OTP.
+        let raw = query.split(|b| *b == b'&').next().unwrap_or_default();
+        return form_urlencoded::parse(raw)
+            .next()
+            .map(|(k, _)| k.trim().to_ascii_lowercase());
+    }
     form_urlencoded::parse(query)
         .filter(|(k, _)| k == name)
         .last()
@@ -371,6 +378,10 @@ mod tests {
         );
         assert_eq!(otp_param(b"otp=%zz%", "otp").as_deref(), Some("%zz%"));
         assert_eq!(otp_param(b"nothing", "otp"), None);
+        assert_eq!(
+            otp_param(b"CCCCdeulfbvj", "").as_deref(),
+            Some("ccccdeulfbvj")
+        );
     }
 
     #[test]

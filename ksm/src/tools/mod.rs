@@ -70,7 +70,12 @@ mod tests {
             vec![KeyHandle(0x20), KeyHandle(0x21), KeyHandle(0x314d_534b)]
         );
         assert!(key_handles(&[]).is_err());
-        assert!(key_handles(&["0xzz".into()]).is_err());
+        assert!(key_handles(&["0xzzz".into()]).is_err());
+        assert_eq!(
+            key_handles(&["0xzz".into()]).unwrap(),
+            vec![KeyHandle(u32::from_le_bytes(*b"0xzz"))],
+            "4 characters: ASCII"
+        );
     }
 
     #[test]
