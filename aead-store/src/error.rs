@@ -1,18 +1,26 @@
-//! The crate's one error type. Every variant about a file names its path.
+//! The crate's one error type. Every variant names the path it is about.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hsm_proto::KeyHandle;
 
 /// What can go wrong reading or writing the AEAD store.
+///
+/// `PartialEq` so tests compare errors with `assert_eq!`; an OS error is kept as its
+/// [`io::ErrorKind`] and message for the same reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The store's base directory is missing or not a directory.
     #[error("AEAD directory {0} does not exist or is not a directory")]
     NoBase(PathBuf),
-    /// A file could not be read or written.
+    /// A file or directory could not be read or written.
     #[error("{path}: {reason}")]
     Io {
-        /// The file.
+        /// The file or directory.
         path: PathBuf,
+        /// The kind of OS error.
+        kind: io::ErrorKind,
         /// What the OS said.
         reason: String,
     },
@@ -24,7 +32,7 @@ pub enum StoreError {
         /// The version byte.
         version: u8,
     },
-    /// The file's length does not fit its format.
+    /// The file's length (or name) does not fit its format.
     #[error("{path}: malformed AEAD file ({reason})")]
     Malformed {
         /// The file.
@@ -32,34 +40,50 @@ pub enum StoreError {
         /// Which rule it broke.
         reason: &'static str,
     },
-    /// A version-1 file names another key handle than the directory it is in.
-    #[error("{path}: file is for key handle 0x{in_file:x} but lies in the directory of 0x{dir:x}")]
+    /// A version-1 file names another key handle than the directory it lies in.
+    #[error("{path}: file is for key handle {in_file} but lies in the directory of {dir}")]
     KeyHandleMismatch {
         /// The file.
         path: PathBuf,
-        /// Key handle in the file.
-        in_file: u32,
-        /// Key handle of the directory.
-        dir: u32,
+        /// Key handle written in the file.
+        in_file: KeyHandle,
+        /// Key handle of its directory.
+        dir: KeyHandle,
     },
-    /// A directory (or other non-file) where an AEAD file should be.
+    /// A directory (or a device, socket or pipe) where an AEAD file should be.
     #[error("{0}: not a regular file")]
     NotAFile(PathBuf),
-    /// A symlink that leads outside the store.
+    /// A symlink (anywhere on the path) that leads outside the store.
     #[error("{0}: symlink leads outside the AEAD directory")]
     SymlinkEscape(PathBuf),
-    /// An AEAD exists and overwriting was not asked for.
+    /// An AEAD exists and replacing it was not asked for.
     #[error("{0}: AEAD already exists (use --force to replace it)")]
     AlreadyExists(PathBuf),
-    /// The public id cannot be a nonce (longer than 6 bytes) for a version-0 file.
+    /// A version-0 file's nonce is its public id, which must then be at most 6 bytes.
     #[error("{0}: public id longer than 6 bytes cannot be the nonce of a version-0 file")]
     IdTooLong(PathBuf),
 }
 
 impl StoreError {
-    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> StoreError {
+    /// The path the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            StoreError::NoBase(p)
+            | StoreError::NotAFile(p)
+            | StoreError::SymlinkEscape(p)
+            | StoreError::AlreadyExists(p)
+            | StoreError::IdTooLong(p) => p,
+            StoreError::Io { path, .. }
+            | StoreError::UnknownVersion { path, .. }
+            | StoreError::Malformed { path, .. }
+            | StoreError::KeyHandleMismatch { path, .. } => path,
+        }
+    }
+
+    pub(crate) fn io(path: &Path, e: &io::Error) -> StoreError {
         StoreError::Io {
             path: path.to_path_buf(),
+            kind: e.kind(),
             reason: e.to_string(),
         }
     }

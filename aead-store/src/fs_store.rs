@@ -1,108 +1,65 @@
-//! The AEAD directory on disk.
+//! The AEAD directory on disk: safe reads, atomic rsync-safe writes, lookups in pyhsm's
+//! layouts.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+use nix::fcntl::OFlag;
+use rand::distributions::Alphanumeric;
 use rand::Rng;
 
 use crate::format::{self, AeadFile, FormatError};
-use crate::layout::{aead_path, doc_path, key_handle_dirs};
+use crate::layout::{aead_path, aead_path_in, write_dir, KeyHandleDirs, Layout};
 use crate::{StoreError, StoredAead};
 
-/// Reads and parses one AEAD file with nothing trusted: it must be a regular file (a symlink
-/// only if it stays inside `base`), at most 1 KiB, in a known format, and a version-1 file
-/// must name the key handle of its directory.
-pub fn read_file(
-    base: &Path,
-    path: &Path,
-    dir_kh: KeyHandle,
-    id: &PublicId,
-) -> Result<StoredAead, StoreError> {
-    let meta = fs::symlink_metadata(path).map_err(|e| StoreError::io(path, e))?;
-    if meta.file_type().is_symlink() {
-        let real = fs::canonicalize(path).map_err(|e| StoreError::io(path, e))?;
-        let root = fs::canonicalize(base).map_err(|e| StoreError::io(base, e))?;
-        if !real.starts_with(&root) {
-            return Err(StoreError::SymlinkEscape(path.to_path_buf()));
-        }
-        if !fs::metadata(&real)
-            .map_err(|e| StoreError::io(path, e))?
-            .is_file()
-        {
-            return Err(StoreError::NotAFile(path.to_path_buf()));
-        }
-    } else if !meta.is_file() {
-        return Err(StoreError::NotAFile(path.to_path_buf()));
-    }
-    let mut bytes = Vec::with_capacity(64);
-    File::open(path)
-        .and_then(|f| f.take(format::MAX_FILE as u64 + 1).read_to_end(&mut bytes))
-        .map_err(|e| StoreError::io(path, e))?;
-    let parsed = format::parse(&bytes).map_err(|e| match e {
-        FormatError::UnknownVersion(version) => StoreError::UnknownVersion {
-            path: path.to_path_buf(),
-            version,
-        },
-        FormatError::Malformed(reason) => StoreError::Malformed {
-            path: path.to_path_buf(),
-            reason,
-        },
-    })?;
-    let (key_handle, nonce, aead) = match parsed {
-        AeadFile::V0(aead) => (
-            dir_kh,
-            id.to_nonce()
-                .map_err(|_| StoreError::IdTooLong(path.to_path_buf()))?,
-            aead,
-        ),
-        AeadFile::V1 {
-            key_handle,
-            nonce,
-            aead,
-        } => {
-            if key_handle != dir_kh {
-                return Err(StoreError::KeyHandleMismatch {
-                    path: path.to_path_buf(),
-                    in_file: key_handle.0,
-                    dir: dir_kh.0,
-                });
-            }
-            (key_handle, nonce, aead)
-        }
-    };
-    Ok(StoredAead {
-        key_handle,
-        nonce,
-        aead,
-        path: path.to_path_buf(),
-    })
-}
-
-/// An AEAD directory in pyhsm's layout.
+/// An AEAD directory in pyhsm's layout, read from disk on every lookup.
+///
+/// For the daemon, [`FsStore::watch`] puts a watched in-memory cache in front of it.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     base: PathBuf,
+    /// `base` with every symlink resolved: what "inside the store" means.
+    real_base: PathBuf,
     key_handles: Vec<KeyHandle>,
 }
 
+/// What a lookup found, and where (for the cache to rebuild the path).
+pub(crate) struct Found {
+    pub(crate) stored: StoredAead,
+    pub(crate) dir_index: usize,
+    pub(crate) layout: Layout,
+}
+
 impl FsStore {
-    /// A store rooted at `base` (which must exist), looking up `key_handles` in this order.
-    pub fn open(base: &Path, key_handles: Vec<KeyHandle>) -> Result<FsStore, StoreError> {
-        if !base.is_dir() {
-            return Err(StoreError::NoBase(base.to_path_buf()));
-        }
+    /// A store rooted at `base`, which must be an existing directory, looking AEADs up under
+    /// `key_handles` in this order (the first found wins).
+    pub fn open(
+        base: impl AsRef<Path>,
+        key_handles: Vec<KeyHandle>,
+    ) -> Result<FsStore, StoreError> {
+        let base = base.as_ref();
+        let real_base = fs::canonicalize(base)
+            .ok()
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| StoreError::NoBase(base.to_path_buf()))?;
         Ok(FsStore {
             base: base.to_path_buf(),
+            real_base,
             key_handles,
         })
     }
 
-    /// The base directory.
+    /// The base directory, as given.
     pub fn base(&self) -> &Path {
         &self.base
+    }
+
+    /// The base directory with symlinks resolved.
+    pub fn real_base(&self) -> &Path {
+        &self.real_base
     }
 
     /// The configured key handles, in lookup order.
@@ -110,20 +67,32 @@ impl FsStore {
         &self.key_handles
     }
 
-    /// Finds the AEAD for `id` on disk: the configured handles in order, every spelling of
-    /// each handle's directory, the code layout then the documented one. The first file found
-    /// wins, good or bad: a bad file is an error naming it, not a silent fall-through.
-    pub fn lookup_disk(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
-        let dirs = key_handle_dirs(&self.base);
+    /// Finds the AEAD of `id` on disk: each configured handle in order, each spelling of its
+    /// directory (canonical first), the code layout then the documented one. The first file
+    /// present wins, good or bad: a bad file is an error naming it, not a silent fall-through
+    /// to another handle.
+    pub fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
+        let dirs = KeyHandleDirs::read(&self.base)?;
+        Ok(self.find(&dirs, id)?.map(|f| f.stored))
+    }
+
+    /// [`FsStore::lookup`] over an already listed set of key-handle directories.
+    pub(crate) fn find(
+        &self,
+        dirs: &KeyHandleDirs,
+        id: &PublicId,
+    ) -> Result<Option<Found>, StoreError> {
         for kh in &self.key_handles {
-            for dir in dirs.get(kh).map(Vec::as_slice).unwrap_or_default() {
-                for path in [aead_path(dir, id), doc_path(dir, id)] {
-                    match fs::symlink_metadata(&path) {
-                        Ok(_) => return read_file(&self.base, &path, *kh, id).map(Some),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        // A path component that is a file, or no permission on a directory.
-                        Err(e) if e.raw_os_error() == Some(20) => continue,
-                        Err(e) => return Err(StoreError::io(&path, e)),
+            for (dir_index, dir) in dirs.of(*kh) {
+                for layout in Layout::READ_ORDER {
+                    let path = aead_path_in(dir, id, layout);
+                    if present(&path)? {
+                        let stored = self.read_file(&path, *kh, id)?;
+                        return Ok(Some(Found {
+                            stored,
+                            dir_index,
+                            layout,
+                        }));
                     }
                 }
             }
@@ -131,19 +100,98 @@ impl FsStore {
         Ok(None)
     }
 
-    /// The existing file for (`kh`, `id`) under any spelling or layout, if any.
-    pub fn existing(&self, kh: KeyHandle, id: &PublicId) -> Option<PathBuf> {
-        let dirs = key_handle_dirs(&self.base);
-        dirs.get(&kh)?
-            .iter()
-            .flat_map(|d| [aead_path(d, id), doc_path(d, id)])
-            .find(|p| fs::symlink_metadata(p).is_ok())
+    /// Reads and checks one AEAD file, trusting nothing: every symlink on the path must stay
+    /// inside the store, it must be a regular file (opened without blocking, so a FIFO cannot
+    /// hang us) of at most 1 KiB in a known format, and a version-1 file must name
+    /// `dir_kh`, the handle of the directory it lies in. A version-0 file gets `dir_kh` and
+    /// the binary public id `id` as its nonce.
+    pub fn read_file(
+        &self,
+        path: &Path,
+        dir_kh: KeyHandle,
+        id: &PublicId,
+    ) -> Result<StoredAead, StoreError> {
+        let real = fs::canonicalize(path).map_err(|e| StoreError::io(path, &e))?;
+        if !real.starts_with(&self.real_base) {
+            return Err(StoreError::SymlinkEscape(path.to_path_buf()));
+        }
+        let flags = OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits())
+            .open(&real)
+            .map_err(|e| StoreError::io(path, &e))?;
+        let meta = file.metadata().map_err(|e| StoreError::io(path, &e))?;
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile(path.to_path_buf()));
+        }
+        let mut bytes = Vec::with_capacity(64);
+        file.take(format::MAX_FILE as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(path, &e))?;
+        let parsed = format::parse(&bytes).map_err(|e| match e {
+            FormatError::UnknownVersion(version) => StoreError::UnknownVersion {
+                path: path.to_path_buf(),
+                version,
+            },
+            FormatError::Malformed(reason) => StoreError::Malformed {
+                path: path.to_path_buf(),
+                reason,
+            },
+        })?;
+        let (key_handle, nonce, aead) = match parsed {
+            AeadFile::V0(aead) => {
+                let nonce = id
+                    .to_nonce()
+                    .map_err(|_| StoreError::IdTooLong(path.to_path_buf()))?;
+                (dir_kh, nonce, aead)
+            }
+            AeadFile::V1 {
+                key_handle,
+                nonce,
+                aead,
+            } => {
+                if key_handle != dir_kh {
+                    return Err(StoreError::KeyHandleMismatch {
+                        path: path.to_path_buf(),
+                        in_file: key_handle,
+                        dir: dir_kh,
+                    });
+                }
+                (key_handle, nonce, aead)
+            }
+        };
+        Ok(StoredAead {
+            key_handle,
+            nonce,
+            aead,
+            path: path.to_path_buf(),
+        })
     }
 
-    /// Writes an AEAD as a version-1 file at the canonical path, atomically: a temp file in
-    /// the same directory, fsync, rename, fsync of the directory. A reader (or an rsync run)
-    /// sees the old file or the new one, never half of one. An existing AEAD for the same
-    /// handle and id (under any spelling) is kept unless `force`.
+    /// The file (or anything else) standing for (`kh`, `id`) under any spelling of `kh`'s
+    /// directory and either layout, if there is one.
+    pub fn existing(&self, kh: KeyHandle, id: &PublicId) -> Option<PathBuf> {
+        let dirs = KeyHandleDirs::read(&self.base).ok()?;
+        let found = dirs
+            .of(kh)
+            .flat_map(|(_, d)| Layout::READ_ORDER.map(|l| aead_path_in(d, id, l)))
+            .find(|p| fs::symlink_metadata(p).is_ok());
+        found
+    }
+
+    /// Writes an AEAD as a version-1 file at the canonical path
+    /// (`BASE/0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc`), creating directories as needed.
+    ///
+    /// Atomic: the bytes go to `.<public id>.tmp.XXXXXX` in the same directory (a dot-file,
+    /// which no lookup, walk or watcher takes for an AEAD), are fsynced, then the file is
+    /// moved into place and the directory fsynced. A reader, or an rsync run, sees no file or
+    /// a whole one, never half of one.
+    ///
+    /// An existing AEAD for (`kh`, `id`), under any spelling or layout, is kept and
+    /// [`StoreError::AlreadyExists`] returned, unless `force`. Without `force` the file is
+    /// put in place with a hard link, which fails rather than replace a file that appeared
+    /// in the meantime.
     pub fn write(
         &self,
         kh: KeyHandle,
@@ -152,146 +200,88 @@ impl FsStore {
         aead: &Aead,
         force: bool,
     ) -> Result<PathBuf, StoreError> {
-        if let Some(existing) = self.existing(kh, id) {
-            if !force {
+        if !force {
+            if let Some(existing) = self.existing(kh, id) {
                 return Err(StoreError::AlreadyExists(existing));
             }
         }
-        let path = aead_path(&self.base.join(kh.canonical()), id);
-        let dir = path.parent().unwrap_or(&self.base).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp.{:08x}",
-            id,
-            rand::thread_rng().gen::<u32>()
-        ));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(&format::write_v1(kh, nonce, aead))?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&dir)?.sync_all()
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::io(&path, e));
+        let path = aead_path(&write_dir(&self.base, kh), id);
+        let Some(dir) = path.parent() else {
+            return Err(StoreError::NotAFile(path));
+        };
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, &e))?;
+        let real_dir = fs::canonicalize(dir).map_err(|e| StoreError::io(dir, &e))?;
+        if !real_dir.starts_with(&self.real_base) {
+            return Err(StoreError::SymlinkEscape(dir.to_path_buf()));
         }
+        let suffix: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(6)
+            .map(char::from)
+            .collect();
+        let tmp = dir.join(format!(".{id}.tmp.{suffix}"));
+        let bytes = format::write_v1(kh, nonce, aead);
+        let written = (|| -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io(&tmp, &e));
+        }
+        let placed = place(&tmp, &path, force);
+        let _ = fs::remove_file(&tmp);
+        placed?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io(dir, &e))?;
         Ok(path)
     }
+}
 
-    /// Every file under the store, checked: what verify and stats report.
-    pub fn walk(&self) -> Vec<WalkEntry> {
-        let mut out = Vec::new();
-        for (kh, dirs) in key_handle_dirs(&self.base) {
-            for dir in dirs {
-                walk_dir(&self.base, &dir, &dir, kh, &mut out);
-            }
+/// Moves the finished temp file to `path`: replacing whatever is there if `force`, else only
+/// if nothing is.
+fn place(tmp: &Path, path: &Path, force: bool) -> Result<(), StoreError> {
+    if force {
+        return fs::rename(tmp, path).map_err(|e| StoreError::io(path, &e));
+    }
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(StoreError::AlreadyExists(path.to_path_buf()))
         }
-        out
+        // A file system without hard links: check, then rename (a small race, documented).
+        Err(_) if fs::symlink_metadata(path).is_ok() => {
+            Err(StoreError::AlreadyExists(path.to_path_buf()))
+        }
+        Err(_) => fs::rename(tmp, path).map_err(|e| StoreError::io(path, &e)),
     }
 }
 
-/// One file found by [`FsStore::walk`].
-#[derive(Debug, Clone)]
-pub struct WalkEntry {
-    /// The file.
-    pub path: PathBuf,
-    /// Key handle of its directory.
-    pub dir_key_handle: KeyHandle,
-    /// The AEAD, or why the file is unusable.
-    pub result: Result<StoredAead, StoreError>,
-    /// Ways the file is in the wrong place: not at a layout path for its name, nonce other
-    /// than its public id.
-    pub misplaced: Vec<String>,
-}
-
-fn walk_dir(base: &Path, kh_dir: &Path, dir: &Path, kh: KeyHandle, out: &mut Vec<WalkEntry>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        out.push(WalkEntry {
-            path: dir.to_path_buf(),
-            dir_key_handle: kh,
-            result: Err(StoreError::Io {
-                path: dir.to_path_buf(),
-                reason: "directory unreadable".into(),
-            }),
-            misplaced: Vec::new(),
-        });
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
-        }
-        let ft = e.file_type();
-        if ft.as_ref().map(|t| t.is_dir()).unwrap_or(false) {
-            // Layout directories have 1 or 2 characters; a longer one named like a public id
-            // at that id's path sits where an AEAD file should be.
-            if name.len() > 2 && PublicId::new(&name).is_ok_and(|id| aead_path(kh_dir, &id) == path)
-            {
-                out.push(WalkEntry {
-                    path: path.clone(),
-                    dir_key_handle: kh,
-                    result: Err(StoreError::NotAFile(path)),
-                    misplaced: Vec::new(),
-                });
-                continue;
-            }
-            walk_dir(base, kh_dir, &path, kh, out);
-            continue;
-        }
-        let Ok(id) = PublicId::new(&name) else {
-            out.push(WalkEntry {
-                path: path.clone(),
-                dir_key_handle: kh,
-                result: Err(StoreError::Malformed {
-                    path,
-                    reason: "file name is not a modhex public id",
-                }),
-                misplaced: Vec::new(),
-            });
-            continue;
-        };
-        let result = read_file(base, &path, kh, &id);
-        let mut misplaced = Vec::new();
-        if path != aead_path(kh_dir, &id) && path != doc_path(kh_dir, &id) {
-            misplaced.push(format!("not at {}", aead_path(kh_dir, &id).display()));
-        }
-        if let Ok(s) = &result {
-            if id.to_nonce().ok() != Some(s.nonce) {
-                misplaced.push(format!("nonce {} is not the public id", s.nonce));
-            }
-        }
-        out.push(WalkEntry {
-            path,
-            dir_key_handle: kh,
-            result,
-            misplaced,
-        });
+/// Whether anything (file, directory, dangling symlink) is at `path`. A missing path, or one
+/// whose parent is a file, is absent; any other failure (a directory we may not search) is an
+/// error naming the path.
+fn present(path: &Path) -> Result<bool, StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTDIR as i32) => Ok(false),
+        Err(e) => Err(StoreError::io(path, &e)),
     }
-}
-
-/// Counts per key handle: (good AEADs, bad files).
-pub fn stats(entries: &[WalkEntry]) -> BTreeMap<KeyHandle, (usize, usize)> {
-    let mut m: BTreeMap<KeyHandle, (usize, usize)> = BTreeMap::new();
-    for e in entries {
-        let c = m.entry(e.dir_key_handle).or_default();
-        if e.result.is_ok() && e.misplaced.is_empty() {
-            c.0 += 1;
-        } else {
-            c.1 += 1;
-        }
-    }
-    m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    const KH20: KeyHandle = KeyHandle(0x20);
+    const KH21: KeyHandle = KeyHandle(0x21);
 
     fn id(s: &str) -> PublicId {
         PublicId::new(s).unwrap()
@@ -301,211 +291,411 @@ mod tests {
         Aead::new(&[b; 30]).unwrap()
     }
 
-    fn store(khs: &[u32]) -> (tempfile::TempDir, FsStore) {
+    fn store(khs: &[KeyHandle]) -> (tempfile::TempDir, FsStore) {
         let d = tempfile::tempdir().unwrap();
-        let s = FsStore::open(d.path(), khs.iter().map(|k| KeyHandle(*k)).collect()).unwrap();
+        let s = FsStore::open(d.path(), khs.to_vec()).unwrap();
         (d, s)
     }
 
+    /// Puts raw bytes where pyhsm would, under the directory spelled `kh_dir`.
+    fn put(base: &Path, kh_dir: &str, id_: &str, layout: Layout, bytes: &[u8]) -> PathBuf {
+        let p = aead_path_in(&base.join(kh_dir), &id(id_), layout);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
     #[test]
-    fn write_then_read_round_trip() {
-        let (d, s) = store(&[0x20]);
-        let p = s
-            .write(
-                KeyHandle(0x20),
-                &id("ccbbddeeffcc"),
-                &Nonce([1; 6]),
-                &aead(7),
-                false,
-            )
-            .unwrap();
+    fn write_then_lookup_round_trip() {
+        let (d, s) = store(&[KH20]);
+        let i = id("ccbbddeeffcc");
+        let p = s.write(KH20, &i, &Nonce([1; 6]), &aead(7), false).unwrap();
         assert_eq!(p, d.path().join("0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc"));
-        let got = s.lookup_disk(&id("ccbbddeeffcc")).unwrap().unwrap();
         assert_eq!(
-            (got.key_handle, got.nonce, got.aead),
-            (KeyHandle(0x20), Nonce([1; 6]), aead(7))
+            s.lookup(&i).unwrap(),
+            Some(StoredAead {
+                key_handle: KH20,
+                nonce: Nonce([1; 6]),
+                aead: aead(7),
+                path: p.clone(),
+            })
         );
-        assert_eq!(s.lookup_disk(&id("cccccccccccb")).unwrap(), None);
-        // No temp files left behind.
-        let leaf = p.parent().unwrap();
-        assert_eq!(std::fs::read_dir(leaf).unwrap().count(), 1);
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            format::write_v1(KH20, &Nonce([1; 6]), &aead(7))
+        );
+        assert_eq!(s.lookup(&id("cccccccccccb")).unwrap(), None);
+        // Only the AEAD is left in its directory: no temp file.
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("ccbbddeeffcc")]);
+        // 0644 less the umask: readable, never executable.
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!((mode & 0o600, mode & 0o111), (0o600, 0));
     }
 
     #[test]
     fn existing_aead_is_kept_unless_forced() {
-        let (_d, s) = store(&[0x20]);
+        let (_d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        s.write(KeyHandle(0x20), &i, &Nonce([1; 6]), &aead(1), false)
-            .unwrap();
-        assert!(matches!(
-            s.write(KeyHandle(0x20), &i, &Nonce([1; 6]), &aead(2), false),
-            Err(StoreError::AlreadyExists(_))
-        ));
-        assert_eq!(s.lookup_disk(&i).unwrap().unwrap().aead, aead(1));
-        s.write(KeyHandle(0x20), &i, &Nonce([1; 6]), &aead(2), true)
-            .unwrap();
-        assert_eq!(s.lookup_disk(&i).unwrap().unwrap().aead, aead(2));
+        let p = s.write(KH20, &i, &Nonce([1; 6]), &aead(1), false).unwrap();
+        assert_eq!(
+            s.write(KH20, &i, &Nonce([1; 6]), &aead(2), false),
+            Err(StoreError::AlreadyExists(p.clone()))
+        );
+        assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(1));
+        assert_eq!(s.write(KH20, &i, &Nonce([1; 6]), &aead(2), true), Ok(p));
+        assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(2));
+        // Another handle is another AEAD.
+        assert!(s.write(KH21, &i, &Nonce([1; 6]), &aead(3), false).is_ok());
     }
 
     #[test]
-    fn configured_order_decides_and_every_spelling_counts() {
-        let (d, s) = store(&[0x21, 0x20]);
-        let i = id("ccbbddeeffcc");
-        // Written by pyhsm under a decimal spelling.
-        let p = crate::layout::aead_path(&d.path().join("32"), &i);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(
-            &p,
-            crate::format::write_v1(KeyHandle(0x20), &i.to_nonce().unwrap(), &aead(1)),
-        )
-        .unwrap();
+    fn a_file_appearing_after_the_check_is_not_replaced() {
+        let (d, _s) = store(&[KH20]);
+        let tmp = d.path().join(".x.tmp.aaaaaa");
+        let path = d.path().join("x");
+        fs::write(&tmp, b"new").unwrap();
+        fs::write(&path, b"old").unwrap();
         assert_eq!(
-            s.lookup_disk(&i).unwrap().unwrap().key_handle,
-            KeyHandle(0x20)
+            place(&tmp, &path, false),
+            Err(StoreError::AlreadyExists(path.clone()))
         );
-        assert!(matches!(
-            s.write(KeyHandle(0x20), &i, &Nonce([0; 6]), &aead(1), false),
-            Err(StoreError::AlreadyExists(_))
-        ));
-        let p21 = crate::layout::aead_path(&d.path().join("0x21"), &i);
-        std::fs::create_dir_all(p21.parent().unwrap()).unwrap();
-        std::fs::write(
-            &p21,
-            crate::format::write_v1(KeyHandle(0x21), &i.to_nonce().unwrap(), &aead(2)),
-        )
-        .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        place(&tmp, &path, true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn an_existing_pyhsm_spelling_or_layout_counts_as_existing() {
+        let (d, s) = store(&[KH20]);
+        let i = id("ccbbddeeffcc");
+        let p = put(
+            d.path(),
+            "32",
+            "ccbbddeeffcc",
+            Layout::Documented,
+            aead(1).as_bytes(),
+        );
+        assert_eq!(s.existing(KH20, &i), Some(p.clone()));
         assert_eq!(
-            s.lookup_disk(&i).unwrap().unwrap().key_handle,
-            KeyHandle(0x21),
+            s.write(KH20, &i, &Nonce([0; 6]), &aead(2), false),
+            Err(StoreError::AlreadyExists(p))
+        );
+        // Forced, it goes to the canonical place, which lookups then prefer.
+        let q = s.write(KH20, &i, &Nonce([0; 6]), &aead(2), true).unwrap();
+        assert!(q.starts_with(d.path().join("0x20")));
+        assert_eq!(s.lookup(&i).unwrap().unwrap().path, q);
+    }
+
+    #[test]
+    fn v0_gets_its_nonce_from_the_name_and_its_handle_from_the_directory() {
+        let (d, s) = store(&[KH20]);
+        let p = put(
+            d.path(),
+            "0x20",
+            "ccccdeulfbvj",
+            Layout::Code,
+            aead(5).as_bytes(),
+        );
+        let got = s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap();
+        assert_eq!(got.key_handle, KH20);
+        assert_eq!(got.nonce, Nonce([0, 0, 0x23, 0xea, 0x41, 0xf8]));
+        assert_eq!((got.aead, got.path), (aead(5), p));
+        // An 8-byte public id cannot be a nonce.
+        let p = put(
+            d.path(),
+            "0x20",
+            "cccccccccccccccb",
+            Layout::Code,
+            aead(5).as_bytes(),
+        );
+        assert_eq!(
+            s.lookup(&id("cccccccccccccccb")),
+            Err(StoreError::IdTooLong(p))
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_the_handle_directory_is_read() {
+        for (spelling, kh) in [
+            ("0x20", KH20),
+            ("32", KH20),
+            ("0x00000020", KH20),
+            ("KSM1", KeyHandle(0x314d_534b)),
+        ] {
+            let (d, s) = store(&[KH21, kh]);
+            let v0 = put(
+                d.path(),
+                spelling,
+                "cccccccccccb",
+                Layout::Code,
+                aead(1).as_bytes(),
+            );
+            let v1 = put(
+                d.path(),
+                spelling,
+                "cccccccccccd",
+                Layout::Code,
+                &format::write_v1(kh, &Nonce([4; 6]), &aead(2)),
+            );
+            let a = s.lookup(&id("cccccccccccb")).unwrap().unwrap();
+            assert_eq!((a.key_handle, a.path), (kh, v0), "{spelling}");
+            let b = s.lookup(&id("cccccccccccd")).unwrap().unwrap();
+            assert_eq!((b.key_handle, b.path), (kh, v1), "{spelling}");
+            // Not found for a handle that is not configured.
+            let other = FsStore::open(d.path(), vec![KH21]).unwrap();
+            assert_eq!(
+                other.lookup(&id("cccccccccccb")).unwrap(),
+                None,
+                "{spelling}"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_five_level_layout_is_read_code_layout_first() {
+        let (d, s) = store(&[KH20]);
+        let i = id("ccbbddeeffcc");
+        let five = put(
+            d.path(),
+            "0x20",
+            "ccbbddeeffcc",
+            Layout::Documented,
+            aead(1).as_bytes(),
+        );
+        assert_eq!(five, d.path().join("0x20/cc/bb/dd/ee/ff/ccbbddeeffcc"));
+        assert_eq!(s.lookup(&i).unwrap().unwrap().path, five);
+        let six = put(
+            d.path(),
+            "0x20",
+            "ccbbddeeffcc",
+            Layout::Code,
+            aead(2).as_bytes(),
+        );
+        assert_eq!(s.lookup(&i).unwrap().unwrap().path, six);
+    }
+
+    #[test]
+    fn configured_handle_order_decides() {
+        let (d, s) = store(&[KH21, KH20]);
+        let i = id("ccbbddeeffcc");
+        put(
+            d.path(),
+            "32",
+            "ccbbddeeffcc",
+            Layout::Code,
+            &format::write_v1(KH20, &Nonce([0; 6]), &aead(1)),
+        );
+        assert_eq!(s.lookup(&i).unwrap().unwrap().key_handle, KH20);
+        put(
+            d.path(),
+            "0x21",
+            "ccbbddeeffcc",
+            Layout::Code,
+            &format::write_v1(KH21, &Nonce([0; 6]), &aead(2)),
+        );
+        assert_eq!(
+            s.lookup(&i).unwrap().unwrap().key_handle,
+            KH21,
             "0x21 is configured first"
         );
     }
 
     #[test]
-    fn nothing_on_disk_is_trusted() {
-        let (d, s) = store(&[0x20]);
-        let base = d.path().join("0x20");
-        let put = |name: &str, bytes: &[u8]| {
-            let p = crate::layout::aead_path(&base, &id(name));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, bytes).unwrap();
-            p
-        };
-        let p = put("cccccccccccb", b"YubiHSM AEAD\n\x07junk");
+    fn bad_marker_version_and_lengths_are_errors_naming_the_file() {
+        let (d, s) = store(&[KH20]);
+        let p = put(
+            d.path(),
+            "0x20",
+            "cccccccccccb",
+            Layout::Code,
+            b"YubiHSM AEAD\n\x07junk junk junk",
+        );
         assert_eq!(
-            s.lookup_disk(&id("cccccccccccb")),
+            s.lookup(&id("cccccccccccb")),
             Err(StoreError::UnknownVersion {
                 path: p,
                 version: 7
             })
         );
-        let p = put("cccccccccccd", b"tiny");
-        assert!(
-            matches!(s.lookup_disk(&id("cccccccccccd")), Err(StoreError::Malformed { path, .. }) if path == p)
-        );
-        let p = put(
-            "ccccccccccce",
-            &crate::format::write_v1(KeyHandle(0x21), &Nonce([0; 6]), &aead(1)),
-        );
+        // A mangled marker is not a marker: the whole file is then a (too long) version-0 AEAD.
+        let mut mangled = b"YubiHSM AEAD \n\x01".to_vec();
+        mangled.extend_from_slice(&[0u8; 70]);
+        let p = put(d.path(), "0x20", "cccccccccccd", Layout::Code, &mangled);
         assert_eq!(
-            s.lookup_disk(&id("ccccccccccce")),
-            Err(StoreError::KeyHandleMismatch {
+            s.lookup(&id("cccccccccccd")),
+            Err(StoreError::Malformed {
                 path: p,
-                in_file: 0x21,
-                dir: 0x20
+                reason: "a version-0 file must be 8 to 72 bytes"
             })
         );
-        let dir = crate::layout::aead_path(&base, &id("cccccccccccf"));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(
-            s.lookup_disk(&id("cccccccccccf")),
-            Err(StoreError::NotAFile(dir))
-        );
-        // A symlink out of the store is refused; one inside is followed.
-        let outside = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(outside.path(), [1u8; 30]).unwrap();
-        let link = crate::layout::aead_path(&base, &id("cccccccccccg"));
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
-        assert_eq!(
-            s.lookup_disk(&id("cccccccccccg")),
-            Err(StoreError::SymlinkEscape(link))
-        );
-        let good = put(
-            "ccccccccccch",
-            &crate::format::write_v1(KeyHandle(0x20), &Nonce([0; 6]), &aead(3)),
-        );
-        let inner = crate::layout::aead_path(&base, &id("cccccccccccj"));
-        std::fs::create_dir_all(inner.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(&good, &inner).unwrap();
-        assert_eq!(
-            s.lookup_disk(&id("cccccccccccj")).unwrap().unwrap().aead,
-            aead(3)
-        );
-        // Unreadable: root reads anything, so only check where permissions bind.
-        let p = put("ccccccccccck", &[1u8; 30]);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-        if !nix::unistd::Uid::effective().is_root() {
-            assert!(matches!(
-                s.lookup_disk(&id("ccccccccccck")),
-                Err(StoreError::Io { .. })
-            ));
+        for (name, bytes, reason) in [
+            (
+                "ccccccccccce",
+                b"tiny".to_vec(),
+                "a version-0 file must be 8 to 72 bytes",
+            ),
+            (
+                "cccccccccccf",
+                vec![1u8; 73],
+                "a version-0 file must be 8 to 72 bytes",
+            ),
+            ("cccccccccccg", vec![1u8; 5000], "longer than any AEAD file"),
+            (
+                "ccccccccccch",
+                b"YubiHSM AEAD\n\x01\x20\x00".to_vec(),
+                "version-1 header is cut short",
+            ),
+            (
+                "cccccccccccj",
+                format::write_v1(KH20, &Nonce([0; 6]), &Aead::new(&[1; 8]).unwrap())[..13 + 11 + 7]
+                    .to_vec(),
+                "a version-1 AEAD must be 8 to 72 bytes",
+            ),
+        ] {
+            let p = put(d.path(), "0x20", name, Layout::Code, &bytes);
+            assert_eq!(
+                s.lookup(&id(name)),
+                Err(StoreError::Malformed { path: p, reason }),
+                "{name}"
+            );
         }
     }
 
     #[test]
-    fn walk_reports_bad_and_misplaced_files() {
-        let (d, s) = store(&[0x20]);
-        s.write(
-            KeyHandle(0x20),
-            &id("ccbbddeeffcc"),
-            &id("ccbbddeeffcc").to_nonce().unwrap(),
-            &aead(1),
-            false,
-        )
-        .unwrap();
-        s.write(
-            KeyHandle(0x20),
-            &id("cccccccccccb"),
-            &Nonce([9; 6]),
-            &aead(1),
-            false,
-        )
-        .unwrap();
-        std::fs::create_dir_all(d.path().join("0x20/zz")).unwrap();
-        std::fs::write(d.path().join("0x20/zz/README"), b"x").unwrap();
-        std::fs::write(d.path().join("0x20/ccbbddeeffcc"), aead(1).as_bytes()).unwrap();
-        std::fs::create_dir_all(crate::layout::aead_path(
-            &d.path().join("0x20"),
-            &id("ccccccccccdd"),
-        ))
-        .unwrap();
-        let entries = s.walk();
-        assert_eq!(entries.len(), 5, "{entries:#?}");
-        assert!(entries.iter().any(
-            |e| matches!(&e.result, Err(StoreError::NotAFile(p)) if p.ends_with("ccccccccccdd"))
+    fn a_v1_file_for_another_handle_than_its_directory_is_refused() {
+        let (d, s) = store(&[KH20]);
+        let p = put(
+            d.path(),
+            "32",
+            "ccccccccccce",
+            Layout::Code,
+            &format::write_v1(KH21, &Nonce([0; 6]), &aead(1)),
+        );
+        assert_eq!(
+            s.lookup(&id("ccccccccccce")),
+            Err(StoreError::KeyHandleMismatch {
+                path: p,
+                in_file: KH21,
+                dir: KH20
+            })
+        );
+    }
+
+    #[test]
+    fn a_directory_or_special_file_in_place_of_the_aead_is_refused() {
+        let (d, s) = store(&[KH20]);
+        let dir = aead_path_in(&d.path().join("0x20"), &id("cccccccccccf"), Layout::Code);
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(
+            s.lookup(&id("cccccccccccf")),
+            Err(StoreError::NotAFile(dir))
+        );
+        // A FIFO: opened without blocking, then refused.
+        let fifo = aead_path_in(&d.path().join("0x20"), &id("cccccccccccg"), Layout::Code);
+        fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            s.lookup(&id("cccccccccccg")),
+            Err(StoreError::NotAFile(fifo))
+        );
+    }
+
+    #[test]
+    fn symlinks_may_not_leave_the_store() {
+        let (d, s) = store(&[KH20]);
+        let base = d.path().join("0x20");
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("aead"), [1u8; 30]).unwrap();
+        // The file itself a symlink out.
+        let link = aead_path_in(&base, &id("cccccccccccg"), Layout::Code);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("aead"), &link).unwrap();
+        assert_eq!(
+            s.lookup(&id("cccccccccccg")),
+            Err(StoreError::SymlinkEscape(link))
+        );
+        // A directory on the way a symlink out.
+        let via = aead_path_in(&base, &id("ccccccccccch"), Layout::Code);
+        let up = via.parent().unwrap().to_path_buf();
+        fs::create_dir_all(up.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &up).unwrap();
+        fs::write(outside.path().join("ccccccccccch"), [1u8; 30]).unwrap();
+        assert_eq!(
+            s.lookup(&id("ccccccccccch")),
+            Err(StoreError::SymlinkEscape(via))
+        );
+        // A symlink inside the store is followed.
+        let good = put(
+            d.path(),
+            "0x20",
+            "cccccccccccj",
+            Layout::Code,
+            &format::write_v1(KH20, &Nonce([0; 6]), &aead(3)),
+        );
+        let inner = aead_path_in(&base, &id("ccccccccccck"), Layout::Code);
+        fs::create_dir_all(inner.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&good, &inner).unwrap();
+        let got = s.lookup(&id("ccccccccccck")).unwrap().unwrap();
+        assert_eq!((got.aead, got.path), (aead(3), inner));
+        // Writing through a symlinked directory that leaves the store is refused too.
+        assert_eq!(
+            s.write(KH20, &id("ccccccccccch"), &Nonce([0; 6]), &aead(1), true),
+            Err(StoreError::SymlinkEscape(up))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_it() {
+        let (d, s) = store(&[KH20]);
+        let p = put(d.path(), "0x20", "cccccccccccb", Layout::Code, &[1u8; 30]);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
+        if nix::unistd::Uid::effective().is_root() {
+            // Root reads a mode-000 file, so that check only binds for other users.
+        } else {
+            assert!(matches!(
+                s.lookup(&id("cccccccccccb")),
+                Err(StoreError::Io { path, kind: io::ErrorKind::PermissionDenied, .. }) if path == p
+            ));
+        }
+        // What fails to open even for root: a Unix socket (ENXIO), on the same code path.
+        let sock = aead_path_in(&d.path().join("0x20"), &id("cccccccccccd"), Layout::Code);
+        fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(matches!(
+            s.lookup(&id("cccccccccccd")),
+            Err(StoreError::Io { path, .. }) if path == sock
         ));
-        let good = entries
-            .iter()
-            .filter(|e| e.result.is_ok() && e.misplaced.is_empty())
-            .count();
-        assert_eq!(good, 1);
-        assert!(entries
-            .iter()
-            .any(|e| e.misplaced.iter().any(|m| m.contains("nonce"))));
-        assert!(entries
-            .iter()
-            .any(|e| e.misplaced.iter().any(|m| m.starts_with("not at"))));
-        assert!(entries
-            .iter()
-            .any(|e| matches!(e.result, Err(StoreError::Malformed { .. }))));
-        assert_eq!(stats(&entries)[&KeyHandle(0x20)], (1, 4));
+        // And a dangling symlink.
+        let dangling = aead_path_in(&d.path().join("0x20"), &id("ccccccccccce"), Layout::Code);
+        fs::create_dir_all(dangling.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(
+            s.lookup(&id("ccccccccccce")),
+            Err(StoreError::Io { path, kind: io::ErrorKind::NotFound, .. }) if path == dangling
+        ));
+    }
+
+    #[test]
+    fn a_file_where_a_directory_should_be_means_absent() {
+        let (d, s) = store(&[KH20]);
+        fs::create_dir_all(d.path().join("0x20/cc")).unwrap();
+        fs::write(d.path().join("0x20/cc/cc"), b"x").unwrap();
+        assert_eq!(s.lookup(&id("cccccccccccb")).unwrap(), None);
     }
 
     #[test]
     fn missing_base_is_an_error() {
+        assert_eq!(
+            FsStore::open("/nonexistent/aeads", vec![]).unwrap_err(),
+            StoreError::NoBase(PathBuf::from("/nonexistent/aeads"))
+        );
+        let f = tempfile::NamedTempFile::new().unwrap();
         assert!(matches!(
-            FsStore::open(Path::new("/nonexistent/aeads"), vec![]),
+            FsStore::open(f.path(), vec![]),
             Err(StoreError::NoBase(_))
         ));
     }

@@ -1,12 +1,18 @@
 //! YubiKey AEADs on disk, in pyhsm's formats and directory layout.
 //!
-//! - [`format`]: the three file formats, as pure functions over bytes;
-//! - [`layout`]: the one mapping from (key handle, public id) to a path;
-//! - [`FsStore`]: the directory: safe reads, atomic rsync-safe writes, the walk that
-//!   `ksm store verify` reports on;
-//! - [`CachedStore`]: an in-memory cache kept true by a `notify` watcher, for the daemon;
-//! - [`Store`]: what the daemon needs from a store, so another backend (a database) can
-//!   stand in.
+//! - [`format`](mod@format): the three file formats, as pure functions over bytes;
+//! - [`layout`]: the one mapping from (key-handle directory, public id) to a path, and the
+//!   discovery of key-handle directories under any spelling;
+//! - [`FsStore`]: the directory: safe reads, atomic rsync-safe writes, and the walk that
+//!   `verify` and `stats` report on ([`FsStore::entries`]);
+//! - [`CachedStore`]: an in-memory cache kept true by a `notify` watcher, for the daemon
+//!   ([`FsStore::watch`]);
+//! - [`Store`]: what the daemon and tools need from a store, so another backend (a
+//!   database) can stand in;
+//! - [`StoreError`]: the one error type; every variant names a path.
+//!
+//! Nothing read from disk is trusted: every file is checked, and no path is built from
+//! anything but a validated [`PublicId`] and a listed key-handle directory.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,31 +21,52 @@ mod error;
 pub mod format;
 mod fs_store;
 pub mod layout;
+mod walk;
 
 use std::path::PathBuf;
 
-pub use cache::CachedStore;
+pub use cache::{CachedStore, ENTRY_BYTES};
 pub use error::StoreError;
-pub use fs_store::{read_file, stats, FsStore, WalkEntry};
+pub use fs_store::FsStore;
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+pub use walk::{stats, KhStats, Walk, WalkEntry};
 
 /// An AEAD as found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAead {
-    /// Key handle that sealed it.
+    /// Key handle that sealed it (from a version-1 file, which must match its directory, or
+    /// the directory's handle for a version-0 file).
     pub key_handle: KeyHandle,
-    /// Its nonce (the binary public id for conventional AEADs).
+    /// Its nonce (the binary public id for a version-0 file).
     pub nonce: Nonce,
-    /// The AEAD.
+    /// The AEAD (8 to 72 bytes; a YubiKey's is 30).
     pub aead: Aead,
     /// The file it came from.
     pub path: PathBuf,
 }
 
-/// Where the daemon finds a YubiKey's AEAD.
+/// What the daemon and the tools need from an AEAD store.
+// `len` is optional (`None`: nothing held in memory), so an `is_empty` would say nothing.
+#[allow(clippy::len_without_is_empty)]
 pub trait Store {
-    /// The AEAD for `id`, `Ok(None)` if there is none, or an error naming what is wrong.
+    /// The AEAD for `id` under the first configured key handle that has one, `Ok(None)` if
+    /// none has, or an error naming the file that is wrong.
     fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError>;
+
+    /// Stores an AEAD for (`kh`, `id`); an existing one is replaced only if `force`, else
+    /// [`StoreError::AlreadyExists`]. Returns where it was stored.
+    fn write(
+        &self,
+        kh: KeyHandle,
+        id: &PublicId,
+        nonce: &Nonce,
+        aead: &Aead,
+        force: bool,
+    ) -> Result<PathBuf, StoreError>;
+
+    /// Every stored AEAD, checked, for verify and stats.
+    fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_>;
+
     /// How many AEADs are held in memory, if the store keeps any.
     fn len(&self) -> Option<usize> {
         None
@@ -48,6 +75,21 @@ pub trait Store {
 
 impl Store for FsStore {
     fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
-        self.lookup_disk(id)
+        FsStore::lookup(self, id)
+    }
+
+    fn write(
+        &self,
+        kh: KeyHandle,
+        id: &PublicId,
+        nonce: &Nonce,
+        aead: &Aead,
+        force: bool,
+    ) -> Result<PathBuf, StoreError> {
+        FsStore::write(self, kh, id, nonce, aead, force)
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
+        Box::new(FsStore::entries(self))
     }
 }

@@ -1,0 +1,380 @@
+//! Every file under the store, checked: what `ksm store verify` and `stats` report on.
+//!
+//! The walk streams (one directory listing held per level), so a million AEADs do not have
+//! to fit in memory at once.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hsm_proto::{KeyHandle, PublicId};
+
+use crate::layout::{aead_path_in, KeyHandleDirs, Layout};
+use crate::{FsStore, StoreError, StoredAead};
+
+/// One file found by [`FsStore::entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkEntry {
+    /// The file (or the directory that could not be listed).
+    pub path: PathBuf,
+    /// Key handle of the directory it lies under.
+    pub dir_key_handle: KeyHandle,
+    /// The public id its name spells, if it does.
+    pub id: Option<PublicId>,
+    /// The AEAD, or why the file is unusable.
+    pub result: Result<StoredAead, StoreError>,
+    /// Ways a readable file is in the wrong place: not at either layout's path for its name
+    /// under its key-handle directory, or a nonce other than its public id. (A version-1
+    /// file naming another key handle than its directory is an error in `result`.)
+    pub misplaced: Vec<String>,
+}
+
+impl WalkEntry {
+    /// Readable and in its place.
+    pub fn is_good(&self) -> bool {
+        self.result.is_ok() && self.misplaced.is_empty()
+    }
+}
+
+/// Counts for one key handle.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KhStats {
+    /// Readable AEADs in their place.
+    pub good: usize,
+    /// Readable AEADs in the wrong place (see [`WalkEntry::misplaced`]).
+    pub misplaced: usize,
+    /// Files (or directories) that are not usable AEADs.
+    pub bad: usize,
+}
+
+impl KhStats {
+    /// Counts one entry.
+    pub fn add(&mut self, e: &WalkEntry) {
+        match (&e.result, e.misplaced.is_empty()) {
+            (Err(_), _) => self.bad += 1,
+            (Ok(_), true) => self.good += 1,
+            (Ok(_), false) => self.misplaced += 1,
+        }
+    }
+}
+
+/// Counts per key handle as (good, problems) from walked entries.
+pub fn stats(entries: &[WalkEntry]) -> BTreeMap<KeyHandle, (usize, usize)> {
+    let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
+    for e in entries {
+        m.entry(e.dir_key_handle).or_default().add(e);
+    }
+    m.into_iter()
+        .map(|(kh, s)| (kh, (s.good, s.misplaced + s.bad)))
+        .collect()
+}
+
+impl FsStore {
+    /// Every file under every key-handle directory (configured or not, any spelling), in
+    /// name order, with its parse result and placement checks. Dot-files (rsync's and our
+    /// temp files) are skipped.
+    pub fn entries(&self) -> Walk<'_> {
+        let (dirs, base_error) = match KeyHandleDirs::read(self.base()) {
+            Ok(d) => (d, None),
+            Err(e) => (KeyHandleDirs::default(), Some(e)),
+        };
+        Walk {
+            store: self,
+            dirs,
+            next_root: 0,
+            stack: Vec::new(),
+            base_error,
+        }
+    }
+
+    /// [`FsStore::entries`], collected.
+    pub fn walk(&self) -> Vec<WalkEntry> {
+        self.entries().collect()
+    }
+
+    /// Counts per key handle, streaming over [`FsStore::entries`].
+    pub fn stats(&self) -> BTreeMap<KeyHandle, KhStats> {
+        let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
+        for e in self.entries() {
+            m.entry(e.dir_key_handle).or_default().add(&e);
+        }
+        m
+    }
+}
+
+/// The iterator of [`FsStore::entries`].
+pub struct Walk<'a> {
+    store: &'a FsStore,
+    dirs: KeyHandleDirs,
+    next_root: usize,
+    stack: Vec<Frame>,
+    base_error: Option<StoreError>,
+}
+
+struct Frame {
+    kh: KeyHandle,
+    kh_dir: PathBuf,
+    entries: std::vec::IntoIter<fs::DirEntry>,
+}
+
+impl Walk<'_> {
+    /// Lists `dir` onto the stack, or returns the entry reporting why it cannot be listed.
+    fn push(&mut self, kh: KeyHandle, kh_dir: PathBuf, dir: &Path) -> Option<WalkEntry> {
+        let listed = fs::read_dir(dir).and_then(|rd| rd.collect::<Result<Vec<_>, _>>());
+        match listed {
+            Ok(mut entries) => {
+                entries.sort_by_key(|e| e.file_name());
+                self.stack.push(Frame {
+                    kh,
+                    kh_dir,
+                    entries: entries.into_iter(),
+                });
+                None
+            }
+            Err(e) => Some(WalkEntry {
+                path: dir.to_path_buf(),
+                dir_key_handle: kh,
+                id: None,
+                result: Err(StoreError::io(dir, &e)),
+                misplaced: Vec::new(),
+            }),
+        }
+    }
+
+    fn check_file(&self, kh: KeyHandle, kh_dir: &Path, path: PathBuf, name: &str) -> WalkEntry {
+        let Ok(id) = PublicId::new(name) else {
+            return WalkEntry {
+                result: Err(StoreError::Malformed {
+                    path: path.clone(),
+                    reason: "file name is not a modhex public id",
+                }),
+                path,
+                dir_key_handle: kh,
+                id: None,
+                misplaced: Vec::new(),
+            };
+        };
+        let result = self.store.read_file(&path, kh, &id);
+        let mut misplaced = Vec::new();
+        if let Ok(s) = &result {
+            let places = Layout::READ_ORDER.map(|l| aead_path_in(kh_dir, &id, l));
+            if !places.contains(&path) {
+                misplaced.push(format!("not at {}", places[0].display()));
+            }
+            if let Ok(n) = id.to_nonce() {
+                if n != s.nonce {
+                    misplaced.push(format!("nonce {} is not the public id {id}", s.nonce));
+                }
+            }
+        }
+        WalkEntry {
+            path,
+            dir_key_handle: kh,
+            id: Some(id),
+            result,
+            misplaced,
+        }
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = WalkEntry;
+
+    fn next(&mut self) -> Option<WalkEntry> {
+        if let Some(e) = self.base_error.take() {
+            return Some(WalkEntry {
+                path: self.store.base().to_path_buf(),
+                dir_key_handle: KeyHandle(0),
+                id: None,
+                result: Err(e),
+                misplaced: Vec::new(),
+            });
+        }
+        loop {
+            let Some(frame) = self.stack.last_mut() else {
+                let (kh, dir) = self.dirs.get(self.next_root)?;
+                let dir = dir.to_path_buf();
+                self.next_root += 1;
+                if let Some(err) = self.push(kh, dir.clone(), &dir) {
+                    return Some(err);
+                }
+                continue;
+            };
+            let Some(entry) = frame.entries.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let (kh, kh_dir) = (frame.kh, frame.kh_dir.clone());
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if !is_dir {
+                return Some(self.check_file(kh, &kh_dir, path, &name));
+            }
+            // Layout directories have two characters; a directory named like a whole public
+            // id at that id's place stands where its AEAD file should be.
+            let in_place_of_file = name.len() > 2
+                && PublicId::new(&name).is_ok_and(|id| {
+                    Layout::READ_ORDER
+                        .iter()
+                        .any(|l| aead_path_in(&kh_dir, &id, *l) == path)
+                });
+            if in_place_of_file {
+                return Some(WalkEntry {
+                    id: PublicId::new(&name).ok(),
+                    result: Err(StoreError::NotAFile(path.clone())),
+                    path,
+                    dir_key_handle: kh,
+                    misplaced: Vec::new(),
+                });
+            }
+            if let Some(err) = self.push(kh, kh_dir, &path) {
+                return Some(err);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format;
+    use hsm_proto::{Aead, Nonce};
+
+    const KH20: KeyHandle = KeyHandle(0x20);
+
+    fn id(s: &str) -> PublicId {
+        PublicId::new(s).unwrap()
+    }
+
+    fn aead(b: u8) -> Aead {
+        Aead::new(&[b; 30]).unwrap()
+    }
+
+    #[test]
+    fn walk_reports_good_bad_and_misplaced_files() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FsStore::open(d.path(), vec![KH20]).unwrap();
+        let good = s
+            .write(
+                KH20,
+                &id("ccbbddeeffcc"),
+                &id("ccbbddeeffcc").to_nonce().unwrap(),
+                &aead(1),
+                false,
+            )
+            .unwrap();
+        // Good except its nonce.
+        s.write(KH20, &id("cccccccccccb"), &Nonce([9; 6]), &aead(1), false)
+            .unwrap();
+        // A pyhsm 5-level file under a decimal spelling: good.
+        let five = aead_path_in(
+            &d.path().join("32"),
+            &id("cccccccccccd"),
+            Layout::Documented,
+        );
+        fs::create_dir_all(five.parent().unwrap()).unwrap();
+        fs::write(&five, aead(2).as_bytes()).unwrap();
+        // Junk: a file with a name that is no public id, a file at the wrong depth, a
+        // directory where a file should be, a file for another handle, temp files.
+        fs::create_dir_all(d.path().join("0x20/zz")).unwrap();
+        fs::write(d.path().join("0x20/zz/README"), b"x").unwrap();
+        fs::write(d.path().join("0x20/ccccccccccce"), aead(1).as_bytes()).unwrap();
+        let dir = aead_path_in(&d.path().join("0x20"), &id("cccccccccccf"), Layout::Code);
+        fs::create_dir_all(&dir).unwrap();
+        let other = aead_path_in(&d.path().join("0x20"), &id("cccccccccccg"), Layout::Code);
+        fs::create_dir_all(other.parent().unwrap()).unwrap();
+        fs::write(
+            &other,
+            format::write_v1(KeyHandle(0x21), &Nonce([0; 6]), &aead(1)),
+        )
+        .unwrap();
+        fs::write(good.with_file_name(".ccbbddeeffcc.Ab12Cd"), b"half").unwrap();
+        fs::create_dir_all(d.path().join(".0x20")).unwrap();
+        fs::write(d.path().join("not-a-handle"), b"ignored").unwrap();
+
+        let entries = s.walk();
+        let by_name = |n: &str| {
+            entries
+                .iter()
+                .find(|e| e.path.file_name().is_some_and(|f| f == n))
+                .unwrap_or_else(|| panic!("{n} not walked: {entries:#?}"))
+        };
+        assert_eq!(entries.len(), 7, "{entries:#?}");
+        assert!(by_name("ccbbddeeffcc").is_good());
+        assert!(by_name("cccccccccccd").is_good());
+        assert_eq!(by_name("cccccccccccd").dir_key_handle, KH20);
+        assert_eq!(
+            by_name("cccccccccccb").misplaced,
+            ["nonce 090909090909 is not the public id cccccccccccb"]
+        );
+        assert_eq!(
+            by_name("ccccccccccce").misplaced,
+            [format!(
+                "not at {}",
+                d.path()
+                    .join("0x20/cc/cc/cc/cc/cc/ce/ccccccccccce")
+                    .display()
+            )]
+        );
+        assert_eq!(
+            by_name("cccccccccccf").result,
+            Err(StoreError::NotAFile(dir))
+        );
+        assert!(matches!(
+            &by_name("cccccccccccg").result,
+            Err(StoreError::KeyHandleMismatch {
+                in_file: KeyHandle(0x21),
+                ..
+            })
+        ));
+        assert!(matches!(
+            &by_name("README").result,
+            Err(StoreError::Malformed {
+                reason: "file name is not a modhex public id",
+                ..
+            })
+        ));
+
+        let counts = s.stats();
+        assert_eq!(
+            counts[&KH20],
+            KhStats {
+                good: 2,
+                misplaced: 2,
+                bad: 3
+            }
+        );
+        assert_eq!(stats(&entries)[&KH20], (2, 5));
+    }
+
+    #[test]
+    fn walk_is_in_name_order_and_streams() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FsStore::open(d.path(), vec![KH20]).unwrap();
+        for n in [5u64, 1, 3, 2, 4] {
+            let i = PublicId::from_number(n, 12).unwrap();
+            s.write(KH20, &i, &i.to_nonce().unwrap(), &aead(1), false)
+                .unwrap();
+        }
+        let ids: Vec<u64> = s.entries().map(|e| e.id.unwrap().to_number()).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(s.entries().take(2).count(), 2);
+    }
+
+    #[test]
+    fn a_base_that_vanished_is_one_error_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("aeads");
+        fs::create_dir(&base).unwrap();
+        let s = FsStore::open(&base, vec![KH20]).unwrap();
+        fs::remove_dir(&base).unwrap();
+        let entries = s.walk();
+        assert_eq!(entries.len(), 1);
+        assert!(matches!(&entries[0].result, Err(StoreError::Io { path, .. }) if *path == base));
+    }
+}

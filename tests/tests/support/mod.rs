@@ -1,0 +1,116 @@
+//! The daemon harness shared by the end-to-end tests: `ksm::serve::serve` on 127.0.0.1:0 in
+//! a thread of its own, stopped on drop.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e_tests::*;
+use hsm_proto::KeyHandle;
+use ksm::serve::Settings;
+use ksm::server::HttpConfig;
+
+pub struct Daemon {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    pub fn start(s: Settings) -> Daemon {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                ksm::serve::serve(s, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("daemon");
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("daemon started");
+        // Serving (and its sharing socket bound) once /health answers at all.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while get(addr, "/health").status == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon never answered"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Daemon {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn decode(&self, otp: &str) -> Answer {
+        get(self.addr, &format!("/wsapi/decrypt?otp={otp}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A private copy of the fixture AEADs, so tests can damage them.
+pub fn aead_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("aead-files/store"), d.path());
+    d
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) -> Settings {
+    Settings {
+        demo: devices.is_empty(),
+        devices,
+        aead_dir: aead_dir.to_path_buf(),
+        key_handles: vec![KeyHandle(0x20), KeyHandle(0x21)],
+        http: HttpConfig {
+            reqtimeout,
+            ..HttpConfig::default()
+        },
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pid_file: None,
+        socket: None,
+        queue_depth: 64,
+    }
+}
+
+pub fn assert_answer(a: &Answer, status: u16, body: &str) {
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (status, format!("{body}\n").as_str())
+    );
+}
