@@ -251,8 +251,8 @@ async fn decode_request(
     let took = start.elapsed();
     st.metrics.record(&outcome, took);
     info!(
-        public_id = id.as_deref().unwrap_or("-"),
-        result = outcome.label(),
+        public_id = %id.as_deref().unwrap_or("-"),
+        result = %outcome.label(),
         latency_us = took.as_micros() as u64,
         client = %client_of(&st, peer, &headers),
         "decode"

@@ -331,3 +331,33 @@ fn two_devices_one_unplugged_no_failed_requests() {
         "{h}"
     );
 }
+
+#[test]
+fn key_handle_missing_on_the_hsm_is_a_set_up_error() {
+    // An HSM that only has key handle 0x20, and a store with AEADs under 0x21 too.
+    let key20 = otp_vectors()["key_handles"]["0x20"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cfg = hsm_proto::emulator::EmulatorConfig::parse(&format!("{{\"32\": \"{key20}\"}}"))
+        .unwrap()
+        .resolve()
+        .unwrap();
+    let dev = Device::start(&cfg);
+    let aeads = aead_dir();
+    let d = Daemon::start(settings(
+        vec![dev.path()],
+        aeads.path(),
+        Duration::from_secs(5),
+    ));
+    assert_answer(
+        &d.decode(&vector_otp(0, 1, 1)),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+    assert_answer(
+        &d.decode(&vector_otp(1, 1, 1)),
+        503,
+        "ERR HSM refused key handle",
+    );
+}

@@ -1,0 +1,125 @@
+//! `ksm serve` as a process: `ksm.toml` with flags overriding it, the allow-list, the PID
+//! file, the log line per decode (and what it must never contain), X-Forwarded-For from a
+//! trusted proxy, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use e2e_tests::{emulator_config, fixtures, get, otp_vectors, Device};
+
+const KSM: &str = env!("CARGO_BIN_EXE_ksm");
+
+#[test]
+fn config_file_flags_allow_list_pid_file_logs_and_sigterm() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("ksm.pid");
+    let sock = tmp.path().join("ksm.sock");
+    let conf = tmp.path().join("ksm.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "device = [{:?}]\naead-dir = {:?}\nkey-handles = [\"0x20\", \"33\"]\nport = 0\nallow = [\"10.9.8.0/24\"]\npid-file = {:?}\nsocket = {:?}\nstats-url = \"/stats\"\n",
+            dev.path(),
+            fixtures().join("aead-files/store"),
+            pid_file,
+            sock
+        ),
+    )
+    .unwrap();
+
+    // The file alone: 127.0.0.1 is not on its allow-list.
+    let mut child = Command::new(KSM)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let otp = otp_vectors()["otps"][0]["otp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = get(addr, &format!("/wsapi/decrypt?otp={otp}"));
+    assert_eq!((a.status, a.body.as_str()), (403, "ERR Forbidden\n"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Flags win over the file.
+    let mut child = Command::new(KSM)
+        .args(["-v", "serve", "--config"])
+        .arg(&conf)
+        .args(["--allow", "127.0.0.0/8", "--proxies", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, child.id());
+    assert_eq!(
+        get(addr, &format!("/wsapi/decrypt?otp={otp}")).body,
+        "OK counter=0001 low=1234 high=56 use=00\n"
+    );
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET /wsapi/decrypt?otp={otp} HTTP/1.1\r\nHost: ksm\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.ends_with("OK counter=0001 low=1234 high=56 use=00\n"));
+    assert_eq!(
+        get(addr, "/stats").body,
+        "no_aead 0\nok 2\nerr 0\ninvalid 0\n"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        !pid_file.exists() && !sock.exists(),
+        "PID file and socket removed on exit"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let decodes: Vec<&str> = log.lines().filter(|l| l.contains("decode")).collect();
+    assert_eq!(decodes.len(), 2, "{log}");
+    assert!(
+        decodes.iter().all(|l| l.contains("public_id=ccccdeulfbvj")
+            && l.contains("result=ok")
+            && l.contains("latency_us=")),
+        "{log}"
+    );
+    assert!(decodes[1].contains("client=203.0.113.9"), "{log}");
+    assert!(
+        !log.contains(&otp[12..]),
+        "the OTP's token part must never be logged"
+    );
+}
