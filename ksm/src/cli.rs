@@ -268,7 +268,7 @@ pub struct ServeArgs {
     /// Sharing socket for operator tools ("none" to disable). [default: /run/ksm/ksm.sock]
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Requests that may wait per HSM before new ones are refused. [default: 64]
+    /// Requests that may wait per HSM before new ones are refused. [default: 256]
     #[arg(long)]
     pub queue_depth: Option<usize>,
     /// Most HTTP connections open at once. [default: 2048]
@@ -386,7 +386,7 @@ impl ServeArgs {
             listen: SocketAddr::new(addr, port),
             pid_file: self.pid_file.or(file.pid_file),
             socket: (socket != Path::new("none")).then_some(socket),
-            queue_depth: self.queue_depth.or(file.queue_depth).unwrap_or(64).max(1),
+            queue_depth: self.queue_depth.or(file.queue_depth).unwrap_or(256).max(1),
         })
     }
 }

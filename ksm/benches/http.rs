@@ -1,0 +1,368 @@
+//! HTTP benchmark: throughput and latency of the real daemon under a real load generator
+//! (Debian's `wrk`, keep-alive) on 127.0.0.1, at 1, 16, 64 and 256 connections, for the
+//! soft-HSM backend and for the emulator over a pty, against the ceiling for any HTTP
+//! service here: nginx serving a static `OK` line. Also: a bare driver loop of OTP decodes
+//! against the emulator versus the same decodes through the daemon, and decode throughput,
+//! start-up time and memory with 1,000 versus 1,000,000 AEADs.
+//!
+//! `cargo bench -p ksm --bench http` (needs `wrk` and `nginx`: `apt-get install wrk
+//! nginx-light`). `KSM_BENCH_SECS` sets each run's length (default 10), `KSM_BENCH_SIZES`
+//! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hsm_proto::otp::{self, Otp, OtpCounters, Token};
+use hsm_proto::{Aead, Hsm, KeyHandle, PublicId, Timeouts};
+
+const KSM: &str = env!("CARGO_BIN_EXE_ksm");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    /// SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them), and
+    /// ksm shuts down cleanly.
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `ksm serve` and waits for its "listening" line; returns it, its address and how
+/// long start-up took.
+fn serve(args: &[&str]) -> (Proc, SocketAddr, Duration) {
+    let t = Instant::now();
+    let mut child = Command::new(KSM)
+        .arg("serve")
+        .args(args)
+        .args(["--port", "0", "--socket", "none"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("listening line")
+        .parse()
+        .unwrap();
+    (Proc(child), addr, t.elapsed())
+}
+
+fn nginx(dir: &Path) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes auto;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_requests 1000000;\n  server {{ listen 127.0.0.1:{port};\n    location / {{ default_type text/plain; return 200 \"OK\\n\"; }} }} }}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx: apt-get install nginx-light");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Proc(child), addr)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Run {
+    /// Successful (2xx) answers per second.
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+fn parse_dur(s: &str) -> Duration {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(0.0);
+    Duration::from_secs_f64(match unit {
+        "us" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => 0.0,
+    })
+}
+
+/// Runs wrk against `addr` with the request paths in `paths` (rotating), `conns`
+/// connections.
+fn wrk(addr: SocketAddr, paths: &[String], conns: u32, dir: &Path) -> Run {
+    let script = dir.join("paths.lua");
+    let list: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    std::fs::write(
+        &script,
+        format!("local paths = {{ {} }}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n", list.join(", ")),
+    )
+    .unwrap();
+    let secs: u64 = std::env::var("KSM_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let threads = conns.min(2);
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://{addr}"))
+        .output()
+        .expect("wrk: apt-get install wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut r = Run::default();
+    let mut total = 0u64;
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            [n, "requests", "in", ..] => total = n.parse().unwrap_or(0),
+            ["Requests/sec:", v] => r.rps = v.parse().unwrap_or(0.0),
+            ["50%", v] => r.p50 = parse_dur(v),
+            ["99%", v] => r.p99 = parse_dur(v),
+            ["Non-2xx", "or", "3xx", "responses:", v] => r.errors = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    if total > 0 {
+        r.rps *= 1.0 - r.errors as f64 / total as f64;
+    }
+    r
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn vector_paths() -> (Vec<String>, Vec<(Otp, KeyHandle, Aead)>) {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("otp-vectors.json")).unwrap(),
+    )
+    .unwrap();
+    let keys = v["yubikeys"].as_array().unwrap();
+    let mut decodes = Vec::new();
+    let paths = v["otps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let s = o["otp"].as_str().unwrap();
+            let otp = Otp::parse(s).unwrap();
+            let y = keys
+                .iter()
+                .find(|y| y["public_id"].as_str() == Some(otp.public_id.as_str()))
+                .unwrap();
+            decodes.push((
+                otp,
+                KeyHandle(y["key_handle"].as_u64().unwrap() as u32),
+                Aead::new(&hex::decode(y["aead"].as_str().unwrap()).unwrap()).unwrap(),
+            ));
+            format!("/wsapi/decrypt?otp={s}")
+        })
+        .collect();
+    (paths, decodes)
+}
+
+/// OTPs for 1,000 ids spread over a bulk store of `n` keys.
+fn store_paths(n: u64) -> Vec<String> {
+    (0..1000u64)
+        .map(|i| {
+            let id_n = 1 + (i * 7919) % n;
+            let id = PublicId::from_number(id_n, 12).unwrap();
+            let s = secret(id_n);
+            let t = Token {
+                uid: s.uid,
+                counters: OtpCounters {
+                    use_ctr: 1,
+                    session_ctr: 0,
+                    ts_high: 0,
+                    ts_low: 1,
+                },
+                rnd: 7,
+            };
+            format!(
+                "/wsapi/decrypt?otp={}",
+                otp::encrypt(&s, &id, &t).to_modhex()
+            )
+        })
+        .collect()
+}
+
+const CONNS: [u32; 4] = [1, 16, 64, 256];
+
+fn main() {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let tmp = tempfile::tempdir().unwrap();
+    println!("# HTTP benchmark ({cores} cores, wrk keep-alive on 127.0.0.1)\n");
+    let (paths, decodes) = vector_paths();
+
+    let (ng, ng_addr) = nginx(tmp.path());
+    let ceiling: Vec<Run> = CONNS
+        .iter()
+        .map(|c| wrk(ng_addr, &["/".to_string()], *c, tmp.path()))
+        .collect();
+    drop(ng);
+
+    let (soft, soft_addr, _) = serve(&["--demo"]);
+    let soft_runs: Vec<Run> = CONNS
+        .iter()
+        .map(|c| wrk(soft_addr, &paths, *c, tmp.path()))
+        .collect();
+    drop(soft);
+
+    let link = tmp.path().join("yhsm");
+    let emu = Proc(
+        Command::new(KSM)
+            .args(["emulate", "--pty"])
+            .arg(&link)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while !link.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The HSM path: the driver alone, decoding in a loop over the pty, versus the daemon with
+    // the device kept busy (16 connections). A serial HSM takes one request at a time, so the
+    // driver loop is the device's ceiling; the daemon's cost is how far below it stays.
+    let mut hsm = Hsm::open_path(&link, Timeouts::default()).unwrap();
+    let secs = 5.0;
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        let (otp, kh, aead) = &decodes[(n % decodes.len() as u64) as usize];
+        hsm.decode_otp(otp, *kh, otp.public_id.to_nonce().unwrap(), aead)
+            .unwrap();
+        n += 1;
+    }
+    let driver = n as f64 / t.elapsed().as_secs_f64();
+    drop(hsm);
+    let store = fixtures().join("aead-files/store");
+    let (daemon, emu_addr, _) = serve(&[
+        "-D",
+        link.to_str().unwrap(),
+        "-B",
+        store.to_str().unwrap(),
+        "--key-handles",
+        "0x20",
+        "0x21",
+    ]);
+    let emu_runs: Vec<Run> = CONNS
+        .iter()
+        .map(|c| wrk(emu_addr, &paths, *c, tmp.path()))
+        .collect();
+    drop(daemon);
+    drop(emu);
+
+    println!("Successful answers per second (non-2xx answers, e.g. `ERR Overloaded`, are not counted; they are listed below the row).\n");
+    println!("| connections | nginx `OK` req/s | soft HSM req/s | ratio | p50 | p99 | emulator (pty) req/s | ratio | p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, c) in CONNS.iter().enumerate() {
+        let (n, s, e) = (ceiling[i], soft_runs[i], emu_runs[i]);
+        println!(
+            "| {c} | {:.0} | {:.0} | {:.0}% | {} | {} | {:.0} | {:.0}% | {} | {} |",
+            n.rps,
+            s.rps,
+            100.0 * s.rps / n.rps,
+            ms(s.p50),
+            ms(s.p99),
+            e.rps,
+            100.0 * e.rps / n.rps,
+            ms(e.p50),
+            ms(e.p99)
+        );
+        if s.errors + e.errors > 0 {
+            println!(
+                "|   | non-2xx answers: soft {}, emulator {} |",
+                s.errors, e.errors
+            );
+        }
+    }
+
+    println!(
+        "\nHSM path over the pty: bare driver loop {driver:.0} decodes/s; through the daemon (16 connections) {:.0} req/s, {:.0}% of the driver loop. At 1 connection, where every request also waits for its HTTP round trip: {:.0} req/s.\n",
+        emu_runs[1].rps,
+        100.0 * emu_runs[1].rps / driver,
+        emu_runs[0].rps
+    );
+
+    println!("| AEADs in store | daemon start-up | req/s (16 conns, 1,000 ids) | p99 | daemon RSS after |");
+    println!("|---|---|---|---|---|");
+    for size in sizes(&[1_000, 1_000_000]) {
+        let dir = bench_dir();
+        bulk_store(dir.path(), size);
+        let (d, addr, startup) = serve(&[
+            "--demo",
+            "-B",
+            dir.path().to_str().unwrap(),
+            "--key-handles",
+            "0x20",
+        ]);
+        let r = wrk(addr, &store_paths(size), 16, tmp.path());
+        let mem = rss(d.0.id());
+        println!(
+            "| {size} | {:.2} s | {:.0} | {} | {:.1} MB |",
+            startup.as_secs_f64(),
+            r.rps,
+            ms(r.p99),
+            mem as f64 / 1e6
+        );
+        if r.errors > 0 {
+            println!("|   | non-2xx answers: {} |", r.errors);
+        }
+    }
+}
