@@ -7,9 +7,10 @@
 //! than a YubiKey's 30 bytes are served from disk each time.
 //!
 //! # How it stays true
-//! A supervisor thread owns a recursive [`notify::RecommendedWatcher`] on the base
-//! directory and maps each changed path back to what it can affect
-//! ([`crate::layout`]'s inverse mapping):
+//! A supervisor thread owns a recursive inotify watch on the base (see `inotify_watch`: it
+//! reports only changes, as `notify::Event`s, because `notify` itself also asks for every
+//! open and would overflow on our own reads) and maps each changed path back to what it
+//! can affect ([`crate::layout`]'s inverse mapping):
 //! - a name that is a public id (an AEAD file, rsync renaming its temp file into place,
 //!   a deletion) drops that id;
 //! - a layout directory (`cc`, `bb`, …) drops every id starting with the bytes its path
@@ -42,9 +43,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use crate::inotify_watch::RecursiveWatch;
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use notify::event::{EventKind, ModifyKind};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
 use crate::fs_store::Found;
@@ -263,7 +264,7 @@ struct Supervisor {
     base: PathBuf,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
-    watcher: Option<RecommendedWatcher>,
+    watcher: Option<RecursiveWatch>,
     /// Which watcher is current: reports of replaced ones still invalidate, but their
     /// errors no longer count.
     epoch: u64,
@@ -290,11 +291,8 @@ impl Supervisor {
                 res,
             });
         };
-        let watched = notify::recommended_watcher(handler).and_then(|mut w| {
-            w.watch(&self.base, RecursiveMode::Recursive)?;
-            Ok(w)
-        });
-        let listed = watched.map_err(|e| e.to_string()).and_then(|w| {
+        let watched = RecursiveWatch::new(&self.base, handler);
+        let listed = watched.and_then(|w| {
             Ok((
                 w,
                 KeyHandleDirs::read(self.shared.disk.base()).map_err(|e| e.to_string())?,

@@ -20,6 +20,7 @@ mod cache;
 mod error;
 pub mod format;
 mod fs_store;
+mod inotify_watch;
 pub mod layout;
 mod walk;
 

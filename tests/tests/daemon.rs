@@ -361,3 +361,46 @@ fn key_handle_missing_on_the_hsm_is_a_set_up_error() {
         "ERR HSM refused key handle",
     );
 }
+
+#[test]
+fn oversized_and_malformed_requests_are_refused_cheaply() {
+    let aeads = aead_dir();
+    let d = Daemon::start(settings(vec![], aeads.path(), Duration::from_secs(5)));
+    // A 1 MB URL: refused by the HTTP layer with a 4xx, without reading it all.
+    let huge = format!(
+        "GET /wsapi/decrypt?otp={} HTTP/1.1\r\nHost: ksm\r\nConnection: close\r\n\r\n",
+        "c".repeat(1 << 20)
+    );
+    let a = raw(d.addr, huge.as_bytes());
+    assert!(
+        (400..500).contains(&a.status) || a.status == 0,
+        "{}",
+        a.status
+    );
+    // Bad percent-encoding is just not an OTP.
+    assert_answer(
+        &get(d.addr, "/wsapi/decrypt?otp=%zz%C3%28cccc"),
+        200,
+        "ERR Invalid OTP format",
+    );
+    assert_answer(
+        &get(d.addr, "/wsapi/decrypt?otp=%00%ff"),
+        200,
+        "ERR Invalid OTP format",
+    );
+    // Pipelined garbage closes that connection; others are unaffected.
+    let a = raw(
+        d.addr,
+        b"\x16\x03\x01\x02\x00garbage\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    );
+    assert!(a.status == 400 || a.status == 0, "{}", a.status);
+    // A large POST body is refused.
+    let body = "otp=".to_string() + &"c".repeat(10_000);
+    let post = format!("POST /wsapi/decrypt HTTP/1.1\r\nHost: ksm\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    assert_eq!(raw(d.addr, post.as_bytes()).status, 413);
+    assert_answer(
+        &d.decode(&vector_otp(0, 3, 3)),
+        200,
+        "OK counter=0003 low=4242 high=17 use=03",
+    );
+}

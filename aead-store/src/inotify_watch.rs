@@ -1,0 +1,211 @@
+//! A recursive inotify watch that reports only changes.
+//!
+//! `notify`'s inotify backend always asks the kernel for `IN_OPEN` events. In pyhsm's layout
+//! every AEAD has a directory of its own, so the walk that sets up a recursive watch opens
+//! every directory, and every lookup opens a file: on a store of more than about 16 k keys
+//! the kernel's event queue (16 384 by default) overflows from our own reads, the cache is
+//! flushed, the watch is rebuilt, and the cycle repeats. This watcher asks only for what
+//! changes the store (create, delete, rename, write, the base going away) and hands the
+//! supervisor `notify::Event`s, so the cache logic is the same whatever produced them.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use notify::event::{CreateKind, DataChange, EventKind, Flag, ModifyKind, RemoveKind, RenameMode};
+use notify::Event;
+
+/// What a change to the store looks like to inotify.
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MODIFY
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::ONLYDIR
+}
+
+type Handler = Box<dyn FnMut(notify::Result<Event>) + Send>;
+
+/// Watches a directory tree until dropped.
+pub struct RecursiveWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Tree {
+    watches: Watches,
+    dirs: HashMap<WatchDescriptor, PathBuf>,
+}
+
+impl Tree {
+    /// Adds a watch on `dir` and every directory below it (symlinks are not followed).
+    fn add(&mut self, dir: &Path) -> Result<(), String> {
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            match self.watches.add(&d, mask()) {
+                Ok(wd) => {
+                    self.dirs.insert(wd, d.clone());
+                }
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                    return Err(format!(
+                        "the inotify watch limit is reached (one watch per AEAD directory): raise fs.inotify.max_user_watches ({e})"
+                    ))
+                }
+                // Gone already, or not a directory any more: nothing to watch.
+                Err(_) if d != dir => continue,
+                Err(e) => return Err(format!("{}: {e}", d.display())),
+            }
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    todo.push(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecursiveWatch {
+    /// Watches `base` and everything below it; `handler` gets each change as a
+    /// `notify::Event` (an overflow as an event with the `Rescan` flag).
+    pub fn new(
+        base: &Path,
+        handler: impl FnMut(notify::Result<Event>) + Send + 'static,
+    ) -> Result<RecursiveWatch, String> {
+        let inotify = Inotify::init().map_err(|e| format!("inotify: {e}"))?;
+        let mut tree = Tree {
+            watches: inotify.watches(),
+            dirs: HashMap::new(),
+        };
+        tree.add(base)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, base) = (stop.clone(), base.to_path_buf());
+        let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Box::new(handler)));
+        let thread = std::thread::Builder::new()
+            .name("aead-store-inotify".into())
+            .spawn(move || read_loop(inotify, tree, base, s, handler))
+            .map_err(|e| e.to_string())?;
+        Ok(RecursiveWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RecursiveWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_loop(
+    mut inotify: Inotify,
+    mut tree: Tree,
+    base: PathBuf,
+    stop: Arc<AtomicBool>,
+    handler: Arc<Mutex<Handler>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let emit = |r: notify::Result<Event>| {
+        if let Ok(mut h) = handler.lock() {
+            h(r);
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let ready = {
+            let mut fds = [nix::poll::PollFd::new(
+                inotify.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u8))
+        };
+        match ready {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                emit(Err(notify::Error::generic(&format!("inotify poll: {e}"))));
+                return;
+            }
+        }
+        let events: Vec<(WatchDescriptor, EventMask, Option<PathBuf>)> =
+            match inotify.read_events(&mut buf) {
+                Ok(evs) => evs
+                    .map(|e| (e.wd, e.mask, e.name.map(|n: &OsStr| PathBuf::from(n))))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    emit(Err(notify::Error::generic(&format!("inotify read: {e}"))));
+                    return;
+                }
+            };
+        for (wd, m, name) in events {
+            if m.contains(EventMask::Q_OVERFLOW) {
+                emit(Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan)));
+                continue;
+            }
+            if m.contains(EventMask::IGNORED) {
+                tree.dirs.remove(&wd);
+                continue;
+            }
+            let Some(dir) = tree.dirs.get(&wd).cloned() else {
+                continue;
+            };
+            let path = match &name {
+                Some(n) => dir.join(n),
+                None => dir.clone(),
+            };
+            let is_dir = m.contains(EventMask::ISDIR);
+            let kind = if m.contains(EventMask::CREATE) {
+                EventKind::Create(if is_dir {
+                    CreateKind::Folder
+                } else {
+                    CreateKind::File
+                })
+            } else if m.contains(EventMask::DELETE) {
+                EventKind::Remove(if is_dir {
+                    RemoveKind::Folder
+                } else {
+                    RemoveKind::File
+                })
+            } else if m.contains(EventMask::MOVED_FROM) {
+                EventKind::Modify(ModifyKind::Name(RenameMode::From))
+            } else if m.contains(EventMask::MOVED_TO) {
+                EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            } else if m.intersects(EventMask::CLOSE_WRITE | EventMask::MODIFY) {
+                EventKind::Modify(ModifyKind::Data(DataChange::Any))
+            } else if m.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+                // Only the base's own removal matters; below it the parent reports it.
+                if dir != base {
+                    continue;
+                }
+                EventKind::Remove(RemoveKind::Folder)
+            } else {
+                continue;
+            };
+            // A directory that appears (rsync creates them, or moves one in) is watched,
+            // with everything already inside it.
+            if is_dir && m.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                if let Err(e) = tree.add(&path) {
+                    emit(Err(notify::Error::generic(&e)));
+                }
+            }
+            emit(Ok(Event::new(kind).add_path(path)));
+        }
+    }
+}
