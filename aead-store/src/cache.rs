@@ -308,9 +308,14 @@ impl Supervisor {
             }
             Err(e) => {
                 self.shared.reset(None, false);
-                let wait = self
-                    .retry
-                    .map_or(RETRY_FIRST, |(_, w)| (w * 2).min(RETRY_MAX));
+                // A full watch table stays full until an administrator raises the limit;
+                // re-walking the tree every few seconds would only burn CPU.
+                let wait = if e.contains("max_user_watches") {
+                    RETRY_MAX
+                } else {
+                    self.retry
+                        .map_or(RETRY_FIRST, |(_, w)| (w * 2).min(RETRY_MAX))
+                };
                 self.retry = Some((Instant::now() + wait, wait));
                 warn!(error = %e, dir = %self.base.display(), retry_in = ?wait,
                     "cannot watch the AEAD directory; serving AEADs from disk, uncached");
@@ -441,6 +446,17 @@ impl CachedStore {
     /// Starts watching `disk`'s directory and caching up to `max_entries` AEADs. If the
     /// watch cannot be set up the store still answers, from disk, and keeps retrying.
     pub fn new(disk: FsStore, max_entries: usize) -> CachedStore {
+        Self::start(disk, max_entries, true)
+    }
+
+    /// As [`CachedStore::new`], but sets the watch up in the background, serving from disk
+    /// meanwhile: with a million keys the walk that adds one watch per directory takes about
+    /// a minute, and a daemon must not wait for it before it answers.
+    pub fn spawn(disk: FsStore, max_entries: usize) -> CachedStore {
+        Self::start(disk, max_entries, false)
+    }
+
+    fn start(disk: FsStore, max_entries: usize, wait: bool) -> CachedStore {
         let base = disk.real_base().to_path_buf();
         let shared = Arc::new(Shared {
             disk,
@@ -463,11 +479,18 @@ impl CachedStore {
             later: [VecDeque::new(), VecDeque::new()],
             retry: None,
         };
-        // Set up synchronously, so that `is_watching` is meaningful on return.
-        sup.start_watch();
+        // `new`: set up before returning, so that `is_watching` is meaningful on return.
+        if wait {
+            sup.start_watch();
+        }
         let spawned = std::thread::Builder::new()
             .name("aead-store-watch".into())
-            .spawn(move || sup.run());
+            .spawn(move || {
+                if !wait {
+                    sup.start_watch();
+                }
+                sup.run()
+            });
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start the AEAD watcher thread; serving uncached");
             shared.reset(None, false);

@@ -175,7 +175,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let store = CachedStore::new(store, CachedStore::DEFAULT_MAX_ENTRIES);
+    let store = CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES);
     let pool = Arc::new(Pool::start(
         backends(&s)?,
         PoolConfig {
