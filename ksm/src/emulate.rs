@@ -15,9 +15,8 @@
 //! Each command answers `ok` (or the status line), or `error: …`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +55,7 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         .unwrap_or_default();
     println!("emulated YubiHSM at {} -> {}", args.pty.display(), slave);
     if let Some(path) = &args.control {
-        let listener = bind_private(path)?;
+        let listener = crate::sharing::bind_private(path)?;
         println!("control socket at {}", path.display());
         let emu = emu.clone();
         std::thread::spawn(move || {
@@ -75,25 +74,6 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
     drop(emu);
     let _ = std::fs::remove_file(&args.pty);
     Ok(())
-}
-
-/// Binds a unix socket only its owner can use (mode 0600), replacing a stale socket file.
-pub fn bind_private(path: &Path) -> Result<UnixListener, Error> {
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !m.file_type().is_socket() {
-            return Err(Error::Usage(format!(
-                "{} exists and is not a socket",
-                path.display()
-            )));
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener =
-        UnixListener::bind(path).map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
-    Ok(listener)
 }
 
 fn serve_control(conn: UnixStream, emu: &PtyEmulator) {

@@ -141,7 +141,7 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
     }
-    let std_listener = crate::emulate::bind_private(path)?;
+    let std_listener = crate::sharing::bind_private(path)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("socket", e))?;

@@ -99,6 +99,25 @@ async fn session(
     }
 }
 
+/// Binds a unix socket only its owner can use (mode 0600), replacing a stale socket file.
+pub fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, crate::Error> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() {
+            return Err(crate::Error::Usage(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| crate::Error::io(format!("chmod {}", path.display()), e))?;
+    Ok(listener)
+}
+
 fn pool_error_text(e: &PoolError) -> String {
     match e {
         PoolError::Hsm(e) => e.to_string(),

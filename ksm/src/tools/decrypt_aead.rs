@@ -81,8 +81,8 @@ pub fn run(
         if opts.start.is_some_and(|s| n < s) || opts.stop.is_some_and(|s| n > s) {
             continue;
         }
-        match decrypt_one(opts, &path, &id) {
-            Ok(plain) => {
+        match decrypt_one(opts, &path) {
+            Ok((nonce, plain)) => {
                 done += 1;
                 let prefix = if opts.print_filename {
                     format!("{} ", path.display())
@@ -113,7 +113,6 @@ pub fn run(
                     }
                     Format::Aead => {
                         if let Some((store, kh, key)) = &opts.reencrypt {
-                            let nonce = read(&path, opts.key_handle)?.1;
                             let a = aead::seal(key, *kh, &nonce, &plain)?;
                             store
                                 .write(*kh, &id, &nonce, &a, false)
@@ -160,11 +159,11 @@ fn read(
     }
 }
 
+/// The AEAD's nonce and plaintext.
 fn decrypt_one(
     opts: &Options,
     path: &Path,
-    _id: &PublicId,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+) -> Result<(hsm_proto::Nonce, zeroize::Zeroizing<Vec<u8>>), Error> {
     let (kh, nonce, a) = read(path, opts.key_handle)?;
-    Ok(aead::open(&opts.key, kh, &nonce, &a)?)
+    Ok((nonce, aead::open(&opts.key, kh, &nonce, &a)?))
 }
