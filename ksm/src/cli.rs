@@ -265,7 +265,7 @@ pub struct ServeArgs {
     /// Only these networks (CIDR) may call the decode API.
     #[arg(long, num_args = 1..)]
     pub allow: Vec<IpNet>,
-    /// Sharing socket for operator tools ("none" to disable). [default: /run/ksm/ksm.sock]
+    /// Sharing socket for operator tools ("none" to disable). [default: /run/ksm/ksm.sock; none with --demo]
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// Requests that may wait per HSM before new ones are refused. [default: 256]
