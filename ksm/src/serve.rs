@@ -104,7 +104,7 @@ pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
 pub fn demo_aead_dir() -> PathBuf {
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
     if built.is_dir() {
-        built
+        built.canonicalize().unwrap_or(built)
     } else {
         PathBuf::from("fixtures/aead-files/store")
     }
