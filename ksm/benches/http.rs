@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,17 +66,7 @@ fn serve(args: &[&str]) -> (Proc, SocketAddr, Duration) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .expect("listening line")
-        .parse()
-        .unwrap();
+    let addr = e2e_tests::listening_addr(&mut child);
     (Proc(child), addr, t.elapsed())
 }
 

@@ -2,11 +2,11 @@
 //! file, the log line per decode (and what it must never contain), X-Forwarded-For from a
 //! trusted proxy, and a clean exit on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use e2e_tests::{emulator_config, fixtures, get, otp_vectors, Device};
+use e2e_tests::{emulator_config, fixtures, get, listening_addr, otp_vectors, Device};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
@@ -37,17 +37,7 @@ fn config_file_flags_allow_list_pid_file_logs_and_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&mut child);
     let otp = otp_vectors()["otps"][0]["otp"]
         .as_str()
         .unwrap()
@@ -66,17 +56,7 @@ fn config_file_flags_allow_list_pid_file_logs_and_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&mut child);
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()

@@ -1,7 +1,7 @@
 //! The operator tools and the daemon as separate processes, run the way an operator runs
 //! them, against emulated YubiHSMs on real ptys.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -60,17 +60,7 @@ fn serve(args: &[&str]) -> Serve {
         .stderr(Stdio::null())
         .spawn()
         .expect("ksm serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .expect(&line)
-        .parse()
-        .unwrap();
+    let addr = e2e_tests::listening_addr(&mut child);
     Serve(child, addr)
 }
 

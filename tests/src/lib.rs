@@ -138,3 +138,22 @@ impl Device {
         self.emu.link().to_path_buf()
     }
 }
+
+/// Waits for a spawned `ksm serve` (stdout piped) to print its `ksm listening on http://…`
+/// line and returns the address it is serving on.
+pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let out = child
+        .stdout
+        .take()
+        .expect("ksm serve's stdout must be piped");
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read ksm serve's stdout");
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listening line from ksm serve: {line:?}"))
+}
