@@ -271,9 +271,14 @@ pub struct ServeArgs {
     /// Requests that may wait per HSM before new ones are refused. [default: 256]
     #[arg(long)]
     pub queue_depth: Option<usize>,
-    /// Most HTTP connections open at once. [default: 2048]
+    /// Most HTTP connections open at once; when all are taken, the longest-idle one is
+    /// closed to make room. [default: 2048]
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers, and that an idle keep-alive
+    /// connection stays open. [default: 5]
+    #[arg(long)]
+    pub header_timeout: Option<f64>,
     /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
     #[arg(short = 'd', long = "daemon", hide = true)]
     pub daemon: bool,
@@ -357,6 +362,16 @@ impl ServeArgs {
             .or(file.socket)
             .unwrap_or_else(|| PathBuf::from(default_socket));
         let defaults = HttpConfig::default();
+        let header_timeout = self
+            .header_timeout
+            .or(file.header_timeout)
+            .unwrap_or(defaults.header_timeout.as_secs_f64());
+        if !(0.1..=300.0).contains(&header_timeout) {
+            return Err(Error::Usage(
+                "--header-timeout must be between 0.1 and 300 seconds".into(),
+            ));
+        }
+        let header_timeout = Duration::from_secs_f64(header_timeout);
         Ok(Settings {
             devices,
             demo,
@@ -381,7 +396,7 @@ impl ServeArgs {
                     .max_connections
                     .or(file.max_connections)
                     .unwrap_or(defaults.max_connections),
-                header_timeout: defaults.header_timeout,
+                header_timeout,
             },
             listen: SocketAddr::new(addr, port),
             pid_file: self.pid_file.or(file.pid_file),

@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod cli;
+pub mod connections;
 pub mod demo;
 pub mod device;
 pub mod emulate;

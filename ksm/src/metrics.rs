@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::answer::Outcome;
-use crate::pool::DeviceHealth;
+use crate::connections::Connections;
+use crate::pool::{DeviceHealth, LINE_ERROR_KINDS};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -69,6 +70,7 @@ impl Metrics {
         &self,
         devices: &[std::sync::Arc<DeviceHealth>],
         store_aeads: Option<usize>,
+        connections: &Connections,
     ) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# HELP ksm_decodes_total OTP decode requests by result.\n# TYPE ksm_decodes_total counter");
@@ -129,6 +131,19 @@ impl Metrics {
                 d.name,
                 d.opens.load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(o, "# HELP ksm_http_connections HTTP connections open.\n# TYPE ksm_http_connections gauge\nksm_http_connections {}", connections.open());
+        let _ = writeln!(o, "# HELP ksm_http_connections_evicted_total Idle connections closed to make room at --max-connections.\n# TYPE ksm_http_connections_evicted_total counter\nksm_http_connections_evicted_total {}", connections.evicted());
+        let _ = writeln!(o, "# HELP ksm_hsm_line_errors_total HSM line failures by kind.\n# TYPE ksm_hsm_line_errors_total counter");
+        for d in devices {
+            for (kind, n) in LINE_ERROR_KINDS.iter().zip(&d.line_errors) {
+                let _ = writeln!(
+                    o,
+                    "ksm_hsm_line_errors_total{{device=\"{}\",kind=\"{kind}\"}} {}",
+                    d.name,
+                    n.load(Ordering::Relaxed)
+                );
+            }
         }
         if let Some(n) = store_aeads {
             let _ = writeln!(o, "# HELP ksm_store_aeads AEADs known to the store cache.\n# TYPE ksm_store_aeads gauge\nksm_store_aeads {n}");

@@ -131,13 +131,42 @@ pub struct DeviceHealth {
     pub opens: AtomicU64,
     /// The last line error, for operators.
     pub last_error: Mutex<String>,
+    /// Line failures so far, by kind ([`LINE_ERROR_KINDS`]).
+    pub line_errors: [AtomicU64; LINE_ERROR_KINDS.len()],
     locked_logged: AtomicBool,
+}
+
+/// The kinds of line failure `/metrics` counts: the device did not answer in time, the line
+/// closed (unplugged), bytes that are not a response (noise, a confused device), the
+/// configuration console answering instead of the HSM, the device could not be opened or
+/// failed its open checks, and any other I/O error.
+pub const LINE_ERROR_KINDS: [&str; 6] =
+    ["timeout", "closed", "garbage", "config_mode", "open", "io"];
+
+fn line_error_kind(e: &HsmError) -> &'static str {
+    match e {
+        HsmError::Timeout { .. } => "timeout",
+        HsmError::Closed => "closed",
+        HsmError::ConfigMode { .. } => "config_mode",
+        HsmError::Open { .. } | HsmError::LinkTest | HsmError::ProtocolVersion(_) => "open",
+        HsmError::Io(_) => "io",
+        _ => "garbage",
+    }
 }
 
 impl DeviceHealth {
     /// Current state.
     pub fn state(&self) -> DeviceState {
         DeviceState::from_u8(self.state.load(Ordering::SeqCst))
+    }
+
+    /// Counts a line failure and keeps its text for `/health`.
+    fn line_error(&self, e: &HsmError) {
+        let kind = line_error_kind(e);
+        if let Some(i) = LINE_ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.line_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
     }
 
     fn set(&self, s: DeviceState) {
@@ -209,6 +238,7 @@ impl Pool {
                     queued: AtomicUsize::new(0),
                     opens: AtomicU64::new(0),
                     last_error: Mutex::new(String::new()),
+                    line_errors: Default::default(),
                     locked_logged: AtomicBool::new(false),
                 });
                 if let Backend::Soft(_) = &b {
@@ -382,24 +412,9 @@ fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: Po
     let mut hsm: Option<Hsm> = None;
     let mut next_open = Instant::now();
     loop {
-        if hsm.is_none() && Instant::now() >= next_open {
-            match backend.open(cfg.timeouts) {
-                Ok(h) => {
-                    health.opens.fetch_add(1, Ordering::Relaxed);
-                    info!(device = %health.name, "YubiHSM opened");
-                    health.set(DeviceState::Up);
-                    hsm = Some(h);
-                }
-                Err(e) => {
-                    // Log each new reason once, not every retry.
-                    if last_error_changed(&health, &e) {
-                        warn!(device = %health.name, error = %e, "YubiHSM unavailable; retrying");
-                    }
-                    *health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
-                    health.set(DeviceState::Down);
-                    next_open = Instant::now() + cfg.reopen_interval;
-                }
-            }
+        if hsm.is_none() && Instant::now() >= next_open && !open(&backend, &cfg, &mut hsm, &health)
+        {
+            next_open = Instant::now() + cfg.reopen_interval;
         }
         let wait = if hsm.is_none() {
             cfg.reopen_interval
@@ -411,8 +426,32 @@ fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: Po
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        run_job(job, &mut hsm, &health);
+        run_job(job, &mut hsm, &health, &|hsm: &mut Option<Hsm>| {
+            open(&backend, &cfg, hsm, &health)
+        });
         health.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Opens the device into `hsm`; false (and the reason recorded) if it cannot be opened.
+fn open(backend: &Backend, cfg: &PoolConfig, hsm: &mut Option<Hsm>, health: &DeviceHealth) -> bool {
+    match backend.open(cfg.timeouts) {
+        Ok(h) => {
+            health.opens.fetch_add(1, Ordering::Relaxed);
+            info!(device = %health.name, "YubiHSM opened");
+            health.set(DeviceState::Up);
+            *hsm = Some(h);
+            true
+        }
+        Err(e) => {
+            // Log each new reason once, not every retry.
+            if last_error_changed(health, &e) {
+                warn!(device = %health.name, error = %e, "YubiHSM unavailable; retrying");
+            }
+            health.line_error(&e);
+            health.set(DeviceState::Down);
+            false
+        }
     }
 }
 
@@ -427,7 +466,7 @@ fn classify(e: HsmError, hsm: &mut Option<Hsm>, health: &DeviceHealth) -> PoolEr
     }
     if e.is_link_error() {
         warn!(device = %health.name, error = %e, "YubiHSM line failed; reopening");
-        *health.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+        health.line_error(&e);
         *hsm = None;
         health.set(DeviceState::Down);
         return if matches!(e, HsmError::Timeout { .. }) {
@@ -439,7 +478,13 @@ fn classify(e: HsmError, hsm: &mut Option<Hsm>, health: &DeviceHealth) -> PoolEr
     PoolError::Hsm(e)
 }
 
-fn run_job(job: Job, hsm: &mut Option<Hsm>, health: &DeviceHealth) {
+/// Runs one job. `reopen` opens the device again after a line failure.
+fn run_job(
+    job: Job,
+    hsm: &mut Option<Hsm>,
+    health: &DeviceHealth,
+    reopen: &dyn Fn(&mut Option<Hsm>) -> bool,
+) {
     match job {
         Job::Decode {
             otp,
@@ -449,9 +494,13 @@ fn run_job(job: Job, hsm: &mut Option<Hsm>, health: &DeviceHealth) {
             deadline,
             reply,
         } => {
-            let result = if Instant::now() >= deadline {
-                Err(PoolError::Timeout)
-            } else if let Some(h) = hsm.as_mut() {
+            let decode = |hsm: &mut Option<Hsm>| {
+                if Instant::now() >= deadline {
+                    return Err(PoolError::Timeout);
+                }
+                let Some(h) = hsm.as_mut() else {
+                    return Err(PoolError::Unavailable);
+                };
                 match h.decode_otp(&otp, key_handle, nonce, &aead) {
                     Ok(d) => {
                         if health.state() == DeviceState::Locked {
@@ -461,9 +510,21 @@ fn run_job(job: Job, hsm: &mut Option<Hsm>, health: &DeviceHealth) {
                     }
                     Err(e) => Err(classify(e, hsm, health)),
                 }
-            } else {
-                Err(PoolError::Unavailable)
             };
+            let was_open = hsm.is_some();
+            let mut result = decode(hsm);
+            // The line failed under this request (noise, a confused device): resynchronise
+            // and try once more. A decode changes nothing on the HSM, so repeating it is
+            // safe. A timeout is not retried (a stalled device would only stall again), nor
+            // is a device that was already down (the owner loop keeps reopening that).
+            if was_open
+                && result == Err(PoolError::Unavailable)
+                && hsm.is_none()
+                && Instant::now() < deadline
+                && reopen(hsm)
+            {
+                result = decode(hsm);
+            }
             let _ = reply.send(result);
         }
         Job::Frame {

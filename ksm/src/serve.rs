@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::device;
-use crate::metrics::Metrics;
 use crate::pool::{Backend, Pool, PoolConfig};
 use crate::server::{AppState, HttpConfig};
 use crate::Error;
@@ -52,6 +50,8 @@ pub struct FileConfig {
     pub queue_depth: Option<usize>,
     /// `--max-connections`.
     pub max_connections: Option<usize>,
+    /// `--header-timeout` (seconds).
+    pub header_timeout: Option<f64>,
 }
 
 impl FileConfig {
@@ -184,13 +184,9 @@ pub async fn serve(
             ..PoolConfig::default()
         },
     ));
-    let state = Arc::new(AppState {
-        pool: pool.clone(),
-        store: Arc::new(store),
-        http: s.http.clone(),
-        metrics: Metrics::default(),
-        connections: AtomicUsize::new(0),
-    });
+    let mut http = s.http.clone();
+    http.max_connections = connection_budget(http.max_connections);
+    let state = Arc::new(AppState::new(pool.clone(), Arc::new(store), http));
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("listener", e))?;
@@ -246,6 +242,35 @@ pub async fn serve(
     }
     info!("stopped");
     result
+}
+
+/// Descriptors kept back from connections: AEAD files, devices, the watch, the sharing socket.
+const FD_RESERVE: u64 = 256;
+
+/// Each connection is a file descriptor, and running out of them would stop the daemon from
+/// opening AEAD files. So raise the soft open-file limit to the hard one (systemd's default
+/// soft limit is 1024) and cap connections to what then fits.
+fn connection_budget(wanted: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let soft = if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let fits = usize::try_from(soft.saturating_sub(FD_RESERVE).max(16)).unwrap_or(usize::MAX);
+    if wanted > fits {
+        warn!(
+            max_connections = wanted,
+            open_file_limit = soft,
+            using = fits,
+            "--max-connections does not fit the open-file limit; raise LimitNOFILE"
+        );
+        return fits;
+    }
+    wanted
 }
 
 /// Default request deadline, as pyhsm's `--reqtimeout`.

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,12 @@ use hsm_proto::{Error as HsmError, Status};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::answer::Outcome;
+use crate::connections::Connections;
 use crate::metrics::Metrics;
 use crate::pool::{DeviceState, Pool, PoolError};
 
@@ -46,7 +47,8 @@ pub struct HttpConfig {
     pub proxies: Vec<IpAddr>,
     /// If non-empty, only these networks may call the decode API.
     pub allow: Vec<IpNet>,
-    /// Most connections open at once; more wait in the listen backlog.
+    /// Most connections open at once. When all are taken, the longest-idle one is closed
+    /// to make room (see [`crate::connections`]).
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
     pub header_timeout: Duration,
@@ -77,8 +79,21 @@ pub struct AppState {
     pub http: HttpConfig,
     /// Counters.
     pub metrics: Metrics,
-    /// Connections open now.
-    pub connections: AtomicUsize,
+    /// Connection slots (`max_connections`), open and evicted counts.
+    pub connections: Arc<Connections>,
+}
+
+impl AppState {
+    /// State for serving `pool` and `store` with `http` settings.
+    pub fn new(pool: Arc<Pool>, store: Arc<dyn Store + Send + Sync>, http: HttpConfig) -> AppState {
+        AppState {
+            pool,
+            store,
+            connections: Connections::new(http.max_connections),
+            http,
+            metrics: Metrics::default(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -110,14 +125,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let slots = Arc::new(Semaphore::new(state.http.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => match a {
@@ -130,16 +140,26 @@ pub async fn run(
                 }
             },
         };
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            s = state.connections.admit() => Arc::new(s),
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let state = state.clone();
         let mut stop = stop_rx.clone();
-        state.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let in_service = slot.clone();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let working = in_service.request();
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(Peer(peer));
-                app.clone().oneshot(req)
+                let call = app.clone().oneshot(req);
+                async move {
+                    let response = call.await;
+                    drop(working);
+                    response
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -154,15 +174,21 @@ pub async fn run(
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
+                // Closed to make room: dropped at once if idle, after its answer if not.
+                _ = slot.evicted() => {
+                    if slot.busy() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
             }
-            state.connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
+            drop(slot);
         });
     }
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let deadline = Instant::now() + state.http.reqtimeout + Duration::from_secs(1);
-    while state.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    while state.connections.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -318,7 +344,9 @@ async fn stats(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let body = st.metrics.prometheus(&st.pool.health(), st.store.len());
+    let body = st
+        .metrics
+        .prometheus(&st.pool.health(), st.store.len(), &st.connections);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -349,8 +377,12 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "queued": d.queued.load(Ordering::Relaxed),
             "opens": d.opens.load(Ordering::Relaxed),
             "last_error": d.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+            "line_errors": crate::pool::LINE_ERROR_KINDS.iter().zip(&d.line_errors)
+                .map(|(k, n)| (k.to_string(), serde_json::json!(n.load(Ordering::Relaxed))))
+                .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
         "store": { "aeads": st.store.len() },
+        "http": { "connections": st.connections.open(), "evicted": st.connections.evicted() },
     });
     let code = if matches!(status, "ok" | "degraded") {
         StatusCode::OK
