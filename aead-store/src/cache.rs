@@ -357,12 +357,14 @@ impl Supervisor {
             return;
         }
         let creates = match ev.kind {
-            EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => return,
+            EventKind::Access(_) => return,
             EventKind::Create(_)
             | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Any | ModifyKind::Other)
             | EventKind::Any
             | EventKind::Other => true,
-            EventKind::Modify(ModifyKind::Data(_)) | EventKind::Remove(_) => false,
+            // Metadata: permissions decide whether a lookup can read the file.
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
+            | EventKind::Remove(_) => false,
         };
         if ev.paths.is_empty() {
             self.shared.forget(Forget::All);
@@ -389,7 +391,10 @@ impl Supervisor {
                     Err(e) => self.lost(&e.to_string()),
                 },
                 Place::Base => {
-                    if current && matches!(ev.kind, EventKind::Remove(_) | EventKind::Modify(_)) {
+                    // rsync -a sets the base's times and mode on every run: not a loss.
+                    let gone = matches!(ev.kind, EventKind::Remove(_))
+                        || matches!(ev.kind, EventKind::Modify(k) if !matches!(k, ModifyKind::Metadata(_)));
+                    if current && gone {
                         self.lost("the AEAD directory itself was moved or removed");
                     }
                 }

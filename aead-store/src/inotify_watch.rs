@@ -7,6 +7,8 @@
 //! flushed, the watch is rebuilt, and the cycle repeats. This watcher asks only for what
 //! changes the store (create, delete, rename, write, the base going away) and hands the
 //! supervisor `notify::Event`s, so the cache logic is the same whatever produced them.
+//! Attribute changes are asked for too: a permission change decides whether a file can be
+//! read, and reads do not cause them.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -17,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
-use notify::event::{CreateKind, DataChange, EventKind, Flag, ModifyKind, RemoveKind, RenameMode};
+use notify::event::{
+    CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind, RemoveKind, RenameMode,
+};
 use notify::Event;
 
 /// What a change to the store looks like to inotify.
@@ -28,6 +32,7 @@ fn mask() -> WatchMask {
         | WatchMask::MOVED_TO
         | WatchMask::CLOSE_WRITE
         | WatchMask::MODIFY
+        | WatchMask::ATTRIB
         | WatchMask::DELETE_SELF
         | WatchMask::MOVE_SELF
         | WatchMask::DONT_FOLLOW
@@ -189,6 +194,10 @@ fn read_loop(
                 EventKind::Modify(ModifyKind::Name(RenameMode::To))
             } else if m.intersects(EventMask::CLOSE_WRITE | EventMask::MODIFY) {
                 EventKind::Modify(ModifyKind::Data(DataChange::Any))
+            } else if m.contains(EventMask::ATTRIB) {
+                // A file or directory made unreadable (or readable again) changes what a
+                // lookup finds, though not a byte of it changed.
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any))
             } else if m.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
                 // Only the base's own removal matters; below it the parent reports it.
                 if dir != base {

@@ -148,6 +148,23 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
     tokio::net::UnixListener::from_std(std_listener).map_err(|e| Error::io("socket", e))
 }
 
+/// Connections the kernel may hold complete but not yet accepted. tokio's default (1024) fills
+/// within a millisecond or two of a connection flood, and every SYN beyond it waits a
+/// second for its retransmission, good clients' included; Linux caps this at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(s: Settings) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -155,7 +172,7 @@ pub fn run(s: Settings) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::io("start runtime", e))?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(s.listen).await.map_err(|e| Error::io(format!("bind {}", s.listen), e))?;
+        let listener = listen(s.listen).map_err(|e| Error::io(format!("bind {}", s.listen), e))?;
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
@@ -212,22 +229,28 @@ pub async fn serve(
         None => None,
     };
     let khs: Vec<String> = s.key_handles.iter().map(|k| k.to_string()).collect();
-    println!(
+    // Written, not println!'d: a daemon whose stdout was closed (a supervisor that read the
+    // first line and went away) must keep serving, not panic on the broken pipe.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "ksm listening on http://{addr}{} (AEADs in {}, key handles {})",
         s.http.serve_path,
         s.aead_dir.display(),
         khs.join(",")
     );
     if s.demo {
-        println!(
+        let _ = writeln!(
+            out,
             "try:  curl 'http://{addr}{}?{}={}'",
             s.http.serve_path,
             s.http.otp_param,
             demo_otp()
         );
     }
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
     let result = crate::server::run(listener, state, shutdown)
         .await
         .map_err(|e| Error::io("serve", e));

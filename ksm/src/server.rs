@@ -99,6 +99,15 @@ impl AppState {
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
 
+/// Marks `req` as coming from `peer`, as [`run`] does for every request; the handlers of
+/// [`router`] need it. For callers that drive the router without a socket (the fuzz target
+/// `fuzz/fuzz_targets/http_query.rs`).
+#[doc(hidden)]
+pub fn with_peer<B>(mut req: Request<B>, peer: SocketAddr) -> Request<B> {
+    req.extensions_mut().insert(Peer(peer));
+    req
+}
+
 /// The longest request body (POST form) taken.
 const MAX_BODY: usize = 4096;
 
@@ -317,6 +326,10 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         Ok(d) => Outcome::Ok(d),
         Err(e) => outcome_of(e),
     };
+    if matches!(outcome, Outcome::CorruptAead) {
+        // Which file is bad is what the operator needs; the HSM only says "invalid".
+        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.path.display(), "AEAD rejected by the HSM (corrupt file, or made with another key)");
+    }
     (outcome, id)
 }
 

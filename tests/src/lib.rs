@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -156,4 +156,24 @@ pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
         .and_then(|r| r.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no listening line from ksm serve: {line:?}"))
+}
+
+/// A private copy of the fixture AEADs, so tests can damage them.
+pub fn aead_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    copy_tree(&fixtures().join("aead-files/store"), d.path());
+    d
+}
+
+/// Copies a directory tree (directories and regular files).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e_tests::*;
-use support::{aead_dir, assert_answer, settings, Daemon};
+use support::{assert_answer, settings, Daemon};
 
 /// Every vector OTP and fresh ykgenerate OTPs decode to their exact lines; each OTP or AEAD
 /// problem gets its own ERR line.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use e2e_tests::*;
 use hsm_proto::emulator::{EmulatorConfig, ResolvedConfig};
 use ksm::device::ToolDevice;
-use support::{aead_dir, settings, Daemon};
+use support::{settings, Daemon};
 
 /// The deadline of every request in these tests (`--reqtimeout`).
 const REQTIMEOUT: Duration = Duration::from_secs(2);

@@ -72,25 +72,6 @@ impl Drop for Daemon {
     }
 }
 
-/// A private copy of the fixture AEADs, so tests can damage them.
-pub fn aead_dir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    copy_tree(&fixtures().join("aead-files/store"), d.path());
-    d
-}
-
-pub fn copy_tree(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) -> Settings {
     Settings {
         demo: devices.is_empty(),

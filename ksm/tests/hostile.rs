@@ -1,0 +1,348 @@
+//! `ksm serve` as a process against what a hostile or broken world does to it while it
+//! serves: AEAD files damaged under it (directory, symlink out of the store, unreadable,
+//! truncated, corrupted), 10,000 idle connections, slowloris clients, 1 MB URLs. Damaged ids
+//! answer ERR and every other id keeps decoding; the daemon's descriptors and memory stay
+//! bounded, and a good client is served throughout.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e_tests::{aead_dir, get, listening_addr, vector_otp};
+
+const KSM: &str = env!("CARGO_BIN_EXE_ksm");
+const NOBODY: u32 = 65534;
+
+/// A `ksm serve --demo` process, killed on drop.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Serve {
+    /// Starts it with `args`; as root, it runs as `nobody`, so file permissions apply to it
+    /// as they do to the daemon's own user in production.
+    fn start(args: &[&str]) -> Serve {
+        let mut cmd = Command::new(KSM);
+        cmd.args(["serve", "--demo", "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if nix::unistd::geteuid().is_root() {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        let mut child = cmd.spawn().expect("spawn ksm serve");
+        let addr = listening_addr(&mut child);
+        Serve { child, addr }
+    }
+
+    fn decode(&self, otp: &str) -> String {
+        get(self.addr, &format!("/wsapi/decrypt?otp={otp}")).body
+    }
+
+    /// Open descriptors of the daemon.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the daemon, in kB.
+    fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        get(self.addr, "/metrics")
+            .body
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
+    /// Stops it and returns what it logged.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        let _ = self.child.wait();
+        log
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes `dir` and everything in it readable by the daemon's user.
+fn open_up(dir: &Path) {
+    let mode = if dir.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            open_up(&e.path());
+        }
+    }
+}
+
+/// Decodes until the answer differs from `from` (the cache has seen the change) or 3 s pass.
+fn changed(s: &Serve, otp: &str, from: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let a = s.decode(otp);
+        if a != from || Instant::now() > deadline {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn aead_files_damaged_while_serving_fail_only_their_ids() {
+    let store = aead_dir();
+    open_up(store.path());
+    let s = Serve::start(&["-B", store.path().to_str().unwrap()]);
+    let ok = |counter: u16| format!("OK counter={counter:04x} low=4242 high=17 use=01\n");
+    // Each id decodes (and is cached) before its file is damaged.
+    for i in 0..6 {
+        assert_eq!(s.decode(&vector_otp(i, 1, 1)), ok(1), "yubikey {i}");
+    }
+    let p = |rel: &str| store.path().join(rel);
+    let damage: [(&str, Box<dyn Fn(&Path)>); 5] = [
+        (
+            "0x20/cc/cc/de/ul/fb/vj/ccccdeulfbvj",
+            Box::new(|f: &Path| {
+                std::fs::remove_file(f).unwrap();
+                std::fs::create_dir(f).unwrap();
+            }),
+        ),
+        (
+            "33/cc/cc/gk/eg/kh/cg/ccccgkegkhcg",
+            Box::new(|f: &Path| {
+                std::fs::remove_file(f).unwrap();
+                std::os::unix::fs::symlink("/etc/passwd", f).unwrap();
+            }),
+        ),
+        (
+            "0x00000020/cc/cc/bg/vj/kj/ccccbgvjkjfd",
+            Box::new(|f: &Path| {
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o000)).unwrap()
+            }),
+        ),
+        (
+            "0x21/cc/cc/kf/ei/ib/dh/cccckfeiibdh",
+            Box::new(|f: &Path| {
+                let bytes = std::fs::read(f).unwrap();
+                std::fs::write(f, &bytes[..bytes.len() / 2]).unwrap();
+            }),
+        ),
+        (
+            "32/cc/cc/nf/uu/gr/fr/ccccnfuugrfr",
+            Box::new(|f: &Path| {
+                let mut bytes = std::fs::read(f).unwrap();
+                let at = bytes.len() - 3;
+                bytes[at] ^= 0x55;
+                std::fs::write(f, &bytes).unwrap();
+            }),
+        ),
+    ];
+    let originals: Vec<Vec<u8>> = damage
+        .iter()
+        .map(|(rel, _)| std::fs::read(p(rel)).unwrap())
+        .collect();
+    for (i, (rel, how)) in damage.iter().enumerate() {
+        how(&p(rel));
+        let a = changed(&s, &vector_otp(i, 2, 1), &ok(2));
+        assert_eq!(a, "ERR Corrupt AEAD\n", "yubikey {i}: {rel}");
+        // The untouched one is unaffected.
+        assert_eq!(s.decode(&vector_otp(5, 2, 1)), ok(2));
+    }
+    // Every damaged id keeps failing; the untouched one keeps working.
+    for i in 0..5 {
+        assert_eq!(s.decode(&vector_otp(i, 3, 1)), "ERR Corrupt AEAD\n");
+    }
+    assert_eq!(s.decode(&vector_otp(5, 3, 1)), ok(3));
+
+    // Repaired (as the next rsync would): served again, nothing restarted.
+    for ((rel, _), bytes) in damage.iter().zip(&originals) {
+        let f = p(rel);
+        if f.is_dir() {
+            std::fs::remove_dir(&f).unwrap();
+        } else {
+            std::fs::remove_file(&f).unwrap();
+        }
+        std::fs::write(&f, bytes).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    for i in 0..5 {
+        let a = changed(&s, &vector_otp(i, 4, 1), "ERR Corrupt AEAD\n");
+        assert_eq!(a, ok(4), "yubikey {i} after repair");
+    }
+    // Operators are told which file is bad, and never the OTP.
+    let log = s.stop();
+    for (rel, _) in &damage {
+        let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("AEAD") && l.contains(name) && l.contains("WARN")),
+            "no warning naming {name}:\n{log}"
+        );
+    }
+}
+
+/// Raises this process's open-file limit to the hard limit (10,000 client sockets).
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    hard
+}
+
+/// Sends `prefix` one byte at a time, `every` apart, until the server closes the
+/// connection; returns how long the server put up with it (None if it never closed).
+fn slowloris(addr: SocketAddr, prefix: &[u8], every: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let mut c = TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_millis(1))).ok()?;
+    for b in prefix {
+        if c.write_all(&[*b]).is_err() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(every);
+        let mut buf = [0u8; 256];
+        match c.read(&mut buf) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => {} // a 408 or 400 on its way out
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(t.elapsed()),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn a_slowloris_client_is_cut_off_at_the_header_timeout() {
+    let s = Serve::start(&["--header-timeout", "1"]);
+    // 40 bytes at 100 ms each would take 4 s; the header must be in within 1 s.
+    let cut = slowloris(
+        s.addr,
+        b"GET /wsapi/decrypt?otp=cccccccccccccccccc",
+        Duration::from_millis(100),
+    );
+    let cut = cut.expect("the server never closed a slowloris connection");
+    assert!(cut < Duration::from_millis(2500), "{cut:?}");
+    assert_eq!(
+        s.decode(&vector_otp(0, 1, 1)),
+        "OK counter=0001 low=4242 high=17 use=01\n"
+    );
+}
+
+#[test]
+fn ten_thousand_idle_connections_slowloris_and_huge_urls_leave_good_clients_served() {
+    let hard = raise_fd_limit();
+    assert!(hard > 10_500, "open-file hard limit {hard} is below 10,500");
+    const MAX: usize = 1000;
+    // A long header timeout: without eviction, good clients would wait behind idle sockets
+    // for 10 s.
+    let s = Serve::start(&["--max-connections", "1000", "--header-timeout", "10"]);
+    let otp = vector_otp(0, 1, 1);
+    let ok = "OK counter=0001 low=4242 high=17 use=01\n";
+    assert_eq!(s.decode(&otp), ok);
+    let (fds_before, rss_before) = (s.fds(), s.rss_kb());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Slowloris clients, and a client that keeps sending 1 MB URLs.
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || slowloris(addr, &[b'G'; 200], Duration::from_millis(100)))
+        })
+        .collect();
+    let huge_urls = {
+        let (addr, stop) = (s.addr, stop.clone());
+        std::thread::spawn(move || {
+            let huge = format!(
+                "GET /wsapi/decrypt?otp={} HTTP/1.1\r\nHost: ksm\r\n\r\n",
+                "c".repeat(1 << 20)
+            );
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut c) = TcpStream::connect(addr) {
+                    let _ = c.write_all(huge.as_bytes());
+                    let _ = c.read(&mut [0u8; 512]);
+                }
+            }
+        })
+    };
+    // 10,000 connections that never send a byte, held open.
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        match TcpStream::connect_timeout(&s.addr, Duration::from_secs(5)) {
+            Ok(c) => idle.push(c),
+            Err(e) => panic!("connect {} failed: {e}", idle.len()),
+        }
+    }
+
+    // Good clients are served, each well inside the 10 s an idle socket may hold a slot.
+    let mut worst = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(s.decode(&otp), ok);
+        worst = worst.max(t.elapsed());
+    }
+    assert!(
+        worst < Duration::from_secs(2),
+        "a good client waited {worst:?}"
+    );
+
+    // Bounded: descriptors by --max-connections, memory by what those connections hold.
+    let (fds, rss) = (s.fds(), s.rss_kb());
+    assert!(fds <= fds_before + MAX + 16, "{fds} descriptors open");
+    assert!(
+        rss < rss_before + 100 * 1024,
+        "RSS grew from {rss_before} kB to {rss} kB"
+    );
+    assert!(s.metric("ksm_http_connections") <= MAX as u64 + 1);
+    assert!(s.metric("ksm_http_connections_evicted_total") >= 9_000);
+
+    stop.store(true, Ordering::Relaxed);
+    huge_urls.join().unwrap();
+    // The slowloris sockets were idle too: closed to make room long before their 20 s of
+    // trickling were up.
+    for s in slow {
+        assert!(
+            s.join().unwrap().is_some(),
+            "a slowloris connection was never closed"
+        );
+    }
+    drop(idle);
+    // The flood gone, its descriptors are given back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.fds() > fds_before + 16 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        s.fds() <= fds_before + 16,
+        "{} descriptors still open",
+        s.fds()
+    );
+    assert_eq!(s.decode(&otp), ok);
+}
