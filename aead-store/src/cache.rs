@@ -593,6 +593,10 @@ impl Store for CachedStore {
     fn len(&self) -> Option<usize> {
         Some(CachedStore::len(self))
     }
+
+    fn watching(&self) -> Option<bool> {
+        Some(self.is_watching())
+    }
 }
 
 #[cfg(test)]

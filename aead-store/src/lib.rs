@@ -72,6 +72,12 @@ pub trait Store {
     fn len(&self) -> Option<usize> {
         None
     }
+
+    /// Whether changes on disk are being watched, so lookups may be served from memory
+    /// (`None`: the store keeps nothing in memory).
+    fn watching(&self) -> Option<bool> {
+        None
+    }
 }
 
 impl Store for FsStore {

@@ -120,7 +120,7 @@ pub fn open(key: &AesKey, kh: KeyHandle, nonce: &Nonce, aead: &Aead) -> Result<Z
     let (ct, tag) = aead.0.split_at(aead.0.len() - MAC_LEN);
     let mut buf = Zeroizing::new(ct.to_vec());
     with_cipher!(key, c => c
-        .decrypt_in_place_detached(GenericArray::from_slice(&n), &[], &mut *buf, GenericArray::from_slice(tag))
+        .decrypt_in_place_detached(GenericArray::from_slice(&n), &[], &mut buf, GenericArray::from_slice(tag))
         .map_err(|_| Error::AeadAuth)?);
     Ok(buf)
 }

@@ -7,7 +7,9 @@
 //!
 //! `cargo bench -p ksm --bench http` (needs `wrk` and `nginx`: `apt-get install wrk
 //! nginx-light`). `KSM_BENCH_SECS` sets each run's length (default 10), `KSM_BENCH_SIZES`
-//! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go.
+//! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go,
+//! `KSM_BENCH_ONLY=http|abuse|store` runs one part. The abuse part holds 10,000 idle
+//! connections against the daemon while wrk measures good clients.
 
 mod common;
 
@@ -238,13 +240,19 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     println!("# HTTP benchmark ({cores} cores, wrk keep-alive on 127.0.0.1)\n");
     let (paths, decodes) = vector_paths();
-    // KSM_BENCH_ONLY=store runs only the store-scale table (e.g. again after raising
-    // fs.inotify.max_user_watches).
-    let only_store = std::env::var("KSM_BENCH_ONLY").is_ok_and(|v| v == "store");
-    if !only_store {
+    // KSM_BENCH_ONLY=http|abuse|store runs one part (e.g. the store table again after
+    // raising fs.inotify.max_user_watches).
+    let only = std::env::var("KSM_BENCH_ONLY").ok();
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if run("http") {
         http_tables(&paths, &decodes, tmp.path());
     }
-    store_table(tmp.path());
+    if run("abuse") {
+        abuse_table(&paths, tmp.path());
+    }
+    if run("store") {
+        store_table(tmp.path());
+    }
 }
 
 fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, Aead)], dir: &Path) {
@@ -342,9 +350,128 @@ fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, Aead)], dir: &Path)
     );
 }
 
+/// Idle sockets held against `addr` while `stop` is false: 10,000 opened first, then the
+/// oldest replaced by a new one every half millisecond (a steady flood of idle connections
+/// for the daemon to evict), plus 20 slowloris clients trickling a header a byte at a time.
+fn flood(
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let mut threads = Vec::new();
+    // KSM_BENCH_CHURN_US: pause between replacements (default 500 µs).
+    let churn = Duration::from_micros(
+        std::env::var("KSM_BENCH_CHURN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500),
+    );
+    let s = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    threads.push(std::thread::spawn(move || {
+        let mut idle = std::collections::VecDeque::new();
+        while idle.len() < 10_000 {
+            if let Ok(c) = std::net::TcpStream::connect(addr) {
+                idle.push_back(c);
+            }
+        }
+        let _ = ready_tx.send(());
+        while !s.load(Ordering::Relaxed) {
+            if let Ok(c) = std::net::TcpStream::connect(addr) {
+                idle.push_back(c);
+                idle.pop_front();
+            }
+            std::thread::sleep(churn);
+        }
+    }));
+    let _ = ready_rx.recv();
+    for _ in 0..20 {
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+                    continue;
+                };
+                while !s.load(Ordering::Relaxed) && c.write_all(b"G").is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }));
+    }
+    threads
+}
+
+/// Good clients (wrk, 64 connections, soft HSM) alone, then while 10,000 idle connections and
+/// slowloris clients are held against the same daemon.
+fn abuse_table(paths: &[String], tmp: &Path) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let (d, addr, _) = serve(&["--demo"]);
+    let clean = wrk(addr, paths, 64, tmp);
+    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", d.0.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let rss_before = rss(d.0.id());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads = flood(addr, stop.clone());
+    let abused = wrk(addr, paths, 64, tmp);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.0.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mem = rss(d.0.id());
+    let evicted = e2e_tests::get(addr, "/metrics")
+        .body
+        .lines()
+        .find(|l| l.starts_with("ksm_http_connections_evicted_total "))
+        .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+        .unwrap_or_default();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    println!("Good clients (64 connections, soft HSM, --max-connections 2048) alone, and while 10,000 idle connections (the oldest replaced every 0.5 ms) and 20 slowloris clients are held against the same daemon.\n");
+    println!("| | req/s | p50 | p99 | daemon fds | daemon RSS |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| alone | {:.0} | {} | {} | {fds_before} | {:.1} MB |",
+        clean.rps,
+        ms(clean.p50),
+        ms(clean.p99),
+        rss_before as f64 / 1e6
+    );
+    println!(
+        "| under the flood | {:.0} | {} | {} | {fds} | {:.1} MB |",
+        abused.rps,
+        ms(abused.p50),
+        ms(abused.p99),
+        mem as f64 / 1e6
+    );
+    println!("\nIdle connections closed to make room during the flood: {evicted}.\n");
+    drop(d);
+}
+
+/// Polls `/metrics` until the store reports its watch running (lookups cached); returns how
+/// long that took, or None if it never did within `limit` (e.g. the inotify limit).
+fn watch_ready(addr: SocketAddr, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if e2e_tests::get(addr, "/metrics")
+            .body
+            .contains("ksm_store_watching 1")
+        {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 fn store_table(tmp: &Path) {
-    println!("| AEADs in store | daemon start-up | req/s (16 conns, 1,000 ids) | p99 | daemon RSS after |");
-    println!("|---|---|---|---|---|");
+    println!("| AEADs in store | listening after | cache live after | req/s (16 conns, 1,000 ids) | p99 | daemon RSS after |");
+    println!("|---|---|---|---|---|---|");
     for size in sizes(&[1_000, 1_000_000]) {
         let dir = bench_dir();
         bulk_store(dir.path(), size);
@@ -355,11 +482,26 @@ fn store_table(tmp: &Path) {
             "--key-handles",
             "0x20",
         ]);
+        // Measured once the watch runs (a million directories take about a minute to watch);
+        // until then lookups are served from disk.
+        // pyhsm's layout needs a watch per directory: about 1.2 per AEAD.
+        let limit: u64 = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let wait = if limit > size * 13 / 10 + 1000 {
+            600
+        } else {
+            0
+        };
+        let live = watch_ready(addr, Duration::from_secs(wait));
         let r = wrk(addr, &store_paths(size), 16, tmp);
         let mem = rss(d.0.id());
         println!(
-            "| {size} | {:.2} s | {:.0} | {} | {:.1} MB |",
+            "| {size} | {:.2} s | {} | {:.0} | {} | {:.1} MB |",
             startup.as_secs_f64(),
+            live.map(|l| format!("{:.1} s", (startup + l).as_secs_f64()))
+                .unwrap_or_else(|| "never (uncached: inotify limit?)".into()),
             r.rps,
             ms(r.p99),
             mem as f64 / 1e6

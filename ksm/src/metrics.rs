@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use aead_store::Store;
+
 use crate::answer::Outcome;
 use crate::connections::Connections;
 use crate::pool::{DeviceHealth, LINE_ERROR_KINDS};
@@ -69,7 +71,7 @@ impl Metrics {
     pub fn prometheus(
         &self,
         devices: &[std::sync::Arc<DeviceHealth>],
-        store_aeads: Option<usize>,
+        store: &dyn Store,
         connections: &Connections,
     ) -> String {
         let mut o = String::new();
@@ -145,8 +147,11 @@ impl Metrics {
                 );
             }
         }
-        if let Some(n) = store_aeads {
+        if let Some(n) = store.len() {
             let _ = writeln!(o, "# HELP ksm_store_aeads AEADs known to the store cache.\n# TYPE ksm_store_aeads gauge\nksm_store_aeads {n}");
+        }
+        if let Some(w) = store.watching() {
+            let _ = writeln!(o, "# HELP ksm_store_watching 1 while the AEAD directory is watched and lookups are cached; 0 while every lookup reads the disk.\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
         }
         o
     }

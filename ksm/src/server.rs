@@ -359,7 +359,7 @@ async fn stats(State(st): State<Arc<AppState>>) -> Response {
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let body = st
         .metrics
-        .prometheus(&st.pool.health(), st.store.len(), &st.connections);
+        .prometheus(&st.pool.health(), &*st.store, &st.connections);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -394,7 +394,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
                 .map(|(k, n)| (k.to_string(), serde_json::json!(n.load(Ordering::Relaxed))))
                 .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
-        "store": { "aeads": st.store.len() },
+        "store": { "aeads": st.store.len(), "watching": st.store.watching() },
         "http": { "connections": st.connections.open(), "evicted": st.connections.evicted() },
     });
     let code = if matches!(status, "ok" | "degraded") {

@@ -122,6 +122,15 @@ fn aead_files_damaged_while_serving_fail_only_their_ids() {
     open_up(store.path());
     let s = Serve::start(&["-B", store.path().to_str().unwrap()]);
     let ok = |counter: u16| format!("OK counter={counter:04x} low=4242 high=17 use=01\n");
+    // The watch is set up in the background; once it runs, lookups are cached.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metric("ksm_store_watching") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the AEAD directory is never watched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Each id decodes (and is cached) before its file is damaged.
     for i in 0..6 {
         assert_eq!(s.decode(&vector_otp(i, 1, 1)), ok(1), "yubikey {i}");
