@@ -247,9 +247,12 @@ async fn decode_post(
             "ERR Request too large\n".into(),
         );
     };
-    // A form field wins over the query string, as PHP's $_REQUEST does for POST.
+    // A form field wins over the query string, as PHP's $_REQUEST does for POST. (In pyhsm's
+    // prefix form the OTP is the first item: the query string's, else the body's.)
     let mut all = q.unwrap_or_default().into_bytes();
-    all.push(b'&');
+    if !all.is_empty() {
+        all.push(b'&');
+    }
     all.extend_from_slice(&body);
     decode_request(st, peer, headers, &all).await
 }
@@ -423,6 +426,8 @@ mod tests {
         );
         assert_eq!(otp_param(b"otp=%zz%", "otp").as_deref(), Some("%zz%"));
         assert_eq!(otp_param(b"nothing", "otp"), None);
+        // A POST in pyhsm's prefix form with an empty query string: the body is the OTP.
+        assert_eq!(otp_param(b"CCCC", "").as_deref(), Some("cccc"));
         assert_eq!(
             otp_param(b"CCCCdeulfbvj", "").as_deref(),
             Some("ccccdeulfbvj")
