@@ -151,7 +151,7 @@ impl Metrics {
             let _ = writeln!(o, "# HELP ksm_store_aeads AEADs known to the store cache.\n# TYPE ksm_store_aeads gauge\nksm_store_aeads {n}");
         }
         if let Some(w) = store.watching() {
-            let _ = writeln!(o, "# HELP ksm_store_watching 1 while the AEAD directory is watched and lookups are cached; 0 while every lookup reads the disk.\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
+            let _ = writeln!(o, "# HELP ksm_store_watching Whether the AEAD directory is watched and lookups are cached (1) or every lookup reads the disk (0).\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
         }
         o
     }
