@@ -509,6 +509,8 @@ fn store_table(tmp: &Path) {
     for size in sizes(&[1_000, 1_000_000]) {
         let dir = bench_dir();
         bulk_store(dir.path(), size);
+        // Write the new files out now, not during the measurement.
+        nix::unistd::sync();
         let (d, addr, startup) = serve(&[
             "--demo",
             "-B",
@@ -529,7 +531,9 @@ fn store_table(tmp: &Path) {
             0
         };
         let live = watch_ready(addr, Duration::from_secs(wait));
-        let r = wrk(addr, &store_paths(size), 16, tmp);
+        let ids = store_paths(size);
+        let r = interleaved(&[(addr, &ids[..])], 16, tmp);
+        let r = r[0];
         let mem = rss(d.0.id());
         println!(
             "| {size} | {:.2} s | {} | {:.0} | {} | {:.1} MB |",
