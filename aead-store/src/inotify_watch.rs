@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchMask, Watches};
 use notify::event::{
     CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind, RemoveKind, RenameMode,
 };
@@ -47,19 +47,96 @@ pub struct RecursiveWatch {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Every watched directory, by watch id: one entry per AEAD directory, so a million keys
+/// mean 1.2 million entries. Each holds its parent's id and its own name (two letters in
+/// pyhsm's layout, kept inline) rather than a full path, which would cost about three times
+/// the memory; paths are rebuilt for the rare event.
 struct Tree {
     watches: Watches,
-    dirs: HashMap<WatchDescriptor, PathBuf>,
+    /// The watched base directory (the root of every rebuilt path).
+    base: PathBuf,
+    dirs: HashMap<i32, Node>,
+}
+
+struct Node {
+    /// The parent directory's watch id; `None` for the base.
+    parent: Option<i32>,
+    name: Name,
+}
+
+/// A directory name: inline when short, boxed otherwise.
+enum Name {
+    Short { len: u8, bytes: [u8; 14] },
+    Long(Box<OsStr>),
+}
+
+impl Name {
+    fn new(name: &OsStr) -> Name {
+        use std::os::unix::ffi::OsStrExt;
+        let b = name.as_bytes();
+        if b.len() <= 14 {
+            let mut bytes = [0u8; 14];
+            bytes[..b.len()].copy_from_slice(b);
+            Name::Short {
+                len: b.len() as u8,
+                bytes,
+            }
+        } else {
+            Name::Long(name.into())
+        }
+    }
+
+    fn as_os_str(&self) -> &OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Name::Short { len, bytes } => OsStr::from_bytes(&bytes[..usize::from(*len)]),
+            Name::Long(b) => b,
+        }
+    }
 }
 
 impl Tree {
-    /// Adds a watch on `dir` and every directory below it (symlinks are not followed).
-    fn add(&mut self, dir: &Path) -> Result<(), String> {
-        let mut todo = vec![dir.to_path_buf()];
-        while let Some(d) = todo.pop() {
+    /// The path of a watched directory, rebuilt from the names up to the base.
+    fn path(&self, id: i32) -> Option<PathBuf> {
+        let mut names = Vec::new();
+        let mut at = id;
+        loop {
+            let node = self.dirs.get(&at)?;
+            match node.parent {
+                Some(p) => {
+                    names.push(node.name.as_os_str());
+                    at = p;
+                }
+                None => break,
+            }
+            // A cycle cannot come from a walk that follows no symlinks; stop anyway.
+            if names.len() > 64 {
+                return None;
+            }
+        }
+        let mut path = self.base.clone();
+        path.extend(names.iter().rev());
+        Some(path)
+    }
+
+    /// Adds a watch on `dir` (the base, or a directory below a watched `parent`) and every
+    /// directory below it (symlinks are not followed).
+    fn add(&mut self, dir: &Path, parent: Option<i32>) -> Result<(), String> {
+        let mut todo = vec![(dir.to_path_buf(), parent)];
+        while let Some((d, parent)) = todo.pop() {
             match self.watches.add(&d, mask()) {
                 Ok(wd) => {
-                    self.dirs.insert(wd, d.clone());
+                    let id = wd.get_watch_descriptor_id();
+                    let name = Name::new(d.file_name().unwrap_or_default());
+                    self.dirs.insert(id, Node { parent, name });
+                    let Ok(entries) = std::fs::read_dir(&d) else {
+                        continue;
+                    };
+                    for e in entries.flatten() {
+                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            todo.push((e.path(), Some(id)));
+                        }
+                    }
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
                     return Err(format!(
@@ -69,14 +146,6 @@ impl Tree {
                 // Gone already, or not a directory any more: nothing to watch.
                 Err(_) if d != dir => continue,
                 Err(e) => return Err(format!("{}: {e}", d.display())),
-            }
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    todo.push(e.path());
-                }
             }
         }
         Ok(())
@@ -93,9 +162,10 @@ impl RecursiveWatch {
         let inotify = Inotify::init().map_err(|e| format!("inotify: {e}"))?;
         let mut tree = Tree {
             watches: inotify.watches(),
+            base: base.to_path_buf(),
             dirs: HashMap::new(),
         };
-        tree.add(base)?;
+        tree.add(base, None)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (s, base) = (stop.clone(), base.to_path_buf());
         let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Box::new(handler)));
@@ -148,17 +218,22 @@ fn read_loop(
                 return;
             }
         }
-        let events: Vec<(WatchDescriptor, EventMask, Option<PathBuf>)> =
-            match inotify.read_events(&mut buf) {
-                Ok(evs) => evs
-                    .map(|e| (e.wd, e.mask, e.name.map(|n: &OsStr| PathBuf::from(n))))
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    emit(Err(notify::Error::generic(&format!("inotify read: {e}"))));
-                    return;
-                }
-            };
+        let events: Vec<(i32, EventMask, Option<PathBuf>)> = match inotify.read_events(&mut buf) {
+            Ok(evs) => evs
+                .map(|e| {
+                    (
+                        e.wd.get_watch_descriptor_id(),
+                        e.mask,
+                        e.name.map(|n: &OsStr| PathBuf::from(n)),
+                    )
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                emit(Err(notify::Error::generic(&format!("inotify read: {e}"))));
+                return;
+            }
+        };
         for (wd, m, name) in events {
             if m.contains(EventMask::Q_OVERFLOW) {
                 emit(Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan)));
@@ -168,7 +243,7 @@ fn read_loop(
                 tree.dirs.remove(&wd);
                 continue;
             }
-            let Some(dir) = tree.dirs.get(&wd).cloned() else {
+            let Some(dir) = tree.path(wd) else {
                 continue;
             };
             let path = match &name {
@@ -210,11 +285,61 @@ fn read_loop(
             // A directory that appears (rsync creates them, or moves one in) is watched,
             // with everything already inside it.
             if is_dir && m.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-                if let Err(e) = tree.add(&path) {
+                if let Err(e) = tree.add(&path, Some(wd)) {
                     emit(Err(notify::Error::generic(&e)));
                 }
             }
             emit(Ok(Event::new(kind).add_path(path)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Paths are rebuilt from parent ids and names: events deep in the tree, in directories
+    /// that appeared after the watch started, and under long names all name the right path.
+    #[test]
+    fn events_carry_full_paths_rebuilt_from_names() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("0x20/cc/cc/de")).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let _w = RecursiveWatch::new(base.path(), move |r| {
+            if let Ok(ev) = r {
+                let _ = tx.send(ev.paths);
+            }
+        })
+        .unwrap();
+        let wait_for = |want: &Path| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(paths) = rx.recv_timeout(Duration::from_millis(100)) {
+                    if paths.iter().any(|p| p == want) {
+                        return;
+                    }
+                }
+            }
+            panic!("no event for {}", want.display());
+        };
+        let deep = base.path().join("0x20/cc/cc/de/ccccde");
+        std::fs::write(&deep, b"x").unwrap();
+        wait_for(&deep);
+        // A new directory (as rsync makes them) is watched, with what is put inside it.
+        let long = base
+            .path()
+            .join("0x20/cc/cc/a-directory-name-longer-than-fourteen-bytes");
+        std::fs::create_dir(&long).unwrap();
+        wait_for(&long);
+        std::thread::sleep(Duration::from_millis(100));
+        let inside = long.join("f");
+        std::fs::write(&inside, b"y").unwrap();
+        wait_for(&inside);
+        // Permissions count as a change.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o000)).unwrap();
+        wait_for(&deep);
     }
 }
