@@ -1,5 +1,6 @@
 //! The driver's fault handling against real faults on a real pty: a stalled device, garbage
 //! on the line, an unplugged device, a device at its configuration console.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Locked key store after power-on: refused until KEY_STORE_DECRYPT with the right key and
 //! HSM_UNLOCK with an admin OTP; wrong key and replayed OTP refused. Over a real pty.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
 

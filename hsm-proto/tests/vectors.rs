@@ -1,6 +1,7 @@
 //! The shared, independently computed vectors (`fixtures/ccm-vectors.json`,
 //! `fixtures/otp-vectors.json`): every AEAD reproduced, every `ykgenerate` OTP decoded to its
 //! listed answer, in software and through the emulator over a pty.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
 

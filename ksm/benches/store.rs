@@ -4,6 +4,7 @@
 //!
 //! `cargo bench -p ksm --bench store` (sizes: `KSM_BENCH_SIZES=1000,100000`; directory:
 //! `KSM_BENCH_DIR`). Results go to stdout as Markdown rows for docs/BENCHMARKS.md.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `ksm emulate` and `ksm info` run as an operator runs them: separate processes, a real
 //! pty, the control socket, SIGTERM.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

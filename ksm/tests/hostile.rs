@@ -3,6 +3,7 @@
 //! truncated, corrupted), 10,000 idle connections, slowloris clients, 1 MB URLs. Damaged ids
 //! answer ERR and every other id keeps decoding; the daemon's descriptors and memory stay
 //! bounded, and a good client is served throughout.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -136,7 +137,8 @@ fn aead_files_damaged_while_serving_fail_only_their_ids() {
         assert_eq!(s.decode(&vector_otp(i, 1, 1)), ok(1), "yubikey {i}");
     }
     let p = |rel: &str| store.path().join(rel);
-    let damage: [(&str, Box<dyn Fn(&Path)>); 5] = [
+    type Damage = Box<dyn Fn(&Path)>;
+    let damage: [(&str, Damage); 5] = [
         (
             "0x20/cc/cc/de/ul/fb/vj/ccccdeulfbvj",
             Box::new(|f: &Path| {

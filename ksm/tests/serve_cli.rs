@@ -1,6 +1,7 @@
 //! `ksm serve` as a process: `ksm.toml` with flags overriding it, the allow-list, the PID
 //! file, the log line per decode (and what it must never contain), X-Forwarded-For from a
 //! trusted proxy, and a clean exit on SIGTERM.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

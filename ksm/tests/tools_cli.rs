@@ -1,5 +1,6 @@
 //! The operator tools and the daemon as separate processes, run the way an operator runs
 //! them, against emulated YubiHSMs on real ptys.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,7 @@
 //! soft HSM, and emulators on real ptys), AEAD files on disk, OTPs from Yubico's
 //! `ykgenerate`. Every answer line is compared byte for byte: it is the contract yubikey-val
 //! parses.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod support;
 

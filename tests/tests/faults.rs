@@ -4,6 +4,7 @@
 //! request is answered by its deadline with the OK line or a stable 503 line, the daemon gets
 //! the device back by itself (or once an operator unlocks it), no thread panics, and
 //! `/health` and `/metrics` say what happened.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! socket; a loop of real `rsync -a --delete auth1/ auth2/` runs while both daemons serve
 //! load. No answer is ever wrong; a key on auth1 before a sync decodes on auth2 within 2 s of
 //! that sync; a key deleted on auth1 stops decoding on auth2 after the next sync.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: an emulator on a real pty, and OTPs made by
 //! Yubico's `ykgenerate`.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 #![allow(dead_code)]
 
 use std::path::PathBuf;

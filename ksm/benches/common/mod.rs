@@ -1,5 +1,6 @@
 //! Helpers shared by the benchmarks: building large AEAD directories fast, statistics,
 //! process memory.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 #![allow(dead_code)]
 
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The daemon harness shared by the end-to-end tests: `ksm::serve::serve` on 127.0.0.1:0 in
 //! a thread of its own, stopped on drop.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
