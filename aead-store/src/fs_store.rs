@@ -87,7 +87,16 @@ impl FsStore {
                 for layout in Layout::READ_ORDER {
                     let path = aead_path_in(dir, id, layout);
                     if present(&path)? {
-                        let stored = self.read_file(&path, *kh, id)?;
+                        let stored = match self.read_file(&path, *kh, id) {
+                            // Deleted between the check and the read (rsync --delete running
+                            // now): absent, not broken. A dangling symlink is still present,
+                            // and still an error.
+                            Err(StoreError::Io {
+                                kind: io::ErrorKind::NotFound,
+                                ..
+                            }) if !present(&path)? => continue,
+                            r => r?,
+                        };
                         return Ok(Some(Found {
                             stored,
                             dir_index,
