@@ -24,23 +24,45 @@ const NOBODY: u32 = 65534;
 struct Serve {
     child: Child,
     addr: SocketAddr,
+    /// Holds the private copies of the binary and the AEADs.
+    _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Serve {
-    /// Starts it with `args`; as root, it runs as `nobody`, so file permissions apply to it
-    /// as they do to the daemon's own user in production.
-    fn start(args: &[&str]) -> Serve {
-        let mut cmd = Command::new(KSM);
-        cmd.args(["serve", "--demo", "--port", "0"])
+    /// Starts it over `store` (a private AEAD directory) with `args`. As root it runs as
+    /// `nobody`, so file permissions apply to it as they do to the daemon's own user in
+    /// production; it then runs a copy of the binary, since the checkout it was built in
+    /// may not be reachable by `nobody`.
+    fn start(store: tempfile::TempDir, args: &[&str]) -> Serve {
+        open_up(store.path());
+        let root = nix::unistd::geteuid().is_root();
+        let bin_dir = tempfile::tempdir().unwrap();
+        let bin = if root {
+            let copy = bin_dir.path().join("ksm");
+            std::fs::copy(KSM, &copy).unwrap();
+            open_up(bin_dir.path());
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            copy
+        } else {
+            KSM.into()
+        };
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--demo", "--port", "0", "-B"])
+            .arg(store.path())
             .args(args)
+            .current_dir(store.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if nix::unistd::geteuid().is_root() {
+        if root {
             cmd.uid(NOBODY).gid(NOBODY);
         }
         let mut child = cmd.spawn().expect("spawn ksm serve");
         let addr = listening_addr(&mut child);
-        Serve { child, addr }
+        Serve {
+            child,
+            addr,
+            _dirs: vec![store, bin_dir],
+        }
     }
 
     fn decode(&self, otp: &str) -> String {
@@ -120,8 +142,8 @@ fn changed(s: &Serve, otp: &str, from: &str) -> String {
 #[test]
 fn aead_files_damaged_while_serving_fail_only_their_ids() {
     let store = aead_dir();
-    open_up(store.path());
-    let s = Serve::start(&["-B", store.path().to_str().unwrap()]);
+    let base = store.path().to_path_buf();
+    let s = Serve::start(store, &[]);
     let ok = |counter: u16| format!("OK counter={counter:04x} low=4242 high=17 use=01\n");
     // The watch is set up in the background; once it runs, lookups are cached.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -136,7 +158,7 @@ fn aead_files_damaged_while_serving_fail_only_their_ids() {
     for i in 0..6 {
         assert_eq!(s.decode(&vector_otp(i, 1, 1)), ok(1), "yubikey {i}");
     }
-    let p = |rel: &str| store.path().join(rel);
+    let p = |rel: &str| base.join(rel);
     type Damage = Box<dyn Fn(&Path)>;
     let damage: [(&str, Damage); 5] = [
         (
@@ -252,7 +274,7 @@ fn slowloris(addr: SocketAddr, prefix: &[u8], every: Duration) -> Option<Duratio
 
 #[test]
 fn a_slowloris_client_is_cut_off_at_the_header_timeout() {
-    let s = Serve::start(&["--header-timeout", "1"]);
+    let s = Serve::start(aead_dir(), &["--header-timeout", "1"]);
     // 40 bytes at 100 ms each would take 4 s; the header must be in within 1 s.
     let cut = slowloris(
         s.addr,
@@ -274,7 +296,10 @@ fn ten_thousand_idle_connections_slowloris_and_huge_urls_leave_good_clients_serv
     const MAX: usize = 1000;
     // A long header timeout: without eviction, good clients would wait behind idle sockets
     // for 10 s.
-    let s = Serve::start(&["--max-connections", "1000", "--header-timeout", "10"]);
+    let s = Serve::start(
+        aead_dir(),
+        &["--max-connections", "1000", "--header-timeout", "10"],
+    );
     let otp = vector_otp(0, 1, 1);
     let ok = "OK counter=0001 low=4242 high=17 use=01\n";
     assert_eq!(s.decode(&otp), ok);
