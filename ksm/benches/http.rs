@@ -436,31 +436,21 @@ fn abuse_table(paths: &[String], tmp: &Path) {
     }
     let (d, addr, _) = serve(&["--demo"]);
     let clean = wrk(addr, paths, 64, tmp);
-    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", d.0.id()))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let rss_before = rss(d.0.id());
+    let fds_before = e2e_tests::open_fds(d.0.id());
+    let rss_before = e2e_tests::rss_bytes(d.0.id());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads = flood(addr, stop.clone());
     // Measure the steady state: let the daemon work through the burst of 10,000 connects
     // queued in its listen backlog first (about a second here).
-    let evicted = |addr| {
-        e2e_tests::get(addr, "/metrics")
-            .body
-            .lines()
-            .find(|l| l.starts_with("ksm_http_connections_evicted_total "))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let evicted =
+        |addr| e2e_tests::metric(addr, "ksm_http_connections_evicted_total ", "").unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while evicted(addr) < 10_000 - 2_048 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let abused = wrk(addr, paths, 64, tmp);
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.0.id()))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let mem = rss(d.0.id());
+    let fds = e2e_tests::open_fds(d.0.id());
+    let mem = e2e_tests::rss_bytes(d.0.id());
     let evicted = evicted(addr);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in threads {
@@ -492,11 +482,7 @@ fn abuse_table(paths: &[String], tmp: &Path) {
 fn watch_ready(addr: SocketAddr, limit: Duration) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < limit {
-        if e2e_tests::get(addr, "/metrics")
-            .body
-            .lines()
-            .any(|l| l == "ksm_store_watching 1")
-        {
+        if e2e_tests::metric(addr, "ksm_store_watching ", "") == Some(1) {
             return Some(t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -535,7 +521,7 @@ fn store_table(tmp: &Path) {
         let ids = store_paths(size);
         let r = interleaved(&[(addr, &ids[..])], 16, tmp);
         let r = r[0];
-        let mem = rss(d.0.id());
+        let mem = e2e_tests::rss_bytes(d.0.id());
         println!(
             "| {size} | {:.2} s | {} | {:.0} | {} | {:.1} MB |",
             startup.as_secs_f64(),

@@ -50,7 +50,7 @@ fn main() {
         let t = Instant::now();
         bulk_store(dir.path(), n);
         let create = t.elapsed();
-        let rss0 = rss(std::process::id());
+        let rss0 = e2e_tests::rss_bytes(std::process::id());
         let t = Instant::now();
         let store = CachedStore::new(
             FsStore::open(dir.path(), vec![kh]).unwrap(),
@@ -79,7 +79,7 @@ fn main() {
         for i in 1..=n {
             let _ = store.lookup(&PublicId::from_number(i, 12).unwrap());
         }
-        let grown = rss(std::process::id()).saturating_sub(rss0);
+        let grown = e2e_tests::rss_bytes(std::process::id()).saturating_sub(rss0);
         println!(
             "| {n} | {:.1} s | {:.2} s | {} | {} | {} | {} | {} | {:.1} MB | {} B |",
             create.as_secs_f64(),

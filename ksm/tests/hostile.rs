@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{aead_dir, get, listening_addr, vector_otp};
+use e2e_tests::{aead_dir, get, listening_addr, metric, open_fds, rss_bytes, vector_otp};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 const NOBODY: u32 = 65534;
@@ -71,29 +71,16 @@ impl Serve {
 
     /// Open descriptors of the daemon.
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        open_fds(self.child.id())
     }
 
     /// Resident memory of the daemon, in kB.
     fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        rss_bytes(self.child.id()) / 1024
     }
 
     fn metric(&self, name: &str) -> u64 {
-        get(self.addr, "/metrics")
-            .body
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric(self.addr, &format!("{name} "), "")
             .unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 

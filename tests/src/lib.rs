@@ -177,3 +177,35 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// One sample from the daemon's `/metrics`: the value on the first line that starts with
+/// `name` (e.g. `ksm_hsm_state{` or `ksm_http_connections `) and contains `label` (`""` for
+/// any). `None` if there is no such line. HELP and TYPE lines start with `#`, so they never
+/// match.
+pub fn metric(addr: SocketAddr, name: &str, label: &str) -> Option<u64> {
+    get(addr, "/metrics")
+        .body
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Open file descriptors of process `pid` (0 if it cannot be read).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS`; 0 if it cannot be read).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}

@@ -120,12 +120,12 @@ fn wait_for(d: &Daemon, otp: &str, body: &str, within: Duration) -> Answer {
 /// One sample of `/metrics`, e.g. `metric(d, "ksm_hsm_line_errors_total{", "kind=\"garbage\"")`:
 /// the value of the first line starting with `name` and containing `label`.
 fn metric(d: &Daemon, name: &str, label: &str) -> u64 {
-    let m = get(d.addr, "/metrics").body;
-    m.lines()
-        .find(|l| l.starts_with(name) && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} {label} in /metrics:\n{m}"))
+    e2e_tests::metric(d.addr, name, label).unwrap_or_else(|| {
+        panic!(
+            "no {name} {label} in /metrics:\n{}",
+            get(d.addr, "/metrics").body
+        )
+    })
 }
 
 fn health(d: &Daemon) -> (u16, serde_json::Value) {
