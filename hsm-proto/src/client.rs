@@ -196,7 +196,13 @@ impl Hsm {
             {
                 Opcode::from_u8(*cmd)
             }
-            _ => return Err(Error::Garbage("malformed request frame".into())),
+            // The caller's mistake, not the line's: no resync, no reopen.
+            _ => {
+                return Err(Error::InvalidField {
+                    cmd: Opcode::from_u8(frame.get(1).copied().unwrap_or(0)),
+                    field: "request frame length",
+                })
+            }
         };
         if matches!(op, Opcode::Null | Opcode::MonitorExit | Opcode::Unknown(_)) {
             return Err(Error::InvalidField {
@@ -305,6 +311,31 @@ impl Hsm {
         }
         let preview: String = seen.iter().take(16).map(|b| format!("{b:02x}")).collect();
         Err(Error::Garbage(preview))
+    }
+
+    /// Marks the end of a multi-command operation (see [`Line::end_operation`]): on a
+    /// device shared with other clients, they may use it again from here on.
+    pub fn end_operation(&mut self) -> Result<()> {
+        Ok(self.line.end_operation()?)
+    }
+
+    /// True if the key store is locked (after power-on, until `KEY_STORE_DECRYPT` and, with
+    /// admin YubiKeys configured, `HSM_UNLOCK`). The probe is an AES block on key handle 0:
+    /// a locked store answers `KEY_STORAGE_LOCKED` before it looks at the handle, and an
+    /// unlocked one refuses the handle or encrypts a block of zeros; no state changes
+    /// either way (the buffer, nonce and temp key are untouched).
+    pub fn is_locked(&mut self) -> Result<bool> {
+        match self.send(&cmd::AesEcbBlockEncrypt {
+            key_handle: KeyHandle(0),
+            block: SecretBytes::new([0u8; 16]),
+        }) {
+            Err(Error::Device {
+                status: Status::KeyStorageLocked,
+                ..
+            }) => Ok(true),
+            Err(e) if e.is_link_error() => Err(e),
+            _ => Ok(false),
+        }
     }
 
     // ---- high-level operations: a few lines each ----

@@ -279,6 +279,10 @@ pub struct ServeArgs {
     /// connection stays open. [default: 5]
     #[arg(long)]
     pub header_timeout: Option<f64>,
+    /// Commands the sharing socket forwards: `tools` (what the ksm tools send) or `all`
+    /// (also raw AES-ECB, HMAC, temp keys, ...). [default: tools]
+    #[arg(long, value_enum)]
+    pub socket_policy: Option<crate::tool_frame::SocketPolicy>,
     /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
     #[arg(short = 'd', long = "daemon", hide = true)]
     pub daemon: bool,
@@ -402,6 +406,10 @@ impl ServeArgs {
             pid_file: self.pid_file.or(file.pid_file),
             socket: (socket != Path::new("none")).then_some(socket),
             queue_depth: self.queue_depth.or(file.queue_depth).unwrap_or(256).max(1),
+            socket_policy: self
+                .socket_policy
+                .or(file.socket_policy)
+                .unwrap_or_default(),
         })
     }
 }

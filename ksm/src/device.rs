@@ -69,13 +69,27 @@ pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error>
         return Ok(ToolDevice::Path(d.to_path_buf()));
     }
     if socket.exists() {
-        if crate::sharing::list_devices(socket).is_ok() {
-            return Ok(ToolDevice::Daemon {
-                socket: socket.to_path_buf(),
-                index: 0,
-            });
+        match crate::sharing::list_devices(socket) {
+            Ok(_) => {
+                return Ok(ToolDevice::Daemon {
+                    socket: socket.to_path_buf(),
+                    index: 0,
+                })
+            }
+            // A daemon may well run there: we may not use it, or must not trust it.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::io(
+                    format!(
+                        "permission denied on the daemon's socket {} (run as root or as the daemon's user)",
+                        socket.display()
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => {
+                warn!(socket = %socket.display(), "a sharing socket exists but no daemon answers on it")
+            }
         }
-        warn!(socket = %socket.display(), "a sharing socket exists but no daemon answers on it");
     }
     if Path::new(DEFAULT_DEVICE).exists() {
         return Ok(ToolDevice::Path(PathBuf::from(DEFAULT_DEVICE)));

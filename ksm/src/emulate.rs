@@ -55,7 +55,7 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         .unwrap_or_default();
     println!("emulated YubiHSM at {} -> {}", args.pty.display(), slave);
     if let Some(path) = &args.control {
-        let listener = crate::sharing::bind_private(path)?;
+        let (listener, _) = crate::sharing::bind_private(path)?;
         println!("control socket at {}", path.display());
         let emu = emu.clone();
         std::thread::spawn(move || {
@@ -101,7 +101,11 @@ pub fn control(emu: &PtyEmulator, line: &str) -> Result<String, String> {
         ("stall", Some("on")) => emu.set_stall(true),
         ("stall", Some("off")) => emu.set_stall(false),
         ("garbage", Some(n)) => {
-            emu.inject_garbage(n.parse().map_err(|_| format!("not a byte count: {n}"))?)
+            let max = hsm_proto::emulator::MAX_GARBAGE;
+            match n.parse::<usize>() {
+                Ok(n) if n <= max => emu.inject_garbage(n),
+                _ => return Err(format!("not a byte count from 0 to {max}: {n}")),
+            }
         }
         ("unplug", Some(s)) => {
             let secs: f64 = s

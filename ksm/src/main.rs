@@ -7,6 +7,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = ksm::cli::Cli::parse();
     ksm::logging::init(cli.verbose, cli.debug);
+    ksm::process::no_core_dumps();
     match ksm::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

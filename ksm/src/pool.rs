@@ -7,6 +7,14 @@
 //! and a device that drops out is reopened by its owner in the background. Requests are
 //! spread over healthy devices, and a request whose device fails is retried on another while
 //! its deadline allows.
+//!
+//! Operator tools reach a device through a [`Lease`]: some of their operations take several
+//! frames that rely on device state in between (a secret loaded into the buffer, then
+//! sealed), so one tool at a time holds a device's lease, and its frames run with no other
+//! tool's frames in between. Decodes take no lease: they touch no state a tool relies on
+//! (`AEAD_YUBIKEY_OTP_DECODE` leaves the buffer, nonce and temp key alone), so they keep
+//! flowing while a tool works. A lease also ends if the device is reopened under it (an
+//! unplug or power cycle wipes the buffer): the tool's next frame is refused.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -17,7 +25,9 @@ use std::time::{Duration, Instant};
 use hsm_proto::emulator::{self, ResolvedConfig};
 use hsm_proto::otp::Otp;
 use hsm_proto::{Aead, DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedMutexGuard};
+
+use crate::tool_frame::ToolFrame;
 use tracing::{error, info, warn};
 
 /// How a device is reached.
@@ -58,6 +68,11 @@ pub enum PoolError {
     Timeout,
     /// Every queue is full.
     Overloaded,
+    /// Another tool holds the device's lease, and did not let go in time.
+    Busy,
+    /// The device was reopened (unplugged, power-cycled, line failure) since the tool's
+    /// lease began, so state its operation relies on may be gone.
+    Reopened,
 }
 
 /// A job for a device's owner thread.
@@ -80,13 +95,17 @@ pub enum Job {
     /// Run a raw request frame (for operator tools over the sharing socket) and return the
     /// response frame.
     Frame {
-        /// The request frame.
-        frame: Vec<u8>,
+        /// The request frame, checked at the socket.
+        frame: ToolFrame,
+        /// The device's open count when the lease ran its first frame, if it has.
+        generation: Option<u64>,
         /// Give up after this.
         deadline: Instant,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<Vec<u8>, PoolError>>,
+        /// Where the answer goes: the response frame and the open count it ran under.
+        reply: oneshot::Sender<Result<(Vec<u8>, u64), PoolError>>,
     },
+    /// Close the device and open it again (SIGHUP).
+    Reopen,
 }
 
 /// The state of one device, as the owner thread last saw it.
@@ -189,12 +208,25 @@ enum Access {
     Owner(SyncSender<Job>),
     /// The in-process soft HSM: no line to own and no I/O to wait for, so requests run it
     /// directly under a lock (microseconds) instead of paying two thread hand-offs.
-    Inline(Mutex<Hsm>),
+    Inline(Mutex<Option<Hsm>>),
 }
 
 struct Device {
     access: Access,
     health: Arc<DeviceHealth>,
+    /// Held by the one tool using the device (see [`Lease`]).
+    lease: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One operator tool's exclusive use of one device: while it is held no other tool's frame
+/// reaches the device, and it is released when dropped (the tool's connection closed, it
+/// said its operation ended, or it sat idle too long).
+pub struct Lease {
+    device: usize,
+    /// The device's open count when the first frame ran; a frame that finds another count
+    /// is refused with [`PoolError::Reopened`].
+    generation: Option<u64>,
+    _held: OwnedMutexGuard<()>,
 }
 
 /// The daemon's HSMs.
@@ -241,15 +273,17 @@ impl Pool {
                     line_errors: Default::default(),
                     locked_logged: AtomicBool::new(false),
                 });
+                let lease = Arc::new(tokio::sync::Mutex::new(()));
                 if let Backend::Soft(_) = &b {
-                    match b.open(cfg.timeouts) {
-                        Ok(hsm) => {
-                            health.opens.fetch_add(1, Ordering::Relaxed);
-                            health.set(DeviceState::Up);
-                            return Device { access: Access::Inline(Mutex::new(hsm)), health };
-                        }
-                        Err(e) => warn!(error = %e, "soft HSM failed to start; serving it through an owner thread"),
+                    let mut hsm = None;
+                    if open(&b, &cfg, &mut hsm, &health) {
+                        return Device {
+                            access: Access::Inline(Mutex::new(hsm)),
+                            health,
+                            lease,
+                        };
                     }
+                    warn!("soft HSM failed to start; serving it through an owner thread");
                 }
                 let (tx, rx) = sync_channel(cfg.queue_depth);
                 let h = health.clone();
@@ -257,7 +291,11 @@ impl Pool {
                     .name(format!("hsm-owner {}", health.name))
                     .spawn(move || owner(b, rx, h, cfg))
                     .expect("spawn HSM owner thread");
-                Device { access: Access::Owner(tx), health }
+                Device {
+                    access: Access::Owner(tx),
+                    health,
+                    lease,
+                }
             })
             .collect();
         Pool {
@@ -309,16 +347,7 @@ impl Pool {
             }
             if let Access::Inline(m) = &dev.access {
                 let mut hsm = m.lock().unwrap_or_else(|p| p.into_inner());
-                let mut none = None;
-                return match hsm.decode_otp(&otp, key_handle, nonce, &aead) {
-                    Ok(d) => {
-                        if dev.health.state() == DeviceState::Locked {
-                            dev.health.set(DeviceState::Up);
-                        }
-                        Ok(d)
-                    }
-                    Err(e) => Err(classify(e, &mut none, &dev.health)),
-                };
+                return decode_on(&mut hsm, &dev.health, &otp, key_handle, nonce, &aead);
             }
             let (reply, rx) = oneshot::channel();
             let job = Job::Decode {
@@ -356,36 +385,144 @@ impl Pool {
         Err(last)
     }
 
-    /// Runs a raw request frame on device `index` (sharing socket): tools address each
-    /// device, since an unlock must reach every one of them.
+    /// Reopens every device (SIGHUP): serial devices are closed and opened again by their
+    /// owners, running the start-up checks and the lock probe; the soft HSM, which has no
+    /// line, is probed. A full queue skips its device (it is plainly in use).
+    pub fn reopen_all(&self) {
+        for dev in &self.devices {
+            match &dev.access {
+                Access::Inline(m) => {
+                    probe_lock(
+                        &mut m.lock().unwrap_or_else(|p| p.into_inner()),
+                        &dev.health,
+                    );
+                }
+                Access::Owner(_) => {
+                    let _ = submit(dev, Job::Reopen);
+                }
+            }
+        }
+    }
+
+    /// Takes device `index` for one tool (sharing socket: tools address each device, since
+    /// an unlock must reach every one of them), waiting up to `wait` for the tool that has
+    /// it. Leases are granted in the order they were asked for.
+    pub async fn lease(&self, index: usize, wait: Duration) -> Result<Lease, PoolError> {
+        let dev = self.devices.get(index).ok_or(PoolError::Unavailable)?;
+        let held = tokio::time::timeout(wait, dev.lease.clone().lock_owned())
+            .await
+            .map_err(|_| PoolError::Busy)?;
+        Ok(Lease {
+            device: index,
+            generation: None,
+            _held: held,
+        })
+    }
+
+    /// Runs a tool's request frame on the leased device and returns the response frame.
     pub async fn frame(
         &self,
-        index: usize,
-        frame: Vec<u8>,
+        lease: &mut Lease,
+        frame: ToolFrame,
         deadline: Instant,
     ) -> Result<Vec<u8>, PoolError> {
-        let dev = self.devices.get(index).ok_or(PoolError::Unavailable)?;
-        if let Access::Inline(m) = &dev.access {
+        let dev = self
+            .devices
+            .get(lease.device)
+            .ok_or(PoolError::Unavailable)?;
+        let (resp, generation) = if let Access::Inline(m) = &dev.access {
             let mut hsm = m.lock().unwrap_or_else(|p| p.into_inner());
-            let mut none = None;
-            return hsm
-                .exchange_frame(&frame)
-                .map_err(|e| classify(e, &mut none, &dev.health));
+            run_frame(&mut hsm, &dev.health, &frame, lease.generation)?
+        } else {
+            let (reply, rx) = oneshot::channel();
+            let generation = lease.generation;
+            submit(
+                dev,
+                Job::Frame {
+                    frame,
+                    generation,
+                    deadline,
+                    reply,
+                },
+            )?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(_)) => return Err(PoolError::Unavailable),
+                Err(_) => return Err(PoolError::Timeout),
+            }
+        };
+        lease.generation = Some(generation);
+        Ok(resp)
+    }
+}
+
+/// Decodes on an open device (either access path).
+fn decode_on(
+    hsm: &mut Option<Hsm>,
+    health: &DeviceHealth,
+    otp: &Otp,
+    key_handle: KeyHandle,
+    nonce: Nonce,
+    aead: &Aead,
+) -> Result<DecodedOtp, PoolError> {
+    let Some(h) = hsm.as_mut() else {
+        return Err(PoolError::Unavailable);
+    };
+    match h.decode_otp(otp, key_handle, nonce, aead) {
+        Ok(d) => {
+            if health.state() == DeviceState::Locked {
+                health.set(DeviceState::Up);
+            }
+            Ok(d)
         }
-        let (reply, rx) = oneshot::channel();
-        submit(
-            dev,
-            Job::Frame {
-                frame,
-                deadline,
-                reply,
-            },
-        )?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(PoolError::Unavailable),
-            Err(_) => Err(PoolError::Timeout),
+        Err(e) => Err(classify(e, hsm, health)),
+    }
+}
+
+/// Runs a tool's frame under a lease whose first frame ran at open count `generation`;
+/// returns the response and the open count it ran under. Only the device's own failures
+/// change its state; after an unlock attempt, succeeded or not, the lock state is probed.
+fn run_frame(
+    hsm: &mut Option<Hsm>,
+    health: &DeviceHealth,
+    frame: &ToolFrame,
+    generation: Option<u64>,
+) -> Result<(Vec<u8>, u64), PoolError> {
+    let now = health.opens.load(Ordering::SeqCst);
+    if generation.is_some_and(|g| g != now) {
+        return Err(PoolError::Reopened);
+    }
+    let result = match hsm.as_mut() {
+        Some(h) => h.exchange_frame(frame.bytes()),
+        None => return Err(PoolError::Unavailable),
+    };
+    let result = result.map_err(|e| classify(e, hsm, health));
+    if frame.unlocks() {
+        probe_lock(hsm, health);
+    }
+    result.map(|resp| (resp, now))
+}
+
+/// Asks an open device whether its key store is locked and records the answer, so
+/// `/health` and `/metrics` tell the truth before any OTP arrives. False if the line
+/// failed (the device is then down).
+fn probe_lock(hsm: &mut Option<Hsm>, health: &DeviceHealth) -> bool {
+    let Some(h) = hsm.as_mut() else {
+        return false;
+    };
+    match h.is_locked() {
+        Ok(locked) => {
+            health.set(if locked {
+                DeviceState::Locked
+            } else {
+                DeviceState::Up
+            });
+            true
+        }
+        Err(e) => {
+            classify(e, hsm, health);
+            false
         }
     }
 }
@@ -433,15 +570,15 @@ fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: Po
     }
 }
 
-/// Opens the device into `hsm`; false (and the reason recorded) if it cannot be opened.
+/// Opens the device into `hsm` and probes its lock state; false (and the reason recorded)
+/// if it cannot be opened.
 fn open(backend: &Backend, cfg: &PoolConfig, hsm: &mut Option<Hsm>, health: &DeviceHealth) -> bool {
     match backend.open(cfg.timeouts) {
         Ok(h) => {
-            health.opens.fetch_add(1, Ordering::Relaxed);
+            health.opens.fetch_add(1, Ordering::SeqCst);
             info!(device = %health.name, "YubiHSM opened");
-            health.set(DeviceState::Up);
             *hsm = Some(h);
-            true
+            probe_lock(hsm, health)
         }
         Err(e) => {
             // Log each new reason once, not every retry.
@@ -498,18 +635,7 @@ fn run_job(
                 if Instant::now() >= deadline {
                     return Err(PoolError::Timeout);
                 }
-                let Some(h) = hsm.as_mut() else {
-                    return Err(PoolError::Unavailable);
-                };
-                match h.decode_otp(&otp, key_handle, nonce, &aead) {
-                    Ok(d) => {
-                        if health.state() == DeviceState::Locked {
-                            health.set(DeviceState::Up);
-                        }
-                        Ok(d)
-                    }
-                    Err(e) => Err(classify(e, hsm, health)),
-                }
+                decode_on(hsm, health, &otp, key_handle, nonce, &aead)
             };
             let was_open = hsm.is_some();
             let mut result = decode(hsm);
@@ -529,24 +655,20 @@ fn run_job(
         }
         Job::Frame {
             frame,
+            generation,
             deadline,
             reply,
         } => {
             let result = if Instant::now() >= deadline {
                 Err(PoolError::Timeout)
-            } else if let Some(h) = hsm.as_mut() {
-                match h.exchange_frame(&frame) {
-                    Ok(resp) => {
-                        // An unlock through the socket may have changed the lock state.
-                        health.set(DeviceState::Up);
-                        Ok(resp)
-                    }
-                    Err(e) => Err(classify(e, hsm, health)),
-                }
             } else {
-                Err(PoolError::Unavailable)
+                run_frame(hsm, health, &frame, generation)
             };
             let _ = reply.send(result);
+        }
+        Job::Reopen => {
+            *hsm = None;
+            reopen(hsm);
         }
     }
 }

@@ -14,8 +14,11 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::device;
+use crate::instance::{PidFile, SocketClaim};
 use crate::pool::{Backend, Pool, PoolConfig};
 use crate::server::{AppState, HttpConfig};
+use crate::sharing::SharingConfig;
+use crate::tool_frame::SocketPolicy;
 use crate::Error;
 
 /// `ksm.toml`: a key for every flag of `ksm serve` (flags override).
@@ -52,6 +55,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// `--header-timeout` (seconds).
     pub header_timeout: Option<f64>,
+    /// `--socket-policy`.
+    pub socket_policy: Option<SocketPolicy>,
 }
 
 impl FileConfig {
@@ -84,6 +89,8 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     /// Queue depth per device.
     pub queue_depth: usize,
+    /// Which commands the sharing socket forwards.
+    pub socket_policy: SocketPolicy,
 }
 
 /// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
@@ -134,18 +141,14 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
         .collect()
 }
 
-fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        }
-    }
-    let std_listener = crate::sharing::bind_private(path)?;
+fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, (u64, u64)), Error> {
+    let (std_listener, id) = crate::sharing::bind_private(path)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("socket", e))?;
-    tokio::net::UnixListener::from_std(std_listener).map_err(|e| Error::io("socket", e))
+    let listener =
+        tokio::net::UnixListener::from_std(std_listener).map_err(|e| Error::io("socket", e))?;
+    Ok((listener, id))
 }
 
 /// Connections the kernel may hold complete but not yet accepted. tokio's default (1024) fills
@@ -190,6 +193,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    // First of all, before touching a device: is another daemon using our files?
+    let pid_file = s.pid_file.as_deref().map(PidFile::claim).transpose()?;
+    let socket_claim = s.socket.as_deref().map(SocketClaim::claim).transpose()?;
     let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
         .map_err(|e| Error::Usage(e.to_string()))?;
     let store = CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES);
@@ -207,19 +213,19 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("listener", e))?;
-    if let Some(p) = &s.pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .map_err(|e| Error::io(format!("write {}", p.display()), e))?;
-    }
     let sharing = match &s.socket {
         Some(path) => match bind_socket(path) {
-            Ok(l) => {
+            Ok((l, id)) => {
                 info!(socket = %path.display(), "sharing socket for operator tools");
-                Some(tokio::spawn(crate::sharing::serve(
-                    l,
-                    pool.clone(),
-                    s.http.reqtimeout,
-                )))
+                let cfg = SharingConfig {
+                    policy: s.socket_policy,
+                    reqtimeout: s.http.reqtimeout,
+                    ..SharingConfig::default()
+                };
+                Some((
+                    tokio::spawn(crate::sharing::serve(l, pool.clone(), cfg)),
+                    id,
+                ))
             }
             Err(e) => {
                 warn!(error = %e, "no sharing socket: operator tools cannot use the HSM while the daemon runs");
@@ -251,20 +257,34 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
+    let hangup = tokio::spawn(on_hangup(pool.clone()));
     let result = crate::server::run(listener, state, shutdown)
         .await
         .map_err(|e| Error::io("serve", e));
-    if let Some(t) = sharing {
-        t.abort();
+    hangup.abort();
+    if let (Some((task, id)), Some(p)) = (sharing, &s.socket) {
+        task.abort();
+        crate::sharing::remove_if_ours(p, id);
     }
-    if let Some(p) = &s.socket {
-        let _ = std::fs::remove_file(p);
-    }
-    if let Some(p) = &s.pid_file {
-        let _ = std::fs::remove_file(p);
-    }
+    drop(socket_claim);
+    drop(pid_file);
     info!("stopped");
     result
+}
+
+/// SIGHUP, as daemons take it: never an exit. The devices are reopened (after a replug, or
+/// to run their start-up checks again) and their lock state probed; the other settings
+/// stay as they are until a restart.
+async fn on_hangup(pool: Arc<Pool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot handle SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reopening the HSMs and probing their lock state");
+        pool.reopen_all();
+    }
 }
 
 /// Descriptors kept back from connections: AEAD files, devices, the watch, the sharing socket.

@@ -340,7 +340,8 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
 pub fn outcome_of(e: PoolError) -> Outcome {
     match e {
         PoolError::Locked => Outcome::Locked,
-        PoolError::Unavailable => Outcome::Unavailable,
+        // Busy and Reopened concern tool leases, never decodes.
+        PoolError::Unavailable | PoolError::Busy | PoolError::Reopened => Outcome::Unavailable,
         PoolError::Timeout => Outcome::Timeout,
         PoolError::Overloaded => Outcome::Overloaded,
         PoolError::Hsm(HsmError::Device { status, .. }) => match status {

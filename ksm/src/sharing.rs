@@ -2,18 +2,33 @@
 //! `yhsm-daemon` did. The daemon stays the only owner of each serial line; a tool's request
 //! frames are queued to a device's owner thread like any decode.
 //!
-//! Protocol on a unix socket (mode 0600, so only the daemon's user and root get in), one
-//! message at a time:
+//! Protocol on a unix socket (mode 0600, so only the daemon's user and root get in):
 //!
 //! | request | reply |
 //! |---------|-------|
 //! | `01` | `00 len:u16be` + device list, one `name state` line each |
 //! | `02 device:u8 len:u8 frame[len]` | `00 len:u16be` + the response frame, or `01 len:u16be` + an error text |
+//! | `03 device:u8` | none: the tool's operation on that device has ended |
+//!
+//! **One tool at a time per device.** A tool's first frame to a device takes the device's
+//! [`Lease`](crate::pool::Lease), waiting (up to [`SharingConfig::lease_wait`]) for the tool
+//! that holds it; from then on no other tool's frame reaches that device until this tool
+//! sends `03`, closes the connection, or sends nothing for [`SharingConfig::lease_idle`].
+//! So a secret loaded into the device's buffer is sealed by the tool that loaded it, and an
+//! unlock and its admin OTP are not split by another tool. A lease that lapsed while idle
+//! is not silently taken again: the tool's next frame is refused until it sends `03`,
+//! since another tool may have used the device meanwhile. Decodes need no lease.
+//!
+//! Every frame is checked ([`ToolFrame`]) before it is queued: a malformed frame or a
+//! command outside the [`SocketPolicy`] is answered with an error and never reaches the
+//! device, so it cannot be mistaken for a fault of the device.
 //!
 //! On the tool's side [`SharedLine`] carries the driver's frames, so every tool runs the same
-//! driver code against a shared device as against `/dev/ttyACM0`.
+//! driver code against a shared device as against `/dev/ttyACM0`; the driver's
+//! [`end_operation`](hsm_proto::line::Line::end_operation) sends `03`. Tools talk only to a
+//! socket served by root or by their own user, since they send it master keys and secrets.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -23,40 +38,100 @@ use std::time::{Duration, Instant};
 use hsm_proto::line::Line;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
-use crate::pool::{Pool, PoolError};
+use crate::pool::{Lease, Pool, PoolError};
+use crate::tool_frame::{SocketPolicy, ToolFrame};
 
 /// Where the daemon listens, and the tools look, unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/ksm/ksm.sock";
 
 const LIST: u8 = 1;
 const FRAME: u8 = 2;
+const RELEASE: u8 = 3;
 const OK: u8 = 0;
 const ERR: u8 = 1;
 
+/// How long a tool waits for a reply: longer than a lease can be held idle plus a frame's
+/// deadline, so a tool queued behind another gets its turn rather than a timeout.
+const TOOL_READ_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// How the socket treats tools.
+#[derive(Debug, Clone, Copy)]
+pub struct SharingConfig {
+    /// Which commands are forwarded.
+    pub policy: SocketPolicy,
+    /// A lease lapses after this long without a message from its tool. Long enough for an
+    /// operator to touch an admin YubiKey at `keystore-unlock`'s prompt; a tool that hangs
+    /// keeps the others waiting no longer than this.
+    pub lease_idle: Duration,
+    /// How long a tool waits for another tool's lease before it is told the device is busy.
+    /// Longer than `lease_idle`, so a waiting tool outlasts a stuck one.
+    pub lease_wait: Duration,
+    /// Deadline of one frame once the lease is held (`--reqtimeout`).
+    pub reqtimeout: Duration,
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        SharingConfig {
+            policy: SocketPolicy::Tools,
+            lease_idle: Duration::from_secs(60),
+            lease_wait: Duration::from_secs(90),
+            reqtimeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Accepts tool connections until the listener fails or the task is dropped.
-pub async fn serve(listener: UnixListener, pool: Arc<Pool>, reqtimeout: Duration) {
+pub async fn serve(listener: UnixListener, pool: Arc<Pool>, cfg: SharingConfig) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             return;
         };
+        let peer = conn
+            .peer_cred()
+            .map(|c| format!("uid {} pid {}", c.uid(), c.pid().unwrap_or(0)))
+            .unwrap_or_else(|_| "unknown peer".into());
+        info!(peer = %peer, "operator tool connected to the sharing socket");
         let pool = pool.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(&mut conn, &pool, reqtimeout).await {
+            if let Err(e) = session(&mut conn, &pool, cfg).await {
                 debug!(error = %e, "sharing socket session ended");
             }
+            debug!(peer = %peer, "operator tool disconnected");
         });
     }
 }
 
+/// One tool connection: its leases live exactly as long as this function's state.
 async fn session(
     conn: &mut tokio::net::UnixStream,
     pool: &Pool,
-    reqtimeout: Duration,
+    cfg: SharingConfig,
 ) -> io::Result<()> {
+    let mut leases: HashMap<u8, Lease> = HashMap::new();
+    let mut lapsed: HashSet<u8> = HashSet::new();
     loop {
-        let tag = match conn.read_u8().await {
+        let tag = if leases.is_empty() {
+            conn.read_u8().await
+        } else {
+            match tokio::time::timeout(cfg.lease_idle, conn.read_u8()).await {
+                Ok(t) => t,
+                Err(_) => {
+                    for (device, _) in leases.drain() {
+                        warn!(
+                            device,
+                            "an operator tool sat idle holding a device; its lease lapsed"
+                        );
+                        lapsed.insert(device);
+                    }
+                    continue;
+                }
+            }
+        };
+        let tag = match tag {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -68,70 +143,169 @@ async fn session(
                     .iter()
                     .map(|d| format!("{} {}\n", d.name, d.state().name()))
                     .collect();
-                (OK, list.into_bytes())
+                (OK, Zeroizing::new(list.into_bytes()))
             }
             FRAME => {
                 let device = conn.read_u8().await?;
                 let len = conn.read_u8().await?;
-                let mut frame = zeroize::Zeroizing::new(vec![0u8; usize::from(len)]);
-                conn.read_exact(&mut frame).await?;
-                match pool
-                    .frame(
-                        usize::from(device),
-                        frame.to_vec(),
-                        Instant::now() + reqtimeout,
-                    )
-                    .await
-                {
-                    Ok(resp) => (OK, resp),
-                    Err(e) => (ERR, pool_error_text(&e).into_bytes()),
+                let mut bytes = Zeroizing::new(vec![0u8; usize::from(len)]);
+                conn.read_exact(&mut bytes).await?;
+                match tool_frame(pool, &cfg, &mut leases, &mut lapsed, device, &bytes).await {
+                    Ok(resp) => (OK, Zeroizing::new(resp)),
+                    Err(why) => (ERR, Zeroizing::new(why.into_bytes())),
                 }
+            }
+            RELEASE => {
+                let device = conn.read_u8().await?;
+                leases.remove(&device);
+                lapsed.remove(&device);
+                continue;
             }
             other => {
                 warn!(tag = other, "unknown request on the sharing socket");
                 return Ok(());
             }
         };
-        let mut msg = vec![code];
+        let mut msg = Zeroizing::new(Vec::with_capacity(payload.len() + 3));
+        msg.push(code);
         msg.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         msg.extend_from_slice(&payload);
         conn.write_all(&msg).await?;
     }
 }
 
+/// Checks a tool's frame, takes the device's lease if this session has not, and runs it.
+/// The error is the text the tool is answered with.
+async fn tool_frame(
+    pool: &Pool,
+    cfg: &SharingConfig,
+    leases: &mut HashMap<u8, Lease>,
+    lapsed: &mut HashSet<u8>,
+    device: u8,
+    bytes: &[u8],
+) -> Result<Vec<u8>, String> {
+    let frame = ToolFrame::check(bytes, cfg.policy)?;
+    if lapsed.contains(&device) {
+        return Err(format!(
+            "lease lapsed: this tool sent nothing for {}s, so another may have used the device; run it again",
+            cfg.lease_idle.as_secs()
+        ));
+    }
+    let lease = match leases.entry(device) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+            pool.lease(usize::from(device), cfg.lease_wait)
+                .await
+                .map_err(|e| pool_error_text(&e, cfg))?,
+        ),
+    };
+    match pool
+        .frame(lease, frame, Instant::now() + cfg.reqtimeout)
+        .await
+    {
+        Ok(resp) => Ok(resp),
+        Err(e @ PoolError::Reopened) => {
+            leases.remove(&device);
+            lapsed.insert(device);
+            Err(pool_error_text(&e, cfg))
+        }
+        Err(e) => Err(pool_error_text(&e, cfg)),
+    }
+}
+
 /// Binds a unix socket only its owner can use (mode 0600), replacing a stale socket file.
-pub fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, crate::Error> {
+/// It never exists with wider permissions, whatever the umask: it is bound inside a fresh
+/// mode-0700 directory beside `path`, narrowed there, and then renamed over `path`.
+/// Returns the listener and the socket file's identity (see [`remove_if_ours`]).
+pub fn bind_private(
+    path: &Path,
+) -> Result<(std::os::unix::net::UnixListener, (u64, u64)), crate::Error> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
     if let Ok(m) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
         if !m.file_type().is_socket() {
             return Err(crate::Error::Usage(format!(
                 "{} exists and is not a socket",
                 path.display()
             )));
         }
-        let _ = std::fs::remove_file(path);
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| crate::Error::io(format!("chmod {}", path.display()), e))?;
-    Ok(listener)
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let dir = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| crate::Error::io(format!("create {}", dir.display()), e))?;
+    let inner = dir.join("s");
+    let bound = std::os::unix::net::UnixListener::bind(&inner)
+        .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))
+        .and_then(|l| {
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| crate::Error::io(format!("chmod {}", path.display()), e))?;
+            std::fs::rename(&inner, path)
+                .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))?;
+            let m = std::fs::symlink_metadata(path)
+                .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))?;
+            Ok((l, (m.dev(), m.ino())))
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    bound
 }
 
-fn pool_error_text(e: &PoolError) -> String {
+/// Removes the socket file at `path` if it is still the one this process bound (`id` from
+/// [`bind_private`]): never another daemon's.
+pub fn remove_if_ours(path: &Path, id: (u64, u64)) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if (m.dev(), m.ino()) == id {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn pool_error_text(e: &PoolError, cfg: &SharingConfig) -> String {
     match e {
         PoolError::Hsm(e) => e.to_string(),
         PoolError::Locked => "HSM locked".into(),
         PoolError::Unavailable => "HSM unavailable".into(),
         PoolError::Timeout => "timeout".into(),
         PoolError::Overloaded => "overloaded".into(),
+        PoolError::Busy => format!(
+            "device busy: another operator tool has used it for the last {}s; try again later",
+            cfg.lease_wait.as_secs()
+        ),
+        PoolError::Reopened => "the device was reopened (unplugged, power-cycled or a line failure) during this tool's operation; run it again".into(),
     }
 }
 
-fn read_reply(s: &mut UnixStream) -> io::Result<Vec<u8>> {
+/// Connects to the daemon's socket, refusing one served by anybody but root or this user:
+/// tools send it master keys and YubiKey secrets. A socket we may not open says so
+/// ("permission denied"), rather than looking like no daemon at all.
+fn connect_trusted(socket: &Path) -> io::Result<UnixStream> {
+    let stream = UnixStream::connect(socket)?;
+    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(io::Error::from)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() != 0 && cred.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "it is served by uid {}, neither root nor this user (uid {me}): refusing to send it secrets",
+                cred.uid()
+            ),
+        ));
+    }
+    stream.set_read_timeout(Some(TOOL_READ_TIMEOUT))?;
+    Ok(stream)
+}
+
+fn read_reply(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
     let mut head = [0u8; 3];
     s.read_exact(&mut head)?;
-    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[1], head[2]]))];
+    let mut body = Zeroizing::new(vec![
+        0u8;
+        usize::from(u16::from_be_bytes([head[1], head[2]]))
+    ]);
     s.read_exact(&mut body)?;
     if head[0] == OK {
         Ok(body)
@@ -145,8 +319,7 @@ fn read_reply(s: &mut UnixStream) -> io::Result<Vec<u8>> {
 
 /// The daemon's devices as `(name, state)`.
 pub fn list_devices(socket: &Path) -> io::Result<Vec<(String, String)>> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut s = connect_trusted(socket)?;
     s.write_all(&[LIST])?;
     let body = read_reply(&mut s)?;
     Ok(String::from_utf8_lossy(&body)
@@ -166,35 +339,39 @@ pub fn list_devices(socket: &Path) -> io::Result<Vec<(String, String)>> {
 pub struct SharedLine {
     stream: UnixStream,
     device: u8,
-    pending: Vec<u8>,
-    out: VecDeque<u8>,
+    pending: Zeroizing<Vec<u8>>,
+    /// The last response, read from `read_at` on; wiped once read.
+    out: Zeroizing<Vec<u8>>,
+    read_at: usize,
     error: Option<io::Error>,
+    /// A frame went out since the last `end_operation`: the daemon holds our lease.
+    in_operation: bool,
 }
 
 impl SharedLine {
     /// Connects to `socket` for device `device`.
     pub fn connect(socket: &Path, device: u8) -> io::Result<SharedLine> {
-        let stream = UnixStream::connect(socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(SharedLine {
-            stream,
+            stream: connect_trusted(socket)?,
             device,
-            pending: Vec::new(),
-            out: VecDeque::new(),
+            pending: Zeroizing::new(Vec::new()),
+            out: Zeroizing::new(Vec::new()),
+            read_at: 0,
             error: None,
+            in_operation: false,
         })
     }
 
     fn send_frame(&mut self, frame: &[u8]) {
-        let mut msg = vec![FRAME, self.device, frame.len() as u8];
+        let mut msg = Zeroizing::new(vec![FRAME, self.device, frame.len() as u8]);
         msg.extend_from_slice(frame);
+        self.in_operation = true;
         let result = self
             .stream
             .write_all(&msg)
             .and_then(|_| read_reply(&mut self.stream));
-        zeroize::Zeroize::zeroize(&mut msg);
         match result {
-            Ok(resp) => self.out.extend(resp),
+            Ok(resp) => self.out.extend_from_slice(&resp),
             Err(e) => self.error = Some(e),
         }
     }
@@ -210,7 +387,7 @@ impl Write for SharedLine {
             }
             self.pending.push(b);
             if self.pending.len() == usize::from(self.pending[0]) + 1 {
-                let frame = std::mem::take(&mut self.pending);
+                let frame = std::mem::replace(&mut self.pending, Zeroizing::new(Vec::new()));
                 self.send_frame(&frame);
             }
         }
@@ -227,12 +404,16 @@ impl Read for SharedLine {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        if self.out.is_empty() {
+        let left = &self.out[self.read_at..];
+        if left.is_empty() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        let n = buf.len().min(self.out.len());
-        for (slot, b) in buf.iter_mut().zip(self.out.drain(..n)) {
-            *slot = b;
+        let n = buf.len().min(left.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        self.read_at += n;
+        if self.read_at == self.out.len() {
+            zeroize::Zeroize::zeroize(&mut *self.out);
+            self.read_at = 0;
         }
         Ok(n)
     }
@@ -243,8 +424,99 @@ impl Line for SharedLine {
         Ok(())
     }
     fn clear_input(&mut self) -> io::Result<()> {
-        self.out.clear();
-        self.pending.clear();
+        zeroize::Zeroize::zeroize(&mut *self.out);
+        self.read_at = 0;
+        zeroize::Zeroize::zeroize(&mut *self.pending);
         Ok(())
+    }
+    /// Lets other tools use the device again (`03`).
+    fn end_operation(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.in_operation) {
+            self.stream.write_all(&[RELEASE, self.device])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{Backend, PoolConfig};
+    use std::sync::mpsc;
+
+    /// A daemon's sharing socket over the demo soft HSM, with short lease times.
+    fn daemon(lease_idle: Duration) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ksm.sock");
+        let (listener, _) = bind_private(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let pool = Arc::new(Pool::start(
+                    vec![Backend::Soft(Box::new(
+                        crate::device::demo_config().unwrap(),
+                    ))],
+                    PoolConfig::default(),
+                ));
+                let cfg = SharingConfig {
+                    lease_idle,
+                    lease_wait: Duration::from_secs(5),
+                    ..SharingConfig::default()
+                };
+                serve(UnixListener::from_std(listener).unwrap(), pool, cfg).await;
+            });
+        });
+        (dir, path)
+    }
+
+    const SYSTEM_INFO: [u8; 2] = [1, 0x26];
+
+    fn frame(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
+        s.write_all(&[FRAME, 0, SYSTEM_INFO.len() as u8])?;
+        s.write_all(&SYSTEM_INFO)?;
+        read_reply(s)
+    }
+
+    #[test]
+    fn a_second_tool_waits_until_the_first_ends_its_operation() {
+        let (_dir, path) = daemon(Duration::from_secs(30));
+        let mut first = connect_trusted(&path).unwrap();
+        frame(&mut first).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let mut second = connect_trusted(&p).unwrap();
+            let _ = tx.send(frame(&mut second).map(|r| r.len()));
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the second tool got in while the first held the device"
+        );
+        // The first may go on meanwhile.
+        frame(&mut first).unwrap();
+        first.write_all(&[RELEASE, 0]).unwrap();
+        let got = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("second served");
+        assert!(got.is_ok());
+    }
+
+    #[test]
+    fn an_idle_lease_lapses_and_its_tool_is_told_so() {
+        let (_dir, path) = daemon(Duration::from_millis(200));
+        let mut first = connect_trusted(&path).unwrap();
+        frame(&mut first).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        // The device is free for another tool ...
+        let mut second = connect_trusted(&path).unwrap();
+        frame(&mut second).unwrap();
+        drop(second);
+        // ... and the first, whose operation may have been broken into, is refused until
+        // it starts a new one.
+        let err = frame(&mut first).unwrap_err().to_string();
+        assert!(err.contains("lease lapsed"), "{err}");
+        first.write_all(&[RELEASE, 0]).unwrap();
+        frame(&mut first).unwrap();
     }
 }

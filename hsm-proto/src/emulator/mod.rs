@@ -37,7 +37,7 @@ pub use config::{
     EmulatorConfig, FaultConfig, FlagSpec, HandleSpec, KeyConfig, ResolvedConfig, YubiKeyConfig,
 };
 pub use engine::{Engine, DB_CAPACITY};
-pub use pty::PtyEmulator;
+pub use pty::{PtyEmulator, MAX_GARBAGE};
 pub use soft::SoftLine;
 
 use std::sync::{Arc, Mutex};

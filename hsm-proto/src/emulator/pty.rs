@@ -47,6 +47,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A software YubiHSM on a pty. Stops (and removes its link) when dropped.
+/// The most noise one fault puts on the line: far more than any resync drains, and a
+/// bound on what a control command (or a configuration) can make the emulator allocate.
+pub const MAX_GARBAGE: usize = 64 * 1024;
+
 pub struct PtyEmulator {
     shared: Arc<Shared>,
     link: PathBuf,
@@ -106,9 +110,10 @@ impl PtyEmulator {
         lock(&self.shared.knobs).stall = on;
     }
 
-    /// Put `n` random bytes on the line ahead of the next response.
+    /// Put `n` random bytes (at most [`MAX_GARBAGE`]) on the line ahead of the next
+    /// response.
     pub fn inject_garbage(&self, n: usize) {
-        lock(&self.shared.knobs).garbage = n;
+        lock(&self.shared.knobs).garbage = n.min(MAX_GARBAGE);
     }
 
     /// Unplug: the line closes and the link disappears; after `down_for` a new pty appears
@@ -272,7 +277,7 @@ fn serve_once(shared: &Shared, pty: &mut Pty) -> Result<Option<Duration>> {
         }
         if garbage > 0 {
             lock(&shared.knobs).garbage = 0;
-            let mut junk = vec![0u8; garbage];
+            let mut junk = vec![0u8; garbage.min(MAX_GARBAGE)];
             rand::thread_rng().fill_bytes(&mut junk);
             // Never a valid header for the pending command, so the driver must notice.
             for b in junk.iter_mut() {

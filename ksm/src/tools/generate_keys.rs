@@ -99,10 +99,16 @@ pub fn run(
                 YubiKeySecret::LEN
             )));
         }
+        // The buffer's secret is sealed under every handle before anyone else may use the
+        // device (see `Hsm::end_operation`); only then is the next one loaded.
+        let mut sealed = Vec::with_capacity(plan.key_handles.len());
         for kh in &plan.key_handles {
-            let (used, aead) = hsm.buffer_aead_generate(*kh, nonce)?;
+            sealed.push((*kh, hsm.buffer_aead_generate(*kh, nonce)?));
+        }
+        hsm.end_operation()?;
+        for (kh, (used, aead)) in sealed {
             let path = store
-                .write(*kh, &id, &used, &aead, plan.force)
+                .write(kh, &id, &used, &aead, plan.force)
                 .map_err(|e| Error::Usage(e.to_string()))?;
             tracing::info!(path = %path.display(), "AEAD written");
         }

@@ -110,7 +110,10 @@ pub fn run(
                 continue;
             }
         };
-        match import_one(hsm, store, opts, &parsed) {
+        let result = import_one(hsm, store, opts, &parsed);
+        // One secret, loaded and sealed: other tools may use the device again.
+        hsm.end_operation()?;
+        match result {
             Ok(true) => s.imported += 1,
             Ok(false) => s.existing += 1,
             Err(why) => {

@@ -8,9 +8,8 @@
 
 use std::io::BufRead;
 
-use hsm_proto::cmd::AesEcbBlockEncrypt;
 use hsm_proto::otp::Otp;
-use hsm_proto::{Error as HsmError, Hsm, KeyHandle, SecretBytes, Status, Timeouts};
+use hsm_proto::{Error as HsmError, Status, Timeouts};
 use zeroize::Zeroizing;
 
 use crate::device::{open_tool, ToolDevice};
@@ -26,22 +25,6 @@ pub struct Options {
     pub otp_stdin: bool,
     /// Do not ask for an admin OTP.
     pub no_otp: bool,
-}
-
-/// True if key-handle operations are refused as locked. A harmless AES block on handle 0
-/// tells: a locked store answers KEY_STORAGE_LOCKED before looking at the handle.
-pub fn is_locked(hsm: &mut Hsm) -> Result<bool, Error> {
-    match hsm.send(&AesEcbBlockEncrypt {
-        key_handle: KeyHandle(0),
-        block: SecretBytes::new([0u8; 16]),
-    }) {
-        Err(HsmError::Device {
-            status: Status::KeyStorageLocked,
-            ..
-        }) => Ok(true),
-        Err(e) if e.is_link_error() => Err(e.into()),
-        _ => Ok(false),
-    }
 }
 
 struct Secrets {
@@ -126,11 +109,13 @@ pub fn run(
     let mut failed = 0;
     for (name, target) in targets {
         let mut hsm = open_tool(&target, timeouts)?;
-        if !is_locked(&mut hsm)? {
+        if !hsm.is_locked()? {
             let _ = writeln!(out, "{name}: already unlocked");
             continue;
         }
         if secrets.is_none() {
+            // Nobody should wait for the device while the operator types the master key.
+            hsm.end_operation()?;
             secrets = Some(read_secrets(opts, input, true)?);
         }
         let s = secrets
@@ -159,7 +144,7 @@ pub fn run(
             }
             Err(e) => return Err(e.into()),
         }
-        if is_locked(&mut hsm)? && firmware >= (1, 0, 0) && !opts.no_otp {
+        if hsm.is_locked()? && firmware >= (1, 0, 0) && !opts.no_otp {
             let otp_text = match &s.otp {
                 Some(o) => o.clone(),
                 None => rpassword::prompt_password("Admin YubiKey OTP: ")
@@ -184,7 +169,7 @@ pub fn run(
                 Some(Ok(())) => {}
             }
         }
-        if is_locked(&mut hsm)? {
+        if hsm.is_locked()? {
             let _ = writeln!(out, "{name}: still locked");
             failed += 1;
         } else {
