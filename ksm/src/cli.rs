@@ -635,8 +635,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     format!("daemon at {}", socket.display())
                 }
             };
-            print!("device: {name}\n{}", crate::info::report(&mut hsm)?);
-            Ok(())
+            // Written, not print!'d: a closed stdout is an error to report, not a panic.
+            use std::io::Write as _;
+            write!(out, "device: {name}\n{}", crate::info::report(&mut hsm)?)
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io("write standard output", e))
         }
     }
 }

@@ -132,3 +132,19 @@ pub fn control(emu: &PtyEmulator, line: &str) -> Result<String, String> {
     }
     Ok("ok".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::device::demo_config().unwrap();
+        let emu = PtyEmulator::start(&cfg, &dir.path().join("tty")).unwrap();
+        assert_eq!(control(&emu, "garbage 16").as_deref(), Ok("ok"));
+        let err = control(&emu, "garbage 99999999999999").unwrap_err();
+        assert!(err.contains("0 to 65536"), "{err}");
+        assert!(control(&emu, "garbage -1").is_err());
+    }
+}

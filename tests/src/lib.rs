@@ -209,3 +209,32 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
         * 1024
 }
+
+/// The user tests run a process as when they run as root, so that file permissions apply
+/// to it as they do to the daemon's own user in production.
+pub const NOBODY: u32 = 65534;
+
+/// Makes `path` and everything below it readable (directories searchable) by every user.
+pub fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if path.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).expect("read dir").flatten() {
+            open_up(&e.path());
+        }
+    }
+}
+
+/// A copy of the binary `bin` that every user can run, for tests that run it as
+/// [`NOBODY`] (the checkout it was built in may be out of their reach). The copy lives as
+/// long as the returned directory.
+pub fn runnable_copy(bin: &Path) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join(bin.file_name().expect("a file"));
+    std::fs::copy(bin, &copy).expect("copy binary");
+    open_up(dir.path());
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, copy)
+}
