@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aead_store::{CachedStore, FsStore};
+use aead_store::{CachedStore, FsStore, NoncePolicy};
 use hsm_proto::{KeyHandle, Timeouts};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// `--header-timeout` (seconds).
     pub header_timeout: Option<f64>,
+    /// `--random-nonce-aeads`.
+    pub random_nonce_aeads: Option<bool>,
 }
 
 impl FileConfig {
@@ -84,6 +86,8 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     /// Queue depth per device.
     pub queue_depth: usize,
+    /// Which AEAD nonces are served (`--random-nonce-aeads`: any).
+    pub nonce_policy: NoncePolicy,
 }
 
 /// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
@@ -191,7 +195,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .with_nonce_policy(s.nonce_policy);
+    if s.nonce_policy == NoncePolicy::Any {
+        warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD directory ties them to a public id");
+    }
     let store = CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES);
     let pool = Arc::new(Pool::start(
         backends(&s)?,
@@ -309,6 +317,7 @@ mod tests {
             toml::from_str(include_str!("../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
         assert_eq!(c.port, Some(8002));
         assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
+        assert_eq!(c.random_nonce_aeads, Some(false));
     }
 
     #[test]

@@ -432,3 +432,162 @@ fn keystore_unlock_with_admin_otp_straight_on_a_device() {
         text(&o)
     );
 }
+
+/// Issue 9: a version-1 AEAD records its own nonce, which the HSM authenticates, so a file
+/// copied to another public id's path would decode that id's OTPs made with the first
+/// YubiKey's token part. By default the nonce must be the public id; stores made with
+/// `--random-nonce` need `--random-nonce-aeads`.
+#[test]
+fn a_v1_aead_under_another_ids_path_is_refused_and_random_nonces_need_the_option() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let link = dev.path().display().to_string();
+    let v = otp_vectors();
+    let yk = &v["yubikeys"][0];
+    let (key, uid) = (yk["aes_key"].as_str().unwrap(), yk["uid"].as_str().unwrap());
+    let store = e2e_tests::aead_dir();
+    let b = store.path().display().to_string();
+    let theirs = "ccccccccccce";
+    let copy = store.path().join("0x20/cc/cc/cc/cc/cc/ce/ccccccccccce");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(
+        store.path().join("0x20/cc/cc/de/ul/fb/vj/ccccdeulfbvj"),
+        &copy,
+    )
+    .unwrap();
+    let serve_args = [
+        "-D",
+        &link,
+        "-B",
+        &b,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+    ];
+    let d = serve(&serve_args);
+    let decode = |d: &Serve, otp: &str| get(d.1, &format!("/wsapi/decrypt?otp={otp}")).body;
+    let forged = ykgenerate(theirs, key, uid, 1, 2, 3, 4);
+    assert_eq!(decode(&d, &forged), "ERR Corrupt AEAD\n");
+    let own = ykgenerate(yk["public_id"].as_str().unwrap(), key, uid, 1, 2, 3, 4);
+    assert_eq!(
+        decode(&d, &own),
+        "OK counter=0001 low=0002 high=03 use=04\n"
+    );
+    drop(d);
+    // verify names the file on a line of its own, and fails.
+    let o = ksm(&["store", "verify", "-B", &b]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("NONCE {}", copy.display()))
+            && text(&o).contains("nonce differs from public id")
+            && text(&o).contains("1 nonce differs from public id"),
+        "{}",
+        text(&o)
+    );
+
+    // A store made with random nonces.
+    let tmp = tempfile::tempdir().unwrap();
+    let rnd = tmp.path().join("random");
+    std::fs::create_dir(&rnd).unwrap();
+    let r = rnd.display().to_string();
+    let o = ksm(&[
+        "generate-keys",
+        "-D",
+        &link,
+        "--key-handles",
+        "0x20",
+        "--start-public-id",
+        "2000",
+        "-c",
+        "2",
+        "-O",
+        &r,
+        "--random-nonce",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let k20 = key_file(
+        tmp.path(),
+        "k20",
+        v["key_handles"]["0x20"].as_str().unwrap(),
+    );
+    let csv = ksm(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k20,
+        "--format",
+        "yubikey-csv",
+        &r,
+    ]);
+    assert!(csv.status.success(), "{}", text(&csv));
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let otp = ykgenerate(first[1], first[3], first[2], 5, 6, 7, 8);
+    let strict = serve(&[
+        "-D",
+        &link,
+        "-B",
+        &r,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+    ]);
+    assert_eq!(decode(&strict, &otp), "ERR Corrupt AEAD\n");
+    drop(strict);
+    let relaxed = serve(&[
+        "-D",
+        &link,
+        "-B",
+        &r,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+        "--random-nonce-aeads",
+    ]);
+    assert_eq!(
+        decode(&relaxed, &otp),
+        "OK counter=0005 low=0006 high=07 use=08\n"
+    );
+    drop(relaxed);
+    // The same from ksm.toml.
+    let conf = tmp.path().join("ksm.toml");
+    std::fs::write(&conf, "random-nonce-aeads = true\n").unwrap();
+    let relaxed = serve(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "-D",
+        &link,
+        "-B",
+        &r,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+    ]);
+    assert_eq!(
+        decode(
+            &relaxed,
+            &ykgenerate(first[1], first[3], first[2], 5, 7, 7, 8)
+        ),
+        "OK counter=0005 low=0007 high=07 use=08\n"
+    );
+    drop(relaxed);
+    // verify reports them either way; only without the option do they fail it.
+    let o = ksm(&["store", "verify", "-B", &r]);
+    assert!(
+        !o.status.success() && text(&o).contains("2 nonce differs"),
+        "{}",
+        text(&o)
+    );
+    let o = ksm(&["store", "verify", "-B", &r, "--random-nonce-aeads"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("NONCE ")
+            && text(&o).contains(
+                "2 good, 0 bad, 0 misplaced, 0 rejected by the HSM, 2 nonce differs from public id"
+            ),
+        "{}",
+        text(&o)
+    );
+}

@@ -87,6 +87,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         pid_file: None,
         socket: None,
         queue_depth: 64,
+        nonce_policy: aead_store::NoncePolicy::PublicId,
     }
 }
 
