@@ -77,7 +77,15 @@ pub fn read_private(path: &Path) -> Result<Zeroizing<String>> {
             reason: format!("longer than {MAX_KEY_FILE} bytes: not a key file"),
         });
     }
-    // Moves the buffer (no copy); on failure the bytes come back in the error and are wiped.
+    into_text(bytes).map_err(|line| Error::KeyFile {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: not UTF-8 text"),
+    })
+}
+
+/// Secret bytes as text, moved (not copied) into a string wiped on drop. If they are not
+/// UTF-8 they are wiped, and the error is the (1-based) line where the text goes wrong.
+pub fn into_text(mut bytes: Zeroizing<Vec<u8>>) -> std::result::Result<Zeroizing<String>, usize> {
     match String::from_utf8(std::mem::take(&mut *bytes)) {
         Ok(text) => Ok(Zeroizing::new(text)),
         Err(e) => {
@@ -87,10 +95,7 @@ pub fn read_private(path: &Path) -> Result<Zeroizing<String>> {
                 .unwrap_or_default();
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
             e.into_bytes().zeroize();
-            Err(Error::KeyFile {
-                path: path.to_path_buf(),
-                reason: format!("line {line}: not UTF-8 text"),
-            })
+            Err(line)
         }
     }
 }

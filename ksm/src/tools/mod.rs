@@ -11,7 +11,7 @@ use std::io::BufRead;
 use std::path::Path;
 
 use hsm_proto::{AesKey, KeyHandle, PublicId};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::Error;
 
@@ -108,14 +108,8 @@ pub fn read_secret_line(input: &mut dyn BufRead) -> Result<SecretLine, Error> {
     while matches!(buf.last(), Some(&(b'\n' | b'\r'))) {
         buf.pop();
     }
-    // Moves the buffer (no copy); on failure the bytes come back in the error and are wiped.
-    match String::from_utf8(std::mem::take(&mut *buf)) {
-        Ok(text) => Ok(SecretLine::Text(Zeroizing::new(text))),
-        Err(e) => {
-            e.into_bytes().zeroize();
-            Ok(SecretLine::Invalid("not UTF-8 text"))
-        }
-    }
+    Ok(hsm_proto::keyfile::into_text(buf)
+        .map_or(SecretLine::Invalid("not UTF-8 text"), SecretLine::Text))
 }
 
 #[cfg(test)]
