@@ -462,7 +462,7 @@ impl CachedStore {
     }
 
     fn start(disk: FsStore, max_entries: usize, wait: bool) -> CachedStore {
-        let base = disk.real_base().to_path_buf();
+        let base = disk.base().to_path_buf();
         let shared = Arc::new(Shared {
             disk,
             cache: RwLock::new(Cache {
@@ -697,7 +697,13 @@ mod tests {
         // A new key in new directories is served at once: misses read the disk.
         let other = FsStore::open(d.path(), vec![KH]).unwrap();
         other
-            .write(KH, &id(0x1234), &Nonce([0; 6]), &aead(0x1234, 1), false)
+            .write(
+                KH,
+                &id(0x1234),
+                &id(0x1234).to_nonce().unwrap(),
+                &aead(0x1234, 1),
+                false,
+            )
             .unwrap();
         assert!(c.lookup(&id(0x1234)).unwrap().is_some());
         // Temp files are never AEADs.
@@ -752,7 +758,7 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(
             &p,
-            crate::format::write_v1(KeyHandle(0x21), &Nonce([0; 6]), &aead(1, 9)),
+            crate::format::write_v1(KeyHandle(0x21), &id(1).to_nonce().unwrap(), &aead(1, 9)),
         )
         .unwrap();
         eventually("new handle directory", || {
@@ -789,7 +795,7 @@ mod tests {
         let base = root.path().join("aeads");
         std::fs::create_dir(&base).unwrap();
         let disk = FsStore::open(&base, vec![KH]).unwrap();
-        disk.write(KH, &id(1), &Nonce([0; 6]), &aead(1, 1), false)
+        disk.write(KH, &id(1), &id(1).to_nonce().unwrap(), &aead(1, 1), false)
             .unwrap();
         let c = disk.watch();
         assert!(c.lookup(&id(1)).unwrap().is_some());
@@ -809,7 +815,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let disk = FsStore::open(d.path(), vec![KH]).unwrap();
         for i in 1..=5 {
-            disk.write(KH, &id(i), &Nonce([0; 6]), &aead(i, 1), false)
+            disk.write(KH, &id(i), &id(i).to_nonce().unwrap(), &aead(i, 1), false)
                 .unwrap();
         }
         let c = CachedStore::new(disk, 3);

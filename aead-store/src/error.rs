@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hsm_proto::KeyHandle;
+use hsm_proto::{KeyHandle, Nonce, PublicId};
 
 /// What can go wrong reading or writing the AEAD store.
 ///
@@ -59,6 +59,18 @@ pub enum StoreError {
     /// An AEAD exists and replacing it was not asked for.
     #[error("{0}: AEAD already exists (use --force to replace it)")]
     AlreadyExists(PathBuf),
+    /// A version-1 file whose nonce is not the public id it was found under, in a store
+    /// opened with [`crate::NoncePolicy::PublicId`]: most likely another YubiKey's file
+    /// copied or renamed to this id's place.
+    #[error("{path}: nonce differs from public id (nonce {nonce}, public id {id}); a copied or renamed AEAD file? Stores made with --random-nonce need --random-nonce-aeads")]
+    NonceMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The nonce written in the file.
+        nonce: Nonce,
+        /// The public id it was looked up as.
+        id: PublicId,
+    },
     /// A version-0 file's nonce is its public id, which must then be at most 6 bytes.
     #[error("{0}: public id longer than 6 bytes cannot be the nonce of a version-0 file")]
     IdTooLong(PathBuf),
@@ -76,7 +88,8 @@ impl StoreError {
             StoreError::Io { path, .. }
             | StoreError::UnknownVersion { path, .. }
             | StoreError::Malformed { path, .. }
-            | StoreError::KeyHandleMismatch { path, .. } => path,
+            | StoreError::KeyHandleMismatch { path, .. }
+            | StoreError::NonceMismatch { path, .. } => path,
         }
     }
 

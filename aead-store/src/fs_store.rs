@@ -10,20 +10,29 @@ use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use nix::fcntl::OFlag;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use tracing::info;
 
 use crate::format::{self, AeadFile, FormatError};
 use crate::layout::{aead_path, aead_path_in, write_dir, KeyHandleDirs, Layout};
-use crate::{StoreError, StoredAead};
+use crate::{NoncePolicy, StoreError, StoredAead};
 
 /// An AEAD directory in pyhsm's layout, read from disk on every lookup.
 ///
 /// For the daemon, [`FsStore::watch`] puts a watched in-memory cache in front of it.
+///
+/// The base directory is resolved once, when the store is opened: if `-B` is a symlink
+/// (or lies below one), the store keeps using the directory it pointed to then, and says so
+/// in the log. Re-pointing the symlink takes effect at the next start. Following it per
+/// lookup instead would split the store in two: the watch (and so the cache) stays on the
+/// directory it was set up on, and every file of the new target would lie "outside the
+/// store" as the escape check saw it at start-up.
 #[derive(Debug, Clone)]
 pub struct FsStore {
+    /// The base directory with every symlink resolved at open: where everything is read and
+    /// written, and what "inside the store" means.
     base: PathBuf,
-    /// `base` with every symlink resolved: what "inside the store" means.
-    real_base: PathBuf,
     key_handles: Vec<KeyHandle>,
+    nonce_policy: NoncePolicy,
 }
 
 /// What a lookup found, and where (for the cache to rebuild the path).
@@ -35,31 +44,46 @@ pub(crate) struct Found {
 
 impl FsStore {
     /// A store rooted at `base`, which must be an existing directory, looking AEADs up under
-    /// `key_handles` in this order (the first found wins).
+    /// `key_handles` in this order (the first found wins), accepting only nonces equal to the
+    /// public id ([`NoncePolicy::PublicId`]; see [`FsStore::with_nonce_policy`]).
     pub fn open(
         base: impl AsRef<Path>,
         key_handles: Vec<KeyHandle>,
     ) -> Result<FsStore, StoreError> {
-        let base = base.as_ref();
-        let real_base = fs::canonicalize(base)
+        let given = base.as_ref();
+        let base = fs::canonicalize(given)
             .ok()
             .filter(|p| p.is_dir())
-            .ok_or_else(|| StoreError::NoBase(base.to_path_buf()))?;
+            .ok_or_else(|| StoreError::NoBase(given.to_path_buf()))?;
+        if base != given && fs::symlink_metadata(given).is_ok_and(|m| m.is_symlink()) {
+            info!(
+                aead_dir = %given.display(),
+                resolved = %base.display(),
+                "the AEAD directory is a symlink: resolved once, now; re-pointing it takes effect at the next start"
+            );
+        }
         Ok(FsStore {
-            base: base.to_path_buf(),
-            real_base,
+            base,
             key_handles,
+            nonce_policy: NoncePolicy::default(),
         })
     }
 
-    /// The base directory, as given.
-    pub fn base(&self) -> &Path {
-        &self.base
+    /// The same store, reading version-1 files under `policy` (the default is
+    /// [`NoncePolicy::PublicId`]).
+    pub fn with_nonce_policy(mut self, policy: NoncePolicy) -> FsStore {
+        self.nonce_policy = policy;
+        self
     }
 
-    /// The base directory with symlinks resolved.
-    pub fn real_base(&self) -> &Path {
-        &self.real_base
+    /// Which nonces reads accept.
+    pub fn nonce_policy(&self) -> NoncePolicy {
+        self.nonce_policy
+    }
+
+    /// The base directory, symlinks resolved when the store was opened.
+    pub fn base(&self) -> &Path {
+        &self.base
     }
 
     /// The configured key handles, in lookup order.
@@ -112,7 +136,8 @@ impl FsStore {
     /// Reads and checks one AEAD file, trusting nothing: every symlink on the path must stay
     /// inside the store, it must be a regular file (opened without blocking, so a FIFO cannot
     /// hang us) of at most 1 KiB in a known format, and a version-1 file must name
-    /// `dir_kh`, the handle of the directory it lies in. A version-0 file gets `dir_kh` and
+    /// `dir_kh`, the handle of the directory it lies in, and carry a nonce the store's
+    /// [`NoncePolicy`] accepts for `id`. A version-0 file gets `dir_kh` and
     /// the binary public id `id` as its nonce.
     pub fn read_file(
         &self,
@@ -121,33 +146,10 @@ impl FsStore {
         id: &PublicId,
     ) -> Result<StoredAead, StoreError> {
         let real = fs::canonicalize(path).map_err(|e| StoreError::io(path, &e))?;
-        if !real.starts_with(&self.real_base) {
+        if !real.starts_with(&self.base) {
             return Err(StoreError::SymlinkEscape(path.to_path_buf()));
         }
-        let flags = OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(flags.bits())
-            .open(&real)
-            .map_err(|e| StoreError::io(path, &e))?;
-        let meta = file.metadata().map_err(|e| StoreError::io(path, &e))?;
-        if !meta.is_file() {
-            return Err(StoreError::NotAFile(path.to_path_buf()));
-        }
-        let mut bytes = Vec::with_capacity(64);
-        file.take(format::MAX_FILE as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::io(path, &e))?;
-        let parsed = format::parse(&bytes).map_err(|e| match e {
-            FormatError::UnknownVersion(version) => StoreError::UnknownVersion {
-                path: path.to_path_buf(),
-                version,
-            },
-            FormatError::Malformed(reason) => StoreError::Malformed {
-                path: path.to_path_buf(),
-                reason,
-            },
-        })?;
+        let parsed = read_at(&real, path)?;
         let (key_handle, nonce, aead) = match parsed {
             AeadFile::V0(aead) => {
                 let nonce = id
@@ -167,6 +169,7 @@ impl FsStore {
                         dir: dir_kh,
                     });
                 }
+                self.nonce_policy.check(path, id, &nonce)?;
                 (key_handle, nonce, aead)
             }
         };
@@ -218,11 +221,7 @@ impl FsStore {
         let Some(dir) = path.parent() else {
             return Err(StoreError::NotAFile(path));
         };
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, &e))?;
-        let real_dir = fs::canonicalize(dir).map_err(|e| StoreError::io(dir, &e))?;
-        if !real_dir.starts_with(&self.real_base) {
-            return Err(StoreError::SymlinkEscape(dir.to_path_buf()));
-        }
+        self.make_dirs_inside(dir)?;
         let suffix: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
             .take(6)
@@ -250,6 +249,72 @@ impl FsStore {
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(dir, &e))?;
         Ok(path)
+    }
+}
+
+/// Reads and parses one AEAD file without trusting it: opened without blocking (a FIFO cannot
+/// hang the caller), refused unless the opened handle is a regular file, and read up to
+/// [`format::MAX_FILE`] + 1 bytes only (a huge or sparse file costs one short read). Errors
+/// name `path`. This is what [`FsStore`] reads every file with; tools that read AEAD files
+/// outside a store (`decrypt-aead`) use it too.
+pub fn read_aead_file(path: &Path) -> Result<AeadFile, StoreError> {
+    read_at(path, path)
+}
+
+/// [`read_aead_file`] of `real` (symlinks already resolved, so `O_NOFOLLOW` only guards
+/// against a swap since), with errors naming `shown`.
+fn read_at(real: &Path, shown: &Path) -> Result<AeadFile, StoreError> {
+    let flags = OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(real)
+        .map_err(|e| StoreError::io(shown, &e))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(shown, &e))?;
+    if !meta.is_file() {
+        return Err(StoreError::NotAFile(shown.to_path_buf()));
+    }
+    let mut bytes = Vec::with_capacity(64);
+    file.take(format::MAX_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io(shown, &e))?;
+    format::parse(&bytes).map_err(|e| match e {
+        FormatError::UnknownVersion(version) => StoreError::UnknownVersion {
+            path: shown.to_path_buf(),
+            version,
+        },
+        FormatError::Malformed(reason) => StoreError::Malformed {
+            path: shown.to_path_buf(),
+            reason,
+        },
+    })
+}
+
+impl FsStore {
+    /// Creates `dir` (below the base) and its missing parents, one level at a time, checking
+    /// each level that exists before anything is created below it: a key-handle or layout
+    /// directory that is a symlink leading out of the store is refused
+    /// ([`StoreError::SymlinkEscape`]) while nothing has been created outside.
+    fn make_dirs_inside(&self, dir: &Path) -> Result<(), StoreError> {
+        let Ok(rel) = dir.strip_prefix(&self.base) else {
+            return Err(StoreError::SymlinkEscape(dir.to_path_buf()));
+        };
+        let mut at = self.base.clone();
+        for part in rel.components() {
+            at.push(part);
+            match fs::create_dir(&at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io(&at, &e)),
+            }
+            // Created by us inside a checked directory, or there before: either way it must
+            // still resolve inside the store before anything goes below it.
+            let real = fs::canonicalize(&at).map_err(|e| StoreError::io(&at, &e))?;
+            if !real.starts_with(&self.base) {
+                return Err(StoreError::SymlinkEscape(at));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -300,6 +365,11 @@ mod tests {
         Aead::new(&[b; 30]).unwrap()
     }
 
+    /// The nonce of an AEAD made for `id_` the default way.
+    fn nonce(id_: &str) -> Nonce {
+        id(id_).to_nonce().unwrap()
+    }
+
     fn store(khs: &[KeyHandle]) -> (tempfile::TempDir, FsStore) {
         let d = tempfile::tempdir().unwrap();
         let s = FsStore::open(d.path(), khs.to_vec()).unwrap();
@@ -315,23 +385,147 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_file_whose_nonce_is_not_its_public_id_is_refused_unless_any_nonce_is_allowed() {
+        let (d, s) = store(&[KH20]);
+        let (a, b) = (id("ccccdeulfbvj"), id("ccccccccccce"));
+        let na = a.to_nonce().unwrap();
+        // A's good file copied to B's place: the HSM authenticates the nonce stored in it,
+        // so without the rule OTPs of B made with A's token part would decode.
+        let good = s.write(KH20, &a, &na, &aead(1), false).unwrap();
+        let copy = aead_path(&d.path().join("0x20"), &b);
+        fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        fs::copy(&good, &copy).unwrap();
+        assert_eq!(s.lookup(&a).unwrap().unwrap().path, good);
+        let refused = Err(StoreError::NonceMismatch {
+            path: copy.clone(),
+            nonce: na,
+            id: b.clone(),
+        });
+        assert_eq!(s.lookup(&b), refused);
+        assert!(refused
+            .clone()
+            .unwrap_err()
+            .to_string()
+            .contains("nonce differs from public id"));
+        // The cached store resolves lookups the same way.
+        let cached = s.clone().watch();
+        assert_eq!(crate::Store::lookup(&cached, &b), refused);
+        // Stores made with random nonces say so when opened.
+        let any = s.clone().with_nonce_policy(NoncePolicy::Any);
+        assert_eq!(any.nonce_policy(), NoncePolicy::Any);
+        assert_eq!(any.lookup(&b).unwrap().unwrap().nonce, na);
+        // A version-0 file has no nonce but its name: never refused.
+        let v0 = put(
+            d.path(),
+            "0x20",
+            "cccccccccccd",
+            Layout::Code,
+            aead(2).as_bytes(),
+        );
+        assert_eq!(s.lookup(&id("cccccccccccd")).unwrap().unwrap().path, v0);
+    }
+
+    #[test]
+    fn a_write_through_a_symlink_out_of_the_store_creates_nothing_outside() {
+        let (d, s) = store(&[KH20]);
+        let outside = tempfile::tempdir().unwrap();
+        let i = id("ccbbddeeffcc");
+        let n = i.to_nonce().unwrap();
+        // The key-handle directory itself a symlink out.
+        let kh_dir = d.path().join("0x20");
+        std::os::unix::fs::symlink(outside.path(), &kh_dir).unwrap();
+        assert_eq!(
+            s.write(KH20, &i, &n, &aead(1), false),
+            Err(StoreError::SymlinkEscape(kh_dir.clone()))
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // An id directory deeper down a symlink out.
+        fs::remove_file(&kh_dir).unwrap();
+        fs::create_dir_all(kh_dir.join("cc/bb")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), kh_dir.join("cc/bb/dd")).unwrap();
+        assert_eq!(
+            s.write(KH20, &i, &n, &aead(1), true),
+            Err(StoreError::SymlinkEscape(kh_dir.join("cc/bb/dd")))
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A symlink that stays inside is fine.
+        fs::remove_file(kh_dir.join("cc/bb/dd")).unwrap();
+        fs::create_dir(d.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), kh_dir.join("cc/bb/dd")).unwrap();
+        let p = s.write(KH20, &i, &n, &aead(1), false).unwrap();
+        assert_eq!(s.lookup(&i).unwrap().unwrap().path, p);
+        assert!(d.path().join("elsewhere/ee/ff/cc/ccbbddeeffcc").is_file());
+    }
+
+    #[test]
+    fn a_symlinked_base_is_resolved_once_when_the_store_is_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, link) = (
+            d.path().join("a"),
+            d.path().join("b"),
+            d.path().join("aeads"),
+        );
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        std::os::unix::fs::symlink("a", &link).unwrap();
+        let s = FsStore::open(&link, vec![KH20]).unwrap();
+        assert_eq!(s.base(), fs::canonicalize(&a).unwrap());
+        let i = id("ccbbddeeffcc");
+        let n = i.to_nonce().unwrap();
+        let in_a = s.write(KH20, &i, &n, &aead(1), false).unwrap();
+        FsStore::open(&b, vec![KH20])
+            .unwrap()
+            .write(KH20, &i, &n, &aead(2), false)
+            .unwrap();
+        // Re-pointed (a deploy switching releases): this store keeps serving what it opened,
+        // rather than refusing every file of the new target as outside the old one.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("b", &link).unwrap();
+        let got = s.lookup(&i).unwrap().unwrap();
+        assert_eq!((got.aead, got.path), (aead(1), in_a));
+        assert!(s.walk().iter().all(|e| e.is_good()));
+    }
+
+    #[test]
+    fn the_safe_reader_refuses_fifos_and_big_files_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(read_aead_file(&fifo), Err(StoreError::NotAFile(fifo)));
+        let big = d.path().join("big");
+        File::create(&big).unwrap().set_len(100 << 20).unwrap();
+        assert_eq!(
+            read_aead_file(&big),
+            Err(StoreError::Malformed {
+                path: big,
+                reason: "longer than any AEAD file"
+            })
+        );
+        let v1 = d.path().join("v1");
+        fs::write(&v1, format::write_v1(KH20, &Nonce([1; 6]), &aead(1))).unwrap();
+        assert!(matches!(read_aead_file(&v1), Ok(AeadFile::V1 { .. })));
+    }
+
+    #[test]
     fn write_then_lookup_round_trip() {
         let (d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        let p = s.write(KH20, &i, &Nonce([1; 6]), &aead(7), false).unwrap();
+        let p = s
+            .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(7), false)
+            .unwrap();
         assert_eq!(p, d.path().join("0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc"));
         assert_eq!(
             s.lookup(&i).unwrap(),
             Some(StoredAead {
                 key_handle: KH20,
-                nonce: Nonce([1; 6]),
+                nonce: nonce("ccbbddeeffcc"),
                 aead: aead(7),
                 path: p.clone(),
             })
         );
         assert_eq!(
             fs::read(&p).unwrap(),
-            format::write_v1(KH20, &Nonce([1; 6]), &aead(7))
+            format::write_v1(KH20, &nonce("ccbbddeeffcc"), &aead(7))
         );
         assert_eq!(s.lookup(&id("cccccccccccb")).unwrap(), None);
         // Only the AEAD is left in its directory: no temp file.
@@ -349,16 +543,23 @@ mod tests {
     fn existing_aead_is_kept_unless_forced() {
         let (_d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        let p = s.write(KH20, &i, &Nonce([1; 6]), &aead(1), false).unwrap();
+        let p = s
+            .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(1), false)
+            .unwrap();
         assert_eq!(
-            s.write(KH20, &i, &Nonce([1; 6]), &aead(2), false),
+            s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), false),
             Err(StoreError::AlreadyExists(p.clone()))
         );
         assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(1));
-        assert_eq!(s.write(KH20, &i, &Nonce([1; 6]), &aead(2), true), Ok(p));
+        assert_eq!(
+            s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true),
+            Ok(p)
+        );
         assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(2));
         // Another handle is another AEAD.
-        assert!(s.write(KH21, &i, &Nonce([1; 6]), &aead(3), false).is_ok());
+        assert!(s
+            .write(KH21, &i, &nonce("ccbbddeeffcc"), &aead(3), false)
+            .is_ok());
     }
 
     #[test]
@@ -390,11 +591,13 @@ mod tests {
         );
         assert_eq!(s.existing(KH20, &i), Some(p.clone()));
         assert_eq!(
-            s.write(KH20, &i, &Nonce([0; 6]), &aead(2), false),
+            s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), false),
             Err(StoreError::AlreadyExists(p))
         );
         // Forced, it goes to the canonical place, which lookups then prefer.
-        let q = s.write(KH20, &i, &Nonce([0; 6]), &aead(2), true).unwrap();
+        let q = s
+            .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true)
+            .unwrap();
         assert!(q.starts_with(d.path().join("0x20")));
         assert_eq!(s.lookup(&i).unwrap().unwrap().path, q);
     }
@@ -448,7 +651,7 @@ mod tests {
                 spelling,
                 "cccccccccccd",
                 Layout::Code,
-                &format::write_v1(kh, &Nonce([4; 6]), &aead(2)),
+                &format::write_v1(kh, &nonce("cccccccccccd"), &aead(2)),
             );
             let a = s.lookup(&id("cccccccccccb")).unwrap().unwrap();
             assert_eq!((a.key_handle, a.path), (kh, v0), "{spelling}");
@@ -496,7 +699,7 @@ mod tests {
             "32",
             "ccbbddeeffcc",
             Layout::Code,
-            &format::write_v1(KH20, &Nonce([0; 6]), &aead(1)),
+            &format::write_v1(KH20, &nonce("ccbbddeeffcc"), &aead(1)),
         );
         assert_eq!(s.lookup(&i).unwrap().unwrap().key_handle, KH20);
         put(
@@ -504,7 +707,7 @@ mod tests {
             "0x21",
             "ccbbddeeffcc",
             Layout::Code,
-            &format::write_v1(KH21, &Nonce([0; 6]), &aead(2)),
+            &format::write_v1(KH21, &nonce("ccbbddeeffcc"), &aead(2)),
         );
         assert_eq!(
             s.lookup(&i).unwrap().unwrap().key_handle,
@@ -638,13 +841,12 @@ mod tests {
             Err(StoreError::SymlinkEscape(via))
         );
         // A symlink inside the store is followed.
-        let good = put(
-            d.path(),
-            "0x20",
-            "cccccccccccj",
-            Layout::Code,
-            &format::write_v1(KH20, &Nonce([0; 6]), &aead(3)),
-        );
+        let good = d.path().join("elsewhere");
+        fs::write(
+            &good,
+            format::write_v1(KH20, &nonce("ccccccccccck"), &aead(3)),
+        )
+        .unwrap();
         let inner = aead_path_in(&base, &id("ccccccccccck"), Layout::Code);
         fs::create_dir_all(inner.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&good, &inner).unwrap();

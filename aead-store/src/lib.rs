@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 pub use cache::{CachedStore, ENTRY_BYTES};
 pub use error::StoreError;
-pub use fs_store::FsStore;
+pub use fs_store::{read_aead_file, FsStore};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 pub use walk::{stats, KhStats, Walk, WalkEntry};
 
@@ -44,6 +44,47 @@ pub struct StoredAead {
     pub aead: Aead,
     /// The file it came from.
     pub path: PathBuf,
+}
+
+/// Which nonces a store accepts in version-1 files (a version-0 file has no nonce but the
+/// public id of its name, so it always passes).
+///
+/// The HSM authenticates an AEAD together with the nonce it is given, and a version-1 file
+/// carries its own nonce. Nothing else ties the file to the public id it is found under: a
+/// file copied to another id's path would make the HSM accept that other id followed by the
+/// first YubiKey's token part. So by default the nonce must be the public id (what pyhsm
+/// writes unless told `--random-nonce`), and [`FsStore`] checks it on every read, whoever
+/// asks: the daemon, the cache, `verify`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NoncePolicy {
+    /// The nonce must equal [`PublicId::to_nonce`] of the id looked up, else
+    /// [`StoreError::NonceMismatch`].
+    #[default]
+    PublicId,
+    /// Any nonce (stores made with `generate-keys`/`import-keys --random-nonce`). The file's
+    /// place is then all that binds an AEAD to its id: whoever can copy files inside the
+    /// store can make one YubiKey answer for another id.
+    Any,
+}
+
+impl NoncePolicy {
+    /// Checks the `nonce` of the file at `path`, looked up as `id`.
+    pub fn check(
+        self,
+        path: &std::path::Path,
+        id: &PublicId,
+        nonce: &Nonce,
+    ) -> Result<(), StoreError> {
+        match self {
+            NoncePolicy::Any => Ok(()),
+            NoncePolicy::PublicId if id.to_nonce().is_ok_and(|n| n == *nonce) => Ok(()),
+            NoncePolicy::PublicId => Err(StoreError::NonceMismatch {
+                path: path.to_path_buf(),
+                nonce: *nonce,
+                id: id.clone(),
+            }),
+        }
+    }
 }
 
 /// What the daemon and the tools need from an AEAD store.

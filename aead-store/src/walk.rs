@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use hsm_proto::{KeyHandle, PublicId};
 
 use crate::layout::{aead_path_in, KeyHandleDirs, Layout};
-use crate::{FsStore, StoreError, StoredAead};
+use crate::{FsStore, NoncePolicy, StoreError, StoredAead};
 
 /// One file found by [`FsStore::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +24,14 @@ pub struct WalkEntry {
     /// The AEAD, or why the file is unusable.
     pub result: Result<StoredAead, StoreError>,
     /// Ways a readable file is in the wrong place: not at either layout's path for its name
-    /// under its key-handle directory, or a nonce other than its public id. (A version-1
-    /// file naming another key handle than its directory is an error in `result`.)
+    /// under its key-handle directory. (A version-1 file naming another key handle than its
+    /// directory is an error in `result`.)
     pub misplaced: Vec<String>,
+    /// A version-1 file whose nonce is not the public id of its name, whatever the store's
+    /// [`crate::NoncePolicy`]: under the default policy `result` is then
+    /// [`StoreError::NonceMismatch`]; under [`crate::NoncePolicy::Any`] the file is usable and
+    /// this is all that tells it apart.
+    pub nonce_differs: bool,
 }
 
 impl WalkEntry {
@@ -137,6 +142,7 @@ impl Walk<'_> {
                 id: None,
                 result: Err(StoreError::io(dir, &e)),
                 misplaced: Vec::new(),
+                nonce_differs: false,
             }),
         }
     }
@@ -152,27 +158,28 @@ impl Walk<'_> {
                 dir_key_handle: kh,
                 id: None,
                 misplaced: Vec::new(),
+                nonce_differs: false,
             };
         };
         let result = self.store.read_file(&path, kh, &id);
         let mut misplaced = Vec::new();
-        if let Ok(s) = &result {
-            let places = Layout::READ_ORDER.map(|l| aead_path_in(kh_dir, &id, l));
-            if !places.contains(&path) {
-                misplaced.push(format!("not at {}", places[0].display()));
-            }
-            if let Ok(n) = id.to_nonce() {
-                if n != s.nonce {
-                    misplaced.push(format!("nonce {} is not the public id {id}", s.nonce));
+        let nonce_differs = match &result {
+            Ok(s) => {
+                let places = Layout::READ_ORDER.map(|l| aead_path_in(kh_dir, &id, l));
+                if !places.contains(&path) {
+                    misplaced.push(format!("not at {}", places[0].display()));
                 }
+                NoncePolicy::PublicId.check(&path, &id, &s.nonce).is_err()
             }
-        }
+            Err(e) => matches!(e, StoreError::NonceMismatch { .. }),
+        };
         WalkEntry {
             path,
             dir_key_handle: kh,
             id: Some(id),
             result,
             misplaced,
+            nonce_differs,
         }
     }
 }
@@ -188,6 +195,7 @@ impl Iterator for Walk<'_> {
                 id: None,
                 result: Err(e),
                 misplaced: Vec::new(),
+                nonce_differs: false,
             });
         }
         loop {
@@ -230,6 +238,7 @@ impl Iterator for Walk<'_> {
                     path,
                     dir_key_handle: kh,
                     misplaced: Vec::new(),
+                    nonce_differs: false,
                 });
             }
             if let Some(err) = self.push(kh, kh_dir, &path) {
@@ -308,10 +317,20 @@ mod tests {
         assert!(by_name("ccbbddeeffcc").is_good());
         assert!(by_name("cccccccccccd").is_good());
         assert_eq!(by_name("cccccccccccd").dir_key_handle, KH20);
-        assert_eq!(
-            by_name("cccccccccccb").misplaced,
-            ["nonce 090909090909 is not the public id cccccccccccb"]
-        );
+        let foreign = by_name("cccccccccccb");
+        assert!(foreign.nonce_differs && foreign.misplaced.is_empty());
+        assert!(matches!(
+            &foreign.result,
+            Err(StoreError::NonceMismatch {
+                nonce: Nonce([9, 9, 9, 9, 9, 9]),
+                ..
+            })
+        ));
+        // Opened for random nonces, the same file is usable, and still told apart.
+        let any = s.clone().with_nonce_policy(NoncePolicy::Any).walk();
+        let foreign = any.iter().find(|e| e.path == foreign.path).unwrap();
+        assert!(foreign.nonce_differs && foreign.is_good());
+        assert!(!by_name("ccbbddeeffcc").nonce_differs);
         assert_eq!(
             by_name("ccccccccccce").misplaced,
             [format!(
@@ -345,8 +364,8 @@ mod tests {
             counts[&KH20],
             KhStats {
                 good: 2,
-                misplaced: 2,
-                bad: 3
+                misplaced: 1,
+                bad: 4
             }
         );
         assert_eq!(stats(&entries)[&KH20], (2, 5));

@@ -11,7 +11,11 @@ use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+    // Resolved, as the store resolves its base (and so the paths it reports).
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .canonicalize()
+        .unwrap()
 }
 
 fn vectors() -> Value {

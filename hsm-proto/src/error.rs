@@ -122,6 +122,15 @@ pub enum Error {
     /// Hex text could not be decoded.
     #[error("invalid hex in {0}")]
     InvalidHex(&'static str),
+    /// A file holding keys in clear is not private, not a file, unreadable or too long
+    /// (see [`crate::keyfile`]). The reason never quotes the file's text.
+    #[error("{}: {reason}", path.display())]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The emulator's configuration is wrong.
     #[error("emulator configuration: {0}")]
     Config(String),

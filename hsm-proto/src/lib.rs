@@ -19,6 +19,7 @@ mod client;
 mod error;
 pub mod flags;
 mod key_handle;
+pub mod keyfile;
 pub mod line;
 pub mod modhex;
 mod nonce;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aead_store::FsStore;
+use aead_store::{FsStore, NoncePolicy};
 use clap::{Args, Parser, Subcommand};
 use hsm_proto::Timeouts;
 use ipnet::IpNet;
@@ -213,6 +213,10 @@ pub enum StoreCmd {
         /// Where the HSM is (implies --hsm).
         #[command(flatten)]
         dev: DeviceArgs,
+        /// The store was made with --random-nonce: AEADs whose nonce is not their public id
+        /// are still listed, but do not make verify fail.
+        #[arg(long)]
+        random_nonce_aeads: bool,
     },
     /// Count AEADs per key handle.
     Stats {
@@ -283,6 +287,11 @@ pub struct ServeArgs {
     /// (also raw AES-ECB, HMAC, temp keys, ...). [default: tools]
     #[arg(long, value_enum)]
     pub socket_policy: Option<crate::tool_frame::SocketPolicy>,
+    /// Serve version-1 AEADs whose nonce is not their public id, as made by
+    /// `generate-keys`/`import-keys --random-nonce`. Off by default: such a file is answered
+    /// `ERR Corrupt AEAD`, since it may be another YubiKey's AEAD copied to this id's place.
+    #[arg(long)]
+    pub random_nonce_aeads: bool,
     /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
     #[arg(short = 'd', long = "daemon", hide = true)]
     pub daemon: bool,
@@ -410,7 +419,19 @@ impl ServeArgs {
                 .socket_policy
                 .or(file.socket_policy)
                 .unwrap_or_default(),
+            nonce_policy: nonce_policy(
+                self.random_nonce_aeads || file.random_nonce_aeads.unwrap_or(false),
+            ),
         })
+    }
+}
+
+/// The store's nonce rule for `--random-nonce-aeads`.
+fn nonce_policy(random_nonce_aeads: bool) -> NoncePolicy {
+    if random_nonce_aeads {
+        NoncePolicy::Any
+    } else {
+        NoncePolicy::PublicId
     }
 }
 
@@ -591,9 +612,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Store {
-            cmd: StoreCmd::Verify { aead_dir, hsm, dev },
+            cmd:
+                StoreCmd::Verify {
+                    aead_dir,
+                    hsm,
+                    dev,
+                    random_nonce_aeads,
+                },
         } => {
-            let store = open_store(&aead_dir, Vec::new())?;
+            let policy = nonce_policy(random_nonce_aeads);
+            let store = open_store(&aead_dir, Vec::new())?.with_nonce_policy(policy);
             let mut hsm = if hsm || dev.device.is_some() {
                 Some(open_tool(
                     &choose(dev.device.as_deref(), &dev.socket)?,
@@ -603,7 +631,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 None
             };
             let r = store_cmd::verify(&store, hsm.as_mut(), &mut out)?;
-            if r.bad + r.misplaced + r.rejected > 0 {
+            let nonce_problems = match policy {
+                NoncePolicy::PublicId => r.nonce_differs,
+                NoncePolicy::Any => 0,
+            };
+            if r.bad + r.misplaced + r.rejected + nonce_problems > 0 {
                 return Err(Error::Usage(
                     "the AEAD directory has problems (listed above)".into(),
                 ));

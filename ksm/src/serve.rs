@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aead_store::{CachedStore, FsStore};
+use aead_store::{CachedStore, FsStore, NoncePolicy};
 use hsm_proto::{KeyHandle, Timeouts};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub header_timeout: Option<f64>,
     /// `--socket-policy`.
     pub socket_policy: Option<SocketPolicy>,
+    /// `--random-nonce-aeads`.
+    pub random_nonce_aeads: Option<bool>,
 }
 
 impl FileConfig {
@@ -91,6 +93,8 @@ pub struct Settings {
     pub queue_depth: usize,
     /// Which commands the sharing socket forwards.
     pub socket_policy: SocketPolicy,
+    /// Which AEAD nonces are served (`--random-nonce-aeads`: any).
+    pub nonce_policy: NoncePolicy,
 }
 
 /// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
@@ -197,7 +201,11 @@ pub async fn serve(
     let pid_file = s.pid_file.as_deref().map(PidFile::claim).transpose()?;
     let socket_claim = s.socket.as_deref().map(SocketClaim::claim).transpose()?;
     let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .with_nonce_policy(s.nonce_policy);
+    if s.nonce_policy == NoncePolicy::Any {
+        warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD directory ties them to a public id");
+    }
     let store = CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES);
     let pool = Arc::new(Pool::start(
         backends(&s)?,
@@ -329,6 +337,7 @@ mod tests {
             toml::from_str(include_str!("../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
         assert_eq!(c.port, Some(8002));
         assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
+        assert_eq!(c.random_nonce_aeads, Some(false));
     }
 
     #[test]

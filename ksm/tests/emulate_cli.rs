@@ -134,7 +134,7 @@ fn world_readable_key_file_is_refused() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("world-readable"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other users may read it"));
     std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = Command::new(KSM)
         .args(["info", "-D"])

@@ -432,3 +432,449 @@ fn keystore_unlock_with_admin_otp_straight_on_a_device() {
         text(&o)
     );
 }
+
+/// Issue 9: a version-1 AEAD records its own nonce, which the HSM authenticates, so a file
+/// copied to another public id's path would decode that id's OTPs made with the first
+/// YubiKey's token part. By default the nonce must be the public id; stores made with
+/// `--random-nonce` need `--random-nonce-aeads`.
+#[test]
+fn a_v1_aead_under_another_ids_path_is_refused_and_random_nonces_need_the_option() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let link = dev.path().display().to_string();
+    let v = otp_vectors();
+    let yk = &v["yubikeys"][0];
+    let (key, uid) = (yk["aes_key"].as_str().unwrap(), yk["uid"].as_str().unwrap());
+    let store = e2e_tests::aead_dir();
+    let b = store.path().display().to_string();
+    let theirs = "ccccccccccce";
+    let copy = store.path().join("0x20/cc/cc/cc/cc/cc/ce/ccccccccccce");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(
+        store.path().join("0x20/cc/cc/de/ul/fb/vj/ccccdeulfbvj"),
+        &copy,
+    )
+    .unwrap();
+    let serve_args = [
+        "-D",
+        &link,
+        "-B",
+        &b,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+    ];
+    let d = serve(&serve_args);
+    let decode = |d: &Serve, otp: &str| get(d.1, &format!("/wsapi/decrypt?otp={otp}")).body;
+    let forged = ykgenerate(theirs, key, uid, 1, 2, 3, 4);
+    assert_eq!(decode(&d, &forged), "ERR Corrupt AEAD\n");
+    let own = ykgenerate(yk["public_id"].as_str().unwrap(), key, uid, 1, 2, 3, 4);
+    assert_eq!(
+        decode(&d, &own),
+        "OK counter=0001 low=0002 high=03 use=04\n"
+    );
+    drop(d);
+    // verify names the file on a line of its own, and fails.
+    let o = ksm(&["store", "verify", "-B", &b]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("NONCE {}", copy.display()))
+            && text(&o).contains("nonce differs from public id")
+            && text(&o).contains("1 nonce differs from public id"),
+        "{}",
+        text(&o)
+    );
+
+    // A store made with random nonces.
+    let tmp = tempfile::tempdir().unwrap();
+    let rnd = tmp.path().join("random");
+    std::fs::create_dir(&rnd).unwrap();
+    let r = rnd.display().to_string();
+    let o = ksm(&[
+        "generate-keys",
+        "-D",
+        &link,
+        "--key-handles",
+        "0x20",
+        "--start-public-id",
+        "2000",
+        "-c",
+        "2",
+        "-O",
+        &r,
+        "--random-nonce",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let k20 = key_file(
+        tmp.path(),
+        "k20",
+        v["key_handles"]["0x20"].as_str().unwrap(),
+    );
+    let csv = ksm(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k20,
+        "--format",
+        "yubikey-csv",
+        &r,
+    ]);
+    assert!(csv.status.success(), "{}", text(&csv));
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let otp = ykgenerate(first[1], first[3], first[2], 5, 6, 7, 8);
+    let strict = serve(&[
+        "-D",
+        &link,
+        "-B",
+        &r,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+    ]);
+    assert_eq!(decode(&strict, &otp), "ERR Corrupt AEAD\n");
+    drop(strict);
+    let relaxed = serve(&[
+        "-D",
+        &link,
+        "-B",
+        &r,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+        "--random-nonce-aeads",
+    ]);
+    assert_eq!(
+        decode(&relaxed, &otp),
+        "OK counter=0005 low=0006 high=07 use=08\n"
+    );
+    drop(relaxed);
+    // The same from ksm.toml.
+    let conf = tmp.path().join("ksm.toml");
+    std::fs::write(&conf, "random-nonce-aeads = true\n").unwrap();
+    let relaxed = serve(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "-D",
+        &link,
+        "-B",
+        &r,
+        "--key-handles",
+        "0x20",
+        "--socket",
+        "none",
+    ]);
+    assert_eq!(
+        decode(
+            &relaxed,
+            &ykgenerate(first[1], first[3], first[2], 5, 7, 7, 8)
+        ),
+        "OK counter=0005 low=0007 high=07 use=08\n"
+    );
+    drop(relaxed);
+    // verify reports them either way; only without the option do they fail it.
+    let o = ksm(&["store", "verify", "-B", &r]);
+    assert!(
+        !o.status.success() && text(&o).contains("2 nonce differs"),
+        "{}",
+        text(&o)
+    );
+    let o = ksm(&["store", "verify", "-B", &r, "--random-nonce-aeads"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("NONCE ")
+            && text(&o).contains(
+                "2 good, 0 bad, 0 misplaced, 0 rejected by the HSM, 2 nonce differs from public id"
+            ),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A soft-HSM key file (the demo device, `extra` first) with `mode`.
+fn soft_hsm(dir: &Path, name: &str, extra: &str, mode: u32) -> String {
+    let demo = std::fs::read_to_string(e2e_tests::fixtures().join("emulator/demo.toml")).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{extra}{demo}")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p.display().to_string()
+}
+
+/// Runs ksm, killed if it has not finished within 30 s (a hang is a failure, not a stuck
+/// test run).
+fn ksm_within(args: &[&str]) -> Output {
+    let mut c = Command::new(KSM)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ksm");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let o = c.wait_with_output().unwrap();
+            panic!("ksm {args:?} hung; it said: {}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_with_output().unwrap()
+}
+
+/// Issue 9: one rule for files holding keys in clear, at every entry point: refused if the
+/// group or others may read them.
+#[test]
+fn key_files_the_group_may_read_are_refused_at_every_entry_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = otp_vectors();
+    let hex20 = v["key_handles"]["0x20"].as_str().unwrap();
+    let shared = soft_hsm(tmp.path(), "shared.toml", "", 0o640);
+    let refused = |o: &Output| {
+        assert!(!o.status.success(), "{}", text(o));
+        assert!(
+            text(o).contains("mode 0640") && text(o).contains("chmod 600"),
+            "{}",
+            text(o)
+        );
+    };
+    // -D key file (soft HSM), for tools and the daemon alike.
+    refused(&ksm_within(&["info", "-D", &shared]));
+    refused(&ksm_within(&[
+        "serve",
+        "-D",
+        &shared,
+        "--port",
+        "0",
+        "--socket",
+        "none",
+        "-B",
+        tmp.path().to_str().unwrap(),
+        "--key-handles",
+        "0x20",
+    ]));
+    // The emulator's configuration.
+    let pty = tmp.path().join("pty");
+    refused(&ksm_within(&[
+        "emulate",
+        "--config",
+        &shared,
+        "--pty",
+        pty.to_str().unwrap(),
+    ]));
+    // JSON key files the same.
+    let json = tmp.path().join("keys.json");
+    std::fs::write(&json, format!("{{\"32\": \"{hex20}\"}}")).unwrap();
+    std::fs::set_permissions(&json, std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused(&ksm_within(&["info", "-D", json.to_str().unwrap()]));
+    // decrypt-aead's key files.
+    let store = e2e_tests::aead_dir();
+    let aeads = store.path().join("0x20").display().to_string();
+    let k = key_file(tmp.path(), "k20", hex20);
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o640)).unwrap();
+    refused(&ksm_within(&["decrypt-aead", "--aes-key-file", &k, &aeads]));
+    let good = key_file(tmp.path(), "k20-ok", hex20);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    refused(&ksm_within(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &good,
+        "--format",
+        "aead",
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--key-handle-out",
+        "0x30",
+        "--aes-key-out-file",
+        &k,
+        &aeads,
+    ]));
+    // Private, they work.
+    let ok = soft_hsm(tmp.path(), "ok.toml", "", 0o600);
+    assert!(ksm_within(&["info", "-D", &ok]).status.success());
+}
+
+/// Issue 9: error texts name the file, the line and the field, never key material, however
+/// the key file or input is broken.
+#[test]
+fn errors_about_key_files_and_key_input_never_show_key_material() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = otp_vectors();
+    let hex20 = v["key_handles"]["0x20"].as_str().unwrap();
+    let (yk_key, uid) = ("00112233445566778899aabbccddeeff", "0a0b0c0d0e0f");
+    let master = "5a".repeat(32);
+    let secrets = [
+        hex20,
+        &hex20[..16],
+        &hex20[48..],
+        yk_key,
+        &yk_key[..12],
+        uid,
+        &master[..16],
+    ];
+    let clean = |o: &Output, says: &[&str]| {
+        assert!(!o.status.success(), "{}", text(o));
+        for s in secrets {
+            assert!(!text(o).contains(s), "shows {s}: {}", text(o));
+        }
+        for s in says {
+            assert!(text(o).contains(s), "does not say {s:?}: {}", text(o));
+        }
+    };
+    // A syntax error on the key's line of a soft-HSM key file.
+    let broken = tmp.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        format!(
+            "firmware = \"1.0.4\"\n[[key]]\nhandle = \"0x20\"\nkey = \"{hex20}\nflags = \"ALL\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b = broken.display().to_string();
+    clean(&ksm_within(&["info", "-D", &b]), &[&b, "line 4"]);
+    let pty = tmp.path().join("pty");
+    clean(
+        &ksm_within(&["emulate", "--config", &b, "--pty", pty.to_str().unwrap()]),
+        &[&b, "line 4"],
+    );
+    // A JSON key file with a trailing comma.
+    let json = tmp.path().join("keys.json");
+    std::fs::write(&json, format!("{{\"32\": \"{hex20}\",\n}}")).unwrap();
+    std::fs::set_permissions(&json, std::fs::Permissions::from_mode(0o600)).unwrap();
+    clean(
+        &ksm_within(&["info", "-D", json.to_str().unwrap()]),
+        &["line 2"],
+    );
+
+    // keystore-unlock: a master key that is not hex, or too long.
+    let locked = soft_hsm(
+        tmp.path(),
+        "locked.toml",
+        &format!("master_key = \"{master}\"\n"),
+        0o600,
+    );
+    for bad in [
+        format!("{}zz", &master[..62]),
+        format!("{master}{master}00"),
+        format!("{master} {master}"),
+    ] {
+        let o = ksm_stdin(
+            &["keystore-unlock", "-D", &locked, "--stdin", "--no-otp"],
+            &format!("{bad}\n"),
+        );
+        clean(&o, &["master key"]);
+    }
+
+    // decrypt-aead: a key file that is not hex, or the wrong length.
+    let aeads = e2e_tests::aead_dir();
+    for (name, content) in [
+        ("nothex", format!("{}zz\n", &hex20[..62])),
+        ("short", format!("{}\n", &hex20[..40])),
+    ] {
+        let k = key_file(tmp.path(), name, &content);
+        let o = ksm_within(&[
+            "decrypt-aead",
+            "--aes-key-file",
+            &k,
+            aeads.path().to_str().unwrap(),
+        ]);
+        clean(&o, &[&k]);
+    }
+
+    // import-keys: columns shifted so that a secret lands where the public id belongs.
+    let soft = soft_hsm(tmp.path(), "soft.toml", "", 0o600);
+    let out = tmp.path().join("imported");
+    std::fs::create_dir(&out).unwrap();
+    let input = tmp.path().join("keys.csv");
+    std::fs::write(
+        &input,
+        format!(
+            "# ykksm 1\n\
+             ccccccccccdb,{uid},{yk_key},000000000000,,,\n\
+             1,{yk_key},ccccccccccdb,{uid},000000000000,,,\n\
+             2,ccccccccccdb,{yk_key},{uid},000000000000,,,\n\
+             3,ccccccccccdb,{uid},{yk_key}zz,000000000000,,,\n\
+             4,{yk_key}{uid}\n"
+        ),
+    )
+    .unwrap();
+    let o = ksm_within(&[
+        "import-keys",
+        "-D",
+        &soft,
+        "--key-handles",
+        "0x20",
+        "-O",
+        out.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    clean(
+        &o,
+        &[
+            "line 2:",
+            "line 3:",
+            "line 4:",
+            "line 5:",
+            "line 6:",
+            "5 rejected",
+        ],
+    );
+}
+
+/// Issue 9: decrypt-aead over a tree with a FIFO, a 100 MB sparse file and symlink loops:
+/// each is an error naming it, every good AEAD is still decrypted, nothing hangs.
+#[test]
+fn decrypt_aead_survives_fifos_huge_files_and_symlink_loops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = otp_vectors();
+    let k20 = key_file(
+        tmp.path(),
+        "k20",
+        v["key_handles"]["0x20"].as_str().unwrap(),
+    );
+    let store = e2e_tests::aead_dir();
+    let root = store.path().join("0x20");
+    let dir = root.join("cc/cc");
+    let fifo = dir.join("ccccccccccfi");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let huge = dir.join("cccccccccchu");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    let up = dir.join("up");
+    std::os::unix::fs::symlink("..", &up).unwrap();
+    let self_loop = dir.join("ccccccccccll");
+    std::os::unix::fs::symlink("ccccccccccll", &self_loop).unwrap();
+    let o = ksm_within(&[
+        "decrypt-aead",
+        "--aes-key-file",
+        &k20,
+        "--format",
+        "yubikey-csv",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for p in [&fifo, &huge, &up, &self_loop] {
+        assert!(
+            err.contains(&p.display().to_string()),
+            "{} not reported: {err}",
+            p.display()
+        );
+    }
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains(",ccccdeulfbvj,4f27a712b157,708dabb7fcdab9536fe4fb6f0df4a8ae,"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().count(),
+        1 + 1,
+        "header and the one good AEAD: {out}"
+    );
+    assert!(err.contains("error: 4/5 AEADs failed"), "{err}");
+}

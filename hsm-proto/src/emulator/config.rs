@@ -5,12 +5,47 @@
 //! suite configures.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use zeroize::{Zeroize, Zeroizing};
 
+use crate::keyfile::{self, json_error, scrub, toml_error};
 use crate::{AesKey, Error, Flags, KeyHandle, PublicId, Result, YubiKeySecret};
+
+/// A key (hex) as written in a configuration: wiped when dropped, never shown by `Debug`.
+///
+/// The text it was parsed from is wiped by whoever read it (see [`keyfile::read_private`]);
+/// the parsers' own transient copies are beyond reach, but every copy we keep is this type.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// The text, for decoding.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(s: String) -> SecretString {
+        SecretString(s)
+    }
+}
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(redacted)")
+    }
+}
 
 /// A parsed configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,7 +63,7 @@ pub struct EmulatorConfig {
     /// Master key (hex, up to 64 digits, zero-padded). When set, the key store is locked at
     /// every power-on until `KEY_STORE_DECRYPT` gives it.
     #[serde(default)]
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretString>,
     /// Public ids of admin YubiKeys (each must also be a `[[yubikey]]`): when any is set,
     /// `HSM_UNLOCK` with an OTP of one of them is needed after the master key.
     #[serde(default)]
@@ -51,7 +86,7 @@ pub struct KeyConfig {
     /// The handle: a number or any pyhsm spelling (`"0x20"`, `"KSM1"`).
     pub handle: HandleSpec,
     /// The key, hex (32 bytes on a real device; 16 and 24 also accepted).
-    pub key: String,
+    pub key: SecretString,
     /// Permission flags.
     #[serde(default = "all_flags")]
     pub flags: FlagSpec,
@@ -67,9 +102,9 @@ pub struct YubiKeyConfig {
     /// Modhex public id (12 characters).
     pub public_id: String,
     /// AES-128 key, hex.
-    pub aes_key: String,
+    pub aes_key: SecretString,
     /// Private uid, 12 hex digits.
-    pub uid: String,
+    pub uid: SecretString,
     /// Stored usage counter (default 0).
     #[serde(default)]
     pub use_ctr: u16,
@@ -172,26 +207,28 @@ fn cfg_err(msg: impl Into<String>) -> Error {
 
 impl EmulatorConfig {
     /// Parses TOML text, or pyhsm's soft-HSM JSON (`{"32": "<hex key>"}`: every flag, no
-    /// master key) when the text is a JSON object.
+    /// master key) when the text is a JSON object. Errors give line, column and field,
+    /// never the text ([`keyfile::toml_error`]).
     pub fn parse(text: &str) -> Result<EmulatorConfig> {
         if text.trim_start().starts_with('{') {
             return Self::parse_pyhsm_json(text);
         }
-        toml::from_str(text).map_err(|e| cfg_err(e.to_string()))
+        toml::from_str(text).map_err(|e| cfg_err(toml_error(&e, text)))
     }
 
     fn parse_pyhsm_json(text: &str) -> Result<EmulatorConfig> {
-        let map: BTreeMap<String, String> = serde_json::from_str(text)
-            .map_err(|e| cfg_err(format!("soft-HSM JSON key file: {e}")))?;
+        let map: BTreeMap<String, SecretString> = serde_json::from_str(text)
+            .map_err(|e| cfg_err(format!("soft-HSM JSON key file: {}", json_error(&e))))?;
         if map.is_empty() {
             return Err(cfg_err("soft-HSM JSON key file contains no key handles"));
         }
         let mut keys = Vec::new();
-        for (name, key) in map {
-            let n: u32 = name.trim().parse().map_err(|_| {
-                cfg_err(format!(
-                    "soft-HSM JSON key handle {name:?} is not a decimal number"
-                ))
+        for (mut name, key) in map {
+            let n: std::result::Result<u32, _> = name.trim().parse();
+            // The name is not shown: in a file with its columns swapped it is the key.
+            name.zeroize();
+            let n = n.map_err(|_| {
+                cfg_err("soft-HSM JSON: a key handle is not a decimal number (the file maps handle numbers to hex keys)")
             })?;
             keys.push(KeyConfig {
                 handle: HandleSpec::Number(n),
@@ -212,20 +249,10 @@ impl EmulatorConfig {
         })
     }
 
-    /// Reads a key file. Refuses a file other users can read: it holds key-handle keys in
-    /// clear.
+    /// Reads a key file with [`keyfile::read_private`]: refused if other users may read it
+    /// (it holds key-handle keys in clear); its text is wiped once parsed.
     pub fn load(path: &Path) -> Result<EmulatorConfig> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| cfg_err(format!("{}: {e}", path.display())))?;
-        if meta.permissions().mode() & 0o004 != 0 {
-            return Err(cfg_err(format!(
-                "{} is world-readable and holds keys in clear; run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| cfg_err(format!("{}: {e}", path.display())))?;
+        let text = keyfile::read_private(path)?;
         Self::parse(&text).map_err(|e| match e {
             Error::Config(m) => cfg_err(format!("{}: {m}", path.display())),
             other => other,
@@ -268,44 +295,61 @@ impl EmulatorConfig {
         };
         let master_key = match &self.master_key {
             Some(m) => {
-                let b = zeroize::Zeroizing::new(
-                    hex::decode(m.trim()).map_err(|_| cfg_err("master_key is not hex"))?,
+                let b = Zeroizing::new(
+                    hex::decode(m.expose().trim()).map_err(|_| cfg_err("master_key is not hex"))?,
                 );
                 if b.len() > 32 || b.is_empty() {
                     return Err(cfg_err(
                         "master_key must be 1 to 32 bytes (at most 64 hex digits)",
                     ));
                 }
-                let mut k = zeroize::Zeroizing::new([0u8; 32]);
+                let mut k = Zeroizing::new([0u8; 32]);
                 k[..b.len()].copy_from_slice(&b);
                 Some(AesKey::new(&*k)?)
             }
             None => None,
         };
         let mut keys = BTreeMap::new();
-        for k in &self.keys {
-            let kh = k.handle.resolve()?;
-            let key = AesKey::from_hex(&k.key).map_err(|e| cfg_err(format!("key {kh}: {e}")))?;
-            if keys
-                .insert(kh, (key, k.flags.resolve()?, k.disabled))
-                .is_some()
-            {
+        for (i, k) in self.keys.iter().enumerate() {
+            let no = i + 1;
+            let kh = k.handle.resolve().map_err(|e| {
+                cfg_err(format!("[[key]] #{no}: handle: {}", scrub(&e.to_string())))
+            })?;
+            let key =
+                AesKey::from_hex(k.key.expose()).map_err(|e| cfg_err(format!("key {kh}: {e}")))?;
+            let flags = k
+                .flags
+                .resolve()
+                .map_err(|e| cfg_err(format!("key {kh}: flags: {}", scrub(&e.to_string()))))?;
+            if keys.insert(kh, (key, flags, k.disabled)).is_some() {
                 return Err(cfg_err(format!("key handle {kh} is configured twice")));
             }
         }
         let mut yubikeys = Vec::new();
-        for y in &self.yubikeys {
-            let id = PublicId::new(&y.public_id)?;
-            let key = hex::decode(&y.aes_key)
-                .map_err(|_| cfg_err(format!("yubikey {id}: aes_key is not hex")))?;
-            let uid = hex::decode(&y.uid)
-                .map_err(|_| cfg_err(format!("yubikey {id}: uid is not hex")))?;
+        for (i, y) in self.yubikeys.iter().enumerate() {
+            // Not shown: with the columns swapped it would be the AES key.
+            let id = PublicId::new(&y.public_id).map_err(|_| {
+                cfg_err(format!(
+                    "[[yubikey]] #{}: public_id is not 2-16 modhex characters",
+                    i + 1
+                ))
+            })?;
+            let key = Zeroizing::new(
+                hex::decode(y.aes_key.expose())
+                    .map_err(|_| cfg_err(format!("yubikey {id}: aes_key is not hex")))?,
+            );
+            let uid = Zeroizing::new(
+                hex::decode(y.uid.expose())
+                    .map_err(|_| cfg_err(format!("yubikey {id}: uid is not hex")))?,
+            );
             if key.len() != 16 || uid.len() != 6 {
                 return Err(cfg_err(format!(
                     "yubikey {id}: aes_key must be 16 bytes and uid 6 bytes"
                 )));
             }
-            let mut bytes = key;
+            // Sized up front: growing it would leave an unwiped copy of the key.
+            let mut bytes = Zeroizing::new(Vec::with_capacity(YubiKeySecret::LEN));
+            bytes.extend_from_slice(&key);
             bytes.extend_from_slice(&uid);
             yubikeys.push((
                 id,
@@ -316,7 +360,8 @@ impl EmulatorConfig {
         }
         let mut admin_yubikeys = Vec::new();
         for a in &self.admin_yubikeys {
-            let id = PublicId::new(a)?;
+            let id = PublicId::new(a)
+                .map_err(|_| cfg_err("admin_yubikeys: an entry is not 2-16 modhex characters"))?;
             if !yubikeys.iter().any(|(y, ..)| *y == id) {
                 return Err(cfg_err(format!(
                     "admin YubiKey {id} is not in the [[yubikey]] database"
@@ -334,5 +379,101 @@ impl EmulatorConfig {
             yubikeys,
             faults: self.faults.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &str = "fd919884f2db9928396eb20fd8f82b80b5cbc112c4d0af880e3280f08101ca70";
+    const YK_KEY: &str = "00112233445566778899aabbccddeeff";
+    const UID: &str = "0a0b0c0d0e0f";
+
+    /// The error of parsing then resolving `text`.
+    fn error_of(text: &str) -> String {
+        match EmulatorConfig::parse(text).and_then(|c| c.resolve()) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_no_secret(msg: &str, text: &str) {
+        for secret in [KEY, &KEY[..16], &KEY[40..], YK_KEY, &YK_KEY[..12], UID] {
+            assert!(
+                !msg.contains(secret),
+                "{msg:?} shows key material of\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_and_json_errors_never_show_key_material() {
+        for (text, expect) in [
+            // Syntax errors on the key's line: toml's own text quotes the line.
+            (format!("[[key]]\nhandle = 32\nkey = \"{KEY}\nflags = 1\n"), "line 3"),
+            (format!("[[key]]\nhandle = 32\nkey = {KEY}\n"), "line 3"),
+            (format!("[[key]]\nhandle = 32\nkey = \"{KEY}\" \"{KEY}\"\n"), "line 3"),
+            (format!("master_key = \"{KEY}\n"), "line 1"),
+            (format!("[[key]]\nhandle = 32\n{KEY} = 1\n"), "line 3"),
+            // Wrong types and shifted values.
+            (format!("[[key]]\nhandle = 32\nkey = [\"{KEY}\"]\n"), "line 3"),
+            (format!("[[key]]\nhandle = \"{KEY}\"\nkey = \"{KEY}\"\n"), "handle"),
+            (format!("[[key]]\nhandle = 32\nkey = \"{KEY}\"\nflags = \"{KEY}\"\n"), "flags"),
+            (format!("master_key = [\"{KEY}\"]\n"), "line 1"),
+            (format!("[[key]]\nhandle = 32\nkey = \"{KEY}\"\nflags = {{ x = \"{KEY}\" }}\n"), "line 4"),
+            // Bad hex, wrong length.
+            (format!("[[key]]\nhandle = 32\nkey = \"{}zz\"\n", &KEY[..62]), "key"),
+            (format!("[[key]]\nhandle = 32\nkey = \"{}\"\n", &KEY[..40]), "key"),
+            (format!("master_key = \"{}zz\"\n", &KEY[..62]), "master_key"),
+            (format!("master_key = \"{KEY}{KEY}\"\n"), "master_key"),
+            // The internal database: secrets in the wrong columns.
+            (
+                format!("[[yubikey]]\npublic_id = \"{YK_KEY}\"\naes_key = \"{UID}\"\nuid = \"{UID}\"\n"),
+                "public_id",
+            ),
+            (
+                format!("[[yubikey]]\npublic_id = \"cccccccccccb\"\naes_key = \"{YK_KEY}zz\"\nuid = \"{UID}\"\n"),
+                "aes_key",
+            ),
+            (
+                format!("[[yubikey]]\npublic_id = \"cccccccccccb\"\naes_key = \"{YK_KEY}\"\nuid = {UID}\n"),
+                "line 4",
+            ),
+            (format!("admin_yubikeys = [\"{YK_KEY}\"]\n"), "admin_yubikeys"),
+            // pyhsm's JSON.
+            (format!("{{\"32\": \"{KEY}\",}}"), "line 1"),
+            (format!("{{\"32\": \"{KEY}\"\n\"33\": \"{KEY}\"}}"), "line 2"),
+            (format!("{{\"{KEY}\": \"32\"}}"), "key handle"),
+            (format!("{{\"32\": [\"{KEY}\"]}}"), "line 1"),
+            (format!("{{\"32\": \"{KEY}zz\"}}"), "key"),
+        ] {
+            let msg = error_of(&text);
+            assert_no_secret(&msg, &text);
+            assert!(msg.contains(expect), "{msg:?} does not say {expect:?}\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keys.toml");
+        std::fs::write(&p, format!("[[key]]\nhandle = 32\nkey = \"{KEY}\"\n")).unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o644] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = EmulatorConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(EmulatorConfig::load(&p).is_ok());
+        // With the file named, the line, and no key.
+        std::fs::write(&p, format!("[[key]]\nhandle = 32\nkey = \"{KEY}\n")).unwrap();
+        let e = EmulatorConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("line 3"),
+            "{e}"
+        );
+        assert_no_secret(&e, "");
     }
 }

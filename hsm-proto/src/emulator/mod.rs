@@ -34,7 +34,8 @@ mod pty;
 mod soft;
 
 pub use config::{
-    EmulatorConfig, FaultConfig, FlagSpec, HandleSpec, KeyConfig, ResolvedConfig, YubiKeyConfig,
+    EmulatorConfig, FaultConfig, FlagSpec, HandleSpec, KeyConfig, ResolvedConfig, SecretString,
+    YubiKeyConfig,
 };
 pub use engine::{Engine, DB_CAPACITY};
 pub use pty::{PtyEmulator, MAX_GARBAGE};

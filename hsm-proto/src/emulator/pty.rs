@@ -46,11 +46,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A software YubiHSM on a pty. Stops (and removes its link) when dropped.
 /// The most noise one fault puts on the line: far more than any resync drains, and a
 /// bound on what a control command (or a configuration) can make the emulator allocate.
 pub const MAX_GARBAGE: usize = 64 * 1024;
 
+/// A software YubiHSM on a pty. Stops (and removes its link) when dropped.
 pub struct PtyEmulator {
     shared: Arc<Shared>,
     link: PathBuf,

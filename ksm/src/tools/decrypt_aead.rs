@@ -2,12 +2,20 @@
 //! files back to YubiKey secrets, e.g. as `ykksm 1` lines for the personalisation site.
 //! The key never appears in argv; the output holds secrets and goes where the operator
 //! sends it.
+//!
+//! Whatever lies in the trees it is given, it neither blocks, nor reads without bound, nor
+//! loops: files are read with [`aead_store::read_aead_file`] (no blocking open, regular
+//! files only, at most one byte more than any AEAD file), and the walk does not follow
+//! symlinked directories (and visits each directory once, by device and inode). What it
+//! cannot read is an error naming the path; the rest is still decrypted.
 
+use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use aead_store::format::{self, AeadFile};
-use aead_store::FsStore;
+use aead_store::format::AeadFile;
+use aead_store::{read_aead_file, FsStore};
 use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 
 use crate::Error;
@@ -43,16 +51,65 @@ pub struct Options {
     pub fail_fast: bool,
 }
 
-fn files(paths: &[PathBuf], out: &mut Vec<PathBuf>) {
+/// Every file under `paths`, in name order, or why a path could not be walked.
+///
+/// A path the operator named is followed if it is a symlink; below it, a symlink to a
+/// directory is reported, not followed (so `loop -> ..` cannot make the walk go round), and
+/// each directory is listed once (`seen`, by device and inode: bind mounts). A symlink to a
+/// file is kept: reading it is as safe as reading any file.
+fn files(
+    paths: &[PathBuf],
+    named: bool,
+    seen: &mut HashSet<(u64, u64)>,
+    out: &mut Vec<Result<PathBuf, (PathBuf, String)>>,
+) {
     for p in paths {
-        if p.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            entries.sort();
-            files(&entries, out);
+        let meta = if named {
+            std::fs::metadata(p)
         } else {
-            out.push(p.clone());
+            std::fs::symlink_metadata(p)
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(Err((p.clone(), e.to_string())));
+                continue;
+            }
+        };
+        if meta.is_symlink() {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    out.push(Err((
+                        p.clone(),
+                        "symlink to a directory: not followed".into(),
+                    )));
+                }
+                // A symlink to a file (or to something else, which the read refuses).
+                Ok(_) => out.push(Ok(p.clone())),
+                Err(e) => out.push(Err((p.clone(), format!("symlink: {e}")))),
+            }
+            continue;
+        }
+        if !meta.is_dir() {
+            out.push(Ok(p.clone()));
+            continue;
+        }
+        if !seen.insert((meta.dev(), meta.ino())) {
+            out.push(Err((
+                p.clone(),
+                "directory already walked: not walked again".into(),
+            )));
+            continue;
+        }
+        match std::fs::read_dir(p).and_then(|d| {
+            d.map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()
+        }) {
+            Ok(mut entries) => {
+                entries.sort();
+                files(&entries, false, seen, out);
+            }
+            Err(e) => out.push(Err((p.clone(), e.to_string()))),
         }
     }
 }
@@ -65,12 +122,23 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Result<(usize, usize), Error> {
     let mut all = Vec::new();
-    files(paths, &mut all);
+    files(paths, true, &mut HashSet::new(), &mut all);
     let (mut done, mut failed) = (0usize, 0usize);
     if opts.format == Format::YubikeyCsv {
         let _ = writeln!(out, "{}", super::import_keys::HEADER);
     }
     for path in all {
+        let path = match path {
+            Ok(p) => p,
+            Err((p, why)) => {
+                failed += 1;
+                let _ = writeln!(err, "{}: {why}", p.display());
+                if opts.fail_fast {
+                    break;
+                }
+                continue;
+            }
+        };
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
@@ -140,12 +208,11 @@ fn read(
     path: &Path,
     kh_for_v0: Option<KeyHandle>,
 ) -> Result<(KeyHandle, hsm_proto::Nonce, hsm_proto::Aead), Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    match format::parse(&bytes).map_err(|e| Error::Usage(format!("malformed AEAD file: {e:?}")))? {
+    match read_aead_file(path).map_err(|e| Error::Usage(e.to_string()))? {
         AeadFile::V1 {
             key_handle,
             nonce,

@@ -2,8 +2,15 @@
 //! `serial,public id,uid,aes key,lock code,created,accessed[,...]` lines) into AEADs. Each
 //! secret goes into the HSM's buffer and is sealed there under every key handle; only AEADs
 //! reach the disk. Bad lines are reported with their line number and skipped.
+//!
+//! Secrets in input lines: each line is read into memory wiped when dropped
+//! ([`super::read_secret_line`]); fields are borrowed slices of it, decoded bytes are
+//! `Zeroizing`, and errors name the line and the field, never a field's text (with the
+//! columns shifted, the "public id" may be the AES key).
 
 use std::io::{BufRead, Write};
+
+use zeroize::Zeroizing;
 
 use aead_store::{FsStore, StoreError};
 use hsm_proto::cmd::DbYubikeyAeadStore;
@@ -44,6 +51,8 @@ struct Line {
     secret: YubiKeySecret,
 }
 
+/// Parses a data line. Errors say which field (numbered from 1, as in the file) is wrong,
+/// never what it holds.
 fn parse_line(text: &str) -> Result<Line, String> {
     let f: Vec<&str> = text.split(',').map(str::trim).collect();
     if f.len() < 4 {
@@ -53,21 +62,25 @@ fn parse_line(text: &str) -> Result<Line, String> {
         ));
     }
     let id = PublicId::new(f[1])
-        .map_err(|_| format!("public id {:?} is not 2-16 modhex characters", f[1]))?;
+        .map_err(|_| "field 2 (public id) is not 2-16 modhex characters".to_string())?;
     if id.to_number() == 0 {
         return Err("public id 0 is not supported by the YubiHSM".into());
     }
-    let uid = hex::decode(f[2])
-        .ok()
-        .filter(|u| u.len() == 6)
-        .ok_or("uid must be 12 hex digits")?;
-    let key = zeroize::Zeroizing::new(
+    let uid = Zeroizing::new(
+        hex::decode(f[2])
+            .ok()
+            .filter(|u| u.len() == 6)
+            .ok_or("field 3 (uid) must be 12 hex digits")?,
+    );
+    let key = Zeroizing::new(
         hex::decode(f[3])
             .ok()
             .filter(|k| k.len() == 16)
-            .ok_or("AES key must be 32 hex digits")?,
+            .ok_or("field 4 (AES key) must be 32 hex digits")?,
     );
-    let mut bytes = zeroize::Zeroizing::new(key.to_vec());
+    // Sized up front: growing it would leave an unwiped copy of the key behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(YubiKeySecret::LEN));
+    bytes.extend_from_slice(&key);
     bytes.extend_from_slice(&uid);
     let secret = YubiKeySecret::from_bytes(&bytes).map_err(|e| e.to_string())?;
     Ok(Line { id, secret })
@@ -83,22 +96,26 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Summary, Error> {
-    let mut lines = input.lines();
-    let header = lines
-        .next()
-        .transpose()
-        .map_err(|e| Error::io("read input", e))?
-        .unwrap_or_default();
-    if header.trim_end_matches('\r') != HEADER {
+    let header_ok = match super::read_secret_line(input)? {
+        super::SecretLine::Text(t) => *t == HEADER,
+        _ => false,
+    };
+    if !header_ok {
         return Err(Error::Usage(format!(
             "did not get '{HEADER}' as the first line of input"
         )));
     }
     let mut s = Summary::default();
-    for (i, line) in lines.enumerate() {
-        let no = i + 2;
-        let line = line.map_err(|e| Error::io("read input", e))?;
-        let text = zeroize::Zeroizing::new(line);
+    for no in 2.. {
+        let text = match super::read_secret_line(input)? {
+            super::SecretLine::End => break,
+            super::SecretLine::Invalid(why) => {
+                let _ = writeln!(err, "line {no}: {why}; skipped");
+                s.rejected += 1;
+                continue;
+            }
+            super::SecretLine::Text(t) => t,
+        };
         if text.trim().is_empty() || text.starts_with('#') {
             continue;
         }

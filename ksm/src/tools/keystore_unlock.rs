@@ -27,30 +27,41 @@ pub struct Options {
     pub no_otp: bool,
 }
 
+/// The master key and admin OTP as typed, each wiped when dropped.
 struct Secrets {
     key: Option<Zeroizing<String>>,
-    otp: Option<String>,
+    otp: Option<Zeroizing<String>>,
+}
+
+/// `text` without surrounding white space, as a wiped string. The copy is made at its final
+/// size (`to_string` of a `&str` allocates exactly once), and `text` is wiped by its owner.
+fn trimmed(text: &Zeroizing<String>) -> Zeroizing<String> {
+    Zeroizing::new(text.trim().to_string())
+}
+
+/// A secret from the terminal, not echoed. rpassword's own buffers are its business; its
+/// answer is wrapped at once so our copy is wiped.
+fn prompt(what: &str) -> Result<Zeroizing<String>, Error> {
+    let typed = Zeroizing::new(
+        rpassword::prompt_password(what).map_err(|e| Error::io("read from the terminal", e))?,
+    );
+    Ok(trimmed(&typed))
 }
 
 fn read_secrets(opts: &Options, input: &mut dyn BufRead, need_key: bool) -> Result<Secrets, Error> {
-    let mut line = || -> Result<Option<String>, Error> {
-        let mut s = String::new();
-        let n = input
-            .read_line(&mut s)
-            .map_err(|e| Error::io("read standard input", e))?;
-        Ok((n > 0).then(|| s.trim().to_string()))
+    let mut line = || -> Result<Option<Zeroizing<String>>, Error> {
+        match super::read_secret_line(input)? {
+            super::SecretLine::End => Ok(None),
+            super::SecretLine::Text(t) => Ok(Some(trimmed(&t))),
+            super::SecretLine::Invalid(why) => Err(Error::Usage(format!("standard input: {why}"))),
+        }
     };
     let key = if !need_key {
         None
     } else if opts.stdin {
-        line()?.map(Zeroizing::new)
+        line()?
     } else {
-        Some(Zeroizing::new(
-            rpassword::prompt_password("Master key (hex, not shown): ")
-                .map_err(|e| Error::io("read master key", e))?
-                .trim()
-                .to_string(),
-        ))
+        Some(prompt("Master key (hex, not shown): ")?)
     };
     let otp = if opts.no_otp {
         None
@@ -147,10 +158,7 @@ pub fn run(
         if hsm.is_locked()? && firmware >= (1, 0, 0) && !opts.no_otp {
             let otp_text = match &s.otp {
                 Some(o) => o.clone(),
-                None => rpassword::prompt_password("Admin YubiKey OTP: ")
-                    .map_err(|e| Error::io("read OTP", e))?
-                    .trim()
-                    .to_string(),
+                None => prompt("Admin YubiKey OTP: ")?,
             };
             let otp = Otp::parse(&otp_text)
                 .ok()

@@ -7,9 +7,11 @@ pub mod import_keys;
 pub mod keystore_unlock;
 pub mod store_cmd;
 
+use std::io::BufRead;
 use std::path::Path;
 
 use hsm_proto::{AesKey, KeyHandle, PublicId};
+use zeroize::Zeroizing;
 
 use crate::Error;
 
@@ -41,21 +43,73 @@ pub fn public_id_arg(s: &str, chars: usize) -> Result<PublicId, Error> {
     Ok(PublicId::new(s.trim())?)
 }
 
-/// Reads an AES key (hex) from a file only its owner can read. Keys never come from argv.
+/// Reads an AES key (hex) from a file only its owner can read
+/// ([`hsm_proto::keyfile::read_private`], the rule every key file follows). Keys never come
+/// from argv. Errors name the file and never show its text.
 pub fn read_key_file(path: &Path) -> Result<AesKey, Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(Error::Usage(format!(
-            "{} can be read by other users; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )));
+    let text = hsm_proto::keyfile::read_private(path)?;
+    AesKey::from_hex(text.trim()).map_err(|e| {
+        Error::Hsm(hsm_proto::Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// Longest line of secret input read: a `ykksm 1` line is about 100 bytes, a master key 64
+/// hex digits.
+pub const MAX_SECRET_LINE: usize = 4096;
+
+/// One line of input holding secrets, from [`read_secret_line`].
+pub enum SecretLine {
+    /// The line, without its line ending; wiped when dropped.
+    Text(Zeroizing<String>),
+    /// Longer than [`MAX_SECRET_LINE`] (the rest of it was read and dropped) or not UTF-8.
+    Invalid(&'static str),
+    /// End of input.
+    End,
+}
+
+/// Reads one line holding secrets (an import line, a master key, an OTP) so that no copy of
+/// it is left behind in our memory: the bytes go into a buffer allocated once at the largest
+/// size a line may have, so it never reallocates (a `String` grown by `read_line` leaves each
+/// outgrown allocation unwiped), and the text is returned in that buffer, wiped on drop.
+/// What stays beyond reach is the reader's own buffer (stdin's, or a `BufReader`'s), which
+/// later reads overwrite.
+pub fn read_secret_line(input: &mut dyn BufRead) -> Result<SecretLine, Error> {
+    let read_err = |e| Error::io("read input", e);
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_SECRET_LINE + 1));
+    let n = std::io::Read::take(&mut *input, MAX_SECRET_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .map_err(read_err)?;
+    if n == 0 {
+        return Ok(SecretLine::End);
     }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| Error::io(format!("{}", path.display()), e))?,
-    );
-    Ok(AesKey::from_hex(text.trim())?)
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_SECRET_LINE {
+        // Drop the rest of the line where the reader holds it, without copying it.
+        loop {
+            let chunk = input.fill_buf().map_err(read_err)?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    input.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let all = chunk.len();
+                    input.consume(all);
+                }
+            }
+        }
+        return Ok(SecretLine::Invalid("line too long"));
+    }
+    while matches!(buf.last(), Some(&(b'\n' | b'\r'))) {
+        buf.pop();
+    }
+    Ok(hsm_proto::keyfile::into_text(buf)
+        .map_or(SecretLine::Invalid("not UTF-8 text"), SecretLine::Text))
 }
 
 #[cfg(test)]
