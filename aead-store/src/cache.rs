@@ -597,6 +597,10 @@ impl Store for CachedStore {
     fn watching(&self) -> Option<bool> {
         Some(self.is_watching())
     }
+
+    fn check(&self) -> Result<(), StoreError> {
+        Store::check(&self.shared.disk)
+    }
 }
 
 #[cfg(test)]

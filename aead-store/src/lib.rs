@@ -119,6 +119,12 @@ pub trait Store {
     fn watching(&self) -> Option<bool> {
         None
     }
+
+    /// Whether the store can be read now. A daemon serving from memory would not notice a
+    /// directory it can no longer read until a lookup missed the cache; monitoring should.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl Store for FsStore {
@@ -139,5 +145,12 @@ impl Store for FsStore {
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
         Box::new(FsStore::entries(self))
+    }
+
+    /// The base directory can be listed.
+    fn check(&self) -> Result<(), StoreError> {
+        std::fs::read_dir(self.base())
+            .map(|_| ())
+            .map_err(|e| StoreError::io(self.base(), &e))
     }
 }

@@ -375,8 +375,12 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let devices = st.pool.health();
     let states: Vec<DeviceState> = devices.iter().map(|d| d.state()).collect();
+    let store = st.store.check();
+    if let Err(e) = &store {
+        debug!(error = %e, "the AEAD directory cannot be read");
+    }
     let status = if states.contains(&DeviceState::Up) {
-        if states.iter().all(|s| *s == DeviceState::Up) {
+        if store.is_ok() && states.iter().all(|s| *s == DeviceState::Up) {
             "ok"
         } else {
             "degraded"
@@ -398,7 +402,11 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
                 .map(|(k, n)| (k.to_string(), serde_json::json!(n.load(Ordering::Relaxed))))
                 .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
-        "store": { "aeads": st.store.len(), "watching": st.store.watching() },
+        "store": {
+            "aeads": st.store.len(),
+            "watching": st.store.watching(),
+            "error": store.err().map(|e| e.to_string()),
+        },
         "http": { "connections": st.connections.open(), "evicted": st.connections.evicted() },
     });
     let code = if matches!(status, "ok" | "degraded") {

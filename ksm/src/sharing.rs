@@ -479,6 +479,42 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_appears_whole_and_private_never_created_in_place() {
+        use inotify::{EventMask, Inotify, WatchMask};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut watch = Inotify::init().unwrap();
+        watch
+            .watches()
+            .add(dir.path(), WatchMask::CREATE | WatchMask::MOVED_TO)
+            .unwrap();
+        let path = dir.path().join("ksm.sock");
+        let (_listener, _) = bind_private(&path).unwrap();
+        let mut buf = [0u8; 4096];
+        let events: Vec<(EventMask, String)> = watch
+            .read_events(&mut buf)
+            .unwrap()
+            .map(|e| (e.mask, e.name.unwrap_or_default().to_string_lossy().into()))
+            .collect();
+        // Created elsewhere (a private directory) and moved in: whoever sees the name sees
+        // a socket that is already 0600, whatever the umask was.
+        assert!(
+            events.contains(&(EventMask::MOVED_TO, "ksm.sock".into())),
+            "{events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|(m, n)| m.contains(EventMask::CREATE) && n == "ksm.sock"),
+            "{events:?}"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "the private directory is gone");
+    }
+
+    #[test]
     fn a_second_tool_waits_until_the_first_ends_its_operation() {
         let (_dir, path) = daemon(Duration::from_secs(30));
         let mut first = connect_trusted(&path).unwrap();

@@ -405,3 +405,30 @@ fn oversized_and_malformed_requests_are_refused_cheaply() {
         "OK counter=0003 low=4242 high=17 use=03",
     );
 }
+
+/// A daemon whose AEAD directory vanished (or lost its permissions) may still answer from
+/// its cache, but monitoring must see it.
+#[test]
+fn an_unreadable_aead_directory_makes_health_degraded() {
+    let parent = tempfile::tempdir().unwrap();
+    let store = parent.path().join("aeads");
+    std::fs::create_dir(&store).unwrap();
+    copy_tree(&fixtures().join("aead-files/store"), &store);
+    let d = Daemon::start(settings(vec![], &store, Duration::from_secs(5)));
+    let health = || -> (u16, serde_json::Value) {
+        let a = get(d.addr, "/health");
+        (a.status, serde_json::from_str(&a.body).unwrap())
+    };
+    assert_eq!(health().0, 200);
+    assert_eq!(health().1["status"], "ok");
+    let away = parent.path().join("moved");
+    std::fs::rename(&store, &away).unwrap();
+    let (code, h) = health();
+    assert_eq!((code, h["status"].as_str()), (200, Some("degraded")), "{h}");
+    assert!(
+        h["store"]["error"].as_str().unwrap().contains("aeads"),
+        "{h}"
+    );
+    std::fs::rename(&away, &store).unwrap();
+    assert_eq!(health().1["status"], "ok");
+}
