@@ -444,29 +444,35 @@ mod tests {
     use crate::pool::{Backend, PoolConfig};
     use std::sync::mpsc;
 
-    /// A daemon's sharing socket over the demo soft HSM, with short lease times.
-    fn daemon(lease_idle: Duration) -> (tempfile::TempDir, std::path::PathBuf) {
+    /// A daemon's sharing socket over `backend`, with short lease times.
+    fn daemon_on(
+        backend: Backend,
+        lease_idle: Duration,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Arc<Pool>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ksm.sock");
         let (listener, _) = bind_private(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
+        let pool = Arc::new(Pool::start(vec![backend], PoolConfig::default()));
+        let p = pool.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let pool = Arc::new(Pool::start(
-                    vec![Backend::Soft(Box::new(
-                        crate::device::demo_config().unwrap(),
-                    ))],
-                    PoolConfig::default(),
-                ));
                 let cfg = SharingConfig {
                     lease_idle,
                     lease_wait: Duration::from_secs(5),
                     ..SharingConfig::default()
                 };
-                serve(UnixListener::from_std(listener).unwrap(), pool, cfg).await;
+                serve(UnixListener::from_std(listener).unwrap(), p, cfg).await;
             });
         });
+        (dir, path, pool)
+    }
+
+    /// The same over the demo soft HSM.
+    fn daemon(lease_idle: Duration) -> (tempfile::TempDir, std::path::PathBuf) {
+        let soft = Backend::Soft(Box::new(crate::device::demo_config().unwrap()));
+        let (dir, path, _) = daemon_on(soft, lease_idle);
         (dir, path)
     }
 
@@ -554,5 +560,33 @@ mod tests {
         assert!(err.contains("lease lapsed"), "{err}");
         first.write_all(&[RELEASE, 0]).unwrap();
         frame(&mut first).unwrap();
+    }
+
+    #[test]
+    fn a_device_reopened_under_a_lease_refuses_the_leases_next_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::device::demo_config().unwrap();
+        let emu = hsm_proto::emulator::PtyEmulator::start(&cfg, &dir.path().join("tty")).unwrap();
+        let serial = Backend::Serial(emu.link().to_path_buf());
+        let (_dir, path, pool) = daemon_on(serial, Duration::from_secs(30));
+        let mut tool = connect_trusted(&path).unwrap();
+        frame(&mut tool).unwrap();
+        // Reopened (a replug, a power cycle, SIGHUP) between two frames of an operation:
+        // the device's buffer may be empty now, so the operation must not go on.
+        pool.reopen_all();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0]
+            .opens
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < 2
+        {
+            assert!(Instant::now() < deadline, "never reopened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let err = frame(&mut tool).unwrap_err().to_string();
+        assert!(err.contains("reopened"), "{err}");
+        // A new operation is fine.
+        tool.write_all(&[RELEASE, 0]).unwrap();
+        frame(&mut tool).unwrap();
     }
 }
