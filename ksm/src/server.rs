@@ -113,8 +113,11 @@ impl AppState {
 struct Peer(SocketAddr);
 
 impl Peer {
+    /// On a dual-stack socket (`--addr ::`) an IPv4 client arrives as `::ffff:a.b.c.d`,
+    /// which no IPv4 `--allow` or `--proxies` entry matches: it is made `a.b.c.d` here, where
+    /// the address enters, once.
     fn new(addr: SocketAddr) -> Peer {
-        Peer(addr)
+        Peer(SocketAddr::new(addr.ip().to_canonical(), addr.port()))
     }
 
     fn ip(self) -> IpAddr {

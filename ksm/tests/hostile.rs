@@ -575,3 +575,61 @@ fn the_allow_list_guards_every_page_before_reading_a_body() {
     let statuses: Vec<u16> = pages.iter().map(|p| get(s.addr, p).status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 404]);
 }
+
+/// Why IPv6 loopback cannot be tested here, if it cannot.
+fn no_dual_stack() -> Option<String> {
+    let l = match std::net::TcpListener::bind("[::]:0") {
+        Ok(l) => l,
+        Err(e) => return Some(format!("cannot bind [::]: {e}")),
+    };
+    let port = l.local_addr().ok()?.port();
+    for to in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let to: SocketAddr = to.parse().ok()?;
+        if let Err(e) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+            return Some(format!("[::] is not reachable from {to}: {e}"));
+        }
+    }
+    None
+}
+
+#[test]
+fn on_a_dual_stack_socket_ipv4_clients_are_ipv4_addresses() {
+    if let Some(why) = no_dual_stack() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let s = Serve::start(
+        aead_dir(),
+        &[
+            "-v",
+            "--addr",
+            "::",
+            "--allow",
+            "127.0.0.0/8",
+            "--proxies",
+            "127.0.0.1",
+        ],
+    );
+    assert!(s.addr.is_ipv6(), "{}", s.addr);
+    let v4 = SocketAddr::from(([127, 0, 0, 1], s.addr.port()));
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, s.addr.port()));
+    let path = format!("/wsapi/decrypt?otp={}", vector_otp(0, 1, 1));
+    let ok = "OK counter=0001 low=4242 high=17 use=01\n";
+    // The IPv4 client is on the allow-list; ::1 is not.
+    assert_eq!(get(v4, &path).body, ok);
+    assert_eq!(get(v6, &path).status, 403);
+    // 127.0.0.1 is a trusted proxy: the client it names is logged.
+    let a = raw(
+        v4,
+        format!("GET {path} HTTP/1.1\r\nHost: ksm\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(a.body, ok);
+    let log = s.stop();
+    let clients: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" decode"))
+        .filter_map(|l| l.split("client=").nth(1))
+        .collect();
+    assert_eq!(clients, ["127.0.0.1", "203.0.113.9"], "{log}");
+    assert!(!log.contains("::ffff:"), "{log}");
+}
