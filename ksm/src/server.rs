@@ -327,13 +327,27 @@ fn too_large() -> Response {
     closing(StatusCode::PAYLOAD_TOO_LARGE, "ERR Request too large\n")
 }
 
+/// The client to log for a request from `peer`. From a trusted proxy, the address its
+/// `X-Forwarded-For` names: the last entry of the last such header, the one the proxy itself
+/// added (entries before it are whatever the client claimed). It must parse as an IP
+/// address; anything else is logged as the proxy's address and a marker, never as sent, so a
+/// header cannot forge or garble a log line.
 fn client_of(proxies: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> String {
-    if proxies.contains(&peer) {
-        if let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            return xff.chars().take(100).collect();
-        }
+    if !proxies.contains(&peer) {
+        return peer.to_string();
     }
-    peer.to_string()
+    let Some(xff) = headers.get_all("x-forwarded-for").iter().last() else {
+        return peer.to_string();
+    };
+    let named = xff
+        .to_str()
+        .ok()
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    match named {
+        Some(ip) => ip.to_canonical().to_string(),
+        None => format!("{peer}+invalid-x-forwarded-for"),
+    }
 }
 
 fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
@@ -554,6 +568,41 @@ mod tests {
             otp_param(b"CCCCdeulfbvj", "").as_deref(),
             Some("ccccdeulfbvj")
         );
+    }
+
+    #[test]
+    fn only_an_ip_address_from_a_trusted_proxy_is_logged_as_the_client() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxies = [proxy];
+        let client = |peer: IpAddr, xff: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in xff {
+                let v = axum::http::HeaderValue::from_bytes(v.as_bytes()).unwrap();
+                headers.append("x-forwarded-for", v);
+            }
+            client_of(&proxies, peer, &headers)
+        };
+        assert_eq!(client(proxy, &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(proxy, &[" 2001:db8::7 "]), "2001:db8::7");
+        assert_eq!(client(proxy, &["::ffff:192.0.2.3"]), "192.0.2.3");
+        // The entry the proxy added is the last; what the client claimed before it is not.
+        assert_eq!(client(proxy, &["192.0.2.66, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(proxy, &["192.0.2.66", "203.0.113.9"]), "203.0.113.9");
+        // Anything else is the proxy with a marker, never the header's text.
+        for bad in [
+            "evil client=127.0.0.1 result=ok",
+            "203.0.113.9:4711",
+            "unknown",
+            "",
+            "203.0.113.9, caf\u{e9}",
+        ] {
+            let logged = client(proxy, &[bad]);
+            assert_eq!(logged, "10.0.0.1+invalid-x-forwarded-for", "{bad:?}");
+        }
+        // Not a trusted proxy: its header is ignored.
+        let other: IpAddr = "192.0.2.5".parse().unwrap();
+        assert_eq!(client(other, &["203.0.113.9"]), "192.0.2.5");
+        assert_eq!(client(proxy, &[]), "10.0.0.1");
     }
 
     #[test]
