@@ -336,7 +336,7 @@ fn client_of(proxies: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> String {
     if !proxies.contains(&peer) {
         return peer.to_string();
     }
-    let Some(xff) = headers.get_all("x-forwarded-for").iter().last() else {
+    let Some(xff) = headers.get_all("x-forwarded-for").iter().next_back() else {
         return peer.to_string();
     };
     let named = xff
