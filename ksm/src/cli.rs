@@ -266,7 +266,8 @@ pub struct ServeArgs {
     /// Proxies whose X-Forwarded-For is logged as the client.
     #[arg(long = "proxies", alias = "proxy", num_args = 1..)]
     pub proxies: Vec<IpAddr>,
-    /// Only these networks (CIDR) may call the decode API.
+    /// Only these networks (CIDR) may talk to the daemon: the decode API, /health, /metrics
+    /// and the stats page. Checked before anything of a request is read.
     #[arg(long, num_args = 1..)]
     pub allow: Vec<IpNet>,
     /// Sharing socket for operator tools ("none" to disable). [default: /run/ksm/ksm.sock; none with --demo]
@@ -275,12 +276,13 @@ pub struct ServeArgs {
     /// Requests that may wait per HSM before new ones are refused. [default: 256]
     #[arg(long)]
     pub queue_depth: Option<usize>,
-    /// Most HTTP connections open at once; when all are taken, the longest-idle one is
-    /// closed to make room. [default: 2048]
+    /// Most HTTP connections open at once; when all are taken, the one that has waited
+    /// longest for its request (idle, or still receiving it) is closed to make room, and if
+    /// all are answering requests the newcomer is closed at once. [default: 2048]
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Seconds a client has to send a request's headers, and that an idle keep-alive
-    /// connection stays open. [default: 5]
+    /// Seconds a client has to send a whole request, headers and body (else 408), and that
+    /// an idle keep-alive connection stays open. [default: 5]
     #[arg(long)]
     pub header_timeout: Option<f64>,
     /// Commands the sharing socket forwards: `tools` (what the ksm tools send) or `all`

@@ -1,39 +1,75 @@
 //! The cap on open HTTP connections, and who makes room when it is reached.
 //!
-//! Every connection holds one slot. A connection that is not in the middle of a request is
-//! *idle*: closing it loses nothing (a keep-alive client just reconnects), and a flood of
-//! sockets that never send a request, or trickle one byte at a time (slowloris), is all
-//! idle. So when every slot is taken, a new connection does not wait in the listen backlog
-//! behind them: the connection idle the longest is closed and its slot handed over. The
-//! validator's requests therefore keep being served while the slots, and with them file
-//! descriptors and memory, stay bounded. hyper's header-read timeout closes idle connections
-//! anyway; eviction only matters when they arrive faster than that.
+//! Every connection holds one slot and is, at any moment, in one of three phases:
+//!
+//! * *idle*: waiting for a request, or receiving its headers. A flood of sockets that never
+//!   send a request, or trickle one byte at a time (slowloris), is all idle.
+//! * *receiving*: the headers are in, the body is not (yet). A client that announces a body
+//!   and then stalls stays here until the request deadline (see [`crate::server`]).
+//! * *working*: the whole request is in and is being answered.
+//!
+//! Closing an idle or receiving connection loses nothing that was done for it: a keep-alive
+//! client just reconnects, and a request not yet received has cost no work. So when every
+//! slot is taken, a new connection never waits in the listen backlog behind them: the
+//! connection that has waited the longest for its request to be complete is closed, and its
+//! slot handed over. Idle and receiving connections are one queue, in the order they began
+//! to wait, which is also the order of their request deadlines: the first is the one nearest
+//! to (or past) its deadline, whether it trickles its headers, stalls its body, or sends
+//! nothing. (Ranking idle ones first would let stalled bodies pile up behind them, leaving a
+//! flood of idle sockets a handful of slots to churn through, a new good client's among
+//! them; in one queue every newcomer outlives the next `max - 1` arrivals.) A working
+//! connection is never closed to make room; if every slot is working, the newcomer is
+//! refused at once: closed without an answer, since its request has not been read, and
+//! counted in `ksm_http_connections_refused_total`. yubikey-val then tries its next KSM, as
+//! it does for `ERR Overloaded`.
+//!
+//! The accept loop therefore never waits on a full table. The one wait left is for the
+//! connection just told to close to let go of its slot, which takes one scheduling round of
+//! its task, and is bounded by [`HANDOVER_WAIT`]. The validator's requests keep being served
+//! while the slots, and with them file descriptors and memory, stay bounded. hyper's
+//! header-read timeout and the request deadline close idle and receiving connections anyway;
+//! eviction only matters when they arrive faster than that.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Not in the idle list.
+/// Not in the evictable list: working, or already told to close.
 const BUSY: u64 = u64::MAX;
+
+/// Longest the accept loop waits for a connection it told to close to give up its slot. Such
+/// a connection is idle or receiving, so its task drops it as soon as it runs; this bound
+/// only matters on a starved runtime, and past it the newcomer is refused.
+pub const HANDOVER_WAIT: Duration = Duration::from_millis(500);
 
 /// The connection slots of one listener.
 pub struct Connections {
     slots: Arc<Semaphore>,
-    /// Idle connections by when they became idle (a sequence number): oldest first.
-    idle: Mutex<BTreeMap<u64, Arc<ConnState>>>,
+    /// Idle and receiving connections by when they began to wait for their request (a
+    /// sequence number): the first is the one to close.
+    evictable: Mutex<BTreeMap<u64, Arc<ConnState>>>,
     seq: AtomicU64,
     open: AtomicUsize,
     evicted: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// One connection's part in that bookkeeping.
 struct ConnState {
-    /// Its key in the idle list, or [`BUSY`].
+    /// Its key in the evictable list, or [`BUSY`].
     key: AtomicU64,
-    /// Requests in progress.
+    /// Requests in progress (received or not).
     requests: AtomicUsize,
+    /// True while a fully received request is being answered.
+    working: AtomicBool,
+    /// Told to close to make room: never evictable again.
+    closing: AtomicBool,
+    /// When it began to wait for its current (or next) request: the request deadline runs
+    /// from here.
+    since: Mutex<Instant>,
     /// Signalled when the connection should close to make room.
     close: Notify,
 }
@@ -43,35 +79,42 @@ impl Connections {
     pub fn new(max: usize) -> Arc<Connections> {
         Arc::new(Connections {
             slots: Arc::new(Semaphore::new(max.max(1))),
-            idle: Mutex::new(BTreeMap::new()),
+            evictable: Mutex::new(BTreeMap::new()),
             seq: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         })
     }
 
-    fn idle_list(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ConnState>>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn evictable_list(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ConnState>>> {
+        self.evictable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot for a connection just accepted. If none is free, the longest-idle connection
-    /// is told to close; if every connection is busy with a request, this waits for one to
-    /// finish.
-    pub async fn admit(self: &Arc<Self>) -> Slot {
+    /// A slot for a connection just accepted, or `None` if it must be refused. If no slot is
+    /// free, the idle or receiving connection that has waited longest is told to close and
+    /// its slot taken over (waiting at most [`HANDOVER_WAIT`] for it); if every connection
+    /// is working, this refuses at once.
+    pub async fn admit(self: &Arc<Self>) -> Option<Slot> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => {
-                self.evict_longest_idle();
-                match self.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    // The semaphore is never closed.
-                    Err(_) => std::future::pending().await,
+            Err(_) if self.evict_one() => {
+                let handed_over =
+                    tokio::time::timeout(HANDOVER_WAIT, self.slots.clone().acquire_owned()).await;
+                match handed_over {
+                    Ok(Ok(p)) => p,
+                    // Timed out, or closed (never: the semaphore is not closed).
+                    _ => return self.refuse(),
                 }
             }
+            Err(_) => return self.refuse(),
         };
         let state = Arc::new(ConnState {
             key: AtomicU64::new(BUSY),
             requests: AtomicUsize::new(0),
+            working: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            since: Mutex::new(Instant::now()),
             close: Notify::new(),
         });
         self.open.fetch_add(1, Ordering::Relaxed);
@@ -81,16 +124,31 @@ impl Connections {
             _permit: permit,
         };
         slot.set_idle();
-        slot
+        Some(slot)
     }
 
-    fn evict_longest_idle(&self) {
-        let victim = self.idle_list().pop_first();
-        if let Some((_, conn)) = victim {
-            conn.key.store(BUSY, Ordering::SeqCst);
-            self.evicted.fetch_add(1, Ordering::Relaxed);
-            conn.close.notify_one();
-        }
+    fn refuse(&self) -> Option<Slot> {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Tells the first connection of the evictable list to close; false if there is none.
+    fn evict_one(&self) -> bool {
+        let victim = {
+            let mut list = self.evictable_list();
+            let victim = list.pop_first();
+            if let Some((_, conn)) = &victim {
+                conn.key.store(BUSY, Ordering::SeqCst);
+                conn.closing.store(true, Ordering::SeqCst);
+            }
+            victim
+        };
+        let Some((_, conn)) = victim else {
+            return false;
+        };
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+        conn.close.notify_one();
+        true
     }
 
     /// Connections open now.
@@ -98,9 +156,14 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Idle connections closed to make room, since start.
+    /// Idle and receiving connections closed to make room, since start.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused at once because every slot was answering a request, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -112,32 +175,46 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn set_idle(&self) {
-        let key = self.conns.seq.fetch_add(1, Ordering::Relaxed);
-        let mut idle = self.conns.idle_list();
-        self.state.key.store(key, Ordering::SeqCst);
-        idle.insert(key, self.state.clone());
+    fn since(&self) -> MutexGuard<'_, Instant> {
+        self.state.since.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn leave_idle_list(&self) {
-        let mut idle = self.conns.idle_list();
+    fn set_idle(&self) {
+        *self.since() = Instant::now();
+        let key = self.conns.seq.fetch_add(1, Ordering::Relaxed);
+        let mut list = self.conns.evictable_list();
+        if self.state.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        self.state.key.store(key, Ordering::SeqCst);
+        list.insert(key, self.state.clone());
+    }
+
+    /// Takes the connection out of the evictable list (it may be out already).
+    fn leave_queue(&self) {
+        let mut list = self.conns.evictable_list();
         let key = self.state.key.swap(BUSY, Ordering::SeqCst);
         if key != BUSY {
-            idle.remove(&key);
+            list.remove(&key);
         }
     }
 
-    /// Marks a request in progress until the guard is dropped; an idle connection is not
-    /// closed to make room while it holds one.
+    /// Marks a request whose headers are in, until the guard is dropped. The connection is
+    /// *receiving* until [`RequestGuard::received`], and keeps its place in the queue of
+    /// connections that may be closed to make room.
     pub fn request(self: &Arc<Self>) -> RequestGuard {
         self.state.requests.fetch_add(1, Ordering::SeqCst);
-        self.leave_idle_list();
         RequestGuard { slot: self.clone() }
     }
 
-    /// True while a request is in progress.
-    pub fn busy(&self) -> bool {
-        self.state.requests.load(Ordering::SeqCst) > 0
+    /// When the connection began to wait for its current (or next) request.
+    pub fn waiting_since(&self) -> Instant {
+        *self.since()
+    }
+
+    /// True while a fully received request is being answered.
+    pub fn working(&self) -> bool {
+        self.state.working.load(Ordering::SeqCst)
     }
 
     /// Resolves when the connection has been chosen to close to make room.
@@ -148,7 +225,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.leave_idle_list();
+        self.leave_queue();
         self.conns.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -158,9 +235,21 @@ pub struct RequestGuard {
     slot: Arc<Slot>,
 }
 
+impl RequestGuard {
+    /// The whole request is in: from now on the connection is working, and is not closed to
+    /// make room until its answer is done.
+    pub fn received(&self) {
+        self.slot.state.working.store(true, Ordering::SeqCst);
+        self.slot.leave_queue();
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        if self.slot.state.requests.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let state = &self.slot.state;
+        if state.requests.fetch_sub(1, Ordering::SeqCst) == 1 {
+            state.working.store(false, Ordering::SeqCst);
+            self.slot.leave_queue();
             self.slot.set_idle();
         }
     }
@@ -169,7 +258,6 @@ impl Drop for RequestGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -178,18 +266,25 @@ mod tests {
             .expect("runtime")
     }
 
+    async fn admit(c: &Arc<Connections>) -> Arc<Slot> {
+        Arc::new(c.admit().await.expect("a slot"))
+    }
+
+    /// Admits a newcomer on a task of its own, as the accept loop would.
+    fn newcomer(c: &Arc<Connections>) -> tokio::task::JoinHandle<Option<Slot>> {
+        let c = c.clone();
+        tokio::spawn(async move { c.admit().await })
+    }
+
     #[test]
     fn a_full_house_closes_the_longest_idle_connection() {
         rt().block_on(async {
             let c = Connections::new(2);
-            let first = Arc::new(c.admit().await);
-            let second = Arc::new(c.admit().await);
+            let first = admit(&c).await;
+            let second = admit(&c).await;
             // The first one works, so the second is now the longest idle.
             drop(first.request());
-            let third = tokio::spawn({
-                let c = c.clone();
-                async move { c.admit().await }
-            });
+            let third = newcomer(&c);
             tokio::time::timeout(Duration::from_secs(1), second.evicted())
                 .await
                 .expect("second told to close");
@@ -202,7 +297,8 @@ mod tests {
             let third = tokio::time::timeout(Duration::from_secs(1), third)
                 .await
                 .expect("slot handed over")
-                .expect("task");
+                .expect("task")
+                .expect("admitted");
             assert_eq!(c.open(), 2);
             assert_eq!(c.evicted(), 1);
             drop(third);
@@ -211,30 +307,90 @@ mod tests {
     }
 
     #[test]
-    fn connections_in_a_request_are_not_evicted() {
+    fn working_connections_are_not_evicted_and_a_newcomer_is_refused_at_once() {
         rt().block_on(async {
             let c = Connections::new(1);
-            let only = Arc::new(c.admit().await);
-            let working = only.request();
-            assert!(only.busy());
-            let next = tokio::spawn({
-                let c = c.clone();
-                async move { c.admit().await }
-            });
+            let only = admit(&c).await;
+            let request = only.request();
+            request.received();
+            assert!(only.working());
+            let refused = tokio::time::timeout(Duration::from_millis(100), c.admit())
+                .await
+                .expect("an answer at once");
+            assert!(refused.is_none());
             assert!(
                 tokio::time::timeout(Duration::from_millis(100), only.evicted())
                     .await
                     .is_err()
             );
-            assert_eq!(c.evicted(), 0);
-            // The request ends and the connection closes: the waiting one gets the slot.
-            drop(working);
+            assert_eq!((c.evicted(), c.refused()), (0, 1));
+            // The answer done, the connection is idle again, and makes room.
+            drop(request);
+            assert!(!only.working());
+            let next = newcomer(&c);
+            tokio::time::timeout(Duration::from_secs(1), only.evicted())
+                .await
+                .expect("told to close");
             drop(only);
             let next = tokio::time::timeout(Duration::from_secs(1), next)
                 .await
-                .expect("slot freed")
+                .expect("slot handed over")
                 .expect("task");
-            assert!(!next.busy());
+            assert!(next.is_some());
+        });
+    }
+
+    #[test]
+    fn connections_receiving_their_request_make_room_in_the_order_they_began_to_wait() {
+        rt().block_on(async {
+            let c = Connections::new(3);
+            let receiving = admit(&c).await;
+            let _request = receiving.request();
+            let idle = admit(&c).await;
+            let working = admit(&c).await;
+            let working_request = working.request();
+            working_request.received();
+            // The receiving one has waited longer than the idle one: it goes first.
+            let first = newcomer(&c);
+            tokio::time::timeout(Duration::from_secs(1), receiving.evicted())
+                .await
+                .expect("the longest-waiting one told to close");
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), idle.evicted())
+                    .await
+                    .is_err()
+            );
+            drop(_request);
+            drop(receiving);
+            let first = Arc::new(first.await.expect("task").expect("admitted"));
+            let first_request = first.request();
+            first_request.received();
+            // Then the idle one; the working ones never.
+            let second = newcomer(&c);
+            tokio::time::timeout(Duration::from_secs(1), idle.evicted())
+                .await
+                .expect("the idle one told to close");
+            drop(idle);
+            assert!(second.await.expect("task").is_some());
+            assert_eq!(c.evicted(), 2);
+        });
+    }
+
+    #[test]
+    fn a_slot_not_given_up_in_time_refuses_the_newcomer() {
+        rt().block_on(async {
+            let c = Connections::new(1);
+            let stuck = admit(&c).await;
+            // Told to close, but never lets go of its slot.
+            let t = std::time::Instant::now();
+            assert!(c.admit().await.is_none());
+            assert!(t.elapsed() >= HANDOVER_WAIT);
+            assert_eq!((c.evicted(), c.refused()), (1, 1));
+            // Not evicted twice.
+            assert!(c.admit().await.is_none());
+            assert_eq!((c.evicted(), c.refused()), (1, 2));
+            drop(stuck);
+            assert!(c.admit().await.is_some());
         });
     }
 }

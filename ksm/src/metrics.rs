@@ -135,7 +135,8 @@ impl Metrics {
             );
         }
         let _ = writeln!(o, "# HELP ksm_http_connections HTTP connections open.\n# TYPE ksm_http_connections gauge\nksm_http_connections {}", connections.open());
-        let _ = writeln!(o, "# HELP ksm_http_connections_evicted_total Idle connections closed to make room at --max-connections.\n# TYPE ksm_http_connections_evicted_total counter\nksm_http_connections_evicted_total {}", connections.evicted());
+        let _ = writeln!(o, "# HELP ksm_http_connections_evicted_total Idle connections, and connections still receiving their request, closed to make room at --max-connections.\n# TYPE ksm_http_connections_evicted_total counter\nksm_http_connections_evicted_total {}", connections.evicted());
+        let _ = writeln!(o, "# HELP ksm_http_connections_refused_total New connections closed at once because every connection was answering a request.\n# TYPE ksm_http_connections_refused_total counter\nksm_http_connections_refused_total {}", connections.refused());
         let _ = writeln!(o, "# HELP ksm_hsm_line_errors_total HSM line failures by kind, failed reopen attempts (one each 250 ms while a device is down) included.\n# TYPE ksm_hsm_line_errors_total counter");
         for d in devices {
             for (kind, n) in LINE_ERROR_KINDS.iter().zip(&d.line_errors) {

@@ -1,10 +1,14 @@
 //! The decode API validators call, on a real HTTP/1.1 server.
 //!
 //! `run` takes a bound listener, the shared state and a shutdown future, so tests start the
-//! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers, a
-//! header-read deadline and a cap on open connections, so a slow or abusive client costs
-//! little; requests are routed by an axum router.
+//! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers and a
+//! cap on open connections that never makes the accept loop wait (see
+//! [`crate::connections`]), so a slow or abusive client costs little. Each request then goes
+//! through the same gate before any work is done for it: the allow-list, then the whole
+//! request (headers and body) received by its deadline; only then is it routed, by an axum
+//! router.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -28,7 +32,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::answer::Outcome;
-use crate::connections::Connections;
+use crate::connections::{Connections, Slot};
 use crate::metrics::Metrics;
 use crate::pool::{DeviceState, Pool, PoolError};
 
@@ -45,12 +49,19 @@ pub struct HttpConfig {
     pub reqtimeout: Duration,
     /// Peers whose `X-Forwarded-For` is believed, for logs only.
     pub proxies: Vec<IpAddr>,
-    /// If non-empty, only these networks may call the decode API.
+    /// If non-empty, only these networks may talk to the daemon at all: the decode API and
+    /// also `/health`, `/metrics` and the stats page. One list rather than a second one for
+    /// monitoring: those pages tell an outsider which HSMs are up or locked, how many keys
+    /// there are and how busy the KSM is, and a single boundary is one an operator can check
+    /// at a glance (add the monitoring host to it). Checked per request before anything
+    /// else, a body included, is read.
     pub allow: Vec<IpNet>,
     /// Most connections open at once. When all are taken, the longest-idle one is closed
     /// to make room (see [`crate::connections`]).
     pub max_connections: usize,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a whole request, headers and body, counted from when its
+    /// connection began to wait for it (so it is also how long an idle keep-alive connection
+    /// stays open).
     pub header_timeout: Duration,
 }
 
@@ -96,15 +107,31 @@ impl AppState {
     }
 }
 
+/// The address a connection comes from, as every later use (allow-list, proxies, logs) sees
+/// it.
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
 
+impl Peer {
+    /// On a dual-stack socket (`--addr ::`) an IPv4 client arrives as `::ffff:a.b.c.d`,
+    /// which no IPv4 `--allow` or `--proxies` entry matches: it is made `a.b.c.d` here, where
+    /// the address enters, once.
+    fn new(addr: SocketAddr) -> Peer {
+        Peer(SocketAddr::new(addr.ip().to_canonical(), addr.port()))
+    }
+
+    fn ip(self) -> IpAddr {
+        self.0.ip()
+    }
+}
+
 /// Marks `req` as coming from `peer`, as [`run`] does for every request; the handlers of
 /// [`router`] need it. For callers that drive the router without a socket (the fuzz target
-/// `fuzz/fuzz_targets/http_query.rs`).
+/// `fuzz/fuzz_targets/http_query.rs`). The allow-list is not the router's: [`run`] applies
+/// it before a request reaches the router.
 #[doc(hidden)]
 pub fn with_peer<B>(mut req: Request<B>, peer: SocketAddr) -> Request<B> {
-    req.extensions_mut().insert(Peer(peer));
+    req.extensions_mut().insert(Peer::new(peer));
     req
 }
 
@@ -149,50 +176,24 @@ pub async fn run(
                 }
             },
         };
+        let peer = Peer::new(peer);
+        // Never waits on a full table: at most HANDOVER_WAIT for a connection told to close.
         let slot = tokio::select! {
             _ = &mut shutdown => break,
-            s = state.connections.admit() => Arc::new(s),
+            s = state.connections.admit() => s,
         };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let state = state.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let in_service = slot.clone();
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let working = in_service.request();
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(Peer(peer));
-                let call = app.clone().oneshot(req);
-                async move {
-                    let response = call.await;
-                    drop(working);
-                    response
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(state.http.header_timeout)
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => { if let Err(e) = r { debug!(error = %e, "connection ended"); } }
-                // The Ref that wait_for returns must not live across the await below.
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-                // Closed to make room: dropped at once if idle, after its answer if not.
-                _ = slot.evicted() => {
-                    if slot.busy() {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            }
-            drop(slot);
-        });
+        let Some(slot) = slot else {
+            debug!(client = %peer.ip(), "connection refused: every connection is answering a request");
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            Arc::new(slot),
+            app.clone(),
+            state.clone(),
+            stop_rx.clone(),
+        ));
     }
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
@@ -203,17 +204,154 @@ pub async fn run(
     Ok(())
 }
 
-fn client_of(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
-    if state.http.proxies.contains(&peer.ip()) {
-        if let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            return xff.chars().take(100).collect();
+/// One connection, until the client closes it, a timeout does, the daemon stops, or it is
+/// closed to make room.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: Peer,
+    slot: Arc<Slot>,
+    app: Router,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    // The peer cannot change: decided once, before anything is read.
+    let allowed = allowed(&state.http.allow, peer.ip());
+    let in_service = slot.clone();
+    let http = state.http.clone();
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        gate(
+            req,
+            peer,
+            allowed,
+            in_service.clone(),
+            app.clone(),
+            http.header_timeout,
+        )
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_timeout)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let finish = tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(error = %e, "connection ended");
+            }
+            false
         }
+        // The Ref that wait_for returns must not live across the await below.
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
+        // Closed to make room: dropped at once unless it is answering a request.
+        _ = slot.evicted() => slot.working(),
+    };
+    if finish {
+        // Let the answer in progress go out; bounded like the decode it waits for.
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(http.reqtimeout + Duration::from_secs(1), conn).await;
     }
-    peer.ip().to_string()
+    drop(slot);
 }
 
-fn allowed(state: &AppState, peer: SocketAddr) -> bool {
-    state.http.allow.is_empty() || state.http.allow.iter().any(|n| n.contains(&peer.ip()))
+/// What every request passes before any work is done for it: the allow-list (before a byte
+/// of its body is read), then the whole request received by its deadline. Only then is the
+/// connection *working* (not closed to make room) and the request routed.
+async fn gate(
+    req: Request<hyper::body::Incoming>,
+    peer: Peer,
+    allowed: bool,
+    slot: Arc<Slot>,
+    app: Router,
+    limit: Duration,
+) -> Result<Response, Infallible> {
+    if !allowed {
+        warn!(client = %peer.ip(), path = %req.uri().path(), "request from a client outside the allow-list");
+        return Ok(closing(StatusCode::FORBIDDEN, "ERR Forbidden\n"));
+    }
+    let request = slot.request();
+    let deadline = slot.waiting_since() + limit;
+    let mut req = match receive(req, deadline).await {
+        Ok(r) => r,
+        Err(refused) => return Ok(refused),
+    };
+    request.received();
+    req.extensions_mut().insert(peer);
+    let response = app.oneshot(req).await;
+    drop(request);
+    response
+}
+
+/// Reads a request's body (at most [`MAX_BODY`]) by `deadline`, so that a client trickling
+/// its body, or announcing one it never sends, holds a connection no longer than one that
+/// trickles its headers. An answer for the client if it does not make it.
+async fn receive(
+    req: Request<hyper::body::Incoming>,
+    deadline: Instant,
+) -> Result<Request<Body>, Response> {
+    // A Content-Length over the cap is refused without reading a byte of the body.
+    if hyper::body::Body::size_hint(req.body()).lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(Body::new(body), MAX_BODY);
+    match tokio::time::timeout_at(deadline.into(), read).await {
+        Ok(Ok(body)) => Ok(Request::from_parts(parts, Body::from(body))),
+        // Over the cap (chunked), or the client went away (it reads no answer then).
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => {
+            debug!("request not received within the header timeout");
+            Err(closing(
+                StatusCode::REQUEST_TIMEOUT,
+                "ERR Request timeout\n",
+            ))
+        }
+    }
+}
+
+/// An answer after which the connection is closed: its request was not (fully) read.
+fn closing(code: StatusCode, body: &'static str) -> Response {
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CONNECTION, "close"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn too_large() -> Response {
+    closing(StatusCode::PAYLOAD_TOO_LARGE, "ERR Request too large\n")
+}
+
+/// The client to log for a request from `peer`. From a trusted proxy, the address its
+/// `X-Forwarded-For` names: the last entry of the last such header, the one the proxy itself
+/// added (entries before it are whatever the client claimed). It must parse as an IP
+/// address; anything else is logged as the proxy's address and a marker, never as sent, so a
+/// header cannot forge or garble a log line.
+fn client_of(proxies: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> String {
+    if !proxies.contains(&peer) {
+        return peer.to_string();
+    }
+    let Some(xff) = headers.get_all("x-forwarded-for").iter().next_back() else {
+        return peer.to_string();
+    };
+    let named = xff
+        .to_str()
+        .ok()
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    match named {
+        Some(ip) => ip.to_canonical().to_string(),
+        None => format!("{peer}+invalid-x-forwarded-for"),
+    }
+}
+
+fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
+    allow.is_empty() || allow.iter().any(|n| n.contains(&ip))
 }
 
 fn text(code: StatusCode, body: String) -> Response {
@@ -241,11 +379,9 @@ async fn decode_post(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Response {
+    // Already received by `gate` when served by `run`; the cap is for other callers.
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ERR Request too large\n".into(),
-        );
+        return too_large();
     };
     // A form field wins over the query string, as PHP's $_REQUEST does for POST. (In pyhsm's
     // prefix form the OTP is the first item: the query string's, else the body's.)
@@ -279,10 +415,6 @@ async fn decode_request(
     headers: HeaderMap,
     query: &[u8],
 ) -> Response {
-    if !allowed(&st, peer) {
-        warn!(client = %peer.ip(), "decode request from a client outside the allow-list");
-        return text(StatusCode::FORBIDDEN, "ERR Forbidden\n".into());
-    }
     let start = Instant::now();
     let raw = otp_param(query, &st.http.otp_param);
     let (outcome, id) = decode(&st, raw.as_deref(), start + st.http.reqtimeout).await;
@@ -292,7 +424,7 @@ async fn decode_request(
         public_id = %id.as_deref().unwrap_or("-"),
         result = %outcome.label(),
         latency_us = took.as_micros() as u64,
-        client = %client_of(&st, peer, &headers),
+        client = %client_of(&st.http.proxies, peer.ip(), &headers),
         "decode"
     );
     let (code, line) = outcome.answer();
@@ -407,7 +539,11 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "watching": st.store.watching(),
             "error": store.err().map(|e| e.to_string()),
         },
-        "http": { "connections": st.connections.open(), "evicted": st.connections.evicted() },
+        "http": {
+            "connections": st.connections.open(),
+            "evicted": st.connections.evicted(),
+            "refused": st.connections.refused(),
+        },
     });
     let code = if matches!(status, "ok" | "degraded") {
         StatusCode::OK
@@ -441,6 +577,41 @@ mod tests {
             otp_param(b"CCCCdeulfbvj", "").as_deref(),
             Some("ccccdeulfbvj")
         );
+    }
+
+    #[test]
+    fn only_an_ip_address_from_a_trusted_proxy_is_logged_as_the_client() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxies = [proxy];
+        let client = |peer: IpAddr, xff: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in xff {
+                let v = axum::http::HeaderValue::from_bytes(v.as_bytes()).unwrap();
+                headers.append("x-forwarded-for", v);
+            }
+            client_of(&proxies, peer, &headers)
+        };
+        assert_eq!(client(proxy, &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(proxy, &[" 2001:db8::7 "]), "2001:db8::7");
+        assert_eq!(client(proxy, &["::ffff:192.0.2.3"]), "192.0.2.3");
+        // The entry the proxy added is the last; what the client claimed before it is not.
+        assert_eq!(client(proxy, &["192.0.2.66, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(proxy, &["192.0.2.66", "203.0.113.9"]), "203.0.113.9");
+        // Anything else is the proxy with a marker, never the header's text.
+        for bad in [
+            "evil client=127.0.0.1 result=ok",
+            "203.0.113.9:4711",
+            "unknown",
+            "",
+            "203.0.113.9, caf\u{e9}",
+        ] {
+            let logged = client(proxy, &[bad]);
+            assert_eq!(logged, "10.0.0.1+invalid-x-forwarded-for", "{bad:?}");
+        }
+        // Not a trusted proxy: its header is ignored.
+        let other: IpAddr = "192.0.2.5".parse().unwrap();
+        assert_eq!(client(other, &["203.0.113.9"]), "192.0.2.5");
+        assert_eq!(client(proxy, &[]), "10.0.0.1");
     }
 
     #[test]
