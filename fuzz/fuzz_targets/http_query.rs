@@ -15,7 +15,8 @@
 //! body cap is 4 KiB). Bits 5-7 are ignored, so seeds use printable flags (`@` is 0x40).
 //!
 //! Checked: no panic; the status is one of 200, 403, 404, 405, 413, 503; 403 only for a peer
-//! outside the allow-list and 413 only for a POST; and every GET or POST answer of the decode
+//! outside the allow-list (the daemon's `run` applies the allow-list before a request reaches
+//! this router, so here 403 should not occur at all) and 413 only for a POST; and every GET or POST answer of the decode
 //! path is exactly one line, ending in `\n`, starting `OK ` or `ERR `.
 #![no_main]
 #![forbid(unsafe_code)]

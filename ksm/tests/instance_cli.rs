@@ -8,17 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{emulator_config, get, listening_addr, Device, NOBODY};
+use e2e_tests::{emulator_config, get, listening_addr, output_text as text, Device, NOBODY};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 struct Serve {
     child: Child,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{emulator_config, get, otp_vectors, ykgenerate, Device};
+use e2e_tests::{emulator_config, get, otp_vectors, output_text as text, ykgenerate, Device};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
@@ -26,14 +26,6 @@ fn ksm_stdin(args: &[&str], input: &str) -> Output {
         .expect("run ksm");
     c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     c.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn key_file(dir: &Path, name: &str, hex: &str) -> String {

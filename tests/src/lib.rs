@@ -210,6 +210,16 @@ pub fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
+/// A finished command's standard output and error, as one text for assertions and
+/// failure messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The user tests run a process as when they run as root, so that file permissions apply
 /// to it as they do to the daemon's own user in production.
 pub const NOBODY: u32 = 65534;

@@ -73,7 +73,10 @@ pub fn verify(
                     );
                 }
                 if let Some(h) = hsm.as_deref_mut() {
-                    match h.aead_decrypt_cmp(s.key_handle, s.nonce, &[], &s.aead) {
+                    // Each check stands alone: between two, other tools may use the device.
+                    let checked = h.aead_decrypt_cmp(s.key_handle, s.nonce, &[], &s.aead);
+                    h.end_operation()?;
+                    match checked {
                         Ok(true) => {}
                         Ok(false) => {
                             r.rejected += 1;
