@@ -302,7 +302,7 @@ fn malformed_or_forbidden_tool_frames_are_refused_at_the_socket_not_counted_agai
     std::fs::copy(&soft, &soft_copy).unwrap();
     std::fs::set_permissions(&soft_copy, std::fs::Permissions::from_mode(0o600)).unwrap();
     for device in [dev.path(), soft_copy] {
-        let d = serve(&[device.clone()], &[]);
+        let d = serve(std::slice::from_ref(&device), &[]);
         let wait_up = || {
             let deadline = Instant::now() + Duration::from_secs(10);
             while health(d.addr)["devices"][0]["state"] != "up" {
