@@ -228,7 +228,7 @@ pub enum StoreCmd {
 
 /// `ksm serve` flags: pyhsm's `yhsm-yubikey-ksm` flags, plus ours. Every flag has a key in
 /// `--config ksm.toml`; flags win.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// ksm.toml with defaults for every flag.
     #[arg(long)]
@@ -315,8 +315,18 @@ fn timeouts(secs: f64) -> Result<Timeouts, Error> {
 }
 
 impl ServeArgs {
-    /// Merges flags over `ksm.toml` over defaults.
+    /// Merges flags over `ksm.toml` over defaults, and keeps the flags to do it again on
+    /// SIGHUP.
     pub fn settings(self) -> Result<Settings, Error> {
+        let again = self.clone();
+        let mut s = self.merge()?;
+        s.reload = Some(serve::Reload(std::sync::Arc::new(move || {
+            again.clone().merge()
+        })));
+        Ok(s)
+    }
+
+    fn merge(self) -> Result<Settings, Error> {
         if self.db_url.is_some() {
             return Err(Error::Usage(
                 "--db-url (pyhsm's SQL backend) is not supported; use an AEAD directory (-B)"
@@ -424,6 +434,7 @@ impl ServeArgs {
             nonce_policy: nonce_policy(
                 self.random_nonce_aeads || file.random_nonce_aeads.unwrap_or(false),
             ),
+            reload: None,
         })
     }
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::device;
 use crate::instance::{PidFile, SocketClaim};
 use crate::pool::{Backend, Pool, PoolConfig};
-use crate::server::{AppState, HttpConfig};
+use crate::server::{Access, AppState, HttpConfig};
 use crate::sharing::SharingConfig;
 use crate::tool_frame::SocketPolicy;
 use crate::Error;
@@ -95,6 +95,19 @@ pub struct Settings {
     pub socket_policy: SocketPolicy,
     /// Which AEAD nonces are served (`--random-nonce-aeads`: any).
     pub nonce_policy: NoncePolicy,
+    /// How to read the settings again (SIGHUP): the same flags over `ksm.toml` as it is
+    /// now. `None`: nothing to reload (settings made in code).
+    pub reload: Option<Reload>,
+}
+
+/// Merges the settings again from their sources.
+#[derive(Clone)]
+pub struct Reload(pub Arc<dyn Fn() -> Result<Settings, Error> + Send + Sync>);
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reload")
+    }
 }
 
 /// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
@@ -265,7 +278,7 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
-    let hangup = tokio::spawn(on_hangup(pool.clone()));
+    let hangup = tokio::spawn(on_hangup(pool.clone(), state.clone(), s.reload.clone()));
     let result = crate::server::run(listener, state, shutdown)
         .await
         .map_err(|e| Error::io("serve", e));
@@ -280,10 +293,13 @@ pub async fn serve(
     result
 }
 
-/// SIGHUP, as daemons take it: never an exit. The devices are reopened (after a replug, or
-/// to run their start-up checks again) and their lock state probed; the other settings
-/// stay as they are until a restart.
-async fn on_hangup(pool: Arc<Pool>) {
+/// SIGHUP, as daemons take it (`systemctl reload ksm`): never an exit. The devices are
+/// reopened (after a replug, or to run their start-up checks again) and their lock state
+/// probed, and the access lists (`allow`, `proxies`) are read again from the flags and
+/// `ksm.toml`. Everything else (devices, AEAD directory, addresses, limits) needs a restart:
+/// changing it under a running daemon could not be done without dropping requests. A
+/// configuration that no longer parses is logged and the old lists kept.
+async fn on_hangup(pool: Arc<Pool>, state: Arc<AppState>, reload: Option<Reload>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         warn!("cannot handle SIGHUP");
@@ -292,6 +308,21 @@ async fn on_hangup(pool: Arc<Pool>) {
     while hup.recv().await.is_some() {
         info!("SIGHUP: reopening the HSMs and probing their lock state");
         pool.reopen_all();
+        let Some(reload) = &reload else { continue };
+        match (reload.0)() {
+            Ok(new) => {
+                let access = Access::of(&new.http);
+                info!(
+                    allow = access.allow.len(),
+                    proxies = access.proxies.len(),
+                    "SIGHUP: allow-list and proxies reloaded"
+                );
+                state.set_access(access);
+            }
+            Err(e) => {
+                warn!(error = %e, "SIGHUP: the configuration did not load; the old allow-list and proxies stay")
+            }
+        }
     }
 }
 

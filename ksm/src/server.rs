@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use aead_store::Store;
@@ -92,6 +92,29 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Connection slots (`max_connections`), open and evicted counts.
     pub connections: Arc<Connections>,
+    /// Who may connect and whose `X-Forwarded-For` is believed, as in force now:
+    /// `http.allow` and `http.proxies` at start, replaced when SIGHUP reloads them. Read
+    /// once per connection and per logged decode.
+    access: RwLock<Arc<Access>>,
+}
+
+/// The lists SIGHUP may replace without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `--allow`: if non-empty, the only networks that may connect.
+    pub allow: Vec<IpNet>,
+    /// `--proxies`: peers whose `X-Forwarded-For` is logged as the client.
+    pub proxies: Vec<IpAddr>,
+}
+
+impl Access {
+    /// The lists of `http`.
+    pub fn of(http: &HttpConfig) -> Access {
+        Access {
+            allow: http.allow.clone(),
+            proxies: http.proxies.clone(),
+        }
+    }
 }
 
 impl AppState {
@@ -101,9 +124,24 @@ impl AppState {
             pool,
             store,
             connections: Connections::new(http.max_connections),
+            access: RwLock::new(Arc::new(Access::of(&http))),
             http,
             metrics: Metrics::default(),
         }
+    }
+
+    /// The access lists in force.
+    pub fn access(&self) -> Arc<Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the access lists (SIGHUP); connections already open keep the verdict they
+    /// got when they were accepted.
+    pub fn set_access(&self, access: Access) {
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
     }
 }
 
@@ -216,7 +254,7 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     // The peer cannot change: decided once, before anything is read.
-    let allowed = allowed(&state.http.allow, peer.ip());
+    let allowed = allowed(&state.access().allow, peer.ip());
     let in_service = slot.clone();
     let http = state.http.clone();
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -424,7 +462,7 @@ async fn decode_request(
         public_id = %id.as_deref().unwrap_or("-"),
         result = %outcome.label(),
         latency_us = took.as_micros() as u64,
-        client = %client_of(&st.http.proxies, peer.ip(), &headers),
+        client = %client_of(&st.access().proxies, peer.ip(), &headers),
         "decode"
     );
     let (code, line) = outcome.answer();

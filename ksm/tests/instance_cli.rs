@@ -175,6 +175,25 @@ fn sighup_reopens_the_devices_and_the_daemon_keeps_serving() {
 }
 
 #[test]
+fn sighup_reloads_the_allow_list_and_keeps_it_when_the_file_is_broken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("ksm.toml");
+    std::fs::write(&conf, "allow = [\"192.0.2.0/24\"]\n").unwrap();
+    let d = serve(&["--demo", "--config", s(&conf)]);
+    assert_eq!(get(d.addr, "/health").status, 403);
+    std::fs::write(&conf, "allow = [\"127.0.0.0/8\"]\n").unwrap();
+    signal(&d.child, nix::sys::signal::Signal::SIGHUP);
+    wait_for("the new allow-list", || {
+        get(d.addr, "/health").status == 200
+    });
+    // A file that no longer parses changes nothing, and ends nothing.
+    std::fs::write(&conf, "allow = [\n").unwrap();
+    signal(&d.child, nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(d.addr, "/health").status, 200);
+}
+
+#[test]
 fn the_daemon_never_dumps_core() {
     // Started with core dumps allowed, as a shell with `ulimit -c unlimited` would.
     let mut cmd = Command::new("sh");

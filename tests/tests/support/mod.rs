@@ -88,6 +88,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         socket: None,
         queue_depth: 64,
         socket_policy: Default::default(),
+        reload: None,
         nonce_policy: aead_store::NoncePolicy::PublicId,
     }
 }
