@@ -4,7 +4,7 @@
 //! Why: the decode API faces the network. A panic in a handler drops that connection (hyper
 //! catches nothing: the task dies), and an answer outside the contract (a multi-line body, a
 //! status validators do not expect) would confuse yubikey-val. The router is the daemon's own
-//! (`ksm::server::router`) over the demo soft HSM and the AEADs of `fixtures/`, so a fuzzed
+//! (`ksm::daemon::server::router`) over the demo soft HSM and the AEADs of `fixtures/`, so a fuzzed
 //! OTP that happens to name a known public id goes all the way to the HSM and back.
 //!
 //! Input: a flag byte, then the request target up to the first `\n`, then the POST body.
@@ -29,8 +29,8 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::Router;
 use hsm_proto::KeyHandle;
-use ksm::pool::{Backend, Pool, PoolConfig};
-use ksm::server::{router, with_peer, AppState, HttpConfig};
+use ksm::daemon::pool::{Backend, Pool, PoolConfig};
+use ksm::daemon::server::{router, with_peer, AppState, HttpConfig};
 use ksm_fuzz::{device_config, AEAD_STORE, DEMO_DEVICE};
 use libfuzzer_sys::fuzz_target;
 use tokio::runtime::Runtime;

@@ -12,10 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use hsm_proto::Timeouts;
 use ipnet::IpNet;
 
+use crate::daemon::serve::{self, FileConfig, Settings};
+use crate::daemon::server::HttpConfig;
+use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::device::{self, choose, open_tool};
-use crate::serve::{self, FileConfig, Settings};
-use crate::server::HttpConfig;
-use crate::sharing::DEFAULT_SOCKET;
 use crate::tools::{self, decrypt_aead, generate_keys, import_keys, keystore_unlock, store_cmd};
 use crate::Error;
 
@@ -288,7 +288,7 @@ pub struct ServeArgs {
     /// Commands the sharing socket forwards: `tools` (what the ksm tools send) or `all`
     /// (also raw AES-ECB, HMAC, temp keys, ...). [default: tools]
     #[arg(long, value_enum)]
-    pub socket_policy: Option<crate::tool_frame::SocketPolicy>,
+    pub socket_policy: Option<crate::daemon::tool_frame::SocketPolicy>,
     /// Serve version-1 AEADs whose nonce is not their public id, as made by
     /// `generate-keys`/`import-keys --random-nonce`. Off by default: such a file is answered
     /// `ERR Corrupt AEAD`, since it may be another YubiKey's AEAD copied to this id's place.

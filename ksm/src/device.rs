@@ -12,7 +12,7 @@ use hsm_proto::emulator::{self, EmulatorConfig, ResolvedConfig};
 use hsm_proto::{Hsm, Timeouts};
 use tracing::warn;
 
-use crate::sharing::SharedLine;
+use crate::daemon::sharing::SharedLine;
 use crate::Error;
 
 /// The demo device compiled into the binary: the public test keys of `fixtures/`.
@@ -69,7 +69,7 @@ pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error>
         return Ok(ToolDevice::Path(d.to_path_buf()));
     }
     if socket.exists() {
-        match crate::sharing::list_devices(socket) {
+        match crate::daemon::sharing::list_devices(socket) {
             Ok(_) => {
                 return Ok(ToolDevice::Daemon {
                     socket: socket.to_path_buf(),

@@ -55,7 +55,7 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         .unwrap_or_default();
     println!("emulated YubiHSM at {} -> {}", args.pty.display(), slave);
     if let Some(path) = &args.control {
-        let (listener, _) = crate::sharing::bind_private(path)?;
+        let (listener, _) = crate::daemon::sharing::bind_private(path)?;
         println!("control socket at {}", path.display());
         let emu = emu.clone();
         std::thread::spawn(move || {

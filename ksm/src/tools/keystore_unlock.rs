@@ -96,7 +96,7 @@ pub fn run(
 ) -> Result<(), Error> {
     let targets: Vec<(String, ToolDevice)> = match dev {
         ToolDevice::Path(p) => vec![(p.display().to_string(), dev.clone())],
-        ToolDevice::Daemon { socket, .. } => crate::sharing::list_devices(socket)
+        ToolDevice::Daemon { socket, .. } => crate::daemon::sharing::list_devices(socket)
             .map_err(|e| {
                 Error::io(
                     format!("daemon not running (no answer on {})", socket.display()),

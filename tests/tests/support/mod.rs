@@ -1,4 +1,4 @@
-//! The daemon harness shared by the end-to-end tests: `ksm::serve::serve` on 127.0.0.1:0 in
+//! The daemon harness shared by the end-to-end tests: `ksm::daemon::serve::serve` on 127.0.0.1:0 in
 //! a thread of its own, stopped on drop.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 #![allow(dead_code)]
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use e2e_tests::*;
 use hsm_proto::KeyHandle;
-use ksm::serve::Settings;
-use ksm::server::HttpConfig;
+use ksm::daemon::serve::Settings;
+use ksm::daemon::server::HttpConfig;
 
 pub struct Daemon {
     pub addr: SocketAddr,
@@ -31,7 +31,7 @@ impl Daemon {
                 addr_tx
                     .send(listener.local_addr().expect("addr"))
                     .expect("send addr");
-                ksm::serve::serve(s, listener, async {
+                ksm::daemon::serve::serve(s, listener, async {
                     let _ = rx.await;
                 })
                 .await

@@ -27,7 +27,7 @@ use hsm_proto::otp::Otp;
 use hsm_proto::{Aead, DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
-use crate::tool_frame::ToolFrame;
+use crate::daemon::tool_frame::ToolFrame;
 use tracing::{error, info, warn};
 
 /// How a device is reached.

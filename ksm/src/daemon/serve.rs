@@ -13,12 +13,12 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::daemon::instance::{PidFile, SocketClaim};
+use crate::daemon::pool::{Backend, Pool, PoolConfig};
+use crate::daemon::server::{Access, AppState, HttpConfig};
+use crate::daemon::sharing::SharingConfig;
+use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
-use crate::instance::{PidFile, SocketClaim};
-use crate::pool::{Backend, Pool, PoolConfig};
-use crate::server::{Access, AppState, HttpConfig};
-use crate::sharing::SharingConfig;
-use crate::tool_frame::SocketPolicy;
 use crate::Error;
 
 /// `ksm.toml`: a key for every flag of `ksm serve` (flags override).
@@ -137,7 +137,8 @@ pub fn demo_aead_dir() -> PathBuf {
 /// The first OTP vector, for the demo's `curl` line.
 pub fn demo_otp() -> String {
     let v: serde_json::Value =
-        serde_json::from_str(include_str!("../../fixtures/otp-vectors.json")).unwrap_or_default();
+        serde_json::from_str(include_str!("../../../fixtures/otp-vectors.json"))
+            .unwrap_or_default();
     v["otps"][0]["otp"].as_str().unwrap_or_default().to_string()
 }
 
@@ -159,7 +160,7 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
 }
 
 fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, (u64, u64)), Error> {
-    let (std_listener, id) = crate::sharing::bind_private(path)?;
+    let (std_listener, id) = crate::daemon::sharing::bind_private(path)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("socket", e))?;
@@ -244,7 +245,7 @@ pub async fn serve(
                     ..SharingConfig::default()
                 };
                 Some((
-                    tokio::spawn(crate::sharing::serve(l, pool.clone(), cfg)),
+                    tokio::spawn(crate::daemon::sharing::serve(l, pool.clone(), cfg)),
                     id,
                 ))
             }
@@ -279,13 +280,13 @@ pub async fn serve(
     let _ = out.flush();
     drop(out);
     let hangup = tokio::spawn(on_hangup(pool.clone(), state.clone(), s.reload.clone()));
-    let result = crate::server::run(listener, state, shutdown)
+    let result = crate::daemon::server::run(listener, state, shutdown)
         .await
         .map_err(|e| Error::io("serve", e));
     hangup.abort();
     if let (Some((task, id)), Some(p)) = (sharing, &s.socket) {
         task.abort();
-        crate::sharing::remove_if_ours(p, id);
+        crate::daemon::sharing::remove_if_ours(p, id);
     }
     drop(socket_claim);
     drop(pid_file);
@@ -365,7 +366,7 @@ mod tests {
     #[test]
     fn the_example_config_parses() {
         let c: FileConfig =
-            toml::from_str(include_str!("../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
+            toml::from_str(include_str!("../../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
         assert_eq!(c.port, Some(8002));
         assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
         assert_eq!(c.random_nonce_aeads, Some(false));

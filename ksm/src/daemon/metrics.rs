@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use aead_store::Store;
 
-use crate::answer::Outcome;
-use crate::connections::Connections;
-use crate::pool::{DeviceHealth, LINE_ERROR_KINDS};
+use crate::daemon::answer::Outcome;
+use crate::daemon::connections::Connections;
+use crate::daemon::pool::{DeviceHealth, LINE_ERROR_KINDS};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 13] = [

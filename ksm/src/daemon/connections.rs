@@ -5,7 +5,7 @@
 //! * *idle*: waiting for a request, or receiving its headers. A flood of sockets that never
 //!   send a request, or trickle one byte at a time (slowloris), is all idle.
 //! * *receiving*: the headers are in, the body is not (yet). A client that announces a body
-//!   and then stalls stays here until the request deadline (see [`crate::server`]).
+//!   and then stalls stays here until the request deadline (see [`crate::daemon::server`]).
 //! * *working*: the whole request is in and is being answered.
 //!
 //! Closing an idle or receiving connection loses nothing that was done for it: a keep-alive

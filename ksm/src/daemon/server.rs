@@ -3,7 +3,7 @@
 //! `run` takes a bound listener, the shared state and a shutdown future, so tests start the
 //! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers and a
 //! cap on open connections that never makes the accept loop wait (see
-//! [`crate::connections`]), so a slow or abusive client costs little. Each request then goes
+//! [`crate::daemon::connections`]), so a slow or abusive client costs little. Each request then goes
 //! through the same gate before any work is done for it: the allow-list, then the whole
 //! request (headers and body) received by its deadline; only then is it routed, by an axum
 //! router.
@@ -31,10 +31,10 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::answer::Outcome;
-use crate::connections::{Connections, Slot};
-use crate::metrics::Metrics;
-use crate::pool::{DeviceState, Pool, PoolError};
+use crate::daemon::answer::Outcome;
+use crate::daemon::connections::{Connections, Slot};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::pool::{DeviceState, Pool, PoolError};
 
 /// HTTP settings of the daemon.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub struct HttpConfig {
     /// else, a body included, is read.
     pub allow: Vec<IpNet>,
     /// Most connections open at once. When all are taken, the longest-idle one is closed
-    /// to make room (see [`crate::connections`]).
+    /// to make room (see [`crate::daemon::connections`]).
     pub max_connections: usize,
     /// Time a client has to send a whole request, headers and body, counted from when its
     /// connection began to wait for it (so it is also how long an idle keep-alive connection
@@ -568,7 +568,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "queued": d.queued.load(Ordering::Relaxed),
             "opens": d.opens.load(Ordering::Relaxed),
             "last_error": d.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
-            "line_errors": crate::pool::LINE_ERROR_KINDS.iter().zip(&d.line_errors)
+            "line_errors": crate::daemon::pool::LINE_ERROR_KINDS.iter().zip(&d.line_errors)
                 .map(|(k, n)| (k.to_string(), serde_json::json!(n.load(Ordering::Relaxed))))
                 .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),

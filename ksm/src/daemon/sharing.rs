@@ -11,7 +11,7 @@
 //! | `03 device:u8` | none: the tool's operation on that device has ended |
 //!
 //! **One tool at a time per device.** A tool's first frame to a device takes the device's
-//! [`Lease`](crate::pool::Lease), waiting (up to [`SharingConfig::lease_wait`]) for the tool
+//! [`Lease`](crate::daemon::pool::Lease), waiting (up to [`SharingConfig::lease_wait`]) for the tool
 //! that holds it; from then on no other tool's frame reaches that device until this tool
 //! sends `03`, closes the connection, or sends nothing for [`SharingConfig::lease_idle`].
 //! So a secret loaded into the device's buffer is sealed by the tool that loaded it, and an
@@ -41,8 +41,8 @@ use tokio::net::UnixListener;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use crate::pool::{Lease, Pool, PoolError};
-use crate::tool_frame::{SocketPolicy, ToolFrame};
+use crate::daemon::pool::{Lease, Pool, PoolError};
+use crate::daemon::tool_frame::{SocketPolicy, ToolFrame};
 
 /// Where the daemon listens, and the tools look, unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/ksm/ksm.sock";
@@ -441,7 +441,7 @@ impl Line for SharedLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{Backend, PoolConfig};
+    use crate::daemon::pool::{Backend, PoolConfig};
     use std::sync::mpsc;
 
     /// A daemon's sharing socket over `backend`, with short lease times.

@@ -1,0 +1,20 @@
+//! `ksm serve`: the daemon validation servers call, and the socket operator tools share
+//! its HSMs through.
+//!
+//! - [`serve`]: settings, start-up and shut-down; [`instance`]: one daemon per socket and
+//!   PID file;
+//! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
+//!   cap, its answer lines and counters;
+//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue;
+//! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
+//!   [`tool_frame`]: what it forwards.
+
+pub mod answer;
+pub mod connections;
+pub mod instance;
+pub mod metrics;
+pub mod pool;
+pub mod serve;
+pub mod server;
+pub mod sharing;
+pub mod tool_frame;
