@@ -5,12 +5,14 @@
 //!   PID file;
 //! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
 //!   cap, its answer lines and counters;
-//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue;
+//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue, and [`health`]:
+//!   what is known of each;
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
 //!   [`tool_frame`]: what it forwards.
 
 pub mod answer;
 pub mod connections;
+pub mod health;
 pub mod instance;
 pub mod metrics;
 pub mod pool;

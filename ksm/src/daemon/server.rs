@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use hsm_proto::otp::Otp;
-use hsm_proto::{Error as HsmError, Status};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -33,8 +32,9 @@ use tracing::{debug, info, warn};
 
 use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
+use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::pool::{DeviceState, Pool, PoolError};
+use crate::daemon::pool::Pool;
 
 /// HTTP settings of the daemon.
 #[derive(Debug, Clone)]
@@ -497,33 +497,13 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         .await
     {
         Ok(d) => Outcome::Ok(d),
-        Err(e) => outcome_of(e),
+        Err(e) => Outcome::from(e),
     };
     if matches!(outcome, Outcome::CorruptAead) {
         // Which file is bad is what the operator needs; the HSM only says "invalid".
         warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.path.display(), "AEAD rejected by the HSM (corrupt file, or made with another key)");
     }
     (outcome, id)
-}
-
-/// Maps a pool error to the answer.
-pub fn outcome_of(e: PoolError) -> Outcome {
-    match e {
-        PoolError::Locked => Outcome::Locked,
-        // Busy and Reopened concern tool leases, never decodes.
-        PoolError::Unavailable | PoolError::Busy | PoolError::Reopened => Outcome::Unavailable,
-        PoolError::Timeout => Outcome::Timeout,
-        PoolError::Overloaded => Outcome::Overloaded,
-        PoolError::Hsm(HsmError::Device { status, .. }) => match status {
-            Status::OtpInvalid => Outcome::CorruptOtp,
-            Status::AeadInvalid | Status::InvalidParameter => Outcome::CorruptAead,
-            Status::KeyStorageLocked => Outcome::Locked,
-            _ => Outcome::HsmRefused,
-        },
-        PoolError::Hsm(HsmError::CorruptOtp) => Outcome::CorruptOtp,
-        PoolError::Hsm(HsmError::AeadAuth) => Outcome::CorruptAead,
-        PoolError::Hsm(_) => Outcome::Unavailable,
-    }
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> Response {
@@ -567,9 +547,9 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "state": d.state().name(),
             "queued": d.queued.load(Ordering::Relaxed),
             "opens": d.opens.load(Ordering::Relaxed),
-            "last_error": d.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
-            "line_errors": crate::daemon::pool::LINE_ERROR_KINDS.iter().zip(&d.line_errors)
-                .map(|(k, n)| (k.to_string(), serde_json::json!(n.load(Ordering::Relaxed))))
+            "last_error": d.last_error(),
+            "line_errors": d.line_errors()
+                .map(|(k, n)| (k.name().to_string(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
         "store": {
@@ -650,38 +630,5 @@ mod tests {
         let other: IpAddr = "192.0.2.5".parse().unwrap();
         assert_eq!(client(other, &["203.0.113.9"]), "192.0.2.5");
         assert_eq!(client(proxy, &[]), "10.0.0.1");
-    }
-
-    #[test]
-    fn device_statuses_map_to_stable_answers() {
-        let dev = |status| {
-            PoolError::Hsm(HsmError::Device {
-                cmd: hsm_proto::Opcode::AeadYubikeyOtpDecode,
-                status,
-            })
-        };
-        assert_eq!(
-            outcome_of(dev(Status::OtpInvalid)).answer().1,
-            "ERR Corrupt OTP"
-        );
-        assert_eq!(
-            outcome_of(dev(Status::AeadInvalid)).answer().1,
-            "ERR Corrupt AEAD"
-        );
-        assert_eq!(
-            outcome_of(dev(Status::FunctionDisabled)).answer(),
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ERR HSM refused key handle".into()
-            )
-        );
-        assert_eq!(
-            outcome_of(PoolError::Locked).answer(),
-            (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM locked".into())
-        );
-        assert_eq!(
-            outcome_of(PoolError::Overloaded).answer().1,
-            "ERR Overloaded"
-        );
     }
 }
