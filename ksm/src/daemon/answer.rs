@@ -112,11 +112,21 @@ impl Outcome {
 
     /// The answer line (without newline) and HTTP status.
     pub fn answer(&self) -> (StatusCode, String) {
+        let (status, mut body) = self.body();
+        body.pop();
+        (status, body)
+    }
+
+    /// The HTTP status and body: the answer line and its newline.
+    pub fn body(&self) -> (StatusCode, String) {
         let row = self.row();
+        let mut body = String::with_capacity(48);
         match self {
-            Outcome::Ok(d) => (row.status, ok_line(d)),
-            _ => (row.status, row.line.to_string()),
+            Outcome::Ok(d) => push_ok_line(&mut body, d),
+            _ => body.push_str(row.line),
         }
+        body.push('\n');
+        (row.status, body)
     }
 
     /// Short label for logs and metrics.
@@ -126,13 +136,24 @@ impl Outcome {
 }
 
 /// The success line, exactly as pyhsm's and Yubico's PHP KSM write it and yubikey-val's
-/// `sscanf` parses it: `OK counter=%04x low=%04x high=%02x use=%02x`.
-pub fn ok_line(d: &DecodedOtp) -> String {
+/// `sscanf` parses it: `OK counter=%04x low=%04x high=%02x use=%02x`. Written digit by digit
+/// rather than through `format!`: it is on every successful request.
+pub fn push_ok_line(out: &mut String, d: &DecodedOtp) {
     let c = d.counters();
-    format!(
-        "{} counter={:04x} low={:04x} high={:02x} use={:02x}",
-        ANSWERS[0].line, c.use_ctr, c.ts_low, c.ts_high, c.session_ctr
-    )
+    out.push_str(ANSWERS[0].line);
+    for (name, value, digits) in [
+        (" counter=", u32::from(c.use_ctr), 4),
+        (" low=", u32::from(c.ts_low), 4),
+        (" high=", u32::from(c.ts_high), 2),
+        (" use=", u32::from(c.session_ctr), 2),
+    ] {
+        out.push_str(name);
+        for i in (0..digits).rev() {
+            out.push(char::from(
+                b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize],
+            ));
+        }
+    }
 }
 
 /// What the pool's failure means for the validator. Device states (a locked key store, a

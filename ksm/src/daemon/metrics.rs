@@ -20,6 +20,8 @@ const BUCKETS: [f64; 13] = [
 pub struct Metrics {
     /// Decodes by outcome, indexed as [`ANSWERS`].
     outcomes: [AtomicU64; ANSWERS.len()],
+    /// Decodes by the first bucket their latency fits (not cumulative: one counter per
+    /// request instead of up to thirteen; the exposition adds them up).
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -30,10 +32,8 @@ impl Metrics {
     pub fn record(&self, outcome: &Outcome, took: Duration) {
         self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
-        for (b, bound) in self.buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
@@ -80,11 +80,12 @@ impl Metrics {
             o,
             "# HELP ksm_decode_seconds Decode latency.\n# TYPE ksm_decode_seconds histogram"
         );
+        let mut cumulative = 0;
         for (b, bound) in self.buckets.iter().zip(BUCKETS) {
+            cumulative += b.load(Ordering::Relaxed);
             let _ = writeln!(
                 o,
-                "ksm_decode_seconds_bucket{{le=\"{bound}\"}} {}",
-                b.load(Ordering::Relaxed)
+                "ksm_decode_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.count.load(Ordering::Relaxed);
@@ -149,5 +150,59 @@ impl Metrics {
             let _ = writeln!(o, "# HELP ksm_store_watching Whether the AEAD directory is watched and lookups are cached (1) or every lookup reads the disk (0).\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_is_cumulative() {
+        let m = Metrics::default();
+        for ms in [0.2, 0.7, 0.7, 30.0, 9000.0] {
+            m.record(&Outcome::NoOtp, Duration::from_secs_f64(ms / 1000.0));
+        }
+        let text = m.prometheus(&[], &NoStore, &Connections::new(1));
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("ksm_decode_seconds_bucket{{le=\"{le}\"}}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(bucket("0.0005"), "1");
+        assert_eq!(bucket("0.001"), "3");
+        assert_eq!(bucket("0.025"), "3");
+        assert_eq!(bucket("0.05"), "4");
+        assert_eq!(bucket("5"), "4");
+        assert_eq!(bucket("+Inf"), "5");
+        assert!(text.contains("ksm_decodes_total{result=\"no_otp\"} 5\n"));
+        assert_eq!(m.pyhsm_stats(), "no_aead 0\nok 0\nerr 0\ninvalid 5\n");
+    }
+
+    /// A store with nothing in it.
+    struct NoStore;
+
+    impl Store for NoStore {
+        fn lookup(
+            &self,
+            _: &hsm_proto::PublicId,
+        ) -> Result<Option<aead_store::StoredAead>, aead_store::StoreError> {
+            Ok(None)
+        }
+        fn write(
+            &self,
+            _: hsm_proto::KeyHandle,
+            _: &hsm_proto::PublicId,
+            _: &hsm_proto::Nonce,
+            _: &hsm_proto::Aead,
+            _: bool,
+        ) -> Result<std::path::PathBuf, aead_store::StoreError> {
+            Err(aead_store::StoreError::NoBase("none".into()))
+        }
+        fn entries(&self) -> Box<dyn Iterator<Item = aead_store::WalkEntry> + '_> {
+            Box::new(std::iter::empty())
+        }
     }
 }

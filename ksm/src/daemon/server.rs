@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use aead_store::Store;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -257,6 +257,7 @@ async fn serve_connection(
     let allowed = allowed(&state.access().allow, peer.ip());
     let in_service = slot.clone();
     let http = state.http.clone();
+    let gate_state = state.clone();
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         gate(
             req,
@@ -264,7 +265,7 @@ async fn serve_connection(
             allowed,
             in_service.clone(),
             app.clone(),
-            http.header_timeout,
+            gate_state.clone(),
         )
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -302,23 +303,50 @@ async fn gate(
     allowed: bool,
     slot: Arc<Slot>,
     app: Router,
-    limit: Duration,
+    state: Arc<AppState>,
 ) -> Result<Response, Infallible> {
     if !allowed {
         warn!(client = %peer.ip(), path = %req.uri().path(), "request from a client outside the allow-list");
         return Ok(closing(StatusCode::FORBIDDEN, "ERR Forbidden\n"));
     }
     let request = slot.request();
-    let deadline = slot.waiting_since() + limit;
-    let mut req = match receive(req, deadline).await {
+    let deadline = slot.waiting_since() + state.http.header_timeout;
+    let req = match receive(req, deadline).await {
         Ok(r) => r,
         Err(refused) => return Ok(refused),
     };
     request.received();
-    req.extensions_mut().insert(peer);
-    let response = app.oneshot(req).await;
+    let response = dispatch(&state, app, peer, req).await;
     drop(request);
-    response
+    Ok(response)
+}
+
+/// Routes a received request. The decode URL, which validators call thousands of times a
+/// second, goes straight to its handler: no router, no extractors, no copy of the headers.
+/// Everything else (and every other method on the decode URL) goes through the router,
+/// whose decode routes call the same [`decode_request`], so both ways answer alike.
+async fn dispatch(state: &Arc<AppState>, app: Router, peer: Peer, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let decode_path = path
+        .strip_prefix(state.http.serve_path.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest == "/");
+    if decode_path && (req.method() == Method::GET || req.method() == Method::POST) {
+        let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
+        if req.method() == Method::GET {
+            return decode_request(state, peer, req.headers(), &query).await;
+        }
+        let (parts, body) = req.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return too_large();
+        };
+        return decode_request(state, peer, &parts.headers, &post_query(query, &body)).await;
+    }
+    let mut req = req;
+    req.extensions_mut().insert(peer);
+    match app.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
 }
 
 /// Reads a request's body (at most [`MAX_BODY`]) by `deadline`, so that a client trickling
@@ -392,13 +420,16 @@ fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
     allow.is_empty() || allow.iter().any(|n| n.contains(&ip))
 }
 
+/// A plain-text answer, built directly (the per-request path avoids the generic
+/// `IntoResponse` machinery).
 fn text(code: StatusCode, body: String) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 async fn decode_get(
@@ -407,7 +438,7 @@ async fn decode_get(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    decode_request(st, peer, headers, q.unwrap_or_default().as_bytes()).await
+    decode_request(&st, peer, &headers, q.unwrap_or_default().as_bytes()).await
 }
 
 async fn decode_post(
@@ -421,52 +452,85 @@ async fn decode_post(
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return too_large();
     };
-    // A form field wins over the query string, as PHP's $_REQUEST does for POST. (In pyhsm's
-    // prefix form the OTP is the first item: the query string's, else the body's.)
-    let mut all = q.unwrap_or_default().into_bytes();
-    if !all.is_empty() {
-        all.push(b'&');
+    let all = post_query(q.unwrap_or_default().into_bytes(), &body);
+    decode_request(&st, peer, &headers, &all).await
+}
+
+/// The parameters of a POST: the query string, then the form body. A form field wins over
+/// the query string, as PHP's $_REQUEST does for POST. (In pyhsm's prefix form the OTP is
+/// the first item: the query string's, else the body's.)
+fn post_query(mut query: Vec<u8>, body: &[u8]) -> Vec<u8> {
+    if !query.is_empty() {
+        query.push(b'&');
     }
-    all.extend_from_slice(&body);
-    decode_request(st, peer, headers, &all).await
+    query.extend_from_slice(body);
+    query
 }
 
 /// The OTP parameter: URL-decoded, surrounding white space dropped, lower-cased (yubikey-val
-/// sends lower case; people paste upper case).
+/// sends lower case; people paste upper case). Parsed as `application/x-www-form-urlencoded`
+/// (what `form_urlencoded::parse` does, the last `name=` winning), but without decoding or
+/// allocating for the other parameters: this runs on every request.
 fn otp_param(query: &[u8], name: &str) -> Option<String> {
-    if name.is_empty() {
+    let mut pieces = query.split(|b| *b == b'&');
+    let raw = if name.is_empty() {
         // pyhsm's prefix form: the query string is the OTP.
-        let raw = query.split(|b| *b == b'&').next().unwrap_or_default();
-        return form_urlencoded::parse(raw)
-            .next()
-            .map(|(k, _)| k.trim().to_ascii_lowercase());
+        let (key, _) = split_pair(pieces.next().filter(|p| !p.is_empty())?);
+        key
+    } else {
+        // The last one wins: look from the end.
+        pieces
+            .rev()
+            .filter(|p| !p.is_empty())
+            .map(split_pair)
+            .find(|(k, _)| form_decode(k) == name)?
+            .1
+    };
+    Some(form_decode(raw).trim().to_ascii_lowercase())
+}
+
+/// `key=value` (a piece without `=` is a key with an empty value).
+fn split_pair(piece: &[u8]) -> (&[u8], &[u8]) {
+    match piece.iter().position(|b| *b == b'=') {
+        Some(i) => (&piece[..i], &piece[i + 1..]),
+        None => (piece, &[]),
     }
-    form_urlencoded::parse(query)
-        .filter(|(k, _)| k == name)
-        .last()
-        .map(|(_, v)| v.trim().to_ascii_lowercase())
+}
+
+/// One form-encoded name or value: `+` is a space, `%XX` a byte, and the bytes UTF-8 (lossy).
+/// Borrowed when there is nothing to decode, as in every OTP.
+fn form_decode(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    if !raw.iter().any(|b| matches!(b, b'%' | b'+')) {
+        return String::from_utf8_lossy(raw);
+    }
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn decode_request(
-    st: Arc<AppState>,
+    st: &AppState,
     Peer(peer): Peer,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     query: &[u8],
 ) -> Response {
     let start = Instant::now();
     let raw = otp_param(query, &st.http.otp_param);
-    let (outcome, id) = decode(&st, raw.as_deref(), start + st.http.reqtimeout).await;
+    let (outcome, id) = decode(st, raw.as_deref(), start + st.http.reqtimeout).await;
     let took = start.elapsed();
     st.metrics.record(&outcome, took);
     info!(
         public_id = %id.as_deref().unwrap_or("-"),
         result = %outcome.label(),
         latency_us = took.as_micros() as u64,
-        client = %client_of(&st.access().proxies, peer.ip(), &headers),
+        client = %client_of(&st.access().proxies, peer.ip(), headers),
         "decode"
     );
-    let (code, line) = outcome.answer();
-    text(code, format!("{line}\n"))
+    let (code, body) = outcome.body();
+    text(code, body)
 }
 
 /// The decode itself; returns the outcome and the public id (for the log line; never the
@@ -579,6 +643,41 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `otp_param` did before it skipped the other parameters: the reference.
+    fn otp_param_reference(query: &[u8], name: &str) -> Option<String> {
+        if name.is_empty() {
+            let raw = query.split(|b| *b == b'&').next().unwrap_or_default();
+            return form_urlencoded::parse(raw)
+                .next()
+                .map(|(k, _)| k.trim().to_ascii_lowercase());
+        }
+        form_urlencoded::parse(query)
+            .filter(|(k, _)| k == name)
+            .last()
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+    }
+
+    #[test]
+    fn otp_parameter_parsing_matches_form_urlencoded() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"otpOTP=&%+2a0Fgx \xc3\xa9";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..24);
+            let q: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            for name in ["otp", ""] {
+                assert_eq!(
+                    otp_param(&q, name),
+                    otp_param_reference(&q, name),
+                    "{:?} {name:?}",
+                    String::from_utf8_lossy(&q)
+                );
+            }
+        }
+    }
 
     #[test]
     fn otp_parameter_is_decoded_trimmed_and_lower_cased() {
