@@ -51,7 +51,7 @@ use tracing::{debug, warn};
 use crate::fs_store::Found;
 use crate::layout::{aead_path_in, classify, KeyHandleDirs, Layout, Place};
 use crate::walk::Walk;
-use crate::{FsStore, Store, StoreError, StoredAead, WalkEntry};
+use crate::{AeadSource, FsStore, Store, StoreError, StoredAead, WalkEntry};
 
 /// Measured memory per cached AEAD, map overhead included (see the `memory_per_entry`
 /// test): 1,000,000 AEADs take 71 MB (random ids) to 93 MB (sequential ids).
@@ -143,7 +143,7 @@ impl Entry {
             key_handle: kh,
             nonce: Nonce(self.nonce),
             aead: Aead::new(&self.aead).ok()?,
-            path: aead_path_in(dir, id, layout),
+            source: AeadSource::file(aead_path_in(dir, id, layout)),
         })
     }
 }
@@ -543,7 +543,7 @@ impl CachedStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         let written = self.shared.disk.write(kh, id, nonce, aead, force);
         self.shared.forget(Forget::Id(key(id)));
         written
@@ -581,7 +581,7 @@ impl Store for CachedStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         CachedStore::write(self, kh, id, nonce, aead, force)
     }
 
@@ -675,7 +675,7 @@ mod tests {
         let again = c.lookup(&id(2)).unwrap().unwrap();
         assert_eq!(first, again);
         assert_eq!(
-            again.path,
+            FsStore::path_of(&again.source).unwrap(),
             d.path().join("0x20/cc/cc/cc/cc/cc/cd/cccccccccccd")
         );
         assert_eq!(c.lookup(&id(99)).unwrap(), None);

@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::format::{self, AeadFile, FormatError};
 use crate::layout::{aead_path, aead_path_in, write_dir, KeyHandleDirs, Layout};
-use crate::{NoncePolicy, StoreError, StoredAead};
+use crate::{AeadSource, NoncePolicy, StoreError, StoredAead};
 
 /// An AEAD directory in pyhsm's layout, read from disk on every lookup.
 ///
@@ -177,8 +177,15 @@ impl FsStore {
             key_handle,
             nonce,
             aead,
-            path: path.to_path_buf(),
+            source: AeadSource::file(path.to_path_buf()),
         })
+    }
+
+    /// The file an [`AeadSource`] of this kind of store names (`None` for another store's
+    /// source). For what only files have (a test reading the bytes back, say); to show
+    /// where an AEAD is, display the source itself.
+    pub fn path_of(source: &AeadSource) -> Option<&Path> {
+        source.as_path()
     }
 
     /// The file (or anything else) standing for (`kh`, `id`) under any spelling of `kh`'s
@@ -211,7 +218,7 @@ impl FsStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         if !force {
             if let Some(existing) = self.existing(kh, id) {
                 return Err(StoreError::AlreadyExists(existing));
@@ -248,7 +255,7 @@ impl FsStore {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(dir, &e))?;
-        Ok(path)
+        Ok(AeadSource::file(path))
     }
 }
 
@@ -370,6 +377,13 @@ mod tests {
         id(id_).to_nonce().unwrap()
     }
 
+    /// The file a source names.
+    fn file(source: &AeadSource) -> PathBuf {
+        FsStore::path_of(source)
+            .expect("an FsStore source is a file")
+            .to_path_buf()
+    }
+
     fn store(khs: &[KeyHandle]) -> (tempfile::TempDir, FsStore) {
         let d = tempfile::tempdir().unwrap();
         let s = FsStore::open(d.path(), khs.to_vec()).unwrap();
@@ -391,11 +405,11 @@ mod tests {
         let na = a.to_nonce().unwrap();
         // A's good file copied to B's place: the HSM authenticates the nonce stored in it,
         // so without the rule OTPs of B made with A's token part would decode.
-        let good = s.write(KH20, &a, &na, &aead(1), false).unwrap();
+        let good = file(&s.write(KH20, &a, &na, &aead(1), false).unwrap());
         let copy = aead_path(&d.path().join("0x20"), &b);
         fs::create_dir_all(copy.parent().unwrap()).unwrap();
         fs::copy(&good, &copy).unwrap();
-        assert_eq!(s.lookup(&a).unwrap().unwrap().path, good);
+        assert_eq!(file(&s.lookup(&a).unwrap().unwrap().source), good);
         let refused = Err(StoreError::NonceMismatch {
             path: copy.clone(),
             nonce: na,
@@ -422,7 +436,10 @@ mod tests {
             Layout::Code,
             aead(2).as_bytes(),
         );
-        assert_eq!(s.lookup(&id("cccccccccccd")).unwrap().unwrap().path, v0);
+        assert_eq!(
+            file(&s.lookup(&id("cccccccccccd")).unwrap().unwrap().source),
+            v0
+        );
     }
 
     #[test]
@@ -452,8 +469,8 @@ mod tests {
         fs::remove_file(kh_dir.join("cc/bb/dd")).unwrap();
         fs::create_dir(d.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(d.path().join("elsewhere"), kh_dir.join("cc/bb/dd")).unwrap();
-        let p = s.write(KH20, &i, &n, &aead(1), false).unwrap();
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, p);
+        let p = file(&s.write(KH20, &i, &n, &aead(1), false).unwrap());
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), p);
         assert!(d.path().join("elsewhere/ee/ff/cc/ccbbddeeffcc").is_file());
     }
 
@@ -472,7 +489,7 @@ mod tests {
         assert_eq!(s.base(), fs::canonicalize(&a).unwrap());
         let i = id("ccbbddeeffcc");
         let n = i.to_nonce().unwrap();
-        let in_a = s.write(KH20, &i, &n, &aead(1), false).unwrap();
+        let in_a = file(&s.write(KH20, &i, &n, &aead(1), false).unwrap());
         FsStore::open(&b, vec![KH20])
             .unwrap()
             .write(KH20, &i, &n, &aead(2), false)
@@ -482,7 +499,7 @@ mod tests {
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("b", &link).unwrap();
         let got = s.lookup(&i).unwrap().unwrap();
-        assert_eq!((got.aead, got.path), (aead(1), in_a));
+        assert_eq!((got.aead, file(&got.source)), (aead(1), in_a));
         assert!(s.walk().iter().all(|e| e.is_good()));
     }
 
@@ -510,9 +527,10 @@ mod tests {
     fn write_then_lookup_round_trip() {
         let (d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        let p = s
+        let source = s
             .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(7), false)
             .unwrap();
+        let p = file(&source);
         assert_eq!(p, d.path().join("0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc"));
         assert_eq!(
             s.lookup(&i).unwrap(),
@@ -520,7 +538,7 @@ mod tests {
                 key_handle: KH20,
                 nonce: nonce("ccbbddeeffcc"),
                 aead: aead(7),
-                path: p.clone(),
+                source,
             })
         );
         assert_eq!(
@@ -543,17 +561,17 @@ mod tests {
     fn existing_aead_is_kept_unless_forced() {
         let (_d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        let p = s
+        let source = s
             .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(1), false)
             .unwrap();
         assert_eq!(
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), false),
-            Err(StoreError::AlreadyExists(p.clone()))
+            Err(StoreError::AlreadyExists(file(&source)))
         );
         assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(1));
         assert_eq!(
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true),
-            Ok(p)
+            Ok(source)
         );
         assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(2));
         // Another handle is another AEAD.
@@ -595,11 +613,12 @@ mod tests {
             Err(StoreError::AlreadyExists(p))
         );
         // Forced, it goes to the canonical place, which lookups then prefer.
-        let q = s
-            .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true)
-            .unwrap();
+        let q = file(
+            &s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true)
+                .unwrap(),
+        );
         assert!(q.starts_with(d.path().join("0x20")));
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, q);
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), q);
     }
 
     #[test]
@@ -615,7 +634,7 @@ mod tests {
         let got = s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap();
         assert_eq!(got.key_handle, KH20);
         assert_eq!(got.nonce, Nonce([0, 0, 0x23, 0xea, 0x41, 0xf8]));
-        assert_eq!((got.aead, got.path), (aead(5), p));
+        assert_eq!((got.aead, file(&got.source)), (aead(5), p));
         // An 8-byte public id cannot be a nonce.
         let p = put(
             d.path(),
@@ -654,9 +673,9 @@ mod tests {
                 &format::write_v1(kh, &nonce("cccccccccccd"), &aead(2)),
             );
             let a = s.lookup(&id("cccccccccccb")).unwrap().unwrap();
-            assert_eq!((a.key_handle, a.path), (kh, v0), "{spelling}");
+            assert_eq!((a.key_handle, file(&a.source)), (kh, v0), "{spelling}");
             let b = s.lookup(&id("cccccccccccd")).unwrap().unwrap();
-            assert_eq!((b.key_handle, b.path), (kh, v1), "{spelling}");
+            assert_eq!((b.key_handle, file(&b.source)), (kh, v1), "{spelling}");
             // Not found for a handle that is not configured.
             let other = FsStore::open(d.path(), vec![KH21]).unwrap();
             assert_eq!(
@@ -679,7 +698,7 @@ mod tests {
             aead(1).as_bytes(),
         );
         assert_eq!(five, d.path().join("0x20/cc/bb/dd/ee/ff/ccbbddeeffcc"));
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, five);
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), five);
         let six = put(
             d.path(),
             "0x20",
@@ -687,7 +706,7 @@ mod tests {
             Layout::Code,
             aead(2).as_bytes(),
         );
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, six);
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), six);
     }
 
     #[test]
@@ -851,7 +870,7 @@ mod tests {
         fs::create_dir_all(inner.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&good, &inner).unwrap();
         let got = s.lookup(&id("ccccccccccck")).unwrap().unwrap();
-        assert_eq!((got.aead, got.path), (aead(3), inner));
+        assert_eq!((got.aead, file(&got.source)), (aead(3), inner));
         // Writing through a symlinked directory that leaves the store is refused too.
         assert_eq!(
             s.write(KH20, &id("ccccccccccch"), &Nonce([0; 6]), &aead(1), true),

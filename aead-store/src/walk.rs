@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use hsm_proto::{KeyHandle, PublicId};
 
 use crate::layout::{aead_path_in, KeyHandleDirs, Layout};
-use crate::{FsStore, NoncePolicy, StoreError, StoredAead};
+use crate::{AeadSource, FsStore, NoncePolicy, StoreError, StoredAead};
 
 /// One file found by [`FsStore::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkEntry {
-    /// The file (or the directory that could not be listed).
-    pub path: PathBuf,
+    /// Where it was found: the file (or the directory that could not be listed).
+    pub source: AeadSource,
     /// Key handle of the directory it lies under.
     pub dir_key_handle: KeyHandle,
     /// The public id its name spells, if it does.
@@ -137,7 +137,7 @@ impl Walk<'_> {
                 None
             }
             Err(e) => Some(WalkEntry {
-                path: dir.to_path_buf(),
+                source: AeadSource::file(dir.to_path_buf()),
                 dir_key_handle: kh,
                 id: None,
                 result: Err(StoreError::io(dir, &e)),
@@ -154,7 +154,7 @@ impl Walk<'_> {
                     path: path.clone(),
                     reason: "file name is not a modhex public id",
                 }),
-                path,
+                source: AeadSource::file(path),
                 dir_key_handle: kh,
                 id: None,
                 misplaced: Vec::new(),
@@ -174,7 +174,7 @@ impl Walk<'_> {
             Err(e) => matches!(e, StoreError::NonceMismatch { .. }),
         };
         WalkEntry {
-            path,
+            source: AeadSource::file(path),
             dir_key_handle: kh,
             id: Some(id),
             result,
@@ -190,7 +190,7 @@ impl Iterator for Walk<'_> {
     fn next(&mut self) -> Option<WalkEntry> {
         if let Some(e) = self.base_error.take() {
             return Some(WalkEntry {
-                path: self.store.base().to_path_buf(),
+                source: AeadSource::file(self.store.base().to_path_buf()),
                 dir_key_handle: KeyHandle(0),
                 id: None,
                 result: Err(e),
@@ -235,7 +235,7 @@ impl Iterator for Walk<'_> {
                 return Some(WalkEntry {
                     id: PublicId::new(&name).ok(),
                     result: Err(StoreError::NotAFile(path.clone())),
-                    path,
+                    source: AeadSource::file(path),
                     dir_key_handle: kh,
                     misplaced: Vec::new(),
                     nonce_differs: false,
@@ -302,6 +302,7 @@ mod tests {
             format::write_v1(KeyHandle(0x21), &Nonce([0; 6]), &aead(1)),
         )
         .unwrap();
+        let good = FsStore::path_of(&good).unwrap();
         fs::write(good.with_file_name(".ccbbddeeffcc.Ab12Cd"), b"half").unwrap();
         fs::create_dir_all(d.path().join(".0x20")).unwrap();
         fs::write(d.path().join("not-a-handle"), b"ignored").unwrap();
@@ -310,7 +311,11 @@ mod tests {
         let by_name = |n: &str| {
             entries
                 .iter()
-                .find(|e| e.path.file_name().is_some_and(|f| f == n))
+                .find(|e| {
+                    FsStore::path_of(&e.source)
+                        .and_then(|p| p.file_name())
+                        .is_some_and(|f| f == n)
+                })
                 .unwrap_or_else(|| panic!("{n} not walked: {entries:#?}"))
         };
         assert_eq!(entries.len(), 7, "{entries:#?}");
@@ -328,7 +333,7 @@ mod tests {
         ));
         // Opened for random nonces, the same file is usable, and still told apart.
         let any = s.clone().with_nonce_policy(NoncePolicy::Any).walk();
-        let foreign = any.iter().find(|e| e.path == foreign.path).unwrap();
+        let foreign = any.iter().find(|e| e.source == foreign.source).unwrap();
         assert!(foreign.nonce_differs && foreign.is_good());
         assert!(!by_name("ccbbddeeffcc").nonce_differs);
         assert_eq!(

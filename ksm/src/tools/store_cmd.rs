@@ -50,7 +50,7 @@ pub fn verify(
             let _ = writeln!(
                 out,
                 "NONCE {}: nonce differs from public id (nonce {}, public id {})",
-                e.path.display(),
+                e.source,
                 nonce.map_or_else(|| "?".into(), |n| n.to_string()),
                 e.id.as_ref().map_or_else(|| "?".into(), |i| i.to_string()),
             );
@@ -65,12 +65,7 @@ pub fn verify(
             Ok(s) => {
                 if !e.misplaced.is_empty() {
                     r.misplaced += 1;
-                    let _ = writeln!(
-                        out,
-                        "MISPLACED {}: {}",
-                        e.path.display(),
-                        e.misplaced.join("; ")
-                    );
+                    let _ = writeln!(out, "MISPLACED {}: {}", e.source, e.misplaced.join("; "));
                 }
                 if let Some(h) = hsm.as_deref_mut() {
                     // Each check stands alone: between two, other tools may use the device.
@@ -80,16 +75,12 @@ pub fn verify(
                         Ok(true) => {}
                         Ok(false) => {
                             r.rejected += 1;
-                            let _ = writeln!(
-                                out,
-                                "REJECTED {}: HSM answered mismatch",
-                                e.path.display()
-                            );
+                            let _ = writeln!(out, "REJECTED {}: HSM answered mismatch", e.source);
                         }
                         Err(err) if err.is_link_error() => return Err(err.into()),
                         Err(err) => {
                             r.rejected += 1;
-                            let _ = writeln!(out, "REJECTED {}: {err}", e.path.display());
+                            let _ = writeln!(out, "REJECTED {}: {err}", e.source);
                         }
                     }
                 }
