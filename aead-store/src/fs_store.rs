@@ -500,7 +500,7 @@ mod tests {
         std::os::unix::fs::symlink("b", &link).unwrap();
         let got = s.lookup(&i).unwrap().unwrap();
         assert_eq!((got.aead, file(&got.source)), (aead(1), in_a));
-        assert!(s.walk().iter().all(|e| e.is_good()));
+        assert!(s.entries().all(|e| e.is_good()));
     }
 
     #[test]

@@ -61,17 +61,21 @@ impl KhStats {
             (Ok(_), false) => self.misplaced += 1,
         }
     }
+
+    /// Files that are not good AEADs in their place: bad and misplaced ones.
+    pub fn problems(&self) -> usize {
+        self.bad + self.misplaced
+    }
 }
 
-/// Counts per key handle as (good, problems) from walked entries.
-pub fn stats(entries: &[WalkEntry]) -> BTreeMap<KeyHandle, (usize, usize)> {
+/// Counts per key handle, taking each entry as the walk yields it (a million files need the
+/// memory of one), e.g. `stats(store.entries())`.
+pub fn stats(entries: impl IntoIterator<Item = WalkEntry>) -> BTreeMap<KeyHandle, KhStats> {
     let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
     for e in entries {
-        m.entry(e.dir_key_handle).or_default().add(e);
+        m.entry(e.dir_key_handle).or_default().add(&e);
     }
-    m.into_iter()
-        .map(|(kh, s)| (kh, (s.good, s.misplaced + s.bad)))
-        .collect()
+    m
 }
 
 impl FsStore {
@@ -90,20 +94,6 @@ impl FsStore {
             stack: Vec::new(),
             base_error,
         }
-    }
-
-    /// [`FsStore::entries`], collected.
-    pub fn walk(&self) -> Vec<WalkEntry> {
-        self.entries().collect()
-    }
-
-    /// Counts per key handle, streaming over [`FsStore::entries`].
-    pub fn stats(&self) -> BTreeMap<KeyHandle, KhStats> {
-        let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
-        for e in self.entries() {
-            m.entry(e.dir_key_handle).or_default().add(&e);
-        }
-        m
     }
 }
 
@@ -307,7 +297,7 @@ mod tests {
         fs::create_dir_all(d.path().join(".0x20")).unwrap();
         fs::write(d.path().join("not-a-handle"), b"ignored").unwrap();
 
-        let entries = s.walk();
+        let entries: Vec<WalkEntry> = s.entries().collect();
         let by_name = |n: &str| {
             entries
                 .iter()
@@ -332,7 +322,11 @@ mod tests {
             })
         ));
         // Opened for random nonces, the same file is usable, and still told apart.
-        let any = s.clone().with_nonce_policy(NoncePolicy::Any).walk();
+        let any: Vec<WalkEntry> = s
+            .clone()
+            .with_nonce_policy(NoncePolicy::Any)
+            .entries()
+            .collect();
         let foreign = any.iter().find(|e| e.source == foreign.source).unwrap();
         assert!(foreign.nonce_differs && foreign.is_good());
         assert!(!by_name("ccbbddeeffcc").nonce_differs);
@@ -364,7 +358,7 @@ mod tests {
             })
         ));
 
-        let counts = s.stats();
+        let counts = stats(s.entries());
         assert_eq!(
             counts[&KH20],
             KhStats {
@@ -373,7 +367,8 @@ mod tests {
                 bad: 4
             }
         );
-        assert_eq!(stats(&entries)[&KH20], (2, 5));
+        let collected = stats(entries)[&KH20];
+        assert_eq!((collected.good, collected.problems()), (2, 5));
     }
 
     #[test]
@@ -397,7 +392,7 @@ mod tests {
         fs::create_dir(&base).unwrap();
         let s = FsStore::open(&base, vec![KH20]).unwrap();
         fs::remove_dir(&base).unwrap();
-        let entries = s.walk();
+        let entries: Vec<WalkEntry> = s.entries().collect();
         assert_eq!(entries.len(), 1);
         assert!(matches!(&entries[0].result, Err(StoreError::Io { path, .. }) if *path == base));
     }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aead_store::{format, FsStore, Store};
+use aead_store::{format, FsStore, Store, WalkEntry};
 use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 use serde_json::Value;
 
@@ -109,7 +109,7 @@ fn every_fixture_is_found_and_opens_to_its_yubikey_secret() {
 #[test]
 fn the_walk_finds_every_fixture_good_and_in_place() {
     let store = FsStore::open(store_dir(), vec![KeyHandle(0x20)]).unwrap();
-    let walk = store.walk();
+    let walk: Vec<WalkEntry> = store.entries().collect();
     let mut walked: Vec<&Path> = walk
         .iter()
         .map(|e| FsStore::path_of(&e.source).expect("a file"))
@@ -119,7 +119,7 @@ fn the_walk_finds_every_fixture_good_and_in_place() {
     expected.sort();
     assert_eq!(walked, expected);
     assert!(walk.iter().all(|e| e.is_good()), "{walk:#?}");
-    let stats = store.stats();
+    let stats = aead_store::stats(store.entries());
     assert_eq!(stats[&KeyHandle(0x20)].good, 3);
     assert_eq!(stats[&KeyHandle(0x21)].good, 3);
 }
