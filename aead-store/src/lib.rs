@@ -5,8 +5,8 @@
 //!   discovery of key-handle directories under any spelling;
 //! - [`FsStore`]: the directory: safe reads, atomic rsync-safe writes, and the walk that
 //!   `verify` and `stats` report on ([`FsStore::entries`]);
-//! - [`CachedStore`]: an in-memory cache kept true by a `notify` watcher, for the daemon
-//!   ([`FsStore::watch`]);
+//! - [`CachedStore`]: an in-memory cache kept true by an inotify watch of our own, for the
+//!   daemon ([`FsStore::watch`]);
 //! - [`Store`]: what the daemon and tools need from a store, so another backend (a
 //!   database) can stand in; it speaks of AEADs and their [`AeadSource`], never of files;
 //! - [`StoreError`]: the one error type; every variant names a path.
