@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use nix::fcntl::OFlag;
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use tempfile::TempPath;
 use tracing::info;
 
 use crate::format::{self, AeadFile, FormatError};
@@ -205,12 +204,15 @@ impl FsStore {
     /// Atomic: the bytes go to `.<public id>.tmp.XXXXXX` in the same directory (a dot-file,
     /// which no lookup, walk or watcher takes for an AEAD), are fsynced, then the file is
     /// moved into place and the directory fsynced. A reader, or an rsync run, sees no file or
-    /// a whole one, never half of one.
+    /// a whole one, never half of one. The temp file is a [`tempfile::NamedTempFile`], so
+    /// it is removed on every early return; it is closed before it is moved.
     ///
     /// An existing AEAD for (`kh`, `id`), under any spelling or layout, is kept and
     /// [`StoreError::AlreadyExists`] returned, unless `force`. Without `force` the file is
-    /// put in place with a hard link, which fails rather than replace a file that appeared
-    /// in the meantime.
+    /// put in place by [`tempfile::TempPath::persist_noclobber`]: a rename that does not
+    /// replace (`renameat2` with `RENAME_NOREPLACE`), or where the file system lacks it a
+    /// hard link, then the temp name's removal; either fails rather than replace a file that
+    /// appeared in the meantime. A file system with neither fails the write.
     pub fn write(
         &self,
         kh: KeyHandle,
@@ -229,29 +231,28 @@ impl FsStore {
             return Err(StoreError::NotAFile(path));
         };
         self.make_dirs_inside(dir)?;
-        let suffix: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(6)
-            .map(char::from)
-            .collect();
-        let tmp = dir.join(format!(".{id}.tmp.{suffix}"));
+        // Opened here rather than by tempfile, for the mode (0644 less the umask) and for an
+        // error that names the temp file.
+        let mut tried = dir.to_path_buf();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{id}.tmp."))
+            .rand_bytes(6)
+            .make_in(dir, |p| {
+                tried = p.to_path_buf();
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(p)
+            })
+            .map_err(|e| StoreError::io(&tried, &e))?;
         let bytes = format::write_v1(kh, nonce, aead);
-        let written = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::io(&tmp, &e));
-        }
-        let placed = place(&tmp, &path, force);
-        let _ = fs::remove_file(&tmp);
-        placed?;
+        tmp.write_all(&bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| StoreError::io(tmp.path(), &e))?;
+        // Closed before it is moved into place, so a watcher sees the AEAD's name only once
+        // the file is whole and closed.
+        place(tmp.into_temp_path(), &path, force)?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(dir, &e))?;
@@ -325,23 +326,19 @@ impl FsStore {
     }
 }
 
-/// Moves the finished temp file to `path`: replacing whatever is there if `force`, else only
-/// if nothing is.
-fn place(tmp: &Path, path: &Path, force: bool) -> Result<(), StoreError> {
-    if force {
-        return fs::rename(tmp, path).map_err(|e| StoreError::io(path, &e));
-    }
-    match fs::hard_link(tmp, path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(StoreError::AlreadyExists(path.to_path_buf()))
-        }
-        // A file system without hard links: check, then rename (a small race, documented).
-        Err(_) if fs::symlink_metadata(path).is_ok() => {
-            Err(StoreError::AlreadyExists(path.to_path_buf()))
-        }
-        Err(_) => fs::rename(tmp, path).map_err(|e| StoreError::io(path, &e)),
-    }
+/// Moves the finished (written, fsynced and closed) temp file to `path`: replacing whatever
+/// is there if `force`, else only if nothing is. The temp file is gone afterwards either way.
+fn place(tmp: TempPath, path: &Path, force: bool) -> Result<(), StoreError> {
+    let placed = if force {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    // The error hands the temp path back; dropping it removes the file.
+    placed.map_err(|e| match e.error.kind() {
+        io::ErrorKind::AlreadyExists if !force => StoreError::AlreadyExists(path.to_path_buf()),
+        _ => StoreError::io(path, &e.error),
+    })
 }
 
 /// Whether anything (file, directory, dangling symlink) is at `path`. A missing path, or one
@@ -557,6 +554,52 @@ mod tests {
         assert_eq!((mode & 0o600, mode & 0o111), (0o600, 0));
     }
 
+    /// What a watcher (the cache's, or rsync's listing) can see of a write: a dot-file named
+    /// after the id, closed after its last byte, and only then the AEAD's own name.
+    #[test]
+    fn the_temp_file_is_a_dot_file_and_the_aead_appears_whole() {
+        use inotify::{EventMask, Inotify, WatchMask};
+        let (d, s) = store(&[KH20]);
+        let i = id("ccbbddeeffcc");
+        let leaf = aead_path(&d.path().join("0x20"), &i);
+        let dir = leaf.parent().unwrap();
+        fs::create_dir_all(dir).unwrap();
+        let mut inotify = Inotify::init().unwrap();
+        inotify.watches().add(dir, WatchMask::ALL_EVENTS).unwrap();
+        for force in [false, true] {
+            s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(1), force)
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let events: Vec<(EventMask, String)> = inotify
+                .read_events(&mut buf)
+                .unwrap()
+                .filter_map(|e| Some((e.mask, e.name?.to_string_lossy().into_owned())))
+                .collect();
+            let tmp = &events[0].1;
+            assert_eq!(events[0].0, EventMask::CREATE, "{events:?}");
+            let suffix = tmp.strip_prefix(".ccbbddeeffcc.tmp.").unwrap_or_default();
+            assert!(
+                suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{tmp}"
+            );
+            assert_eq!(
+                crate::layout::classify(s.base(), &dir.join(tmp)),
+                crate::layout::Place::Unrelated
+            );
+            let closed = events
+                .iter()
+                .position(|(m, n)| n == tmp && m.contains(EventMask::CLOSE_WRITE))
+                .unwrap_or_else(|| panic!("{events:?}"));
+            let shown = events
+                .iter()
+                .position(|(m, n)| {
+                    n == "ccbbddeeffcc" && m.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                })
+                .unwrap_or_else(|| panic!("{events:?}"));
+            assert!(closed < shown, "{events:?}");
+        }
+    }
+
     #[test]
     fn existing_aead_is_kept_unless_forced() {
         let (_d, s) = store(&[KH20]);
@@ -583,17 +626,29 @@ mod tests {
     #[test]
     fn a_file_appearing_after_the_check_is_not_replaced() {
         let (d, _s) = store(&[KH20]);
-        let tmp = d.path().join(".x.tmp.aaaaaa");
+        let tmp = || {
+            let mut t = tempfile::Builder::new()
+                .prefix(".x.tmp.")
+                .tempfile_in(d.path())
+                .unwrap();
+            t.write_all(b"new").unwrap();
+            t.into_temp_path()
+        };
         let path = d.path().join("x");
-        fs::write(&tmp, b"new").unwrap();
         fs::write(&path, b"old").unwrap();
         assert_eq!(
-            place(&tmp, &path, false),
+            place(tmp(), &path, false),
             Err(StoreError::AlreadyExists(path.clone()))
         );
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        place(&tmp, &path, true).unwrap();
+        place(tmp(), &path, true).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
+        // No temp file is left behind, placed or not.
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("x")]);
     }
 
     #[test]
