@@ -552,7 +552,7 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         }
     };
     if stored.aead.as_bytes().len() != hsm_proto::aead::YUBIKEY_AEAD_LEN {
-        warn!(public_id = %otp.public_id, path = %stored.path.display(), "AEAD is not a 30-byte YubiKey AEAD");
+        warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
         return (Outcome::CorruptAead, id);
     }
     let outcome = match st
@@ -565,7 +565,7 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
     };
     if matches!(outcome, Outcome::CorruptAead) {
         // Which file is bad is what the operator needs; the HSM only says "invalid".
-        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.path.display(), "AEAD rejected by the HSM (corrupt file, or made with another key)");
+        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.source, "AEAD rejected by the HSM (corrupt file, or made with another key)");
     }
     (outcome, id)
 }

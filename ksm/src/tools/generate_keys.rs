@@ -110,7 +110,7 @@ pub fn run(
             let path = store
                 .write(kh, &id, &used, &aead, plan.force)
                 .map_err(|e| Error::Usage(e.to_string()))?;
-            tracing::info!(path = %path.display(), "AEAD written");
+            tracing::info!(path = %path, "AEAD written");
         }
         s.generated += 1;
     }
