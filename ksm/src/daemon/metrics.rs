@@ -198,7 +198,7 @@ mod tests {
             _: &hsm_proto::Nonce,
             _: &hsm_proto::Aead,
             _: bool,
-        ) -> Result<std::path::PathBuf, aead_store::StoreError> {
+        ) -> Result<aead_store::AeadSource, aead_store::StoreError> {
             Err(aead_store::StoreError::NoBase("none".into()))
         }
         fn entries(&self) -> Box<dyn Iterator<Item = aead_store::WalkEntry> + '_> {
