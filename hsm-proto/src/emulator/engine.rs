@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha1::Sha1;
+use subtle::ConstantTimeEq;
 
 use super::config::ResolvedConfig;
 use crate::cmd::{self, Command, HmacFlags};
@@ -868,15 +869,16 @@ fn bare_status(op: u8, status: Status) -> Vec<u8> {
     vec![2, op | RESPONSE_BIT, status.to_u8()]
 }
 
-/// Compares without an early exit (lengths may differ: shorter input is zero-padded by the
-/// wire format, so compare over the longer length).
+/// Compares in constant time. Lengths may differ: shorter input is zero-padded by the wire
+/// format, so both sides are padded to the longer length first.
 fn eq_ct(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().max(b.len());
-    let mut diff = 0u8;
-    for i in 0..n {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+    let padded = |s: &[u8]| {
+        let mut v = zeroize::Zeroizing::new(vec![0u8; n]);
+        v[..s.len()].copy_from_slice(s);
+        v
+    };
+    padded(a).ct_eq(&padded(b)).into()
 }
 
 #[cfg(test)]
@@ -934,5 +936,14 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).starts_with("sysinfo\r\nVersion 1.0.4"));
         let _ = e.feed(b"exit\r");
         assert!(!e.in_console());
+    }
+
+    #[test]
+    fn constant_time_compare_pads_the_shorter_side_with_zeros() {
+        assert!(eq_ct(b"ab", b"ab"));
+        assert!(eq_ct(b"ab\0\0", b"ab"));
+        assert!(!eq_ct(b"ab", b"ac"));
+        assert!(!eq_ct(b"ab\0\x01", b"ab"));
+        assert!(eq_ct(b"", b""));
     }
 }
