@@ -120,7 +120,10 @@ mod tests {
     #[test]
     fn constants_and_names_are_one_table() {
         assert_eq!(Flags::DEBUG, Flags(0x8000_0000));
-        assert_eq!(format!("{:?}", Flags::DEBUG), "Flags(0x80000000 FLAG_DEBUG)");
+        assert_eq!(
+            format!("{:?}", Flags::DEBUG),
+            "Flags(0x80000000 FLAG_DEBUG)"
+        );
         assert_eq!(
             format!("{:?}", Flags::AEAD_GENERATE | Flags(0x100)),
             "Flags(0x00000102 YSM_AEAD_GENERATE 0x100)"
