@@ -38,23 +38,16 @@ impl Device {
     }
 }
 
-/// An OTP from Yubico's `ykgenerate` ([`test_support::ykgenerate`]), parsed.
-pub fn ykgenerate(
-    public_id: &str,
-    aes_key: &str,
-    uid: &str,
-    counter: u16,
-    low: u16,
-    high: u8,
-    use_: u8,
-) -> Otp {
-    let otp = test_support::ykgenerate(public_id, aes_key, uid, counter, low, high, use_);
-    Otp::parse(&otp).expect("ykgenerate output parses")
+pub use test_support::ykgenerate;
+
+/// An OTP made by [`ykgenerate`], parsed.
+pub fn parse_otp(text: String) -> Otp {
+    Otp::parse(&text).expect("ykgenerate output parses")
 }
 
 /// Admin YubiKey 1 of the pyhsm test set-up.
 pub fn admin_otp(counter: u16, use_: u8) -> Otp {
-    ykgenerate(
+    parse_otp(ykgenerate(
         "ccccccccccdb",
         "00112233445566778899aabbccddeeff",
         "0a0b0c0d0e0f",
@@ -62,7 +55,7 @@ pub fn admin_otp(counter: u16, use_: u8) -> Otp {
         0x1000,
         0x01,
         use_,
-    )
+    ))
 }
 
 /// The master key of the pyhsm test set-up.
