@@ -6,6 +6,9 @@ pub enum Error {
     /// The YubiHSM (or the emulator) failed or refused.
     #[error(transparent)]
     Hsm(#[from] hsm_proto::Error),
+    /// The emulator's (or soft HSM's) configuration is wrong, or its pty cannot start.
+    #[error(transparent)]
+    Emulator(#[from] hsm_proto::emulator::ConfigError),
     /// A file or socket operation failed.
     #[error("{what}: {source}")]
     Io {
