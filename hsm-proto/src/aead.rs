@@ -28,6 +28,40 @@ pub const YUBIKEY_AEAD_LEN: usize = 30;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Aead(Vec<u8>);
 
+/// An AEAD that holds a YubiKey secret: exactly [`YUBIKEY_AEAD_LEN`] bytes, the only size
+/// `AEAD_YUBIKEY_OTP_DECODE` and `DB_YUBIKEY_AEAD_STORE` take. The rule is checked here,
+/// once, where an [`Aead`] becomes one; whoever holds one need not check again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct YubiKeyAead([u8; YUBIKEY_AEAD_LEN]);
+
+impl YubiKeyAead {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8; YUBIKEY_AEAD_LEN] {
+        &self.0
+    }
+}
+
+impl TryFrom<&Aead> for YubiKeyAead {
+    type Error = Error;
+
+    fn try_from(a: &Aead) -> Result<YubiKeyAead> {
+        a.as_bytes()
+            .try_into()
+            .map(YubiKeyAead)
+            .map_err(|_| Error::TooLong {
+                what: "YubiKey AEAD (must be exactly 30 bytes)",
+                len: a.as_bytes().len(),
+                max: YUBIKEY_AEAD_LEN,
+            })
+    }
+}
+
+impl fmt::Debug for YubiKeyAead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "YubiKeyAead({})", hex::encode(self.0))
+    }
+}
+
 impl Aead {
     /// Wraps AEAD bytes, checking the length (8..=72).
     pub fn new(bytes: &[u8]) -> Result<Aead> {

@@ -12,7 +12,8 @@ use crate::codec::{Frame, MAX_PAYLOAD};
 use crate::line::{open_serial, Line};
 use crate::otp::{Otp, OtpCounters};
 use crate::{
-    Aead, Error, KeyHandle, Nonce, Opcode, PublicId, Result, SecretBytes, Status, RESPONSE_BIT,
+    Aead, Error, KeyHandle, Nonce, Opcode, PublicId, Result, SecretBytes, Status, YubiKeyAead,
+    RESPONSE_BIT,
 };
 
 /// How long the driver waits, for a response and for the pieces of a resync.
@@ -37,7 +38,7 @@ impl Default for Timeouts {
 }
 
 /// An OTP the HSM decoded: built only here, from an OK status whose echoed public id and key
-/// handle matched the request. The HTTP layer formats nothing else.
+/// handle matched the request. The KSM's answer line is made from nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedOtp {
     public_id: PublicId,
@@ -53,16 +54,6 @@ impl DecodedOtp {
     /// The counters from the token.
     pub fn counters(&self) -> OtpCounters {
         self.counters
-    }
-
-    /// The KSM answer line without newline, exactly as pyhsm's and Yubico's PHP KSM write it
-    /// and yubikey-val parses it: `OK counter=%04x low=%04x high=%02x use=%02x`.
-    pub fn ksm_line(&self) -> String {
-        let c = self.counters;
-        format!(
-            "OK counter={:04x} low={:04x} high={:02x} use={:02x}",
-            c.use_ctr, c.ts_low, c.ts_high, c.session_ctr
-        )
     }
 }
 
@@ -357,18 +348,13 @@ impl Hsm {
         otp: &Otp,
         key_handle: KeyHandle,
         nonce: Nonce,
-        aead: &Aead,
+        aead: &YubiKeyAead,
     ) -> Result<DecodedOtp> {
-        let aead: [u8; 30] = aead.as_bytes().try_into().map_err(|_| Error::TooLong {
-            what: "YubiKey AEAD",
-            len: aead.as_bytes().len(),
-            max: crate::aead::YUBIKEY_AEAD_LEN,
-        })?;
         let resp = self.send(&cmd::AeadOtpDecode {
             public_id: nonce,
             key_handle,
             otp: otp.ciphertext,
-            aead,
+            aead: *aead.as_bytes(),
         })?;
         Ok(DecodedOtp {
             public_id: otp.public_id.clone(),
@@ -603,7 +589,7 @@ mod tests {
         otp_resp.push(Status::Ok.to_u8());
         let mut h = hsm(vec![otp_resp]);
         let otp = Otp::parse("ccccccccccccccccccccccccccccccccccccccccccce").unwrap();
-        let aead = Aead::new(&[0; 30]).unwrap();
+        let aead = YubiKeyAead::try_from(&Aead::new(&[0; 30]).unwrap()).unwrap();
         assert_eq!(
             h.decode_otp(&otp, KeyHandle(0x20), Nonce::ZERO, &aead),
             Err(Error::EchoMismatch {

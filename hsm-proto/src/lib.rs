@@ -30,7 +30,7 @@ pub mod otp;
 mod secret;
 mod status;
 
-pub use aead::Aead;
+pub use aead::{Aead, YubiKeyAead};
 pub use client::{DecodedOtp, Hsm, Timeouts};
 pub use error::{Error, Result};
 pub use flags::Flags;

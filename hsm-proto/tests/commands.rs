@@ -9,7 +9,7 @@ use common::*;
 use hsm_proto::cmd::{self, HmacFlags};
 use hsm_proto::{
     aead, AesKey, Error, Flags, Hsm, KeyHandle, Nonce, Opcode, PublicId, SecretBytes, Status,
-    YubiKeySecret,
+    YubiKeyAead, YubiKeySecret,
 };
 
 fn refused(cmd: Opcode, status: Status) -> Error {
@@ -190,6 +190,7 @@ fn otp_decode_with_host_aead() {
     let (id, secret) = yubikey("ccccccccccrv", [0x42; 16], [9, 8, 7, 6, 5, 4]);
     let kh = KeyHandle(7);
     let a = aead::seal(&kh_key(7), kh, &id.to_nonce().unwrap(), &*secret.to_bytes()).unwrap();
+    let a = YubiKeyAead::try_from(&a).unwrap();
     let good = parse_otp(ykgenerate(
         id.as_str(),
         &"42".repeat(16),
@@ -202,7 +203,10 @@ fn otp_decode_with_host_aead() {
     let d = hsm
         .decode_otp(&good, kh, id.to_nonce().unwrap(), &a)
         .unwrap();
-    assert_eq!(d.ksm_line(), "OK counter=0102 low=beef high=7a use=11");
+    assert_eq!(
+        common::ksm_line(&d),
+        "OK counter=0102 low=beef high=7a use=11"
+    );
     // No replay check in this command: the same OTP decodes again.
     assert!(hsm
         .decode_otp(&good, kh, id.to_nonce().unwrap(), &a)
@@ -311,7 +315,7 @@ fn internal_database_store_validate_replay() {
         1,
     ));
     assert_eq!(
-        hsm.db_validate_otp(&otp1).unwrap().ksm_line(),
+        common::ksm_line(&hsm.db_validate_otp(&otp1).unwrap()),
         "OK counter=0003 low=0100 high=00 use=01"
     );
     assert_eq!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use hsm_proto::{aead, AesKey, Error, KeyHandle, Nonce, Opcode, PublicId, Status};
+use hsm_proto::{aead, AesKey, Error, KeyHandle, Nonce, Opcode, PublicId, Status, YubiKeyAead};
 
 fn device_error(cmd: Opcode, status: Status) -> Error {
     Error::Device { cmd, status }
@@ -30,6 +30,7 @@ fn decode_refused_until_master_key_and_admin_otp() {
         &*secret.to_bytes(),
     )
     .unwrap();
+    let a = YubiKeyAead::try_from(&a).unwrap();
     let otp = parse_otp(ykgenerate(
         "cccccccccccb",
         &"07".repeat(16),
@@ -109,7 +110,7 @@ fn decode_refused_until_master_key_and_admin_otp() {
     hsm.hsm_unlock(&admin).unwrap();
     let decoded = decode(&mut hsm).unwrap();
     assert_eq!(
-        decoded.ksm_line(),
+        common::ksm_line(&decoded),
         "OK counter=0005 low=1111 high=22 use=03"
     );
 

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use hsm_proto::otp::{self, Otp};
-use hsm_proto::{aead, Aead, AesKey, KeyHandle, Nonce, PublicId, YubiKeySecret};
+use hsm_proto::{aead, Aead, AesKey, KeyHandle, Nonce, PublicId, YubiKeyAead, YubiKeySecret};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -110,14 +110,28 @@ fn otp_vectors_decode_through_the_emulator_over_a_pty() {
             .find(|k| k.public_id == parsed.public_id)
             .unwrap();
         let decoded = hsm
-            .decode_otp(&parsed, y.kh, y.public_id.to_nonce().unwrap(), &y.aead)
+            .decode_otp(
+                &parsed,
+                y.kh,
+                y.public_id.to_nonce().unwrap(),
+                &yubikey_aead(&y.aead),
+            )
             .unwrap();
-        assert_eq!(decoded.ksm_line(), o["expect"].as_str().unwrap());
+        assert_eq!(common::ksm_line(&decoded), o["expect"].as_str().unwrap());
         assert_eq!(decoded.public_id(), &parsed.public_id);
         // The same AEAD under the other key handle does not open.
         let other = KeyHandle(y.kh.0 ^ 1);
         assert!(hsm
-            .decode_otp(&parsed, other, y.public_id.to_nonce().unwrap(), &y.aead)
+            .decode_otp(
+                &parsed,
+                other,
+                y.public_id.to_nonce().unwrap(),
+                &yubikey_aead(&y.aead)
+            )
             .is_err());
     }
+}
+
+fn yubikey_aead(a: &Aead) -> YubiKeyAead {
+    YubiKeyAead::try_from(a).expect("a 30-byte YubiKey AEAD")
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hsm_proto::otp::{self, Otp, OtpCounters, Token};
-use hsm_proto::{Aead, Hsm, KeyHandle, PublicId, Timeouts};
+use hsm_proto::{Aead, Hsm, KeyHandle, PublicId, Timeouts, YubiKeyAead};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
@@ -181,7 +181,7 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn vector_paths() -> (Vec<String>, Vec<(Otp, KeyHandle, Aead)>) {
+fn vector_paths() -> (Vec<String>, Vec<(Otp, KeyHandle, YubiKeyAead)>) {
     let v: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("otp-vectors.json")).unwrap(),
     )
@@ -202,7 +202,10 @@ fn vector_paths() -> (Vec<String>, Vec<(Otp, KeyHandle, Aead)>) {
             decodes.push((
                 otp,
                 KeyHandle(y["key_handle"].as_u64().unwrap() as u32),
-                Aead::new(&hex::decode(y["aead"].as_str().unwrap()).unwrap()).unwrap(),
+                YubiKeyAead::try_from(
+                    &Aead::new(&hex::decode(y["aead"].as_str().unwrap()).unwrap()).unwrap(),
+                )
+                .unwrap(),
             ));
             format!("/wsapi/decrypt?otp={s}")
         })
@@ -281,7 +284,7 @@ fn interleaved(targets: &[(SocketAddr, &[String])], conns: u32, tmp: &Path) -> V
         .collect()
 }
 
-fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, Aead)], dir: &Path) {
+fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, YubiKeyAead)], dir: &Path) {
     let tmp = dir;
     let link = tmp.join("yhsm");
     let emu = Proc(

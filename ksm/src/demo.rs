@@ -54,11 +54,11 @@ pub fn run() -> Result<(), Error> {
             &hex::decode(field(y, "aead")?)
                 .map_err(|_| Error::Usage("demo vectors: bad hex".into()))?,
         )?;
-        let decoded = hsm.decode_otp(&otp, kh, nonce, &aead)?;
+        let decoded = hsm.decode_otp(&otp, kh, nonce, &(&aead).try_into()?)?;
         println!(
             "decode {} (key handle {kh}) -> {}",
             otp.public_id,
-            decoded.ksm_line()
+            crate::daemon::answer::Outcome::Ok(decoded).answer().1
         );
     }
     drop(hsm);

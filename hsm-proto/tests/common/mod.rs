@@ -40,6 +40,17 @@ impl Device {
 
 pub use test_support::ykgenerate;
 
+/// What a KSM answers for `d` (`OK counter=%04x low=%04x high=%02x use=%02x`): the tests'
+/// own reading of the counters, to compare with the vectors' expected lines. (The daemon's
+/// formatter is `ksm`'s; the driver knows no answer line.)
+pub fn ksm_line(d: &hsm_proto::DecodedOtp) -> String {
+    let c = d.counters();
+    format!(
+        "OK counter={:04x} low={:04x} high={:02x} use={:02x}",
+        c.use_ctr, c.ts_low, c.ts_high, c.session_ctr
+    )
+}
+
 /// An OTP made by [`ykgenerate`], parsed.
 pub fn parse_otp(text: String) -> Otp {
     Otp::parse(&text).expect("ykgenerate output parses")

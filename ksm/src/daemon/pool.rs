@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use hsm_proto::emulator::{self, ResolvedConfig};
 use hsm_proto::otp::Otp;
-use hsm_proto::{Aead, DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts};
+use hsm_proto::{
+    DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts, YubiKeyAead,
+};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
 use crate::daemon::health::{DeviceHealth, DeviceState};
@@ -87,7 +89,7 @@ pub enum Job {
         /// The AEAD's nonce.
         nonce: Nonce,
         /// The AEAD.
-        aead: Aead,
+        aead: YubiKeyAead,
         /// Give up after this.
         deadline: Instant,
         /// Where the answer goes.
@@ -229,7 +231,7 @@ impl Pool {
         otp: Otp,
         key_handle: KeyHandle,
         nonce: Nonce,
-        aead: Aead,
+        aead: YubiKeyAead,
         deadline: Instant,
     ) -> Result<DecodedOtp, PoolError> {
         let mut last = PoolError::Unavailable;
@@ -253,7 +255,7 @@ impl Pool {
                 otp: otp.clone(),
                 key_handle,
                 nonce,
-                aead: aead.clone(),
+                aead,
                 deadline,
                 reply,
             };
@@ -363,7 +365,7 @@ fn decode_on(
     otp: &Otp,
     key_handle: KeyHandle,
     nonce: Nonce,
-    aead: &Aead,
+    aead: &YubiKeyAead,
 ) -> Result<DecodedOtp, PoolError> {
     let Some(h) = hsm.as_mut() else {
         return Err(PoolError::Unavailable);

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use hsm_proto::otp::Otp;
+use hsm_proto::YubiKeyAead;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -551,13 +552,13 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             return (Outcome::CorruptAead, id);
         }
     };
-    if stored.aead.as_bytes().len() != hsm_proto::aead::YUBIKEY_AEAD_LEN {
+    let Ok(aead) = YubiKeyAead::try_from(&stored.aead) else {
         warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
         return (Outcome::CorruptAead, id);
-    }
+    };
     let outcome = match st
         .pool
-        .decode(otp, stored.key_handle, stored.nonce, stored.aead, deadline)
+        .decode(otp, stored.key_handle, stored.nonce, aead, deadline)
         .await
     {
         Ok(d) => Outcome::Ok(d),

@@ -185,14 +185,11 @@ fn import_one(
             .buffer_aead_generate(kh, nonce)
             .map_err(|e| e.to_string())?;
         if opts.internal_db {
-            let a: [u8; 30] = aead
-                .as_bytes()
-                .try_into()
-                .map_err(|_| "AEAD is not 30 bytes".to_string())?;
+            let a = hsm_proto::YubiKeyAead::try_from(&aead).map_err(|e| e.to_string())?;
             hsm.send(&DbYubikeyAeadStore {
                 public_id: l.id.to_nonce().map_err(|e| e.to_string())?,
                 key_handle: kh,
-                aead: a,
+                aead: *a.as_bytes(),
             })
             .map_err(|e| e.to_string())?;
         } else if let Some(st) = store {
