@@ -11,6 +11,8 @@
 //! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go,
 //! `KSM_BENCH_ONLY=http|abuse|store` runs one part. The abuse part holds 10,000 idle
 //! connections against the daemon while wrk measures good clients.
+//! `KSM_BENCH_BASELINE=PATH` also runs another `ksm` binary (an older build) on the soft HSM,
+//! interleaved with the rest, for a before/after comparison in the same run.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
@@ -61,8 +63,13 @@ fn free_port() -> u16 {
 /// Starts `ksm serve` and waits for its "listening" line; returns it, its address and how
 /// long start-up took.
 fn serve(args: &[&str]) -> (Proc, SocketAddr, Duration) {
+    serve_with(Path::new(KSM), args)
+}
+
+/// [`serve`] with another `ksm` binary.
+fn serve_with(bin: &Path, args: &[&str]) -> (Proc, SocketAddr, Duration) {
     let t = Instant::now();
-    let mut child = Command::new(KSM)
+    let mut child = Command::new(bin)
         .arg("serve")
         .args(args)
         .args(["--port", "0", "--socket", "none"])
@@ -326,17 +333,18 @@ fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, YubiKeyAead)], dir:
         "0x20",
         "0x21",
     ]);
+    let baseline = std::env::var_os("KSM_BENCH_BASELINE")
+        .map(|bin| serve_with(Path::new(&bin), &["--demo"]));
     let ok = ["/".to_string()];
+    let mut targets = vec![(ng_addr, &ok[..]), (soft_addr, paths), (emu_addr, paths)];
+    if let Some((_, addr, _)) = &baseline {
+        targets.push((*addr, paths));
+    }
     let cells: Vec<Vec<Run>> = CONNS
         .iter()
-        .map(|c| {
-            interleaved(
-                &[(ng_addr, &ok[..]), (soft_addr, paths), (emu_addr, paths)],
-                *c,
-                tmp,
-            )
-        })
+        .map(|c| interleaved(&targets, *c, tmp))
         .collect();
+    drop(baseline);
     drop(daemon);
     drop(emu);
     drop(soft);
@@ -363,6 +371,24 @@ fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, YubiKeyAead)], dir:
             println!(
                 "|   | non-2xx answers: soft {}, emulator {} |",
                 s.errors, e.errors
+            );
+        }
+    }
+    if cells[0].len() > 3 {
+        println!("\nThis build against the baseline (`KSM_BENCH_BASELINE`), both on the soft HSM, in the same interleaved runs:\n");
+        println!("| connections | nginx req/s | this build req/s | ratio | p99 | baseline req/s | ratio | p99 |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for (c, cell) in CONNS.iter().zip(&cells) {
+            let (n, s, b) = (cell[0], cell[1], cell[3]);
+            println!(
+                "| {c} | {:.0} | {:.0} | {:.0}% | {} | {:.0} | {:.0}% | {} |",
+                n.rps,
+                s.rps,
+                100.0 * s.rps / n.rps,
+                ms(s.p99),
+                b.rps,
+                100.0 * b.rps / n.rps,
+                ms(b.p99)
             );
         }
     }
