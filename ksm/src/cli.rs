@@ -3,24 +3,21 @@
 //! operators' scripts keep working.
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aead_store::{FsStore, NoncePolicy};
 use clap::{Args, Parser, Subcommand};
 use hsm_proto::Timeouts;
-use ipnet::IpNet;
 
-use crate::daemon::serve::{self, FileConfig, Settings};
-use crate::daemon::server::HttpConfig;
+use crate::daemon::config::{nonce_policy, ServeArgs};
+use crate::daemon::serve;
 use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::device::{self, choose, open_tool};
-use crate::tools::{self, decrypt_aead, generate_keys, import_keys, keystore_unlock, store_cmd};
+use crate::tools::{
+    self, decrypt_aead, generate_keys, import_keys, keystore_unlock, store_cmd, DEFAULT_AEAD_DIR,
+};
 use crate::Error;
-
-/// pyhsm's default AEAD directory.
-pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
 
 /// YubiKey KSM backed by a YubiHSM 1.
 #[derive(Debug, Parser)]
@@ -226,82 +223,6 @@ pub enum StoreCmd {
     },
 }
 
-/// `ksm serve` flags: pyhsm's `yhsm-yubikey-ksm` flags, plus ours. Every flag has a key in
-/// `--config ksm.toml`; flags win.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// ksm.toml with defaults for every flag.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Use the built-in demo: soft HSM with the public test keys and the AEADs of fixtures/.
-    #[arg(long)]
-    pub demo: bool,
-    /// YubiHSM device (repeat for several), or a soft-HSM key file. [default: /dev/ttyACM0]
-    #[arg(short = 'D', long = "device")]
-    pub device: Vec<PathBuf>,
-    /// AEAD directory. [default: /var/cache/yubikey-ksm/aeads]
-    #[arg(short = 'B', long = "aead-dir")]
-    pub aead_dir: Option<PathBuf>,
-    /// Key handles to look AEADs up under, in order (repeat or comma-separate).
-    #[arg(long = "key-handles", alias = "key-handle", num_args = 1..)]
-    pub key_handles: Vec<String>,
-    /// Decode URL, pyhsm style. [default: /wsapi/decrypt?otp=]
-    #[arg(short = 'U', long = "serve-url")]
-    pub serve_url: Option<String>,
-    /// Stats URL (pyhsm's counters page); off unless given.
-    #[arg(short = 'S', long = "stats-url")]
-    pub stats_url: Option<String>,
-    /// Address to listen on. [default: 127.0.0.1]
-    #[arg(long)]
-    pub addr: Option<IpAddr>,
-    /// Port. [default: 8002]
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Seconds one decode may take before it answers `ERR Timeout`. [default: 5]
-    #[arg(long)]
-    pub reqtimeout: Option<f64>,
-    /// Write the daemon's PID here.
-    #[arg(long)]
-    pub pid_file: Option<PathBuf>,
-    /// Proxies whose X-Forwarded-For is logged as the client.
-    #[arg(long = "proxies", alias = "proxy", num_args = 1..)]
-    pub proxies: Vec<IpAddr>,
-    /// Only these networks (CIDR) may talk to the daemon: the decode API, /health, /metrics
-    /// and the stats page. Checked before anything of a request is read.
-    #[arg(long, num_args = 1..)]
-    pub allow: Vec<IpNet>,
-    /// Sharing socket for operator tools ("none" to disable). [default: /run/ksm/ksm.sock; none with --demo]
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// Requests that may wait per HSM before new ones are refused. [default: 256]
-    #[arg(long)]
-    pub queue_depth: Option<usize>,
-    /// Most HTTP connections open at once; when all are taken, the one that has waited
-    /// longest for its request (idle, or still receiving it) is closed to make room, and if
-    /// all are answering requests the newcomer is closed at once. [default: 2048]
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Seconds a client has to send a whole request, headers and body (else 408), and that
-    /// an idle keep-alive connection stays open. [default: 5]
-    #[arg(long)]
-    pub header_timeout: Option<f64>,
-    /// Commands the sharing socket forwards: `tools` (what the ksm tools send) or `all`
-    /// (also raw AES-ECB, HMAC, temp keys, ...). [default: tools]
-    #[arg(long, value_enum)]
-    pub socket_policy: Option<crate::daemon::tool_frame::SocketPolicy>,
-    /// Serve version-1 AEADs whose nonce is not their public id, as made by
-    /// `generate-keys`/`import-keys --random-nonce`. Off by default: such a file is answered
-    /// `ERR Corrupt AEAD`, since it may be another YubiKey's AEAD copied to this id's place.
-    #[arg(long)]
-    pub random_nonce_aeads: bool,
-    /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
-    #[arg(short = 'd', long = "daemon", hide = true)]
-    pub daemon: bool,
-    /// pyhsm's SQL backend is not supported.
-    #[arg(long, hide = true)]
-    pub db_url: Option<String>,
-}
-
 fn timeouts(secs: f64) -> Result<Timeouts, Error> {
     if !(0.01..=60.0).contains(&secs) {
         return Err(Error::Usage(
@@ -314,140 +235,6 @@ fn timeouts(secs: f64) -> Result<Timeouts, Error> {
     })
 }
 
-impl ServeArgs {
-    /// Merges flags over `ksm.toml` over defaults, and keeps the flags to do it again on
-    /// SIGHUP.
-    pub fn settings(self) -> Result<Settings, Error> {
-        let again = self.clone();
-        let mut s = self.merge()?;
-        s.reload = Some(serve::Reload(std::sync::Arc::new(move || {
-            again.clone().merge()
-        })));
-        Ok(s)
-    }
-
-    fn merge(self) -> Result<Settings, Error> {
-        if self.db_url.is_some() {
-            return Err(Error::Usage(
-                "--db-url (pyhsm's SQL backend) is not supported; use an AEAD directory (-B)"
-                    .into(),
-            ));
-        }
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        let demo = self.demo;
-        let devices = if !self.device.is_empty() {
-            self.device
-        } else {
-            file.device
-                .unwrap_or_else(|| vec![PathBuf::from(device::DEFAULT_DEVICE)])
-        };
-        let aead_dir = match (self.aead_dir, file.aead_dir) {
-            (Some(d), _) | (None, Some(d)) => d,
-            (None, None) if demo => serve::demo_aead_dir(),
-            (None, None) => PathBuf::from(DEFAULT_AEAD_DIR),
-        };
-        let kh_args = if !self.key_handles.is_empty() {
-            self.key_handles
-        } else {
-            file.key_handles.unwrap_or_default()
-        };
-        let key_handles = if kh_args.is_empty() && demo {
-            vec![hsm_proto::KeyHandle(0x20), hsm_proto::KeyHandle(0x21)]
-        } else {
-            tools::key_handles(&kh_args)?
-        };
-        let (serve_path, otp_param) = serve::split_serve_url(
-            self.serve_url
-                .or(file.serve_url)
-                .as_deref()
-                .unwrap_or("/wsapi/decrypt?otp="),
-        )?;
-        let reqtimeout = self
-            .reqtimeout
-            .or(file.reqtimeout)
-            .unwrap_or(serve::DEFAULT_REQTIMEOUT.as_secs_f64());
-        if !(0.05..=60.0).contains(&reqtimeout) {
-            return Err(Error::Usage(
-                "--reqtimeout must be between 0.05 and 60 seconds".into(),
-            ));
-        }
-        let addr = self
-            .addr
-            .or(file.addr)
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let port = self.port.or(file.port).unwrap_or(8002);
-        // The demo needs no sharing socket (its soft HSM is never locked), and /run/ksm may
-        // not be writable for whoever tries it.
-        let default_socket = if demo { "none" } else { DEFAULT_SOCKET };
-        let socket = self
-            .socket
-            .or(file.socket)
-            .unwrap_or_else(|| PathBuf::from(default_socket));
-        let defaults = HttpConfig::default();
-        let header_timeout = self
-            .header_timeout
-            .or(file.header_timeout)
-            .unwrap_or(defaults.header_timeout.as_secs_f64());
-        if !(0.1..=300.0).contains(&header_timeout) {
-            return Err(Error::Usage(
-                "--header-timeout must be between 0.1 and 300 seconds".into(),
-            ));
-        }
-        let header_timeout = Duration::from_secs_f64(header_timeout);
-        Ok(Settings {
-            devices,
-            demo,
-            aead_dir,
-            key_handles,
-            http: HttpConfig {
-                serve_path,
-                otp_param,
-                stats_path: self.stats_url.or(file.stats_url),
-                reqtimeout: Duration::from_secs_f64(reqtimeout),
-                proxies: if !self.proxies.is_empty() {
-                    self.proxies
-                } else {
-                    file.proxies.unwrap_or_default()
-                },
-                allow: if !self.allow.is_empty() {
-                    self.allow
-                } else {
-                    file.allow.unwrap_or_default()
-                },
-                max_connections: self
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(defaults.max_connections),
-                header_timeout,
-            },
-            listen: SocketAddr::new(addr, port),
-            pid_file: self.pid_file.or(file.pid_file),
-            socket: (socket != Path::new("none")).then_some(socket),
-            queue_depth: self.queue_depth.or(file.queue_depth).unwrap_or(256).max(1),
-            socket_policy: self
-                .socket_policy
-                .or(file.socket_policy)
-                .unwrap_or_default(),
-            nonce_policy: nonce_policy(
-                self.random_nonce_aeads || file.random_nonce_aeads.unwrap_or(false),
-            ),
-            reload: None,
-        })
-    }
-}
-
-/// The store's nonce rule for `--random-nonce-aeads`.
-fn nonce_policy(random_nonce_aeads: bool) -> NoncePolicy {
-    if random_nonce_aeads {
-        NoncePolicy::Any
-    } else {
-        NoncePolicy::PublicId
-    }
-}
-
 fn open_store(dir: &Path, khs: Vec<hsm_proto::KeyHandle>) -> Result<FsStore, Error> {
     FsStore::open(dir, khs).map_err(|e| Error::Usage(e.to_string()))
 }
@@ -457,14 +244,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     match cli.command {
-        Command::Serve(args) => {
-            if args.daemon {
-                tracing::warn!(
-                    "-d/--daemon is ignored: run ksm under systemd (see ksm/dist/ksm.service)"
-                );
-            }
-            serve::run(args.settings()?)
-        }
+        Command::Serve(args) => serve::run(args),
         Command::KeystoreUnlock {
             dev,
             stdin,

@@ -15,6 +15,9 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 
+/// pyhsm's default AEAD directory (`-B`, `-O`).
+pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
+
 /// Parses `--key-handles` arguments: each may itself be comma-separated (`0x20,0x21`), and
 /// each handle any pyhsm spelling.
 pub fn key_handles(args: &[String]) -> Result<Vec<KeyHandle>, Error> {
