@@ -26,13 +26,19 @@ use tracing::{info, warn};
 
 use crate::Error;
 
-/// What `ksm emulate` was asked to do.
+/// `ksm emulate`'s arguments.
+#[derive(Debug, clap::Args)]
 pub struct EmulateArgs {
-    /// Device configuration file; `None` = the demo device built into the binary.
+    /// Device configuration (TOML, or pyhsm's soft-HSM JSON key file); must not be
+    /// world-readable. Default: the demo device built into ksm (fixtures/emulator/demo.toml).
+    #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where to put the symlink to the pty.
+    /// Path of the symlink to create to the pty's device node (like /dev/ttyACM0).
+    #[arg(long)]
     pub pty: PathBuf,
-    /// Control socket path, if any.
+    /// Unix socket (mode 0600) taking fault commands: stall on|off, garbage N,
+    /// unplug SECONDS, config-mode, power-cycle, status.
+    #[arg(long)]
     pub control: Option<PathBuf>,
 }
 

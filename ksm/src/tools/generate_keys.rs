@@ -5,10 +5,65 @@
 use std::io::Write;
 
 use aead_store::FsStore;
+use clap::Args;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::device::DeviceArgs;
+use crate::tools::{self, KeyHandleArgs, OutputDirArgs};
 use crate::Error;
+
+/// `ksm generate-keys`'s arguments.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where the HSM is.
+    #[command(flatten)]
+    pub dev: DeviceArgs,
+    /// Key handles.
+    #[command(flatten)]
+    pub key_handles: KeyHandleArgs,
+    /// First public id: a decimal number, else modhex.
+    #[arg(long)]
+    pub start_public_id: String,
+    /// How many keys.
+    #[arg(short = 'c', long, default_value_t = 1)]
+    pub count: u64,
+    /// Where the AEADs go.
+    #[command(flatten)]
+    pub output: OutputDirArgs,
+    /// Public id length in modhex characters.
+    #[arg(long, default_value_t = 12)]
+    pub public_id_chars: usize,
+    /// Let the HSM choose each AEAD's nonce instead of using the public id.
+    #[arg(long)]
+    pub random_nonce: bool,
+    /// Replace existing AEADs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `ksm generate-keys`: fails if some ids were left with AEADs for some key handles only.
+pub fn run(args: GenerateArgs) -> Result<(), Error> {
+    let khs = args.key_handles.parse()?;
+    let store = tools::open_store(&args.output.output_dir, khs.clone())?;
+    let mut hsm = args.dev.open()?;
+    let plan = Plan {
+        key_handles: khs,
+        start: tools::public_id_arg(&args.start_public_id, args.public_id_chars)?,
+        count: args.count,
+        public_id_chars: args.public_id_chars,
+        random_nonce: args.random_nonce,
+        force: args.force,
+    };
+    let s = generate(&mut hsm, &store, &plan, &mut std::io::stdout())?;
+    if s.incomplete > 0 {
+        return Err(Error::Usage(format!(
+            "{} ids had AEADs for some key handles only",
+            s.incomplete
+        )));
+    }
+    Ok(())
+}
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -39,7 +94,7 @@ pub struct Summary {
 }
 
 /// Generates the planned keys into `store`, with a progress bar on stderr.
-pub fn run(
+pub fn generate(
     hsm: &mut Hsm,
     store: &FsStore,
     plan: &Plan,

@@ -12,19 +12,46 @@ use hsm_proto::otp::Otp;
 use hsm_proto::{Error as HsmError, Status, Timeouts};
 use zeroize::Zeroizing;
 
-use crate::device::{open_tool, ToolDevice};
+use crate::device::{open_tool, DeviceArgs, ToolDevice};
 use crate::Error;
 
+/// `ksm keystore-unlock`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// Where the HSM is.
+    #[command(flatten)]
+    pub dev: DeviceArgs,
+    /// Where the secrets come from.
+    #[command(flatten)]
+    pub opts: Options,
+}
+
 /// Where the secrets come from.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct Options {
-    /// Master key from the first line of standard input (pyhsm's `--stdin`; an OTP may
-    /// follow on the second line).
+    /// Read the master key (hex) from the first line of standard input; an admin OTP may
+    /// follow on the second.
+    #[arg(long)]
     pub stdin: bool,
-    /// Admin OTP from standard input (after the key's line if `stdin` too).
+    /// Read the admin YubiKey OTP from standard input.
+    #[arg(long)]
     pub otp_stdin: bool,
-    /// Do not ask for an admin OTP.
+    /// Do not ask for an admin YubiKey OTP.
+    #[arg(long)]
     pub no_otp: bool,
+}
+
+/// `ksm keystore-unlock`: secrets from the terminal or standard input, answers on standard
+/// output.
+pub fn run(args: UnlockArgs) -> Result<(), Error> {
+    let target = args.dev.choose()?;
+    unlock(
+        &target,
+        &args.opts,
+        args.dev.timeouts()?,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout(),
+    )
 }
 
 /// The master key and admin OTP as typed, each wiped when dropped.
@@ -87,7 +114,7 @@ fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
 }
 
 /// Unlocks every device; prints one line per device. Fails if any stays locked.
-pub fn run(
+pub fn unlock(
     dev: &ToolDevice,
     opts: &Options,
     timeouts: Timeouts,

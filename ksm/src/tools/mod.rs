@@ -8,8 +8,9 @@ pub mod keystore_unlock;
 pub mod store_cmd;
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use aead_store::FsStore;
 use hsm_proto::{AesKey, KeyHandle, PublicId};
 use zeroize::Zeroizing;
 
@@ -17,6 +18,34 @@ use crate::Error;
 
 /// pyhsm's default AEAD directory (`-B`, `-O`).
 pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
+
+/// `--key-handles` of the tools that seal AEADs.
+#[derive(Debug, clap::Args)]
+pub struct KeyHandleArgs {
+    /// Key handles to seal each secret under (repeat or comma-separate).
+    #[arg(long = "key-handles", alias = "key-handle", num_args = 1.., required = true)]
+    pub key_handles: Vec<String>,
+}
+
+impl KeyHandleArgs {
+    /// The key handles ([`key_handles`]).
+    pub fn parse(&self) -> Result<Vec<KeyHandle>, Error> {
+        key_handles(&self.key_handles)
+    }
+}
+
+/// `-O`: the AEAD directory the tools that seal AEADs write to.
+#[derive(Debug, clap::Args)]
+pub struct OutputDirArgs {
+    /// AEAD directory (must exist).
+    #[arg(short = 'O', long = "output-dir", alias = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+    pub output_dir: PathBuf,
+}
+
+/// Opens the AEAD directory `dir` for `key_handles`.
+pub fn open_store(dir: &Path, key_handles: Vec<KeyHandle>) -> Result<FsStore, Error> {
+    FsStore::open(dir, key_handles).map_err(|e| Error::Usage(e.to_string()))
+}
 
 /// Parses `--key-handles` arguments: each may itself be comma-separated (`0x20,0x21`), and
 /// each handle any pyhsm spelling.
