@@ -135,10 +135,9 @@ pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error>
     if Path::new(DEFAULT_DEVICE).exists() {
         return Ok(ToolDevice::Path(PathBuf::from(DEFAULT_DEVICE)));
     }
-    Err(Error::Usage(format!(
-        "device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}",
-        socket.display()
-    )))
+    Err(Error::NoDevice {
+        socket: socket.to_path_buf(),
+    })
 }
 
 /// Opens the chosen device.

@@ -173,7 +173,10 @@ impl ServeOptions {
     pub fn load(path: &Path) -> Result<ServeOptions, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
     }
 
     /// `self`, with what it leaves unsaid taken from `other`.

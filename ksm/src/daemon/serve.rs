@@ -144,9 +144,8 @@ pub async fn serve(
     // First of all, before touching a device: is another daemon using our files?
     let pid_file = s.pid_file.as_deref().map(PidFile::claim).transpose()?;
     let socket_claim = s.socket.as_deref().map(SocketClaim::claim).transpose()?;
-    let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
-        .map_err(|e| Error::Usage(e.to_string()))?
-        .with_nonce_policy(s.nonce_policy);
+    let store =
+        FsStore::open(&s.aead_dir, s.key_handles.clone())?.with_nonce_policy(s.nonce_policy);
     if s.nonce_policy == NoncePolicy::Any {
         warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD directory ties them to a public id");
     }

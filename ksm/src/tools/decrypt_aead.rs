@@ -73,7 +73,7 @@ pub fn run(args: DecryptArgs) -> Result<(), Error> {
         };
         let kh = KeyHandle::parse(&kh)?;
         Some((
-            tools::open_store(&dir, vec![kh])?,
+            FsStore::open(&dir, vec![kh])?,
             kh,
             tools::read_key_file(&keyf)?,
         ))
@@ -105,7 +105,7 @@ pub fn run(args: DecryptArgs) -> Result<(), Error> {
         &mut std::io::stderr(),
     )?;
     if failed > 0 {
-        return Err(Error::Usage(format!("{failed} AEAD(s) failed")));
+        return Err(Error::AeadsFailed(failed));
     }
     Ok(())
 }
@@ -272,9 +272,7 @@ pub fn decrypt(
                     Format::Aead => {
                         if let Some((store, kh, key)) = &opts.reencrypt {
                             let a = aead::seal(key, *kh, &nonce, &plain)?;
-                            store
-                                .write(*kh, &id, &nonce, &a, false)
-                                .map_err(|e| Error::Usage(e.to_string()))?;
+                            store.write(*kh, &id, &nonce, &a, false)?;
                         }
                     }
                 }
@@ -302,7 +300,7 @@ fn read(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    match read_aead_file(path).map_err(|e| Error::Usage(e.to_string()))? {
+    match read_aead_file(path)? {
         AeadFile::V1 {
             key_handle,
             nonce,

@@ -45,7 +45,7 @@ pub struct GenerateArgs {
 /// `ksm generate-keys`: fails if some ids were left with AEADs for some key handles only.
 pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let khs = args.key_handles.parse()?;
-    let store = tools::open_store(&args.output.output_dir, khs.clone())?;
+    let store = FsStore::open(&args.output.output_dir, khs.clone())?;
     let mut hsm = args.dev.open()?;
     let plan = Plan {
         key_handles: khs,
@@ -57,10 +57,7 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     };
     let s = generate(&mut hsm, &store, &plan, &mut std::io::stdout())?;
     if s.incomplete > 0 {
-        return Err(Error::Usage(format!(
-            "{} ids had AEADs for some key handles only",
-            s.incomplete
-        )));
+        return Err(Error::Incomplete(s.incomplete));
     }
     Ok(())
 }
@@ -149,7 +146,7 @@ pub fn generate(
         };
         let count = hsm.buffer_random_load(0, YubiKeySecret::LEN as u8)?;
         if usize::from(count) != YubiKeySecret::LEN {
-            return Err(Error::Usage(format!(
+            return Err(Error::DeviceAnswer(format!(
                 "HSM buffer holds {count} bytes, expected {}",
                 YubiKeySecret::LEN
             )));
@@ -162,9 +159,7 @@ pub fn generate(
         }
         hsm.end_operation()?;
         for (kh, (used, aead)) in sealed {
-            let path = store
-                .write(kh, &id, &used, &aead, plan.force)
-                .map_err(|e| Error::Usage(e.to_string()))?;
+            let path = store.write(kh, &id, &used, &aead, plan.force)?;
             tracing::info!(path = %path.display(), "AEAD written");
         }
         s.generated += 1;

@@ -18,7 +18,7 @@ use hsm_proto::cmd::DbYubikeyAeadStore;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 
 use crate::device::DeviceArgs;
-use crate::tools::{self, KeyHandleArgs, OutputDirArgs};
+use crate::tools::{KeyHandleArgs, OutputDirArgs};
 use crate::Error;
 
 /// `ksm import-keys`'s arguments.
@@ -61,7 +61,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
     let store = if args.internal_db {
         None
     } else {
-        Some(tools::open_store(&args.output.output_dir, khs.clone())?)
+        Some(FsStore::open(&args.output.output_dir, khs.clone())?)
     };
     let mut hsm = args.dev.open()?;
     let opts = Options {
@@ -85,7 +85,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
         &mut std::io::stderr(),
     )?;
     if s.rejected > 0 {
-        return Err(Error::Usage(format!("{} line(s) rejected", s.rejected)));
+        return Err(Error::LinesRejected(s.rejected));
     }
     Ok(())
 }
@@ -173,7 +173,7 @@ pub fn import(
         _ => false,
     };
     if !header_ok {
-        return Err(Error::Usage(format!(
+        return Err(Error::Input(format!(
             "did not get '{HEADER}' as the first line of input"
         )));
     }

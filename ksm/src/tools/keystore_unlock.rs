@@ -80,7 +80,7 @@ fn read_secrets(opts: &Options, input: &mut dyn BufRead, need_key: bool) -> Resu
         match super::read_secret_line(input)? {
             super::SecretLine::End => Ok(None),
             super::SecretLine::Text(t) => Ok(Some(trimmed(&t))),
-            super::SecretLine::Invalid(why) => Err(Error::Usage(format!("standard input: {why}"))),
+            super::SecretLine::Invalid(why) => Err(Error::Input(format!("standard input: {why}"))),
         }
     };
     let key = if !need_key {
@@ -102,10 +102,10 @@ fn read_secrets(opts: &Options, input: &mut dyn BufRead, need_key: bool) -> Resu
 
 fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
     let bytes = Zeroizing::new(
-        hex::decode(hex_text).map_err(|_| Error::Usage("the master key must be hex".into()))?,
+        hex::decode(hex_text).map_err(|_| Error::Input("the master key must be hex".into()))?,
     );
     if bytes.len() > max {
-        return Err(Error::Usage(format!(
+        return Err(Error::Input(format!(
             "the master key must be at most {} hex digits",
             max * 2
         )));
@@ -158,12 +158,12 @@ pub fn unlock(
         }
         let s = secrets
             .as_ref()
-            .ok_or_else(|| Error::Usage("no secrets".into()))?;
+            .ok_or_else(|| Error::Input("no secrets".into()))?;
         let key_text = s
             .key
             .as_ref()
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| Error::Usage("Aborted: no master key given".into()))?;
+            .ok_or_else(|| Error::Input("Aborted: no master key given".into()))?;
         let firmware = hsm.info().version();
         let result = if firmware >= (1, 0, 0) {
             hsm.key_store_decrypt(&master_key(key_text, 32)?)
@@ -212,7 +212,7 @@ pub fn unlock(
         }
     }
     if failed > 0 {
-        return Err(Error::Usage(format!("{failed} device(s) still locked")));
+        return Err(Error::StillLocked(failed));
     }
     Ok(())
 }

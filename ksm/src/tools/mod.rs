@@ -10,7 +10,6 @@ pub mod store_cmd;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use aead_store::FsStore;
 use hsm_proto::{AesKey, KeyHandle, PublicId};
 use zeroize::Zeroizing;
 
@@ -40,11 +39,6 @@ pub struct OutputDirArgs {
     /// AEAD directory (must exist).
     #[arg(short = 'O', long = "output-dir", alias = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
     pub output_dir: PathBuf,
-}
-
-/// Opens the AEAD directory `dir` for `key_handles`.
-pub fn open_store(dir: &Path, key_handles: Vec<KeyHandle>) -> Result<FsStore, Error> {
-    FsStore::open(dir, key_handles).map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// Parses `--key-handles` arguments: each may itself be comma-separated (`0x20,0x21`), and
@@ -81,7 +75,7 @@ pub fn public_id_arg(s: &str, chars: usize) -> Result<PublicId, Error> {
 pub fn read_key_file(path: &Path) -> Result<AesKey, Error> {
     let text = hsm_proto::keyfile::read_private(path)?;
     AesKey::from_hex(text.trim()).map_err(|e| {
-        Error::Hsm(hsm_proto::Error::KeyFile {
+        Error::Device(hsm_proto::Error::KeyFile {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })

@@ -16,7 +16,7 @@ use hsm_proto::Hsm;
 
 use crate::daemon::config::nonce_policy;
 use crate::device::DeviceArgs;
-use crate::tools::{open_store, DEFAULT_AEAD_DIR};
+use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
 
 /// `ksm store`'s arguments.
@@ -74,7 +74,7 @@ pub fn run(args: StoreArgs) -> Result<(), Error> {
             random_nonce_aeads,
         } => {
             let policy = nonce_policy(random_nonce_aeads);
-            let store = open_store(&dir.aead_dir, Vec::new())?.with_nonce_policy(policy);
+            let store = FsStore::open(&dir.aead_dir, Vec::new())?.with_nonce_policy(policy);
             let mut hsm = if hsm || dev.device.is_some() {
                 Some(dev.open()?)
             } else {
@@ -86,14 +86,12 @@ pub fn run(args: StoreArgs) -> Result<(), Error> {
                 NoncePolicy::Any => 0,
             };
             if r.bad + r.misplaced + r.rejected + nonce_problems > 0 {
-                return Err(Error::Usage(
-                    "the AEAD directory has problems (listed above)".into(),
-                ));
+                return Err(Error::VerifyFailed);
             }
             Ok(())
         }
         StoreCmd::Stats { dir } => {
-            print_stats(&open_store(&dir.aead_dir, Vec::new())?, &mut out);
+            print_stats(&FsStore::open(&dir.aead_dir, Vec::new())?, &mut out);
             Ok(())
         }
     }
