@@ -4,6 +4,7 @@
 //! file over the defaults and checks the result into the typed [`Settings`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,14 +170,14 @@ fn help_text(v: &toml::Value) -> Option<String> {
 }
 
 impl ServeOptions {
-    /// Reads `ksm.toml`.
+    /// Reads `ksm.toml`; a file that cannot be read is as wrong as one that does not parse.
     pub fn load(path: &Path) -> Result<ServeOptions, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        toml::from_str(&text).map_err(|e| Error::Config {
+        let config_error = |reason: String| Error::Config {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| config_error(e.to_string()))
     }
 
     /// `self`, with what it leaves unsaid taken from `other`.
@@ -220,21 +221,11 @@ impl ServeOptions {
             serve_path,
             otp_param,
             stats_path: self.stats_url.clone(),
-            reqtimeout: seconds(
-                set(&self.reqtimeout, "reqtimeout")?,
-                "reqtimeout",
-                0.05,
-                60.0,
-            )?,
+            reqtimeout: seconds(&self.reqtimeout, "reqtimeout", 0.05..=60.0)?,
             proxies: self.proxies.clone().unwrap_or_default(),
             allow: self.allow.clone().unwrap_or_default(),
             max_connections: set(&self.max_connections, "max-connections")?,
-            header_timeout: seconds(
-                set(&self.header_timeout, "header-timeout")?,
-                "header-timeout",
-                0.1,
-                300.0,
-            )?,
+            header_timeout: seconds(&self.header_timeout, "header-timeout", 0.1..=300.0)?,
         })
     }
 
@@ -266,11 +257,14 @@ fn set<T: Clone>(value: &Option<T>, key: &str) -> Result<T, Error> {
         .ok_or_else(|| Error::Usage(format!("--{key} has no value")))
 }
 
-/// A number of seconds from `min` to `max`.
-fn seconds(secs: f64, key: &str, min: f64, max: f64) -> Result<Duration, Error> {
-    if !(min..=max).contains(&secs) {
+/// An option in seconds, within `range`.
+fn seconds(value: &Option<f64>, key: &str, range: RangeInclusive<f64>) -> Result<Duration, Error> {
+    let secs = set(value, key)?;
+    if !range.contains(&secs) {
         return Err(Error::Usage(format!(
-            "--{key} must be between {min} and {max} seconds"
+            "--{key} must be between {} and {} seconds",
+            range.start(),
+            range.end()
         )));
     }
     Ok(Duration::from_secs_f64(secs))
