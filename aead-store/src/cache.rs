@@ -1,4 +1,4 @@
-//! An in-memory cache in front of the AEAD directory, kept true by a `notify` watcher.
+//! An in-memory cache in front of the AEAD directory, kept true by an inotify watch.
 //!
 //! # What is cached
 //! Only AEADs that were found, keyed by public id; "not found" is never cached, so a key
@@ -8,20 +8,22 @@
 //!
 //! # How it stays true
 //! A supervisor thread owns a recursive inotify watch on the base (see `inotify_watch`: it
-//! reports only changes, as `notify::Event`s, because `notify` itself also asks for every
-//! open and would overflow on our own reads) and maps each changed path back to what it
-//! can affect ([`crate::layout`]'s inverse mapping):
+//! reports only changes, never the opens our own reads cause, each as a path and how it
+//! changed) and maps each changed path back to what it can affect ([`crate::layout`]'s
+//! inverse mapping):
 //! - a name that is a public id (an AEAD file, rsync renaming its temp file into place,
 //!   a deletion) drops that id;
 //! - a layout directory (`cc`, `bb`, …) drops every id starting with the bytes its path
 //!   spells (a range of the ordered map); when it is created or renamed into place the
-//!   same range is dropped again 250 ms and 2 s later, because notify adds the watch on a
-//!   new directory only after reporting it, and a file changed in that gap raises no event
-//!   (this re-scan of the new subtree is what closes that race);
+//!   same range is dropped again 250 ms and 2 s later, because the watch on a new directory
+//!   is added only after the kernel reported the directory, and a file changed in that gap
+//!   raises no event (this re-scan of the new subtree is what closes that race);
 //! - a key-handle directory (any spelling) re-lists the base and empties the cache;
-//! - dot-files (rsync's `.<name>.XXXXXX`, our `.<id>.tmp.XXXXXX`), other names, reads and
-//!   metadata-only changes are ignored;
-//! - a watch error, an overflow (`Rescan` flag), or the base itself moving away: the cache
+//! - a permission change counts as any change (it decides whether a lookup can read the
+//!   file), except on the base itself, which rsync touches on every run;
+//! - dot-files (rsync's `.<name>.XXXXXX`, our `.<id>.tmp.XXXXXX`) and other names are
+//!   ignored; reads are not even reported;
+//! - a watch error, an overflow, or the base itself moving away: the cache
 //!   is emptied and bypassed (every lookup reads the disk) while the watch is set up again
 //!   from scratch, retried with back-off if that fails; answers are never stale meanwhile.
 //!
@@ -33,7 +35,8 @@
 //! `max_entries` (beyond it, lookups still work, from disk). The watch is the larger cost:
 //! inotify needs one watch per directory, and pyhsm's layout has about one directory per
 //! AEAD, so 1,000,000 AEADs need `fs.inotify.max_user_watches` above ~1.1 million (about
-//! 1 KB of kernel memory each, plus notify's own path maps). If the watch cannot be set up,
+//! 1 KB of kernel memory each, plus the watch's own map of directory names). If the watch
+//! cannot be set up,
 //! the store works uncached and says so ([`CachedStore::is_watching`], a warning in the log).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -43,15 +46,14 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use crate::inotify_watch::RecursiveWatch;
+use crate::inotify_watch::{Change, Event, RecursiveWatch};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
-use notify::event::{EventKind, ModifyKind};
 use tracing::{debug, warn};
 
 use crate::fs_store::Found;
 use crate::layout::{aead_path_in, classify, KeyHandleDirs, Layout, Place};
 use crate::walk::Walk;
-use crate::{FsStore, Store, StoreError, StoredAead, WalkEntry};
+use crate::{AeadSource, FsStore, Store, StoreError, StoredAead, WalkEntry};
 
 /// Measured memory per cached AEAD, map overhead included (see the `memory_per_entry`
 /// test): 1,000,000 AEADs take 71 MB (random ids) to 93 MB (sequential ids).
@@ -143,7 +145,7 @@ impl Entry {
             key_handle: kh,
             nonce: Nonce(self.nonce),
             aead: Aead::new(&self.aead).ok()?,
-            path: aead_path_in(dir, id, layout),
+            source: AeadSource::file(aead_path_in(dir, id, layout)),
         })
     }
 }
@@ -252,7 +254,7 @@ enum Msg {
     /// A report from the watcher of `epoch` (`None`: injected by a test, as current).
     Event {
         epoch: Option<u64>,
-        res: notify::Result<notify::Event>,
+        event: Event,
     },
     Shutdown,
 }
@@ -260,7 +262,7 @@ enum Msg {
 /// The thread that owns the watcher and applies what it reports.
 struct Supervisor {
     shared: Arc<Shared>,
-    /// The watched directory, symlinks resolved: what notify reports paths under.
+    /// The watched directory, symlinks resolved: what the watch reports paths under.
     base: PathBuf,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
@@ -280,15 +282,10 @@ impl Supervisor {
         self.watcher = None;
         self.epoch += 1;
         let (epoch, tx) = (self.epoch, self.tx.clone());
-        let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = &res {
-                if matches!(ev.kind, EventKind::Access(_)) {
-                    return;
-                }
-            }
+        let handler = move |event: Event| {
             let _ = tx.send(Msg::Event {
                 epoch: Some(epoch),
-                res,
+                event,
             });
         };
         let watched = RecursiveWatch::new(&self.base, handler);
@@ -336,70 +333,56 @@ impl Supervisor {
         self.start_watch();
     }
 
-    fn on_event(&mut self, epoch: Option<u64>, res: notify::Result<notify::Event>) {
+    fn on_event(&mut self, epoch: Option<u64>, event: Event) {
         let current = match epoch {
             Some(e) => e == self.epoch,
             None => true,
         };
-        let ev = match res {
-            Ok(ev) => ev,
-            Err(e) => {
+        let (path, change) = match event {
+            Event::Changed { path, change } => (path, change),
+            Event::Failed(e) => {
                 if current {
                     self.lost(&format!("watch error: {e}"));
                 }
                 return;
             }
-        };
-        if ev.need_rescan() {
-            if current {
-                self.lost("events were lost (overflow)");
+            Event::Overflow => {
+                if current {
+                    self.lost("events were lost (overflow)");
+                }
+                return;
             }
-            return;
-        }
-        let creates = match ev.kind {
-            EventKind::Access(_) => return,
-            EventKind::Create(_)
-            | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Any | ModifyKind::Other)
-            | EventKind::Any
-            | EventKind::Other => true,
-            // Metadata: permissions decide whether a lookup can read the file.
-            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
-            | EventKind::Remove(_) => false,
         };
-        if ev.paths.is_empty() {
-            self.shared.forget(Forget::All);
-            return;
-        }
-        for p in &ev.paths {
-            match classify(&self.base, p) {
-                Place::Unrelated => {}
-                Place::Id(id) => self.shared.forget(Forget::Id(key(&id))),
-                Place::Prefix(bytes) => {
-                    let prefix = Prefix::new(&bytes);
-                    self.shared.forget(Forget::Range(prefix));
-                    if creates {
-                        let now = Instant::now();
-                        for (queue, after) in self.later.iter_mut().zip(RESCAN_AFTER) {
-                            if queue.back().map(|(_, p)| p) != Some(&prefix) {
-                                queue.push_back((now + after, prefix));
-                            }
+        // A directory created or moved in may hold files changed before its watch was
+        // added: its range is dropped again later (see the module doc).
+        let creates = matches!(change, Change::Created | Change::Moved);
+        match classify(&self.base, &path) {
+            Place::Unrelated => {}
+            Place::Id(id) => self.shared.forget(Forget::Id(key(&id))),
+            Place::Prefix(bytes) => {
+                let prefix = Prefix::new(&bytes);
+                self.shared.forget(Forget::Range(prefix));
+                if creates {
+                    let now = Instant::now();
+                    for (queue, after) in self.later.iter_mut().zip(RESCAN_AFTER) {
+                        if queue.back().map(|(_, p)| p) != Some(&prefix) {
+                            queue.push_back((now + after, prefix));
                         }
                     }
                 }
-                Place::KeyHandleDir => match KeyHandleDirs::read(self.shared.disk.base()) {
-                    Ok(dirs) => self.shared.relist(dirs),
-                    Err(e) => self.lost(&e.to_string()),
-                },
-                Place::Base => {
-                    // rsync -a sets the base's times and mode on every run: not a loss.
-                    let gone = matches!(ev.kind, EventKind::Remove(_))
-                        || matches!(ev.kind, EventKind::Modify(k) if !matches!(k, ModifyKind::Metadata(_)));
-                    if current && gone {
-                        self.lost("the AEAD directory itself was moved or removed");
-                    }
-                }
-                Place::Outside => self.shared.forget(Forget::All),
             }
+            Place::KeyHandleDir => match KeyHandleDirs::read(self.shared.disk.base()) {
+                Ok(dirs) => self.shared.relist(dirs),
+                Err(e) => self.lost(&e.to_string()),
+            },
+            Place::Base => {
+                // rsync -a sets the base's times and mode on every run: not a loss.
+                let gone = matches!(change, Change::Removed | Change::Moved | Change::Written);
+                if current && gone {
+                    self.lost("the AEAD directory itself was moved or removed");
+                }
+            }
+            Place::Outside => self.shared.forget(Forget::All),
         }
     }
 
@@ -419,7 +402,7 @@ impl Supervisor {
             };
             match msg {
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Msg::Event { epoch, res }) => self.on_event(epoch, res),
+                Ok(Msg::Event { epoch, event }) => self.on_event(epoch, event),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
@@ -543,15 +526,15 @@ impl CachedStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         let written = self.shared.disk.write(kh, id, nonce, aead, force);
         self.shared.forget(Forget::Id(key(id)));
         written
     }
 
     #[cfg(test)]
-    fn inject(&self, res: notify::Result<notify::Event>) {
-        let _ = self.tx.send(Msg::Event { epoch: None, res });
+    fn inject(&self, event: Event) {
+        let _ = self.tx.send(Msg::Event { epoch: None, event });
     }
 }
 
@@ -581,7 +564,7 @@ impl Store for CachedStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         CachedStore::write(self, kh, id, nonce, aead, force)
     }
 
@@ -675,7 +658,7 @@ mod tests {
         let again = c.lookup(&id(2)).unwrap().unwrap();
         assert_eq!(first, again);
         assert_eq!(
-            again.path,
+            FsStore::path_of(&again.source).unwrap(),
             d.path().join("0x20/cc/cc/cc/cc/cc/cd/cccccccccccd")
         );
         assert_eq!(c.lookup(&id(99)).unwrap(), None);
@@ -737,10 +720,10 @@ mod tests {
         // As if rsync had just created the leaf directory of id 1: its range is dropped now,
         // and again later, in case a file changed there before the watch was added.
         let real = std::fs::canonicalize(&leaf_dir).unwrap();
-        c.inject(Ok(notify::Event::new(EventKind::Create(
-            notify::event::CreateKind::Folder,
-        ))
-        .add_path(real)));
+        c.inject(Event::Changed {
+            path: real,
+            change: Change::Created,
+        });
         eventually("drop now", || c.len() == 1);
         assert!(c.lookup(&id(1)).unwrap().is_some());
         assert_eq!(c.len(), 2, "cached again at once");
@@ -777,19 +760,20 @@ mod tests {
         assert!(c.lookup(&id(1)).unwrap().is_some());
         assert_eq!(c.len(), 1);
         // An overflow: everything may have changed.
-        c.inject(Ok(
-            notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
-        ));
+        c.inject(Event::Overflow);
         eventually("re-watch after overflow", || {
             c.is_watching() && c.is_empty()
         });
         assert!(c.lookup(&id(1)).unwrap().is_some());
         assert_eq!(c.len(), 1);
-        c.inject(Err(notify::Error::generic("inotify read failed")));
+        c.inject(Event::Failed("inotify read failed".into()));
         eventually("re-watch after error", || c.is_watching() && c.is_empty());
-        // An event we cannot map to anything: drop everything.
+        // An event we cannot map to anything (outside the store): drop everything.
         assert!(c.lookup(&id(2)).unwrap().is_some());
-        c.inject(Ok(notify::Event::new(EventKind::Any)));
+        c.inject(Event::Changed {
+            path: PathBuf::from("/"),
+            change: Change::Written,
+        });
         eventually("flush", || c.is_empty());
     }
 

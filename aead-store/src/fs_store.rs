@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use nix::fcntl::OFlag;
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use tempfile::TempPath;
 use tracing::info;
 
 use crate::format::{self, AeadFile, FormatError};
 use crate::layout::{aead_path, aead_path_in, write_dir, KeyHandleDirs, Layout};
-use crate::{NoncePolicy, StoreError, StoredAead};
+use crate::{AeadSource, NoncePolicy, StoreError, StoredAead};
 
 /// An AEAD directory in pyhsm's layout, read from disk on every lookup.
 ///
@@ -177,8 +176,15 @@ impl FsStore {
             key_handle,
             nonce,
             aead,
-            path: path.to_path_buf(),
+            source: AeadSource::file(path.to_path_buf()),
         })
+    }
+
+    /// The file an [`AeadSource`] of this kind of store names (`None` for another store's
+    /// source). For what only files have (a test reading the bytes back, say); to show
+    /// where an AEAD is, display the source itself.
+    pub fn path_of(source: &AeadSource) -> Option<&Path> {
+        source.as_path()
     }
 
     /// The file (or anything else) standing for (`kh`, `id`) under any spelling of `kh`'s
@@ -198,12 +204,15 @@ impl FsStore {
     /// Atomic: the bytes go to `.<public id>.tmp.XXXXXX` in the same directory (a dot-file,
     /// which no lookup, walk or watcher takes for an AEAD), are fsynced, then the file is
     /// moved into place and the directory fsynced. A reader, or an rsync run, sees no file or
-    /// a whole one, never half of one.
+    /// a whole one, never half of one. The temp file is a [`tempfile::NamedTempFile`], so
+    /// it is removed on every early return; it is closed before it is moved.
     ///
     /// An existing AEAD for (`kh`, `id`), under any spelling or layout, is kept and
     /// [`StoreError::AlreadyExists`] returned, unless `force`. Without `force` the file is
-    /// put in place with a hard link, which fails rather than replace a file that appeared
-    /// in the meantime.
+    /// put in place by [`tempfile::TempPath::persist_noclobber`]: a rename that does not
+    /// replace (`renameat2` with `RENAME_NOREPLACE`), or where the file system lacks it a
+    /// hard link, then the temp name's removal; either fails rather than replace a file that
+    /// appeared in the meantime. A file system with neither fails the write.
     pub fn write(
         &self,
         kh: KeyHandle,
@@ -211,7 +220,7 @@ impl FsStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         if !force {
             if let Some(existing) = self.existing(kh, id) {
                 return Err(StoreError::AlreadyExists(existing));
@@ -222,33 +231,32 @@ impl FsStore {
             return Err(StoreError::NotAFile(path));
         };
         self.make_dirs_inside(dir)?;
-        let suffix: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(6)
-            .map(char::from)
-            .collect();
-        let tmp = dir.join(format!(".{id}.tmp.{suffix}"));
+        // Opened here rather than by tempfile, for the mode (0644 less the umask) and for an
+        // error that names the temp file.
+        let mut tried = dir.to_path_buf();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{id}.tmp."))
+            .rand_bytes(6)
+            .make_in(dir, |p| {
+                tried = p.to_path_buf();
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(p)
+            })
+            .map_err(|e| StoreError::io(&tried, &e))?;
         let bytes = format::write_v1(kh, nonce, aead);
-        let written = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::io(&tmp, &e));
-        }
-        let placed = place(&tmp, &path, force);
-        let _ = fs::remove_file(&tmp);
-        placed?;
+        tmp.write_all(&bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| StoreError::io(tmp.path(), &e))?;
+        // Closed before it is moved into place, so a watcher sees the AEAD's name only once
+        // the file is whole and closed.
+        place(tmp.into_temp_path(), &path, force)?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(dir, &e))?;
-        Ok(path)
+        Ok(AeadSource::file(path))
     }
 }
 
@@ -318,23 +326,19 @@ impl FsStore {
     }
 }
 
-/// Moves the finished temp file to `path`: replacing whatever is there if `force`, else only
-/// if nothing is.
-fn place(tmp: &Path, path: &Path, force: bool) -> Result<(), StoreError> {
-    if force {
-        return fs::rename(tmp, path).map_err(|e| StoreError::io(path, &e));
-    }
-    match fs::hard_link(tmp, path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(StoreError::AlreadyExists(path.to_path_buf()))
-        }
-        // A file system without hard links: check, then rename (a small race, documented).
-        Err(_) if fs::symlink_metadata(path).is_ok() => {
-            Err(StoreError::AlreadyExists(path.to_path_buf()))
-        }
-        Err(_) => fs::rename(tmp, path).map_err(|e| StoreError::io(path, &e)),
-    }
+/// Moves the finished (written, fsynced and closed) temp file to `path`: replacing whatever
+/// is there if `force`, else only if nothing is. The temp file is gone afterwards either way.
+fn place(tmp: TempPath, path: &Path, force: bool) -> Result<(), StoreError> {
+    let placed = if force {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    // The error hands the temp path back; dropping it removes the file.
+    placed.map_err(|e| match e.error.kind() {
+        io::ErrorKind::AlreadyExists if !force => StoreError::AlreadyExists(path.to_path_buf()),
+        _ => StoreError::io(path, &e.error),
+    })
 }
 
 /// Whether anything (file, directory, dangling symlink) is at `path`. A missing path, or one
@@ -370,6 +374,13 @@ mod tests {
         id(id_).to_nonce().unwrap()
     }
 
+    /// The file a source names.
+    fn file(source: &AeadSource) -> PathBuf {
+        FsStore::path_of(source)
+            .expect("an FsStore source is a file")
+            .to_path_buf()
+    }
+
     fn store(khs: &[KeyHandle]) -> (tempfile::TempDir, FsStore) {
         let d = tempfile::tempdir().unwrap();
         let s = FsStore::open(d.path(), khs.to_vec()).unwrap();
@@ -391,11 +402,11 @@ mod tests {
         let na = a.to_nonce().unwrap();
         // A's good file copied to B's place: the HSM authenticates the nonce stored in it,
         // so without the rule OTPs of B made with A's token part would decode.
-        let good = s.write(KH20, &a, &na, &aead(1), false).unwrap();
+        let good = file(&s.write(KH20, &a, &na, &aead(1), false).unwrap());
         let copy = aead_path(&d.path().join("0x20"), &b);
         fs::create_dir_all(copy.parent().unwrap()).unwrap();
         fs::copy(&good, &copy).unwrap();
-        assert_eq!(s.lookup(&a).unwrap().unwrap().path, good);
+        assert_eq!(file(&s.lookup(&a).unwrap().unwrap().source), good);
         let refused = Err(StoreError::NonceMismatch {
             path: copy.clone(),
             nonce: na,
@@ -422,7 +433,10 @@ mod tests {
             Layout::Code,
             aead(2).as_bytes(),
         );
-        assert_eq!(s.lookup(&id("cccccccccccd")).unwrap().unwrap().path, v0);
+        assert_eq!(
+            file(&s.lookup(&id("cccccccccccd")).unwrap().unwrap().source),
+            v0
+        );
     }
 
     #[test]
@@ -452,8 +466,8 @@ mod tests {
         fs::remove_file(kh_dir.join("cc/bb/dd")).unwrap();
         fs::create_dir(d.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(d.path().join("elsewhere"), kh_dir.join("cc/bb/dd")).unwrap();
-        let p = s.write(KH20, &i, &n, &aead(1), false).unwrap();
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, p);
+        let p = file(&s.write(KH20, &i, &n, &aead(1), false).unwrap());
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), p);
         assert!(d.path().join("elsewhere/ee/ff/cc/ccbbddeeffcc").is_file());
     }
 
@@ -472,7 +486,7 @@ mod tests {
         assert_eq!(s.base(), fs::canonicalize(&a).unwrap());
         let i = id("ccbbddeeffcc");
         let n = i.to_nonce().unwrap();
-        let in_a = s.write(KH20, &i, &n, &aead(1), false).unwrap();
+        let in_a = file(&s.write(KH20, &i, &n, &aead(1), false).unwrap());
         FsStore::open(&b, vec![KH20])
             .unwrap()
             .write(KH20, &i, &n, &aead(2), false)
@@ -482,8 +496,8 @@ mod tests {
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("b", &link).unwrap();
         let got = s.lookup(&i).unwrap().unwrap();
-        assert_eq!((got.aead, got.path), (aead(1), in_a));
-        assert!(s.walk().iter().all(|e| e.is_good()));
+        assert_eq!((got.aead, file(&got.source)), (aead(1), in_a));
+        assert!(s.entries().all(|e| e.is_good()));
     }
 
     #[test]
@@ -510,9 +524,10 @@ mod tests {
     fn write_then_lookup_round_trip() {
         let (d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        let p = s
+        let source = s
             .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(7), false)
             .unwrap();
+        let p = file(&source);
         assert_eq!(p, d.path().join("0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc"));
         assert_eq!(
             s.lookup(&i).unwrap(),
@@ -520,7 +535,7 @@ mod tests {
                 key_handle: KH20,
                 nonce: nonce("ccbbddeeffcc"),
                 aead: aead(7),
-                path: p.clone(),
+                source,
             })
         );
         assert_eq!(
@@ -539,21 +554,67 @@ mod tests {
         assert_eq!((mode & 0o600, mode & 0o111), (0o600, 0));
     }
 
+    /// What a watcher (the cache's, or rsync's listing) can see of a write: a dot-file named
+    /// after the id, closed after its last byte, and only then the AEAD's own name.
+    #[test]
+    fn the_temp_file_is_a_dot_file_and_the_aead_appears_whole() {
+        use inotify::{EventMask, Inotify, WatchMask};
+        let (d, s) = store(&[KH20]);
+        let i = id("ccbbddeeffcc");
+        let leaf = aead_path(&d.path().join("0x20"), &i);
+        let dir = leaf.parent().unwrap();
+        fs::create_dir_all(dir).unwrap();
+        let mut inotify = Inotify::init().unwrap();
+        inotify.watches().add(dir, WatchMask::ALL_EVENTS).unwrap();
+        for force in [false, true] {
+            s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(1), force)
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let events: Vec<(EventMask, String)> = inotify
+                .read_events(&mut buf)
+                .unwrap()
+                .filter_map(|e| Some((e.mask, e.name?.to_string_lossy().into_owned())))
+                .collect();
+            let tmp = &events[0].1;
+            assert_eq!(events[0].0, EventMask::CREATE, "{events:?}");
+            let suffix = tmp.strip_prefix(".ccbbddeeffcc.tmp.").unwrap_or_default();
+            assert!(
+                suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{tmp}"
+            );
+            assert_eq!(
+                crate::layout::classify(s.base(), &dir.join(tmp)),
+                crate::layout::Place::Unrelated
+            );
+            let closed = events
+                .iter()
+                .position(|(m, n)| n == tmp && m.contains(EventMask::CLOSE_WRITE))
+                .unwrap_or_else(|| panic!("{events:?}"));
+            let shown = events
+                .iter()
+                .position(|(m, n)| {
+                    n == "ccbbddeeffcc" && m.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                })
+                .unwrap_or_else(|| panic!("{events:?}"));
+            assert!(closed < shown, "{events:?}");
+        }
+    }
+
     #[test]
     fn existing_aead_is_kept_unless_forced() {
         let (_d, s) = store(&[KH20]);
         let i = id("ccbbddeeffcc");
-        let p = s
+        let source = s
             .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(1), false)
             .unwrap();
         assert_eq!(
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), false),
-            Err(StoreError::AlreadyExists(p.clone()))
+            Err(StoreError::AlreadyExists(file(&source)))
         );
         assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(1));
         assert_eq!(
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true),
-            Ok(p)
+            Ok(source)
         );
         assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(2));
         // Another handle is another AEAD.
@@ -565,17 +626,29 @@ mod tests {
     #[test]
     fn a_file_appearing_after_the_check_is_not_replaced() {
         let (d, _s) = store(&[KH20]);
-        let tmp = d.path().join(".x.tmp.aaaaaa");
+        let tmp = || {
+            let mut t = tempfile::Builder::new()
+                .prefix(".x.tmp.")
+                .tempfile_in(d.path())
+                .unwrap();
+            t.write_all(b"new").unwrap();
+            t.into_temp_path()
+        };
         let path = d.path().join("x");
-        fs::write(&tmp, b"new").unwrap();
         fs::write(&path, b"old").unwrap();
         assert_eq!(
-            place(&tmp, &path, false),
+            place(tmp(), &path, false),
             Err(StoreError::AlreadyExists(path.clone()))
         );
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        place(&tmp, &path, true).unwrap();
+        place(tmp(), &path, true).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
+        // No temp file is left behind, placed or not.
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("x")]);
     }
 
     #[test]
@@ -595,11 +668,12 @@ mod tests {
             Err(StoreError::AlreadyExists(p))
         );
         // Forced, it goes to the canonical place, which lookups then prefer.
-        let q = s
-            .write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true)
-            .unwrap();
+        let q = file(
+            &s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true)
+                .unwrap(),
+        );
         assert!(q.starts_with(d.path().join("0x20")));
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, q);
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), q);
     }
 
     #[test]
@@ -615,7 +689,7 @@ mod tests {
         let got = s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap();
         assert_eq!(got.key_handle, KH20);
         assert_eq!(got.nonce, Nonce([0, 0, 0x23, 0xea, 0x41, 0xf8]));
-        assert_eq!((got.aead, got.path), (aead(5), p));
+        assert_eq!((got.aead, file(&got.source)), (aead(5), p));
         // An 8-byte public id cannot be a nonce.
         let p = put(
             d.path(),
@@ -654,9 +728,9 @@ mod tests {
                 &format::write_v1(kh, &nonce("cccccccccccd"), &aead(2)),
             );
             let a = s.lookup(&id("cccccccccccb")).unwrap().unwrap();
-            assert_eq!((a.key_handle, a.path), (kh, v0), "{spelling}");
+            assert_eq!((a.key_handle, file(&a.source)), (kh, v0), "{spelling}");
             let b = s.lookup(&id("cccccccccccd")).unwrap().unwrap();
-            assert_eq!((b.key_handle, b.path), (kh, v1), "{spelling}");
+            assert_eq!((b.key_handle, file(&b.source)), (kh, v1), "{spelling}");
             // Not found for a handle that is not configured.
             let other = FsStore::open(d.path(), vec![KH21]).unwrap();
             assert_eq!(
@@ -679,7 +753,7 @@ mod tests {
             aead(1).as_bytes(),
         );
         assert_eq!(five, d.path().join("0x20/cc/bb/dd/ee/ff/ccbbddeeffcc"));
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, five);
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), five);
         let six = put(
             d.path(),
             "0x20",
@@ -687,7 +761,7 @@ mod tests {
             Layout::Code,
             aead(2).as_bytes(),
         );
-        assert_eq!(s.lookup(&i).unwrap().unwrap().path, six);
+        assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), six);
     }
 
     #[test]
@@ -851,7 +925,7 @@ mod tests {
         fs::create_dir_all(inner.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&good, &inner).unwrap();
         let got = s.lookup(&id("ccccccccccck")).unwrap().unwrap();
-        assert_eq!((got.aead, got.path), (aead(3), inner));
+        assert_eq!((got.aead, file(&got.source)), (aead(3), inner));
         // Writing through a symlinked directory that leaves the store is refused too.
         assert_eq!(
             s.write(KH20, &id("ccccccccccch"), &Nonce([0; 6]), &aead(1), true),

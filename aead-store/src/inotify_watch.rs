@@ -1,14 +1,14 @@
 //! A recursive inotify watch that reports only changes.
 //!
-//! `notify`'s inotify backend always asks the kernel for `IN_OPEN` events. In pyhsm's layout
-//! every AEAD has a directory of its own, so the walk that sets up a recursive watch opens
-//! every directory, and every lookup opens a file: on a store of more than about 16 k keys
-//! the kernel's event queue (16 384 by default) overflows from our own reads, the cache is
-//! flushed, the watch is rebuilt, and the cycle repeats. This watcher asks only for what
-//! changes the store (create, delete, rename, write, the base going away) and hands the
-//! supervisor `notify::Event`s, so the cache logic is the same whatever produced them.
-//! Attribute changes are asked for too: a permission change decides whether a file can be
-//! read, and reads do not cause them.
+//! It asks the kernel only for what changes the store (create, delete, rename, write, the
+//! base going away) and reports each as an [`Event`]: a path and how it changed. Attribute
+//! changes are asked for too: a permission change decides whether a file can be read, and
+//! reads do not cause them. Opens are not: in pyhsm's layout every AEAD has a directory of
+//! its own, so the walk that sets the watch up opens every directory, and every lookup opens
+//! a file; a watch that asked for `IN_OPEN` (as the `notify` crate's inotify backend always
+//! does) would overflow the kernel's event queue (16 384 by default) from our own reads on a
+//! store of more than about 16 k keys, flushing the cache and rebuilding the watch over and
+//! over.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -19,10 +19,37 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use inotify::{EventMask, Inotify, WatchMask, Watches};
-use notify::event::{
-    CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind, RemoveKind, RenameMode,
-};
-use notify::Event;
+
+/// What the watch reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Something at `path` (a file or directory below the base, or the base) changed.
+    Changed {
+        /// What changed.
+        path: PathBuf,
+        /// How.
+        change: Change,
+    },
+    /// The kernel's event queue overflowed: events were lost, anything may have changed.
+    Overflow,
+    /// The watch failed, and may have stopped: why.
+    Failed(String),
+}
+
+/// How a path changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Created: a file, a directory (now watched too, with what it holds), a link.
+    Created,
+    /// Deleted; for the base, also moved away.
+    Removed,
+    /// Renamed into or out of its directory.
+    Moved,
+    /// Its bytes were written.
+    Written,
+    /// Its permissions, owner or times changed.
+    Attributes,
+}
 
 /// What a change to the store looks like to inotify.
 fn mask() -> WatchMask {
@@ -39,7 +66,7 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
-type Handler = Box<dyn FnMut(notify::Result<Event>) + Send>;
+type Handler = Box<dyn FnMut(Event) + Send>;
 
 /// Watches a directory tree until dropped.
 pub struct RecursiveWatch {
@@ -153,11 +180,10 @@ impl Tree {
 }
 
 impl RecursiveWatch {
-    /// Watches `base` and everything below it; `handler` gets each change as a
-    /// `notify::Event` (an overflow as an event with the `Rescan` flag).
+    /// Watches `base` and everything below it; `handler` gets each [`Event`].
     pub fn new(
         base: &Path,
-        handler: impl FnMut(notify::Result<Event>) + Send + 'static,
+        handler: impl FnMut(Event) + Send + 'static,
     ) -> Result<RecursiveWatch, String> {
         let inotify = Inotify::init().map_err(|e| format!("inotify: {e}"))?;
         let mut tree = Tree {
@@ -197,9 +223,9 @@ fn read_loop(
     handler: Arc<Mutex<Handler>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
-    let emit = |r: notify::Result<Event>| {
+    let emit = |ev: Event| {
         if let Ok(mut h) = handler.lock() {
-            h(r);
+            h(ev);
         }
     };
     while !stop.load(Ordering::SeqCst) {
@@ -214,7 +240,7 @@ fn read_loop(
             Ok(0) | Err(nix::Error::EINTR) => continue,
             Ok(_) => {}
             Err(e) => {
-                emit(Err(notify::Error::generic(&format!("inotify poll: {e}"))));
+                emit(Event::Failed(format!("inotify poll: {e}")));
                 return;
             }
         }
@@ -230,13 +256,13 @@ fn read_loop(
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
-                emit(Err(notify::Error::generic(&format!("inotify read: {e}"))));
+                emit(Event::Failed(format!("inotify read: {e}")));
                 return;
             }
         };
         for (wd, m, name) in events {
             if m.contains(EventMask::Q_OVERFLOW) {
-                emit(Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan)));
+                emit(Event::Overflow);
                 continue;
             }
             if m.contains(EventMask::IGNORED) {
@@ -251,34 +277,24 @@ fn read_loop(
                 None => dir.clone(),
             };
             let is_dir = m.contains(EventMask::ISDIR);
-            let kind = if m.contains(EventMask::CREATE) {
-                EventKind::Create(if is_dir {
-                    CreateKind::Folder
-                } else {
-                    CreateKind::File
-                })
+            let change = if m.contains(EventMask::CREATE) {
+                Change::Created
             } else if m.contains(EventMask::DELETE) {
-                EventKind::Remove(if is_dir {
-                    RemoveKind::Folder
-                } else {
-                    RemoveKind::File
-                })
-            } else if m.contains(EventMask::MOVED_FROM) {
-                EventKind::Modify(ModifyKind::Name(RenameMode::From))
-            } else if m.contains(EventMask::MOVED_TO) {
-                EventKind::Modify(ModifyKind::Name(RenameMode::To))
+                Change::Removed
+            } else if m.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO) {
+                Change::Moved
             } else if m.intersects(EventMask::CLOSE_WRITE | EventMask::MODIFY) {
-                EventKind::Modify(ModifyKind::Data(DataChange::Any))
+                Change::Written
             } else if m.contains(EventMask::ATTRIB) {
                 // A file or directory made unreadable (or readable again) changes what a
                 // lookup finds, though not a byte of it changed.
-                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any))
+                Change::Attributes
             } else if m.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
                 // Only the base's own removal matters; below it the parent reports it.
                 if dir != base {
                     continue;
                 }
-                EventKind::Remove(RemoveKind::Folder)
+                Change::Removed
             } else {
                 continue;
             };
@@ -286,10 +302,10 @@ fn read_loop(
             // with everything already inside it.
             if is_dir && m.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                 if let Err(e) = tree.add(&path, Some(wd)) {
-                    emit(Err(notify::Error::generic(&e)));
+                    emit(Event::Failed(e));
                 }
             }
-            emit(Ok(Event::new(kind).add_path(path)));
+            emit(Event::Changed { path, change });
         }
     }
 }
@@ -307,17 +323,17 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(base.path().join("0x20/cc/cc/de")).unwrap();
         let (tx, rx) = mpsc::channel();
-        let _w = RecursiveWatch::new(base.path(), move |r| {
-            if let Ok(ev) = r {
-                let _ = tx.send(ev.paths);
+        let _w = RecursiveWatch::new(base.path(), move |ev| {
+            if let Event::Changed { path, .. } = ev {
+                let _ = tx.send(path);
             }
         })
         .unwrap();
         let wait_for = |want: &Path| {
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             while std::time::Instant::now() < deadline {
-                if let Ok(paths) = rx.recv_timeout(Duration::from_millis(100)) {
-                    if paths.iter().any(|p| p == want) {
+                if let Ok(path) = rx.recv_timeout(Duration::from_millis(100)) {
+                    if path == want {
                         return;
                     }
                 }

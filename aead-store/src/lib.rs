@@ -5,10 +5,10 @@
 //!   discovery of key-handle directories under any spelling;
 //! - [`FsStore`]: the directory: safe reads, atomic rsync-safe writes, and the walk that
 //!   `verify` and `stats` report on ([`FsStore::entries`]);
-//! - [`CachedStore`]: an in-memory cache kept true by a `notify` watcher, for the daemon
-//!   ([`FsStore::watch`]);
+//! - [`CachedStore`]: an in-memory cache kept true by an inotify watch of our own, for the
+//!   daemon ([`FsStore::watch`]);
 //! - [`Store`]: what the daemon and tools need from a store, so another backend (a
-//!   database) can stand in;
+//!   database) can stand in; it speaks of AEADs and their [`AeadSource`], never of files;
 //! - [`StoreError`]: the one error type; every variant names a path.
 //!
 //! Nothing read from disk is trusted: every file is checked, and no path is built from
@@ -22,14 +22,14 @@ pub mod format;
 mod fs_store;
 mod inotify_watch;
 pub mod layout;
+mod source;
 mod walk;
-
-use std::path::PathBuf;
 
 pub use cache::{CachedStore, ENTRY_BYTES};
 pub use error::StoreError;
 pub use fs_store::{read_aead_file, FsStore};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+pub use source::AeadSource;
 pub use walk::{stats, KhStats, Walk, WalkEntry};
 
 /// An AEAD as found in the store.
@@ -42,8 +42,8 @@ pub struct StoredAead {
     pub nonce: Nonce,
     /// The AEAD (8 to 72 bytes; a YubiKey's is 30).
     pub aead: Aead,
-    /// The file it came from.
-    pub path: PathBuf,
+    /// Where it came from (for [`FsStore`], the file).
+    pub source: AeadSource,
 }
 
 /// Which nonces a store accepts in version-1 files (a version-0 file has no nonce but the
@@ -104,7 +104,7 @@ pub trait Store {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError>;
+    ) -> Result<AeadSource, StoreError>;
 
     /// Every stored AEAD, checked, for verify and stats.
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_>;
@@ -139,7 +139,7 @@ impl Store for FsStore {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<AeadSource, StoreError> {
         FsStore::write(self, kh, id, nonce, aead, force)
     }
 

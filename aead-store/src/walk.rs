@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use hsm_proto::{KeyHandle, PublicId};
 
 use crate::layout::{aead_path_in, KeyHandleDirs, Layout};
-use crate::{FsStore, NoncePolicy, StoreError, StoredAead};
+use crate::{AeadSource, FsStore, NoncePolicy, StoreError, StoredAead};
 
 /// One file found by [`FsStore::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkEntry {
-    /// The file (or the directory that could not be listed).
-    pub path: PathBuf,
+    /// Where it was found: the file (or the directory that could not be listed).
+    pub source: AeadSource,
     /// Key handle of the directory it lies under.
     pub dir_key_handle: KeyHandle,
     /// The public id its name spells, if it does.
@@ -61,17 +61,21 @@ impl KhStats {
             (Ok(_), false) => self.misplaced += 1,
         }
     }
+
+    /// Files that are not good AEADs in their place: bad and misplaced ones.
+    pub fn problems(&self) -> usize {
+        self.bad + self.misplaced
+    }
 }
 
-/// Counts per key handle as (good, problems) from walked entries.
-pub fn stats(entries: &[WalkEntry]) -> BTreeMap<KeyHandle, (usize, usize)> {
+/// Counts per key handle, taking each entry as the walk yields it (a million files need the
+/// memory of one), e.g. `stats(store.entries())`.
+pub fn stats(entries: impl IntoIterator<Item = WalkEntry>) -> BTreeMap<KeyHandle, KhStats> {
     let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
     for e in entries {
-        m.entry(e.dir_key_handle).or_default().add(e);
+        m.entry(e.dir_key_handle).or_default().add(&e);
     }
-    m.into_iter()
-        .map(|(kh, s)| (kh, (s.good, s.misplaced + s.bad)))
-        .collect()
+    m
 }
 
 impl FsStore {
@@ -90,20 +94,6 @@ impl FsStore {
             stack: Vec::new(),
             base_error,
         }
-    }
-
-    /// [`FsStore::entries`], collected.
-    pub fn walk(&self) -> Vec<WalkEntry> {
-        self.entries().collect()
-    }
-
-    /// Counts per key handle, streaming over [`FsStore::entries`].
-    pub fn stats(&self) -> BTreeMap<KeyHandle, KhStats> {
-        let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
-        for e in self.entries() {
-            m.entry(e.dir_key_handle).or_default().add(&e);
-        }
-        m
     }
 }
 
@@ -137,7 +127,7 @@ impl Walk<'_> {
                 None
             }
             Err(e) => Some(WalkEntry {
-                path: dir.to_path_buf(),
+                source: AeadSource::file(dir.to_path_buf()),
                 dir_key_handle: kh,
                 id: None,
                 result: Err(StoreError::io(dir, &e)),
@@ -154,7 +144,7 @@ impl Walk<'_> {
                     path: path.clone(),
                     reason: "file name is not a modhex public id",
                 }),
-                path,
+                source: AeadSource::file(path),
                 dir_key_handle: kh,
                 id: None,
                 misplaced: Vec::new(),
@@ -174,7 +164,7 @@ impl Walk<'_> {
             Err(e) => matches!(e, StoreError::NonceMismatch { .. }),
         };
         WalkEntry {
-            path,
+            source: AeadSource::file(path),
             dir_key_handle: kh,
             id: Some(id),
             result,
@@ -190,7 +180,7 @@ impl Iterator for Walk<'_> {
     fn next(&mut self) -> Option<WalkEntry> {
         if let Some(e) = self.base_error.take() {
             return Some(WalkEntry {
-                path: self.store.base().to_path_buf(),
+                source: AeadSource::file(self.store.base().to_path_buf()),
                 dir_key_handle: KeyHandle(0),
                 id: None,
                 result: Err(e),
@@ -235,7 +225,7 @@ impl Iterator for Walk<'_> {
                 return Some(WalkEntry {
                     id: PublicId::new(&name).ok(),
                     result: Err(StoreError::NotAFile(path.clone())),
-                    path,
+                    source: AeadSource::file(path),
                     dir_key_handle: kh,
                     misplaced: Vec::new(),
                     nonce_differs: false,
@@ -302,15 +292,20 @@ mod tests {
             format::write_v1(KeyHandle(0x21), &Nonce([0; 6]), &aead(1)),
         )
         .unwrap();
+        let good = FsStore::path_of(&good).unwrap();
         fs::write(good.with_file_name(".ccbbddeeffcc.Ab12Cd"), b"half").unwrap();
         fs::create_dir_all(d.path().join(".0x20")).unwrap();
         fs::write(d.path().join("not-a-handle"), b"ignored").unwrap();
 
-        let entries = s.walk();
+        let entries: Vec<WalkEntry> = s.entries().collect();
         let by_name = |n: &str| {
             entries
                 .iter()
-                .find(|e| e.path.file_name().is_some_and(|f| f == n))
+                .find(|e| {
+                    FsStore::path_of(&e.source)
+                        .and_then(|p| p.file_name())
+                        .is_some_and(|f| f == n)
+                })
                 .unwrap_or_else(|| panic!("{n} not walked: {entries:#?}"))
         };
         assert_eq!(entries.len(), 7, "{entries:#?}");
@@ -327,8 +322,12 @@ mod tests {
             })
         ));
         // Opened for random nonces, the same file is usable, and still told apart.
-        let any = s.clone().with_nonce_policy(NoncePolicy::Any).walk();
-        let foreign = any.iter().find(|e| e.path == foreign.path).unwrap();
+        let any: Vec<WalkEntry> = s
+            .clone()
+            .with_nonce_policy(NoncePolicy::Any)
+            .entries()
+            .collect();
+        let foreign = any.iter().find(|e| e.source == foreign.source).unwrap();
         assert!(foreign.nonce_differs && foreign.is_good());
         assert!(!by_name("ccbbddeeffcc").nonce_differs);
         assert_eq!(
@@ -359,7 +358,7 @@ mod tests {
             })
         ));
 
-        let counts = s.stats();
+        let counts = stats(s.entries());
         assert_eq!(
             counts[&KH20],
             KhStats {
@@ -368,7 +367,8 @@ mod tests {
                 bad: 4
             }
         );
-        assert_eq!(stats(&entries)[&KH20], (2, 5));
+        let collected = stats(entries)[&KH20];
+        assert_eq!((collected.good, collected.problems()), (2, 5));
     }
 
     #[test]
@@ -392,7 +392,7 @@ mod tests {
         fs::create_dir(&base).unwrap();
         let s = FsStore::open(&base, vec![KH20]).unwrap();
         fs::remove_dir(&base).unwrap();
-        let entries = s.walk();
+        let entries: Vec<WalkEntry> = s.entries().collect();
         assert_eq!(entries.len(), 1);
         assert!(matches!(&entries[0].result, Err(StoreError::Io { path, .. }) if *path == base));
     }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aead_store::{format, FsStore, Store};
+use aead_store::{format, FsStore, Store, WalkEntry};
 use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 use serde_json::Value;
 
@@ -77,7 +77,10 @@ fn every_fixture_is_found_and_opens_to_its_yubikey_secret() {
             .lookup(&id)
             .unwrap()
             .unwrap_or_else(|| panic!("{id} not found"));
-        assert_eq!(found.path, store_dir().join(file));
+        assert_eq!(
+            FsStore::path_of(&found.source),
+            Some(store_dir().join(file).as_path())
+        );
         assert_eq!(
             u64::from(found.key_handle.0),
             y["key_handle"].as_u64().unwrap()
@@ -106,14 +109,17 @@ fn every_fixture_is_found_and_opens_to_its_yubikey_secret() {
 #[test]
 fn the_walk_finds_every_fixture_good_and_in_place() {
     let store = FsStore::open(store_dir(), vec![KeyHandle(0x20)]).unwrap();
-    let walk = store.walk();
-    let mut walked: Vec<&Path> = walk.iter().map(|e| e.path.as_path()).collect();
+    let walk: Vec<WalkEntry> = store.entries().collect();
+    let mut walked: Vec<&Path> = walk
+        .iter()
+        .map(|e| FsStore::path_of(&e.source).expect("a file"))
+        .collect();
     walked.sort();
     let mut expected: Vec<PathBuf> = FILES.iter().map(|(f, _, _)| store_dir().join(f)).collect();
     expected.sort();
     assert_eq!(walked, expected);
     assert!(walk.iter().all(|e| e.is_good()), "{walk:#?}");
-    let stats = store.stats();
+    let stats = aead_store::stats(store.entries());
     assert_eq!(stats[&KeyHandle(0x20)].good, 3);
     assert_eq!(stats[&KeyHandle(0x21)].good, 3);
 }

@@ -189,7 +189,11 @@ fn rsync_into_a_watched_store_while_serving() {
                         Ok(Some(s)) if !allowed.contains(&s.aead) => {
                             Some(format!("{n}: AEAD {:?} was never in the source", s.aead))
                         }
-                        Ok(Some(s)) if !s.path.starts_with(&dst_base) || s.key_handle != KH => {
+                        Ok(Some(s))
+                            if !FsStore::path_of(&s.source)
+                                .is_some_and(|p| p.starts_with(&dst_base))
+                                || s.key_handle != KH =>
+                        {
                             Some(format!("{n}: wrong path or handle {s:?}"))
                         }
                         Ok(Some(_)) => None,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::cmd::{self, Command, Response};
-use crate::codec::MAX_PAYLOAD;
+use crate::codec::{Frame, MAX_PAYLOAD};
 use crate::line::{open_serial, Line};
 use crate::otp::{Otp, OtpCounters};
 use crate::{
@@ -185,39 +185,25 @@ impl Hsm {
         }
     }
 
-    /// Runs one raw request frame from another process (the daemon's sharing socket) and
-    /// returns the response frame. The frame must be well formed and name a command that
-    /// has a response; `NULL` and `MONITOR_EXIT` are refused, since they would leave the
-    /// line in a state the owner does not expect.
+    /// Runs one raw request frame from another client of the device and returns the
+    /// response frame. The frame must be well formed and name a command that has a
+    /// response; `NULL` and `MONITOR_EXIT` are refused, since they would leave the line in a
+    /// state the owner does not expect.
     pub fn exchange_frame(&mut self, frame: &[u8]) -> Result<Vec<u8>> {
-        let op = match frame {
-            [bcnt, cmd, ..]
-                if usize::from(*bcnt) == frame.len() - 1 && frame.len() <= MAX_PAYLOAD + 2 =>
-            {
-                Opcode::from_u8(*cmd)
-            }
-            // The caller's mistake, not the line's: no resync, no reopen.
-            _ => {
-                return Err(Error::InvalidField {
-                    cmd: Opcode::from_u8(frame.get(1).copied().unwrap_or(0)),
-                    field: "request frame length",
-                })
-            }
-        };
+        // The caller's mistake, not the line's: no resync, no reopen.
+        let frame = Frame::parse(frame).ok_or_else(|| Error::InvalidField {
+            cmd: Opcode::from_u8(frame.get(1).copied().unwrap_or(0)),
+            field: "request frame length",
+        })?;
+        let op = Opcode::from_u8(frame.cmd_byte());
         if matches!(op, Opcode::Null | Opcode::MonitorExit | Opcode::Unknown(_)) {
             return Err(Error::InvalidField {
                 cmd: op,
                 field: "command (not allowed through a shared HSM)",
             });
         }
-        match self.exchange(op, frame) {
-            Ok(payload) => {
-                let mut resp = Vec::with_capacity(payload.len() + 2);
-                resp.push(payload.len() as u8 + 1);
-                resp.push(op.to_u8() | RESPONSE_BIT);
-                resp.extend_from_slice(&payload);
-                Ok(resp)
-            }
+        match self.exchange(op, frame.as_bytes()) {
+            Ok(payload) => Ok(Frame::response(op, &payload)?.into_bytes()),
             Err(e) => {
                 if e.is_link_error() && e != Error::Closed {
                     let _ = self.resync();
@@ -240,10 +226,11 @@ impl Hsm {
                 after: self.timeouts.response,
             });
         }
-        let bcnt = usize::from(header[0]);
+        // Every response carries at least a status or a length byte.
+        let payload_len = Frame::payload_len(header[0]).filter(|n| *n > 0);
         let expected = op.to_u8() | RESPONSE_BIT;
-        if got == 2 && header[1] == expected && (2..=MAX_PAYLOAD + 1).contains(&bcnt) {
-            let mut payload = vec![0u8; bcnt - 1];
+        if let Some(len) = payload_len.filter(|_| got == 2 && header[1] == expected) {
+            let mut payload = vec![0u8; len];
             let n = self.read_until(&mut payload, deadline)?;
             if n < payload.len() {
                 return Err(Error::Timeout {
@@ -251,7 +238,7 @@ impl Hsm {
                     after: self.timeouts.response,
                 });
             }
-            trace!(cmd = %op, len = bcnt - 1, "recv");
+            trace!(cmd = %op, len, "recv");
             return Ok(payload);
         }
         if got == 2
@@ -260,7 +247,7 @@ impl Hsm {
                 Opcode::from_u8(header[1] & !RESPONSE_BIT),
                 Opcode::Unknown(_)
             )
-            && (2..=MAX_PAYLOAD + 1).contains(&bcnt)
+            && payload_len.is_some()
         {
             return Err(Error::WrongCommand {
                 sent: op,

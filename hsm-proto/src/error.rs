@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::{Opcode, Status};
 
-/// Everything that can go wrong talking to, emulating or computing for a YubiHSM 1.
+/// Everything that can go wrong talking to or computing for a YubiHSM 1 (the emulator's
+/// configuration has its own error, `emulator::ConfigError`).
 ///
 /// `PartialEq` so tests compare errors with `assert_eq!`. No variant ever carries key
 /// material or an OTP's ciphertext.
@@ -131,9 +132,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The emulator's configuration is wrong.
-    #[error("emulator configuration: {0}")]
-    Config(String),
 }
 
 impl Error {

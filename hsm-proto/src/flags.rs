@@ -4,57 +4,44 @@ use std::fmt;
 
 use crate::Error;
 
-/// The flag table: bit and the name the device prints. Bits not named by a Yubico source
-/// follow the `1 << command code` pattern every known bit obeys (see the protocol notes).
-pub const FLAG_NAMES: &[(u32, &str)] = &[
-    (0x0000_0002, "YSM_AEAD_GENERATE"),
-    (0x0000_0004, "YSM_BUFFER_AEAD_GENERATE"),
-    (0x0000_0008, "YSM_RANDOM_AEAD_GENERATE"),
-    (0x0000_0010, "YSM_AEAD_DECRYPT_CMP"),
-    (0x0000_0020, "YSM_DB_YUBIKEY_AEAD_STORE"),
-    (0x0000_0040, "YSM_AEAD_YUBIKEY_OTP_DECODE"),
-    (0x0000_0080, "YSM_DB_YUBIKEY_OTP_VALIDATE"),
-    (0x0000_2000, "YSM_AES_ECB_BLOCK_ENCRYPT"),
-    (0x0000_4000, "YSM_AES_ECB_BLOCK_DECRYPT"),
-    (0x0000_8000, "YSM_AES_ECB_BLOCK_DECRYPT_CMP"),
-    (0x0001_0000, "YSM_HMAC_SHA1_GENERATE"),
-    (0x0002_0000, "YSM_TEMP_KEY_LOAD"),
-    (0x2000_0000, "YSM_USER_NONCE"),
-    (0x4000_0000, "YSM_BUFFER_LOAD"),
-    (0x8000_0000, "FLAG_DEBUG"),
-];
-
 /// A 32-bit permission word.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Flags(pub u32);
 
-macro_rules! flag_consts {
-    ($($name:ident = $bit:literal;)*) => {
+/// Writes the flag table once: each row becomes a `Flags` constant and an entry of
+/// [`FLAG_NAMES`].
+macro_rules! flag_table {
+    ($($name:ident = $bit:literal => $text:literal;)*) => {
+        /// The flag table: bit and the name the device prints, in bit order.
+        pub const FLAG_NAMES: &[(u32, &str)] = &[$(($bit, $text)),*];
+
         impl Flags {
             $(
-                #[doc = concat!("Bit ", stringify!($bit), ".")]
+                #[doc = concat!("`", $text, "`, bit ", stringify!($bit), ".")]
                 pub const $name: Flags = Flags($bit);
             )*
         }
     };
 }
 
-flag_consts! {
-    AEAD_GENERATE = 0x0000_0002;
-    BUFFER_AEAD_GENERATE = 0x0000_0004;
-    RANDOM_AEAD_GENERATE = 0x0000_0008;
-    AEAD_DECRYPT_CMP = 0x0000_0010;
-    DB_YUBIKEY_AEAD_STORE = 0x0000_0020;
-    AEAD_YUBIKEY_OTP_DECODE = 0x0000_0040;
-    DB_YUBIKEY_OTP_VALIDATE = 0x0000_0080;
-    AES_ECB_BLOCK_ENCRYPT = 0x0000_2000;
-    AES_ECB_BLOCK_DECRYPT = 0x0000_4000;
-    AES_ECB_BLOCK_DECRYPT_CMP = 0x0000_8000;
-    HMAC_SHA1_GENERATE = 0x0001_0000;
-    TEMP_KEY_LOAD = 0x0002_0000;
-    USER_NONCE = 0x2000_0000;
-    BUFFER_LOAD = 0x4000_0000;
-    DEBUG = 0x8000_0000;
+// Bits not named by a Yubico source follow the `1 << command code` pattern every known bit
+// obeys (see the protocol notes).
+flag_table! {
+    AEAD_GENERATE = 0x0000_0002 => "YSM_AEAD_GENERATE";
+    BUFFER_AEAD_GENERATE = 0x0000_0004 => "YSM_BUFFER_AEAD_GENERATE";
+    RANDOM_AEAD_GENERATE = 0x0000_0008 => "YSM_RANDOM_AEAD_GENERATE";
+    AEAD_DECRYPT_CMP = 0x0000_0010 => "YSM_AEAD_DECRYPT_CMP";
+    DB_YUBIKEY_AEAD_STORE = 0x0000_0020 => "YSM_DB_YUBIKEY_AEAD_STORE";
+    AEAD_YUBIKEY_OTP_DECODE = 0x0000_0040 => "YSM_AEAD_YUBIKEY_OTP_DECODE";
+    DB_YUBIKEY_OTP_VALIDATE = 0x0000_0080 => "YSM_DB_YUBIKEY_OTP_VALIDATE";
+    AES_ECB_BLOCK_ENCRYPT = 0x0000_2000 => "YSM_AES_ECB_BLOCK_ENCRYPT";
+    AES_ECB_BLOCK_DECRYPT = 0x0000_4000 => "YSM_AES_ECB_BLOCK_DECRYPT";
+    AES_ECB_BLOCK_DECRYPT_CMP = 0x0000_8000 => "YSM_AES_ECB_BLOCK_DECRYPT_CMP";
+    HMAC_SHA1_GENERATE = 0x0001_0000 => "YSM_HMAC_SHA1_GENERATE";
+    TEMP_KEY_LOAD = 0x0002_0000 => "YSM_TEMP_KEY_LOAD";
+    USER_NONCE = 0x2000_0000 => "YSM_USER_NONCE";
+    BUFFER_LOAD = 0x4000_0000 => "YSM_BUFFER_LOAD";
+    DEBUG = 0x8000_0000 => "FLAG_DEBUG";
 }
 
 impl Flags {
@@ -128,5 +115,20 @@ mod tests {
             Flags::BUFFER_LOAD
         );
         assert!(Flags::parse_one("FLY").is_err());
+    }
+
+    #[test]
+    fn constants_and_names_are_one_table() {
+        assert_eq!(Flags::DEBUG, Flags(0x8000_0000));
+        assert_eq!(
+            format!("{:?}", Flags::DEBUG),
+            "Flags(0x80000000 FLAG_DEBUG)"
+        );
+        assert_eq!(
+            format!("{:?}", Flags::AEAD_GENERATE | Flags(0x100)),
+            "Flags(0x00000102 YSM_AEAD_GENERATE 0x100)"
+        );
+        assert_eq!(FLAG_NAMES.len(), 15);
+        assert!(FLAG_NAMES.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }

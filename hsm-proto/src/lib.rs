@@ -1,8 +1,9 @@
-//! YubiHSM 1 wire protocol, driver and software emulator.
+//! YubiHSM 1 wire protocol, driver and (with the `emulator` feature) software emulator.
 //!
 //! Table of contents:
 //! - edge types parsed once: [`KeyHandle`], [`PublicId`], [`Nonce`], [`Aead`], [`Flags`];
-//! - wire tables: [`Opcode`], [`Status`], [`flags::FLAG_NAMES`];
+//! - wire tables: [`Opcode`], [`Status`], [`flags::FLAG_NAMES`]; the frame layout:
+//!   [`codec::Frame`], [`codec::Assembler`];
 //! - pure crypto shared by driver, emulator and offline tools: [`aead`], [`otp`];
 //! - key material that redacts and zeroizes: [`AesKey`], [`YubiKeySecret`].
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@ mod table;
 
 pub mod cmd;
 pub mod codec;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 
 pub mod aead;

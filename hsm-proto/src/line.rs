@@ -27,9 +27,8 @@ pub trait Line: Read + Write + Send {
     }
     /// Ends a multi-command operation (a buffer load and its seals, an unlock and its
     /// admin OTP): the commands since the last call relied on device state, those after it
-    /// do not. A line owned outright has nothing to do; a line through which other clients
-    /// share the device lets them in again, having kept them out since this operation's
-    /// first command.
+    /// do not. A line owned outright has nothing to do; an implementation that shares the
+    /// device between clients may use it to let others in again.
     fn end_operation(&mut self) -> io::Result<()> {
         Ok(())
     }

@@ -190,7 +190,7 @@ fn otp_decode_with_host_aead() {
     let (id, secret) = yubikey("ccccccccccrv", [0x42; 16], [9, 8, 7, 6, 5, 4]);
     let kh = KeyHandle(7);
     let a = aead::seal(&kh_key(7), kh, &id.to_nonce().unwrap(), &*secret.to_bytes()).unwrap();
-    let good = ykgenerate(
+    let good = parse_otp(ykgenerate(
         id.as_str(),
         &"42".repeat(16),
         "090807060504",
@@ -198,7 +198,7 @@ fn otp_decode_with_host_aead() {
         0xbeef,
         0x7a,
         0x11,
-    );
+    ));
     let d = hsm
         .decode_otp(&good, kh, id.to_nonce().unwrap(), &a)
         .unwrap();
@@ -207,13 +207,29 @@ fn otp_decode_with_host_aead() {
     assert!(hsm
         .decode_otp(&good, kh, id.to_nonce().unwrap(), &a)
         .is_ok());
-    let wrong_uid = ykgenerate(id.as_str(), &"42".repeat(16), "000000000000", 1, 1, 1, 1);
+    let wrong_uid = parse_otp(ykgenerate(
+        id.as_str(),
+        &"42".repeat(16),
+        "000000000000",
+        1,
+        1,
+        1,
+        1,
+    ));
     assert_eq!(
         hsm.decode_otp(&wrong_uid, kh, id.to_nonce().unwrap(), &a)
             .unwrap_err(),
         refused(Opcode::AeadYubikeyOtpDecode, Status::OtpInvalid)
     );
-    let wrong_key = ykgenerate(id.as_str(), &"43".repeat(16), "090807060504", 1, 1, 1, 1);
+    let wrong_key = parse_otp(ykgenerate(
+        id.as_str(),
+        &"43".repeat(16),
+        "090807060504",
+        1,
+        1,
+        1,
+        1,
+    ));
     assert_eq!(
         hsm.decode_otp(&wrong_key, kh, id.to_nonce().unwrap(), &a)
             .unwrap_err(),
@@ -285,7 +301,7 @@ fn internal_database_store_validate_replay() {
     })
     .unwrap();
 
-    let otp1 = ykgenerate(
+    let otp1 = parse_otp(ykgenerate(
         id.as_str(),
         &"33".repeat(16),
         "010102020303",
@@ -293,7 +309,7 @@ fn internal_database_store_validate_replay() {
         0x100,
         0,
         1,
-    );
+    ));
     assert_eq!(
         hsm.db_validate_otp(&otp1).unwrap().ksm_line(),
         "OK counter=0003 low=0100 high=00 use=01"
@@ -302,7 +318,7 @@ fn internal_database_store_validate_replay() {
         hsm.db_validate_otp(&otp1).unwrap_err(),
         refused(Opcode::DbOtpValidate, Status::OtpReplay)
     );
-    let older = ykgenerate(
+    let older = parse_otp(ykgenerate(
         id.as_str(),
         &"33".repeat(16),
         "010102020303",
@@ -310,12 +326,12 @@ fn internal_database_store_validate_replay() {
         0x200,
         0,
         9,
-    );
+    ));
     assert_eq!(
         hsm.db_validate_otp(&older).unwrap_err(),
         refused(Opcode::DbOtpValidate, Status::OtpReplay)
     );
-    let newer = ykgenerate(
+    let newer = parse_otp(ykgenerate(
         id.as_str(),
         &"33".repeat(16),
         "010102020303",
@@ -323,11 +339,27 @@ fn internal_database_store_validate_replay() {
         0x300,
         0,
         2,
-    );
+    ));
     assert!(hsm.db_validate_otp(&newer).is_ok());
-    let otp2 = ykgenerate(id2.as_str(), &"34".repeat(16), "040405050606", 1, 1, 1, 1);
+    let otp2 = parse_otp(ykgenerate(
+        id2.as_str(),
+        &"34".repeat(16),
+        "040405050606",
+        1,
+        1,
+        1,
+        1,
+    ));
     assert!(hsm.db_validate_otp(&otp2).is_ok());
-    let unknown = ykgenerate("cccccccccccl", &"34".repeat(16), "040405050606", 1, 1, 1, 1);
+    let unknown = parse_otp(ykgenerate(
+        "cccccccccccl",
+        &"34".repeat(16),
+        "040405050606",
+        1,
+        1,
+        1,
+        1,
+    ));
     assert_eq!(
         hsm.db_validate_otp(&unknown).unwrap_err(),
         refused(Opcode::DbOtpValidate, Status::IdNotFound)

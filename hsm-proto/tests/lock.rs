@@ -30,7 +30,7 @@ fn decode_refused_until_master_key_and_admin_otp() {
         &*secret.to_bytes(),
     )
     .unwrap();
-    let otp = ykgenerate(
+    let otp = parse_otp(ykgenerate(
         "cccccccccccb",
         &"07".repeat(16),
         "010203040506",
@@ -38,7 +38,7 @@ fn decode_refused_until_master_key_and_admin_otp() {
         0x1111,
         0x22,
         3,
-    );
+    ));
     let decode = |hsm: &mut hsm_proto::Hsm| {
         hsm.decode_otp(&otp, KeyHandle(0x2000), id.to_nonce().unwrap(), &a)
     };
@@ -77,13 +77,29 @@ fn decode_refused_until_master_key_and_admin_otp() {
     );
 
     // An OTP from a YubiKey that is not an admin key is refused.
-    let stranger = ykgenerate("ccccccccccdd", &"01".repeat(16), "010101010101", 1, 1, 1, 1);
+    let stranger = parse_otp(ykgenerate(
+        "ccccccccccdd",
+        &"01".repeat(16),
+        "010101010101",
+        1,
+        1,
+        1,
+        1,
+    ));
     assert_eq!(
         hsm.hsm_unlock(&stranger),
         Err(device_error(Opcode::HsmUnlock, Status::IdNotFound))
     );
     // A corrupt admin OTP (wrong key) is OTP_INVALID.
-    let forged = ykgenerate("ccccccccccdb", &"02".repeat(16), "0a0b0c0d0e0f", 9, 1, 1, 1);
+    let forged = parse_otp(ykgenerate(
+        "ccccccccccdb",
+        &"02".repeat(16),
+        "0a0b0c0d0e0f",
+        9,
+        1,
+        1,
+        1,
+    ));
     assert_eq!(
         hsm.hsm_unlock(&forged),
         Err(device_error(Opcode::HsmUnlock, Status::OtpInvalid))

@@ -11,8 +11,7 @@ use hsm_proto::{aead, Aead, AesKey, KeyHandle, Nonce, PublicId, YubiKeySecret};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).expect("fixture"))
-        .expect("json")
+    serde_json::from_str(&test_support::fixture_text(name)).expect("json")
 }
 
 fn hexs(v: &Value, k: &str) -> Vec<u8> {

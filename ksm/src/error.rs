@@ -35,6 +35,9 @@ pub enum Error {
     /// The device's answer was well-formed but not what the command needs.
     #[error("{0}")]
     DeviceAnswer(String),
+    /// The emulator's (or soft HSM's) configuration is wrong, or its pty cannot start.
+    #[error(transparent)]
+    Emulator(#[from] hsm_proto::emulator::ConfigError),
     /// The AEAD store: its directory, a file in it, or a write to it.
     #[error(transparent)]
     Store(#[from] aead_store::StoreError),
@@ -82,7 +85,7 @@ impl Error {
     /// did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
     /// 4 the AEAD store; 5 another daemon running.
     pub fn exit_code(&self) -> u8 {
-        use hsm_proto::Error as Hsm;
+        use hsm_proto::emulator::ConfigError;
         match self {
             Error::StillLocked(_)
             | Error::LinesRejected(_)
@@ -91,22 +94,29 @@ impl Error {
             | Error::VerifyFailed
             | Error::Io { .. } => 1,
             Error::Usage(_) | Error::Config { .. } | Error::Input(_) => 2,
-            // The driver's parsers of what the operator gives us.
-            Error::Device(
-                Hsm::InvalidKeyHandle(_)
-                | Hsm::InvalidFlag(_)
-                | Hsm::InvalidModhex
-                | Hsm::InvalidPublicId(_)
-                | Hsm::InvalidOtp(_)
-                | Hsm::InvalidHex(_)
-                | Hsm::KeyLength(_)
-                | Hsm::KeyFile { .. }
-                | Hsm::Config(_),
-            ) => 2,
-            Error::Device(_) | Error::NoDevice { .. } | Error::DeviceAnswer(_) => 3,
+            Error::Emulator(ConfigError::Hsm(e)) | Error::Device(e) => driver_exit_code(e),
+            Error::Emulator(_) => 2,
+            Error::NoDevice { .. } | Error::DeviceAnswer(_) => 3,
             Error::Store(_) => 4,
             Error::AlreadyRunning { .. } => 5,
         }
+    }
+}
+
+/// 2 for the driver's parsers of what the operator gives us (key handles, public ids, key
+/// files), 3 for the device.
+fn driver_exit_code(e: &hsm_proto::Error) -> u8 {
+    use hsm_proto::Error as Hsm;
+    match e {
+        Hsm::InvalidKeyHandle(_)
+        | Hsm::InvalidFlag(_)
+        | Hsm::InvalidModhex
+        | Hsm::InvalidPublicId(_)
+        | Hsm::InvalidOtp(_)
+        | Hsm::InvalidHex(_)
+        | Hsm::KeyLength(_)
+        | Hsm::KeyFile { .. } => 2,
+        _ => 3,
     }
 }
 

@@ -4,75 +4,18 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use hsm_proto::emulator::{EmulatorConfig, PtyEmulator, ResolvedConfig};
-use serde_json::Value;
 
-/// The project's `fixtures/`.
-pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-/// `fixtures/otp-vectors.json`.
-pub fn otp_vectors() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("otp-vectors.json")).expect("vectors"),
-    )
-    .expect("json")
-}
+pub use test_support::{fixtures, otp_vectors, vector_otp, ykgenerate};
 
 /// An emulator configuration from `fixtures/emulator/`.
 pub fn emulator_config(name: &str) -> ResolvedConfig {
-    let text = std::fs::read_to_string(fixtures().join("emulator").join(name)).expect("fixture");
-    EmulatorConfig::parse(&text)
+    EmulatorConfig::parse(&test_support::emulator_fixture(name))
         .expect("parse")
         .resolve()
         .expect("resolve")
-}
-
-/// A token made by Yubico's `ykgenerate` (Debian libyubikey-dev), prefixed with `public_id`.
-pub fn ykgenerate(
-    public_id: &str,
-    aes_key: &str,
-    uid: &str,
-    counter: u16,
-    low: u16,
-    high: u8,
-    use_: u8,
-) -> String {
-    let out = Command::new("ykgenerate")
-        .args([
-            aes_key,
-            uid,
-            &format!("{counter:04x}"),
-            &format!("{low:04x}"),
-            &format!("{high:02x}"),
-            &format!("{use_:02x}"),
-        ])
-        .output()
-        .expect("ykgenerate not found: apt-get install libyubikey-dev (.ci/run does)");
-    assert!(out.status.success(), "ykgenerate failed");
-    format!(
-        "{public_id}{}",
-        String::from_utf8(out.stdout).expect("utf8").trim()
-    )
-}
-
-/// A fresh OTP for YubiKey `i` of the vectors, with the given counters.
-pub fn vector_otp(i: usize, counter: u16, use_: u8) -> String {
-    let v = otp_vectors();
-    let y = &v["yubikeys"][i];
-    ykgenerate(
-        y["public_id"].as_str().unwrap_or_default(),
-        y["aes_key"].as_str().unwrap_or_default(),
-        y["uid"].as_str().unwrap_or_default(),
-        counter,
-        0x4242,
-        0x17,
-        use_,
-    )
 }
 
 /// An HTTP answer.

@@ -41,7 +41,7 @@ pub use system_info::{SystemInfo, SystemInfoQuery};
 pub use temp_key_load::{TempKeyLoad, TempKeyLoadResponse};
 pub use unlock::{HsmUnlock, KeyStorageUnlock, KeyStoreDecrypt, StatusResponse};
 
-use crate::codec::{Reader, Writer, MAX_PAYLOAD};
+use crate::codec::{Frame, Reader, Writer};
 use crate::{Error, Opcode, Result, Status};
 
 /// A message body with a fixed layout.
@@ -83,35 +83,20 @@ pub(crate) fn echo_eq<T: PartialEq>(cmd: Opcode, field: &'static str, a: &T, b: 
     }
 }
 
-fn frame(cmd_byte: u8, payload: Vec<u8>) -> Result<Vec<u8>> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(Error::TooLong {
-            what: "frame payload",
-            len: payload.len(),
-            max: MAX_PAYLOAD,
-        });
-    }
-    let mut f = Vec::with_capacity(payload.len() + 2);
-    f.push(payload.len() as u8 + 1);
-    f.push(cmd_byte);
-    f.extend_from_slice(&payload);
-    let mut payload = payload;
-    zeroize::Zeroize::zeroize(&mut payload);
-    Ok(f)
-}
-
 /// Encodes a request frame: `bcnt, cmd, payload`.
 pub fn encode_request<C: Command>(req: &C) -> Result<Vec<u8>> {
     let mut w = Writer::new();
     req.encode(&mut w);
-    frame(C::OPCODE.to_u8(), w.into_inner())
+    let payload = zeroize::Zeroizing::new(w.into_inner());
+    Ok(Frame::request(C::OPCODE, &payload)?.into_bytes())
 }
 
 /// Encodes a response frame: `bcnt, cmd | 0x80, payload` (the emulator's side).
 pub fn encode_response<C: Command>(resp: &C::Response) -> Result<Vec<u8>> {
     let mut w = Writer::new();
     resp.encode(&mut w);
-    frame(C::OPCODE.to_u8() | crate::RESPONSE_BIT, w.into_inner())
+    let payload = zeroize::Zeroizing::new(w.into_inner());
+    Ok(Frame::response(C::OPCODE, &payload)?.into_bytes())
 }
 
 /// Decodes a payload as `M`, rejecting trailing bytes.
@@ -125,6 +110,7 @@ pub fn decode_exact<M: Message>(op: Opcode, payload: &[u8]) -> Result<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::MAX_PAYLOAD;
     use rand::{Rng, RngCore, SeedableRng};
 
     fn never_panics<M: Message>(op: Opcode, rng: &mut rand::rngs::StdRng) {

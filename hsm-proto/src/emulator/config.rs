@@ -11,8 +11,10 @@ use std::path::Path;
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::keyfile::{self, json_error, scrub, toml_error};
-use crate::{AesKey, Error, Flags, KeyHandle, PublicId, Result, YubiKeySecret};
+use super::redact::{json_error, scrub, toml_error};
+use super::ConfigError;
+use crate::keyfile;
+use crate::{AesKey, Flags, KeyHandle, PublicId, Result, YubiKeySecret};
 
 /// A key (hex) as written in a configuration: wiped when dropped, never shown by `Debug`.
 ///
@@ -201,22 +203,22 @@ pub struct ResolvedConfig {
     pub faults: FaultConfig,
 }
 
-fn cfg_err(msg: impl Into<String>) -> Error {
-    Error::Config(msg.into())
+fn cfg_err(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
 }
 
 impl EmulatorConfig {
     /// Parses TOML text, or pyhsm's soft-HSM JSON (`{"32": "<hex key>"}`: every flag, no
     /// master key) when the text is a JSON object. Errors give line, column and field,
-    /// never the text ([`keyfile::toml_error`]).
-    pub fn parse(text: &str) -> Result<EmulatorConfig> {
+    /// never the text ([`super::redact`]).
+    pub fn parse(text: &str) -> Result<EmulatorConfig, ConfigError> {
         if text.trim_start().starts_with('{') {
             return Self::parse_pyhsm_json(text);
         }
         toml::from_str(text).map_err(|e| cfg_err(toml_error(&e, text)))
     }
 
-    fn parse_pyhsm_json(text: &str) -> Result<EmulatorConfig> {
+    fn parse_pyhsm_json(text: &str) -> Result<EmulatorConfig, ConfigError> {
         let map: BTreeMap<String, SecretString> = serde_json::from_str(text)
             .map_err(|e| cfg_err(format!("soft-HSM JSON key file: {}", json_error(&e))))?;
         if map.is_empty() {
@@ -251,16 +253,16 @@ impl EmulatorConfig {
 
     /// Reads a key file with [`keyfile::read_private`]: refused if other users may read it
     /// (it holds key-handle keys in clear); its text is wiped once parsed.
-    pub fn load(path: &Path) -> Result<EmulatorConfig> {
+    pub fn load(path: &Path) -> Result<EmulatorConfig, ConfigError> {
         let text = keyfile::read_private(path)?;
         Self::parse(&text).map_err(|e| match e {
-            Error::Config(m) => cfg_err(format!("{}: {m}", path.display())),
+            ConfigError::Invalid(m) => cfg_err(format!("{}: {m}", path.display())),
             other => other,
         })
     }
 
     /// Checks every value and converts it.
-    pub fn resolve(&self) -> Result<ResolvedConfig> {
+    pub fn resolve(&self) -> Result<ResolvedConfig, ConfigError> {
         let v: Vec<u8> = self
             .firmware
             .split('.')

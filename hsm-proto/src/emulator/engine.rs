@@ -9,13 +9,14 @@ use hmac::{Hmac, Mac};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha1::Sha1;
+use subtle::ConstantTimeEq;
 
 use super::config::ResolvedConfig;
 use crate::cmd::{self, Command, HmacFlags};
+use crate::codec::{Assembler, Frame};
 use crate::otp::{self, OtpCounters};
 use crate::{
     aead, Aead, AesKey, Flags, KeyHandle, Nonce, Opcode, SecretBytes, Status, YubiKeySecret,
-    RESPONSE_BIT,
 };
 
 /// Capacity of the internal YubiKey database (per Yubico's documentation).
@@ -34,8 +35,8 @@ struct DbEntry {
 }
 
 enum Mode {
-    /// Framing binary commands; `pending` holds a partial frame.
-    Hsm { pending: Vec<u8> },
+    /// Framing binary commands.
+    Hsm { frames: Assembler },
     /// At the configuration console; `line` holds the typed line.
     Console { line: Vec<u8> },
 }
@@ -122,7 +123,7 @@ impl Engine {
             hmac: None,
             rng: StdRng::from_entropy(),
             mode: Mode::Hsm {
-                pending: Vec::new(),
+                frames: Assembler::new(),
             },
         };
         e.power_cycle();
@@ -145,7 +146,7 @@ impl Engine {
         self.temp_key = None;
         self.hmac = None;
         self.mode = Mode::Hsm {
-            pending: Vec::new(),
+            frames: Assembler::new(),
         };
     }
 
@@ -198,18 +199,10 @@ impl Engine {
                         }
                     }
                 }
-                Mode::Hsm { pending } => {
-                    // Zero bytes while idle are the resync burst: ignored. A byte count
-                    // larger than a frame can be is line noise: dropped.
-                    if pending.is_empty()
-                        && (b == 0 || usize::from(b) > crate::codec::MAX_PAYLOAD + 1)
-                    {
-                        continue;
-                    }
-                    pending.push(b);
-                    if pending.len() == usize::from(pending[0]) + 1 {
-                        let frame = std::mem::take(pending);
-                        out.extend_from_slice(&self.dispatch(frame[1], &frame[2..]));
+                Mode::Hsm { frames } => {
+                    // The resync burst and line noise between frames are skipped there.
+                    if let Some(frame) = frames.push(b) {
+                        out.extend_from_slice(&self.dispatch(frame.cmd_byte(), frame.payload()));
                     }
                 }
             }
@@ -222,7 +215,7 @@ impl Engine {
         match typed {
             "exit" => {
                 self.mode = Mode::Hsm {
-                    pending: Vec::new(),
+                    frames: Assembler::new(),
                 };
                 return out;
             }
@@ -865,18 +858,21 @@ impl Engine {
 }
 
 fn bare_status(op: u8, status: Status) -> Vec<u8> {
-    vec![2, op | RESPONSE_BIT, status.to_u8()]
+    Frame::response(Opcode::from_u8(op), &[status.to_u8()])
+        .map(Frame::into_bytes)
+        .unwrap_or_default()
 }
 
-/// Compares without an early exit (lengths may differ: shorter input is zero-padded by the
-/// wire format, so compare over the longer length).
+/// Compares in constant time. Lengths may differ: shorter input is zero-padded by the wire
+/// format, so both sides are padded to the longer length first.
 fn eq_ct(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().max(b.len());
-    let mut diff = 0u8;
-    for i in 0..n {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+    let padded = |s: &[u8]| {
+        let mut v = zeroize::Zeroizing::new(vec![0u8; n]);
+        v[..s.len()].copy_from_slice(s);
+        v
+    };
+    padded(a).ct_eq(&padded(b)).into()
 }
 
 #[cfg(test)]
@@ -934,5 +930,14 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).starts_with("sysinfo\r\nVersion 1.0.4"));
         let _ = e.feed(b"exit\r");
         assert!(!e.in_console());
+    }
+
+    #[test]
+    fn constant_time_compare_pads_the_shorter_side_with_zeros() {
+        assert!(eq_ct(b"ab", b"ab"));
+        assert!(eq_ct(b"ab\0\0", b"ab"));
+        assert!(!eq_ct(b"ab", b"ac"));
+        assert!(!eq_ct(b"ab\0\x01", b"ab"));
+        assert!(eq_ct(b"", b""));
     }
 }

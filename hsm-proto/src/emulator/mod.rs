@@ -30,7 +30,9 @@
 
 mod config;
 mod engine;
+mod error;
 mod pty;
+pub mod redact;
 mod soft;
 
 pub use config::{
@@ -38,6 +40,7 @@ pub use config::{
     YubiKeyConfig,
 };
 pub use engine::{Engine, DB_CAPACITY};
+pub use error::ConfigError;
 pub use pty::{PtyEmulator, MAX_GARBAGE};
 pub use soft::SoftLine;
 

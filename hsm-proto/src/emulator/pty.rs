@@ -21,7 +21,7 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use rand::RngCore;
 use tracing::{debug, info, warn};
 
-use super::{Engine, ResolvedConfig};
+use super::{ConfigError, Engine, ResolvedConfig};
 use crate::{Error, Result};
 
 /// Run-time fault knobs.
@@ -60,13 +60,10 @@ pub struct PtyEmulator {
 impl PtyEmulator {
     /// Starts serving `cfg` on a new pty and points `link` at it. Refuses to replace
     /// anything at `link` that is not a symlink.
-    pub fn start(cfg: &ResolvedConfig, link: &Path) -> Result<PtyEmulator> {
+    pub fn start(cfg: &ResolvedConfig, link: &Path) -> Result<PtyEmulator, ConfigError> {
         if let Ok(m) = std::fs::symlink_metadata(link) {
             if !m.file_type().is_symlink() {
-                return Err(Error::Config(format!(
-                    "{} exists and is not a symlink; refusing to replace it",
-                    link.display()
-                )));
+                return Err(ConfigError::LinkInTheWay(link.to_path_buf()));
             }
         }
         let shared = Arc::new(Shared {

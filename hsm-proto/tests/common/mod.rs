@@ -3,22 +3,13 @@
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use hsm_proto::emulator::{EmulatorConfig, PtyEmulator, ResolvedConfig};
 use hsm_proto::otp::Otp;
 use hsm_proto::{Hsm, Timeouts};
 
-/// The project's fixtures directory.
-pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
 /// Parses a fixture emulator configuration.
 pub fn config(name: &str) -> ResolvedConfig {
-    let text = std::fs::read_to_string(fixtures().join("emulator").join(name)).expect("fixture");
-    EmulatorConfig::parse(&text)
+    EmulatorConfig::parse(&test_support::emulator_fixture(name))
         .expect("parse")
         .resolve()
         .expect("resolve")
@@ -47,36 +38,16 @@ impl Device {
     }
 }
 
-/// An OTP from Yubico's `ykgenerate` (Debian package libyubikey-dev): the token part comes
-/// from Yubico's code, not ours.
-pub fn ykgenerate(
-    public_id: &str,
-    aes_key: &str,
-    uid: &str,
-    counter: u16,
-    low: u16,
-    high: u8,
-    use_: u8,
-) -> Otp {
-    let out = Command::new("ykgenerate")
-        .args([
-            aes_key,
-            uid,
-            &format!("{counter:04x}"),
-            &format!("{low:04x}"),
-            &format!("{high:02x}"),
-            &format!("{use_:02x}"),
-        ])
-        .output()
-        .expect("ykgenerate not found: install libyubikey-dev (.ci/run does)");
-    assert!(out.status.success(), "ykgenerate failed");
-    let token = String::from_utf8(out.stdout).expect("utf8");
-    Otp::parse(&format!("{public_id}{}", token.trim())).expect("ykgenerate output parses")
+pub use test_support::ykgenerate;
+
+/// An OTP made by [`ykgenerate`], parsed.
+pub fn parse_otp(text: String) -> Otp {
+    Otp::parse(&text).expect("ykgenerate output parses")
 }
 
 /// Admin YubiKey 1 of the pyhsm test set-up.
 pub fn admin_otp(counter: u16, use_: u8) -> Otp {
-    ykgenerate(
+    parse_otp(ykgenerate(
         "ccccccccccdb",
         "00112233445566778899aabbccddeeff",
         "0a0b0c0d0e0f",
@@ -84,7 +55,7 @@ pub fn admin_otp(counter: u16, use_: u8) -> Otp {
         0x1000,
         0x01,
         use_,
-    )
+    ))
 }
 
 /// The master key of the pyhsm test set-up.

@@ -8,7 +8,9 @@
 //! (yubikey-val moves on to its next KSM either way: it only accepts a body starting `OK`).
 
 use axum::http::StatusCode;
-use hsm_proto::DecodedOtp;
+use hsm_proto::{DecodedOtp, Error as HsmError, Status};
+
+use crate::daemon::pool::PoolError;
 
 /// Every way a decode request can end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,67 +39,184 @@ pub enum Outcome {
     Overloaded,
 }
 
+/// One row of the answer table: everything said about one kind of outcome.
+#[derive(Debug)]
+pub struct Row {
+    /// The answer line (without newline); for `ok`, the counters' line replaces it.
+    pub line: &'static str,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The label in logs and in `/metrics`.
+    pub label: &'static str,
+    /// The counter of pyhsm's stats page it advances (`ok`, `invalid`, `no_aead`, `err`).
+    pub pyhsm: &'static str,
+}
+
+const fn row(
+    line: &'static str,
+    status: StatusCode,
+    label: &'static str,
+    pyhsm: &'static str,
+) -> Row {
+    Row {
+        line,
+        status,
+        label,
+        pyhsm,
+    }
+}
+
+const OK: StatusCode = StatusCode::OK;
+const HSM: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
+/// Every outcome's row, in the order of [`Outcome`]'s variants (`/metrics` lists them so).
+pub const ANSWERS: [Row; 11] = [
+    row("OK", OK, "ok", "ok"),
+    row("ERR No OTP provided", OK, "no_otp", "invalid"),
+    row("ERR Invalid OTP format", OK, "invalid_otp", "invalid"),
+    row("ERR Unknown public_id", OK, "unknown_id", "no_aead"),
+    row("ERR Corrupt OTP", OK, "corrupt_otp", "err"),
+    row("ERR Corrupt AEAD", OK, "corrupt_aead", "err"),
+    row("ERR HSM refused key handle", HSM, "hsm_refused", "err"),
+    row("ERR HSM locked", HSM, "locked", "err"),
+    row("ERR HSM unavailable", HSM, "unavailable", "err"),
+    row("ERR Timeout", HSM, "timeout", "err"),
+    row("ERR Overloaded", HSM, "overloaded", "err"),
+];
+
+/// pyhsm's stats counters, in the order its page printed them.
+pub const PYHSM_STATS: [&str; 4] = ["no_aead", "ok", "err", "invalid"];
+
 impl Outcome {
+    /// Its row's index in [`ANSWERS`] (and in the counters that follow that table).
+    pub fn index(&self) -> usize {
+        match self {
+            Outcome::Ok(_) => 0,
+            Outcome::NoOtp => 1,
+            Outcome::InvalidOtp => 2,
+            Outcome::UnknownId => 3,
+            Outcome::CorruptOtp => 4,
+            Outcome::CorruptAead => 5,
+            Outcome::HsmRefused => 6,
+            Outcome::Locked => 7,
+            Outcome::Unavailable => 8,
+            Outcome::Timeout => 9,
+            Outcome::Overloaded => 10,
+        }
+    }
+
+    /// Its row.
+    pub fn row(&self) -> &'static Row {
+        &ANSWERS[self.index()]
+    }
+
     /// The answer line (without newline) and HTTP status.
     pub fn answer(&self) -> (StatusCode, String) {
-        let (code, text) = match self {
-            Outcome::Ok(d) => return (StatusCode::OK, d.ksm_line()),
-            Outcome::NoOtp => (StatusCode::OK, "ERR No OTP provided"),
-            Outcome::InvalidOtp => (StatusCode::OK, "ERR Invalid OTP format"),
-            Outcome::UnknownId => (StatusCode::OK, "ERR Unknown public_id"),
-            Outcome::CorruptOtp => (StatusCode::OK, "ERR Corrupt OTP"),
-            Outcome::CorruptAead => (StatusCode::OK, "ERR Corrupt AEAD"),
-            Outcome::HsmRefused => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ERR HSM refused key handle",
-            ),
-            Outcome::Locked => (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM locked"),
-            Outcome::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM unavailable"),
-            Outcome::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "ERR Timeout"),
-            Outcome::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "ERR Overloaded"),
-        };
-        (code, text.to_string())
+        let (status, mut body) = self.body();
+        body.pop();
+        (status, body)
+    }
+
+    /// The HTTP status and body: the answer line and its newline.
+    pub fn body(&self) -> (StatusCode, String) {
+        let row = self.row();
+        let mut body = String::with_capacity(48);
+        match self {
+            Outcome::Ok(d) => push_ok_line(&mut body, d),
+            _ => body.push_str(row.line),
+        }
+        body.push('\n');
+        (row.status, body)
     }
 
     /// Short label for logs and metrics.
     pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Ok(_) => "ok",
-            Outcome::NoOtp => "no_otp",
-            Outcome::InvalidOtp => "invalid_otp",
-            Outcome::UnknownId => "unknown_id",
-            Outcome::CorruptOtp => "corrupt_otp",
-            Outcome::CorruptAead => "corrupt_aead",
-            Outcome::HsmRefused => "hsm_refused",
-            Outcome::Locked => "locked",
-            Outcome::Unavailable => "unavailable",
-            Outcome::Timeout => "timeout",
-            Outcome::Overloaded => "overloaded",
+        self.row().label
+    }
+}
+
+/// The success line, exactly as pyhsm's and Yubico's PHP KSM write it and yubikey-val's
+/// `sscanf` parses it: `OK counter=%04x low=%04x high=%02x use=%02x`. Written digit by digit
+/// rather than through `format!`: it is on every successful request.
+pub fn push_ok_line(out: &mut String, d: &DecodedOtp) {
+    let c = d.counters();
+    out.push_str(ANSWERS[0].line);
+    for (name, value, digits) in [
+        (" counter=", u32::from(c.use_ctr), 4),
+        (" low=", u32::from(c.ts_low), 4),
+        (" high=", u32::from(c.ts_high), 2),
+        (" use=", u32::from(c.session_ctr), 2),
+    ] {
+        out.push_str(name);
+        for i in (0..digits).rev() {
+            out.push(char::from(
+                b"0123456789abcdef"[(value >> (4 * i) & 0xf) as usize],
+            ));
         }
     }
+}
 
-    /// Every label, for metrics.
-    pub const LABELS: [&'static str; 11] = [
-        "ok",
-        "no_otp",
-        "invalid_otp",
-        "unknown_id",
-        "corrupt_otp",
-        "corrupt_aead",
-        "hsm_refused",
-        "locked",
-        "unavailable",
-        "timeout",
-        "overloaded",
-    ];
-
-    /// pyhsm's stats counter this outcome advances (`ok`, `invalid`, `no_aead`, `err`).
-    pub fn pyhsm_stat(&self) -> &'static str {
-        match self {
-            Outcome::Ok(_) => "ok",
-            Outcome::NoOtp | Outcome::InvalidOtp => "invalid",
-            Outcome::UnknownId => "no_aead",
-            _ => "err",
+/// What the pool's failure means for the validator. Device states (a locked key store, a
+/// failed line) were already recognised by the pool, which owns the device; what is left
+/// are the device's refusals of this OTP or AEAD, and the driver's own checks.
+impl From<PoolError> for Outcome {
+    fn from(e: PoolError) -> Outcome {
+        match e {
+            PoolError::Locked => Outcome::Locked,
+            // Busy and Reopened concern tool leases, never decodes.
+            PoolError::Unavailable | PoolError::Busy | PoolError::Reopened => Outcome::Unavailable,
+            PoolError::Timeout => Outcome::Timeout,
+            PoolError::Overloaded => Outcome::Overloaded,
+            PoolError::Hsm(HsmError::Device { status, .. }) => match status {
+                Status::OtpInvalid => Outcome::CorruptOtp,
+                Status::AeadInvalid | Status::InvalidParameter => Outcome::CorruptAead,
+                _ => Outcome::HsmRefused,
+            },
+            PoolError::Hsm(HsmError::CorruptOtp) => Outcome::CorruptOtp,
+            PoolError::Hsm(HsmError::AeadAuth) => Outcome::CorruptAead,
+            PoolError::Hsm(_) => Outcome::Unavailable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_has_its_own_line_and_label() {
+        let mut labels: Vec<_> = ANSWERS.iter().map(|r| r.label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), ANSWERS.len());
+        assert!(ANSWERS.iter().all(|r| PYHSM_STATS.contains(&r.pyhsm)));
+        assert_eq!(Outcome::Overloaded.index(), ANSWERS.len() - 1);
+    }
+
+    #[test]
+    fn device_statuses_map_to_stable_answers() {
+        let dev = |status| {
+            Outcome::from(PoolError::Hsm(HsmError::Device {
+                cmd: hsm_proto::Opcode::AeadYubikeyOtpDecode,
+                status,
+            }))
+        };
+        assert_eq!(dev(Status::OtpInvalid).answer().1, "ERR Corrupt OTP");
+        assert_eq!(dev(Status::AeadInvalid).answer().1, "ERR Corrupt AEAD");
+        assert_eq!(
+            dev(Status::FunctionDisabled).answer(),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR HSM refused key handle".into()
+            )
+        );
+        assert_eq!(
+            Outcome::from(PoolError::Locked).answer(),
+            (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM locked".into())
+        );
+        assert_eq!(
+            Outcome::from(PoolError::Overloaded).answer().1,
+            "ERR Overloaded"
+        );
     }
 }

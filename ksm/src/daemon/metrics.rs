@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use aead_store::Store;
 
-use crate::daemon::answer::Outcome;
+use crate::daemon::answer::{Outcome, ANSWERS, PYHSM_STATS};
 use crate::daemon::connections::Connections;
-use crate::daemon::pool::{DeviceHealth, LINE_ERROR_KINDS};
+use crate::daemon::health::{DeviceHealth, DeviceState};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -18,7 +18,10 @@ const BUCKETS: [f64; 13] = [
 /// Decode counters and latency histogram. Lock-free: updated on every request.
 #[derive(Default)]
 pub struct Metrics {
-    outcomes: [AtomicU64; Outcome::LABELS.len()],
+    /// Decodes by outcome, indexed as [`ANSWERS`].
+    outcomes: [AtomicU64; ANSWERS.len()],
+    /// Decodes by the first bucket their latency fits (not cumulative: one counter per
+    /// request instead of up to thirteen; the exposition adds them up).
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -27,44 +30,38 @@ pub struct Metrics {
 impl Metrics {
     /// Records one decode.
     pub fn record(&self, outcome: &Outcome, took: Duration) {
-        if let Some(i) = Outcome::LABELS.iter().position(|l| *l == outcome.label()) {
-            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
-        for (b, bound) in self.buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn outcome(&self, label: &str) -> u64 {
-        Outcome::LABELS
+    /// Each row of the answer table with its count.
+    fn counts(&self) -> impl Iterator<Item = (&'static crate::daemon::answer::Row, u64)> + '_ {
+        ANSWERS
             .iter()
-            .position(|l| *l == label)
-            .map(|i| self.outcomes[i].load(Ordering::Relaxed))
-            .unwrap_or(0)
+            .zip(&self.outcomes)
+            .map(|(row, n)| (row, n.load(Ordering::Relaxed)))
     }
 
     /// pyhsm's stats page: `name count` lines for `no_aead`, `ok`, `err`, `invalid`, in the
     /// order pyhsm printed them.
     pub fn pyhsm_stats(&self) -> String {
-        let mut sums = [("no_aead", 0u64), ("ok", 0), ("err", 0), ("invalid", 0)];
-        for label in Outcome::LABELS {
-            let stat = match label {
-                "ok" => "ok",
-                "no_otp" | "invalid_otp" => "invalid",
-                "unknown_id" => "no_aead",
-                _ => "err",
-            };
-            if let Some(s) = sums.iter_mut().find(|(n, _)| *n == stat) {
-                s.1 += self.outcome(label);
-            }
-        }
-        sums.iter().map(|(n, c)| format!("{n} {c}\n")).collect()
+        PYHSM_STATS
+            .iter()
+            .map(|stat| {
+                let n: u64 = self
+                    .counts()
+                    .filter(|(row, _)| row.pyhsm == *stat)
+                    .map(|(_, n)| n)
+                    .sum();
+                format!("{stat} {n}\n")
+            })
+            .collect()
     }
 
     /// The Prometheus exposition.
@@ -76,22 +73,19 @@ impl Metrics {
     ) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# HELP ksm_decodes_total OTP decode requests by result.\n# TYPE ksm_decodes_total counter");
-        for label in Outcome::LABELS {
-            let _ = writeln!(
-                o,
-                "ksm_decodes_total{{result=\"{label}\"}} {}",
-                self.outcome(label)
-            );
+        for (row, n) in self.counts() {
+            let _ = writeln!(o, "ksm_decodes_total{{result=\"{}\"}} {n}", row.label);
         }
         let _ = writeln!(
             o,
             "# HELP ksm_decode_seconds Decode latency.\n# TYPE ksm_decode_seconds histogram"
         );
+        let mut cumulative = 0;
         for (b, bound) in self.buckets.iter().zip(BUCKETS) {
+            cumulative += b.load(Ordering::Relaxed);
             let _ = writeln!(
                 o,
-                "ksm_decode_seconds_bucket{{le=\"{bound}\"}} {}",
-                b.load(Ordering::Relaxed)
+                "ksm_decode_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.count.load(Ordering::Relaxed);
@@ -116,12 +110,13 @@ impl Metrics {
             "# HELP ksm_hsm_state HSM state (1 for the current state).\n# TYPE ksm_hsm_state gauge"
         );
         for d in devices {
-            for s in ["up", "locked", "down"] {
+            for s in DeviceState::ALL {
                 let _ = writeln!(
                     o,
-                    "ksm_hsm_state{{device=\"{}\",state=\"{s}\"}} {}",
+                    "ksm_hsm_state{{device=\"{}\",state=\"{}\"}} {}",
                     d.name,
-                    u8::from(d.state().name() == s)
+                    s.name(),
+                    u8::from(d.state() == s)
                 );
             }
         }
@@ -139,12 +134,12 @@ impl Metrics {
         let _ = writeln!(o, "# HELP ksm_http_connections_refused_total New connections closed at once because every connection was answering a request.\n# TYPE ksm_http_connections_refused_total counter\nksm_http_connections_refused_total {}", connections.refused());
         let _ = writeln!(o, "# HELP ksm_hsm_line_errors_total HSM line failures by kind, failed reopen attempts (one each 250 ms while a device is down) included.\n# TYPE ksm_hsm_line_errors_total counter");
         for d in devices {
-            for (kind, n) in LINE_ERROR_KINDS.iter().zip(&d.line_errors) {
+            for (kind, n) in d.line_errors() {
                 let _ = writeln!(
                     o,
-                    "ksm_hsm_line_errors_total{{device=\"{}\",kind=\"{kind}\"}} {}",
+                    "ksm_hsm_line_errors_total{{device=\"{}\",kind=\"{}\"}} {n}",
                     d.name,
-                    n.load(Ordering::Relaxed)
+                    kind.name()
                 );
             }
         }
@@ -155,5 +150,59 @@ impl Metrics {
             let _ = writeln!(o, "# HELP ksm_store_watching Whether the AEAD directory is watched and lookups are cached (1) or every lookup reads the disk (0).\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_is_cumulative() {
+        let m = Metrics::default();
+        for ms in [0.2, 0.7, 0.7, 30.0, 9000.0] {
+            m.record(&Outcome::NoOtp, Duration::from_secs_f64(ms / 1000.0));
+        }
+        let text = m.prometheus(&[], &NoStore, &Connections::new(1));
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("ksm_decode_seconds_bucket{{le=\"{le}\"}}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(bucket("0.0005"), "1");
+        assert_eq!(bucket("0.001"), "3");
+        assert_eq!(bucket("0.025"), "3");
+        assert_eq!(bucket("0.05"), "4");
+        assert_eq!(bucket("5"), "4");
+        assert_eq!(bucket("+Inf"), "5");
+        assert!(text.contains("ksm_decodes_total{result=\"no_otp\"} 5\n"));
+        assert_eq!(m.pyhsm_stats(), "no_aead 0\nok 0\nerr 0\ninvalid 5\n");
+    }
+
+    /// A store with nothing in it.
+    struct NoStore;
+
+    impl Store for NoStore {
+        fn lookup(
+            &self,
+            _: &hsm_proto::PublicId,
+        ) -> Result<Option<aead_store::StoredAead>, aead_store::StoreError> {
+            Ok(None)
+        }
+        fn write(
+            &self,
+            _: hsm_proto::KeyHandle,
+            _: &hsm_proto::PublicId,
+            _: &hsm_proto::Nonce,
+            _: &hsm_proto::Aead,
+            _: bool,
+        ) -> Result<aead_store::AeadSource, aead_store::StoreError> {
+            Err(aead_store::StoreError::NoBase("none".into()))
+        }
+        fn entries(&self) -> Box<dyn Iterator<Item = aead_store::WalkEntry> + '_> {
+            Box::new(std::iter::empty())
+        }
     }
 }

@@ -5,13 +5,15 @@
 //!   start-up and shut-down; [`instance`]: one daemon per socket and PID file;
 //! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
 //!   cap, its answer lines and counters;
-//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue;
+//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue, and [`health`]:
+//!   what is known of each;
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
 //!   [`tool_frame`]: what it forwards.
 
 pub mod answer;
 pub mod config;
 pub mod connections;
+pub mod health;
 pub mod instance;
 pub mod metrics;
 pub mod pool;

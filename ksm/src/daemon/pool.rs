@@ -17,7 +17,7 @@
 //! unplug or power cycle wipes the buffer): the tool's next frame is refused.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +27,9 @@ use hsm_proto::otp::Otp;
 use hsm_proto::{Aead, DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
+use crate::daemon::health::{DeviceHealth, DeviceState};
 use crate::daemon::tool_frame::ToolFrame;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// How a device is reached.
 #[derive(Clone)]
@@ -108,100 +109,6 @@ pub enum Job {
     Reopen,
 }
 
-/// The state of one device, as the owner thread last saw it.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceState {
-    /// Open and answering.
-    Up = 0,
-    /// Open, but its key store is locked.
-    Locked = 1,
-    /// Not reachable; the owner keeps trying to reopen it.
-    Down = 2,
-}
-
-impl DeviceState {
-    fn from_u8(v: u8) -> DeviceState {
-        match v {
-            0 => DeviceState::Up,
-            1 => DeviceState::Locked,
-            _ => DeviceState::Down,
-        }
-    }
-
-    /// Lower-case name for `/health` and `/metrics`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceState::Up => "up",
-            DeviceState::Locked => "locked",
-            DeviceState::Down => "down",
-        }
-    }
-}
-
-/// What `/health` and `/metrics` read about a device.
-pub struct DeviceHealth {
-    /// Device name (path or `soft-hsm`).
-    pub name: String,
-    state: AtomicU8,
-    /// Jobs waiting or running.
-    pub queued: AtomicUsize,
-    /// Times the device was (re)opened.
-    pub opens: AtomicU64,
-    /// The last line error, for operators.
-    pub last_error: Mutex<String>,
-    /// Line failures so far, by kind ([`LINE_ERROR_KINDS`]).
-    pub line_errors: [AtomicU64; LINE_ERROR_KINDS.len()],
-    locked_logged: AtomicBool,
-}
-
-/// The kinds of line failure `/metrics` counts: the device did not answer in time, the line
-/// closed (unplugged), bytes that are not a response (noise, a confused device), the
-/// configuration console answering instead of the HSM, the device could not be opened or
-/// failed its open checks, and any other I/O error.
-pub const LINE_ERROR_KINDS: [&str; 6] =
-    ["timeout", "closed", "garbage", "config_mode", "open", "io"];
-
-fn line_error_kind(e: &HsmError) -> &'static str {
-    match e {
-        HsmError::Timeout { .. } => "timeout",
-        HsmError::Closed => "closed",
-        HsmError::ConfigMode { .. } => "config_mode",
-        HsmError::Open { .. } | HsmError::LinkTest | HsmError::ProtocolVersion(_) => "open",
-        HsmError::Io(_) => "io",
-        _ => "garbage",
-    }
-}
-
-impl DeviceHealth {
-    /// Current state.
-    pub fn state(&self) -> DeviceState {
-        DeviceState::from_u8(self.state.load(Ordering::SeqCst))
-    }
-
-    /// Counts a line failure and keeps its text for `/health`.
-    fn line_error(&self, e: &HsmError) {
-        let kind = line_error_kind(e);
-        if let Some(i) = LINE_ERROR_KINDS.iter().position(|k| *k == kind) {
-            self.line_errors[i].fetch_add(1, Ordering::Relaxed);
-        }
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
-    }
-
-    fn set(&self, s: DeviceState) {
-        let old = DeviceState::from_u8(self.state.swap(s as u8, Ordering::SeqCst));
-        if s == DeviceState::Locked
-            && old != DeviceState::Locked
-            && !self.locked_logged.swap(true, Ordering::SeqCst)
-        {
-            error!(device = %self.name, "YubiHSM key store is locked: run `ksm keystore-unlock` to unlock it");
-        }
-        if s != DeviceState::Locked {
-            self.locked_logged.store(false, Ordering::SeqCst);
-        }
-    }
-}
-
 /// How requests reach a device.
 enum Access {
     /// A serial line: its owner thread, through a bounded queue.
@@ -264,15 +171,7 @@ impl Pool {
         let devices = backends
             .into_iter()
             .map(|b| {
-                let health = Arc::new(DeviceHealth {
-                    name: b.name(),
-                    state: AtomicU8::new(DeviceState::Down as u8),
-                    queued: AtomicUsize::new(0),
-                    opens: AtomicU64::new(0),
-                    last_error: Mutex::new(String::new()),
-                    line_errors: Default::default(),
-                    locked_logged: AtomicBool::new(false),
-                });
+                let health = Arc::new(DeviceHealth::new(b.name()));
                 let lease = Arc::new(tokio::sync::Mutex::new(()));
                 if let Backend::Soft(_) = &b {
                     let mut hsm = None;
@@ -593,7 +492,7 @@ fn open(backend: &Backend, cfg: &PoolConfig, hsm: &mut Option<Hsm>, health: &Dev
 }
 
 fn last_error_changed(health: &DeviceHealth, e: &HsmError) -> bool {
-    *health.last_error.lock().unwrap_or_else(|p| p.into_inner()) != e.to_string()
+    health.last_error() != e.to_string()
 }
 
 fn classify(e: HsmError, hsm: &mut Option<Hsm>, health: &DeviceHealth) -> PoolError {

@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use aead_store::Store;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use hsm_proto::otp::Otp;
-use hsm_proto::{Error as HsmError, Status};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -33,8 +32,9 @@ use tracing::{debug, info, warn};
 
 use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
+use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::pool::{DeviceState, Pool, PoolError};
+use crate::daemon::pool::Pool;
 
 /// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
 /// `ksm serve`'s with no flags).
@@ -243,6 +243,7 @@ async fn serve_connection(
     let allowed = allowed(&state.access().allow, peer.ip());
     let in_service = slot.clone();
     let http = state.http.clone();
+    let gate_state = state.clone();
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         gate(
             req,
@@ -250,7 +251,7 @@ async fn serve_connection(
             allowed,
             in_service.clone(),
             app.clone(),
-            http.header_timeout,
+            gate_state.clone(),
         )
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -288,23 +289,50 @@ async fn gate(
     allowed: bool,
     slot: Arc<Slot>,
     app: Router,
-    limit: Duration,
+    state: Arc<AppState>,
 ) -> Result<Response, Infallible> {
     if !allowed {
         warn!(client = %peer.ip(), path = %req.uri().path(), "request from a client outside the allow-list");
         return Ok(closing(StatusCode::FORBIDDEN, "ERR Forbidden\n"));
     }
     let request = slot.request();
-    let deadline = slot.waiting_since() + limit;
-    let mut req = match receive(req, deadline).await {
+    let deadline = slot.waiting_since() + state.http.header_timeout;
+    let req = match receive(req, deadline).await {
         Ok(r) => r,
         Err(refused) => return Ok(refused),
     };
     request.received();
-    req.extensions_mut().insert(peer);
-    let response = app.oneshot(req).await;
+    let response = dispatch(&state, app, peer, req).await;
     drop(request);
-    response
+    Ok(response)
+}
+
+/// Routes a received request. The decode URL, which validators call thousands of times a
+/// second, goes straight to its handler: no router, no extractors, no copy of the headers.
+/// Everything else (and every other method on the decode URL) goes through the router,
+/// whose decode routes call the same [`decode_request`], so both ways answer alike.
+async fn dispatch(state: &Arc<AppState>, app: Router, peer: Peer, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let decode_path = path
+        .strip_prefix(state.http.serve_path.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest == "/");
+    if decode_path && (req.method() == Method::GET || req.method() == Method::POST) {
+        let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
+        if req.method() == Method::GET {
+            return decode_request(state, peer, req.headers(), &query).await;
+        }
+        let (parts, body) = req.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return too_large();
+        };
+        return decode_request(state, peer, &parts.headers, &post_query(query, &body)).await;
+    }
+    let mut req = req;
+    req.extensions_mut().insert(peer);
+    match app.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
 }
 
 /// Reads a request's body (at most [`MAX_BODY`]) by `deadline`, so that a client trickling
@@ -378,13 +406,16 @@ fn allowed(allow: &[IpNet], ip: IpAddr) -> bool {
     allow.is_empty() || allow.iter().any(|n| n.contains(&ip))
 }
 
+/// A plain-text answer, built directly (the per-request path avoids the generic
+/// `IntoResponse` machinery).
 fn text(code: StatusCode, body: String) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 async fn decode_get(
@@ -393,7 +424,7 @@ async fn decode_get(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    decode_request(st, peer, headers, q.unwrap_or_default().as_bytes()).await
+    decode_request(&st, peer, &headers, q.unwrap_or_default().as_bytes()).await
 }
 
 async fn decode_post(
@@ -407,52 +438,85 @@ async fn decode_post(
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return too_large();
     };
-    // A form field wins over the query string, as PHP's $_REQUEST does for POST. (In pyhsm's
-    // prefix form the OTP is the first item: the query string's, else the body's.)
-    let mut all = q.unwrap_or_default().into_bytes();
-    if !all.is_empty() {
-        all.push(b'&');
+    let all = post_query(q.unwrap_or_default().into_bytes(), &body);
+    decode_request(&st, peer, &headers, &all).await
+}
+
+/// The parameters of a POST: the query string, then the form body. A form field wins over
+/// the query string, as PHP's $_REQUEST does for POST. (In pyhsm's prefix form the OTP is
+/// the first item: the query string's, else the body's.)
+fn post_query(mut query: Vec<u8>, body: &[u8]) -> Vec<u8> {
+    if !query.is_empty() {
+        query.push(b'&');
     }
-    all.extend_from_slice(&body);
-    decode_request(st, peer, headers, &all).await
+    query.extend_from_slice(body);
+    query
 }
 
 /// The OTP parameter: URL-decoded, surrounding white space dropped, lower-cased (yubikey-val
-/// sends lower case; people paste upper case).
+/// sends lower case; people paste upper case). Parsed as `application/x-www-form-urlencoded`
+/// (what `form_urlencoded::parse` does, the last `name=` winning), but without decoding or
+/// allocating for the other parameters: this runs on every request.
 fn otp_param(query: &[u8], name: &str) -> Option<String> {
-    if name.is_empty() {
+    let mut pieces = query.split(|b| *b == b'&');
+    let raw = if name.is_empty() {
         // pyhsm's prefix form: the query string is the OTP.
-        let raw = query.split(|b| *b == b'&').next().unwrap_or_default();
-        return form_urlencoded::parse(raw)
-            .next()
-            .map(|(k, _)| k.trim().to_ascii_lowercase());
+        let (key, _) = split_pair(pieces.next().filter(|p| !p.is_empty())?);
+        key
+    } else {
+        // The last one wins: look from the end.
+        pieces
+            .rev()
+            .filter(|p| !p.is_empty())
+            .map(split_pair)
+            .find(|(k, _)| form_decode(k) == name)?
+            .1
+    };
+    Some(form_decode(raw).trim().to_ascii_lowercase())
+}
+
+/// `key=value` (a piece without `=` is a key with an empty value).
+fn split_pair(piece: &[u8]) -> (&[u8], &[u8]) {
+    match piece.iter().position(|b| *b == b'=') {
+        Some(i) => (&piece[..i], &piece[i + 1..]),
+        None => (piece, &[]),
     }
-    form_urlencoded::parse(query)
-        .filter(|(k, _)| k == name)
-        .last()
-        .map(|(_, v)| v.trim().to_ascii_lowercase())
+}
+
+/// One form-encoded name or value: `+` is a space, `%XX` a byte, and the bytes UTF-8 (lossy).
+/// Borrowed when there is nothing to decode, as in every OTP.
+fn form_decode(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    if !raw.iter().any(|b| matches!(b, b'%' | b'+')) {
+        return String::from_utf8_lossy(raw);
+    }
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn decode_request(
-    st: Arc<AppState>,
+    st: &AppState,
     Peer(peer): Peer,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     query: &[u8],
 ) -> Response {
     let start = Instant::now();
     let raw = otp_param(query, &st.http.otp_param);
-    let (outcome, id) = decode(&st, raw.as_deref(), start + st.http.reqtimeout).await;
+    let (outcome, id) = decode(st, raw.as_deref(), start + st.http.reqtimeout).await;
     let took = start.elapsed();
     st.metrics.record(&outcome, took);
     info!(
         public_id = %id.as_deref().unwrap_or("-"),
         result = %outcome.label(),
         latency_us = took.as_micros() as u64,
-        client = %client_of(&st.access().proxies, peer.ip(), &headers),
+        client = %client_of(&st.access().proxies, peer.ip(), headers),
         "decode"
     );
-    let (code, line) = outcome.answer();
-    text(code, format!("{line}\n"))
+    let (code, body) = outcome.body();
+    text(code, body)
 }
 
 /// The decode itself; returns the outcome and the public id (for the log line; never the
@@ -474,7 +538,7 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         }
     };
     if stored.aead.as_bytes().len() != hsm_proto::aead::YUBIKEY_AEAD_LEN {
-        warn!(public_id = %otp.public_id, path = %stored.path.display(), "AEAD is not a 30-byte YubiKey AEAD");
+        warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
         return (Outcome::CorruptAead, id);
     }
     let outcome = match st
@@ -483,33 +547,13 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         .await
     {
         Ok(d) => Outcome::Ok(d),
-        Err(e) => outcome_of(e),
+        Err(e) => Outcome::from(e),
     };
     if matches!(outcome, Outcome::CorruptAead) {
         // Which file is bad is what the operator needs; the HSM only says "invalid".
-        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.path.display(), "AEAD rejected by the HSM (corrupt file, or made with another key)");
+        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.source, "AEAD rejected by the HSM (corrupt file, or made with another key)");
     }
     (outcome, id)
-}
-
-/// Maps a pool error to the answer.
-pub fn outcome_of(e: PoolError) -> Outcome {
-    match e {
-        PoolError::Locked => Outcome::Locked,
-        // Busy and Reopened concern tool leases, never decodes.
-        PoolError::Unavailable | PoolError::Busy | PoolError::Reopened => Outcome::Unavailable,
-        PoolError::Timeout => Outcome::Timeout,
-        PoolError::Overloaded => Outcome::Overloaded,
-        PoolError::Hsm(HsmError::Device { status, .. }) => match status {
-            Status::OtpInvalid => Outcome::CorruptOtp,
-            Status::AeadInvalid | Status::InvalidParameter => Outcome::CorruptAead,
-            Status::KeyStorageLocked => Outcome::Locked,
-            _ => Outcome::HsmRefused,
-        },
-        PoolError::Hsm(HsmError::CorruptOtp) => Outcome::CorruptOtp,
-        PoolError::Hsm(HsmError::AeadAuth) => Outcome::CorruptAead,
-        PoolError::Hsm(_) => Outcome::Unavailable,
-    }
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> Response {
@@ -553,9 +597,9 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "state": d.state().name(),
             "queued": d.queued.load(Ordering::Relaxed),
             "opens": d.opens.load(Ordering::Relaxed),
-            "last_error": d.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
-            "line_errors": crate::daemon::pool::LINE_ERROR_KINDS.iter().zip(&d.line_errors)
-                .map(|(k, n)| (k.to_string(), serde_json::json!(n.load(Ordering::Relaxed))))
+            "last_error": d.last_error(),
+            "line_errors": d.line_errors()
+                .map(|(k, n)| (k.name().to_string(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
         "store": {
@@ -585,6 +629,41 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `otp_param` did before it skipped the other parameters: the reference.
+    fn otp_param_reference(query: &[u8], name: &str) -> Option<String> {
+        if name.is_empty() {
+            let raw = query.split(|b| *b == b'&').next().unwrap_or_default();
+            return form_urlencoded::parse(raw)
+                .next()
+                .map(|(k, _)| k.trim().to_ascii_lowercase());
+        }
+        form_urlencoded::parse(query)
+            .filter(|(k, _)| k == name)
+            .last()
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+    }
+
+    #[test]
+    fn otp_parameter_parsing_matches_form_urlencoded() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"otpOTP=&%+2a0Fgx \xc3\xa9";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..24);
+            let q: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            for name in ["otp", ""] {
+                assert_eq!(
+                    otp_param(&q, name),
+                    otp_param_reference(&q, name),
+                    "{:?} {name:?}",
+                    String::from_utf8_lossy(&q)
+                );
+            }
+        }
+    }
 
     #[test]
     fn otp_parameter_is_decoded_trimmed_and_lower_cased() {
@@ -636,38 +715,5 @@ mod tests {
         let other: IpAddr = "192.0.2.5".parse().unwrap();
         assert_eq!(client(other, &["203.0.113.9"]), "192.0.2.5");
         assert_eq!(client(proxy, &[]), "10.0.0.1");
-    }
-
-    #[test]
-    fn device_statuses_map_to_stable_answers() {
-        let dev = |status| {
-            PoolError::Hsm(HsmError::Device {
-                cmd: hsm_proto::Opcode::AeadYubikeyOtpDecode,
-                status,
-            })
-        };
-        assert_eq!(
-            outcome_of(dev(Status::OtpInvalid)).answer().1,
-            "ERR Corrupt OTP"
-        );
-        assert_eq!(
-            outcome_of(dev(Status::AeadInvalid)).answer().1,
-            "ERR Corrupt AEAD"
-        );
-        assert_eq!(
-            outcome_of(dev(Status::FunctionDisabled)).answer(),
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ERR HSM refused key handle".into()
-            )
-        );
-        assert_eq!(
-            outcome_of(PoolError::Locked).answer(),
-            (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM locked".into())
-        );
-        assert_eq!(
-            outcome_of(PoolError::Overloaded).answer().1,
-            "ERR Overloaded"
-        );
     }
 }

@@ -35,6 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hsm_proto::codec::Assembler;
 use hsm_proto::line::Line;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -339,7 +340,7 @@ pub fn list_devices(socket: &Path) -> io::Result<Vec<(String, String)>> {
 pub struct SharedLine {
     stream: UnixStream,
     device: u8,
-    pending: Zeroizing<Vec<u8>>,
+    pending: Assembler,
     /// The last response, read from `read_at` on; wiped once read.
     out: Zeroizing<Vec<u8>>,
     read_at: usize,
@@ -354,7 +355,7 @@ impl SharedLine {
         Ok(SharedLine {
             stream: connect_trusted(socket)?,
             device,
-            pending: Zeroizing::new(Vec::new()),
+            pending: Assembler::new(),
             out: Zeroizing::new(Vec::new()),
             read_at: 0,
             error: None,
@@ -380,15 +381,8 @@ impl SharedLine {
 impl Write for SharedLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         for &b in buf {
-            if self.pending.is_empty()
-                && (b == 0 || usize::from(b) > hsm_proto::codec::MAX_PAYLOAD + 1)
-            {
-                continue;
-            }
-            self.pending.push(b);
-            if self.pending.len() == usize::from(self.pending[0]) + 1 {
-                let frame = std::mem::replace(&mut self.pending, Zeroizing::new(Vec::new()));
-                self.send_frame(&frame);
+            if let Some(frame) = self.pending.push(b) {
+                self.send_frame(frame.as_bytes());
             }
         }
         Ok(buf.len())
@@ -426,7 +420,7 @@ impl Line for SharedLine {
     fn clear_input(&mut self) -> io::Result<()> {
         zeroize::Zeroize::zeroize(&mut *self.out);
         self.read_at = 0;
-        zeroize::Zeroize::zeroize(&mut *self.pending);
+        self.pending.clear();
         Ok(())
     }
     /// Lets other tools use the device again (`03`).

@@ -5,7 +5,7 @@
 //! so the pool never puts a malformed frame on a line (it would confuse the device and be
 //! counted as the device's fault) nor a command outside the socket's [`SocketPolicy`].
 
-use hsm_proto::codec::MAX_PAYLOAD;
+use hsm_proto::codec::Frame;
 use hsm_proto::{KeyHandle, Opcode};
 use zeroize::Zeroizing;
 
@@ -72,14 +72,10 @@ impl ToolFrame {
     /// Checks `bytes` against the frame layout and `policy`. The error is the text the tool
     /// is answered with; it names the command, never the payload.
     pub fn check(bytes: &[u8], policy: SocketPolicy) -> Result<ToolFrame, String> {
-        let op = match bytes {
-            [bcnt, cmd, ..]
-                if usize::from(*bcnt) == bytes.len() - 1 && bytes.len() <= MAX_PAYLOAD + 2 =>
-            {
-                Opcode::from_u8(*cmd)
-            }
-            _ => return Err("refused: not a well-formed request frame".into()),
+        let Some(frame) = Frame::parse(bytes) else {
+            return Err("refused: not a well-formed request frame".into());
         };
+        let op = Opcode::from_u8(frame.cmd_byte());
         if matches!(op, Opcode::Null | Opcode::MonitorExit | Opcode::Unknown(_)) {
             return Err(format!(
                 "refused: {op} is never forwarded to a shared device"
@@ -94,7 +90,7 @@ impl ToolFrame {
             }
             // The lock probe is the one AES block the tools send; on a real key handle it
             // would be an encryption oracle.
-            if op == Opcode::AesEcbBlockEncrypt && bytes.get(2..6) != Some(&[0; 4][..]) {
+            if op == Opcode::AesEcbBlockEncrypt && frame.payload().get(..4) != Some(&[0; 4][..]) {
                 return Err(format!(
                     "refused: {op} is forwarded for key handle {} only (the lock probe)",
                     KeyHandle(0)

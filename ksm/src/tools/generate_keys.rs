@@ -160,7 +160,7 @@ pub fn generate(
         hsm.end_operation()?;
         for (kh, (used, aead)) in sealed {
             let path = store.write(kh, &id, &used, &aead, plan.force)?;
-            tracing::info!(path = %path.display(), "AEAD written");
+            tracing::info!(path = %path, "AEAD written");
         }
         s.generated += 1;
     }

@@ -114,14 +114,15 @@ pub struct Report {
     pub rejected: usize,
 }
 
-/// Checks every file; with `hsm`, also whether the HSM opens each AEAD.
+/// Checks every file; with `hsm`, also whether the HSM opens each AEAD. Each problem is
+/// printed as the walk finds it, and no file is kept once checked.
 pub fn verify(
     store: &FsStore,
     mut hsm: Option<&mut Hsm>,
     out: &mut dyn Write,
 ) -> Result<Report, Error> {
     let mut r = Report::default();
-    for e in store.walk() {
+    for e in store.entries() {
         if e.nonce_differs {
             r.nonce_differs += 1;
             let nonce = match &e.result {
@@ -132,7 +133,7 @@ pub fn verify(
             let _ = writeln!(
                 out,
                 "NONCE {}: nonce differs from public id (nonce {}, public id {})",
-                e.path.display(),
+                e.source,
                 nonce.map_or_else(|| "?".into(), |n| n.to_string()),
                 e.id.as_ref().map_or_else(|| "?".into(), |i| i.to_string()),
             );
@@ -147,12 +148,7 @@ pub fn verify(
             Ok(s) => {
                 if !e.misplaced.is_empty() {
                     r.misplaced += 1;
-                    let _ = writeln!(
-                        out,
-                        "MISPLACED {}: {}",
-                        e.path.display(),
-                        e.misplaced.join("; ")
-                    );
+                    let _ = writeln!(out, "MISPLACED {}: {}", e.source, e.misplaced.join("; "));
                 }
                 if let Some(h) = hsm.as_deref_mut() {
                     // Each check stands alone: between two, other tools may use the device.
@@ -162,16 +158,12 @@ pub fn verify(
                         Ok(true) => {}
                         Ok(false) => {
                             r.rejected += 1;
-                            let _ = writeln!(
-                                out,
-                                "REJECTED {}: HSM answered mismatch",
-                                e.path.display()
-                            );
+                            let _ = writeln!(out, "REJECTED {}: HSM answered mismatch", e.source);
                         }
                         Err(err) if err.is_link_error() => return Err(err.into()),
                         Err(err) => {
                             r.rejected += 1;
-                            let _ = writeln!(out, "REJECTED {}: {err}", e.path.display());
+                            let _ = writeln!(out, "REJECTED {}: {err}", e.source);
                         }
                     }
                 }
@@ -189,11 +181,71 @@ pub fn verify(
     Ok(r)
 }
 
-/// Prints counts per key handle.
+/// Prints counts per key handle, counted as the walk goes.
 pub fn print_stats(store: &FsStore, out: &mut dyn Write) {
-    let entries = store.walk();
+    let counts = stats(store.entries());
     let _ = writeln!(out, "key handle  AEADs  problems");
-    for (kh, (good, bad)) in stats(&entries) {
-        let _ = writeln!(out, "{:<10}  {good:>5}  {bad:>8}", kh.to_string());
+    for (kh, c) in counts {
+        let _ = writeln!(
+            out,
+            "{:<10}  {:>5}  {:>8}",
+            kh.to_string(),
+            c.good,
+            c.problems()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hsm_proto::{Aead, KeyHandle, PublicId};
+    use std::path::PathBuf;
+
+    /// Output that removes a file as soon as the first line is written.
+    struct RemovesOnFirstWrite {
+        text: Vec<u8>,
+        doomed: Option<PathBuf>,
+    }
+
+    impl Write for RemovesOnFirstWrite {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Some(p) = self.doomed.take() {
+                std::fs::remove_file(p)?;
+            }
+            self.text.extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Verify prints each problem when the walk reaches it, before it has looked further:
+    /// a file removed at the first line is never seen, which a collected walk would count.
+    #[test]
+    fn verify_streams_what_it_finds() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let store = FsStore::open(d.path(), Vec::new()).expect("store");
+        // 0x20 is walked first: a file that is no AEAD.
+        std::fs::create_dir_all(d.path().join("0x20/zz")).expect("dir");
+        std::fs::write(d.path().join("0x20/zz/README"), b"x").expect("file");
+        // 0x21 after it: a good AEAD.
+        let id = PublicId::new("cccccccccccb").expect("id");
+        let nonce = id.to_nonce().expect("nonce");
+        let aead = Aead::new(&[1; 30]).expect("aead");
+        let good = store
+            .write(KeyHandle(0x21), &id, &nonce, &aead, false)
+            .expect("write");
+        let mut out = RemovesOnFirstWrite {
+            text: Vec::new(),
+            doomed: FsStore::path_of(&good).map(PathBuf::from),
+        };
+        let r = verify(&store, None, &mut out).expect("verify");
+        assert_eq!((r.good, r.bad), (0, 1), "{r:?}");
+        let text = String::from_utf8_lossy(&out.text);
+        assert!(text.starts_with("BAD "), "{text}");
+        assert!(text.ends_with("0 good, 1 bad, 0 misplaced, 0 rejected by the HSM, 0 nonce differs from public id\n"), "{text}");
     }
 }

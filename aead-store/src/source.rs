@@ -1,0 +1,52 @@
+//! Where a stored AEAD lives, said without saying how it is stored.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where an AEAD was found or written: for messages and logs, shown with `Display`.
+///
+/// For [`crate::FsStore`] it is a file and shows as its path; a database store would name a
+/// row. Callers of [`crate::Store`] only show it; the one store that made a source may look
+/// inside it ([`crate::FsStore::path_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AeadSource(Place);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    File(PathBuf),
+}
+
+impl AeadSource {
+    /// The file at `path`.
+    pub(crate) fn file(path: PathBuf) -> AeadSource {
+        AeadSource(Place::File(path))
+    }
+
+    /// The path, if this source is a file.
+    pub(crate) fn as_path(&self) -> Option<&Path> {
+        match &self.0 {
+            Place::File(p) => Some(p),
+        }
+    }
+}
+
+impl fmt::Display for AeadSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Place::File(p) => p.display().fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_shows_as_its_path() {
+        let p = PathBuf::from("/aeads/0x20/cc/cc/cc/cc/cc/cb/cccccccccccb");
+        let s = AeadSource::file(p.clone());
+        assert_eq!(s.to_string(), p.display().to_string());
+        assert_eq!(s.as_path(), Some(p.as_path()));
+    }
+}
