@@ -333,8 +333,8 @@ fn http_tables(paths: &[String], decodes: &[(Otp, KeyHandle, YubiKeyAead)], dir:
         "0x20",
         "0x21",
     ]);
-    let baseline = std::env::var_os("KSM_BENCH_BASELINE")
-        .map(|bin| serve_with(Path::new(&bin), &["--demo"]));
+    let baseline =
+        std::env::var_os("KSM_BENCH_BASELINE").map(|bin| serve_with(Path::new(&bin), &["--demo"]));
     let ok = ["/".to_string()];
     let mut targets = vec![(ng_addr, &ok[..]), (soft_addr, paths), (emu_addr, paths)];
     if let Some((_, addr, _)) = &baseline {

@@ -32,7 +32,7 @@ fn generation_rate() -> f64 {
         force: false,
     };
     let t = Instant::now();
-    generate_keys::run(&mut hsm, &store, &plan, &mut std::io::sink()).unwrap();
+    generate_keys::generate(&mut hsm, &store, &plan, &mut std::io::sink()).unwrap();
     n as f64 / t.elapsed().as_secs_f64()
 }
 

@@ -12,9 +12,16 @@ use crate::Error;
 
 const VECTORS: &str = include_str!("../../fixtures/otp-vectors.json");
 
+/// The vectors compiled in are broken (a build from a damaged tree).
+fn broken(reason: String) -> Error {
+    Error::Config {
+        path: "fixtures/otp-vectors.json".into(),
+        reason,
+    }
+}
+
 fn field<'a>(v: &'a Value, k: &str) -> Result<&'a str, Error> {
-    v[k].as_str()
-        .ok_or_else(|| Error::Usage(format!("demo vectors: missing {k}")))
+    v[k].as_str().ok_or_else(|| broken(format!("missing {k}")))
 }
 
 /// Runs the demo, printing each step.
@@ -31,8 +38,7 @@ pub fn run() -> Result<(), Error> {
     let mut hsm = Hsm::open_path(&link, Timeouts::default())?;
     print!("{}", crate::info::report(&mut hsm)?);
 
-    let vectors: Value =
-        serde_json::from_str(VECTORS).map_err(|e| Error::Usage(format!("demo vectors: {e}")))?;
+    let vectors: Value = serde_json::from_str(VECTORS).map_err(|e| broken(e.to_string()))?;
     let keys = vectors["yubikeys"].as_array().cloned().unwrap_or_default();
     for o in vectors["otps"]
         .as_array()
@@ -50,10 +56,8 @@ pub fn run() -> Result<(), Error> {
         };
         let kh = KeyHandle(y["key_handle"].as_u64().unwrap_or(0) as u32);
         let nonce = PublicId::new(field(y, "public_id")?)?.to_nonce()?;
-        let aead = Aead::new(
-            &hex::decode(field(y, "aead")?)
-                .map_err(|_| Error::Usage("demo vectors: bad hex".into()))?,
-        )?;
+        let aead =
+            Aead::new(&hex::decode(field(y, "aead")?).map_err(|_| broken("bad hex".into()))?)?;
         let decoded = hsm.decode_otp(&otp, kh, nonce, &(&aead).try_into()?)?;
         println!(
             "decode {} (key handle {kh}) -> {}",

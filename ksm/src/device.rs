@@ -7,12 +7,13 @@
 //! daemon owns the HSM, and `/dev/ttyACM0` otherwise.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hsm_proto::emulator::{self, EmulatorConfig, ResolvedConfig};
 use hsm_proto::{Hsm, Timeouts};
 use tracing::warn;
 
-use crate::daemon::sharing::SharedLine;
+use crate::daemon::sharing::{SharedLine, DEFAULT_SOCKET};
 use crate::Error;
 
 /// The demo device compiled into the binary: the public test keys of `fixtures/`.
@@ -46,6 +47,46 @@ pub fn open(spec: &Path, timeouts: Timeouts) -> Result<Hsm, Error> {
 /// Opens the demo soft HSM compiled into the binary.
 pub fn demo_config() -> Result<ResolvedConfig, Error> {
     Ok(EmulatorConfig::parse(DEMO_DEVICE)?.resolve()?)
+}
+
+/// Where a tool finds its HSM: `-D`, `--socket`, `--timeout`, the same for every tool.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Serial device (/dev/ttyACM0, an emulator's pty link) or soft-HSM key file. Default:
+    /// the running daemon's sharing socket if it answers, else /dev/ttyACM0.
+    #[arg(short = 'D', long = "device")]
+    pub device: Option<PathBuf>,
+    /// The daemon's sharing socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Seconds to wait for each HSM response.
+    #[arg(long, default_value_t = 1.0)]
+    pub timeout: f64,
+}
+
+impl DeviceArgs {
+    /// The device to use ([`choose`]).
+    pub fn choose(&self) -> Result<ToolDevice, Error> {
+        choose(self.device.as_deref(), &self.socket)
+    }
+
+    /// `--timeout`, checked.
+    pub fn timeouts(&self) -> Result<Timeouts, Error> {
+        if !(0.01..=60.0).contains(&self.timeout) {
+            return Err(Error::Usage(
+                "--timeout must be between 0.01 and 60 seconds".into(),
+            ));
+        }
+        Ok(Timeouts {
+            response: Duration::from_secs_f64(self.timeout),
+            ..Timeouts::default()
+        })
+    }
+
+    /// Chooses and opens the device.
+    pub fn open(&self) -> Result<Hsm, Error> {
+        open_tool(&self.choose()?, self.timeouts()?)
+    }
 }
 
 /// Where an operator tool's HSM is.
@@ -94,10 +135,9 @@ pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error>
     if Path::new(DEFAULT_DEVICE).exists() {
         return Ok(ToolDevice::Path(PathBuf::from(DEFAULT_DEVICE)));
     }
-    Err(Error::Usage(format!(
-        "device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}",
-        socket.display()
-    )))
+    Err(Error::NoDevice {
+        socket: socket.to_path_buf(),
+    })
 }
 
 /// Opens the chosen device.

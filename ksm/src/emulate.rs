@@ -21,28 +21,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hsm_proto::emulator::{EmulatorConfig, PtyEmulator};
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::Error;
 
-/// What `ksm emulate` was asked to do.
+/// `ksm emulate`'s arguments.
+#[derive(Debug, clap::Args)]
 pub struct EmulateArgs {
-    /// Device configuration file; `None` = the demo device built into the binary.
+    /// Device configuration (TOML, or pyhsm's soft-HSM JSON key file); must not be
+    /// world-readable. Default: the demo device built into ksm (fixtures/emulator/demo.toml).
+    #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where to put the symlink to the pty.
+    /// Path of the symlink to create to the pty's device node (like /dev/ttyACM0).
+    #[arg(long)]
     pub pty: PathBuf,
-    /// Control socket path, if any.
+    /// Unix socket (mode 0600) taking fault commands: stall on|off, garbage N,
+    /// unplug SECONDS, config-mode, power-cycle, status.
+    #[arg(long)]
     pub control: Option<PathBuf>,
 }
 
 /// Runs the emulator until a termination signal.
 pub fn run(args: EmulateArgs) -> Result<(), Error> {
-    // Before the pty exists, so an early SIGTERM still removes the link.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .map_err(|e| Error::io("signal handler", e))?;
+    // Before the pty exists, so an early SIGTERM still removes the link: tokio keeps a
+    // signal that arrives before anyone waits for it (the daemon's mechanism too).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::io("start runtime", e))?;
+    let (mut term, mut int) = rt
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })
+        .map_err(|e| Error::io("signal handler", e))?;
     let cfg = match &args.config {
         Some(p) => EmulatorConfig::load(p)?,
         None => EmulatorConfig::parse(crate::device::DEMO_DEVICE)?,
@@ -66,7 +81,12 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         });
     }
     let _ = std::io::stdout().flush();
-    let _ = signals.forever().next();
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    });
     info!("stopping the emulator");
     if let Some(path) = &args.control {
         let _ = std::fs::remove_file(path);

@@ -1,15 +1,47 @@
-//! The crate's error type.
+//! The crate's error type, and the exit code of each failure.
 
-/// What can make a `ksm` command fail. Texts never contain key material or OTPs.
+use std::path::PathBuf;
+
+use crate::device::DEFAULT_DEVICE;
+
+/// What can make a `ksm` command fail. Texts never contain key material or OTPs: input the
+/// operator gives is described, never quoted.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The YubiHSM (or the emulator) failed or refused.
+    /// A flag's value, or a combination of flags, is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// A configuration file (`ksm.toml`) does not parse.
+    #[error("{}: {reason}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// What the operator typed or piped in (a master key, an export's header) is wrong.
+    #[error("{0}")]
+    Input(String),
+    /// The YubiHSM (or the emulator) failed or refused; or a value of its types (a key
+    /// handle, public id or key file) given to us is wrong (see [`Error::exit_code`]).
     #[error(transparent)]
-    Hsm(#[from] hsm_proto::Error),
+    Device(#[from] hsm_proto::Error),
+    /// No HSM to use: no `-D`, no daemon on the socket, no `/dev/ttyACM0`.
+    #[error("device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}", socket.display())]
+    NoDevice {
+        /// The sharing socket that did not answer.
+        socket: PathBuf,
+    },
+    /// The device's answer was well-formed but not what the command needs.
+    #[error("{0}")]
+    DeviceAnswer(String),
     /// The emulator's (or soft HSM's) configuration is wrong, or its pty cannot start.
     #[error(transparent)]
     Emulator(#[from] hsm_proto::emulator::ConfigError),
-    /// A file or socket operation failed.
+    /// The AEAD store: its directory, a file in it, or a write to it.
+    #[error(transparent)]
+    Store(#[from] aead_store::StoreError),
+    /// A file, socket or stream operation failed.
     #[error("{what}: {source}")]
     Io {
         /// What we were doing.
@@ -17,9 +49,27 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The command line or a configuration value is wrong.
-    #[error("{0}")]
-    Usage(String),
+    /// Another `ksm serve` holds the PID file or the sharing socket.
+    #[error("another ksm serve is running {holding}")]
+    AlreadyRunning {
+        /// What it holds.
+        holding: String,
+    },
+    /// `keystore-unlock`: devices left locked (each is named on standard output).
+    #[error("{0} device(s) still locked")]
+    StillLocked(usize),
+    /// `import-keys`: lines rejected (each is named on standard error); the rest imported.
+    #[error("{0} line(s) rejected")]
+    LinesRejected(usize),
+    /// `decrypt-aead`: AEADs not decrypted (each is named on standard error).
+    #[error("{0} AEAD(s) failed")]
+    AeadsFailed(usize),
+    /// `generate-keys`: ids left alone because some of their AEADs existed already.
+    #[error("{0} ids had AEADs for some key handles only")]
+    Incomplete(u64),
+    /// `store verify` found problems (listed on standard output).
+    #[error("the AEAD directory has problems (listed above)")]
+    VerifyFailed,
 }
 
 impl Error {
@@ -29,5 +79,64 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+
+    /// The process's exit code for this error (the table in README.md): 1 a batch job that
+    /// did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
+    /// 4 the AEAD store; 5 another daemon running.
+    pub fn exit_code(&self) -> u8 {
+        use hsm_proto::emulator::ConfigError;
+        match self {
+            Error::StillLocked(_)
+            | Error::LinesRejected(_)
+            | Error::AeadsFailed(_)
+            | Error::Incomplete(_)
+            | Error::VerifyFailed
+            | Error::Io { .. } => 1,
+            Error::Usage(_) | Error::Config { .. } | Error::Input(_) => 2,
+            Error::Emulator(ConfigError::Hsm(e)) | Error::Device(e) => driver_exit_code(e),
+            Error::Emulator(_) => 2,
+            Error::NoDevice { .. } | Error::DeviceAnswer(_) => 3,
+            Error::Store(_) => 4,
+            Error::AlreadyRunning { .. } => 5,
+        }
+    }
+}
+
+/// 2 for the driver's parsers of what the operator gives us (key handles, public ids, key
+/// files), 3 for the device.
+fn driver_exit_code(e: &hsm_proto::Error) -> u8 {
+    use hsm_proto::Error as Hsm;
+    match e {
+        Hsm::InvalidKeyHandle(_)
+        | Hsm::InvalidFlag(_)
+        | Hsm::InvalidModhex
+        | Hsm::InvalidPublicId(_)
+        | Hsm::InvalidOtp(_)
+        | Hsm::InvalidHex(_)
+        | Hsm::KeyLength(_)
+        | Hsm::KeyFile { .. } => 2,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Error::LinesRejected(1).exit_code(), 1);
+        assert_eq!(Error::StillLocked(1).exit_code(), 1);
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(
+            Error::from(hsm_proto::Error::InvalidKeyHandle("x".into())).exit_code(),
+            2
+        );
+        assert_eq!(Error::from(hsm_proto::Error::Closed).exit_code(), 3);
+        assert_eq!(
+            Error::from(aead_store::StoreError::NoBase("/x".into())).exit_code(),
+            4
+        );
     }
 }

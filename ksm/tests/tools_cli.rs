@@ -870,3 +870,34 @@ fn decrypt_aead_survives_fifos_huge_files_and_symlink_loops() {
     );
     assert!(err.contains("error: 4/5 AEADs failed"), "{err}");
 }
+
+/// The exit codes README.md documents: 1 a batch job's partial failure, 2 usage or
+/// configuration, 3 the HSM, 4 the AEAD store.
+#[test]
+fn exit_codes_say_what_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let exits = |o: Output, code: i32| assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let link = dev.path().display().to_string();
+    let import = |input: &str| {
+        let args = [
+            "import-keys",
+            "-D",
+            &link,
+            "--key-handles",
+            "0x20",
+            "-O",
+            dir,
+        ];
+        ksm_stdin(&args, input)
+    };
+    exits(import("# ykksm 1\n1,not-modhex,,,\n"), 1);
+    exits(import("1,cccccccccccb,,,\n"), 2);
+    let toml = tmp.path().join("ksm.toml");
+    std::fs::write(&toml, "no-such-key = 1\n").unwrap();
+    exits(ksm(&["serve", "--config", toml.to_str().unwrap()]), 2);
+    exits(ksm(&["info", "-D", &link, "--timeout", "0"]), 2);
+    exits(ksm(&["info", "-D", "/nonexistent/tty"]), 3);
+    exits(ksm(&["store", "stats", "-B", "/nonexistent/aeads"]), 4);
+}

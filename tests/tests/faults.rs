@@ -166,7 +166,7 @@ fn serving(
 /// `ksm keystore-unlock --stdin --no-otp` through the daemon's socket, as the operator runs it.
 fn keystore_unlock(socket: &std::path::Path) {
     let mut out = Vec::new();
-    ksm::tools::keystore_unlock::run(
+    ksm::tools::keystore_unlock::unlock(
         &ToolDevice::Daemon {
             socket: socket.to_path_buf(),
             index: 0,

@@ -40,7 +40,7 @@ fn generate(socket: &Path, dir: &Path, ids: std::ops::RangeInclusive<u64>) {
         random_nonce: false,
         force: false,
     };
-    ksm::tools::generate_keys::run(&mut hsm, &store, &plan, &mut std::io::sink())
+    ksm::tools::generate_keys::generate(&mut hsm, &store, &plan, &mut std::io::sink())
         .expect("generate");
 }
 

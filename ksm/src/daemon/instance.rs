@@ -67,11 +67,9 @@ impl PidFile {
             Err(mut held) => {
                 let mut pid = String::new();
                 let _ = held.read_to_string(&mut pid);
-                return Err(Error::Usage(format!(
-                    "another ksm serve is running (pid {}, holding {})",
-                    pid.trim(),
-                    path.display()
-                )));
+                return Err(Error::AlreadyRunning {
+                    holding: format!("(pid {}, holding {})", pid.trim(), path.display()),
+                });
             }
         };
         file.set_len(0)
@@ -115,11 +113,8 @@ impl SocketClaim {
         }
         let mut lock_path = socket.as_os_str().to_owned();
         lock_path.push(".lock");
-        let busy = || {
-            Error::Usage(format!(
-                "another ksm serve is running with the sharing socket {}",
-                socket.display()
-            ))
+        let busy = || Error::AlreadyRunning {
+            holding: format!("with the sharing socket {}", socket.display()),
         };
         let lock = open_locked(Path::new(&lock_path), 0o600)?.map_err(|_| busy())?;
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {

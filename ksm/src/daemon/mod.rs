@@ -1,8 +1,8 @@
 //! `ksm serve`: the daemon validation servers call, and the socket operator tools share
 //! its HSMs through.
 //!
-//! - [`serve`]: settings, start-up and shut-down; [`instance`]: one daemon per socket and
-//!   PID file;
+//! - [`config`]: flags, `ksm.toml` and defaults, one type for all three; [`serve`]:
+//!   start-up and shut-down; [`instance`]: one daemon per socket and PID file;
 //! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
 //!   cap, its answer lines and counters;
 //! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue, and [`health`]:
@@ -11,6 +11,7 @@
 //!   [`tool_frame`]: what it forwards.
 
 pub mod answer;
+pub mod config;
 pub mod connections;
 pub mod health;
 pub mod instance;

@@ -1,18 +1,17 @@
-//! `ksm serve`: the daemon. Reads flags and `ksm.toml`, opens the HSMs and the AEAD store,
-//! binds, serves until SIGTERM, then drains and cleans up.
+//! `ksm serve`: the daemon. Takes its [`Settings`] from flags and `ksm.toml`
+//! ([`crate::daemon::config`]), opens the HSMs and the AEAD store, binds, serves until
+//! SIGTERM, then drains and cleans up.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use aead_store::{CachedStore, FsStore, NoncePolicy};
 use hsm_proto::{KeyHandle, Timeouts};
-use ipnet::IpNet;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::daemon::config::ServeArgs;
 use crate::daemon::instance::{PidFile, SocketClaim};
 use crate::daemon::pool::{Backend, Pool, PoolConfig};
 use crate::daemon::server::{Access, AppState, HttpConfig};
@@ -20,55 +19,6 @@ use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
 use crate::Error;
-
-/// `ksm.toml`: a key for every flag of `ksm serve` (flags override).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    /// `-D`: devices (serial paths or soft-HSM key files).
-    pub device: Option<Vec<PathBuf>>,
-    /// `-B`: AEAD directory.
-    pub aead_dir: Option<PathBuf>,
-    /// `--key-handles`.
-    pub key_handles: Option<Vec<String>>,
-    /// `-U`.
-    pub serve_url: Option<String>,
-    /// `-S`.
-    pub stats_url: Option<String>,
-    /// `--addr`.
-    pub addr: Option<IpAddr>,
-    /// `--port`.
-    pub port: Option<u16>,
-    /// `--reqtimeout` (seconds).
-    pub reqtimeout: Option<f64>,
-    /// `--pid-file`.
-    pub pid_file: Option<PathBuf>,
-    /// `--proxies`.
-    pub proxies: Option<Vec<IpAddr>>,
-    /// `--allow`.
-    pub allow: Option<Vec<IpNet>>,
-    /// `--socket`.
-    pub socket: Option<PathBuf>,
-    /// `--queue-depth`.
-    pub queue_depth: Option<usize>,
-    /// `--max-connections`.
-    pub max_connections: Option<usize>,
-    /// `--header-timeout` (seconds).
-    pub header_timeout: Option<f64>,
-    /// `--socket-policy`.
-    pub socket_policy: Option<SocketPolicy>,
-    /// `--random-nonce-aeads`.
-    pub random_nonce_aeads: Option<bool>,
-}
-
-impl FileConfig {
-    /// Reads `ksm.toml`.
-    pub fn load(path: &Path) -> Result<FileConfig, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
-    }
-}
 
 /// Everything `ksm serve` runs with, after flags and file are merged.
 #[derive(Debug, Clone)]
@@ -107,30 +57,6 @@ pub struct Reload(pub Arc<dyn Fn() -> Result<Settings, Error> + Send + Sync>);
 impl std::fmt::Debug for Reload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Reload")
-    }
-}
-
-/// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
-/// matched the URL as a raw prefix, so `/yhsm/validate?` (the OTP straight after `?`) gives
-/// an empty name: the whole query is the OTP.
-pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
-    let (path, query) = url.split_once('?').unwrap_or((url, "otp="));
-    let param = query.trim_end_matches('=');
-    if !path.starts_with('/') || param.contains(['&', '=']) {
-        return Err(Error::Usage(format!(
-            "--serve-url {url:?} must look like /wsapi/decrypt?otp="
-        )));
-    }
-    Ok((path.to_string(), param.to_string()))
-}
-
-/// Where the demo's AEADs are: `fixtures/aead-files/store` of this source tree.
-pub fn demo_aead_dir() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
-    if built.is_dir() {
-        built.canonicalize().unwrap_or(built)
-    } else {
-        PathBuf::from("fixtures/aead-files/store")
     }
 }
 
@@ -186,8 +112,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub fn run(s: Settings) -> Result<(), Error> {
+/// `ksm serve`: runs the daemon with `args` until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs) -> Result<(), Error> {
+    if args.daemon {
+        warn!("-d/--daemon is ignored: run ksm under systemd (see ksm/dist/ksm.service)");
+    }
+    let s = args.settings()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -214,9 +144,8 @@ pub async fn serve(
     // First of all, before touching a device: is another daemon using our files?
     let pid_file = s.pid_file.as_deref().map(PidFile::claim).transpose()?;
     let socket_claim = s.socket.as_deref().map(SocketClaim::claim).transpose()?;
-    let store = FsStore::open(&s.aead_dir, s.key_handles.clone())
-        .map_err(|e| Error::Usage(e.to_string()))?
-        .with_nonce_policy(s.nonce_policy);
+    let store =
+        FsStore::open(&s.aead_dir, s.key_handles.clone())?.with_nonce_policy(s.nonce_policy);
     if s.nonce_policy == NoncePolicy::Any {
         warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD directory ties them to a public id");
     }
@@ -356,32 +285,10 @@ fn connection_budget(wanted: usize) -> usize {
     wanted
 }
 
-/// Default request deadline, as pyhsm's `--reqtimeout`.
-pub const DEFAULT_REQTIMEOUT: Duration = Duration::from_secs(5);
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn the_example_config_parses() {
-        let c: FileConfig =
-            toml::from_str(include_str!("../../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
-        assert_eq!(c.port, Some(8002));
-        assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
-        assert_eq!(c.random_nonce_aeads, Some(false));
-    }
-
-    #[test]
-    fn serve_url_is_split_like_pyhsm() {
-        assert_eq!(
-            split_serve_url("/wsapi/decrypt?otp=").unwrap(),
-            ("/wsapi/decrypt".into(), "otp".into())
-        );
-        assert_eq!(
-            split_serve_url("/yhsm/validate?").unwrap(),
-            ("/yhsm/validate".into(), String::new())
-        );
-        assert!(split_serve_url("wsapi").is_err());
+    fn the_demo_otp_is_there() {
+        assert_eq!(super::demo_otp().len(), 44);
     }
 }

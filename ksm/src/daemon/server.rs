@@ -37,7 +37,8 @@ use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::pool::Pool;
 
-/// HTTP settings of the daemon.
+/// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
+/// `ksm serve`'s with no flags).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Path of the decode URL (`/wsapi/decrypt`); `…/` is served too.
@@ -64,21 +65,6 @@ pub struct HttpConfig {
     /// connection began to wait for it (so it is also how long an idle keep-alive connection
     /// stays open).
     pub header_timeout: Duration,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            serve_path: "/wsapi/decrypt".into(),
-            otp_param: "otp".into(),
-            stats_path: None,
-            reqtimeout: Duration::from_secs(5),
-            proxies: Vec::new(),
-            allow: Vec::new(),
-            max_connections: 2048,
-            header_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 /// Everything a request handler needs.

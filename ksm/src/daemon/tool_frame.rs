@@ -10,7 +10,17 @@ use hsm_proto::{KeyHandle, Opcode};
 use zeroize::Zeroizing;
 
 /// Which commands the sharing socket forwards.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SocketPolicy {
     /// Only what the `ksm` tools send ([`TOOL_COMMANDS`]); the lock probe's AES block only

@@ -18,7 +18,97 @@ use aead_store::format::AeadFile;
 use aead_store::{read_aead_file, FsStore};
 use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 
+use crate::tools;
 use crate::Error;
+
+/// `ksm decrypt-aead`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DecryptArgs {
+    /// File holding the key-handle AES key in hex (mode 0600). Keys are never taken from
+    /// the command line.
+    #[arg(long)]
+    pub aes_key_file: PathBuf,
+    /// Key handle for version-0 files, which do not record one.
+    #[arg(long)]
+    pub key_handle: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: Format,
+    /// With --format aead: AEAD directory to write to.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// With --format aead: key handle to seal under.
+    #[arg(long)]
+    pub key_handle_out: Option<String>,
+    /// With --format aead: file holding the new key (hex, mode 0600).
+    #[arg(long)]
+    pub aes_key_out_file: Option<PathBuf>,
+    /// Only public ids from this one (number or modhex).
+    #[arg(long)]
+    pub start_public_id: Option<String>,
+    /// Only public ids up to this one (number or modhex).
+    #[arg(long)]
+    pub stop_public_id: Option<String>,
+    /// Prefix each output line with the file name.
+    #[arg(long)]
+    pub print_filename: bool,
+    /// Stop at the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// AEAD files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `ksm decrypt-aead`: secrets on standard output, failures on standard error; fails if
+/// any AEAD failed.
+pub fn run(args: DecryptArgs) -> Result<(), Error> {
+    let reencrypt = if args.format == Format::Aead {
+        let (Some(dir), Some(kh), Some(keyf)) =
+            (args.output_dir, args.key_handle_out, args.aes_key_out_file)
+        else {
+            return Err(Error::Usage(
+                "--format aead needs --output-dir, --key-handle-out and --aes-key-out-file".into(),
+            ));
+        };
+        let kh = KeyHandle::parse(&kh)?;
+        Some((
+            FsStore::open(&dir, vec![kh])?,
+            kh,
+            tools::read_key_file(&keyf)?,
+        ))
+    } else {
+        None
+    };
+    let id_num = |s: Option<String>| -> Result<Option<u64>, Error> {
+        s.map(|v| tools::public_id_arg(&v, 12).map(|i| i.to_number()))
+            .transpose()
+    };
+    let opts = Options {
+        key: tools::read_key_file(&args.aes_key_file)?,
+        key_handle: args
+            .key_handle
+            .as_deref()
+            .map(KeyHandle::parse)
+            .transpose()?,
+        format: args.format,
+        reencrypt,
+        start: id_num(args.start_public_id)?,
+        stop: id_num(args.stop_public_id)?,
+        print_filename: args.print_filename,
+        fail_fast: args.fail_fast,
+    };
+    let (_, failed) = decrypt(
+        &opts,
+        &args.paths,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )?;
+    if failed > 0 {
+        return Err(Error::AeadsFailed(failed));
+    }
+    Ok(())
+}
 
 /// Output formats, as pyhsm's `yhsm-decrypt-aead --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,7 +205,7 @@ fn files(
 }
 
 /// Decrypts every AEAD file under `paths`; returns (done, failed).
-pub fn run(
+pub fn decrypt(
     opts: &Options,
     paths: &[PathBuf],
     out: &mut dyn Write,
@@ -182,9 +272,7 @@ pub fn run(
                     Format::Aead => {
                         if let Some((store, kh, key)) = &opts.reencrypt {
                             let a = aead::seal(key, *kh, &nonce, &plain)?;
-                            store
-                                .write(*kh, &id, &nonce, &a, false)
-                                .map_err(|e| Error::Usage(e.to_string()))?;
+                            store.write(*kh, &id, &nonce, &a, false)?;
                         }
                     }
                 }
@@ -212,7 +300,7 @@ fn read(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    match read_aead_file(path).map_err(|e| Error::Usage(e.to_string()))? {
+    match read_aead_file(path)? {
         AeadFile::V1 {
             key_handle,
             nonce,

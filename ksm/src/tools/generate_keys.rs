@@ -5,10 +5,62 @@
 use std::io::Write;
 
 use aead_store::FsStore;
+use clap::Args;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::device::DeviceArgs;
+use crate::tools::{self, KeyHandleArgs, OutputDirArgs};
 use crate::Error;
+
+/// `ksm generate-keys`'s arguments.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where the HSM is.
+    #[command(flatten)]
+    pub dev: DeviceArgs,
+    /// Key handles.
+    #[command(flatten)]
+    pub key_handles: KeyHandleArgs,
+    /// First public id: a decimal number, else modhex.
+    #[arg(long)]
+    pub start_public_id: String,
+    /// How many keys.
+    #[arg(short = 'c', long, default_value_t = 1)]
+    pub count: u64,
+    /// Where the AEADs go.
+    #[command(flatten)]
+    pub output: OutputDirArgs,
+    /// Public id length in modhex characters.
+    #[arg(long, default_value_t = 12)]
+    pub public_id_chars: usize,
+    /// Let the HSM choose each AEAD's nonce instead of using the public id.
+    #[arg(long)]
+    pub random_nonce: bool,
+    /// Replace existing AEADs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `ksm generate-keys`: fails if some ids were left with AEADs for some key handles only.
+pub fn run(args: GenerateArgs) -> Result<(), Error> {
+    let khs = args.key_handles.parse()?;
+    let store = FsStore::open(&args.output.output_dir, khs.clone())?;
+    let mut hsm = args.dev.open()?;
+    let plan = Plan {
+        key_handles: khs,
+        start: tools::public_id_arg(&args.start_public_id, args.public_id_chars)?,
+        count: args.count,
+        public_id_chars: args.public_id_chars,
+        random_nonce: args.random_nonce,
+        force: args.force,
+    };
+    let s = generate(&mut hsm, &store, &plan, &mut std::io::stdout())?;
+    if s.incomplete > 0 {
+        return Err(Error::Incomplete(s.incomplete));
+    }
+    Ok(())
+}
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -39,7 +91,7 @@ pub struct Summary {
 }
 
 /// Generates the planned keys into `store`, with a progress bar on stderr.
-pub fn run(
+pub fn generate(
     hsm: &mut Hsm,
     store: &FsStore,
     plan: &Plan,
@@ -94,7 +146,7 @@ pub fn run(
         };
         let count = hsm.buffer_random_load(0, YubiKeySecret::LEN as u8)?;
         if usize::from(count) != YubiKeySecret::LEN {
-            return Err(Error::Usage(format!(
+            return Err(Error::DeviceAnswer(format!(
                 "HSM buffer holds {count} bytes, expected {}",
                 YubiKeySecret::LEN
             )));
@@ -107,9 +159,7 @@ pub fn run(
         }
         hsm.end_operation()?;
         for (kh, (used, aead)) in sealed {
-            let path = store
-                .write(kh, &id, &used, &aead, plan.force)
-                .map_err(|e| Error::Usage(e.to_string()))?;
+            let path = store.write(kh, &id, &used, &aead, plan.force)?;
             tracing::info!(path = %path, "AEAD written");
         }
         s.generated += 1;

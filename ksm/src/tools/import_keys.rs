@@ -8,7 +8,8 @@
 //! `Zeroizing`, and errors name the line and the field, never a field's text (with the
 //! columns shifted, the "public id" may be the AES key).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
@@ -16,7 +17,78 @@ use aead_store::{FsStore, StoreError};
 use hsm_proto::cmd::DbYubikeyAeadStore;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 
+use crate::device::DeviceArgs;
+use crate::tools::{KeyHandleArgs, OutputDirArgs};
 use crate::Error;
+
+/// `ksm import-keys`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Where the HSM is.
+    #[command(flatten)]
+    pub dev: DeviceArgs,
+    /// Key handles.
+    #[command(flatten)]
+    pub key_handles: KeyHandleArgs,
+    /// Where the AEADs go.
+    #[command(flatten)]
+    pub output: OutputDirArgs,
+    /// Read this file instead of standard input.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Let the HSM choose each AEAD's nonce instead of using the public id.
+    #[arg(long)]
+    pub random_nonce: bool,
+    /// Store into the HSM's internal database instead of files (one key handle).
+    #[arg(long)]
+    pub internal_db: bool,
+    /// Replace existing AEADs.
+    #[arg(long)]
+    pub force: bool,
+    /// Accepted for pyhsm compatibility; file names are always the public id as given.
+    #[arg(long, hide = true)]
+    pub public_id_chars: Option<usize>,
+}
+
+/// `ksm import-keys`: lines from `--input` or standard input; fails if any was rejected.
+pub fn run(args: ImportArgs) -> Result<(), Error> {
+    let khs = args.key_handles.parse()?;
+    if args.internal_db && khs.len() != 1 {
+        return Err(Error::Usage(
+            "--internal-db takes exactly one key handle".into(),
+        ));
+    }
+    let store = if args.internal_db {
+        None
+    } else {
+        Some(FsStore::open(&args.output.output_dir, khs.clone())?)
+    };
+    let mut hsm = args.dev.open()?;
+    let opts = Options {
+        key_handles: khs,
+        random_nonce: args.random_nonce,
+        force: args.force,
+        internal_db: args.internal_db,
+    };
+    let mut reader: Box<dyn BufRead> = match &args.input {
+        Some(p) => Box::new(BufReader::new(
+            std::fs::File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let s = import(
+        &mut hsm,
+        store.as_ref(),
+        &opts,
+        &mut reader,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )?;
+    if s.rejected > 0 {
+        return Err(Error::LinesRejected(s.rejected));
+    }
+    Ok(())
+}
 
 /// How to import.
 #[derive(Debug, Clone)]
@@ -88,7 +160,7 @@ fn parse_line(text: &str) -> Result<Line, String> {
 
 /// Imports every line of `input`. Line errors are written to `err` and counted; HSM or disk
 /// failures of one key are reported the same way; nothing else is lost.
-pub fn run(
+pub fn import(
     hsm: &mut Hsm,
     store: Option<&FsStore>,
     opts: &Options,
@@ -101,7 +173,7 @@ pub fn run(
         _ => false,
     };
     if !header_ok {
-        return Err(Error::Usage(format!(
+        return Err(Error::Input(format!(
             "did not get '{HEADER}' as the first line of input"
         )));
     }

@@ -12,19 +12,46 @@ use hsm_proto::otp::Otp;
 use hsm_proto::{Error as HsmError, Status, Timeouts};
 use zeroize::Zeroizing;
 
-use crate::device::{open_tool, ToolDevice};
+use crate::device::{open_tool, DeviceArgs, ToolDevice};
 use crate::Error;
 
+/// `ksm keystore-unlock`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// Where the HSM is.
+    #[command(flatten)]
+    pub dev: DeviceArgs,
+    /// Where the secrets come from.
+    #[command(flatten)]
+    pub opts: Options,
+}
+
 /// Where the secrets come from.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct Options {
-    /// Master key from the first line of standard input (pyhsm's `--stdin`; an OTP may
-    /// follow on the second line).
+    /// Read the master key (hex) from the first line of standard input; an admin OTP may
+    /// follow on the second.
+    #[arg(long)]
     pub stdin: bool,
-    /// Admin OTP from standard input (after the key's line if `stdin` too).
+    /// Read the admin YubiKey OTP from standard input.
+    #[arg(long)]
     pub otp_stdin: bool,
-    /// Do not ask for an admin OTP.
+    /// Do not ask for an admin YubiKey OTP.
+    #[arg(long)]
     pub no_otp: bool,
+}
+
+/// `ksm keystore-unlock`: secrets from the terminal or standard input, answers on standard
+/// output.
+pub fn run(args: UnlockArgs) -> Result<(), Error> {
+    let target = args.dev.choose()?;
+    unlock(
+        &target,
+        &args.opts,
+        args.dev.timeouts()?,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout(),
+    )
 }
 
 /// The master key and admin OTP as typed, each wiped when dropped.
@@ -53,7 +80,7 @@ fn read_secrets(opts: &Options, input: &mut dyn BufRead, need_key: bool) -> Resu
         match super::read_secret_line(input)? {
             super::SecretLine::End => Ok(None),
             super::SecretLine::Text(t) => Ok(Some(trimmed(&t))),
-            super::SecretLine::Invalid(why) => Err(Error::Usage(format!("standard input: {why}"))),
+            super::SecretLine::Invalid(why) => Err(Error::Input(format!("standard input: {why}"))),
         }
     };
     let key = if !need_key {
@@ -75,10 +102,10 @@ fn read_secrets(opts: &Options, input: &mut dyn BufRead, need_key: bool) -> Resu
 
 fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
     let bytes = Zeroizing::new(
-        hex::decode(hex_text).map_err(|_| Error::Usage("the master key must be hex".into()))?,
+        hex::decode(hex_text).map_err(|_| Error::Input("the master key must be hex".into()))?,
     );
     if bytes.len() > max {
-        return Err(Error::Usage(format!(
+        return Err(Error::Input(format!(
             "the master key must be at most {} hex digits",
             max * 2
         )));
@@ -87,7 +114,7 @@ fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
 }
 
 /// Unlocks every device; prints one line per device. Fails if any stays locked.
-pub fn run(
+pub fn unlock(
     dev: &ToolDevice,
     opts: &Options,
     timeouts: Timeouts,
@@ -131,12 +158,12 @@ pub fn run(
         }
         let s = secrets
             .as_ref()
-            .ok_or_else(|| Error::Usage("no secrets".into()))?;
+            .ok_or_else(|| Error::Input("no secrets".into()))?;
         let key_text = s
             .key
             .as_ref()
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| Error::Usage("Aborted: no master key given".into()))?;
+            .ok_or_else(|| Error::Input("Aborted: no master key given".into()))?;
         let firmware = hsm.info().version();
         let result = if firmware >= (1, 0, 0) {
             hsm.key_store_decrypt(&master_key(key_text, 32)?)
@@ -185,7 +212,7 @@ pub fn run(
         }
     }
     if failed > 0 {
-        return Err(Error::Usage(format!("{failed} device(s) still locked")));
+        return Err(Error::StillLocked(failed));
     }
     Ok(())
 }

@@ -8,12 +8,38 @@ pub mod keystore_unlock;
 pub mod store_cmd;
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hsm_proto::{AesKey, KeyHandle, PublicId};
 use zeroize::Zeroizing;
 
 use crate::Error;
+
+/// pyhsm's default AEAD directory (`-B`, `-O`).
+pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
+
+/// `--key-handles` of the tools that seal AEADs.
+#[derive(Debug, clap::Args)]
+pub struct KeyHandleArgs {
+    /// Key handles to seal each secret under (repeat or comma-separate).
+    #[arg(long = "key-handles", alias = "key-handle", num_args = 1.., required = true)]
+    pub key_handles: Vec<String>,
+}
+
+impl KeyHandleArgs {
+    /// The key handles ([`key_handles`]).
+    pub fn parse(&self) -> Result<Vec<KeyHandle>, Error> {
+        key_handles(&self.key_handles)
+    }
+}
+
+/// `-O`: the AEAD directory the tools that seal AEADs write to.
+#[derive(Debug, clap::Args)]
+pub struct OutputDirArgs {
+    /// AEAD directory (must exist).
+    #[arg(short = 'O', long = "output-dir", alias = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+    pub output_dir: PathBuf,
+}
 
 /// Parses `--key-handles` arguments: each may itself be comma-separated (`0x20,0x21`), and
 /// each handle any pyhsm spelling.
@@ -49,7 +75,7 @@ pub fn public_id_arg(s: &str, chars: usize) -> Result<PublicId, Error> {
 pub fn read_key_file(path: &Path) -> Result<AesKey, Error> {
     let text = hsm_proto::keyfile::read_private(path)?;
     AesKey::from_hex(text.trim()).map_err(|e| {
-        Error::Hsm(hsm_proto::Error::KeyFile {
+        Error::Device(hsm_proto::Error::KeyFile {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })

@@ -9,11 +9,93 @@
 //! the same status, which the report makes plain.
 
 use std::io::Write;
+use std::path::PathBuf;
 
-use aead_store::{stats, FsStore, StoreError};
+use aead_store::{stats, FsStore, NoncePolicy, StoreError};
 use hsm_proto::Hsm;
 
+use crate::daemon::config::nonce_policy;
+use crate::device::DeviceArgs;
+use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
+
+/// `ksm store`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: StoreCmd,
+}
+
+/// `ksm store …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCmd {
+    /// Report unreadable, malformed and misplaced AEAD files; with -D, also AEADs the HSM
+    /// will not open.
+    Verify {
+        /// The AEAD directory.
+        #[command(flatten)]
+        dir: AeadDirArgs,
+        /// Also ask the HSM to open every AEAD: -D's device, else the daemon's socket.
+        #[arg(long)]
+        hsm: bool,
+        /// Where the HSM is (implies --hsm).
+        #[command(flatten)]
+        dev: DeviceArgs,
+        /// The store was made with --random-nonce: AEADs whose nonce is not their public id
+        /// are still listed, but do not make verify fail.
+        #[arg(long)]
+        random_nonce_aeads: bool,
+    },
+    /// Count AEADs per key handle.
+    Stats {
+        /// The AEAD directory.
+        #[command(flatten)]
+        dir: AeadDirArgs,
+    },
+}
+
+/// `-B`: the AEAD directory to look at.
+#[derive(Debug, clap::Args)]
+pub struct AeadDirArgs {
+    /// AEAD directory.
+    #[arg(short = 'B', long = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
+    pub aead_dir: PathBuf,
+}
+
+/// `ksm store verify` (fails if it finds problems) or `ksm store stats`.
+pub fn run(args: StoreArgs) -> Result<(), Error> {
+    let mut out = std::io::stdout();
+    match args.cmd {
+        StoreCmd::Verify {
+            dir,
+            hsm,
+            dev,
+            random_nonce_aeads,
+        } => {
+            let policy = nonce_policy(random_nonce_aeads);
+            let store = FsStore::open(&dir.aead_dir, Vec::new())?.with_nonce_policy(policy);
+            let mut hsm = if hsm || dev.device.is_some() {
+                Some(dev.open()?)
+            } else {
+                None
+            };
+            let r = verify(&store, hsm.as_mut(), &mut out)?;
+            let nonce_problems = match policy {
+                NoncePolicy::PublicId => r.nonce_differs,
+                NoncePolicy::Any => 0,
+            };
+            if r.bad + r.misplaced + r.rejected + nonce_problems > 0 {
+                return Err(Error::VerifyFailed);
+            }
+            Ok(())
+        }
+        StoreCmd::Stats { dir } => {
+            print_stats(&FsStore::open(&dir.aead_dir, Vec::new())?, &mut out);
+            Ok(())
+        }
+    }
+}
 
 /// Counts from a verify run.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,464 @@
+//! `ksm serve`'s options, written once: [`ServeOptions`] is read by clap (the flags) and by
+//! serde (`ksm.toml`, the same names), its [`Default`] is the one place the defaults are
+//! written (`--help` shows them from there), and [`ServeArgs::settings`] puts flags over the
+//! file over the defaults and checks the result into the typed [`Settings`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aead_store::NoncePolicy;
+use clap::Args;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::serve::{Reload, Settings};
+use crate::daemon::server::HttpConfig;
+use crate::daemon::sharing::DEFAULT_SOCKET;
+use crate::daemon::tool_frame::SocketPolicy;
+use crate::device::DEFAULT_DEVICE;
+use crate::tools::{self, DEFAULT_AEAD_DIR};
+use crate::Error;
+
+/// `--socket` value (and `socket` key) that turns the sharing socket off.
+const NO_SOCKET: &str = "none";
+
+/// `ksm serve` flags: pyhsm's `yhsm-yubikey-ksm` flags, plus ours. Every flag but these few
+/// is also a key of `--config ksm.toml` ([`ServeOptions`]); flags win.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// ksm.toml with defaults for every flag.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Use the built-in demo: soft HSM with the public test keys and the AEADs of fixtures/.
+    #[arg(long)]
+    pub demo: bool,
+    /// The flags that are also `ksm.toml` keys.
+    #[command(flatten)]
+    pub options: ServeOptions,
+    /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
+    #[arg(short = 'd', long = "daemon", hide = true)]
+    pub daemon: bool,
+    /// pyhsm's SQL backend is not supported.
+    #[arg(long, hide = true)]
+    pub db_url: Option<String>,
+}
+
+/// The options of `ksm serve` that are both flags and `ksm.toml` keys (the key is the long
+/// flag's name). `None` is "not said here"; [`ServeOptions::or`] fills it from the next
+/// source, and [`Default`] is the last source.
+#[derive(Debug, Clone, PartialEq, Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[command(mut_args = defaults_in_help())]
+pub struct ServeOptions {
+    /// YubiHSM device (repeat for several), or a soft-HSM key file.
+    #[arg(short = 'D', long = "device")]
+    pub device: Option<Vec<PathBuf>>,
+    /// AEAD directory.
+    #[arg(short = 'B', long = "aead-dir")]
+    pub aead_dir: Option<PathBuf>,
+    /// Key handles to look AEADs up under, in order (repeat or comma-separate).
+    #[arg(long = "key-handles", alias = "key-handle", num_args = 1..)]
+    pub key_handles: Option<Vec<String>>,
+    /// Decode URL, pyhsm style.
+    #[arg(short = 'U', long = "serve-url")]
+    pub serve_url: Option<String>,
+    /// Stats URL (pyhsm's counters page); off unless given.
+    #[arg(short = 'S', long = "stats-url")]
+    pub stats_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub addr: Option<IpAddr>,
+    /// Port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Seconds one decode may take before it answers `ERR Timeout`.
+    #[arg(long)]
+    pub reqtimeout: Option<f64>,
+    /// Write the daemon's PID here.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Proxies whose X-Forwarded-For is logged as the client.
+    #[arg(long = "proxies", alias = "proxy", num_args = 1..)]
+    pub proxies: Option<Vec<IpAddr>>,
+    /// Only these networks (CIDR) may talk to the daemon: the decode API, /health, /metrics
+    /// and the stats page. Checked before anything of a request is read.
+    #[arg(long, num_args = 1..)]
+    pub allow: Option<Vec<IpNet>>,
+    /// Sharing socket for operator tools ("none" to disable; none with --demo).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Requests that may wait per HSM before new ones are refused.
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Most HTTP connections open at once; when all are taken, the one that has waited
+    /// longest for its request (idle, or still receiving it) is closed to make room, and if
+    /// all are answering requests the newcomer is closed at once.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a whole request, headers and body (else 408), and that
+    /// an idle keep-alive connection stays open.
+    #[arg(long)]
+    pub header_timeout: Option<f64>,
+    /// Commands the sharing socket forwards: `tools` (what the ksm tools send) or `all`
+    /// (also raw AES-ECB, HMAC, temp keys, ...).
+    #[arg(long, value_enum)]
+    pub socket_policy: Option<SocketPolicy>,
+    /// Serve version-1 AEADs whose nonce is not their public id, as made by
+    /// `generate-keys`/`import-keys --random-nonce`. Off by default: such a file is answered
+    /// `ERR Corrupt AEAD`, since it may be another YubiKey's AEAD copied to this id's place.
+    // A flag without a value that is still "not said" when absent, so ksm.toml's `true`
+    // stands unless the flag is given.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub random_nonce_aeads: Option<bool>,
+}
+
+impl Default for ServeOptions {
+    /// The defaults of `ksm serve`, as `--help` and `ksm/dist/ksm.toml` show them.
+    fn default() -> Self {
+        ServeOptions {
+            device: Some(vec![PathBuf::from(DEFAULT_DEVICE)]),
+            aead_dir: Some(PathBuf::from(DEFAULT_AEAD_DIR)),
+            key_handles: None,
+            serve_url: Some("/wsapi/decrypt?otp=".into()),
+            stats_url: None,
+            addr: Some(IpAddr::from([127, 0, 0, 1])),
+            port: Some(8002),
+            reqtimeout: Some(5.0),
+            pid_file: None,
+            proxies: None,
+            allow: None,
+            socket: Some(PathBuf::from(DEFAULT_SOCKET)),
+            queue_depth: Some(256),
+            max_connections: Some(2048),
+            header_timeout: Some(5.0),
+            socket_policy: Some(SocketPolicy::Tools),
+            random_nonce_aeads: Some(false),
+        }
+    }
+}
+
+/// Appends each option's default, from [`ServeOptions::default`], to its help line.
+fn defaults_in_help() -> impl FnMut(clap::Arg) -> clap::Arg {
+    let defaults = toml::Table::try_from(ServeOptions::default()).unwrap_or_default();
+    move |arg| {
+        let shown = arg
+            .get_long()
+            .and_then(|long| defaults.get(long))
+            .and_then(help_text);
+        match (shown, arg.get_help()) {
+            (Some(shown), Some(help)) => {
+                let help = format!("{help} [default: {shown}]");
+                arg.help(help)
+            }
+            _ => arg,
+        }
+    }
+}
+
+/// A default as `--help` shows it; a flag's `false` is not shown.
+fn help_text(v: &toml::Value) -> Option<String> {
+    Some(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Array(a) => a.iter().filter_map(help_text).collect::<Vec<_>>().join(","),
+        _ => return None,
+    })
+}
+
+impl ServeOptions {
+    /// Reads `ksm.toml`; a file that cannot be read is as wrong as one that does not parse.
+    pub fn load(path: &Path) -> Result<ServeOptions, Error> {
+        let config_error = |reason: String| Error::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| config_error(e.to_string()))
+    }
+
+    /// `self`, with what it leaves unsaid taken from `other`.
+    pub fn or(self, other: ServeOptions) -> ServeOptions {
+        ServeOptions {
+            device: self.device.or(other.device),
+            aead_dir: self.aead_dir.or(other.aead_dir),
+            key_handles: self.key_handles.or(other.key_handles),
+            serve_url: self.serve_url.or(other.serve_url),
+            stats_url: self.stats_url.or(other.stats_url),
+            addr: self.addr.or(other.addr),
+            port: self.port.or(other.port),
+            reqtimeout: self.reqtimeout.or(other.reqtimeout),
+            pid_file: self.pid_file.or(other.pid_file),
+            proxies: self.proxies.or(other.proxies),
+            allow: self.allow.or(other.allow),
+            socket: self.socket.or(other.socket),
+            queue_depth: self.queue_depth.or(other.queue_depth),
+            max_connections: self.max_connections.or(other.max_connections),
+            header_timeout: self.header_timeout.or(other.header_timeout),
+            socket_policy: self.socket_policy.or(other.socket_policy),
+            random_nonce_aeads: self.random_nonce_aeads.or(other.random_nonce_aeads),
+        }
+    }
+
+    /// The demo's own defaults, where `self` says nothing: the AEADs of `fixtures/` under
+    /// their key handles, and no sharing socket (its soft HSM is never locked, and /run/ksm
+    /// may not be writable for whoever tries it).
+    fn or_demo(mut self) -> ServeOptions {
+        self.aead_dir.get_or_insert_with(demo_aead_dir);
+        self.key_handles
+            .get_or_insert_with(|| vec!["0x20".into(), "0x21".into()]);
+        self.socket.get_or_insert_with(|| PathBuf::from(NO_SOCKET));
+        self
+    }
+
+    /// The HTTP settings, checked.
+    fn http(&self) -> Result<HttpConfig, Error> {
+        let (serve_path, otp_param) = split_serve_url(&set(&self.serve_url, "serve-url")?)?;
+        Ok(HttpConfig {
+            serve_path,
+            otp_param,
+            stats_path: self.stats_url.clone(),
+            reqtimeout: seconds(&self.reqtimeout, "reqtimeout", 0.05..=60.0)?,
+            proxies: self.proxies.clone().unwrap_or_default(),
+            allow: self.allow.clone().unwrap_or_default(),
+            max_connections: set(&self.max_connections, "max-connections")?,
+            header_timeout: seconds(&self.header_timeout, "header-timeout", 0.1..=300.0)?,
+        })
+    }
+
+    /// Every setting, checked: `self` with the defaults already under it.
+    fn settings(&self, demo: bool) -> Result<Settings, Error> {
+        let socket = set(&self.socket, "socket")?;
+        Ok(Settings {
+            devices: set(&self.device, "device")?,
+            demo,
+            aead_dir: set(&self.aead_dir, "aead-dir")?,
+            key_handles: tools::key_handles(self.key_handles.as_deref().unwrap_or_default())?,
+            http: self.http()?,
+            listen: SocketAddr::new(set(&self.addr, "addr")?, set(&self.port, "port")?),
+            pid_file: self.pid_file.clone(),
+            socket: (socket != Path::new(NO_SOCKET)).then_some(socket),
+            queue_depth: set(&self.queue_depth, "queue-depth")?.max(1),
+            socket_policy: set(&self.socket_policy, "socket-policy")?,
+            nonce_policy: nonce_policy(set(&self.random_nonce_aeads, "random-nonce-aeads")?),
+            reload: None,
+        })
+    }
+}
+
+/// An option's value once the defaults are under it; only options without a default (which
+/// `settings` does not ask for this way) could be missing.
+fn set<T: Clone>(value: &Option<T>, key: &str) -> Result<T, Error> {
+    value
+        .clone()
+        .ok_or_else(|| Error::Usage(format!("--{key} has no value")))
+}
+
+/// An option in seconds, within `range`.
+fn seconds(value: &Option<f64>, key: &str, range: RangeInclusive<f64>) -> Result<Duration, Error> {
+    let secs = set(value, key)?;
+    if !range.contains(&secs) {
+        return Err(Error::Usage(format!(
+            "--{key} must be between {} and {} seconds",
+            range.start(),
+            range.end()
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Default for HttpConfig {
+    /// The HTTP settings of `ksm serve` with no flags and no `ksm.toml`.
+    fn default() -> Self {
+        ServeOptions::default()
+            .http()
+            .expect("the default options are valid (unit-tested)")
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags over `ksm.toml` over defaults, and keeps the flags to do it again on
+    /// SIGHUP.
+    pub fn settings(self) -> Result<Settings, Error> {
+        let again = self.clone();
+        let mut s = self.resolve()?;
+        s.reload = Some(Reload(Arc::new(move || again.resolve())));
+        Ok(s)
+    }
+
+    /// Flags over `ksm.toml` over (with `--demo`) the demo's defaults over the defaults.
+    fn resolve(&self) -> Result<Settings, Error> {
+        if self.db_url.is_some() {
+            return Err(Error::Usage(
+                "--db-url (pyhsm's SQL backend) is not supported; use an AEAD directory (-B)"
+                    .into(),
+            ));
+        }
+        let mut o = self.options.clone();
+        if let Some(path) = &self.config {
+            o = o.or(ServeOptions::load(path)?);
+        }
+        if self.demo {
+            o = o.or_demo();
+        }
+        o.or(ServeOptions::default()).settings(self.demo)
+    }
+}
+
+/// The store's nonce rule for `--random-nonce-aeads`.
+pub fn nonce_policy(random_nonce_aeads: bool) -> NoncePolicy {
+    if random_nonce_aeads {
+        NoncePolicy::Any
+    } else {
+        NoncePolicy::PublicId
+    }
+}
+
+/// Splits pyhsm's `--serve-url` (`/wsapi/decrypt?otp=`) into path and parameter name. pyhsm
+/// matched the URL as a raw prefix, so `/yhsm/validate?` (the OTP straight after `?`) gives
+/// an empty name: the whole query is the OTP.
+pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
+    let (path, query) = url.split_once('?').unwrap_or((url, "otp="));
+    let param = query.trim_end_matches('=');
+    if !path.starts_with('/') || param.contains(['&', '=']) {
+        return Err(Error::Usage(format!(
+            "--serve-url {url:?} must look like /wsapi/decrypt?otp="
+        )));
+    }
+    Ok((path.to_string(), param.to_string()))
+}
+
+/// Where the demo's AEADs are: `fixtures/aead-files/store` of this source tree.
+pub fn demo_aead_dir() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
+    if built.is_dir() {
+        built.canonicalize().unwrap_or(built)
+    } else {
+        PathBuf::from("fixtures/aead-files/store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn flags(args: &[&str]) -> ServeArgs {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        let m = cmd
+            .try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap();
+        ServeArgs::from_arg_matches(&m).unwrap()
+    }
+
+    #[test]
+    fn the_example_config_shows_the_defaults() {
+        let c: ServeOptions =
+            toml::from_str(include_str!("../../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
+        assert_eq!(c.port, Some(8002));
+        assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
+        assert_eq!(c.random_nonce_aeads, Some(false));
+        // "the values shown are the defaults unless marked example"
+        let example = ServeOptions {
+            key_handles: c.key_handles.clone(),
+            ..ServeOptions::default()
+        };
+        assert_eq!(c, example);
+    }
+
+    #[test]
+    fn every_option_is_a_key_of_its_long_name() {
+        let cmd = ServeOptions::augment_args(clap::Command::new("serve"));
+        for arg in cmd.get_arguments() {
+            let long = arg.get_long().unwrap();
+            let err = toml::from_str::<ServeOptions>(&format!("{long} = {{}}")).unwrap_err();
+            assert!(!err.to_string().contains("unknown field"), "{long}: {err}");
+        }
+        assert!(toml::from_str::<ServeOptions>("demo = true").is_err());
+    }
+
+    #[test]
+    fn flags_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ksm.toml");
+        std::fs::write(
+            &file,
+            "port = 9000\nqueue-depth = 7\nrandom-nonce-aeads = true\nkey-handles = [\"0x20\"]\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let s = flags(&["--config", config, "--port", "9001"])
+            .settings()
+            .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(s.queue_depth, 7);
+        assert_eq!(
+            s.nonce_policy,
+            NoncePolicy::Any,
+            "no flag: the file's true stands"
+        );
+        assert_eq!(s.http.reqtimeout, Duration::from_secs(5));
+        assert_eq!(s.socket.as_deref(), Some(Path::new(DEFAULT_SOCKET)));
+        let no_file = flags(&["--random-nonce-aeads", "--key-handles", "1"]);
+        assert_eq!(no_file.options.random_nonce_aeads, Some(true));
+        assert_eq!(flags(&[]).options.random_nonce_aeads, None);
+        assert!(flags(&["--reqtimeout", "61", "--key-handles", "1"])
+            .settings()
+            .is_err());
+    }
+
+    #[test]
+    fn the_demo_has_its_own_defaults() {
+        let s = flags(&["--demo"]).settings().unwrap();
+        assert_eq!(s.socket, None);
+        assert_eq!(
+            s.key_handles,
+            vec![hsm_proto::KeyHandle(0x20), hsm_proto::KeyHandle(0x21)]
+        );
+        assert_eq!(s.aead_dir, demo_aead_dir());
+        let s = flags(&["--demo", "--socket", "/tmp/x.sock"])
+            .settings()
+            .unwrap();
+        assert_eq!(s.socket.as_deref(), Some(Path::new("/tmp/x.sock")));
+    }
+
+    #[test]
+    fn help_shows_the_defaults() {
+        let help = crate::cli::Cli::command()
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for shown in [
+            "[default: 8002]",
+            "[default: 5]",
+            "[default: 256]",
+            "[default: 2048]",
+            "[default: /wsapi/decrypt?otp=]",
+            "[default: /run/ksm/ksm.sock]",
+            "[default: /dev/ttyACM0]",
+            "[default: 127.0.0.1]",
+            "[default: tools]",
+        ] {
+            assert!(help.contains(shown), "{shown} in {help}");
+        }
+        assert!(!help.contains("[default: false]"), "{help}");
+        assert_eq!(HttpConfig::default().max_connections, 2048);
+    }
+
+    #[test]
+    fn serve_url_is_split_like_pyhsm() {
+        assert_eq!(
+            split_serve_url("/wsapi/decrypt?otp=").unwrap(),
+            ("/wsapi/decrypt".into(), "otp".into())
+        );
+        assert_eq!(
+            split_serve_url("/yhsm/validate?").unwrap(),
+            ("/yhsm/validate".into(), String::new())
+        );
+        assert!(split_serve_url("wsapi").is_err());
+    }
+}
