@@ -93,6 +93,21 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
     }
 }
 
+/// Decodes `otp` until the answer is `body` (status 200), then asserts it: a file changed on
+/// disk reaches a cached daemon through its watch a moment later, and on a loaded machine
+/// that moment can be long. Gives up (and fails) after 5 s.
+pub fn assert_answer_soon(d: &Daemon, otp: &str, body: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = d.decode(otp);
+        if a.body == format!("{body}\n") || std::time::Instant::now() > deadline {
+            assert_answer(&a, 200, body);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn assert_answer(a: &Answer, status: u16, body: &str) {
     assert_eq!(
         (a.status, a.body.as_str()),
