@@ -50,12 +50,23 @@ pub fn aead_path_in(kh_dir: &Path, id: &PublicId, layout: Layout) -> PathBuf {
         Layout::Code => s.len(),
         Layout::Documented => s.len().saturating_sub(2),
     };
-    let mut p = kh_dir.to_path_buf();
+    // Built in one allocation: the daemon names the file of every AEAD it serves.
+    let dir = kh_dir.as_os_str();
+    let mut p = std::ffi::OsString::with_capacity(dir.len() + grouped / 2 * 3 + s.len() + 2);
+    p.push(dir);
+    let mut sep = !dir.is_empty() && !dir.as_encoded_bytes().ends_with(b"/");
     for start in (0..grouped).step_by(2) {
+        if sep {
+            p.push("/");
+        }
         p.push(&s[start..(start + 2).min(grouped)]);
+        sep = true;
+    }
+    if sep {
+        p.push("/");
     }
     p.push(s);
-    p
+    PathBuf::from(p)
 }
 
 /// The key-handle directory we write into: the canonical spelling (`0x20`).
@@ -200,6 +211,41 @@ pub(crate) fn classify(base: &Path, path: &Path) -> Place {
 
 #[cfg(test)]
 mod tests {
+
+    /// What `aead_path_in` built with `Path::push`: the reference.
+    fn pushed(kh_dir: &Path, id: &PublicId, layout: Layout) -> PathBuf {
+        let s = id.as_str();
+        let grouped = match layout {
+            Layout::Code => s.len(),
+            Layout::Documented => s.len().saturating_sub(2),
+        };
+        let mut p = kh_dir.to_path_buf();
+        for start in (0..grouped).step_by(2) {
+            p.push(&s[start..(start + 2).min(grouped)]);
+        }
+        p.push(s);
+        p
+    }
+
+    #[test]
+    fn paths_are_what_path_push_makes() {
+        for dir in ["", "/", "aeads/0x20", "/var/cache/aeads/0x20/", "0x20"] {
+            for id in ["cc", "cccc", "ccccdeulfbvj", "cccccccccccccccb"] {
+                let id = PublicId::new(id).unwrap();
+                for layout in [Layout::Code, Layout::Documented] {
+                    assert_eq!(
+                        aead_path_in(Path::new(dir), &id, layout),
+                        pushed(Path::new(dir), &id, layout),
+                        "{dir:?} {id} {layout:?}"
+                    );
+                    assert_eq!(
+                        aead_path_in(Path::new(dir), &id, layout).as_os_str(),
+                        pushed(Path::new(dir), &id, layout).as_os_str()
+                    );
+                }
+            }
+        }
+    }
     use super::*;
 
     fn id(s: &str) -> PublicId {

@@ -17,22 +17,47 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+/// Each byte's modhex value, or `NOT_MODHEX`: one lookup per character (OTPs are parsed on
+/// every request), built from [`ALPHABET`] so the alphabet is written once.
+const DIGITS: [u8; 256] = {
+    let mut t = [NOT_MODHEX; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+const NOT_MODHEX: u8 = 0xff;
+
 fn digit(c: u8) -> Option<u8> {
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+    Some(DIGITS[usize::from(c)]).filter(|d| *d != NOT_MODHEX)
 }
 
 /// Decodes lower-case modhex of even length.
 pub fn decode(s: &str) -> Result<Vec<u8>, Error> {
-    let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if s.len() % 2 != 0 {
         return Err(Error::InvalidModhex);
     }
-    b.chunks(2)
-        .map(|p| match (digit(p[0]), digit(p[1])) {
-            (Some(h), Some(l)) => Ok(h << 4 | l),
-            _ => Err(Error::InvalidModhex),
-        })
-        .collect()
+    let mut out = vec![0u8; s.len() / 2];
+    decode_into(s, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes lower-case modhex into `out`, which it must fill exactly (no allocation: the
+/// OTP's token part is decoded on every request).
+pub fn decode_into(s: &str, out: &mut [u8]) -> Result<(), Error> {
+    let b = s.as_bytes();
+    if b.len() != out.len() * 2 {
+        return Err(Error::InvalidModhex);
+    }
+    for (o, p) in out.iter_mut().zip(b.chunks_exact(2)) {
+        match (digit(p[0]), digit(p[1])) {
+            (Some(h), Some(l)) => *o = h << 4 | l,
+            _ => return Err(Error::InvalidModhex),
+        }
+    }
+    Ok(())
 }
 
 /// True if every character is in the modhex alphabet (lower case only, as pyhsm and the PHP
@@ -141,6 +166,19 @@ mod tests {
         assert_eq!(decode("cccbvu").unwrap(), vec![0x00, 0x01, 0xfe]);
         assert_eq!(decode("ccx"), Err(Error::InvalidModhex));
         assert_eq!(decode("cX"), Err(Error::InvalidModhex));
+        let mut two = [0u8; 2];
+        assert_eq!(decode_into("cccb", &mut two), Ok(()));
+        assert_eq!(two, [0, 1]);
+        assert_eq!(decode_into("ccc", &mut two), Err(Error::InvalidModhex));
+        assert_eq!(decode_into("cccbcc", &mut two), Err(Error::InvalidModhex));
+    }
+
+    #[test]
+    fn the_lookup_table_is_the_alphabet() {
+        for c in 0..=255u8 {
+            let want = ALPHABET.iter().position(|&a| a == c).map(|p| p as u8);
+            assert_eq!(digit(c), want, "{c:#04x}");
+        }
     }
 
     #[test]

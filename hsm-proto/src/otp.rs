@@ -35,9 +35,8 @@ impl Otp {
         let (id, ct) = s.split_at(s.len() - CIPHERTEXT_CHARS);
         let public_id = PublicId::new(id)
             .map_err(|_| Error::InvalidOtp("public id must be 2 to 16 characters, even length"))?;
-        let bytes = modhex::decode(ct)?;
         let mut ciphertext = [0u8; 16];
-        ciphertext.copy_from_slice(&bytes);
+        modhex::decode_into(ct, &mut ciphertext)?;
         Ok(Otp {
             public_id,
             ciphertext,

@@ -213,8 +213,12 @@ impl Pool {
     /// Devices to try, healthiest and least busy first, starting at a rotating index so load
     /// spreads evenly.
     fn order(&self) -> Vec<&Device> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.devices.len();
+        if n == 1 {
+            // Nothing to spread: spare every request the shared counter.
+            return vec![&self.devices[0]];
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut v: Vec<&Device> = (0..n).map(|i| &self.devices[(start + i) % n]).collect();
         v.sort_by_key(|d| {
             (

@@ -317,15 +317,16 @@ async fn dispatch(state: &Arc<AppState>, app: Router, peer: Peer, req: Request<B
     let decode_path = path
         .strip_prefix(state.http.serve_path.trim_end_matches('/'))
         .is_some_and(|rest| rest.is_empty() || rest == "/");
-    if decode_path && (req.method() == Method::GET || req.method() == Method::POST) {
-        let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
-        if req.method() == Method::GET {
-            return decode_request(state, peer, req.headers(), &query).await;
-        }
+    if decode_path && req.method() == Method::GET {
+        let query = req.uri().query().unwrap_or_default().as_bytes();
+        return decode_request(state, peer, req.headers(), query).await;
+    }
+    if decode_path && req.method() == Method::POST {
         let (parts, body) = req.into_parts();
         let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
             return too_large();
         };
+        let query = parts.uri.query().unwrap_or_default().as_bytes().to_vec();
         return decode_request(state, peer, &parts.headers, &post_query(query, &body)).await;
     }
     let mut req = req;
@@ -344,10 +345,15 @@ async fn receive(
     deadline: Instant,
 ) -> Result<Request<Body>, Response> {
     // A Content-Length over the cap is refused without reading a byte of the body.
-    if hyper::body::Body::size_hint(req.body()).lower() > MAX_BODY as u64 {
+    let size = hyper::body::Body::size_hint(req.body());
+    if size.lower() > MAX_BODY as u64 {
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
+    // No body at all (a GET, as validators send): nothing to wait for, no timer to set.
+    if size.exact() == Some(0) {
+        return Ok(Request::from_parts(parts, Body::empty()));
+    }
     let read = axum::body::to_bytes(Body::new(body), MAX_BODY);
     match tokio::time::timeout_at(deadline.into(), read).await {
         Ok(Ok(body)) => Ok(Request::from_parts(parts, Body::from(body))),
