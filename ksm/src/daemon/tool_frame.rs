@@ -23,8 +23,8 @@ use zeroize::Zeroizing;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum SocketPolicy {
-    /// Only what the `ksm` tools send ([`TOOL_COMMANDS`]); the lock probe's AES block only
-    /// on key handle 0.
+    /// Only what the `ksm` tools send (the list is `TOOL_COMMANDS`); the lock probe's AES
+    /// block only on key handle 0.
     #[default]
     Tools,
     /// Every command a YubiHSM 1 answers (raw AES-ECB, HMAC, temp keys, …), for other
