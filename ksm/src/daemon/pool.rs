@@ -449,6 +449,9 @@ fn submit(dev: &Device, job: Job) -> Result<(), PoolError> {
     }
 }
 
+/// How many times a decode is tried on a line that fails under it (see `run_job`).
+const DECODE_ATTEMPTS: u32 = 3;
+
 /// The owner thread: the only code that touches this device.
 fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: PoolConfig) {
     let mut hsm: Option<Hsm> = None;
@@ -545,16 +548,21 @@ fn run_job(
             let was_open = hsm.is_some();
             let mut result = decode(hsm);
             // The line failed under this request (noise, a confused device): resynchronise
-            // and try once more. A decode changes nothing on the HSM, so repeating it is
-            // safe. A timeout is not retried (a stalled device would only stall again), nor
-            // is a device that was already down (the owner loop keeps reopening that).
-            if was_open
+            // and try again, a few times while the deadline allows (on a loaded machine the
+            // tail of a burst of noise can still be arriving when the first retry starts). A
+            // decode changes nothing on the HSM, so repeating it is safe. A timeout is not
+            // retried (a stalled device would only stall again), nor is a device that was
+            // already down (the owner loop keeps reopening that), nor one that will not reopen.
+            let mut attempts = 1;
+            while was_open
+                && attempts < DECODE_ATTEMPTS
                 && result == Err(PoolError::Unavailable)
                 && hsm.is_none()
                 && Instant::now() < deadline
                 && reopen(hsm)
             {
                 result = decode(hsm);
+                attempts += 1;
             }
             let _ = reply.send(result);
         }
