@@ -37,7 +37,10 @@ fn devices() -> &'static [ResolvedConfig; 2] {
             assert!(with_command!(*op, known(), false), "{op} missing");
         }
         let pyhsm = device_config(PYHSM_TEST_DEVICE);
-        assert!(pyhsm.system_flags.contains(Flags::DEBUG), "pyhsm's `hsm ffffffff`");
+        assert!(
+            pyhsm.system_flags.contains(Flags::DEBUG),
+            "pyhsm's `hsm ffffffff`"
+        );
         [device_config(DEMO_DEVICE), pyhsm]
     })
 }
