@@ -4,8 +4,8 @@
 //! Why: the emulator is the soft HSM behind `ksm serve --demo` and staging set-ups, and its
 //! engine parses the same request types the driver encodes; a request decoder that panics or
 //! disagrees with its encoder would break both. The bytes are fed one at a time to a fresh
-//! engine for the demo device and for pyhsm's test set-up (locked key store, admin OTPs; here
-//! with debug mode on, so `MONITOR_EXIT` reaches the console), and checked against the
+//! engine for the demo device and for pyhsm's test set-up (locked key store, an admin OTP, and
+//! `hsm ffffffff`'s debug flag, so `MONITOR_EXIT` reaches the console), and checked against the
 //! framing rule of the wire protocol, written out here independently of the engine:
 //! - while framing, a zero byte or a byte count over 97 is skipped (resync, line noise);
 //!   otherwise a frame is the count byte and that many more bytes;
@@ -36,9 +36,12 @@ fn devices() -> &'static [ResolvedConfig; 2] {
         for op in Opcode::ALL.iter().filter(|op| **op != Opcode::Null) {
             assert!(with_command!(*op, known(), false), "{op} missing");
         }
-        let mut debug = device_config(PYHSM_TEST_DEVICE);
-        debug.system_flags = debug.system_flags | Flags::DEBUG;
-        [device_config(DEMO_DEVICE), debug]
+        let pyhsm = device_config(PYHSM_TEST_DEVICE);
+        assert!(
+            pyhsm.system_flags.contains(Flags::DEBUG),
+            "pyhsm's `hsm ffffffff`"
+        );
+        [device_config(DEMO_DEVICE), pyhsm]
     })
 }
 

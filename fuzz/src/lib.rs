@@ -16,7 +16,9 @@ pub const DEMO_DEVICE: &str = include_str!(concat!(
 ));
 
 /// pyhsm's hardware test set-up: 31 single-flag key handles, a master key (so the key store
-/// starts locked) and admin YubiKeys. Reaches the refusal paths the demo cannot.
+/// starts locked), an admin YubiKey and every system flag (debug too, so `MONITOR_EXIT` reaches
+/// the console). Reaches the refusal paths the demo cannot. `fixtures/fuzz/make_seeds.py`
+/// reads its master key for the unlock seeds.
 pub const PYHSM_TEST_DEVICE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../fixtures/emulator/pyhsm-test-setup.toml"

@@ -1,6 +1,7 @@
 //! Every command round-trips through the driver and the emulator over a real pty, with its
-//! success and each refusal status. The device is pyhsm's hardware test set-up: key handle
-//! `n` (1..=31) holds only flag `1 << (n-1)`.
+//! success and each refusal status. The device is `lock-test.toml`: the key handles of pyhsm's
+//! hardware test set-up (key handle `n` in 1..=31 holds only flag `1 << (n-1)`) with our own
+//! master key, admin YubiKeys and no debug flag.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;

@@ -13,7 +13,7 @@ fn device_error(cmd: Opcode, status: Status) -> Error {
 
 #[test]
 fn decode_refused_until_master_key_and_admin_otp() {
-    let dev = Device::start(&config("pyhsm-test-setup.toml"));
+    let dev = Device::start(&config("lock-test.toml"));
     let mut hsm = dev.open();
 
     // A YubiKey AEAD under kh 0x2000 (all flags), made offline with the same key.
@@ -179,4 +179,52 @@ fn master_key_without_admin_keys_needs_no_otp() {
     );
     hsm.key_store_decrypt(&[0xab; 32]).unwrap();
     assert!(hsm.aead_generate(KeyHandle(1), Nonce::ZERO, b"x").is_ok());
+}
+
+/// pyhsm's test device (`pyhsm-test-setup.toml`) opens as pyhsm's suite opens it: the
+/// passphrase `bada` × 2 as `unlock` sends it (4 bytes; the driver zero-pads to 32), then an
+/// OTP of the admin YubiKey with counters 1/0, whose replay is refused
+/// (`test/test_common.py` `setUp` and `otp_unlock`).
+#[test]
+fn pyhsm_test_setup_unlocks_as_pyhsms_suite_does() {
+    let dev = Device::start(&config("pyhsm-test-setup.toml"));
+    let mut hsm = dev.open();
+    let admin = |use_ctr: u16, session_ctr: u8| {
+        // FakeYubiKey: timestamp 0.
+        parse_otp(ykgenerate(
+            "ftftftfteeee",
+            &"4d".repeat(16),
+            "f0f1f2f3f4f5",
+            use_ctr,
+            0,
+            0,
+            session_ctr,
+        ))
+    };
+    let user_nonce = KeyHandle(0x2000_0002);
+    let n = Nonce(*b"pyhsm!");
+    assert_eq!(
+        hsm.aead_generate(user_nonce, n, b"x").unwrap_err(),
+        device_error(Opcode::AeadGenerate, Status::KeyStorageLocked)
+    );
+    assert_eq!(
+        hsm.key_store_decrypt(&[0x4d; 32]),
+        Err(device_error(Opcode::KeyStoreDecrypt, Status::Mismatch)),
+        "lock-test.toml's master key is not pyhsm's"
+    );
+    hsm.key_store_decrypt(&[0xba, 0xda, 0xba, 0xda]).unwrap();
+    hsm.hsm_unlock(&admin(1, 0)).unwrap();
+    assert_eq!(
+        hsm.hsm_unlock(&admin(1, 0)),
+        Err(device_error(Opcode::HsmUnlock, Status::OtpReplay))
+    );
+
+    // Handle 0x20000002 takes a caller's nonce, with the key "20000002" * 8.
+    let (_, a) = hsm.aead_generate(user_nonce, n, b"x").unwrap();
+    let key = AesKey::from_hex(&"20000002".repeat(8)).unwrap();
+    assert_eq!(&*aead::open(&key, user_nonce, &n, &a).unwrap(), b"x");
+    // `hsm ffffffff` includes FLAG_DEBUG: MONITOR_EXIT drops to the console.
+    hsm.monitor_exit().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(dev.emu.with_engine(|e| e.in_console()));
 }

@@ -19,6 +19,39 @@ use crate::Error;
 /// The demo device compiled into the binary: the public test keys of `fixtures/`.
 pub const DEMO_DEVICE: &str = include_str!("../../fixtures/emulator/demo.toml");
 
+/// pyhsm's hardware test device compiled into the binary (`fixtures/emulator/
+/// pyhsm-test-setup.toml`): public test keys, so a clone runs it without the key-file rule.
+pub const PYHSM_TEST_DEVICE: &str = include_str!("../../fixtures/emulator/pyhsm-test-setup.toml");
+
+/// A public test device compiled into the binary, for `ksm emulate --preset`.
+///
+/// Only public test devices are presets: their keys are published, so they need not be
+/// private files. A device with real keys is a `--config` file and must be private.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Preset {
+    /// The demo device: key handles 0x20 and 0x21 of `fixtures/otp-vectors.json`, unlocked.
+    #[default]
+    Demo,
+    /// The device pyhsm's hardware test suite configures (`test/configure_hsm.py`): locked
+    /// at power-on (master key `bada` x 2, admin YubiKey `ftftftfteeee`).
+    PyhsmTests,
+}
+
+impl Preset {
+    /// The device's TOML text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Preset::Demo => DEMO_DEVICE,
+            Preset::PyhsmTests => PYHSM_TEST_DEVICE,
+        }
+    }
+
+    /// The device, parsed and resolved.
+    pub fn config(self) -> Result<ResolvedConfig, Error> {
+        Ok(EmulatorConfig::parse(self.text())?.resolve()?)
+    }
+}
+
 /// The device pyhsm and we use when none is named.
 pub const DEFAULT_DEVICE: &str = "/dev/ttyACM0";
 
@@ -46,7 +79,7 @@ pub fn open(spec: &Path, timeouts: Timeouts) -> Result<Hsm, Error> {
 
 /// Opens the demo soft HSM compiled into the binary.
 pub fn demo_config() -> Result<ResolvedConfig, Error> {
-    Ok(EmulatorConfig::parse(DEMO_DEVICE)?.resolve()?)
+    Preset::Demo.config()
 }
 
 /// Where a tool finds its HSM: `-D`, `--socket`, `--timeout`, the same for every tool.

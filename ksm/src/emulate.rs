@@ -13,6 +13,10 @@
 //! | `status` | `plugged=… console=… locked=…` |
 //!
 //! Each command answers `ok` (or the status line), or `error: …`.
+//!
+//! The device is a private `--config` file, or a public test device built into the binary
+//! (`--preset`, [`Preset`]): a clone's fixtures are mode 0644, which the key-file rule refuses,
+//! and that refusal stays for every file.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -24,15 +28,20 @@ use hsm_proto::emulator::{EmulatorConfig, PtyEmulator};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
+use crate::device::Preset;
 use crate::Error;
 
 /// `ksm emulate`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct EmulateArgs {
-    /// Device configuration (TOML, or pyhsm's soft-HSM JSON key file); must not be
-    /// world-readable. Default: the demo device built into ksm (fixtures/emulator/demo.toml).
-    #[arg(long)]
+    /// Device configuration (TOML, or pyhsm's soft-HSM JSON key file) holding keys: refused
+    /// if the group or others may read it. Default: `--preset demo`.
+    #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
+    /// A public test device built into ksm (default: demo). Its keys are published, so it
+    /// needs no private file.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
     /// Path of the symlink to create to the pty's device node (like /dev/ttyACM0).
     #[arg(long)]
     pub pty: PathBuf,
@@ -59,10 +68,9 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         })
         .map_err(|e| Error::io("signal handler", e))?;
     let cfg = match &args.config {
-        Some(p) => EmulatorConfig::load(p)?,
-        None => EmulatorConfig::parse(crate::device::DEMO_DEVICE)?,
+        Some(p) => EmulatorConfig::load(p)?.resolve()?,
+        None => args.preset.unwrap_or_default().config()?,
     };
-    let cfg = cfg.resolve()?;
     let emu = Arc::new(PtyEmulator::start(&cfg, &args.pty)?);
     let slave = emu
         .slave_path()

@@ -118,6 +118,67 @@ fn emulate_info_faults_and_sigterm() {
     assert!(first.starts_with("emulated YubiHSM at "), "{first}");
 }
 
+/// Issue 11: pyhsm's test device runs from a clean clone, where the fixture file is mode
+/// 0644, as `--preset pyhsm-tests`; driven over its pty, it unlocks with pyhsm's passphrase
+/// and admin YubiKey and answers AEAD_GENERATE as pyhsm's `test/test_aead.py` expects.
+#[test]
+fn preset_pyhsm_tests_is_pyhsms_test_device() {
+    use hsm_proto::{Error, Hsm, KeyHandle, Nonce, Opcode, Status, Timeouts};
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyYHSM");
+    let child = Command::new(KSM)
+        .args(["emulate", "--preset", "pyhsm-tests", "--pty"])
+        .arg(&link)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ksm emulate");
+    let _emu = Emulator(child);
+    wait_for(&link);
+    let mut hsm = Hsm::open_path(&link, Timeouts::default()).unwrap();
+    let refused = |cmd, status| Error::Device { cmd, status };
+    // test_aead.py's nonce and a YubiKey secret's length.
+    let nonce = Nonce([0x4d; 6]);
+    let secret = [0x41; 22];
+    let user_nonce = KeyHandle(0x2000_0002);
+
+    // Locked at power-on (the device has a master key).
+    assert_eq!(
+        hsm.aead_generate(user_nonce, nonce, &secret).unwrap_err(),
+        refused(Opcode::AeadGenerate, Status::KeyStorageLocked)
+    );
+    // test_common.py: HsmPassphrase "bada" * 2, zero-padded to 32 bytes by
+    // KEY_STORE_DECRYPT, then an OTP of the admin YubiKey with counters 1/0.
+    let mut master = [0u8; 32];
+    master[..4].copy_from_slice(&[0xba, 0xda, 0xba, 0xda]);
+    hsm.key_store_decrypt(&master).unwrap();
+    let otp = e2e_tests::ykgenerate("ftftftfteeee", &"4d".repeat(16), "f0f1f2f3f4f5", 1, 0, 0, 0);
+    hsm.hsm_unlock(&hsm_proto::otp::Otp::parse(&otp).unwrap())
+        .unwrap();
+
+    // test_generate_aead_simple_with_nonce: 0x20000002 takes the caller's nonce.
+    let (used, _) = hsm.aead_generate(user_nonce, nonce, &secret).unwrap();
+    assert_eq!(used, nonce);
+    // test_generate_aead_simple_nonce_blocked and test_who_can_generate_simple: every
+    // other handle refuses, key handle 2 (AEAD_GENERATE without USER_NONCE) included.
+    for kh in (1..32).chain([0x1002]) {
+        assert_eq!(
+            hsm.aead_generate(KeyHandle(kh), nonce, &secret)
+                .unwrap_err(),
+            refused(Opcode::AeadGenerate, Status::FunctionDisabled),
+            "key handle {kh:#x}"
+        );
+    }
+
+    // A preset or a file, not both.
+    let out = Command::new(KSM)
+        .args(["emulate", "--preset", "demo", "--config", "x.toml", "--pty"])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
 #[test]
 fn world_readable_key_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -390,7 +390,7 @@ fn keystore_unlock_through_the_daemon_socket() {
 
 #[test]
 fn keystore_unlock_with_admin_otp_straight_on_a_device() {
-    let dev = Device::start(&emulator_config("pyhsm-test-setup.toml"));
+    let dev = Device::start(&emulator_config("lock-test.toml"));
     let link = dev.path().display().to_string();
     let admin = ykgenerate(
         "ccccccccccdb",

@@ -884,7 +884,7 @@ mod tests {
     fn engine() -> Engine {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures/emulator/pyhsm-test-setup.toml"
+            "/../fixtures/emulator/lock-test.toml"
         ))
         .unwrap();
         Engine::new(&EmulatorConfig::parse(&text).unwrap().resolve().unwrap())

@@ -56,7 +56,7 @@ pub fn parse_otp(text: String) -> Otp {
     Otp::parse(&text).expect("ykgenerate output parses")
 }
 
-/// Admin YubiKey 1 of the pyhsm test set-up.
+/// Admin YubiKey 1 of `lock-test.toml` (ours, not pyhsm's admin key).
 pub fn admin_otp(counter: u16, use_: u8) -> Otp {
     parse_otp(ykgenerate(
         "ccccccccccdb",
@@ -69,12 +69,13 @@ pub fn admin_otp(counter: u16, use_: u8) -> Otp {
     ))
 }
 
-/// The master key of the pyhsm test set-up.
+/// The master key of `lock-test.toml` (ours, not pyhsm's passphrase).
 pub const MASTER_KEY: [u8; 32] = [0x4d; 32];
 
-/// Opens the pyhsm test set-up and unlocks it (master key, then admin OTP).
+/// Opens `lock-test.toml` (pyhsm's test key handles, our own lock) and unlocks it (master
+/// key, then admin OTP).
 pub fn unlocked_test_device() -> (Device, Hsm) {
-    let dev = Device::start(&config("pyhsm-test-setup.toml"));
+    let dev = Device::start(&config("lock-test.toml"));
     let mut hsm = dev.open();
     hsm.key_store_decrypt(&MASTER_KEY).expect("master key");
     hsm.hsm_unlock(&admin_otp(1, 1)).expect("admin otp");
