@@ -312,21 +312,36 @@ fn a_slowloris_client_is_cut_off_at_the_header_timeout() {
     );
 }
 
+/// The flood tests' connection table: large enough that a new client outlives the next 999
+/// arrivals (at a few thousand a second here), as in production with the default 2048.
+const MAX: usize = 1000;
+
+/// The daemon the flood tests attack (`MAX` connections, a 10 s header timeout), a good
+/// client's OTP and its answer, checked once before the flood.
+fn flood_target() -> (Serve, String, &'static str) {
+    let s = Serve::start(
+        aead_dir(),
+        &[
+            "--max-connections",
+            &MAX.to_string(),
+            "--header-timeout",
+            "10",
+        ],
+    );
+    let otp = vector_otp(0, 1, 1);
+    let ok = "OK counter=0001 low=4242 high=17 use=01\n";
+    assert_eq!(s.decode(&otp), ok);
+    (s, otp, ok)
+}
+
 #[test]
 fn ten_thousand_idle_connections_slowloris_and_huge_urls_leave_good_clients_served() {
     let _turn = my_turn();
     let hard = raise_fd_limit();
     assert!(hard > 10_500, "open-file hard limit {hard} is below 10,500");
-    const MAX: usize = 1000;
     // A long header timeout: without eviction, good clients would wait behind idle sockets
     // for 10 s.
-    let s = Serve::start(
-        aead_dir(),
-        &["--max-connections", "1000", "--header-timeout", "10"],
-    );
-    let otp = vector_otp(0, 1, 1);
-    let ok = "OK counter=0001 low=4242 high=17 use=01\n";
-    assert_eq!(s.decode(&otp), ok);
+    let (s, otp, ok) = flood_target();
     let (fds_before, rss_before) = (s.fds(), s.rss_kb());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -478,18 +493,9 @@ fn trickle_many(
 fn slow_bodies_slowloris_and_idle_floods_leave_good_clients_served() {
     let _turn = my_turn();
     raise_fd_limit();
-    // As in the test above: a table large enough that a new client outlives the next 999
-    // arrivals (at a few thousand a second here), as in production with the default 2048.
-    const MAX: usize = 1000;
     // A long header timeout: a connection receiving its request keeps its slot for up to
     // 10 s unless it is closed to make room.
-    let s = Serve::start(
-        aead_dir(),
-        &["--max-connections", "1000", "--header-timeout", "10"],
-    );
-    let otp = vector_otp(0, 1, 1);
-    let ok = "OK counter=0001 low=4242 high=17 use=01\n";
-    assert_eq!(s.decode(&otp), ok);
+    let (s, otp, ok) = flood_target();
 
     let stop = Arc::new(AtomicBool::new(false));
     let addr = s.addr;
