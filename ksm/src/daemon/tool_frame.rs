@@ -7,7 +7,6 @@
 
 use hsm_proto::codec::Frame;
 use hsm_proto::{KeyHandle, Opcode};
-use zeroize::Zeroizing;
 
 /// Which commands the sharing socket forwards.
 #[derive(
@@ -58,13 +57,19 @@ pub const TOOL_COMMANDS: [Opcode; 11] = [
 /// Its bytes may be a master key or a YubiKey secret: they are wiped on drop.
 pub struct ToolFrame {
     op: Opcode,
-    bytes: Zeroizing<Vec<u8>>,
+    /// The checked frame; `Frame` wipes its bytes on drop.
+    frame: Frame,
 }
 
 /// Names the command and the length, never the bytes.
 impl std::fmt::Debug for ToolFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ToolFrame({}, {} bytes)", self.op, self.bytes.len())
+        write!(
+            f,
+            "ToolFrame({}, {} bytes)",
+            self.op,
+            self.frame.as_bytes().len()
+        )
     }
 }
 
@@ -97,10 +102,7 @@ impl ToolFrame {
                 ));
             }
         }
-        Ok(ToolFrame {
-            op,
-            bytes: Zeroizing::new(bytes.to_vec()),
-        })
+        Ok(ToolFrame { op, frame })
     }
 
     /// The command.
@@ -110,7 +112,7 @@ impl ToolFrame {
 
     /// The whole frame.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.frame.as_bytes()
     }
 
     /// True for the commands that may change whether the key store is locked: after one of
