@@ -67,8 +67,6 @@ pub struct Hsm {
     info: cmd::SystemInfo,
 }
 
-const CONSOLE_PROMPTS: [&str; 3] = ["NO_CFG", "WSAPI", "HSM"];
-
 impl Hsm {
     /// Opens a serial device path and runs the start-up sequence.
     pub fn open_path(path: &Path, timeouts: Timeouts) -> Result<Hsm> {
@@ -284,7 +282,7 @@ impl Hsm {
                 break;
             }
         }
-        if let Some(prompt) = console_prompt(&String::from_utf8_lossy(&seen)) {
+        if let Some(prompt) = crate::console::find_prompt(&String::from_utf8_lossy(&seen)) {
             return Err(Error::ConfigMode { prompt });
         }
         let preview: String = seen.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -489,18 +487,6 @@ impl Hsm {
     }
 }
 
-/// The configuration console's prompt in `text`, if any: a line starting `NO_CFG`, `WSAPI`
-/// or `HSM` and ending in `>` (or with `> ` before echoed input), as pyhsm recognises it.
-fn console_prompt(text: &str) -> Option<String> {
-    text.split(['\r', '\n'])
-        .map(|l| l.trim_matches(|c: char| c.is_control() || c == ' '))
-        .find(|l| {
-            CONSOLE_PROMPTS.iter().any(|p| l.starts_with(p))
-                && (l.ends_with('>') || l.contains("> "))
-        })
-        .map(str::to_string)
-}
-
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
 }
@@ -611,17 +597,5 @@ mod tests {
             Timeouts::default(),
         );
         assert_eq!(r.err(), Some(Error::ProtocolVersion(2)));
-    }
-
-    #[test]
-    fn console_prompts_are_recognised() {
-        assert_eq!(console_prompt("junk\r\nHSM> ").as_deref(), Some("HSM>"));
-        assert_eq!(console_prompt("\r\nNO_CFG> ").as_deref(), Some("NO_CFG>"));
-        assert_eq!(
-            console_prompt("HSM (keys not decrypted)> exit").as_deref(),
-            Some("HSM (keys not decrypted)> exit")
-        );
-        assert_eq!(console_prompt("HSMX garbage"), None);
-        assert_eq!(console_prompt("\x01\x02"), None);
     }
 }

@@ -13,6 +13,7 @@ mod table;
 
 pub mod cmd;
 pub mod codec;
+pub mod console;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
