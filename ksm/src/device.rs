@@ -23,6 +23,10 @@ pub const DEMO_DEVICE: &str = include_str!("../../fixtures/emulator/demo.toml");
 /// pyhsm-test-setup.toml`): public test keys, so a clone runs it without the key-file rule.
 pub const PYHSM_TEST_DEVICE: &str = include_str!("../../fixtures/emulator/pyhsm-test-setup.toml");
 
+/// A zapped device at its configuration console, compiled into the binary
+/// (`fixtures/emulator/blank.toml`).
+pub const BLANK_DEVICE: &str = include_str!("../../fixtures/emulator/blank.toml");
+
 /// A public test device compiled into the binary, for `ksm emulate --preset`.
 ///
 /// Only public test devices are presets: their keys are published, so they need not be
@@ -35,6 +39,9 @@ pub enum Preset {
     /// The device pyhsm's hardware test suite configures (`test/configure_hsm.py`): locked
     /// at power-on (master key `bada` x 2, admin YubiKey `ftftftfteeee`).
     PyhsmTests,
+    /// A zapped device (no configuration, no keys) waiting at its configuration console
+    /// (`NO_CFG> `), as a spare is set up with `ksm provision` or by hand.
+    Blank,
 }
 
 impl Preset {
@@ -43,6 +50,7 @@ impl Preset {
         match self {
             Preset::Demo => DEMO_DEVICE,
             Preset::PyhsmTests => PYHSM_TEST_DEVICE,
+            Preset::Blank => BLANK_DEVICE,
         }
     }
 

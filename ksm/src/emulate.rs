@@ -9,7 +9,8 @@
 //! | `garbage N` | N random bytes on the line before the next answer |
 //! | `unplug SECONDS` | the line closes and the link vanishes; back after SECONDS, freshly powered on |
 //! | `config-mode` | drop to the configuration console (leave by typing `exit` on the line) |
-//! | `power-cycle` | power off and on: the key store locks again if it has a master key |
+//! | `power-cycle` | power off and on: the key store locks again if it has a master key; uncommitted key edits are lost |
+//! | `mistype N` | the next N keys typed at the console's `keyload` are stored with one digit changed (an operator's typing error) |
 //! | `status` | `plugged=… console=… locked=…` |
 //!
 //! Each command answers `ok` (or the status line), or `error: …`.
@@ -46,7 +47,7 @@ pub struct EmulateArgs {
     #[arg(long)]
     pub pty: PathBuf,
     /// Unix socket (mode 0600) taking fault commands: stall on|off, garbage N,
-    /// unplug SECONDS, config-mode, power-cycle, status.
+    /// unplug SECONDS, config-mode, power-cycle, mistype N, status.
     #[arg(long)]
     pub control: Option<PathBuf>,
 }
@@ -146,6 +147,10 @@ pub fn control(emu: &PtyEmulator, line: &str) -> Result<String, String> {
         }
         ("config-mode", None) => emu.enter_config_mode(),
         ("power-cycle", None) => emu.power_cycle(),
+        ("mistype", Some(n)) => match n.parse::<usize>() {
+            Ok(n) if n <= 1024 => emu.with_engine(|e| e.mistype_next_keys(n)),
+            _ => return Err(format!("not a key count from 0 to 1024: {n}")),
+        },
         ("status", None) => {
             let (console, locked) = emu.with_engine(|e| (e.in_console(), e.is_locked()));
             return Ok(format!(
@@ -155,7 +160,7 @@ pub fn control(emu: &PtyEmulator, line: &str) -> Result<String, String> {
         }
         _ => {
             warn!(command = line, "unknown control command");
-            return Err(format!("unknown command {line:?} (stall on|off, garbage N, unplug SECONDS, config-mode, power-cycle, status)"));
+            return Err(format!("unknown command {line:?} (stall on|off, garbage N, unplug SECONDS, config-mode, power-cycle, mistype N, status)"));
         }
     }
     Ok("ok".into())
@@ -174,5 +179,16 @@ mod tests {
         let err = control(&emu, "garbage 99999999999999").unwrap_err();
         assert!(err.contains("0 to 65536"), "{err}");
         assert!(control(&emu, "garbage -1").is_err());
+        assert_eq!(control(&emu, "mistype 2").as_deref(), Ok("ok"));
+        assert!(control(&emu, "mistype 5000").is_err());
+    }
+
+    #[test]
+    fn the_blank_preset_waits_at_the_console_with_nothing_configured() {
+        let cfg = crate::device::Preset::Blank.config().unwrap();
+        assert!(cfg.keys.is_empty() && cfg.master_key.is_none());
+        let mut e = hsm_proto::emulator::Engine::new(&cfg);
+        assert!(e.in_console());
+        assert!(String::from_utf8_lossy(&e.feed(b"\r")).ends_with("NO_CFG> "));
     }
 }

@@ -2,6 +2,8 @@
 //! key and HMAC state, and one handler per command. Bytes in, bytes out: the pty server and
 //! the in-process soft HSM both drive it through [`Engine::feed`].
 
+mod console;
+
 use std::collections::BTreeMap;
 
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
@@ -22,6 +24,7 @@ use crate::{
 /// Capacity of the internal YubiKey database (per Yubico's documentation).
 pub const DB_CAPACITY: usize = 1024;
 
+#[derive(Clone)]
 struct KeySlot {
     key: AesKey,
     flags: Flags,
@@ -37,8 +40,8 @@ struct DbEntry {
 enum Mode {
     /// Framing binary commands.
     Hsm { frames: Assembler },
-    /// At the configuration console; `line` holds the typed line.
-    Console { line: Vec<u8> },
+    /// At the configuration console.
+    Console(console::Console),
 }
 
 /// A software YubiHSM 1.
@@ -46,7 +49,23 @@ pub struct Engine {
     firmware: (u8, u8, u8),
     system_uid: [u8; 12],
     system_flags: Flags,
+    /// Configured with `hsm` (or a configuration file); false after `zap`.
+    configured: bool,
+    /// The key table in use (RAM); `keyload` and `keydis` edit it.
     keys: BTreeMap<KeyHandle, KeySlot>,
+    /// The key table in flash, which a power cycle restores: written by `keycommit` (on
+    /// firmware 0.x, which has no `keycommit`, by every edit).
+    committed_keys: BTreeMap<KeyHandle, KeySlot>,
+    /// The key table (or, after `hsm`, the whole key store) differs from flash.
+    keys_changed: bool,
+    /// The flags `keyload` gives the keys it loads (`flags <hex>`).
+    load_flags: Flags,
+    /// The next this many `keyload` lines store a key with one digit changed (a test knob
+    /// that plays an operator's typing error).
+    mistype: usize,
+    /// The configuration password `hsm` asked for (kept, never asked back: the sources do
+    /// not show when the device would).
+    cfg_password: zeroize::Zeroizing<Vec<u8>>,
     master_key: Option<AesKey>,
     /// Key store encrypted (1.0) / locked (0.x): set at power-on when a master key exists.
     store_locked: bool,
@@ -71,7 +90,7 @@ type Reply<R> = std::result::Result<R, Status>;
 impl Engine {
     /// Builds a device as configured, freshly powered on.
     pub fn new(cfg: &ResolvedConfig) -> Engine {
-        let keys = cfg
+        let keys: BTreeMap<KeyHandle, KeySlot> = cfg
             .keys
             .iter()
             .map(|(kh, (key, flags, disabled))| {
@@ -104,7 +123,15 @@ impl Engine {
             firmware: cfg.firmware,
             system_uid: cfg.system_uid,
             system_flags: cfg.system_flags,
+            configured: !cfg.keys.is_empty()
+                || cfg.master_key.is_some()
+                || !cfg.admin_yubikeys.is_empty(),
+            committed_keys: keys.clone(),
+            keys_changed: false,
             keys,
+            load_flags: Flags(0),
+            mistype: 0,
+            cfg_password: Default::default(),
             master_key: cfg.master_key.clone(),
             store_locked: false,
             admin_ids: cfg
@@ -136,6 +163,9 @@ impl Engine {
     /// Power off and on: RAM state is lost, the key store locks again if it has a master key,
     /// the power-up count in the nonce advances.
     pub fn power_cycle(&mut self) {
+        self.keys = self.committed_keys.clone();
+        self.keys_changed = false;
+        self.load_flags = Flags(0);
         self.store_locked = self.master_key.is_some();
         self.otp_unlocked = false;
         self.buffer = [0; 64];
@@ -153,15 +183,21 @@ impl Engine {
     /// Drops to the configuration console (button held at plug-in, or `MONITOR_EXIT`);
     /// returns the prompt the console prints.
     pub fn enter_console(&mut self) -> Vec<u8> {
-        self.mode = Mode::Console { line: Vec::new() };
+        self.mode = Mode::Console(console::Console::default());
         let mut out = b"\r\n".to_vec();
-        out.extend_from_slice(self.prompt().as_bytes());
+        out.extend_from_slice(self.prompt().text().as_bytes());
         out
     }
 
     /// True while at the console.
     pub fn in_console(&self) -> bool {
-        matches!(self.mode, Mode::Console { .. })
+        matches!(self.mode, Mode::Console(_))
+    }
+
+    /// The next `n` keys typed at `keyload` are stored with one hex digit changed, as an
+    /// operator's typing error would store them (for tests of `ksm provision`'s check).
+    pub fn mistype_next_keys(&mut self, n: usize) {
+        self.mistype = n;
     }
 
     /// True while key-handle operations answer KEY_STORAGE_LOCKED.
@@ -170,35 +206,12 @@ impl Engine {
             || (self.firmware >= (1, 0, 0) && !self.admin_ids.is_empty() && !self.otp_unlocked)
     }
 
-    fn prompt(&self) -> &'static str {
-        if self.keys.is_empty() {
-            "NO_CFG> "
-        } else if self.store_locked {
-            "HSM (keys not decrypted)> "
-        } else {
-            "HSM> "
-        }
-    }
-
     /// Takes bytes from the line and returns the bytes the device sends back.
     pub fn feed(&mut self, input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for &b in input {
             match &mut self.mode {
-                Mode::Console { line } => {
-                    // The console echoes what is typed and acts on carriage return.
-                    out.push(b);
-                    if b == b'\r' || b == b'\n' {
-                        let typed = String::from_utf8_lossy(line).trim().to_string();
-                        line.clear();
-                        out.extend_from_slice(&self.console_command(&typed));
-                    } else {
-                        line.push(b);
-                        if line.len() > 256 {
-                            line.clear();
-                        }
-                    }
-                }
+                Mode::Console(_) => self.console_byte(b, &mut out),
                 Mode::Hsm { frames } => {
                     // The resync burst and line noise between frames are skipped there.
                     if let Some(frame) = frames.push(b) {
@@ -207,34 +220,6 @@ impl Engine {
                 }
             }
         }
-        out
-    }
-
-    fn console_command(&mut self, typed: &str) -> Vec<u8> {
-        let mut out = b"\n".to_vec();
-        match typed {
-            "exit" => {
-                self.mode = Mode::Hsm {
-                    frames: Assembler::new(),
-                };
-                return out;
-            }
-            "sysinfo" => {
-                let (a, b, c) = self.firmware;
-                out.extend_from_slice(
-                    format!(
-                        "Version {a}.{b}.{c}  Protocol=1  SysId: {}\r\n",
-                        hex::encode(self.system_uid)
-                    )
-                    .as_bytes(),
-                );
-            }
-            "" => {}
-            other => out.extend_from_slice(
-                format!("{other}: command not modelled by the emulator\r\n").as_bytes(),
-            ),
-        }
-        out.extend_from_slice(self.prompt().as_bytes());
         out
     }
 
