@@ -289,7 +289,7 @@ impl ConsoleSession {
         self.line.flush()?;
         let (buf, outcome) = self.read_reply(expect, timeout)?;
         let reply = self.reply(input, &buf);
-        debug!(typed = %input.shown, answer = %reply.text, "console");
+        debug!(typed = ?input.shown, answer = ?reply.text, "console");
         if input.esc {
             // Not echoed: mark it where it was typed.
             self.transcript.push_str(&input.shown);
