@@ -101,6 +101,14 @@ fn dry_run_prints_the_dialogue_masked_and_changes_nothing() {
     assert!(!out.contains("zap"), "zap only with --zap:\n{out}");
     assert_no_key(&o);
     assert_eq!(console_state(&emu.link), (Prompt::NoConfig, Vec::new()));
+
+    // A key file others may read is refused before the device is touched.
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = provision(&toml, &emu.link, &["--yes"]);
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
+    assert!(output_text(&o).contains("chmod 600"), "{}", output_text(&o));
+    assert_no_key(&o);
+    assert_eq!(console_state(&emu.link).0, Prompt::NoConfig);
 }
 
 #[test]

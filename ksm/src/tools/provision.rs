@@ -418,10 +418,6 @@ pub fn plan(cfg: &ResolvedConfig, fw: Firmware, opts: &Options) -> Result<Vec<St
         .slow(),
     );
     for (kh, (key, flags, _)) in &cfg.keys {
-        if key.expose().len() < 32 {
-            // The console stores 32 bytes; the key acts zero-padded from now on.
-            info!(handle = %kh, "key shorter than 32 bytes: typed zero-padded");
-        }
         s.push(Step::prompt(
             Typed::line(format!("flags {:08x}", flags.0)),
             format!("flags of {kh}"),
@@ -436,11 +432,16 @@ pub fn plan(cfg: &ResolvedConfig, fw: Firmware, opts: &Options) -> Result<Vec<St
             handle: *kh,
             key: key.clone(),
         };
+        // The console stores 32 bytes: a shorter key acts zero-padded from now on.
+        let note = match key.expose().len() {
+            32 => String::new(),
+            n => format!("{n}-byte key, typed zero-padded to 32 bytes"),
+        };
         s.push(Step::new(
             Typed::secret(line.to_line(), 1, &format!("<key of {kh} from {src}>")),
             Expect::Answer,
             Check::Line(console::stored_ok(*kh)),
-            "",
+            note,
         ));
         s.push(Step::prompt(Typed::esc(), "ends keyload"));
     }
