@@ -13,10 +13,7 @@ use std::time::Duration;
 use common::*;
 use hsm_proto::cmd::{self, HmacFlags};
 use hsm_proto::console::{find_prompt, KeyListEntry, Prompt};
-use hsm_proto::{
-    aead, AesKey, Error, Flags, Hsm, KeyHandle, Nonce, Opcode, PublicId, SecretBytes, Status,
-    Timeouts, YubiKeyAead, YubiKeySecret,
-};
+use hsm_proto::{Error, Flags, Hsm, KeyHandle, Nonce, Opcode, SecretBytes, Status, Timeouts};
 use serialport::TTYPort;
 
 /// pyhsm's `HsmPassphrase`, sent zero-padded by `KEY_STORE_DECRYPT`.
@@ -198,31 +195,8 @@ fn configured_at_the_console_as_pyhsm_does_the_wire_sees_that_device() {
     let nist = "0922d3405faa3d194f82a45830737d5cc6c75d24";
     assert_eq!(nist_hmac(&mut hsm).unwrap(), nist);
     // The keys are the ones typed: an AEAD made offline under kh 0x2000 opens.
-    let key = AesKey::from_hex(&"2000".repeat(16)).unwrap();
-    let id = PublicId::new("cccccccccccb").unwrap();
-    let secret = YubiKeySecret {
-        key: [7; 16],
-        uid: [1, 2, 3, 4, 5, 6],
-    };
-    let a = aead::seal(
-        &key,
-        KeyHandle(0x2000),
-        &id.to_nonce().unwrap(),
-        &*secret.to_bytes(),
-    )
-    .unwrap();
-    let a = YubiKeyAead::try_from(&a).unwrap();
-    let otp = parse_otp(ykgenerate(
-        "cccccccccccb",
-        &"07".repeat(16),
-        "010203040506",
-        9,
-        0x1234,
-        0x56,
-        2,
-    ));
-    let d = hsm
-        .decode_otp(&otp, KeyHandle(0x2000), id.to_nonce().unwrap(), &a)
+    let d = Kh2000Case::new(9, 0x1234, 0x56, 2)
+        .decode(&mut hsm)
         .unwrap();
     assert_eq!(ksm_line(&d), "OK counter=0009 low=1234 high=56 use=02");
 

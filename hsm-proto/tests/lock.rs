@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use hsm_proto::{aead, AesKey, Error, KeyHandle, Nonce, Opcode, PublicId, Status, YubiKeyAead};
+use hsm_proto::{aead, AesKey, Error, KeyHandle, Nonce, Opcode, Status};
 
 fn device_error(cmd: Opcode, status: Status) -> Error {
     Error::Device { cmd, status }
@@ -17,32 +17,8 @@ fn decode_refused_until_master_key_and_admin_otp() {
     let mut hsm = dev.open();
 
     // A YubiKey AEAD under kh 0x2000 (all flags), made offline with the same key.
-    let key = AesKey::from_hex(&"2000".repeat(16)).unwrap();
-    let id = PublicId::new("cccccccccccb").unwrap();
-    let secret = hsm_proto::YubiKeySecret {
-        key: [7; 16],
-        uid: [1, 2, 3, 4, 5, 6],
-    };
-    let a = aead::seal(
-        &key,
-        KeyHandle(0x2000),
-        &id.to_nonce().unwrap(),
-        &*secret.to_bytes(),
-    )
-    .unwrap();
-    let a = YubiKeyAead::try_from(&a).unwrap();
-    let otp = parse_otp(ykgenerate(
-        "cccccccccccb",
-        &"07".repeat(16),
-        "010203040506",
-        5,
-        0x1111,
-        0x22,
-        3,
-    ));
-    let decode = |hsm: &mut hsm_proto::Hsm| {
-        hsm.decode_otp(&otp, KeyHandle(0x2000), id.to_nonce().unwrap(), &a)
-    };
+    let case = Kh2000Case::new(5, 0x1111, 0x22, 3);
+    let decode = |hsm: &mut hsm_proto::Hsm| case.decode(hsm);
 
     // Locked at power-on: echo and system info work, key operations do not.
     assert_eq!(hsm.echo(b"still talking").unwrap(), b"still talking");

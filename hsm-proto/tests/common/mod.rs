@@ -81,3 +81,43 @@ pub fn unlocked_test_device() -> (Device, Hsm) {
     hsm.hsm_unlock(&admin_otp(1, 1)).expect("admin otp");
     (dev, hsm)
 }
+
+/// A YubiKey whose AEAD under kh 0x2000 (all flags in pyhsm's set-up, key `2000` x 16) was
+/// made offline, and a `ykgenerate` OTP of it with the given counters: decoding it proves
+/// the device holds that key under that handle.
+pub struct Kh2000Case {
+    pub id: hsm_proto::PublicId,
+    pub aead: hsm_proto::YubiKeyAead,
+    pub otp: Otp,
+}
+
+impl Kh2000Case {
+    pub fn new(counter: u16, low: u16, high: u8, use_: u8) -> Kh2000Case {
+        let key = hsm_proto::AesKey::from_hex(&"2000".repeat(16)).unwrap();
+        let id = hsm_proto::PublicId::new("cccccccccccb").unwrap();
+        let secret = hsm_proto::YubiKeySecret {
+            key: [7; 16],
+            uid: [1, 2, 3, 4, 5, 6],
+        };
+        let kh = hsm_proto::KeyHandle(0x2000);
+        let a =
+            hsm_proto::aead::seal(&key, kh, &id.to_nonce().unwrap(), &*secret.to_bytes()).unwrap();
+        let aead = hsm_proto::YubiKeyAead::try_from(&a).unwrap();
+        let otp = parse_otp(ykgenerate(
+            id.as_str(),
+            &"07".repeat(16),
+            "010203040506",
+            counter,
+            low,
+            high,
+            use_,
+        ));
+        Kh2000Case { id, aead, otp }
+    }
+
+    /// `AEAD_YUBIKEY_OTP_DECODE` of the OTP with kh 0x2000.
+    pub fn decode(&self, hsm: &mut Hsm) -> hsm_proto::Result<hsm_proto::DecodedOtp> {
+        let nonce = self.id.to_nonce().unwrap();
+        hsm.decode_otp(&self.otp, hsm_proto::KeyHandle(0x2000), nonce, &self.aead)
+    }
+}
