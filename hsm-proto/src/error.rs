@@ -96,6 +96,24 @@ pub enum Error {
         /// The field.
         field: &'static str,
     },
+    /// The device is not at its configuration console (`ksm provision` needs it there).
+    #[error("not at the configuration console: {0}")]
+    NotAtConsole(String),
+    /// The console did not answer as expected before the deadline. `said` is the end of what
+    /// it did send, redacted ([`crate::console_session`]).
+    #[error("the configuration console did not {waiting_for} within {after:?}; it said: {said:?}")]
+    ConsoleTimeout {
+        /// What was awaited, and after which (masked) input.
+        waiting_for: String,
+        /// How long we waited.
+        after: Duration,
+        /// The end of its redacted output.
+        said: String,
+    },
+    /// Bytes that are no console text arrived where the console should answer (HSM-mode
+    /// framing, or noise).
+    #[error("the configuration console sent binary data (is the device in HSM mode?)")]
+    ConsoleBinary,
     /// A key-handle string that none of pyhsm's spellings accepts.
     #[error("could not parse key handle {0:?}")]
     InvalidKeyHandle(String),

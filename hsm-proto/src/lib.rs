@@ -5,7 +5,9 @@
 //! - wire tables: [`Opcode`], [`Status`], [`flags::FLAG_NAMES`]; the frame layout:
 //!   [`codec::Frame`], [`codec::Assembler`];
 //! - pure crypto shared by driver, emulator and offline tools: [`aead`], [`otp`];
-//! - key material that redacts and zeroizes: [`AesKey`], [`YubiKeySecret`].
+//! - key material that redacts and zeroizes: [`AesKey`], [`YubiKeySecret`];
+//! - the configuration console's texts ([`console`]) and a client that types at it
+//!   ([`console_session`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -14,6 +16,7 @@ mod table;
 pub mod cmd;
 pub mod codec;
 pub mod console;
+pub mod console_session;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 

@@ -11,6 +11,7 @@ use crate::tools::decrypt_aead::DecryptArgs;
 use crate::tools::generate_keys::GenerateArgs;
 use crate::tools::import_keys::ImportArgs;
 use crate::tools::keystore_unlock::UnlockArgs;
+use crate::tools::provision::ProvisionArgs;
 use crate::tools::store_cmd::StoreArgs;
 use crate::{daemon, demo, emulate, info, tools, Error};
 
@@ -47,6 +48,9 @@ pub enum Command {
     DecryptAead(DecryptArgs),
     /// Inspect the AEAD directory.
     Store(StoreArgs),
+    /// Set up a spare YubiHSM 1 at its configuration console from a device TOML (the
+    /// emulator's format), then prove each key in HSM mode. Prints the dialogue unless --yes.
+    Provision(ProvisionArgs),
     /// Serve a software YubiHSM 1 on a pseudo-terminal until SIGTERM; prints the pty path.
     Emulate(EmulateArgs),
     /// Open a YubiHSM (resync, system info, echo link test) and print what it is.
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::ImportKeys(args) => tools::import_keys::run(args),
         Command::DecryptAead(args) => tools::decrypt_aead::run(args),
         Command::Store(args) => tools::store_cmd::run(args),
+        Command::Provision(args) => tools::provision::run(args),
         Command::Emulate(args) => emulate::run(args),
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),

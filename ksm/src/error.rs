@@ -67,6 +67,10 @@ pub enum Error {
     /// `generate-keys`: ids left alone because some of their AEADs existed already.
     #[error("{0} ids had AEADs for some key handles only")]
     Incomplete(u64),
+    /// `provision`: the device was set up, but does not prove to hold what the configuration
+    /// says (each failed key handle is named on standard output).
+    #[error("{0} verification line(s) failed (listed above): the device does not hold the configuration")]
+    ProvisionUnverified(usize),
     /// `store verify` found problems (listed on standard output).
     #[error("the AEAD directory has problems (listed above)")]
     VerifyFailed,
@@ -92,6 +96,7 @@ impl Error {
             | Error::AeadsFailed(_)
             | Error::Incomplete(_)
             | Error::VerifyFailed
+            | Error::ProvisionUnverified(_)
             | Error::Io { .. } => 1,
             Error::Usage(_) | Error::Config { .. } | Error::Input(_) => 2,
             Error::Emulator(ConfigError::Hsm(e)) | Error::Device(e) => driver_exit_code(e),

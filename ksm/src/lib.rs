@@ -4,7 +4,8 @@
 //! - [`cli`]: the `ksm` command line (one subcommand per job);
 //! - [`daemon`]: `ksm serve`, its HTTP API, the HSM pool and the sharing socket;
 //! - [`device`]: opening a YubiHSM from a `-D` argument;
-//! - [`tools`]: keystore unlock, key generation and import, AEAD decryption, store checks;
+//! - [`tools`]: keystore unlock, key generation and import, AEAD decryption, store checks,
+//!   provisioning a spare YubiHSM at its console;
 //! - [`emulate`], [`demo`], [`info`]: the software YubiHSM on a pty, the demo, device info.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

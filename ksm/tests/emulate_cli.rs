@@ -2,11 +2,12 @@
 //! pty, the control socket, SIGTERM.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use e2e_tests::{control, wait_for_path};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
@@ -17,26 +18,6 @@ impl Drop for Emulator {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::symlink_metadata(path).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn control(sock: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(sock).expect("control socket");
-    writeln!(s, "{line}").unwrap();
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply).unwrap();
-    reply.trim().to_string()
 }
 
 fn info(link: &Path, timeout: &str) -> std::process::Output {
@@ -63,7 +44,7 @@ fn emulate_info_faults_and_sigterm() {
         .spawn()
         .expect("ksm emulate");
     let mut emu = Emulator(child);
-    wait_for(&sock);
+    wait_for_path(&sock);
     let target = std::fs::read_link(&link).unwrap();
     assert!(target.starts_with("/dev/pts/"), "{}", target.display());
     let mode =
@@ -133,7 +114,7 @@ fn preset_pyhsm_tests_is_pyhsms_test_device() {
         .spawn()
         .expect("ksm emulate");
     let _emu = Emulator(child);
-    wait_for(&link);
+    wait_for_path(&link);
     let mut hsm = Hsm::open_path(&link, Timeouts::default()).unwrap();
     let refused = |cmd, status| Error::Device { cmd, status };
     // test_aead.py's nonce and a YubiKey secret's length.

@@ -82,6 +82,81 @@ impl Device {
     }
 }
 
+/// A `ksm emulate` process (spawned by a test that has the binary), killed on drop.
+pub struct EmulateProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its pty link (what `-D` takes).
+    pub link: PathBuf,
+    /// Its control socket.
+    pub control: PathBuf,
+}
+
+impl EmulateProcess {
+    /// Runs `ksm emulate ARGS --pty DIR/ttyYHSM --control DIR/ctl` and waits for both.
+    pub fn start(ksm: &Path, args: &[&str], dir: &Path) -> EmulateProcess {
+        let link = dir.join("ttyYHSM");
+        let control = dir.join("ctl");
+        let child = std::process::Command::new(ksm)
+            .arg("emulate")
+            .args(args)
+            .arg("--pty")
+            .arg(&link)
+            .arg("--control")
+            .arg(&control)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ksm emulate");
+        let emu = EmulateProcess {
+            child,
+            link,
+            control,
+        };
+        wait_for_path(&emu.control);
+        wait_for_path(&emu.link);
+        emu
+    }
+
+    /// Sends one control command; returns the answer line.
+    pub fn control(&self, line: &str) -> String {
+        control(&self.control, line)
+    }
+}
+
+impl Drop for EmulateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (up to 10 s) until `path` exists, a link or not.
+pub fn wait_for_path(path: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::symlink_metadata(path).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends one command to a `ksm emulate --control` socket; returns the answer line.
+pub fn control(sock: &Path, line: &str) -> String {
+    use std::io::BufRead;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("control socket");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    writeln!(s, "{line}").expect("send control command");
+    let mut reply = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut reply)
+        .expect("control answer");
+    reply.trim().to_string()
+}
+
 /// Waits for a spawned `ksm serve` (stdout piped) to print its `ksm listening on http://…`
 /// line and returns the address it is serving on.
 pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {

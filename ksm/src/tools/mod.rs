@@ -1,10 +1,11 @@
 //! Operator tools: key generation and import, offline AEAD decryption, store checks,
-//! keystore unlock. Each is a subcommand of `ksm`; flags follow pyhsm's tools.
+//! keystore unlock, provisioning a spare YubiHSM at its console. Each is a subcommand of `ksm`; flags follow pyhsm's tools.
 
 pub mod decrypt_aead;
 pub mod generate_keys;
 pub mod import_keys;
 pub mod keystore_unlock;
+pub mod provision;
 pub mod store_cmd;
 
 use std::io::BufRead;
