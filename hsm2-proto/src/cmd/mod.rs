@@ -183,3 +183,6 @@ macro_rules! with_command {
         }
     };
 }
+
+#[cfg(test)]
+mod tests;
