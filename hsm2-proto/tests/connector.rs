@@ -1,6 +1,7 @@
 //! The connector transport and the client against a stand-in connector on 127.0.0.1: real
 //! HTTP, a device that speaks the session protocol (the crate's own device side), and the
 //! ways a connector fails (gone, stalled, HTTP 500, no device).
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
