@@ -1,0 +1,57 @@
+//! YubiHSM 2 wire protocol for a YubiKey KSM: typed commands, SCP03 sessions, and the
+//! transports that carry them (yubihsm-connector's HTTP API; USB behind the `usb` feature).
+//!
+//! Table of contents:
+//! - wire tables, each written once: [`CommandCode`], [`ErrorCode`], [`Capability`] (with
+//!   the set [`Capabilities`]), [`Algorithm`], [`ObjectType`]; the frame layout:
+//!   [`codec::Frame`];
+//! - one request and one response type per command: [`cmd`];
+//! - edge types: [`ObjectId`], [`Domains`], [`Label`], [`NonceId`], [`OtpAead`];
+//! - sessions: [`session`] (both sides: the driver's [`session::HostSession`], the
+//!   emulator's [`session::DeviceSession`]);
+//! - key material that redacts and zeroizes: [`AuthKey`] (with the password derivation),
+//!   [`OtpAeadKeyBytes`], [`Secret`], [`SecretBytes`];
+//! - the transport seam: [`transport::Transport`], [`transport::Connector`];
+//! - the driver: [`Client`].
+//!
+//! # Why not the `yubihsm` crate
+//!
+//! iqlusion's `yubihsm` crate is a complete YubiHSM 2 client, and its SCP03 code is sound,
+//! but it cannot carry the commands a KSM needs: its `Command` trait, its message types
+//! and its secure channel are all private to the crate (`pub(crate)`), and its client has
+//! no methods for Decrypt OTP, Create/Randomize/Rewrap OTP AEAD or Generate OTP AEAD Key,
+//! and its Put OTP AEAD Key writes no nonce id (shared protocol notes §4.4). Using it would
+//! mean a fork. It is also a client only: a software YubiHSM 2 needs the device side of the
+//! same session and the same message types decoded the other way, which is what this crate
+//! is shaped for. So the protocol is implemented here, on RustCrypto's `aes`, `cbc`,
+//! `cmac`, `pbkdf2` and `sha2`; no primitive is written by hand.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod table;
+
+mod algorithm;
+mod capability;
+mod client;
+pub mod cmd;
+pub mod codec;
+mod command_code;
+mod error;
+mod error_code;
+mod object;
+mod otp;
+mod secret;
+pub mod session;
+pub mod transport;
+
+pub use algorithm::Algorithm;
+pub use capability::{Capabilities, Capability};
+pub use client::Client;
+pub use command_code::{CommandCode, RESPONSE_BIT};
+pub use error::{Error, Result};
+pub use error_code::ErrorCode;
+pub use object::{Domains, Label, ObjectId, ObjectType, Origin};
+pub use otp::{NonceId, OtpAead, OtpCounters};
+pub use secret::{
+    AuthKey, OtpAeadKeyBytes, Secret, SecretBytes, PASSWORD_ITERATIONS, PASSWORD_SALT,
+};

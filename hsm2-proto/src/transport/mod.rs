@@ -1,0 +1,32 @@
+//! The transport seam below framing: whatever carries one request frame to a YubiHSM 2 and
+//! brings back its one answer.
+//!
+//! yubihsm-connector's HTTP API ([`Connector`]) and USB (`usb` feature, [`usb`]) implement
+//! [`Transport`]; so will the tests' scripted devices and, later, an in-process emulator.
+//! Sessions live above it ([`crate::Client`]), so every transport carries the same bytes.
+
+mod http;
+pub mod usb;
+
+pub use http::{Connector, ConnectorStatus, HttpTimeouts, DEFAULT_URL};
+
+use crate::codec::Frame;
+use crate::Result;
+
+/// Carries frames to one YubiHSM 2, strictly one request then its answer.
+///
+/// Every implementation bounds every wait: an answer that does not come in time is
+/// [`crate::Error::Timeout`], and a device or connector that went away is a typed error
+/// ([`crate::Error::ConnectorUnreachable`], [`crate::Error::Usb`], …) for which
+/// [`crate::Error::is_transport_error`] is true. Implementations trace command bytes and
+/// lengths at most, never frame contents (they hold keys and OTPs).
+pub trait Transport: Send {
+    /// Sends `request` and returns the device's answer, parsed as one frame.
+    fn exchange(&mut self, request: &Frame) -> Result<Frame>;
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn exchange(&mut self, request: &Frame) -> Result<Frame> {
+        (**self).exchange(request)
+    }
+}
