@@ -313,10 +313,8 @@ fn the_http_surface() {
     assert!(get.to_ascii_lowercase().contains("allow: post"), "{get}");
     let short = ask(b"POST /connector/api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n\x01\x00");
     assert!(short.starts_with("HTTP/1.1 400"), "{short}");
-    let mut long = format!(
-        "POST /connector/api HTTP/1.1\r\nHost: x\r\nContent-Length: 3140\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
+    let mut long = b"POST /connector/api HTTP/1.1\r\nHost: x\r\nContent-Length: 3140\r\nConnection: close\r\n\r\n"
+        .to_vec();
     long.extend([0u8; 3140]);
     assert!(ask(&long).starts_with("HTTP/1.1 400"));
     let other = ask(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
