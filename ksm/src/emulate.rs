@@ -68,15 +68,19 @@ pub struct EmulateArgs {
     /// the YubiHSM 2 TOML format; no --pty, no --preset).
     #[arg(long, conflicts_with = "preset")]
     pub hsm2: bool,
-    /// With --hsm2: the loopback address and port to serve the connector API on.
-    #[arg(long, requires = "hsm2", default_value = "127.0.0.1:12345")]
-    pub listen: SocketAddr,
+    /// With --hsm2: the loopback address and port to serve the connector API on
+    /// (default 127.0.0.1:12345, yubihsm-connector's).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Runs the emulator until a termination signal.
 pub fn run(args: EmulateArgs) -> Result<(), Error> {
     if args.hsm2 {
         return run_hsm2(args);
+    }
+    if args.listen.is_some() {
+        return Err(Error::Usage("--listen needs --hsm2".into()));
     }
     let Some(pty) = args.pty.clone() else {
         return Err(Error::Usage("--pty is required".into()));
@@ -135,10 +139,12 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
 /// Runs the software YubiHSM 2 until a termination signal.
 fn run_hsm2(args: EmulateArgs) -> Result<(), Error> {
     use hsm2_proto::emulator::{ConnectorEmulator, DeviceConfig};
-    if !args.listen.ip().is_loopback() {
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 12345)));
+    if !listen.ip().is_loopback() {
         return Err(Error::Usage(format!(
-            "--listen {}: the emulator serves only a loopback address (127.0.0.1, ::1)",
-            args.listen
+            "--listen {listen}: the emulator serves only a loopback address (127.0.0.1, ::1)"
         )));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -157,7 +163,7 @@ fn run_hsm2(args: EmulateArgs) -> Result<(), Error> {
         Some(p) => DeviceConfig::load(p).map_err(hsm2_error)?,
         None => DeviceConfig::factory(),
     };
-    let emu = Arc::new(ConnectorEmulator::start(args.listen, &cfg).map_err(hsm2_error)?);
+    let emu = Arc::new(ConnectorEmulator::start(listen, &cfg).map_err(hsm2_error)?);
     println!("emulated YubiHSM 2 at {}", emu.url());
     let mut bound = None;
     if let Some(path) = &args.control {
