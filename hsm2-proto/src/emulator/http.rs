@@ -38,6 +38,8 @@ struct Shared {
     stall: watch::Sender<bool>,
     /// The port is closed (connections refused) while true.
     refuse: watch::Sender<bool>,
+    /// Whether the port is open now (what `refuse` asked for, once carried out).
+    listening: watch::Sender<bool>,
     /// Bumped to close every open connection.
     cut: watch::Sender<u64>,
     /// Set once, when the handle is dropped.
@@ -91,6 +93,7 @@ impl ConnectorEmulator {
             addr,
             stall: watch::Sender::new(false),
             refuse: watch::Sender::new(false),
+            listening: watch::Sender::new(true),
             cut: watch::Sender::new(0),
             stop: watch::Sender::new(false),
         });
@@ -126,11 +129,16 @@ impl ConnectorEmulator {
     }
 
     /// Refuse connections: the port is closed and every open connection cut; `false`
-    /// listens on the same port again.
+    /// listens on the same port again. Returns once done (or after [`REBIND_FOR`] and a
+    /// second, if listening again failed: then the port stays closed).
     pub fn set_refuse(&self, on: bool) {
         self.shared.refuse.send_replace(on);
         if on {
             self.shared.cut.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        let deadline = Instant::now() + REBIND_FOR + Duration::from_secs(1);
+        while *self.shared.listening.borrow() == on && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -188,6 +196,7 @@ async fn accept_loop(mut listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         drop(listener);
+        shared.listening.send_replace(false);
         info!("connector refusing connections");
         let resumed = tokio::select! {
             _ = stop.wait_for(|s| *s) => false,
@@ -200,6 +209,7 @@ async fn accept_loop(mut listener: TcpListener, shared: Arc<Shared>) {
             Some(l) => listener = l,
             None => return,
         }
+        shared.listening.send_replace(true);
         info!("connector accepting connections again");
     }
 }
