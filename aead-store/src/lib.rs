@@ -125,6 +125,9 @@ pub trait Store {
         force: bool,
     ) -> Result<AeadSource, StoreError>;
 
+    /// Whether anything, good or bad, is stored for (`kh`, `id`): what resumable tools skip.
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError>;
+
     /// Every stored AEAD, checked, for verify and stats.
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_>;
 
@@ -160,6 +163,10 @@ impl Store for FsStore {
         force: bool,
     ) -> Result<AeadSource, StoreError> {
         FsStore::write(self, kh, id, nonce, aead, force)
+    }
+
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.existing(kh, id).is_some())
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {

@@ -177,7 +177,7 @@ pub mod db {
         /// Runs `sql` in the schema; returns what `psql -At` printed.
         pub fn sql(&self, sql: &str) -> String {
             let mut args = PSQL.to_vec();
-            args.push("-At");
+            args.extend(["-q", "-At"]);
             run(
                 "psql",
                 &args,

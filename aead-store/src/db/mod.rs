@@ -547,6 +547,16 @@ impl Store for DbStore {
         Ok(source)
     }
 
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
+        let inner = self.inner.clone();
+        let key = id.as_str().to_string();
+        let rows = self
+            .block(async move { inner.pool.rows_for(&key).await.map_err(|e| unavailable(&e)) })?;
+        Ok(rows
+            .iter()
+            .any(|r| r.keyhandle.and_then(kh_from_sql) == Some(kh.0)))
+    }
+
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
         Box::new(Rows {
             store: self,
