@@ -482,10 +482,21 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
         let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
         l.eager_reconnect(false);
         l.listen(sql::CHANNEL).await?;
-        Ok::<_, sqlx::Error>(l)
+        // A LISTEN without the trigger (a table made by hand, db-init not run) would hear
+        // nothing and keep revoked AEADs cached for ever: then it is no LISTEN at all.
+        let trigger = sqlx::query(sql::HAS_TRIGGER).fetch_optional(&mut l).await?;
+        Ok::<_, sqlx::Error>((l, trigger.is_some()))
     };
     let mut l = match tokio::time::timeout(inner.cfg.timeout, connect).await {
-        Ok(Ok(l)) => l,
+        Ok(Ok((l, true))) => l,
+        Ok(Ok((_, false))) => {
+            if failures == 0 {
+                warn!("aead_table has no change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+            }
+            // Asked again at the next check: db-init may run meanwhile.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return;
+        }
         Ok(Err(e)) => {
             if failures == 0 {
                 warn!(error = %e, "no LISTEN on the AEAD database (a hot standby?): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());

@@ -41,6 +41,9 @@ const COLS_LITE: &str = "public_id, CAST(keyhandle AS INTEGER) AS keyhandle, non
 /// public id of a row inserted, changed or deleted, or empty after a `TRUNCATE`.
 pub(crate) const CHANNEL: &str = "ksm_aead";
 
+/// Whether `aead_table` (the one the search path finds) has `db-init`'s trigger.
+pub(crate) const HAS_TRIGGER: &str = "SELECT 1 FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table')";
+
 /// Keeps what a column gives only if it is the type we expect; a wrongly typed value is a
 /// bad row, not a failed query.
 fn col<T>(r: Result<Option<T>, sqlx::Error>) -> Option<T> {

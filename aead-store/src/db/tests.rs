@@ -410,3 +410,54 @@ fn cached_aeads_outlive_an_outage_only_when_asked() {
         }
     }
 }
+
+#[test]
+fn postgresql_over_tls_and_read_only_connections_serve() {
+    let db = Db::pg();
+    db.pyhsm_table();
+    db.store(&[0x20], false).init().unwrap();
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    // The hot-standby case without a standby: every transaction read-only, over TLS.
+    let url = format!(
+        "{}%20-c%20default_transaction_read_only%3Don&sslmode=require",
+        db.url()
+    );
+    let mut cfg = DbConfig::new(DbUrl::parse(&url).unwrap(), vec![KeyHandle(0x20)]);
+    cfg.cache = true;
+    let s = DbStore::open(cfg).unwrap();
+    assert!(s.lookup(&id("cccccccccccb")).unwrap().is_some());
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    let w = s.write(
+        KeyHandle(0x20),
+        &id("cccccccccccd"),
+        &Nonce(nonce_of("cccccccccccd")),
+        &Aead::new(&aead(2)).unwrap(),
+        false,
+    );
+    assert!(
+        matches!(w, Err(StoreError::Unavailable(ref e)) if e.contains("read-only")),
+        "{w:?}"
+    );
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&id("cccccccccccb")) == Ok(None)
+    });
+}
+
+#[test]
+fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
+    // pyhsm's table made by hand, `db-init` never run: nothing would ever notify.
+    let db = Db::pg();
+    db.pyhsm_table();
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    let s = cached_store(&db);
+    let kid = id("cccccccccccb");
+    // Long enough for a LISTEN to be in place, if one were trusted.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!s.is_listening());
+    assert!(s.lookup(&kid).unwrap().is_some());
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&kid) == Ok(None)
+    });
+}
