@@ -568,6 +568,10 @@ impl Store for CachedStore {
         CachedStore::write(self, kh, id, nonce, aead, force)
     }
 
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.disk().existing(kh, id).is_some())
+    }
+
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
         let walk: Walk<'_> = self.shared.disk.entries();
         Box::new(walk)

@@ -74,6 +74,14 @@ pub enum StoreError {
     /// A version-0 file's nonce is its public id, which must then be at most 6 bytes.
     #[error("{0}: public id longer than 6 bytes cannot be the nonce of a version-0 file")]
     IdTooLong(PathBuf),
+    /// The database store's settings: its URL (never repeated: it may hold what it should
+    /// not), its password file, its pool.
+    #[error("AEAD database: {0}")]
+    DbConfig(String),
+    /// The database cannot be reached, or did not answer in time, or refused the query (a
+    /// missing table, no permission). The daemon answers `ERR Store unavailable`.
+    #[error("AEAD database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -90,6 +98,7 @@ impl StoreError {
             | StoreError::Malformed { path, .. }
             | StoreError::KeyHandleMismatch { path, .. }
             | StoreError::NonceMismatch { path, .. } => path,
+            StoreError::DbConfig(_) | StoreError::Unavailable(_) => Path::new("aead_table"),
         }
     }
 

@@ -9,7 +9,9 @@
 //!   daemon ([`FsStore::watch`]);
 //! - [`Store`]: what the daemon and tools need from a store, so another backend (a
 //!   database) can stand in; it speaks of AEADs and their [`AeadSource`], never of files;
-//! - [`StoreError`]: the one error type; every variant names a path.
+//! - `DbStore` (feature `db`): pyhsm's `aead_table` in PostgreSQL, MySQL/MariaDB or SQLite,
+//!   behind the same trait, with a cache kept true by notifications or bounded in time;
+//! - [`StoreError`]: the one error type; every variant names a path (or a row).
 //!
 //! Nothing read from disk is trusted: every file is checked, and no path is built from
 //! anything but a validated [`PublicId`] and a listed key-handle directory.
@@ -17,6 +19,8 @@
 #![warn(missing_docs)]
 
 mod cache;
+#[cfg(feature = "db")]
+pub mod db;
 mod error;
 pub mod format;
 mod fs_store;
@@ -26,6 +30,8 @@ mod source;
 mod walk;
 
 pub use cache::{CachedStore, ENTRY_BYTES};
+#[cfg(feature = "db")]
+pub use db::{DbConfig, DbStore, DbUrl, Engine};
 pub use error::StoreError;
 pub use fs_store::{read_aead_file, FsStore};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
@@ -87,6 +93,11 @@ impl NoncePolicy {
     }
 }
 
+/// A lookup the daemon awaits ([`Store::lookup_until`]).
+pub type Lookup<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<StoredAead>, StoreError>> + Send + 'a>,
+>;
+
 /// What the daemon and the tools need from an AEAD store.
 // `len` is optional (`None`: nothing held in memory), so an `is_empty` would say nothing.
 #[allow(clippy::len_without_is_empty)]
@@ -94,6 +105,14 @@ pub trait Store {
     /// The AEAD for `id` under the first configured key handle that has one, `Ok(None)` if
     /// none has, or an error naming the file that is wrong.
     fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError>;
+
+    /// [`Store::lookup`] for the daemon: never blocks its thread, and gives up at
+    /// `deadline` with [`StoreError::Unavailable`]. A store that answers from memory or disk
+    /// at once (the files) need not override it.
+    fn lookup_until<'a>(&'a self, id: &'a PublicId, deadline: std::time::Instant) -> Lookup<'a> {
+        let _ = deadline;
+        Box::pin(std::future::ready(self.lookup(id)))
+    }
 
     /// Stores an AEAD for (`kh`, `id`); an existing one is replaced only if `force`, else
     /// [`StoreError::AlreadyExists`]. Returns where it was stored.
@@ -105,6 +124,9 @@ pub trait Store {
         aead: &Aead,
         force: bool,
     ) -> Result<AeadSource, StoreError>;
+
+    /// Whether anything, good or bad, is stored for (`kh`, `id`): what resumable tools skip.
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError>;
 
     /// Every stored AEAD, checked, for verify and stats.
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_>;
@@ -141,6 +163,10 @@ impl Store for FsStore {
         force: bool,
     ) -> Result<AeadSource, StoreError> {
         FsStore::write(self, kh, id, nonce, aead, force)
+    }
+
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.existing(kh, id).is_some())
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {

@@ -14,6 +14,11 @@ pub struct AeadSource(Place);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
     File(PathBuf),
+    /// A row of pyhsm's `aead_table`, by its primary key.
+    Row {
+        public_id: String,
+        key_handle: hsm_proto::KeyHandle,
+    },
 }
 
 impl AeadSource {
@@ -22,10 +27,20 @@ impl AeadSource {
         AeadSource(Place::File(path))
     }
 
+    /// The row of `aead_table` with this primary key.
+    #[cfg(feature = "db")]
+    pub(crate) fn row(public_id: &str, key_handle: hsm_proto::KeyHandle) -> AeadSource {
+        AeadSource(Place::Row {
+            public_id: public_id.to_string(),
+            key_handle,
+        })
+    }
+
     /// The path, if this source is a file.
     pub(crate) fn as_path(&self) -> Option<&Path> {
         match &self.0 {
             Place::File(p) => Some(p),
+            Place::Row { .. } => None,
         }
     }
 }
@@ -34,6 +49,13 @@ impl fmt::Display for AeadSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Place::File(p) => p.display().fmt(f),
+            Place::Row {
+                public_id,
+                key_handle,
+            } => write!(
+                f,
+                "aead_table row (public_id {public_id}, keyhandle {key_handle})"
+            ),
         }
     }
 }

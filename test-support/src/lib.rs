@@ -76,3 +76,197 @@ pub fn vector_otp(i: usize, counter: u16, use_: u8) -> String {
         use_,
     )
 }
+
+/// Databases for tests: a fresh PostgreSQL schema or MariaDB database of its own per test
+/// (so tests run in parallel without colliding), on the servers the development and CI
+/// machines run on 127.0.0.1 (PostgreSQL: trust auth, user `postgres`, database `test`;
+/// MariaDB: `root` without password, database `test`), driven with their own command-line
+/// clients. Dropped with the value.
+pub mod db {
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// PostgreSQL as the tests reach it (`psql` arguments).
+    const PSQL: [&str; 8] = [
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "test",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ];
+    /// MariaDB as the tests reach it (`mysql` arguments).
+    const MYSQL: [&str; 5] = ["-h", "127.0.0.1", "-P", "3306", "-uroot"];
+
+    fn unique(prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        format!(
+            "{prefix}_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    fn run(program: &str, args: &[&str], sql: &str) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e} (apt-get install postgresql-client mariadb-client; .ci/run does)"));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(sql.as_bytes())
+            .expect("write SQL");
+        let out = child.wait_with_output().expect("wait for the SQL client");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}\n{sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An SQL byte-string literal PostgreSQL reads as `bytea` (`'\x…'`).
+    pub fn pg_bytes(b: &[u8]) -> String {
+        format!("'\\x{}'::bytea", hex(b))
+    }
+
+    /// An SQL byte-string literal MariaDB and SQLite read as a blob (`X'…'`).
+    pub fn blob(b: &[u8]) -> String {
+        format!("X'{}'", hex(b))
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// A PostgreSQL schema of its own.
+    #[derive(Debug)]
+    pub struct PgSchema {
+        /// Its name.
+        pub schema: String,
+    }
+
+    impl PgSchema {
+        /// Creates it.
+        pub fn new() -> PgSchema {
+            let schema = unique("ksm_t");
+            run("psql", &PSQL, &format!("CREATE SCHEMA {schema};"));
+            PgSchema { schema }
+        }
+
+        /// The URL pyhsm's users would write for it (its schema first on the search path).
+        pub fn url(&self) -> String {
+            format!(
+                "postgresql://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{}",
+                self.schema
+            )
+        }
+
+        /// Runs `sql` in the schema; returns what `psql -At` printed.
+        pub fn sql(&self, sql: &str) -> String {
+            let mut args = PSQL.to_vec();
+            args.extend(["-q", "-At"]);
+            run(
+                "psql",
+                &args,
+                &format!("SET search_path TO {};\n{sql}", self.schema),
+            )
+        }
+    }
+
+    impl Default for PgSchema {
+        fn default() -> PgSchema {
+            PgSchema::new()
+        }
+    }
+
+    impl Drop for PgSchema {
+        fn drop(&mut self) {
+            let _ = Command::new("psql")
+                .args(PSQL)
+                .args([
+                    "-c",
+                    &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// A MariaDB database of its own.
+    #[derive(Debug)]
+    pub struct MyDatabase {
+        /// Its name.
+        pub name: String,
+    }
+
+    impl MyDatabase {
+        /// Creates it.
+        pub fn new() -> MyDatabase {
+            let name = unique("ksm_t");
+            run("mysql", &MYSQL, &format!("CREATE DATABASE {name};"));
+            MyDatabase { name }
+        }
+
+        /// The URL pyhsm's users would write for it.
+        pub fn url(&self) -> String {
+            format!("mysql://root@127.0.0.1:3306/{}", self.name)
+        }
+
+        /// Runs `sql` in the database; returns what `mysql -N -B` printed.
+        pub fn sql(&self, sql: &str) -> String {
+            let mut args = MYSQL.to_vec();
+            args.extend(["-N", "-B", &self.name]);
+            run("mysql", &args, sql)
+        }
+    }
+
+    impl Default for MyDatabase {
+        fn default() -> MyDatabase {
+            MyDatabase::new()
+        }
+    }
+
+    impl Drop for MyDatabase {
+        fn drop(&mut self) {
+            let _ = Command::new("mysql")
+                .args(MYSQL)
+                .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// pyhsm's `doc/db_schema`, as a pyhsm user types it into MariaDB or SQLite.
+    pub const PYHSM_SCHEMA: &str = "CREATE TABLE aead_table (
+  public_id varchar(16) NOT NULL,
+  keyhandle INT NOT NULL,
+  nonce BLOB(6) NOT NULL,
+  aead BLOB(32) NOT NULL,
+  PRIMARY KEY (public_id, keyhandle)
+);";
+
+    /// The same on PostgreSQL, which has no `BLOB`: `bytea`, what SQLAlchemy's
+    /// `LargeBinary` (the type pyhsm's reflected `BLOB` columns load as) makes there.
+    pub const PYHSM_SCHEMA_PG: &str = "CREATE TABLE aead_table (
+  public_id varchar(16) NOT NULL,
+  keyhandle INT NOT NULL,
+  nonce bytea NOT NULL,
+  aead bytea NOT NULL,
+  PRIMARY KEY (public_id, keyhandle)
+);";
+}

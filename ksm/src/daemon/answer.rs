@@ -37,6 +37,8 @@ pub enum Outcome {
     Timeout,
     /// Every HSM queue is full.
     Overloaded,
+    /// The AEAD database cannot be reached or did not answer within the deadline.
+    StoreUnavailable,
 }
 
 /// One row of the answer table: everything said about one kind of outcome.
@@ -70,7 +72,7 @@ const OK: StatusCode = StatusCode::OK;
 const HSM: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 
 /// Every outcome's row, in the order of [`Outcome`]'s variants (`/metrics` lists them so).
-pub const ANSWERS: [Row; 11] = [
+pub const ANSWERS: [Row; 12] = [
     row("OK", OK, "ok", "ok"),
     row("ERR No OTP provided", OK, "no_otp", "invalid"),
     row("ERR Invalid OTP format", OK, "invalid_otp", "invalid"),
@@ -82,6 +84,7 @@ pub const ANSWERS: [Row; 11] = [
     row("ERR HSM unavailable", HSM, "unavailable", "err"),
     row("ERR Timeout", HSM, "timeout", "err"),
     row("ERR Overloaded", HSM, "overloaded", "err"),
+    row("ERR Store unavailable", HSM, "store_unavailable", "err"),
 ];
 
 /// pyhsm's stats counters, in the order its page printed them.
@@ -102,6 +105,7 @@ impl Outcome {
             Outcome::Unavailable => 8,
             Outcome::Timeout => 9,
             Outcome::Overloaded => 10,
+            Outcome::StoreUnavailable => 11,
         }
     }
 
@@ -179,6 +183,18 @@ impl From<PoolError> for Outcome {
     }
 }
 
+/// What a failed lookup means for the validator: a store that cannot be reached is a
+/// service problem (503, try the next KSM); anything else is this YubiKey's AEAD, a file or
+/// a row, being unusable.
+impl From<&aead_store::StoreError> for Outcome {
+    fn from(e: &aead_store::StoreError) -> Outcome {
+        match e {
+            aead_store::StoreError::Unavailable(_) => Outcome::StoreUnavailable,
+            _ => Outcome::CorruptAead,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,7 +206,7 @@ mod tests {
         labels.dedup();
         assert_eq!(labels.len(), ANSWERS.len());
         assert!(ANSWERS.iter().all(|r| PYHSM_STATS.contains(&r.pyhsm)));
-        assert_eq!(Outcome::Overloaded.index(), ANSWERS.len() - 1);
+        assert_eq!(Outcome::StoreUnavailable.index(), ANSWERS.len() - 1);
     }
 
     #[test]
@@ -218,5 +234,17 @@ mod tests {
             Outcome::from(PoolError::Overloaded).answer().1,
             "ERR Overloaded"
         );
+        assert_eq!(
+            Outcome::from(&aead_store::StoreError::Unavailable("down".into())).answer(),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR Store unavailable".into()
+            )
+        );
+        let bad_row = aead_store::StoreError::Malformed {
+            path: "aead_table row (public_id cccccccccccb, keyhandle 0x20)".into(),
+            reason: "nonce is not 6 bytes",
+        };
+        assert_eq!(Outcome::from(&bad_row).answer().1, "ERR Corrupt AEAD");
     }
 }

@@ -14,7 +14,7 @@ use clap::Args;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::serve::{Reload, Settings};
+use crate::daemon::serve::{DbSettings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
 use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tool_frame::SocketPolicy;
@@ -41,9 +41,6 @@ pub struct ServeArgs {
     /// Accepted for pyhsm compatibility and ignored: run under systemd instead.
     #[arg(short = 'd', long = "daemon", hide = true)]
     pub daemon: bool,
-    /// pyhsm's SQL backend is not supported.
-    #[arg(long, hide = true)]
-    pub db_url: Option<String>,
 }
 
 /// The options of `ksm serve` that are both flags and `ksm.toml` keys (the key is the long
@@ -113,6 +110,22 @@ pub struct ServeOptions {
     // stands unless the flag is given.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub random_nonce_aeads: Option<bool>,
+    /// AEADs in this database instead of -B (pyhsm's --db-url): postgresql://USER@HOST/DB,
+    /// mysql://USER@HOST/DB or sqlite:///PATH. No password in it: see --db-password-file.
+    #[arg(long)]
+    pub db_url: Option<String>,
+    /// A private file (mode 0600) whose first line is the database password, where the
+    /// driver's own ways (PGPASSFILE, ~/.pgpass, unix-socket peer auth) do not serve.
+    #[arg(long)]
+    pub db_password_file: Option<PathBuf>,
+    /// Most database connections open at once (PostgreSQL's LISTEN takes one more).
+    #[arg(long)]
+    pub db_pool_size: Option<u32>,
+    /// While the database cannot be reached, keep decoding the AEADs already cached. Off by
+    /// default: a row deleted during the outage (a revoked YubiKey) would keep decoding
+    /// until the database is back.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub db_serve_cached_when_down: Option<bool>,
 }
 
 impl Default for ServeOptions {
@@ -136,6 +149,10 @@ impl Default for ServeOptions {
             header_timeout: Some(5.0),
             socket_policy: Some(SocketPolicy::Tools),
             random_nonce_aeads: Some(false),
+            db_url: None,
+            db_password_file: None,
+            db_pool_size: Some(8),
+            db_serve_cached_when_down: Some(false),
         }
     }
 }
@@ -200,6 +217,12 @@ impl ServeOptions {
             header_timeout: self.header_timeout.or(other.header_timeout),
             socket_policy: self.socket_policy.or(other.socket_policy),
             random_nonce_aeads: self.random_nonce_aeads.or(other.random_nonce_aeads),
+            db_url: self.db_url.or(other.db_url),
+            db_password_file: self.db_password_file.or(other.db_password_file),
+            db_pool_size: self.db_pool_size.or(other.db_pool_size),
+            db_serve_cached_when_down: self
+                .db_serve_cached_when_down
+                .or(other.db_serve_cached_when_down),
         }
     }
 
@@ -244,8 +267,29 @@ impl ServeOptions {
             queue_depth: set(&self.queue_depth, "queue-depth")?.max(1),
             socket_policy: set(&self.socket_policy, "socket-policy")?,
             nonce_policy: nonce_policy(set(&self.random_nonce_aeads, "random-nonce-aeads")?),
+            db: self.db()?,
             reload: None,
         })
+    }
+
+    /// The database settings, if AEADs are in a database.
+    fn db(&self) -> Result<Option<DbSettings>, Error> {
+        let Some(url) = &self.db_url else {
+            return Ok(None);
+        };
+        let pool_size = set(&self.db_pool_size, "db-pool-size")?;
+        if pool_size == 0 {
+            return Err(Error::Usage("--db-pool-size must be at least 1".into()));
+        }
+        Ok(Some(DbSettings {
+            url: db_url(url)?,
+            password_file: self.db_password_file.clone(),
+            pool_size,
+            serve_cached_when_down: set(
+                &self.db_serve_cached_when_down,
+                "db-serve-cached-when-down",
+            )?,
+        }))
     }
 }
 
@@ -291,12 +335,6 @@ impl ServeArgs {
 
     /// Flags over `ksm.toml` over (with `--demo`) the demo's defaults over the defaults.
     fn resolve(&self) -> Result<Settings, Error> {
-        if self.db_url.is_some() {
-            return Err(Error::Usage(
-                "--db-url (pyhsm's SQL backend) is not supported; use an AEAD directory (-B)"
-                    .into(),
-            ));
-        }
         let mut o = self.options.clone();
         if let Some(path) = &self.config {
             o = o.or(ServeOptions::load(path)?);
@@ -306,6 +344,12 @@ impl ServeArgs {
         }
         o.or(ServeOptions::default()).settings(self.demo)
     }
+}
+
+/// A `--db-url`, read as pyhsm's users write it; a bad one is a usage error that never
+/// repeats the URL (it may hold a password).
+pub fn db_url(url: &str) -> Result<aead_store::DbUrl, Error> {
+    aead_store::DbUrl::parse(url).map_err(|e| Error::Usage(format!("--db-url: {e}")))
 }
 
 /// The store's nonce rule for `--random-nonce-aeads`.

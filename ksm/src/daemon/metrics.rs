@@ -147,8 +147,10 @@ impl Metrics {
             let _ = writeln!(o, "# HELP ksm_store_aeads AEADs known to the store cache.\n# TYPE ksm_store_aeads gauge\nksm_store_aeads {n}");
         }
         if let Some(w) = store.watching() {
-            let _ = writeln!(o, "# HELP ksm_store_watching Whether the AEAD directory is watched and lookups are cached (1) or every lookup reads the disk (0).\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
+            let _ = writeln!(o, "# HELP ksm_store_watching Whether changes to the AEAD store are watched and lookups are cached (1) or every lookup reads the store (0).\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
         }
+        // A directory that cannot be listed, a database that does not answer.
+        let _ = writeln!(o, "# HELP ksm_store_up Whether the AEAD store can be read (1) or not (0).\n# TYPE ksm_store_up gauge\nksm_store_up {}", u8::from(store.check().is_ok()));
         o
     }
 }
@@ -200,6 +202,13 @@ mod tests {
             _: bool,
         ) -> Result<aead_store::AeadSource, aead_store::StoreError> {
             Err(aead_store::StoreError::NoBase("none".into()))
+        }
+        fn exists(
+            &self,
+            _: hsm_proto::KeyHandle,
+            _: &hsm_proto::PublicId,
+        ) -> Result<bool, aead_store::StoreError> {
+            Ok(false)
         }
         fn entries(&self) -> Box<dyn Iterator<Item = aead_store::WalkEntry> + '_> {
             Box::new(std::iter::empty())

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aead_store::{CachedStore, FsStore, NoncePolicy};
+use aead_store::{CachedStore, DbStore, FsStore, NoncePolicy, Store};
 use hsm_proto::{KeyHandle, Timeouts};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -45,9 +45,44 @@ pub struct Settings {
     pub socket_policy: SocketPolicy,
     /// Which AEAD nonces are served (`--random-nonce-aeads`: any).
     pub nonce_policy: NoncePolicy,
+    /// AEADs in a database (`--db-url`) rather than `aead_dir`.
+    pub db: Option<DbSettings>,
     /// How to read the settings again (SIGHUP): the same flags over `ksm.toml` as it is
     /// now. `None`: nothing to reload (settings made in code).
     pub reload: Option<Reload>,
+}
+
+/// Where and how the daemon reads AEADs from a database.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// The database.
+    pub url: aead_store::DbUrl,
+    /// Private file with its password.
+    pub password_file: Option<PathBuf>,
+    /// Most connections.
+    pub pool_size: u32,
+    /// Keep decoding cached AEADs while the database cannot be reached.
+    pub serve_cached_when_down: bool,
+}
+
+impl DbSettings {
+    /// The store's configuration for the daemon: cached and kept true, each wait bounded by
+    /// the request timeout.
+    pub fn store_config(
+        &self,
+        key_handles: Vec<KeyHandle>,
+        nonce_policy: NoncePolicy,
+        timeout: std::time::Duration,
+    ) -> aead_store::DbConfig {
+        let mut c = aead_store::DbConfig::new(self.url.clone(), key_handles);
+        c.password_file = self.password_file.clone();
+        c.nonce_policy = nonce_policy;
+        c.pool_size = self.pool_size;
+        c.timeout = timeout;
+        c.cache = true;
+        c.serve_cached_when_down = self.serve_cached_when_down;
+        c
+    }
 }
 
 /// Merges the settings again from their sources.
@@ -144,12 +179,30 @@ pub async fn serve(
     // First of all, before touching a device: is another daemon using our files?
     let pid_file = s.pid_file.as_deref().map(PidFile::claim).transpose()?;
     let socket_claim = s.socket.as_deref().map(SocketClaim::claim).transpose()?;
-    let store =
-        FsStore::open(&s.aead_dir, s.key_handles.clone())?.with_nonce_policy(s.nonce_policy);
     if s.nonce_policy == NoncePolicy::Any {
-        warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD directory ties them to a public id");
+        warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD store ties them to a public id");
     }
-    let store = CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES);
+    let (store, aeads_in): (Arc<dyn Store + Send + Sync>, String) = match &s.db {
+        Some(db) => {
+            let cfg = db.store_config(s.key_handles.clone(), s.nonce_policy, s.http.reqtimeout);
+            if db.serve_cached_when_down {
+                warn!("--db-serve-cached-when-down: while the database is unreachable, cached AEADs keep decoding, including any whose row was deleted meanwhile");
+            }
+            let engine = format!("{:?}", db.url.engine()).to_lowercase();
+            (
+                Arc::new(DbStore::open(cfg)?),
+                format!("a {engine} database"),
+            )
+        }
+        None => {
+            let store = FsStore::open(&s.aead_dir, s.key_handles.clone())?
+                .with_nonce_policy(s.nonce_policy);
+            (
+                Arc::new(CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES)),
+                s.aead_dir.display().to_string(),
+            )
+        }
+    };
     let pool = Arc::new(Pool::start(
         backends(&s)?,
         PoolConfig {
@@ -160,7 +213,7 @@ pub async fn serve(
     ));
     let mut http = s.http.clone();
     http.max_connections = connection_budget(http.max_connections);
-    let state = Arc::new(AppState::new(pool.clone(), Arc::new(store), http));
+    let state = Arc::new(AppState::new(pool.clone(), store, http));
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("listener", e))?;
@@ -194,7 +247,7 @@ pub async fn serve(
         out,
         "ksm listening on http://{addr}{} (AEADs in {}, key handles {})",
         s.http.serve_path,
-        s.aead_dir.display(),
+        aeads_in,
         khs.join(",")
     );
     if s.demo {

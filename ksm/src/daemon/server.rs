@@ -536,12 +536,17 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         return (Outcome::InvalidOtp, None);
     };
     let id = Some(otp.public_id.to_string());
-    let stored = match st.store.lookup(&otp.public_id) {
+    let stored = match st.store.lookup_until(&otp.public_id, deadline).await {
         Ok(Some(s)) => s,
         Ok(None) => return (Outcome::UnknownId, id),
         Err(e) => {
-            warn!(public_id = %otp.public_id, error = %e, "AEAD unusable");
-            return (Outcome::CorruptAead, id);
+            let outcome = Outcome::from(&e);
+            if outcome == Outcome::CorruptAead {
+                warn!(public_id = %otp.public_id, error = %e, "AEAD unusable");
+            } else {
+                debug!(public_id = %otp.public_id, error = %e, "AEAD store unavailable");
+            }
+            return (outcome, id);
         }
     };
     let Ok(aead) = YubiKeyAead::try_from(&stored.aead) else {
@@ -584,7 +589,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     let states: Vec<DeviceState> = devices.iter().map(|d| d.state()).collect();
     let store = st.store.check();
     if let Err(e) = &store {
-        debug!(error = %e, "the AEAD directory cannot be read");
+        debug!(error = %e, "the AEAD store cannot be read");
     }
     let status = if states.contains(&DeviceState::Up) {
         if store.is_ok() && states.iter().all(|s| *s == DeviceState::Up) {

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use aead_store::FsStore;
+use aead_store::Store;
 use clap::Args;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,7 +45,7 @@ pub struct GenerateArgs {
 /// `ksm generate-keys`: fails if some ids were left with AEADs for some key handles only.
 pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let khs = args.key_handles.parse()?;
-    let store = FsStore::open(&args.output.output_dir, khs.clone())?;
+    let store = args.output.open(khs.clone())?;
     let mut hsm = args.dev.open()?;
     let plan = Plan {
         key_handles: khs,
@@ -55,7 +55,7 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         random_nonce: args.random_nonce,
         force: args.force,
     };
-    let s = generate(&mut hsm, &store, &plan, &mut std::io::stdout())?;
+    let s = generate(&mut hsm, &*store, &plan, &mut std::io::stdout())?;
     if s.incomplete > 0 {
         return Err(Error::Incomplete(s.incomplete));
     }
@@ -93,7 +93,7 @@ pub struct Summary {
 /// Generates the planned keys into `store`, with a progress bar on stderr.
 pub fn generate(
     hsm: &mut Hsm,
-    store: &FsStore,
+    store: &dyn Store,
     plan: &Plan,
     out: &mut dyn Write,
 ) -> Result<Summary, Error> {
@@ -123,11 +123,10 @@ pub fn generate(
     for n in first..first.saturating_add(plan.count) {
         bar.inc(1);
         let id = PublicId::from_number(n, plan.public_id_chars)?;
-        let present = plan
-            .key_handles
-            .iter()
-            .filter(|kh| store.existing(**kh, &id).is_some())
-            .count();
+        let mut present = 0;
+        for kh in &plan.key_handles {
+            present += usize::from(store.exists(*kh, &id)?);
+        }
         if !plan.force && present == plan.key_handles.len() {
             s.skipped += 1;
             continue;

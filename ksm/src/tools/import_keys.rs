@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use aead_store::{FsStore, StoreError};
+use aead_store::{Store, StoreError};
 use hsm_proto::cmd::DbYubikeyAeadStore;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 
@@ -61,7 +61,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
     let store = if args.internal_db {
         None
     } else {
-        Some(FsStore::open(&args.output.output_dir, khs.clone())?)
+        Some(args.output.open(khs.clone())?)
     };
     let mut hsm = args.dev.open()?;
     let opts = Options {
@@ -78,7 +78,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
     };
     let s = import(
         &mut hsm,
-        store.as_ref(),
+        store.as_deref(),
         &opts,
         &mut reader,
         &mut std::io::stdout(),
@@ -162,7 +162,7 @@ fn parse_line(text: &str) -> Result<Line, String> {
 /// failures of one key are reported the same way; nothing else is lost.
 pub fn import(
     hsm: &mut Hsm,
-    store: Option<&FsStore>,
+    store: Option<&dyn Store>,
     opts: &Options,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
@@ -222,7 +222,7 @@ pub fn import(
 /// `Ok(false)`: every AEAD already existed.
 fn import_one(
     hsm: &mut Hsm,
-    store: Option<&FsStore>,
+    store: Option<&dyn Store>,
     opts: &Options,
     l: &Line,
 ) -> Result<bool, String> {
@@ -231,7 +231,7 @@ fn import_one(
             .key_handles
             .iter()
             .copied()
-            .filter(|kh| st.existing(*kh, &l.id).is_none())
+            .filter(|kh| !st.exists(*kh, &l.id).unwrap_or(false))
             .collect(),
         _ => opts.key_handles.clone(),
     };

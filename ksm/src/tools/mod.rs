@@ -34,12 +34,31 @@ impl KeyHandleArgs {
     }
 }
 
-/// `-O`: the AEAD directory the tools that seal AEADs write to.
+/// `-O`: the AEAD directory the tools that seal AEADs write to, or `--db-url`: a database.
 #[derive(Debug, clap::Args)]
 pub struct OutputDirArgs {
     /// AEAD directory (must exist).
     #[arg(short = 'O', long = "output-dir", alias = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
     pub output_dir: PathBuf,
+    /// Write to this database's aead_table instead (see `ksm store db-init`).
+    #[command(flatten)]
+    pub db: store_cmd::DbArgs,
+}
+
+impl OutputDirArgs {
+    /// The store written to: the database if `--db-url` is given, else the directory.
+    pub fn open(&self, key_handles: Vec<KeyHandle>) -> Result<Box<dyn aead_store::Store>, Error> {
+        match self
+            .db
+            .open(key_handles.clone(), aead_store::NoncePolicy::PublicId)?
+        {
+            Some(db) => Ok(Box::new(db)),
+            None => Ok(Box::new(aead_store::FsStore::open(
+                &self.output_dir,
+                key_handles,
+            )?)),
+        }
+    }
 }
 
 /// Parses `--key-handles` arguments: each may itself be comma-separated (`0x20,0x21`), and

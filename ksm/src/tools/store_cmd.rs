@@ -1,5 +1,6 @@
-//! `ksm store verify` and `ksm store stats`: what is in the AEAD directory, and what is
-//! wrong with it.
+//! `ksm store verify` and `ksm store stats`: what is in the AEAD directory (or database),
+//! and what is wrong with it; `ksm store db-init`, `db-import` and `db-export`: pyhsm's
+//! `aead_table` made, filled from a directory, and written back out as one.
 //!
 //! With an HSM, verify also asks the device whether it can open each AEAD, using
 //! `AEAD_DECRYPT_CMP` with the AEAD alone (no expected plaintext). Yubico's interface header
@@ -11,10 +12,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use aead_store::{stats, FsStore, NoncePolicy, StoreError};
-use hsm_proto::Hsm;
+use aead_store::{stats, DbConfig, DbStore, FsStore, NoncePolicy, Store, StoreError};
+use hsm_proto::{Hsm, KeyHandle};
 
-use crate::daemon::config::nonce_policy;
+use crate::daemon::config::{db_url, nonce_policy};
 use crate::device::DeviceArgs;
 use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
@@ -53,14 +54,95 @@ pub enum StoreCmd {
         #[command(flatten)]
         dir: AeadDirArgs,
     },
+    /// Create pyhsm's aead_table in a database if it is missing (an existing one keeps its
+    /// columns) and, on PostgreSQL, the trigger that tells every KSM of changed rows.
+    DbInit {
+        /// The database: postgresql://USER@HOST/DB, mysql://USER@HOST/DB, sqlite:///PATH.
+        url: String,
+        /// Private file whose first line is the database password.
+        #[arg(long)]
+        db_password_file: Option<PathBuf>,
+    },
+    /// Copy an AEAD directory into a database (pyhsm's yhsm-db-import): resumable (rows
+    /// present are kept), bad files named and skipped.
+    DbImport {
+        /// The AEAD directory.
+        dir: PathBuf,
+        /// The database.
+        url: String,
+        /// Private file whose first line is the database password.
+        #[arg(long)]
+        db_password_file: Option<PathBuf>,
+    },
+    /// Write a database's AEADs out as an AEAD directory in pyhsm's layout (pyhsm's
+    /// yhsm-db-export): resumable (files present are kept), bad rows named and skipped.
+    DbExport {
+        /// The database.
+        url: String,
+        /// The AEAD directory (must exist).
+        dir: PathBuf,
+        /// Private file whose first line is the database password.
+        #[arg(long)]
+        db_password_file: Option<PathBuf>,
+    },
 }
 
-/// `-B`: the AEAD directory to look at.
+/// `--db-url` (and its password file): a database instead of a directory.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DbArgs {
+    /// AEADs in this database instead (postgresql://, mysql://, sqlite:///; no password in
+    /// the URL).
+    #[arg(long = "db-url")]
+    pub db_url: Option<String>,
+    /// Private file (mode 0600) whose first line is the database password.
+    #[arg(long)]
+    pub db_password_file: Option<PathBuf>,
+}
+
+impl DbArgs {
+    /// The database store, if `--db-url` was given: uncached, as tools want it.
+    pub fn open(
+        &self,
+        key_handles: Vec<KeyHandle>,
+        policy: NoncePolicy,
+    ) -> Result<Option<DbStore>, Error> {
+        let Some(url) = &self.db_url else {
+            return Ok(None);
+        };
+        open_db(url, self.db_password_file.clone(), key_handles, policy).map(Some)
+    }
+}
+
+fn open_db(
+    url: &str,
+    password_file: Option<PathBuf>,
+    key_handles: Vec<KeyHandle>,
+    policy: NoncePolicy,
+) -> Result<DbStore, Error> {
+    let mut cfg = DbConfig::new(db_url(url)?, key_handles);
+    cfg.password_file = password_file;
+    cfg.nonce_policy = policy;
+    Ok(DbStore::open(cfg)?)
+}
+
+/// `-B`: the AEAD directory to look at, or `--db-url`: the database.
 #[derive(Debug, clap::Args)]
 pub struct AeadDirArgs {
     /// AEAD directory.
     #[arg(short = 'B', long = "aead-dir", default_value = DEFAULT_AEAD_DIR)]
     pub aead_dir: PathBuf,
+    /// The database instead.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+impl AeadDirArgs {
+    fn open(&self, policy: NoncePolicy) -> Result<Box<dyn Store>, Error> {
+        Ok(match self.db.open(Vec::new(), policy)? {
+            Some(db) => Box::new(db),
+            None => Box::new(FsStore::open(&self.aead_dir, Vec::new())?.with_nonce_policy(policy)),
+        })
+    }
 }
 
 /// `ksm store verify` (fails if it finds problems) or `ksm store stats`.
@@ -74,13 +156,13 @@ pub fn run(args: StoreArgs) -> Result<(), Error> {
             random_nonce_aeads,
         } => {
             let policy = nonce_policy(random_nonce_aeads);
-            let store = FsStore::open(&dir.aead_dir, Vec::new())?.with_nonce_policy(policy);
+            let store = dir.open(policy)?;
             let mut hsm = if hsm || dev.device.is_some() {
                 Some(dev.open()?)
             } else {
                 None
             };
-            let r = verify(&store, hsm.as_mut(), &mut out)?;
+            let r = verify(&*store, hsm.as_mut(), &mut out)?;
             let nonce_problems = match policy {
                 NoncePolicy::PublicId => r.nonce_differs,
                 NoncePolicy::Any => 0,
@@ -91,10 +173,96 @@ pub fn run(args: StoreArgs) -> Result<(), Error> {
             Ok(())
         }
         StoreCmd::Stats { dir } => {
-            print_stats(&FsStore::open(&dir.aead_dir, Vec::new())?, &mut out);
+            print_stats(&*dir.open(NoncePolicy::PublicId)?, &mut out);
             Ok(())
         }
+        StoreCmd::DbInit {
+            url,
+            db_password_file,
+        } => {
+            let db = open_db(&url, db_password_file, Vec::new(), NoncePolicy::PublicId)?;
+            db.init()?;
+            let _ = writeln!(out, "aead_table ready");
+            Ok(())
+        }
+        StoreCmd::DbImport {
+            dir,
+            url,
+            db_password_file,
+        } => {
+            let from = FsStore::open(&dir, Vec::new())?;
+            let to = open_db(&url, db_password_file, Vec::new(), NoncePolicy::PublicId)?;
+            copy_all(&from, &to, &mut out)
+        }
+        StoreCmd::DbExport {
+            url,
+            dir,
+            db_password_file,
+        } => {
+            // Rows go out as they are: a file carries its nonce, and whoever serves the
+            // directory applies its own nonce rule to it.
+            let from = open_db(&url, db_password_file, Vec::new(), NoncePolicy::Any)?;
+            let to = FsStore::open(&dir, Vec::new())?;
+            copy_all(&from, &to, &mut out)
+        }
     }
+}
+
+/// Counts from a copy between stores.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// AEADs written.
+    pub copied: usize,
+    /// AEADs the target already had (kept: a copy resumes).
+    pub present: usize,
+    /// Files or rows that are not usable AEADs, or could not be written: named and skipped.
+    pub bad: usize,
+}
+
+/// Copies every good AEAD of `from` into `to` (`db-import`, `db-export`), naming each bad
+/// one; fails at once if a store cannot be reached, and with exit 1 if anything was bad.
+pub fn copy_all(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result<(), Error> {
+    let c = copy(from, to, out)?;
+    if c.bad > 0 {
+        return Err(Error::AeadsFailed(c.bad));
+    }
+    Ok(())
+}
+
+/// [`copy_all`]'s work, returning the counts.
+pub fn copy(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result<Copied, Error> {
+    let mut c = Copied::default();
+    for e in from.entries() {
+        let (s, id) = match (e.result, e.id) {
+            (Err(err @ StoreError::Unavailable(_)), _) => return Err(err.into()),
+            (Err(err), _) => {
+                c.bad += 1;
+                let _ = writeln!(out, "BAD {err}");
+                continue;
+            }
+            (Ok(s), Some(id)) => (s, id),
+            (Ok(_), None) => {
+                c.bad += 1;
+                let _ = writeln!(out, "BAD {}: no public id", e.source);
+                continue;
+            }
+        };
+        match to.write(s.key_handle, &id, &s.nonce, &s.aead, false) {
+            Ok(_) => c.copied += 1,
+            Err(StoreError::AlreadyExists(_)) => c.present += 1,
+            Err(err @ StoreError::Unavailable(_)) => return Err(err.into()),
+            Err(err) => {
+                c.bad += 1;
+                let _ = writeln!(out, "BAD {}: {err}", e.source);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} copied, {} already present, {} bad (skipped)",
+        c.copied, c.present, c.bad
+    );
+    Ok(c)
 }
 
 /// Counts from a verify run.
@@ -117,7 +285,7 @@ pub struct Report {
 /// Checks every file; with `hsm`, also whether the HSM opens each AEAD. Each problem is
 /// printed as the walk finds it, and no file is kept once checked.
 pub fn verify(
-    store: &FsStore,
+    store: &dyn Store,
     mut hsm: Option<&mut Hsm>,
     out: &mut dyn Write,
 ) -> Result<Report, Error> {
@@ -182,7 +350,7 @@ pub fn verify(
 }
 
 /// Prints counts per key handle, counted as the walk goes.
-pub fn print_stats(store: &FsStore, out: &mut dyn Write) {
+pub fn print_stats(store: &dyn Store, out: &mut dyn Write) {
     let counts = stats(store.entries());
     let _ = writeln!(out, "key handle  AEADs  problems");
     for (kh, c) in counts {

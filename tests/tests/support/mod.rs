@@ -90,6 +90,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         socket_policy: Default::default(),
         reload: None,
         nonce_policy: aead_store::NoncePolicy::PublicId,
+        db: None,
     }
 }
 

@@ -1,0 +1,693 @@
+//! AEADs in a database: pyhsm's `aead_table` on PostgreSQL, MySQL/MariaDB or SQLite, behind
+//! the same [`Store`] trait as the files.
+//!
+//! A row is untrusted input, as a file is: its nonce must be 6 bytes and (under the default
+//! [`NoncePolicy`]) the public id, its AEAD 8 to 72 bytes (the daemon then asks for the
+//! 30 bytes of a YubiKey AEAD, as for files); a bad row is an error naming the row, and only
+//! that YubiKey is affected. With several key handles configured, the first one that has a
+//! row for the id decides, good or bad, as the first key-handle directory does.
+//!
+//! The cache is correct first and fast second:
+//!
+//! - only rows found are cached, never an absence, so a new row decodes at once;
+//! - on PostgreSQL a trigger (installed by [`DbStore::init`]) notifies channel `ksm_aead` of
+//!   every changed or deleted row, and while this store LISTENs, a cached AEAD stays until
+//!   its row changes. Each time the LISTEN is (re)established the cache is emptied, since
+//!   notices sent meanwhile are lost;
+//! - without a LISTEN (MySQL, SQLite, a PostgreSQL hot standby, which takes no LISTEN, or the
+//!   listener lost), a cached AEAD is used for at most the TTL (`DbConfig::ttl`, 0.5 s)
+//!   after it was read, then read again;
+//! - a lookup that started before a change was noticed does not put what it read into the
+//!   cache (an epoch counts the changes noticed).
+//!
+//! When the database cannot be reached, a lookup fails with [`StoreError::Unavailable`]
+//! within its deadline (`ERR Store unavailable`). Cached AEADs keep decoding then only with
+//! `serve_cached_when_down`: a row deleted during the outage is not noticed until it ends.
+//!
+//! The store runs its own small tokio runtime (thread `ksm-db`): the daemon's lookups and
+//! the tools' blocking calls both reach the database through it, and dropping the store
+//! stops it wherever that happens.
+
+mod sql;
+#[cfg(test)]
+mod tests;
+mod url;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+use tokio::runtime::Runtime;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use self::sql::{kh_from_sql, Pool, RawRow};
+pub use self::url::{DbUrl, Engine};
+use crate::{AeadSource, Lookup, NoncePolicy, Store, StoreError, StoredAead, WalkEntry};
+
+/// How the database store is set up.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// The database.
+    pub url: DbUrl,
+    /// A private file holding the password (first line), if the driver's own mechanisms
+    /// do not provide one.
+    pub password_file: Option<PathBuf>,
+    /// Key handles to try, in order.
+    pub key_handles: Vec<KeyHandle>,
+    /// Which nonces rows may carry.
+    pub nonce_policy: NoncePolicy,
+    /// Most connections open at once (the LISTEN takes one more on PostgreSQL).
+    pub pool_size: u32,
+    /// Longest wait for a connection or an answer, for the tools; the daemon's lookups are
+    /// bounded by their own deadline.
+    pub timeout: Duration,
+    /// Cache lookups, and keep the cache true (the daemon). Off, every lookup asks the
+    /// database (the tools).
+    pub cache: bool,
+    /// Longest a cached AEAD is used without a LISTEN to tell of changes.
+    pub ttl: Duration,
+    /// Keep decoding cached AEADs while the database cannot be reached.
+    pub serve_cached_when_down: bool,
+}
+
+impl DbConfig {
+    /// Defaults for `url` and `key_handles`: pool of 8, 5 s, no cache.
+    pub fn new(url: DbUrl, key_handles: Vec<KeyHandle>) -> DbConfig {
+        DbConfig {
+            url,
+            password_file: None,
+            key_handles,
+            nonce_policy: NoncePolicy::default(),
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+            cache: false,
+            ttl: Duration::from_millis(500),
+            serve_cached_when_down: false,
+        }
+    }
+}
+
+/// Cached AEADs, with the count of changes noticed (see the module doc).
+#[derive(Default)]
+struct Cache {
+    map: HashMap<String, (StoredAead, Instant)>,
+    epoch: u64,
+}
+
+impl Cache {
+    fn clear(&mut self) {
+        self.map.clear();
+        self.epoch += 1;
+    }
+}
+
+/// Most AEADs cached; past it the cache starts over (a million fit in about 100 MB).
+const MAX_CACHED: usize = 2_000_000;
+/// How often the store checks that the database answers.
+const PING_EVERY: Duration = Duration::from_millis(500);
+/// Rows per page of a walk.
+const PAGE: i64 = 5_000;
+
+/// What the runtime's tasks and the lookups share.
+struct Inner {
+    pool: Pool,
+    cfg: DbConfig,
+    cache: Mutex<Cache>,
+    /// A LISTEN is in place: cached AEADs stay until notified.
+    listening: AtomicBool,
+    /// Why the database was last found unreachable, if it was (cleared by the next success).
+    down: Mutex<Option<String>>,
+    /// Lookups that reached the database (for tests and `/metrics`).
+    queries: AtomicU64,
+}
+
+/// pyhsm's `aead_table` in a database (see the module doc).
+pub struct DbStore {
+    inner: Arc<Inner>,
+    rt: Option<Runtime>,
+}
+
+impl std::fmt::Debug for DbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbStore")
+            .field("engine", &self.inner.cfg.url.engine())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: &sqlx::Error) -> StoreError {
+    StoreError::Unavailable(match e {
+        sqlx::Error::PoolTimedOut => "no connection to the database".to_string(),
+        e => e.to_string(),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DbStore {
+    /// Opens the store. Nothing is connected yet (a daemon starts while its database is
+    /// down); with `cache`, the watch starts at once.
+    pub fn open(cfg: DbConfig) -> Result<DbStore, StoreError> {
+        if cfg.pool_size == 0 {
+            return Err(StoreError::DbConfig(
+                "the pool needs at least one connection".into(),
+            ));
+        }
+        let password = match &cfg.password_file {
+            Some(p) => Some(read_password(p)?),
+            None => None,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ksm-db")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::DbConfig(format!("cannot start its runtime: {e}")))?;
+        let pool = {
+            let _in = rt.enter();
+            Pool::new(
+                &cfg.url,
+                password.as_deref().map(|s| s.as_str()),
+                cfg.pool_size,
+                cfg.timeout,
+            )
+        };
+        let inner = Arc::new(Inner {
+            pool,
+            cfg,
+            cache: Mutex::default(),
+            listening: AtomicBool::new(false),
+            down: Mutex::new(None),
+            queries: AtomicU64::new(0),
+        });
+        if inner.cfg.cache {
+            rt.spawn(watch(inner.clone()));
+        }
+        Ok(DbStore {
+            inner,
+            rt: Some(rt),
+        })
+    }
+
+    fn rt(&self) -> &Runtime {
+        // Only `drop` takes it.
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the store")
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it, from any thread (the tools), at
+    /// most the configured timeout and a bit.
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let task = self.rt().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        let r = rx.recv_timeout(self.inner.cfg.timeout + Duration::from_secs(1));
+        task.abort();
+        r.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "no answer from the database in time".into(),
+            ))
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        self.inner.cfg.url.engine()
+    }
+
+    /// `ksm store db-init`: creates `aead_table` if it is missing and, on PostgreSQL, the
+    /// trigger that notifies KSMs of changed rows.
+    pub fn init(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        self.block(async move { inner.pool.init().await.map_err(|e| unavailable(&e)) })
+    }
+
+    /// Whether a LISTEN keeps the cache true now (PostgreSQL).
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::SeqCst)
+    }
+
+    /// Lookups that went to the database rather than the cache.
+    pub fn queries(&self) -> u64 {
+        self.inner.queries.load(Ordering::Relaxed)
+    }
+
+    /// The AEAD for `id`, waiting for the database at most until `deadline`.
+    pub async fn lookup_by(
+        &self,
+        id: &PublicId,
+        deadline: Instant,
+    ) -> Result<Option<StoredAead>, StoreError> {
+        if let Some(hit) = self.inner.cached(id, false) {
+            return Ok(Some(hit));
+        }
+        let inner = self.inner.clone();
+        let key = id.clone();
+        let mut task = self.rt().spawn(async move { inner.fetch(&key).await });
+        let r = tokio::select! {
+            r = &mut task => r.unwrap_or_else(|_| Err(StoreError::Unavailable("lookup failed".into()))),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                task.abort();
+                self.inner.set_down("no answer from the database within the request's deadline");
+                Err(StoreError::Unavailable("no answer within the request's deadline".into()))
+            }
+        };
+        self.inner.or_stale(id, r)
+    }
+}
+
+impl Drop for DbStore {
+    fn drop(&mut self) {
+        // May be dropped inside another runtime (the daemon's), where a blocking shutdown
+        // would panic.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn read_password(path: &Path) -> Result<Zeroizing<String>, StoreError> {
+    let text = hsm_proto::keyfile::read_private(path)
+        .map_err(|e| StoreError::DbConfig(format!("password file: {e}")))?;
+    let first = text.lines().next().unwrap_or_default();
+    if first.is_empty() {
+        return Err(StoreError::DbConfig(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(first.to_string()))
+}
+
+impl Inner {
+    fn set_down(&self, why: &str) {
+        let mut d = lock(&self.down);
+        if d.is_none() {
+            warn!(reason = why, "AEAD database unavailable");
+        }
+        *d = Some(why.to_string());
+    }
+
+    fn set_up(&self) {
+        if lock(&self.down).take().is_some() {
+            info!("AEAD database reachable again");
+        }
+    }
+
+    /// A cached AEAD still to be trusted, or with `stale`, any cached AEAD.
+    fn cached(&self, id: &PublicId, stale: bool) -> Option<StoredAead> {
+        if !self.cfg.cache {
+            return None;
+        }
+        let c = lock(&self.cache);
+        let (s, at) = c.map.get(id.as_str())?;
+        let fresh = stale || self.listening.load(Ordering::SeqCst) || at.elapsed() < self.cfg.ttl;
+        fresh.then(|| s.clone())
+    }
+
+    /// A failed lookup falls back on the cache when so configured.
+    fn or_stale(
+        &self,
+        id: &PublicId,
+        r: Result<Option<StoredAead>, StoreError>,
+    ) -> Result<Option<StoredAead>, StoreError> {
+        match r {
+            Err(StoreError::Unavailable(why)) if self.cfg.serve_cached_when_down => {
+                match self.cached(id, true) {
+                    Some(s) => Ok(Some(s)),
+                    None => Err(StoreError::Unavailable(why)),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Reads `id`'s rows, picks and checks one, and caches it unless a change was noticed
+    /// meanwhile.
+    async fn fetch(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
+        let epoch = lock(&self.cache).epoch;
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let rows = match self.pool.rows_for(id.as_str()).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let e = unavailable(&e);
+                if let StoreError::Unavailable(why) = &e {
+                    self.set_down(why);
+                }
+                return Err(e);
+            }
+        };
+        self.set_up();
+        let found = choose(&rows, id, &self.cfg.key_handles, self.cfg.nonce_policy)?;
+        if let (true, Some(s)) = (self.cfg.cache, &found) {
+            let mut c = lock(&self.cache);
+            if c.epoch == epoch {
+                if c.map.len() >= MAX_CACHED {
+                    c.map.clear();
+                }
+                c.map
+                    .insert(id.as_str().to_string(), (s.clone(), Instant::now()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// A row changed: `""` means every row (a TRUNCATE).
+    fn changed(&self, public_id: &str) {
+        let mut c = lock(&self.cache);
+        if public_id.is_empty() {
+            c.clear();
+        } else {
+            c.map.remove(public_id);
+            c.epoch += 1;
+        }
+    }
+}
+
+/// The row of the first configured key handle that has one, checked.
+fn choose(
+    rows: &[RawRow],
+    id: &PublicId,
+    key_handles: &[KeyHandle],
+    policy: NoncePolicy,
+) -> Result<Option<StoredAead>, StoreError> {
+    for kh in key_handles {
+        let row = rows
+            .iter()
+            .find(|r| r.keyhandle.and_then(kh_from_sql) == Some(kh.0));
+        if let Some(row) = row {
+            return check_row(row, *kh, id, policy).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// What files get from `format` and `NoncePolicy`, for a row: lengths, then the nonce rule.
+fn check_row(
+    row: &RawRow,
+    kh: KeyHandle,
+    id: &PublicId,
+    policy: NoncePolicy,
+) -> Result<StoredAead, StoreError> {
+    let source = AeadSource::row(id.as_str(), kh);
+    let place = PathBuf::from(source.to_string());
+    let malformed = |reason| StoreError::Malformed {
+        path: place.clone(),
+        reason,
+    };
+    let nonce = match row.nonce.as_deref() {
+        Some(b) => <[u8; 6]>::try_from(b)
+            .map(Nonce)
+            .map_err(|_| malformed("nonce is not 6 bytes"))?,
+        None => return Err(malformed("nonce is NULL or not binary")),
+    };
+    let aead = match row.aead.as_deref() {
+        Some(b) => Aead::new(b).map_err(|_| malformed("AEAD is not 8 to 72 bytes"))?,
+        None => return Err(malformed("AEAD is NULL or not binary")),
+    };
+    policy.check(&place, id, &nonce)?;
+    Ok(StoredAead {
+        key_handle: kh,
+        nonce,
+        aead,
+        source,
+    })
+}
+
+/// Keeps the cache true: checks every [`PING_EVERY`] that the database answers and, on
+/// PostgreSQL, keeps a LISTEN for the trigger's notices in place.
+async fn watch(inner: Arc<Inner>) {
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
+    let mut listen_failures = 0u32;
+    loop {
+        let ping = tokio::time::timeout(
+            PING_EVERY.max(inner.cfg.timeout.min(Duration::from_secs(2))),
+            inner.pool.ping(),
+        )
+        .await;
+        match ping {
+            Ok(Ok(())) => {
+                inner.set_up();
+                if let Pool::Pg(pg) = &inner.pool {
+                    if listener.as_ref().map_or(true, |l| l.is_finished()) {
+                        if listener.take().is_some() {
+                            listen_failures += 1;
+                        }
+                        listener = Some(tokio::spawn(listen(
+                            inner.clone(),
+                            pg.clone(),
+                            listen_failures,
+                        )));
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                inner.set_down(&unavailable(&e).to_string());
+                drop_listener(&inner, &mut listener);
+            }
+            Err(_) => {
+                inner.set_down("no answer to a ping");
+                drop_listener(&inner, &mut listener);
+            }
+        }
+        tokio::time::sleep(PING_EVERY).await;
+    }
+}
+
+fn drop_listener(inner: &Inner, listener: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(l) = listener.take() {
+        l.abort();
+    }
+    inner.listening.store(false, Ordering::SeqCst);
+    if !inner.cfg.serve_cached_when_down {
+        lock(&inner.cache).clear();
+    }
+}
+
+/// One LISTEN, until its connection is lost.
+async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
+    let connect = async {
+        let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        l.eager_reconnect(false);
+        l.listen(sql::CHANNEL).await?;
+        // A LISTEN without the trigger (a table made by hand, db-init not run) would hear
+        // nothing and keep revoked AEADs cached for ever: then it is no LISTEN at all.
+        let trigger = sqlx::query(sql::HAS_TRIGGER).fetch_optional(&mut l).await?;
+        Ok::<_, sqlx::Error>((l, trigger.is_some()))
+    };
+    let mut l = match tokio::time::timeout(inner.cfg.timeout, connect).await {
+        Ok(Ok((l, true))) => l,
+        Ok(Ok((_, false))) => {
+            if failures == 0 {
+                warn!("aead_table has no change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+            }
+            // Asked again at the next check: db-init may run meanwhile.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return;
+        }
+        Ok(Err(e)) => {
+            if failures == 0 {
+                warn!(error = %e, "no LISTEN on the AEAD database (a hot standby?): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+            }
+            return;
+        }
+        Err(_) => return,
+    };
+    {
+        // Whatever changed before the LISTEN was not notified.
+        let mut c = lock(&inner.cache);
+        c.clear();
+        inner.listening.store(true, Ordering::SeqCst);
+    }
+    info!("listening for AEAD changes");
+    while let Ok(Some(n)) = l.try_recv().await {
+        inner.changed(n.payload());
+    }
+    inner.listening.store(false, Ordering::SeqCst);
+    warn!("lost the LISTEN for AEAD changes; cached AEADs are used for at most the TTL until it is back");
+}
+
+impl Store for DbStore {
+    fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
+        if let Some(hit) = self.inner.cached(id, false) {
+            return Ok(Some(hit));
+        }
+        let inner = self.inner.clone();
+        let key = id.clone();
+        let r = self.block(async move { inner.fetch(&key).await });
+        self.inner.or_stale(id, r)
+    }
+
+    fn lookup_until<'a>(&'a self, id: &'a PublicId, deadline: Instant) -> Lookup<'a> {
+        Box::pin(self.lookup_by(id, deadline))
+    }
+
+    fn write(
+        &self,
+        kh: KeyHandle,
+        id: &PublicId,
+        nonce: &Nonce,
+        aead: &Aead,
+        force: bool,
+    ) -> Result<AeadSource, StoreError> {
+        let inner = self.inner.clone();
+        let (key, n, a) = (id.as_str().to_string(), nonce.0, aead.as_bytes().to_vec());
+        let changed = self.block(async move {
+            inner
+                .pool
+                .put(&key, kh.0, &n, &a, force)
+                .await
+                .map_err(|e| unavailable(&e))
+        })?;
+        let source = AeadSource::row(id.as_str(), kh);
+        if !changed && !force {
+            return Err(StoreError::AlreadyExists(PathBuf::from(source.to_string())));
+        }
+        Ok(source)
+    }
+
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
+        let inner = self.inner.clone();
+        let key = id.as_str().to_string();
+        let rows = self
+            .block(async move { inner.pool.rows_for(&key).await.map_err(|e| unavailable(&e)) })?;
+        Ok(rows
+            .iter()
+            .any(|r| r.keyhandle.and_then(kh_from_sql) == Some(kh.0)))
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
+        Box::new(Rows {
+            store: self,
+            after: None,
+            page: Vec::new().into_iter(),
+            done: false,
+        })
+    }
+
+    fn len(&self) -> Option<usize> {
+        self.inner
+            .cfg
+            .cache
+            .then(|| lock(&self.inner.cache).map.len())
+    }
+
+    fn watching(&self) -> Option<bool> {
+        (self.inner.cfg.cache && self.engine() == Engine::Postgres).then(|| self.is_listening())
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match lock(&self.inner.down).clone() {
+            Some(why) => Err(StoreError::Unavailable(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every row, a page at a time, checked as a lookup checks it.
+struct Rows<'a> {
+    store: &'a DbStore,
+    after: Option<(String, i64)>,
+    page: std::vec::IntoIter<RawRow>,
+    done: bool,
+}
+
+impl Iterator for Rows<'_> {
+    type Item = WalkEntry;
+
+    fn next(&mut self) -> Option<WalkEntry> {
+        loop {
+            if let Some(row) = self.page.next() {
+                return Some(self.entry(row));
+            }
+            if self.done {
+                return None;
+            }
+            let inner = self.store.inner.clone();
+            let after = self.after.clone();
+            let r = self.store.block(async move {
+                inner
+                    .pool
+                    .page(after.as_ref().map(|(id, kh)| (id.as_str(), *kh)), PAGE)
+                    .await
+                    .map_err(|e| unavailable(&e))
+            });
+            match r {
+                Ok(rows) => {
+                    self.done = rows.len() < PAGE as usize;
+                    if let Some(last) = rows.last() {
+                        self.after = Some((last.public_id.clone(), last.keyhandle.unwrap_or(0)));
+                    }
+                    self.page = rows.into_iter();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(WalkEntry {
+                        source: AeadSource::row("", KeyHandle(0)),
+                        dir_key_handle: KeyHandle(0),
+                        id: None,
+                        result: Err(e),
+                        misplaced: Vec::new(),
+                        nonce_differs: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Rows<'_> {
+    fn entry(&self, row: RawRow) -> WalkEntry {
+        let id = PublicId::new(&row.public_id).ok();
+        let kh = row.keyhandle.and_then(kh_from_sql).map(KeyHandle);
+        let source = AeadSource::row(&row.public_id, kh.unwrap_or(KeyHandle(0)));
+        let place = PathBuf::from(source.to_string());
+        let (result, nonce_differs) = match (&id, kh) {
+            (None, _) => (
+                Err(StoreError::Malformed {
+                    path: place,
+                    reason: "public_id is not a modhex public id",
+                }),
+                false,
+            ),
+            (_, None) => (
+                Err(StoreError::Malformed {
+                    path: place,
+                    reason: "keyhandle is not a 32-bit key handle",
+                }),
+                false,
+            ),
+            (Some(id), Some(kh)) => {
+                let any = check_row(&row, kh, id, NoncePolicy::Any);
+                let differs = any
+                    .as_ref()
+                    .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce));
+                let result = match any {
+                    Ok(_) => check_row(&row, kh, id, self.store.inner.cfg.nonce_policy),
+                    e => e,
+                };
+                (result, differs)
+            }
+        };
+        WalkEntry {
+            source,
+            dir_key_handle: kh.unwrap_or(KeyHandle(0)),
+            id,
+            result,
+            misplaced: Vec::new(),
+            nonce_differs,
+        }
+    }
+}

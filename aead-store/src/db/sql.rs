@@ -1,0 +1,350 @@
+//! The SQL itself, once per engine: pyhsm's `aead_table`, read and written in each engine's
+//! dialect. Everything above this module speaks of [`RawRow`]s and never of an engine.
+//!
+//! Key handles are 32-bit unsigned, `keyhandle` is a signed SQL `INT`: a handle above
+//! `0x7fffffff` is stored as the negative `INT` with the same bits (pyhsm's importer could not
+//! store one at all on MySQL), and every integer that fits either reading is read back.
+
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::Row as _;
+
+use crate::db::url::DbUrl;
+
+/// One row as the database gave it, before any check: a row is untrusted input.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRow {
+    pub public_id: String,
+    pub keyhandle: Option<i64>,
+    pub nonce: Option<Vec<u8>>,
+    pub aead: Option<Vec<u8>>,
+}
+
+/// A connection pool of the URL's engine.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Pg(PgPool),
+    My(MySqlPool),
+    Lite(SqlitePool),
+}
+
+/// The column list every read selects, with the key handle widened to a 64-bit integer so
+/// one Rust type reads it whatever the column's declared width.
+const COLS_PG: &str = "public_id, keyhandle::int8 AS keyhandle, nonce, aead";
+const COLS_MY: &str = "public_id, CAST(keyhandle AS SIGNED) AS keyhandle, nonce, aead";
+const COLS_LITE: &str = "public_id, CAST(keyhandle AS INTEGER) AS keyhandle, nonce, aead";
+
+/// The PostgreSQL channel the trigger installed by `db-init` notifies: the payload is the
+/// public id of a row inserted, changed or deleted, or empty after a `TRUNCATE`.
+pub(crate) const CHANNEL: &str = "ksm_aead";
+
+/// Whether `aead_table` (the one the search path finds) has `db-init`'s trigger.
+pub(crate) const HAS_TRIGGER: &str = "SELECT 1 FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table')";
+
+/// Keeps what a column gives only if it is the type we expect; a wrongly typed value is a
+/// bad row, not a failed query.
+fn col<T>(r: Result<Option<T>, sqlx::Error>) -> Option<T> {
+    r.ok().flatten()
+}
+
+macro_rules! raw {
+    ($row:expr) => {
+        RawRow {
+            public_id: col($row.try_get::<Option<String>, _>("public_id")).unwrap_or_default(),
+            keyhandle: col($row.try_get::<Option<i64>, _>("keyhandle")),
+            nonce: col($row.try_get::<Option<Vec<u8>>, _>("nonce")),
+            aead: col($row.try_get::<Option<Vec<u8>>, _>("aead")),
+        }
+    };
+}
+
+/// The `INT` a key handle is stored as.
+pub(crate) fn kh_to_sql(kh: u32) -> i32 {
+    i32::from_ne_bytes(kh.to_ne_bytes())
+}
+
+/// The key handle an `INT` read back means, if it can be one.
+pub(crate) fn kh_from_sql(v: i64) -> Option<u32> {
+    if let Ok(u) = u32::try_from(v) {
+        return Some(u);
+    }
+    i32::try_from(v)
+        .ok()
+        .map(|i| u32::from_ne_bytes(i.to_ne_bytes()))
+}
+
+impl Pool {
+    /// A pool of at most `size` connections that connects lazily (a daemon starts while its
+    /// database is down) and waits at most `acquire` for a connection.
+    pub(crate) fn new(url: &DbUrl, password: Option<&str>, size: u32, acquire: Duration) -> Pool {
+        match url {
+            DbUrl::Postgres(o) => {
+                let o = match password {
+                    Some(p) => o.clone().password(p),
+                    None => o.clone(),
+                };
+                Pool::Pg(
+                    PgPoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(o),
+                )
+            }
+            DbUrl::MySql(o) => {
+                let o = match password {
+                    Some(p) => o.clone().password(p),
+                    None => o.clone(),
+                };
+                Pool::My(
+                    MySqlPoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(o),
+                )
+            }
+            DbUrl::Sqlite(path) => Pool::Lite(
+                SqlitePoolOptions::new()
+                    .max_connections(size)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(
+                        SqliteConnectOptions::new()
+                            .filename(path)
+                            .create_if_missing(true)
+                            .busy_timeout(acquire),
+                    ),
+            ),
+        }
+    }
+
+    /// Every row for `public_id`.
+    pub(crate) async fn rows_for(&self, public_id: &str) -> Result<Vec<RawRow>, sqlx::Error> {
+        Ok(match self {
+            Pool::Pg(p) => sqlx::query(&format!(
+                "SELECT {COLS_PG} FROM aead_table WHERE public_id = $1"
+            ))
+            .bind(public_id)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| raw!(r))
+            .collect(),
+            Pool::My(p) => sqlx::query(&format!(
+                "SELECT {COLS_MY} FROM aead_table WHERE public_id = ?"
+            ))
+            .bind(public_id)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| raw!(r))
+            .collect(),
+            Pool::Lite(p) => sqlx::query(&format!(
+                "SELECT {COLS_LITE} FROM aead_table WHERE public_id = ?"
+            ))
+            .bind(public_id)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| raw!(r))
+            .collect(),
+        })
+    }
+
+    /// Up to `limit` rows after (`public_id`, `keyhandle`) in key order: a walk over a
+    /// million rows holds one page at a time.
+    pub(crate) async fn page(
+        &self,
+        after: Option<(&str, i64)>,
+        limit: i64,
+    ) -> Result<Vec<RawRow>, sqlx::Error> {
+        // The first page takes rows from the very start (no key is below every other).
+        let first = after.is_none();
+        let (id, kh) = after.unwrap_or(("", 0));
+        Ok(match self {
+            Pool::Pg(p) => sqlx::query(&format!(
+                "SELECT {COLS_PG} FROM aead_table WHERE $3 OR (public_id, keyhandle) > ($1, $2) ORDER BY public_id, keyhandle LIMIT $4"
+            ))
+            .bind(id)
+            .bind(kh)
+            .bind(first)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| raw!(r))
+            .collect(),
+            Pool::My(p) => sqlx::query(&format!(
+                "SELECT {COLS_MY} FROM aead_table WHERE ? OR (public_id, keyhandle) > (?, ?) ORDER BY public_id, keyhandle LIMIT ?"
+            ))
+            .bind(first)
+            .bind(id)
+            .bind(kh)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| raw!(r))
+            .collect(),
+            Pool::Lite(p) => sqlx::query(&format!(
+                "SELECT {COLS_LITE} FROM aead_table WHERE ? OR (public_id, keyhandle) > (?, ?) ORDER BY public_id, keyhandle LIMIT ?"
+            ))
+            .bind(first)
+            .bind(id)
+            .bind(kh)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| raw!(r))
+            .collect(),
+        })
+    }
+
+    /// Inserts a row; if one exists for (`public_id`, `keyhandle`) it is replaced when
+    /// `replace`, else left alone. Returns whether the table changed.
+    pub(crate) async fn put(
+        &self,
+        public_id: &str,
+        kh: u32,
+        nonce: &[u8],
+        aead: &[u8],
+        replace: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let kh = kh_to_sql(kh);
+        // Without `replace`, a plain INSERT whose duplicate key is the answer "exists" (an
+        // upsert that changes nothing cannot say so on MySQL, whose driver counts the rows
+        // matched, not changed).
+        let r = match self {
+            Pool::Pg(p) => {
+                let on = if replace {
+                    " ON CONFLICT (public_id, keyhandle) DO UPDATE SET nonce = excluded.nonce, aead = excluded.aead"
+                } else {
+                    ""
+                };
+                sqlx::query(&format!("INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES ($1, $2, $3, $4){on}"))
+                    .bind(public_id).bind(kh).bind(nonce).bind(aead)
+                    .execute(p).await.map(|_| ())
+            }
+            Pool::My(p) => {
+                let on = if replace {
+                    " ON DUPLICATE KEY UPDATE nonce = VALUES(nonce), aead = VALUES(aead)"
+                } else {
+                    ""
+                };
+                sqlx::query(&format!("INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES (?, ?, ?, ?){on}"))
+                    .bind(public_id).bind(kh).bind(nonce).bind(aead)
+                    .execute(p).await.map(|_| ())
+            }
+            Pool::Lite(p) => {
+                let on = if replace {
+                    " ON CONFLICT (public_id, keyhandle) DO UPDATE SET nonce = excluded.nonce, aead = excluded.aead"
+                } else {
+                    ""
+                };
+                sqlx::query(&format!("INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES (?, ?, ?, ?){on}"))
+                    .bind(public_id).bind(kh).bind(nonce).bind(aead)
+                    .execute(p).await.map(|_| ())
+            }
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A round trip.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Pool::Pg(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Pool::My(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Pool::Lite(p) => sqlx::query("SELECT 1 FROM aead_table LIMIT 1")
+                .execute(p)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// `ksm store db-init`: pyhsm's table as `doc/db_schema` has it (on PostgreSQL, which
+    /// has no `BLOB`, `bytea` as SQLAlchemy's `LargeBinary` makes it), then on PostgreSQL
+    /// the trigger that notifies every listening KSM of a changed row. Nothing is changed in
+    /// a table that exists: a table pyhsm's users made keeps its columns.
+    pub(crate) async fn init(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Pool::Pg(p) => {
+                let mut tx = p.begin().await?;
+                for stmt in PG_INIT {
+                    sqlx::query(stmt).execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
+            Pool::My(p) => sqlx::query(TABLE_BLOB).execute(p).await.map(|_| ()),
+            Pool::Lite(p) => sqlx::query(TABLE_BLOB).execute(p).await.map(|_| ()),
+        }
+    }
+}
+
+/// pyhsm's `doc/db_schema`, word for word but `IF NOT EXISTS`.
+const TABLE_BLOB: &str = "CREATE TABLE IF NOT EXISTS aead_table (
+  public_id varchar(16) NOT NULL,
+  keyhandle INT NOT NULL,
+  nonce BLOB(6) NOT NULL,
+  aead BLOB(32) NOT NULL,
+  PRIMARY KEY (public_id, keyhandle)
+)";
+
+const PG_INIT: [&str; 5] = [
+    "CREATE TABLE IF NOT EXISTS aead_table (
+  public_id varchar(16) NOT NULL,
+  keyhandle INT NOT NULL,
+  nonce bytea NOT NULL,
+  aead bytea NOT NULL,
+  PRIMARY KEY (public_id, keyhandle)
+)",
+    // A changed or deleted row names its public id (the old one, and the new one if an
+    // UPDATE moved it); a new row needs no notice, since no KSM caches an absence.
+    "CREATE OR REPLACE FUNCTION ksm_aead_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    PERFORM pg_notify('ksm_aead', '');
+  ELSE
+    PERFORM pg_notify('ksm_aead', OLD.public_id);
+    IF TG_OP = 'UPDATE' AND NEW.public_id <> OLD.public_id THEN
+      PERFORM pg_notify('ksm_aead', NEW.public_id);
+    END IF;
+  END IF;
+  RETURN NULL;
+END $$",
+    "DROP TRIGGER IF EXISTS ksm_aead_notify ON aead_table",
+    "CREATE TRIGGER ksm_aead_notify AFTER UPDATE OR DELETE ON aead_table FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
+    "CREATE OR REPLACE TRIGGER ksm_aead_truncate AFTER TRUNCATE ON aead_table FOR EACH STATEMENT EXECUTE FUNCTION ksm_aead_notify()",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_handles_round_trip_through_a_signed_int() {
+        for kh in [
+            0,
+            1,
+            0x20,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_fffe,
+            0xffff_ffff,
+        ] {
+            assert_eq!(kh_from_sql(i64::from(kh_to_sql(kh))), Some(kh));
+        }
+        assert_eq!(kh_from_sql(0x1_0000_0000), None);
+        assert_eq!(kh_from_sql(i64::from(i32::MIN) - 1), None);
+    }
+}

@@ -1,0 +1,463 @@
+//! The database store against the real servers on 127.0.0.1 (PostgreSQL, MariaDB) and real
+//! SQLite files, each test in a schema or database of its own.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+use test_support::db::{blob, pg_bytes, MyDatabase, PgSchema, PYHSM_SCHEMA, PYHSM_SCHEMA_PG};
+
+use super::*;
+
+/// One database of each engine, reached both by SQL typed into its own client (as pyhsm's
+/// importer or an operator would fill it) and by the store.
+enum Db {
+    Pg(PgSchema),
+    My(MyDatabase),
+    Lite(tempfile::TempDir),
+}
+
+impl Db {
+    fn all() -> Vec<Db> {
+        vec![Db::pg(), Db::my(), Db::lite()]
+    }
+    fn pg() -> Db {
+        Db::Pg(PgSchema::new())
+    }
+    fn my() -> Db {
+        Db::My(MyDatabase::new())
+    }
+    fn lite() -> Db {
+        Db::Lite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Db::Pg(s) => s.url(),
+            Db::My(d) => d.url(),
+            // SQLAlchemy's four slashes: an absolute path.
+            Db::Lite(t) => format!("sqlite:///{}", t.path().join("aeads.db").display()),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        match self {
+            Db::Pg(s) => s.sql(sql),
+            Db::My(d) => d.sql(sql),
+            Db::Lite(t) => {
+                let db = t.path().join("aeads.db");
+                let store = DbStore::open(DbConfig::new(DbUrl::Sqlite(db), vec![])).expect("open");
+                let inner = store.inner.clone();
+                let sql = sql.to_string();
+                store
+                    .block(async move {
+                        let Pool::Lite(p) = &inner.pool else {
+                            unreachable!()
+                        };
+                        sqlx::raw_sql(&sql)
+                            .execute(p)
+                            .await
+                            .map(|_| String::new())
+                            .map_err(|e| StoreError::Unavailable(e.to_string()))
+                    })
+                    .expect("sqlite SQL")
+            }
+        }
+    }
+
+    fn bytes(&self, b: &[u8]) -> String {
+        match self {
+            Db::Pg(_) => pg_bytes(b),
+            _ => blob(b),
+        }
+    }
+
+    /// pyhsm's schema as its users create it.
+    fn pyhsm_table(&self) {
+        self.sql(match self {
+            Db::Pg(_) => PYHSM_SCHEMA_PG,
+            _ => PYHSM_SCHEMA,
+        });
+    }
+
+    /// A row as pyhsm's `yhsm-db-import` inserts it: public id, key handle as an integer,
+    /// the raw nonce and the raw AEAD.
+    fn insert(&self, id: &str, kh: i64, nonce: &[u8], aead: &[u8]) {
+        self.sql(&format!(
+            "INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES ('{id}', {kh}, {}, {});",
+            self.bytes(nonce),
+            self.bytes(aead)
+        ));
+    }
+
+    fn store(&self, khs: &[u32], cache: bool) -> DbStore {
+        let mut cfg = DbConfig::new(
+            DbUrl::parse(&self.url()).expect("url"),
+            khs.iter().map(|k| KeyHandle(*k)).collect(),
+        );
+        cfg.cache = cache;
+        cfg.timeout = Duration::from_secs(5);
+        DbStore::open(cfg).expect("open")
+    }
+}
+
+fn id(s: &str) -> PublicId {
+    PublicId::new(s).expect("id")
+}
+
+fn nonce_of(s: &str) -> [u8; 6] {
+    id(s).to_nonce().expect("nonce").0
+}
+
+fn aead(v: u8) -> Vec<u8> {
+    vec![v; 30]
+}
+
+fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_table_filled_as_pyhsm_fills_it_reads_back_on_every_engine() {
+    for db in Db::all() {
+        db.pyhsm_table();
+        db.insert("ccccdeulfbvj", 0x20, &nonce_of("ccccdeulfbvj"), &aead(1));
+        db.insert("ccccdeulfbvj", 0x21, &nonce_of("ccccdeulfbvj"), &aead(2));
+        db.insert("cccckfeiibdh", 0x21, &nonce_of("cccckfeiibdh"), &aead(3));
+        // Handles above 0x7fffffff can only be a negative INT.
+        db.insert("ccccrtejdebu", -1, &nonce_of("ccccrtejdebu"), &aead(4));
+        let s = db.store(&[0x21, 0x20, 0xffff_ffff], false);
+        let got = s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap();
+        assert_eq!(
+            got.key_handle,
+            KeyHandle(0x21),
+            "{}: configured order decides",
+            db.url()
+        );
+        assert_eq!(got.aead, Aead::new(&aead(2)).unwrap());
+        assert_eq!(got.nonce, Nonce(nonce_of("ccccdeulfbvj")));
+        assert_eq!(
+            got.source.to_string(),
+            "aead_table row (public_id ccccdeulfbvj, keyhandle 0x21)"
+        );
+        let s = db.store(&[0x20], false);
+        assert_eq!(
+            s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap().key_handle,
+            KeyHandle(0x20)
+        );
+        assert_eq!(
+            s.lookup(&id("cccckfeiibdh")).unwrap(),
+            None,
+            "only configured handles"
+        );
+        let s = db.store(&[0xffff_ffff], false);
+        assert_eq!(
+            s.lookup(&id("ccccrtejdebu")).unwrap().unwrap().aead,
+            Aead::new(&aead(4)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn bad_rows_are_errors_naming_the_row_as_bad_files_are() {
+    for db in Db::all() {
+        db.pyhsm_table();
+        db.insert("cccccccccccb", 0x20, &[1, 2, 3, 4, 5], &aead(1));
+        db.insert("cccccccccccd", 0x20, &nonce_of("cccccccccccd"), &[7; 80]);
+        db.insert("cccccccccccd", 0x21, &nonce_of("cccccccccccd"), &aead(1));
+        // Another YubiKey's row copied under this id: the nonce gives it away.
+        db.insert("ccccccccccce", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        let s = db.store(&[0x20, 0x21], false);
+        let row =
+            |i: &str| PathBuf::from(format!("aead_table row (public_id {i}, keyhandle 0x20)"));
+        assert_eq!(
+            s.lookup(&id("cccccccccccb")).unwrap_err(),
+            StoreError::Malformed {
+                path: row("cccccccccccb"),
+                reason: "nonce is not 6 bytes"
+            }
+        );
+        // The first handle's row decides, good or bad, as the first directory does.
+        assert_eq!(
+            s.lookup(&id("cccccccccccd")).unwrap_err(),
+            StoreError::Malformed {
+                path: row("cccccccccccd"),
+                reason: "AEAD is not 8 to 72 bytes"
+            }
+        );
+        assert!(matches!(
+            s.lookup(&id("ccccccccccce")).unwrap_err(),
+            StoreError::NonceMismatch { .. }
+        ));
+        let mut cfg = DbConfig::new(DbUrl::parse(&db.url()).unwrap(), vec![KeyHandle(0x20)]);
+        cfg.nonce_policy = NoncePolicy::Any;
+        let any = DbStore::open(cfg).unwrap();
+        assert!(any.lookup(&id("ccccccccccce")).unwrap().is_some());
+        // Every row is listed, bad ones with their reason.
+        let entries: Vec<WalkEntry> = s.entries().collect();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries.iter().filter(|e| e.result.is_ok()).count(), 1);
+        assert_eq!(entries.iter().filter(|e| e.nonce_differs).count(), 1);
+    }
+}
+
+#[test]
+fn db_init_makes_pyhsms_table_and_leaves_an_existing_one_alone() {
+    for db in Db::all() {
+        let s = db.store(&[0x20], false);
+        s.init().unwrap();
+        s.init().unwrap();
+        let src = s
+            .write(
+                KeyHandle(0x20),
+                &id("cccccccccccb"),
+                &Nonce(nonce_of("cccccccccccb")),
+                &Aead::new(&aead(9)).unwrap(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            src.to_string(),
+            "aead_table row (public_id cccccccccccb, keyhandle 0x20)"
+        );
+        assert_eq!(
+            s.write(
+                KeyHandle(0x20),
+                &id("cccccccccccb"),
+                &Nonce(nonce_of("cccccccccccb")),
+                &Aead::new(&aead(8)).unwrap(),
+                false
+            )
+            .unwrap_err(),
+            StoreError::AlreadyExists(PathBuf::from(src.to_string()))
+        );
+        assert_eq!(
+            s.lookup(&id("cccccccccccb")).unwrap().unwrap().aead,
+            Aead::new(&aead(9)).unwrap()
+        );
+        s.write(
+            KeyHandle(0x20),
+            &id("cccccccccccb"),
+            &Nonce(nonce_of("cccccccccccb")),
+            &Aead::new(&aead(8)).unwrap(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            s.lookup(&id("cccccccccccb")).unwrap().unwrap().aead,
+            Aead::new(&aead(8)).unwrap()
+        );
+    }
+    // A table made by hand from pyhsm's schema keeps its columns.
+    let db = Db::my();
+    db.pyhsm_table();
+    let before = db.sql("SHOW CREATE TABLE aead_table;");
+    db.store(&[0x20], false).init().unwrap();
+    assert_eq!(db.sql("SHOW CREATE TABLE aead_table;"), before);
+    let db = Db::pg();
+    db.pyhsm_table();
+    let cols = "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'aead_table' ORDER BY 1;";
+    let before = db.sql(cols);
+    db.store(&[0x20], false).init().unwrap();
+    assert_eq!(db.sql(cols), before);
+}
+
+#[test]
+fn a_walk_pages_through_every_row() {
+    let db = Db::pg();
+    db.pyhsm_table();
+    let n = PAGE as u64 * 2 + 7;
+    db.sql(&format!(
+        "INSERT INTO aead_table SELECT lpad(to_hex(i), 12, '0'), 32, '\\x000000000000'::bytea, '\\x{}'::bytea FROM generate_series(1, {n}) AS i;",
+        "00".repeat(30)
+    ));
+    let s = db.store(&[0x20], false);
+    assert_eq!(s.entries().count() as u64, n);
+}
+
+/// The daemon's settings: cached, and kept true.
+fn cached_store(db: &Db) -> DbStore {
+    db.store(&[0x20], true)
+}
+
+#[test]
+fn on_postgresql_a_deleted_or_changed_row_stops_at_once_and_a_new_one_starts_at_once() {
+    let db = Db::pg();
+    // A TTL of an hour: only the trigger's notices can make the cache let go in time.
+    let mut cfg = DbConfig::new(DbUrl::parse(&db.url()).unwrap(), vec![KeyHandle(0x20)]);
+    cfg.cache = true;
+    cfg.ttl = Duration::from_secs(3600);
+    let s = DbStore::open(cfg).unwrap();
+    s.init().unwrap();
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    let kid = id("cccccccccccb");
+    // No absence is cached: a row written after a miss is found at the next lookup.
+    assert_eq!(s.lookup(&kid).unwrap(), None);
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    assert!(s.lookup(&kid).unwrap().is_some());
+    // Cached now: lookups no longer reach the database.
+    let q = s.queries();
+    for _ in 0..10 {
+        assert!(s.lookup(&kid).unwrap().is_some());
+    }
+    assert_eq!(s.queries(), q, "served from the cache");
+    // Changed (broken) and deleted rows are noticed well within a second.
+    db.sql("UPDATE aead_table SET nonce = '\\x0102'::bytea;");
+    let t = eventually("changed row", Duration::from_secs(1), || {
+        s.lookup(&kid).is_err()
+    });
+    assert!(t < Duration::from_secs(1));
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&kid) == Ok(None)
+    });
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    assert!(s.lookup(&kid).unwrap().is_some());
+    db.sql("TRUNCATE aead_table;");
+    eventually("truncated table", Duration::from_secs(1), || {
+        s.lookup(&kid) == Ok(None)
+    });
+}
+
+#[test]
+fn without_notifications_a_deleted_row_stops_within_the_ttl() {
+    for db in [Db::my(), Db::lite()] {
+        let s = cached_store(&db);
+        s.init().unwrap();
+        let kid = id("cccccccccccb");
+        db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        assert!(s.lookup(&kid).unwrap().is_some());
+        let q = s.queries();
+        assert!(s.lookup(&kid).unwrap().is_some());
+        assert_eq!(s.queries(), q, "{}: served from the cache", db.url());
+        db.sql("DELETE FROM aead_table;");
+        eventually("deleted row", Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+    }
+}
+
+#[test]
+fn an_unreachable_database_is_unavailable_within_the_deadline_and_in_check() {
+    // Nothing listens on port 9 of 127.0.0.1.
+    let mut cfg = DbConfig::new(
+        DbUrl::parse("postgresql://postgres@127.0.0.1:9/test").unwrap(),
+        vec![KeyHandle(0x20)],
+    );
+    cfg.cache = true;
+    cfg.timeout = Duration::from_millis(300);
+    let s = DbStore::open(cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let r = rt.block_on(s.lookup_until(
+        &id("cccccccccccb"),
+        Instant::now() + Duration::from_millis(200),
+    ));
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    eventually("check", Duration::from_secs(3), || s.check().is_err());
+    assert_eq!(s.watching(), Some(false));
+}
+
+#[test]
+fn cached_aeads_outlive_an_outage_only_when_asked() {
+    for serve_cached in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aeads.db");
+        let mut cfg = DbConfig::new(DbUrl::Sqlite(path.clone()), vec![KeyHandle(0x20)]);
+        cfg.cache = true;
+        cfg.ttl = Duration::from_millis(100);
+        cfg.timeout = Duration::from_millis(300);
+        cfg.serve_cached_when_down = serve_cached;
+        let s = DbStore::open(cfg).unwrap();
+        s.init().unwrap();
+        let kid = id("cccccccccccb");
+        s.write(
+            KeyHandle(0x20),
+            &kid,
+            &Nonce(nonce_of("cccccccccccb")),
+            &Aead::new(&aead(1)).unwrap(),
+            false,
+        )
+        .unwrap();
+        assert!(s.lookup(&kid).unwrap().is_some());
+        // The database goes away: the file is replaced by a directory, so every query fails.
+        std::fs::rename(&path, dir.path().join("gone")).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let Pool::Lite(p) = &s.inner.pool else {
+            unreachable!()
+        };
+        let p = p.clone();
+        s.rt().block_on(async move { p.close().await });
+        std::thread::sleep(Duration::from_millis(150));
+        let r = s.lookup(&kid);
+        if serve_cached {
+            assert!(r.unwrap().is_some());
+        } else {
+            assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn postgresql_over_tls_and_read_only_connections_serve() {
+    let db = Db::pg();
+    db.pyhsm_table();
+    db.store(&[0x20], false).init().unwrap();
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    // The hot-standby case without a standby: every transaction read-only, over TLS.
+    let url = format!(
+        "{}%20-c%20default_transaction_read_only%3Don&sslmode=require",
+        db.url()
+    );
+    let mut cfg = DbConfig::new(DbUrl::parse(&url).unwrap(), vec![KeyHandle(0x20)]);
+    cfg.cache = true;
+    let s = DbStore::open(cfg).unwrap();
+    assert!(s.lookup(&id("cccccccccccb")).unwrap().is_some());
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    let w = s.write(
+        KeyHandle(0x20),
+        &id("cccccccccccd"),
+        &Nonce(nonce_of("cccccccccccd")),
+        &Aead::new(&aead(2)).unwrap(),
+        false,
+    );
+    assert!(
+        matches!(w, Err(StoreError::Unavailable(ref e)) if e.contains("read-only")),
+        "{w:?}"
+    );
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&id("cccccccccccb")) == Ok(None)
+    });
+}
+
+#[test]
+fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
+    // pyhsm's table made by hand, `db-init` never run: nothing would ever notify.
+    let db = Db::pg();
+    db.pyhsm_table();
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    let s = cached_store(&db);
+    let kid = id("cccccccccccb");
+    // Long enough for a LISTEN to be in place, if one were trusted.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!s.is_listening());
+    assert!(s.lookup(&kid).unwrap().is_some());
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&kid) == Ok(None)
+    });
+}

@@ -1,0 +1,186 @@
+//! Database URLs as pyhsm's users write them (SQLAlchemy's spelling), read into sqlx's
+//! connection options.
+//!
+//! SQLAlchemy names a driver after a `+` (`postgresql+psycopg2://`, `mysql+pymysql://`) and
+//! writes SQLite files with three slashes for a relative path and four for an absolute one
+//! (`sqlite:///aeads.db`, `sqlite:////var/lib/ksm/aeads.db`). sqlx has one driver per engine
+//! and its own SQLite spelling, so the scheme decides the engine, the driver name is dropped,
+//! and a SQLite path is taken as SQLAlchemy means it.
+//!
+//! A password never comes from the URL: URLs end up in argv, `ps`, shell history and logs.
+//! One in the user part (`user:secret@host`) or as a `password=` parameter is refused, and
+//! the refusal does not repeat the URL. The password comes from a file (`--db-password-file`,
+//! which must be private), or from the driver's own mechanisms (`PGPASSFILE`, `~/.pgpass`,
+//! a unix socket with peer authentication).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::StoreError;
+
+/// The database engines the store speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// PostgreSQL: notifications from a trigger keep every KSM's cache true.
+    Postgres,
+    /// MySQL or MariaDB: a cache bounded in time.
+    MySql,
+    /// A SQLite file: a cache bounded in time.
+    Sqlite,
+}
+
+/// A parsed database URL: which engine, and sqlx's options for it (without a password).
+#[derive(Debug, Clone)]
+pub enum DbUrl {
+    /// `postgresql://`, `postgres://` (any `+driver`).
+    Postgres(PgConnectOptions),
+    /// `mysql://`, `mariadb://` (any `+driver`).
+    MySql(MySqlConnectOptions),
+    /// `sqlite:///relative` or `sqlite:////absolute`.
+    Sqlite(PathBuf),
+}
+
+fn bad(reason: impl Into<String>) -> StoreError {
+    StoreError::DbConfig(reason.into())
+}
+
+const NO_PASSWORD: &str = "the database URL carries a password; URLs show up in process lists, shell history and logs, so give the password in a private file (--db-password-file, or db-password-file in ksm.toml), or use PGPASSFILE/~/.pgpass or unix-socket peer authentication";
+
+impl DbUrl {
+    /// Reads `url` (SQLAlchemy's spelling, as pyhsm's `--db-url` takes it).
+    pub fn parse(url: &str) -> Result<DbUrl, StoreError> {
+        let url = url.trim();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(bad(
+                "a database URL starts with postgresql://, mysql:// or sqlite:///",
+            ));
+        };
+        let engine = scheme.split('+').next().unwrap_or_default();
+        match engine.to_ascii_lowercase().as_str() {
+            "postgresql" | "postgres" => {
+                refuse_password(rest, &["password"])?;
+                PgConnectOptions::from_str(&format!("postgres://{rest}"))
+                    .map(DbUrl::Postgres)
+                    .map_err(|e| bad(format!("PostgreSQL URL: {}", scrub(&e.to_string()))))
+            }
+            "mysql" | "mariadb" => {
+                refuse_password(rest, &["password", "passwd"])?;
+                MySqlConnectOptions::from_str(&format!("mysql://{rest}"))
+                    .map(DbUrl::MySql)
+                    .map_err(|e| bad(format!("MySQL URL: {}", scrub(&e.to_string()))))
+            }
+            "sqlite" => {
+                // SQLAlchemy: `sqlite:///` then the path; a fourth slash makes it absolute.
+                let Some(path) = rest.strip_prefix('/').filter(|p| !p.is_empty()) else {
+                    return Err(bad("sqlite:///PATH names a file (an in-memory database would be empty for every connection)"));
+                };
+                let path = path.split('?').next().unwrap_or(path);
+                Ok(DbUrl::Sqlite(PathBuf::from(path)))
+            }
+            _ => Err(bad(format!(
+                "unknown database scheme {engine:?}: use postgresql://, mysql:// or sqlite:///"
+            ))),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        match self {
+            DbUrl::Postgres(_) => Engine::Postgres,
+            DbUrl::MySql(_) => Engine::MySql,
+            DbUrl::Sqlite(_) => Engine::Sqlite,
+        }
+    }
+}
+
+/// Refuses a password in the user part or in a query parameter named in `params`.
+fn refuse_password(rest: &str, params: &[&str]) -> Result<(), StoreError> {
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return Err(bad(NO_PASSWORD));
+        }
+    }
+    let named = query.split('&').any(|kv| {
+        let key = kv.split('=').next().unwrap_or_default();
+        params.iter().any(|p| key.eq_ignore_ascii_case(p))
+    });
+    if named {
+        return Err(bad(NO_PASSWORD));
+    }
+    Ok(())
+}
+
+/// A driver's parse error may quote the URL: keep only its first clause, and never
+/// anything after an `@` or a `?`.
+fn scrub(msg: &str) -> String {
+    msg.split(['@', '?']).next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyhsm_spellings_pick_the_engine() {
+        for (url, engine) in [
+            ("postgresql://ksm@db1:5432/ksm", Engine::Postgres),
+            ("postgresql+psycopg2://ksm@db1/ksm", Engine::Postgres),
+            (
+                "postgres://127.0.0.1/test?sslmode=require",
+                Engine::Postgres,
+            ),
+            ("mysql://root@127.0.0.1:3306/test", Engine::MySql),
+            ("mysql+pymysql://ksm@db1/ksm", Engine::MySql),
+            ("mariadb://ksm@db1/ksm", Engine::MySql),
+            ("sqlite:///aeads.db", Engine::Sqlite),
+        ] {
+            assert_eq!(DbUrl::parse(url).unwrap().engine(), engine, "{url}");
+        }
+    }
+
+    #[test]
+    fn sqlite_paths_are_read_as_sqlalchemy_means_them() {
+        let DbUrl::Sqlite(p) = DbUrl::parse("sqlite:///aeads.db").unwrap() else {
+            panic!("not sqlite")
+        };
+        assert_eq!(p, PathBuf::from("aeads.db"));
+        let DbUrl::Sqlite(p) = DbUrl::parse("sqlite:////var/lib/ksm/aeads.db").unwrap() else {
+            panic!("not sqlite")
+        };
+        assert_eq!(p, PathBuf::from("/var/lib/ksm/aeads.db"));
+        assert!(DbUrl::parse("sqlite://").is_err());
+        assert!(DbUrl::parse("sqlite:///").is_err());
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_without_repeating_it() {
+        for url in [
+            "postgresql://ksm:s3cr3tpw@db1/ksm",
+            "postgresql://db1/ksm?user=ksm&password=s3cr3tpw",
+            "mysql://root:s3cr3tpw@127.0.0.1/test",
+            "mysql://root@127.0.0.1/test?PASSWORD=s3cr3tpw",
+        ] {
+            let e = DbUrl::parse(url).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("password"), "{text}");
+            assert!(!text.contains("s3cr3tpw"), "{text}");
+            assert!(
+                !text.contains("db1") && !text.contains("127.0.0.1"),
+                "{text}"
+            );
+        }
+        // An @ in the path or parameters is not a user part.
+        assert!(DbUrl::parse("postgresql://ksm@db1/ksm?application_name=a:b").is_ok());
+    }
+
+    #[test]
+    fn unknown_schemes_and_non_urls_are_refused() {
+        assert!(DbUrl::parse("oracle://db1/ksm").is_err());
+        assert!(DbUrl::parse("/var/lib/ksm.db").is_err());
+    }
+}
