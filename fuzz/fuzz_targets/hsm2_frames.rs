@@ -1,5 +1,5 @@
 //! YubiHSM 2 frames: whatever a device (or connector) answers, and whatever a client sends
-//! the emulator to come, decodes to the command's type or to an error, never a panic.
+//! the software YubiHSM 2, decodes to the command's type or to an error, never a panic.
 //!
 //! Why: answers arrive over HTTP from a connector and over USB from a device; requests
 //! will arrive at the emulator from any local process. Both sides decode with the same

@@ -1,6 +1,6 @@
 //! YubiHSM 2 session messages: the envelope checks and the decryption behind them.
 //!
-//! Why: a session message is the one thing the driver decrypts, and the emulator to come
+//! Why: a session message is the one thing the driver decrypts, and the software YubiHSM 2
 //! will open commands from any local process. A forged or garbled envelope must be refused
 //! (and leave the host's session unusable, since its MAC chain has parted from the
 //! device's), never accepted or panicked on; and what a genuine MAC covers must still be

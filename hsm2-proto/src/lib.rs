@@ -12,7 +12,9 @@
 //! - key material that redacts and zeroizes: [`AuthKey`] (with the password derivation),
 //!   [`OtpAeadKeyBytes`], [`Secret`], [`SecretBytes`];
 //! - the transport seam: [`transport::Transport`], [`transport::Connector`];
-//! - the driver: [`Client`].
+//! - the driver: [`Client`];
+//! - with the `emulator` feature, a software YubiHSM 2 behind a connector HTTP API:
+//!   `emulator`.
 //!
 //! # Why not the `yubihsm` crate
 //!
@@ -36,6 +38,8 @@ mod client;
 pub mod cmd;
 pub mod codec;
 mod command_code;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 mod error;
 mod error_code;
 mod object;

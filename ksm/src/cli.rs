@@ -52,6 +52,7 @@ pub enum Command {
     /// emulator's format), then prove each key in HSM mode. Prints the dialogue unless --yes.
     Provision(ProvisionArgs),
     /// Serve a software YubiHSM 1 on a pseudo-terminal until SIGTERM; prints the pty path.
+    /// With --hsm2, a software YubiHSM 2 behind yubihsm-connector's HTTP API instead.
     Emulate(EmulateArgs),
     /// Open a YubiHSM (resync, system info, echo link test) and print what it is.
     Info(InfoArgs),

@@ -18,8 +18,21 @@
 //! The device is a private `--config` file, or a public test device built into the binary
 //! (`--preset`, [`Preset`]): a clone's fixtures are mode 0644, which the key-file rule refuses,
 //! and that refusal stays for every file.
+//!
+//! `ksm emulate --hsm2 [--listen ADDR] [--config DEVICE.toml] [--control SOCK]` is a software
+//! YubiHSM 2 instead ([`hsm2_proto::emulator`]): yubihsm-connector's HTTP API on a loopback
+//! address (default `127.0.0.1:12345`, the connector's), in its factory state (authentication
+//! key 1, password `password`) plus what the private TOML file adds. Its control socket takes:
+//!
+//! | line | effect |
+//! |------|--------|
+//! | `stall on` / `stall off` | take requests, never answer (their connections close when the stall ends) |
+//! | `refuse on` / `refuse off` | close the port and every connection / listen again |
+//! | `reset` | drop every session (objects stay), as a power cycle does |
+//! | `status` | `sessions=N stall=… refuse=…` |
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,16 +57,34 @@ pub struct EmulateArgs {
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// Path of the symlink to create to the pty's device node (like /dev/ttyACM0).
-    #[arg(long)]
-    pub pty: PathBuf,
+    #[arg(long, required_unless_present = "hsm2", conflicts_with = "hsm2")]
+    pub pty: Option<PathBuf>,
     /// Unix socket (mode 0600) taking fault commands: stall on|off, garbage N,
     /// unplug SECONDS, config-mode, power-cycle, mistype N, status.
+    /// With --hsm2: stall on|off, refuse on|off, reset, status.
     #[arg(long)]
     pub control: Option<PathBuf>,
+    /// Emulate a YubiHSM 2 behind yubihsm-connector's HTTP API instead (--config is then
+    /// the YubiHSM 2 TOML format; no --pty, no --preset).
+    #[arg(long, conflicts_with = "preset")]
+    pub hsm2: bool,
+    /// With --hsm2: the loopback address and port to serve the connector API on
+    /// (default 127.0.0.1:12345, yubihsm-connector's).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Runs the emulator until a termination signal.
 pub fn run(args: EmulateArgs) -> Result<(), Error> {
+    if args.hsm2 {
+        return run_hsm2(args);
+    }
+    if args.listen.is_some() {
+        return Err(Error::Usage("--listen needs --hsm2".into()));
+    }
+    let Some(pty) = args.pty.clone() else {
+        return Err(Error::Usage("--pty is required".into()));
+    };
     // Before the pty exists, so an early SIGTERM still removes the link: tokio keeps a
     // signal that arrives before anyone waits for it (the daemon's mechanism too).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,12 +103,12 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         Some(p) => EmulatorConfig::load(p)?.resolve()?,
         None => args.preset.unwrap_or_default().config()?,
     };
-    let emu = Arc::new(PtyEmulator::start(&cfg, &args.pty)?);
+    let emu = Arc::new(PtyEmulator::start(&cfg, &pty)?);
     let slave = emu
         .slave_path()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    println!("emulated YubiHSM at {} -> {}", args.pty.display(), slave);
+    println!("emulated YubiHSM at {} -> {}", pty.display(), slave);
     if let Some(path) = &args.control {
         let (listener, _) = crate::daemon::sharing::bind_private(path)?;
         println!("control socket at {}", path.display());
@@ -101,8 +132,112 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         let _ = std::fs::remove_file(path);
     }
     drop(emu);
-    let _ = std::fs::remove_file(&args.pty);
+    let _ = std::fs::remove_file(&pty);
     Ok(())
+}
+
+/// Runs the software YubiHSM 2 until a termination signal.
+fn run_hsm2(args: EmulateArgs) -> Result<(), Error> {
+    use hsm2_proto::emulator::{ConnectorEmulator, DeviceConfig};
+    let listen = args
+        .listen
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 12345)));
+    if !listen.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "--listen {listen}: the emulator serves only a loopback address (127.0.0.1, ::1)"
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::io("start runtime", e))?;
+    let (mut term, mut int) = rt
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })
+        .map_err(|e| Error::io("signal handler", e))?;
+    let cfg = match &args.config {
+        Some(p) => DeviceConfig::load(p).map_err(hsm2_error)?,
+        None => DeviceConfig::factory(),
+    };
+    let emu = Arc::new(ConnectorEmulator::start(listen, &cfg).map_err(hsm2_error)?);
+    println!("emulated YubiHSM 2 at {}", emu.url());
+    let mut bound = None;
+    if let Some(path) = &args.control {
+        let (listener, id) = crate::daemon::sharing::bind_private(path)?;
+        bound = Some(id);
+        println!("control socket at {}", path.display());
+        let emu = emu.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let emu = emu.clone();
+                std::thread::spawn(move || serve_lines(conn, |line| control_hsm2(&emu, line)));
+            }
+        });
+    }
+    let _ = std::io::stdout().flush();
+    rt.block_on(async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    });
+    info!("stopping the YubiHSM 2 emulator");
+    if let (Some(path), Some(id)) = (&args.control, bound) {
+        crate::daemon::sharing::remove_if_ours(path, id);
+    }
+    drop(emu);
+    Ok(())
+}
+
+/// The YubiHSM 2 emulator's errors as ksm's: a configuration error exits 2, a key file
+/// that is not private too (the driver's key-file error), a socket that cannot be bound 1.
+fn hsm2_error(e: hsm2_proto::emulator::EmulatorError) -> Error {
+    use hsm2_proto::emulator::EmulatorError as E;
+    match e {
+        E::Config(what) => Error::Emulator(hsm_proto::emulator::ConfigError::Invalid(what)),
+        E::KeyFile(e) => Error::Device(e),
+        E::Io(what) => Error::io(what, std::io::Error::other("failed")),
+    }
+}
+
+fn serve_lines(conn: UnixStream, apply: impl Fn(&str) -> Result<String, String>) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { return };
+        let reply = apply(line.trim()).unwrap_or_else(|e| format!("error: {e}"));
+        if writeln!(out, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies one control command to the YubiHSM 2 emulator.
+pub fn control_hsm2(
+    emu: &hsm2_proto::emulator::ConnectorEmulator,
+    line: &str,
+) -> Result<String, String> {
+    let mut words = line.split_whitespace();
+    match (words.next().unwrap_or(""), words.next(), words.next()) {
+        ("stall", Some("on"), None) => emu.set_stall(true),
+        ("stall", Some("off"), None) => emu.set_stall(false),
+        ("refuse", Some("on"), None) => emu.set_refuse(true),
+        ("refuse", Some("off"), None) => emu.set_refuse(false),
+        ("reset", None, None) => emu.reset(),
+        ("status", None, None) => return Ok(emu.status()),
+        _ => {
+            warn!(command = line, "unknown control command");
+            return Err(format!(
+                "unknown command {line:?} (stall on|off, refuse on|off, reset, status)"
+            ));
+        }
+    }
+    Ok("ok".into())
 }
 
 fn serve_control(conn: UnixStream, emu: &PtyEmulator) {

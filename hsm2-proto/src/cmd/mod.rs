@@ -1,7 +1,7 @@
 //! Every command a KSM sends a YubiHSM 2, as a request type and its response type.
 //!
 //! Commands are data: the driver encodes requests and decodes responses, and the emulator
-//! (a later part of issue 13) decodes requests and encodes responses with the very same
+//! (`crate::emulator`, feature `emulator`) decodes requests and encodes responses with the very same
 //! types, so each layout is written once and every test of either side proves it. Each
 //! file's doc names the command and its layout in the shared protocol notes (§4).
 //!
@@ -164,7 +164,7 @@ pub fn decode_response<C: Command>(frame: &Frame) -> Result<C::Response> {
 
 /// Calls `$f::<C>($args)` for the request type `C` whose code is `$code`, or evaluates
 /// `$other` for codes with no request type here. The one list of every command, for the
-/// tests and fuzz targets that must cover them all (and, later, the emulator's dispatch).
+/// tests and fuzz targets that must cover them all.
 #[macro_export]
 macro_rules! with_command {
     ($code:expr, $f:ident $args:tt, $other:expr) => {

@@ -2,7 +2,7 @@
 //! checks `AuthenticateSession`, opens commands and seals responses.
 //!
 //! It holds the protocol only; which keys exist, the 16 slots, idle timeouts and which
-//! error code a failure earns are the emulator's (issue 13, later part).
+//! error code a failure earns are the emulator's (`crate::emulator`, feature `emulator`).
 
 use std::fmt;
 

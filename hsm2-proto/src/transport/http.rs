@@ -83,7 +83,7 @@ impl ConnectorStatus {
     }
 }
 
-/// A yubihsm-connector (or anything serving its API, such as the emulator to come).
+/// A yubihsm-connector (or anything serving its API, such as `ksm emulate --hsm2`).
 ///
 /// Keeps its HTTP connection alive between requests, as python-yubihsm does. Every
 /// request is bounded by [`HttpTimeouts`].

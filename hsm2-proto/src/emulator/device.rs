@@ -1,0 +1,670 @@
+//! The device itself, without any transport: one request frame in, one answer frame out.
+//!
+//! It decodes the driver's request types and encodes its response types
+//! ([`crate::cmd`]), and runs sessions with [`DeviceSession`]; the layouts and the session
+//! cryptography exist once, in the crate. The OTP AEAD and OTP cryptography is the
+//! YubiHSM 1 crate's (`hsm_proto::aead`, `hsm_proto::otp`): a YubiHSM 2 AEAD is a YubiHSM 1
+//! AEAD whose key handle bytes are the nonce id (shared notes §5.2).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hsm_proto::{Aead, AesKey, KeyHandle, Nonce, YubiKeySecret};
+use rand::RngCore;
+use tracing::debug;
+use zeroize::Zeroizing;
+
+use super::config::{AuthKeyConfig, DeviceConfig, OtpAeadKeyConfig};
+use crate::cmd::{self, Command, EmptyResponse, ObjectFilter, ObjectInfo};
+use crate::codec::Frame;
+use crate::session::{Challenge, DeviceSession, SessionId};
+use crate::{
+    Algorithm, AuthKey, Capabilities, Capability, CommandCode, Domains, Error, ErrorCode, Label,
+    NonceId, ObjectId, ObjectType, Origin, OtpAead, OtpAeadKeyBytes, OtpCounters, SecretBytes,
+};
+
+/// Sessions a device holds at once (libyubihsm's `YH_MAX_SESSIONS`).
+pub const MAX_SESSIONS: usize = 16;
+
+/// Objects the emulated device stores. A real YubiHSM 2 holds 256 objects of any kind;
+/// this bound also keeps a List Objects answer well inside one frame.
+pub const MAX_OBJECTS: usize = 256;
+
+/// Longest Get Pseudo Random answer. The firmware's limit is undocumented; this one keeps
+/// the answer inside the 2048-byte frames python-yubihsm uses with firmware before 2.4.
+pub const MAX_RANDOM: u16 = 2000;
+
+/// Firmware version reported: below 2.4.0, so python-yubihsm asks for no Device Info
+/// page 1 (which is not modelled) and keeps to 2048-byte frames.
+pub const FIRMWARE: [u8; 3] = [2, 3, 1];
+
+/// Algorithms reported by Device Info: the ones this device can hold.
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::Aes128YubicoOtp,
+    Algorithm::Aes128YubicoAuthentication,
+    Algorithm::Aes192YubicoOtp,
+    Algorithm::Aes256YubicoOtp,
+];
+
+/// An object's secret part.
+enum KeyMaterial {
+    Auth(AuthKey),
+    Otp { nonce_id: NonceId, key: AesKey },
+}
+
+/// One stored object: its metadata (the very type Get Object Info answers) and its key.
+struct Object {
+    info: ObjectInfo,
+    key: KeyMaterial,
+}
+
+/// What a session may do: its authentication key's rights, taken when it was opened.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    capabilities: Capabilities,
+    delegated: Capabilities,
+    domains: Domains,
+}
+
+struct Slot {
+    session: DeviceSession,
+    caller: Caller,
+    last_used: Instant,
+}
+
+/// A software YubiHSM 2. Every request gets an answer frame; nothing panics.
+pub struct Device {
+    serial: u32,
+    session_timeout: Duration,
+    objects: BTreeMap<(u16, u8), Object>,
+    /// Per id and type, how many objects have had it: the next one's sequence number.
+    sequences: BTreeMap<(u16, u8), u8>,
+    sessions: [Option<Slot>; MAX_SESSIONS],
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("serial", &self.serial)
+            .field("objects", &self.objects.len())
+            .field("sessions", &self.open_sessions())
+            .finish_non_exhaustive()
+    }
+}
+
+type Answer<T> = Result<T, ErrorCode>;
+
+impl Device {
+    /// A device holding what `cfg` describes.
+    pub fn new(cfg: &DeviceConfig) -> Device {
+        let mut d = Device {
+            serial: cfg.serial,
+            session_timeout: cfg.session_timeout,
+            objects: BTreeMap::new(),
+            sequences: BTreeMap::new(),
+            sessions: Default::default(),
+        };
+        for k in &cfg.auth_keys {
+            d.add_auth_key(k, Origin::IMPORTED);
+        }
+        for k in &cfg.otp_aead_keys {
+            d.add_otp_key(k, Origin::IMPORTED);
+        }
+        d
+    }
+
+    /// Sessions open now (authenticated or half-open), as of the last request.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.iter().flatten().count()
+    }
+
+    /// Drops every session, as a power cycle does; objects stay.
+    pub fn reset(&mut self) {
+        self.sessions = Default::default();
+    }
+
+    fn add_auth_key(&mut self, k: &AuthKeyConfig, origin: Origin) {
+        let info = self.new_info(
+            k.id,
+            ObjectType::AuthenticationKey,
+            Algorithm::Aes128YubicoAuthentication,
+            32,
+            (k.label, k.domains, k.capabilities, k.delegated),
+            origin,
+        );
+        self.objects.insert(
+            (k.id.0, ObjectType::AuthenticationKey.to_u8()),
+            Object {
+                info,
+                key: KeyMaterial::Auth(k.key.clone()),
+            },
+        );
+    }
+
+    fn add_otp_key(&mut self, k: &OtpAeadKeyConfig, origin: Origin) {
+        let Ok(key) = AesKey::new(k.key.expose()) else {
+            return;
+        };
+        let info = self.new_info(
+            k.id,
+            ObjectType::OtpAeadKey,
+            k.algorithm(),
+            k.key.expose().len() as u16,
+            (k.label, k.domains, k.capabilities, Capabilities::NONE),
+            origin,
+        );
+        self.objects.insert(
+            (k.id.0, ObjectType::OtpAeadKey.to_u8()),
+            Object {
+                info,
+                key: KeyMaterial::Otp {
+                    nonce_id: k.nonce_id,
+                    key,
+                },
+            },
+        );
+    }
+
+    fn new_info(
+        &mut self,
+        id: ObjectId,
+        object_type: ObjectType,
+        algorithm: Algorithm,
+        size: u16,
+        (label, domains, capabilities, delegated): (Label, Domains, Capabilities, Capabilities),
+        origin: Origin,
+    ) -> ObjectInfo {
+        let seq = self
+            .sequences
+            .entry((id.0, object_type.to_u8()))
+            .or_insert(0);
+        let sequence = *seq;
+        *seq = seq.wrapping_add(1);
+        ObjectInfo {
+            capabilities,
+            id,
+            size,
+            domains,
+            object_type,
+            algorithm,
+            sequence,
+            origin,
+            label,
+            delegated,
+        }
+    }
+
+    /// Answers one request (the bytes of one HTTP body or USB transfer) at time `now`.
+    pub fn handle(&mut self, request: &[u8], now: Instant) -> Frame {
+        self.expire(now);
+        let frame = match Frame::parse(request) {
+            Ok(f) => f,
+            Err(_) => return cmd::error_frame(ErrorCode::WrongLength),
+        };
+        let code = CommandCode::from_u8(frame.cmd());
+        debug!(cmd = %code, len = request.len(), "YubiHSM 2 emulator request");
+        match code {
+            CommandCode::Echo => {
+                answer::<cmd::Echo>(&frame, |req| Ok(cmd::EchoResponse { data: req.data }))
+            }
+            CommandCode::DeviceInfo => answer::<cmd::DeviceInfo>(&frame, |_| Ok(self.info())),
+            CommandCode::CreateSession => self.create_session(&frame, now),
+            CommandCode::AuthenticateSession => self.authenticate_session(&frame),
+            CommandCode::SessionMessage => self.session_message(&frame, now),
+            // Session commands sent in clear, and codes the device does not know.
+            _ => cmd::error_frame(ErrorCode::InvalidCommand),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.session_timeout;
+        for slot in &mut self.sessions {
+            if slot
+                .as_ref()
+                .is_some_and(|s| now.saturating_duration_since(s.last_used) >= timeout)
+            {
+                debug!("YubiHSM 2 emulator session expired");
+                *slot = None;
+            }
+        }
+    }
+
+    fn info(&self) -> cmd::DeviceInfoResponse {
+        cmd::DeviceInfoResponse {
+            version: FIRMWARE,
+            serial: self.serial,
+            log_capacity: 62,
+            log_used: 0,
+            algorithms: ALGORITHMS.to_vec(),
+        }
+    }
+
+    fn create_session(&mut self, frame: &Frame, now: Instant) -> Frame {
+        let req: cmd::CreateSession = match cmd::decode_request(frame) {
+            Ok(r) => r,
+            Err(e) => return cmd::error_frame(decode_error(&e)),
+        };
+        let Some(obj) = self
+            .objects
+            .get(&(req.auth_key_id.0, ObjectType::AuthenticationKey.to_u8()))
+        else {
+            return cmd::error_frame(ErrorCode::ObjectNotFound);
+        };
+        let KeyMaterial::Auth(key) = &obj.key else {
+            return cmd::error_frame(ErrorCode::ObjectNotFound);
+        };
+        let Some(free) = self.sessions.iter().position(Option::is_none) else {
+            return cmd::error_frame(ErrorCode::SessionsFull);
+        };
+        let caller = Caller {
+            capabilities: obj.info.capabilities,
+            delegated: obj.info.delegated,
+            domains: obj.info.domains,
+        };
+        let (session, resp) =
+            DeviceSession::create(SessionId(free as u8), key, &req, Challenge::random());
+        self.sessions[free] = Some(Slot {
+            session,
+            caller,
+            last_used: now,
+        });
+        encode::<cmd::CreateSession>(&resp)
+    }
+
+    fn authenticate_session(&mut self, frame: &Frame) -> Frame {
+        let req: cmd::AuthenticateSession = match cmd::decode_request(frame) {
+            Ok(r) => r,
+            Err(e) => return cmd::error_frame(decode_error(&e)),
+        };
+        let Some(slot) = self.slot(req.session_id) else {
+            return cmd::error_frame(ErrorCode::InvalidSession);
+        };
+        if slot.session.is_authenticated() {
+            return cmd::error_frame(ErrorCode::InvalidSession);
+        }
+        match slot.session.authenticate(frame) {
+            Ok(()) => encode::<cmd::AuthenticateSession>(&EmptyResponse),
+            Err(_) => {
+                // A failed proof ends the half-open session: its slot is free again.
+                self.sessions[usize::from(req.session_id.0)] = None;
+                cmd::error_frame(ErrorCode::AuthenticationFailed)
+            }
+        }
+    }
+
+    fn slot(&mut self, sid: SessionId) -> Option<&mut Slot> {
+        self.sessions.get_mut(usize::from(sid.0))?.as_mut()
+    }
+
+    fn session_message(&mut self, frame: &Frame, now: Instant) -> Frame {
+        let msg: cmd::SessionMessage = match cmd::decode_request(frame) {
+            Ok(m) => m,
+            Err(e) => return cmd::error_frame(decode_error(&e)),
+        };
+        let sid = msg.session_id;
+        let Some(slot) = self.slot(sid) else {
+            return cmd::error_frame(ErrorCode::InvalidSession);
+        };
+        if !slot.session.is_authenticated() {
+            return cmd::error_frame(ErrorCode::InvalidSession);
+        }
+        let inner = match slot.session.open(frame) {
+            Ok(inner) => inner,
+            Err(e) => {
+                // After a good MAC (a plaintext that is not a frame) the answer goes back
+                // sealed; before it, in clear: the session cannot vouch for it.
+                if let Ok(sealed) = slot.session.seal(&cmd::error_frame(ErrorCode::InvalidData)) {
+                    slot.last_used = now;
+                    return sealed;
+                }
+                return cmd::error_frame(match e {
+                    Error::Mac => ErrorCode::AuthenticationFailed,
+                    _ => ErrorCode::InvalidSession,
+                });
+            }
+        };
+        slot.last_used = now;
+        let caller = slot.caller;
+        let code = CommandCode::from_u8(inner.cmd());
+        debug!(session = %sid, cmd = %code, "YubiHSM 2 emulator session command");
+        let answer = self.session_command(caller, &inner);
+        let Some(slot) = self.slot(sid) else {
+            return cmd::error_frame(ErrorCode::InvalidSession);
+        };
+        let sealed = match slot.session.seal(&answer) {
+            Ok(s) => s,
+            // An answer that does not fit a frame (none of the bounded answers here does).
+            Err(_) => match slot.session.seal(&cmd::error_frame(ErrorCode::InvalidData)) {
+                Ok(s) => s,
+                Err(_) => cmd::error_frame(ErrorCode::InvalidSession),
+            },
+        };
+        if code == CommandCode::CloseSession && cmd::device_error(&answer) == Ok(None) {
+            self.sessions[usize::from(sid.0)] = None;
+        }
+        sealed
+    }
+
+    fn session_command(&mut self, caller: Caller, inner: &Frame) -> Frame {
+        use CommandCode as C;
+        match CommandCode::from_u8(inner.cmd()) {
+            C::Echo => answer::<cmd::Echo>(inner, |req| Ok(cmd::EchoResponse { data: req.data })),
+            C::DeviceInfo => answer::<cmd::DeviceInfo>(inner, |_| Ok(self.info())),
+            C::CloseSession => answer::<cmd::CloseSession>(inner, |_| Ok(EmptyResponse)),
+            C::GetPseudoRandom => answer::<cmd::GetPseudoRandom>(inner, |req| {
+                need(caller.capabilities, Capability::GetPseudoRandom)?;
+                if req.length > MAX_RANDOM {
+                    return Err(ErrorCode::InvalidData);
+                }
+                let mut bytes = Zeroizing::new(vec![0u8; usize::from(req.length)]);
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                Ok(cmd::PseudoRandomResponse {
+                    bytes: SecretBytes::new(bytes.as_slice()),
+                })
+            }),
+            C::ListObjects => answer::<cmd::ListObjects>(inner, |req| Ok(self.list(caller, &req))),
+            C::GetObjectInfo => answer::<cmd::GetObjectInfo>(inner, |req| {
+                Ok(self.visible(caller, req.id, req.object_type)?.info)
+            }),
+            C::DeleteObject => answer::<cmd::DeleteObject>(inner, |req| {
+                self.visible(caller, req.id, req.object_type)?;
+                let cap = match req.object_type {
+                    ObjectType::AuthenticationKey => Capability::DeleteAuthenticationKey,
+                    _ => Capability::DeleteOtpAeadKey,
+                };
+                need(caller.capabilities, cap)?;
+                self.objects.remove(&(req.id.0, req.object_type.to_u8()));
+                Ok(EmptyResponse)
+            }),
+            C::PutAuthenticationKey => answer::<cmd::PutAuthenticationKey>(inner, |req| {
+                need(caller.capabilities, Capability::PutAuthenticationKey)?;
+                if req.object.algorithm != Algorithm::Aes128YubicoAuthentication {
+                    return Err(ErrorCode::InvalidData);
+                }
+                let id = self.new_object_id(
+                    caller,
+                    &req.object,
+                    ObjectType::AuthenticationKey,
+                    req.delegated,
+                )?;
+                let o = &req.object;
+                self.add_auth_key(
+                    &AuthKeyConfig {
+                        id,
+                        label: o.label,
+                        key: req.key.clone(),
+                        capabilities: o.capabilities,
+                        delegated: req.delegated,
+                        domains: o.domains,
+                    },
+                    Origin::IMPORTED,
+                );
+                Ok(cmd::ObjectIdResponse { id })
+            }),
+            C::PutOtpAeadKey => answer::<cmd::PutOtpAeadKey>(inner, |req| {
+                need(caller.capabilities, Capability::PutOtpAeadKey)?;
+                if req.object.algorithm.otp_key_len() != Some(req.key.expose().len()) {
+                    return Err(ErrorCode::InvalidData);
+                }
+                self.put_otp_key(
+                    caller,
+                    &req.object,
+                    req.nonce_id,
+                    req.key.clone(),
+                    Origin::IMPORTED,
+                )
+            }),
+            C::GenerateOtpAeadKey => answer::<cmd::GenerateOtpAeadKey>(inner, |req| {
+                need(caller.capabilities, Capability::GenerateOtpAeadKey)?;
+                let len = req
+                    .object
+                    .algorithm
+                    .otp_key_len()
+                    .ok_or(ErrorCode::InvalidData)?;
+                let mut bytes = Zeroizing::new(vec![0u8; len]);
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let key = OtpAeadKeyBytes::new(&bytes).map_err(|_| ErrorCode::InvalidData)?;
+                self.put_otp_key(caller, &req.object, req.nonce_id, key, Origin::GENERATED)
+            }),
+            C::CreateOtpAead => answer::<cmd::CreateOtpAead>(inner, |req| {
+                let (nonce_id, key) =
+                    self.otp_key(caller, req.key_id, Capability::CreateOtpAead)?;
+                let secret = YubiKeySecret {
+                    key: *req.aes_key.expose(),
+                    uid: *req.private_id.expose(),
+                };
+                Ok(cmd::OtpAeadResponse {
+                    aead: seal(key, nonce_id, fresh_nonce(), &secret)?,
+                })
+            }),
+            C::RandomizeOtpAead => answer::<cmd::RandomizeOtpAead>(inner, |req| {
+                let (nonce_id, key) =
+                    self.otp_key(caller, req.key_id, Capability::RandomizeOtpAead)?;
+                let mut secret = YubiKeySecret {
+                    key: [0; 16],
+                    uid: [0; 6],
+                };
+                rand::rngs::OsRng.fill_bytes(&mut secret.key);
+                rand::rngs::OsRng.fill_bytes(&mut secret.uid);
+                Ok(cmd::OtpAeadResponse {
+                    aead: seal(key, nonce_id, fresh_nonce(), &secret)?,
+                })
+            }),
+            C::RewrapOtpAead => answer::<cmd::RewrapOtpAead>(inner, |req| {
+                let (from_nonce, from_key) =
+                    self.otp_key(caller, req.from, Capability::RewrapFromOtpAeadKey)?;
+                let secret = open(from_key, from_nonce, &req.aead).ok_or(ErrorCode::InvalidData)?;
+                let (to_nonce, to_key) =
+                    self.otp_key(caller, req.to, Capability::RewrapToOtpAeadKey)?;
+                // The AEAD keeps its 6-byte nonce (a store that files AEADs by the nonce,
+                // as pyhsm's by public id, stays valid).
+                Ok(cmd::OtpAeadResponse {
+                    aead: seal(to_key, to_nonce, req.aead.nonce(), &secret)?,
+                })
+            }),
+            C::DecryptOtp => answer::<cmd::DecryptOtp>(inner, |req| {
+                let (nonce_id, key) = self.otp_key(caller, req.key_id, Capability::DecryptOtp)?;
+                let secret = open(key, nonce_id, &req.aead).ok_or(ErrorCode::InvalidOtp)?;
+                let c = hsm_proto::otp::decrypt(&secret, req.otp.expose())
+                    .map_err(|_| ErrorCode::InvalidOtp)?;
+                Ok(cmd::DecryptOtpResponse {
+                    counters: OtpCounters {
+                        use_ctr: c.use_ctr,
+                        session_ctr: c.session_ctr,
+                        ts_high: c.ts_high,
+                        ts_low: c.ts_low,
+                    },
+                })
+            }),
+            _ => cmd::error_frame(ErrorCode::InvalidCommand),
+        }
+    }
+
+    /// The object `id` of `object_type` if it shares a domain with the session: objects in
+    /// other domains do not exist for it.
+    fn visible(&self, caller: Caller, id: ObjectId, object_type: ObjectType) -> Answer<&Object> {
+        self.objects
+            .get(&(id.0, object_type.to_u8()))
+            .filter(|o| o.info.domains.intersects(caller.domains))
+            .ok_or(ErrorCode::ObjectNotFound)
+    }
+
+    /// The otp-aead-key `id`, if it is visible and both it and the session hold `cap`.
+    fn otp_key(&self, caller: Caller, id: ObjectId, cap: Capability) -> Answer<(NonceId, &AesKey)> {
+        let obj = self.visible(caller, id, ObjectType::OtpAeadKey)?;
+        need(caller.capabilities, cap)?;
+        need(obj.info.capabilities, cap)?;
+        match &obj.key {
+            KeyMaterial::Otp { nonce_id, key } => Ok((*nonce_id, key)),
+            KeyMaterial::Auth(_) => Err(ErrorCode::ObjectNotFound),
+        }
+    }
+
+    fn list(&self, caller: Caller, req: &cmd::ListObjects) -> cmd::ListObjectsResponse {
+        let matches = |info: &ObjectInfo| {
+            info.domains.intersects(caller.domains)
+                && req.filters.iter().all(|f| match f {
+                    ObjectFilter::Id(id) => info.id == *id,
+                    ObjectFilter::Type(t) => info.object_type == *t,
+                    ObjectFilter::Domains(d) => info.domains.intersects(*d),
+                    ObjectFilter::Capabilities(c) => info.capabilities.0 & c.0 != 0,
+                    ObjectFilter::Algorithm(a) => info.algorithm == *a,
+                    ObjectFilter::Label(l) => info.label == *l,
+                })
+        };
+        cmd::ListObjectsResponse {
+            objects: self
+                .objects
+                .values()
+                .map(|o| &o.info)
+                .filter(|i| matches(i))
+                .map(|i| cmd::ListedObject {
+                    id: i.id,
+                    object_type: i.object_type,
+                    sequence: i.sequence,
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks a new object's head against the session's rights and the store, and picks
+    /// its id (the lowest free one when the request says 0).
+    fn new_object_id(
+        &self,
+        caller: Caller,
+        o: &cmd::NewObject,
+        object_type: ObjectType,
+        delegated: Capabilities,
+    ) -> Answer<ObjectId> {
+        if o.domains.0 == 0 || o.id.0 == 0xffff {
+            return Err(ErrorCode::InvalidData);
+        }
+        if !caller.domains.contains_all(o.domains)
+            || !caller.delegated.contains_all(o.capabilities)
+            || !caller.delegated.contains_all(delegated)
+        {
+            return Err(ErrorCode::InsufficientPermissions);
+        }
+        if self.objects.len() >= MAX_OBJECTS {
+            return Err(ErrorCode::StorageFailed);
+        }
+        let taken = |id: u16| self.objects.contains_key(&(id, object_type.to_u8()));
+        if o.id.0 != 0 {
+            return if taken(o.id.0) {
+                Err(ErrorCode::ObjectExists)
+            } else {
+                Ok(o.id)
+            };
+        }
+        (1..0xffff)
+            .find(|&id| !taken(id))
+            .map(ObjectId)
+            .ok_or(ErrorCode::StorageFailed)
+    }
+
+    fn put_otp_key(
+        &mut self,
+        caller: Caller,
+        o: &cmd::NewObject,
+        nonce_id: NonceId,
+        key: OtpAeadKeyBytes,
+        origin: Origin,
+    ) -> Answer<cmd::ObjectIdResponse> {
+        let id = self.new_object_id(caller, o, ObjectType::OtpAeadKey, Capabilities::NONE)?;
+        self.add_otp_key(
+            &OtpAeadKeyConfig {
+                id,
+                label: o.label,
+                key,
+                nonce_id,
+                capabilities: o.capabilities,
+                domains: o.domains,
+            },
+            origin,
+        );
+        Ok(cmd::ObjectIdResponse { id })
+    }
+}
+
+impl Domains {
+    fn contains_all(self, other: Domains) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+fn need(have: Capabilities, cap: Capability) -> Answer<()> {
+    if have.contains(cap) {
+        Ok(())
+    } else {
+        Err(ErrorCode::InsufficientPermissions)
+    }
+}
+
+/// What a request that does not decode earns: its length is wrong, or a field is.
+fn decode_error(e: &Error) -> ErrorCode {
+    match e {
+        Error::Truncated(_) | Error::TrailingBytes(_) => ErrorCode::WrongLength,
+        _ => ErrorCode::InvalidData,
+    }
+}
+
+/// Decodes a `C` from `frame`, runs `f`, and encodes its answer or refusal.
+fn answer<C: Command>(frame: &Frame, f: impl FnOnce(C) -> Answer<C::Response>) -> Frame {
+    match cmd::decode_request::<C>(frame) {
+        Err(e) => cmd::error_frame(decode_error(&e)),
+        Ok(req) => match f(req) {
+            Ok(resp) => encode::<C>(&resp),
+            Err(code) => cmd::error_frame(code),
+        },
+    }
+}
+
+fn encode<C: Command>(resp: &C::Response) -> Frame {
+    cmd::encode_response::<C>(resp).unwrap_or_else(|_| cmd::error_frame(ErrorCode::InvalidData))
+}
+
+fn fresh_nonce() -> [u8; 6] {
+    let mut n = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// The YubiHSM 1 key handle whose little-endian bytes are `nonce_id`: the CCM nonce both
+/// devices build starts with those four bytes.
+fn handle_of(nonce_id: NonceId) -> KeyHandle {
+    KeyHandle(u32::from_le_bytes(nonce_id.0))
+}
+
+/// Seals a YubiKey's key and private id: nonce in clear, then CCM under the otp-aead-key.
+fn seal(
+    key: &AesKey,
+    nonce_id: NonceId,
+    nonce: [u8; 6],
+    secret: &YubiKeySecret,
+) -> Answer<OtpAead> {
+    let plain = secret.to_bytes();
+    let sealed = hsm_proto::aead::seal(key, handle_of(nonce_id), &Nonce(nonce), &*plain)
+        .map_err(|_| ErrorCode::InvalidData)?;
+    let body: [u8; 30] = sealed
+        .as_bytes()
+        .try_into()
+        .map_err(|_| ErrorCode::InvalidData)?;
+    Ok(OtpAead::from_yubihsm1(nonce, body))
+}
+
+/// Opens an OTP AEAD; `None` if it does not authenticate under this key and nonce id.
+fn open(key: &AesKey, nonce_id: NonceId, aead: &OtpAead) -> Option<YubiKeySecret> {
+    let body = Aead::new(&aead.0[6..]).ok()?;
+    let plain =
+        hsm_proto::aead::open(key, handle_of(nonce_id), &Nonce(aead.nonce()), &body).ok()?;
+    let mut secret = YubiKeySecret {
+        key: [0; 16],
+        uid: [0; 6],
+    };
+    secret.key.copy_from_slice(plain.get(..16)?);
+    secret.uid.copy_from_slice(plain.get(16..22)?);
+    Some(secret)
+}
+
+#[cfg(test)]
+mod tests;
