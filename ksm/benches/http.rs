@@ -628,7 +628,9 @@ fn store_table(tmp: &Path) {
 /// cache and reads a row or a file).
 fn db_table(tmp: &Path) {
     let conns = 64;
-    let mut out = Vec::new();
+    println!("Decode at {conns} connections, `ksm serve --demo` over the same AEADs in files and in PostgreSQL (pool of 8); median of the interleaved runs; every answer checked to be `OK`.\n");
+    println!("| AEADs | store | loaded in | cache kept true | hot set (12 ids) req/s | p50 | p99 | all ids in turn req/s | p50 | p99 | daemon RSS after |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for size in sizes(&[1_000, 1_000_000]) {
         let pg = PgSchema::new();
         let url = pg.url();
@@ -705,21 +707,8 @@ fn db_table(tmp: &Path) {
         );
         drop(files);
         drop(db);
-        out.push((
-            size,
-            pg_load,
-            files_load,
-            f_watch.is_some(),
-            d_watch.is_some(),
-            cold,
-            warm,
-            rss,
-        ));
-    }
-    println!("Decode at {conns} connections, `ksm serve --demo` over the same AEADs in files and in PostgreSQL (pool of 8); median of the interleaved runs; every answer checked to be `OK`.\n");
-    println!("| AEADs | store | loaded in | cache kept true | hot set (12 ids) req/s | p50 | p99 | all ids in turn req/s | p50 | p99 | daemon RSS after |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (size, pg_load, files_load, f_watch, d_watch, cold, warm, rss) in out {
+        let (f_watch, d_watch) = (f_watch.is_some(), d_watch.is_some());
+        // Printed as soon as measured: removing a million files takes minutes.
         let rows = [
             ("files", files_load, f_watch, cold[0], warm[0], rss.0),
             ("PostgreSQL", pg_load, d_watch, cold[1], warm[1], rss.1),
