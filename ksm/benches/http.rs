@@ -9,8 +9,11 @@
 //! nginx-light`). `KSM_BENCH_SECS` sets each run's length (default 5), `KSM_BENCH_REPS` how
 //! many interleaved runs each HTTP cell takes the median of (default 3), `KSM_BENCH_SIZES`
 //! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go,
-//! `KSM_BENCH_ONLY=http|abuse|store` runs one part. The abuse part holds 10,000 idle
-//! connections against the daemon while wrk measures good clients.
+//! `KSM_BENCH_ONLY=http|abuse|store|db` runs one part. The abuse part holds 10,000 idle
+//! connections against the daemon while wrk measures good clients. The db part, run only
+//! when asked for, needs PostgreSQL on 127.0.0.1:5432 (user `postgres`, database `test`, as
+//! the tests use it): it serves the same AEADs from files and from `aead_table` in a schema
+//! of its own, with a hot set of ids and with every id once.
 //! `KSM_BENCH_BASELINE=PATH` also runs another `ksm` binary (an older build) on the soft HSM,
 //! interleaved with the rest, for a before/after comparison in the same run.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hsm_proto::otp::{self, Otp, OtpCounters, Token};
 use hsm_proto::{Aead, Hsm, KeyHandle, PublicId, Timeouts, YubiKeyAead};
+use test_support::db::PgSchema;
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
@@ -118,6 +122,8 @@ struct Run {
     p50: Duration,
     p99: Duration,
     errors: u64,
+    /// Requests answered, good or not.
+    requests: u64,
 }
 
 fn parse_dur(s: &str) -> Duration {
@@ -135,11 +141,20 @@ fn parse_dur(s: &str) -> Duration {
 /// Runs wrk against `addr` with the request paths in `paths` (rotating), `conns`
 /// connections.
 fn wrk(addr: SocketAddr, paths: &[String], conns: u32, dir: &Path) -> Run {
+    wrk_from(addr, paths, 0, conns, dir)
+}
+
+/// [`wrk`], its first request for `paths[start % paths.len()]`. The paths go through a file,
+/// which a million of them fit (a Lua table literal that size does not load).
+fn wrk_from(addr: SocketAddr, paths: &[String], start: u64, conns: u32, dir: &Path) -> Run {
+    let list = dir.join("paths.txt");
+    let mut text = paths.join("\n");
+    text.push('\n');
+    std::fs::write(&list, text).unwrap();
     let script = dir.join("paths.lua");
-    let list: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
     std::fs::write(
         &script,
-        format!("local paths = {{ {} }}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n", list.join(", ")),
+        format!("local paths = {{}}\nfor p in io.lines({:?}) do paths[#paths + 1] = p end\nlocal i = 0\nfunction init(args)\n  i = (tonumber(args[1]) or 0) % #paths\nend\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n", list.display().to_string()),
     )
     .unwrap();
     let secs: u64 = std::env::var("KSM_BENCH_SECS")
@@ -162,6 +177,7 @@ fn wrk(addr: SocketAddr, paths: &[String], conns: u32, dir: &Path) -> Run {
         ])
         .arg(&script)
         .arg(format!("http://{addr}"))
+        .args(["--", &start.to_string()])
         .output()
         .expect("wrk: apt-get install wrk");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -181,6 +197,7 @@ fn wrk(addr: SocketAddr, paths: &[String], conns: u32, dir: &Path) -> Run {
     if total > 0 {
         r.rps *= 1.0 - r.errors as f64 / total as f64;
     }
+    r.requests = total;
     r
 }
 
@@ -222,7 +239,14 @@ fn vector_paths() -> (Vec<String>, Vec<(Otp, KeyHandle, YubiKeyAead)>) {
 
 /// OTPs for 1,000 ids spread over a bulk store of `n` keys.
 fn store_paths(n: u64) -> Vec<String> {
-    (0..1000u64)
+    spread_paths(n, 1000)
+}
+
+/// OTPs for `count` ids spread over a bulk store of `n` keys (all of them, each once, when
+/// `count` is `n`: 7919 is a prime that divides neither 10^3 nor 10^6); each decodes to
+/// `OK counter=0001 low=0001 high=00 use=00`.
+fn spread_paths(n: u64, count: u64) -> Vec<String> {
+    (0..count)
         .map(|i| {
             let id_n = 1 + (i * 7919) % n;
             let id = PublicId::from_number(id_n, 12).unwrap();
@@ -267,20 +291,40 @@ fn main() {
     if run("store") {
         store_table(tmp.path());
     }
+    // Only when asked for: it needs a PostgreSQL server.
+    if only.as_deref() == Some("db") {
+        db_table(tmp.path());
+    }
 }
 
 /// Runs `wrk` against each of `targets` in turn, `reps` times round, and keeps the median
 /// run (by req/s) of each: this VM's figures move by tens of percent from one run to the
 /// next, and interleaving exposes every server to the same drift.
 fn interleaved(targets: &[(SocketAddr, &[String])], conns: u32, tmp: &Path) -> Vec<Run> {
+    interleaved_on(targets, conns, tmp, false)
+}
+
+/// [`interleaved`]; with `onwards`, each run against a target starts in its paths where
+/// the one before stopped, so no path is asked for twice until all have been.
+fn interleaved_on(
+    targets: &[(SocketAddr, &[String])],
+    conns: u32,
+    tmp: &Path,
+    onwards: bool,
+) -> Vec<Run> {
     let reps: usize = std::env::var("KSM_BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    let mut next = vec![0u64; targets.len()];
     for _ in 0..reps.max(1) {
         for (i, (addr, paths)) in targets.iter().enumerate() {
-            runs[i].push(wrk(*addr, paths, conns, tmp));
+            let r = wrk_from(*addr, paths, next[i], conns, tmp);
+            if onwards {
+                next[i] += r.requests;
+            }
+            runs[i].push(r);
         }
     }
     runs.into_iter()
@@ -506,6 +550,17 @@ fn abuse_table(paths: &[String], tmp: &Path) {
     drop(d);
 }
 
+/// Decode answers other than `OK` the daemon at `addr` has given so far (`ERR Unknown
+/// public_id` is a 200, which wrk counts as a success).
+fn not_ok(addr: SocketAddr) -> u64 {
+    e2e_tests::get(addr, "/metrics")
+        .body
+        .lines()
+        .filter(|l| l.starts_with("ksm_decodes_total{") && !l.contains("result=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Polls `/metrics` until the store reports its watch running (lookups cached); returns how
 /// long that took, or None if it never did within `limit` (e.g. the inotify limit).
 fn watch_ready(addr: SocketAddr, limit: Duration) -> Option<Duration> {
@@ -562,6 +617,121 @@ fn store_table(tmp: &Path) {
         );
         if r.errors > 0 {
             println!("|   | non-2xx answers: {} |", r.errors);
+        }
+    }
+}
+
+/// The same `n` AEADs in files and in PostgreSQL (a schema of its own: `ksm store db-init`,
+/// then one COPY), each served by `ksm serve --demo` (the database with the default pool of
+/// 8), measured in turn at 64 connections: a hot set of 12 ids, then every id once (each run
+/// goes on where the one before stopped, so at 1,000,000 rows nearly every request misses the
+/// cache and reads a row or a file).
+fn db_table(tmp: &Path) {
+    let conns = 64;
+    println!("Decode at {conns} connections, `ksm serve --demo` over the same AEADs in files and in PostgreSQL (pool of 8); median of the interleaved runs; every answer checked to be `OK`.\n");
+    println!("| AEADs | store | loaded in | cache kept true | hot set (12 ids) req/s | p50 | p99 | all ids in turn req/s | p50 | p99 | daemon RSS after |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for size in sizes(&[1_000, 1_000_000]) {
+        let pg = PgSchema::new();
+        let url = pg.url();
+        let t = Instant::now();
+        let init = Command::new(KSM)
+            .args(["store", "db-init", &url])
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "db-init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        bulk_pg(&pg, size);
+        pg.sql("ANALYZE aead_table;");
+        let pg_load = t.elapsed();
+        let rows: u64 = pg
+            .sql("SELECT count(*) FROM aead_table;")
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(rows, size);
+        let dir = bench_dir();
+        let t = Instant::now();
+        bulk_store(dir.path(), size);
+        nix::unistd::sync();
+        let files_load = t.elapsed();
+
+        let (files, f_addr, _) = serve(&[
+            "--demo",
+            "-B",
+            dir.path().to_str().unwrap(),
+            "--key-handles",
+            "0x20",
+        ]);
+        let (db, d_addr, _) = serve(&["--demo", "--db-url", &url, "--key-handles", "0x20"]);
+        // As in `store_table`: the file store measured once its watch runs, if it can.
+        let limit: u64 = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let wait = if limit > size * 13 / 10 + 1000 {
+            600
+        } else {
+            0
+        };
+        let f_watch = watch_ready(f_addr, Duration::from_secs(wait));
+        // The database's LISTEN in place: cached AEADs then stay until their row changes.
+        let d_watch = watch_ready(d_addr, Duration::from_secs(10));
+
+        let spread = spread_paths(size, size);
+        let hot = spread_paths(size, 12);
+        let targets = [(f_addr, &spread[..]), (d_addr, &spread[..])];
+        let cold = interleaved_on(&targets, conns, tmp, true);
+        // Every answer so far was OK, and so is a sample of the spread again (now cached).
+        for (addr, _) in &targets {
+            assert_eq!(not_ok(*addr), 0, "answers other than OK");
+            for p in spread.iter().step_by((size / 50).max(1) as usize) {
+                let a = e2e_tests::get(*addr, p);
+                assert_eq!(
+                    (a.status, a.body.as_str()),
+                    (200, "OK counter=0001 low=0001 high=00 use=00\n")
+                );
+            }
+        }
+        let targets = [(f_addr, &hot[..]), (d_addr, &hot[..])];
+        let warm = interleaved(&targets, conns, tmp);
+        for (addr, _) in &targets {
+            assert_eq!(not_ok(*addr), 0, "answers other than OK");
+        }
+        let rss = (
+            e2e_tests::rss_bytes(files.0.id()),
+            e2e_tests::rss_bytes(db.0.id()),
+        );
+        drop(files);
+        drop(db);
+        let (f_watch, d_watch) = (f_watch.is_some(), d_watch.is_some());
+        // Printed as soon as measured: removing a million files takes minutes.
+        let rows = [
+            ("files", files_load, f_watch, cold[0], warm[0], rss.0),
+            ("PostgreSQL", pg_load, d_watch, cold[1], warm[1], rss.1),
+        ];
+        for (store, load, watching, c, w, rss) in rows {
+            println!(
+                "| {size} | {store} | {:.1} s | {} | {:.0} | {} | {} | {:.0} | {} | {} | {:.1} MB |",
+                load.as_secs_f64(),
+                if watching { "yes" } else { "no" },
+                w.rps,
+                ms(w.p50),
+                ms(w.p99),
+                c.rps,
+                ms(c.p50),
+                ms(c.p99),
+                rss as f64 / 1e6
+            );
+            if c.errors + w.errors > 0 {
+                println!(
+                    "|   | | non-2xx answers: hot set {}, all ids {} |",
+                    w.errors, c.errors
+                );
+            }
         }
     }
 }

@@ -174,6 +174,15 @@ pub mod db {
             )
         }
 
+        /// `psql` in the schema (first on its search path), for what [`PgSchema::sql`] does
+        /// not suit, such as a large `COPY … FROM STDIN` fed through a pipe.
+        pub fn psql(&self) -> Command {
+            let mut c = Command::new("psql");
+            c.args(PSQL)
+                .env("PGOPTIONS", format!("-c search_path={}", self.schema));
+            c
+        }
+
         /// Runs `sql` in the schema; returns what `psql -At` printed.
         pub fn sql(&self, sql: &str) -> String {
             let mut args = PSQL.to_vec();

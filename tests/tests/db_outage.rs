@@ -1,11 +1,13 @@
 //! The AEAD database down, slow, and restarted under load. A test binary of its own: one
 //! test restarts the machine's PostgreSQL (`pg_ctlcluster 15 main restart`), and cargo runs
-//! test binaries one after another, so no other database test sees it.
+//! test binaries one after another, so no other database test sees it. Within this binary,
+//! the tests that need the real server take [`PG`] first.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod support;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +25,14 @@ fn db_settings(url: &str) -> DbSettings {
         pool_size: 4,
         serve_cached_when_down: false,
     }
+}
+
+/// Held by each test here that needs the machine's PostgreSQL, so that the restart does not
+/// happen in the middle of another (the tests of one binary run in parallel).
+static PG: Mutex<()> = Mutex::new(());
+
+fn pg_to_myself() -> std::sync::MutexGuard<'static, ()> {
+    PG.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn threads() -> usize {
@@ -123,6 +133,7 @@ fn pg_restart() {
 /// back by itself, with no daemon restart.
 #[test]
 fn postgresql_restarted_under_load_recovers_by_itself() {
+    let _pg = pg_to_myself();
     let pg = PgSchema::new();
     fill_from_fixtures(&pg.url());
     let dir = tempfile::tempdir().unwrap();
@@ -216,5 +227,129 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
             "deleted row still decodes"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A TCP proxy in front of the machine's PostgreSQL that can be made to stop answering: once
+/// [`Proxy::fall_silent`], nothing more passes either way on the connections it carries, and
+/// new ones are taken and never served. The daemon behind it sees a database that does not
+/// answer; the server itself goes on serving everyone else.
+struct Proxy {
+    port: u16,
+    silent: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn to_postgresql() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(AtomicBool::new(false));
+        let s = silent.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for client in listener.incoming().flatten() {
+                if s.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect("127.0.0.1:5432") else {
+                    continue;
+                };
+                let (c, sv) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                for (from, to) in [(client, server), (sv, c)] {
+                    let s = s.clone();
+                    std::thread::spawn(move || pipe(from, to, &s));
+                }
+            }
+        });
+        Proxy { port, silent }
+    }
+
+    /// `url` (the machine's PostgreSQL) through this proxy.
+    fn url(&self, url: &str) -> String {
+        url.replace("127.0.0.1:5432/", &format!("127.0.0.1:{}/", self.port))
+    }
+
+    fn fall_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either end closes; once `silent`, swallows what it reads.
+fn pipe(mut from: TcpStream, mut to: TcpStream, silent: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if silent.load(Ordering::SeqCst) => {}
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Both directions end together (the other thread is reading the other socket).
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// `--db-serve-cached-when-down` (off by default): the database stops answering after
+/// YubiKey 0 decoded once. Off, YubiKey 0 then answers `ERR Store unavailable` like any
+/// other; on, it keeps decoding (the revocation trade-off: its row could have been deleted
+/// meanwhile), and a YubiKey never seen still answers `ERR Store unavailable`.
+#[test]
+fn cached_aeads_decode_through_an_outage_only_with_db_serve_cached_when_down() {
+    let _pg = pg_to_myself();
+    let pg = PgSchema::new();
+    fill_from_fixtures(&pg.url());
+    for serve_cached in [false, true] {
+        let proxy = Proxy::to_postgresql();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(vec![], dir.path(), Duration::from_millis(500));
+        let mut db = db_settings(&proxy.url(&pg.url()));
+        db.serve_cached_when_down = serve_cached;
+        s.db = Some(db);
+        let d = Daemon::start(s);
+        // The LISTEN in place first (it empties the cache as it starts): from then on a
+        // cached AEAD is kept until its row changes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !get(d.addr, "/health").body.contains("\"watching\":true") {
+            assert!(Instant::now() < deadline, "no LISTEN");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_answer(
+            &d.decode(&vector_otp(0, 1, 1)),
+            200,
+            "OK counter=0001 low=4242 high=17 use=01",
+        );
+        proxy.fall_silent();
+        // The daemon notices (it checks the server every 0.5 s), and more than the 0.5 s a
+        // cached AEAD is trusted without a LISTEN pass.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !get(d.addr, "/health")
+            .body
+            .contains("AEAD database unavailable")
+        {
+            assert!(Instant::now() < deadline, "outage not noticed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        for counter in 2..5 {
+            let a = d.decode(&vector_otp(0, counter, 1));
+            if serve_cached {
+                let ok = format!("OK counter={counter:04x} low=4242 high=17 use=01");
+                assert_answer(&a, 200, &ok);
+            } else {
+                assert_answer(&a, 503, "ERR Store unavailable");
+            }
+            assert_answer(
+                &d.decode(&vector_otp(1, counter, 1)),
+                503,
+                "ERR Store unavailable",
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert!(get(d.addr, "/metrics").body.contains("ksm_store_up 0\n"));
     }
 }

@@ -253,6 +253,9 @@ impl DbStore {
         if let Some(hit) = self.inner.cached(id, false) {
             return Ok(Some(hit));
         }
+        if let Some(hit) = self.inner.cached_while_down(id) {
+            return Ok(Some(hit));
+        }
         let inner = self.inner.clone();
         let key = id.clone();
         let mut task = self.rt().spawn(async move { inner.fetch(&key).await });
@@ -315,6 +318,16 @@ impl Inner {
         let (s, at) = c.map.get(id.as_str())?;
         let fresh = stale || self.listening.load(Ordering::SeqCst) || at.elapsed() < self.cfg.ttl;
         fresh.then(|| s.clone())
+    }
+
+    /// With `serve_cached_when_down`, while the database is known to be down: any cached
+    /// AEAD, at once. Asking a database that does not answer first would spend the request's
+    /// deadline and leave the HSM no time to decode.
+    fn cached_while_down(&self, id: &PublicId) -> Option<StoredAead> {
+        if !self.cfg.serve_cached_when_down || lock(&self.down).is_none() {
+            return None;
+        }
+        self.cached(id, true)
     }
 
     /// A failed lookup falls back on the cache when so configured.
@@ -522,6 +535,9 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
 impl Store for DbStore {
     fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
         if let Some(hit) = self.inner.cached(id, false) {
+            return Ok(Some(hit));
+        }
+        if let Some(hit) = self.inner.cached_while_down(id) {
             return Ok(Some(hit));
         }
         let inner = self.inner.clone();
