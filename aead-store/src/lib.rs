@@ -31,7 +31,7 @@ mod walk;
 
 pub use cache::{CachedStore, ENTRY_BYTES};
 #[cfg(feature = "db")]
-pub use db::{DbConfig, DbStore, DbUrl, Engine};
+pub use db::{DbConfig, DbPassword, DbStore, DbUrl, Engine};
 pub use error::StoreError;
 pub use fs_store::{read_aead_file, FsStore};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};

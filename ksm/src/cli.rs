@@ -31,6 +31,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start-up and matched at once: boxing `serve`'s options saves nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the KSM: the HTTP decode API validation servers call (yhsm-yubikey-ksm's flags).

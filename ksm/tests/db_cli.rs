@@ -339,3 +339,104 @@ fn mariadb_and_sqlite_serve_and_forget_deleted_rows_within_a_second() {
         answer_within(&d, &gone, "ERR Unknown public_id\n", Duration::from_secs(1));
     }
 }
+
+/// A database user with a password, as most sites run MariaDB: the password reaches the
+/// driver from a private `ksm.toml` (`db-password`) or from `--db-password-file`, never from
+/// argv, and a wrong one is reported without being shown.
+#[test]
+fn a_password_from_a_private_ksm_toml_or_file_reaches_mariadb() {
+    let my = MyDatabase::new();
+    let url = my.url();
+    assert!(ksm(&["store", "db-init", &url]).status.success());
+    assert!(ksm(&["store", "db-import", &store_fixtures(), &url])
+        .status
+        .success());
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let user = format!("{db}_u");
+    let password = "Xq7-only-in-files";
+    my.sql(&format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'; GRANT SELECT ON {db}.* TO '{user}'@'%'; GRANT SELECT ON {db}.* TO '{user}'@'localhost';"
+    ));
+    let user_url = format!("mysql://{user}@127.0.0.1:3306/{db}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let spawn = |extra: &[&str], stderr: &Path| {
+        let mut child = Command::new(KSM)
+            .args(["serve", "-D", dev.path().to_str().unwrap()])
+            .args([
+                "--key-handles",
+                "0x20,0x21",
+                "--socket",
+                "none",
+                "--port",
+                "0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .expect("ksm serve");
+        let addr = e2e_tests::listening_addr(&mut child);
+        Serve(child, addr)
+    };
+    let private = |name: &str, text: String| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+
+    let toml = private(
+        "ksm.toml",
+        format!("db-url = \"{user_url}\"\ndb-password = \"{password}\"\n"),
+    );
+    let log = tmp.path().join("toml.log");
+    let d = spawn(&["--config", toml.to_str().unwrap(), "--debug"], &log);
+    assert_eq!(
+        d.decode(&otp(0, 0x40)),
+        ok_line(0x40),
+        "db-password in ksm.toml"
+    );
+    drop(d);
+
+    let file = private("pw", format!("{password}\n"));
+    let log2 = tmp.path().join("file.log");
+    let d = spawn(
+        &[
+            "--db-url",
+            &user_url,
+            "--db-password-file",
+            file.to_str().unwrap(),
+            "--debug",
+        ],
+        &log2,
+    );
+    assert_eq!(d.decode(&otp(1, 0x40)), ok_line(0x40), "--db-password-file");
+    drop(d);
+
+    // The wrong password: the store is unavailable, and nothing shows what was typed.
+    let wrong = private("wrong", "not-the-password-9\n".to_string());
+    let log3 = tmp.path().join("wrong.log");
+    let d = spawn(
+        &[
+            "--db-url",
+            &user_url,
+            "--db-password-file",
+            wrong.to_str().unwrap(),
+            "--debug",
+        ],
+        &log3,
+    );
+    assert_eq!(d.decode(&otp(2, 0x40)), "ERR Store unavailable\n");
+    drop(d);
+    for l in [&log, &log2, &log3] {
+        let t = std::fs::read_to_string(l).unwrap();
+        assert!(
+            !t.contains(password) && !t.contains("not-the-password-9"),
+            "{t}"
+        );
+    }
+    my.sql(&format!(
+        "DROP USER '{user}'@'%'; DROP USER '{user}'@'localhost';"
+    ));
+}

@@ -22,6 +22,7 @@ fn db_settings(url: &str) -> DbSettings {
     DbSettings {
         url: DbUrl::parse(url).unwrap(),
         password_file: None,
+        password: None,
         pool_size: 4,
         serve_cached_when_down: false,
     }

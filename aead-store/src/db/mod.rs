@@ -49,6 +49,24 @@ use self::sql::{kh_from_sql, Pool, RawRow};
 pub use self::url::{DbUrl, Engine};
 use crate::{AeadSource, Lookup, NoncePolicy, Store, StoreError, StoredAead, WalkEntry};
 
+/// A database password given as a value (from a private `ksm.toml`): wiped when dropped,
+/// never shown by `Debug`.
+#[derive(Clone)]
+pub struct DbPassword(Zeroizing<String>);
+
+impl DbPassword {
+    /// Takes the password.
+    pub fn new(text: &str) -> DbPassword {
+        DbPassword(Zeroizing::new(text.to_string()))
+    }
+}
+
+impl std::fmt::Debug for DbPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DbPassword(redacted)")
+    }
+}
+
 /// How the database store is set up.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -57,6 +75,9 @@ pub struct DbConfig {
     /// A private file holding the password (first line), if the driver's own mechanisms
     /// do not provide one.
     pub password_file: Option<PathBuf>,
+    /// The password itself (from a private `ksm.toml`); at most one of this and
+    /// `password_file`.
+    pub password: Option<DbPassword>,
     /// Key handles to try, in order.
     pub key_handles: Vec<KeyHandle>,
     /// Which nonces rows may carry.
@@ -81,6 +102,7 @@ impl DbConfig {
         DbConfig {
             url,
             password_file: None,
+            password: None,
             key_handles,
             nonce_policy: NoncePolicy::default(),
             pool_size: 8,
@@ -160,9 +182,14 @@ impl DbStore {
                 "the pool needs at least one connection".into(),
             ));
         }
-        let password = match &cfg.password_file {
-            Some(p) => Some(read_password(p)?),
-            None => None,
+        let password = match (&cfg.password_file, &cfg.password) {
+            (Some(_), Some(_)) => return Err(StoreError::DbConfig(
+                "the database password is given twice (a password file and a password): give one"
+                    .into(),
+            )),
+            (Some(p), None) => Some(read_password(p)?),
+            (None, Some(p)) => Some(p.0.clone()),
+            (None, None) => None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

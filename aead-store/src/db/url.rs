@@ -47,7 +47,7 @@ fn bad(reason: impl Into<String>) -> StoreError {
     StoreError::DbConfig(reason.into())
 }
 
-const NO_PASSWORD: &str = "the database URL carries a password; URLs show up in process lists, shell history and logs, so give the password in a private file (--db-password-file, or db-password-file in ksm.toml), or use PGPASSFILE/~/.pgpass or unix-socket peer authentication";
+const NO_PASSWORD: &str = "the database URL carries a password; URLs show up in process lists, shell history and logs, so give the password in a private file (--db-password-file, or db-password-file or db-password in a private ksm.toml), or use PGPASSFILE/~/.pgpass or unix-socket peer authentication";
 
 impl DbUrl {
     /// Reads `url` (SQLAlchemy's spelling, as pyhsm's `--db-url` takes it).

@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::unix::fs::PermissionsExt;
+
 use aead_store::NoncePolicy;
 use clap::Args;
+use hsm_proto::emulator::{redact, SecretString};
+use hsm_proto::keyfile;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::daemon::serve::{DbSettings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
@@ -126,6 +131,11 @@ pub struct ServeOptions {
     /// until the database is back.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub db_serve_cached_when_down: Option<bool>,
+    /// The database password, as a `ksm.toml` key only: a flag would put it in argv, and a
+    /// `ksm.toml` holding it must be private (mode 0600), as key files are.
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub db_password: Option<SecretString>,
 }
 
 impl Default for ServeOptions {
@@ -153,6 +163,7 @@ impl Default for ServeOptions {
             db_password_file: None,
             db_pool_size: Some(8),
             db_serve_cached_when_down: Some(false),
+            db_password: None,
         }
     }
 }
@@ -188,13 +199,31 @@ fn help_text(v: &toml::Value) -> Option<String> {
 
 impl ServeOptions {
     /// Reads `ksm.toml`; a file that cannot be read is as wrong as one that does not parse.
+    /// Parse errors give line, column and key, never the text (it may hold `db-password`),
+    /// and a file that holds `db-password` is refused unless only its owner may read it.
     pub fn load(path: &Path) -> Result<ServeOptions, Error> {
         let config_error = |reason: String| Error::Config {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| config_error(e.to_string()))
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?);
+        let opts: ServeOptions =
+            toml::from_str(&text).map_err(|e| config_error(redact::toml_error(&e, &text)))?;
+        if opts.db_password.is_some() {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| config_error(e.to_string()))?
+                .permissions()
+                .mode();
+            keyfile::check_private(path, mode).map_err(|_| {
+                config_error(format!(
+                    "holds db-password but has mode {:04o}, so other users may read it; run `chmod 600 {}` (or use db-password-file)",
+                    mode & 0o7777,
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(opts)
     }
 
     /// `self`, with what it leaves unsaid taken from `other`.
@@ -223,6 +252,7 @@ impl ServeOptions {
             db_serve_cached_when_down: self
                 .db_serve_cached_when_down
                 .or(other.db_serve_cached_when_down),
+            db_password: self.db_password.or(other.db_password),
         }
     }
 
@@ -284,6 +314,7 @@ impl ServeOptions {
         Ok(Some(DbSettings {
             url: db_url(url)?,
             password_file: self.db_password_file.clone(),
+            password: self.db_password.clone(),
             pool_size,
             serve_cached_when_down: set(
                 &self.db_serve_cached_when_down,
@@ -422,6 +453,42 @@ mod tests {
             assert!(!err.to_string().contains("unknown field"), "{long}: {err}");
         }
         assert!(toml::from_str::<ServeOptions>("demo = true").is_err());
+    }
+
+    #[test]
+    fn a_db_password_needs_a_private_ksm_toml_and_is_never_quoted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ksm.toml");
+        let text = "db-url = \"mysql://ksm@db1/ksm\"\ndb-password = \"Hunter2pw\"\n";
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ServeOptions::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("db-password") && err.contains("chmod 600"),
+            "{err}"
+        );
+        assert!(!err.contains("Hunter2pw"), "{err}");
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let opts = ServeOptions::load(&file).unwrap();
+        assert_eq!(
+            opts.db_password.as_ref().map(|p| p.expose()),
+            Some("Hunter2pw")
+        );
+        assert!(!format!("{opts:?}").contains("Hunter2pw"));
+        let db = opts.or(ServeOptions::default()).db().unwrap().unwrap();
+        assert_eq!(db.password.as_ref().map(|p| p.expose()), Some("Hunter2pw"));
+
+        // A malformed line is located, not shown (toml's own message prints the line).
+        std::fs::write(&file, "db-password = Hunter2pw\n").unwrap();
+        let err = ServeOptions::load(&file).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(!err.contains("Hunter2pw"), "{err}");
+        // Without db-password the mode is not the file's business.
+        std::fs::write(&file, "port = 9000\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(ServeOptions::load(&file).unwrap().port, Some(9000));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct DbSettings {
     pub url: aead_store::DbUrl,
     /// Private file with its password.
     pub password_file: Option<PathBuf>,
+    /// The password itself, from a private `ksm.toml`.
+    pub password: Option<hsm_proto::emulator::SecretString>,
     /// Most connections.
     pub pool_size: u32,
     /// Keep decoding cached AEADs while the database cannot be reached.
@@ -76,6 +78,10 @@ impl DbSettings {
     ) -> aead_store::DbConfig {
         let mut c = aead_store::DbConfig::new(self.url.clone(), key_handles);
         c.password_file = self.password_file.clone();
+        c.password = self
+            .password
+            .as_ref()
+            .map(|p| aead_store::DbPassword::new(p.expose()));
         c.nonce_policy = nonce_policy;
         c.pool_size = self.pool_size;
         c.timeout = timeout;
