@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use aead_store::{stats, DbConfig, DbStore, FsStore, NoncePolicy, Store, StoreError};
-use hsm_proto::{Hsm, KeyHandle};
+use hsm_proto::{Hsm, KeyHandle, YubiKeyAead};
 
 use crate::daemon::config::{db_url, nonce_policy};
 use crate::device::DeviceArgs;
@@ -229,6 +229,19 @@ pub fn copy_all(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result
     Ok(())
 }
 
+/// Why an AEAD that parses is still of no use to a KSM: only a YubiKey AEAD (30 bytes: the
+/// 22-byte secret and the 8-byte MAC) decodes OTPs, and the daemon answers `ERR Corrupt AEAD`
+/// for any other. The tools say so at once rather than leave it to the first login.
+fn not_a_yubikey_aead(s: &aead_store::StoredAead) -> Option<String> {
+    YubiKeyAead::try_from(&s.aead).err().map(|_| {
+        format!(
+            "{}: an AEAD of {} bytes, not a YubiKey AEAD (30 bytes); the KSM answers ERR Corrupt AEAD for it",
+            s.source,
+            s.aead.as_bytes().len()
+        )
+    })
+}
+
 /// [`copy_all`]'s work, returning the counts.
 pub fn copy(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result<Copied, Error> {
     let mut c = Copied::default();
@@ -247,6 +260,11 @@ pub fn copy(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result<Cop
                 continue;
             }
         };
+        if let Some(why) = not_a_yubikey_aead(&s) {
+            c.bad += 1;
+            let _ = writeln!(out, "BAD {why}");
+            continue;
+        }
         match to.write(s.key_handle, &id, &s.nonce, &s.aead, false) {
             Ok(_) => c.copied += 1,
             Err(StoreError::AlreadyExists(_)) => c.present += 1,
@@ -314,6 +332,11 @@ pub fn verify(
                 let _ = writeln!(out, "BAD {err}");
             }
             Ok(s) => {
+                if let Some(why) = not_a_yubikey_aead(s) {
+                    r.bad += 1;
+                    let _ = writeln!(out, "BAD {why}");
+                    continue;
+                }
                 if !e.misplaced.is_empty() {
                     r.misplaced += 1;
                     let _ = writeln!(out, "MISPLACED {}: {}", e.source, e.misplaced.join("; "));
@@ -415,5 +438,45 @@ mod tests {
         let text = String::from_utf8_lossy(&out.text);
         assert!(text.starts_with("BAD "), "{text}");
         assert!(text.ends_with("0 good, 1 bad, 0 misplaced, 0 rejected by the HSM, 0 nonce differs from public id\n"), "{text}");
+    }
+
+    /// An AEAD that parses but is not 30 bytes can never decode an OTP: verify counts it
+    /// bad and the copies (`db-import`, `db-export`) name it and skip it.
+    #[test]
+    fn aeads_that_are_not_yubikey_aeads_are_bad() {
+        let d = tempfile::tempdir().expect("temp dir");
+        for dir in ["from", "to"] {
+            std::fs::create_dir(d.path().join(dir)).expect("dir");
+        }
+        let from = FsStore::open(&d.path().join("from"), Vec::new()).expect("store");
+        let to = FsStore::open(&d.path().join("to"), Vec::new()).expect("store");
+        for (id, len) in [
+            ("cccccccccccb", 30),
+            ("cccccccccccd", 8),
+            ("ccccccccccce", 48),
+        ] {
+            let id = PublicId::new(id).expect("id");
+            let nonce = id.to_nonce().expect("nonce");
+            let aead = Aead::new(&vec![1; len]).expect("aead");
+            from.write(KeyHandle(0x20), &id, &nonce, &aead, false)
+                .expect("write");
+        }
+        let mut out = Vec::new();
+        let r = verify(&from, None, &mut out).expect("verify");
+        assert_eq!((r.good, r.bad), (1, 2), "{}", String::from_utf8_lossy(&out));
+        let text = String::from_utf8_lossy(&out).to_string();
+        assert!(
+            text.contains("cccccccccccd: an AEAD of 8 bytes, not a YubiKey AEAD"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        let c = copy(&from, &to, &mut out).expect("copy");
+        assert_eq!(
+            (c.copied, c.bad),
+            (1, 2),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(to.entries().count(), 1);
     }
 }
