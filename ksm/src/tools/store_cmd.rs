@@ -448,8 +448,8 @@ mod tests {
         for dir in ["from", "to"] {
             std::fs::create_dir(d.path().join(dir)).expect("dir");
         }
-        let from = FsStore::open(&d.path().join("from"), Vec::new()).expect("store");
-        let to = FsStore::open(&d.path().join("to"), Vec::new()).expect("store");
+        let from = FsStore::open(d.path().join("from"), Vec::new()).expect("store");
+        let to = FsStore::open(d.path().join("to"), Vec::new()).expect("store");
         for (id, len) in [
             ("cccccccccccb", 30),
             ("cccccccccccd", 8),
