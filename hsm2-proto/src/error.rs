@@ -122,9 +122,16 @@ pub enum Error {
         /// The status it reported.
         status: String,
     },
-    /// A USB error (device unplugged, claimed by another process, no permission).
+    /// A USB error (claimed by another process, no permission, a failed transfer).
     #[error("USB: {0}")]
     Usb(String),
+    /// The USB device went away (unplugged, reset) while it was in use.
+    #[error("the YubiHSM 2 on USB is gone (unplugged or reset)")]
+    DeviceGone,
+    /// An earlier exchange on this transport failed, so its answers may be out of step with
+    /// its requests (a late answer may still be queued): it carries nothing more. Reopen it.
+    #[error("the transport failed earlier and must be reopened")]
+    TransportPoisoned,
     /// Some other I/O error.
     #[error("I/O error: {0}")]
     Io(String),
@@ -149,6 +156,8 @@ impl Error {
                 | Error::ConnectorHttp { .. }
                 | Error::NoDevice { .. }
                 | Error::Usb(_)
+                | Error::DeviceGone
+                | Error::TransportPoisoned
                 | Error::Io(_)
         )
     }
