@@ -8,7 +8,8 @@ use crate::{CommandCode, ErrorCode};
 ///
 /// `PartialEq` so tests compare errors with `assert_eq!`. No variant carries key material,
 /// a password, a plaintext or an OTP, and none quotes bytes a device or connector sent
-/// beyond a command byte or an HTTP status: their texts go to logs.
+/// beyond a command byte, an HTTP status or a status value from a fixed list: their texts
+/// go to logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The device refused the command with an error frame.
@@ -115,12 +116,13 @@ pub enum Error {
         status: u16,
     },
     /// The connector runs but has no YubiHSM 2 (its status page does not say `status=OK`).
-    #[error("yubihsm-connector at {url} has no device (status {status:?})")]
+    #[error("yubihsm-connector at {url} has no device (status {status})")]
     NoDevice {
+        /// The status it reported, if a known one (`NO_DEVICE`); else `missing` or
+        /// `unrecognised`, never the connector's own text.
+        status: &'static str,
         /// Its base URL.
         url: String,
-        /// The status it reported.
-        status: String,
     },
     /// A USB error (claimed by another process, no permission, a failed transfer).
     #[error("USB: {0}")]

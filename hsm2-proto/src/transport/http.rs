@@ -76,6 +76,17 @@ impl ConnectorStatus {
         s
     }
 
+    /// The reported status as a fixed string, for error texts: a known value, or
+    /// `missing` / `unrecognised`, never the connector's own bytes.
+    fn known_status(&self) -> &'static str {
+        match self.status.as_deref() {
+            None => "missing",
+            Some("OK") => "OK",
+            Some("NO_DEVICE") => "NO_DEVICE",
+            Some(_) => "unrecognised",
+        }
+    }
+
     /// True when the connector reports a device (`status=OK`, exactly, as libyubihsm
     /// requires).
     pub fn has_device(&self) -> bool {
@@ -126,7 +137,7 @@ impl Connector {
         if !status.has_device() {
             return Err(Error::NoDevice {
                 url: c.url,
-                status: status.status.unwrap_or_default(),
+                status: status.known_status(),
             });
         }
         Ok(c)
@@ -165,12 +176,13 @@ impl Connector {
         }
     }
 
-    /// Maps what the HTTP client says to this crate's errors. ureq's own texts are used
-    /// only for connection failures: they name the socket, never a body.
+    /// Maps what the HTTP client says to this crate's errors. Only fixed strings and known
+    /// values go into them: ureq's own texts can quote what the peer sent (a header, a
+    /// proxy's status line), and error texts go to logs.
     fn error(&self, e: ureq::Error) -> Error {
-        let unreachable = |reason: String| Error::ConnectorUnreachable {
+        let unreachable = |reason: &str| Error::ConnectorUnreachable {
             url: self.url.clone(),
-            reason,
+            reason: reason.to_string(),
         };
         match e {
             ureq::Error::Timeout(_) => Error::Timeout {
@@ -181,9 +193,10 @@ impl Connector {
                 peer: format!("yubihsm-connector at {}", self.url),
                 after: self.timeouts.answer,
             },
-            ureq::Error::Io(io) => unreachable(io.to_string()),
-            ureq::Error::ConnectionFailed => unreachable("connection failed".into()),
-            ureq::Error::HostNotFound => unreachable("host not found".into()),
+            // The kind's text is std's own fixed description ("connection refused", …).
+            ureq::Error::Io(io) => unreachable(&io.kind().to_string()),
+            ureq::Error::ConnectionFailed => unreachable("connection failed"),
+            ureq::Error::HostNotFound => unreachable("host not found"),
             ureq::Error::StatusCode(status) => Error::ConnectorHttp {
                 url: self.url.clone(),
                 status,
@@ -195,8 +208,12 @@ impl Connector {
                     .saturating_add(1),
                 max: usize::try_from(limit).unwrap_or(usize::MAX),
             },
-            ureq::Error::BadUri(_) => unreachable("not an http:// URL".into()),
-            other => unreachable(format!("HTTP failure: {other}")),
+            ureq::Error::BadUri(_) => unreachable("not an http:// URL"),
+            ureq::Error::Protocol(_) => unreachable("the answer is not valid HTTP"),
+            ureq::Error::LargeResponseHeader(..) => {
+                unreachable("the answer's HTTP header is too large")
+            }
+            _ => unreachable("HTTP failure"),
         }
     }
 }
