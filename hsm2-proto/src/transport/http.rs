@@ -121,6 +121,9 @@ impl Connector {
             .timeout_global(Some(timeouts.answer))
             .http_status_as_error(false)
             .max_redirects(0)
+            // Never through a proxy, whatever HTTP(S)_PROXY / ALL_PROXY say: the connector
+            // is local, and a proxy would see every frame.
+            .proxy(None)
             .build();
         Connector {
             url: base_url.trim_end_matches('/').to_string(),
