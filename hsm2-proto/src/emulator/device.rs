@@ -339,7 +339,8 @@ impl Device {
                 Err(_) => cmd::error_frame(ErrorCode::InvalidSession),
             },
         };
-        if code == CommandCode::CloseSession && cmd::device_error(&answer) == Ok(None) {
+        let closed = code == CommandCode::CloseSession && cmd::device_error(&answer) == Ok(None);
+        if closed || slot.session.is_used_up() {
             self.sessions[usize::from(sid.0)] = None;
         }
         sealed
