@@ -289,3 +289,19 @@ fn the_device_ends_a_session_whose_counter_runs_out() {
     let message = wrapped.seal(&echo_inner()).unwrap();
     assert_eq!(d.open(&message), Err(Error::SessionUnusable(5)));
 }
+
+#[test]
+fn plaintexts_that_are_not_padded_or_not_whole_blocks_are_refused() {
+    let (enc, iv) = ([3u8; 16], [4u8; 16]);
+    let good = envelope::encrypt(&enc, &iv, &echo_inner()).unwrap();
+    assert_eq!(envelope::decrypt(&enc, &iv, &good).unwrap(), echo_inner());
+    // Another key: the last block decrypts to noise, not `80 00 …`.
+    assert_eq!(envelope::decrypt(&[5; 16], &iv, &good), Err(Error::Padding));
+    for len in [0, 1, 15, 17] {
+        assert_eq!(
+            envelope::decrypt(&enc, &iv, &vec![0; len]),
+            Err(Error::Padding),
+            "{len}"
+        );
+    }
+}
