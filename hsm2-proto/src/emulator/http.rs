@@ -72,6 +72,7 @@ impl std::fmt::Debug for ConnectorEmulator {
 impl ConnectorEmulator {
     /// Binds `addr` (port 0 picks a free one) and serves a device holding `cfg`.
     pub fn start(addr: SocketAddr, cfg: &DeviceConfig) -> Result<ConnectorEmulator, EmulatorError> {
+        cfg.check()?;
         let std_listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| EmulatorError::Io(format!("listen on {addr}: {e}")))?;
