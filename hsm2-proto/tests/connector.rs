@@ -9,10 +9,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hsm2_proto::cmd::{self, Command, DecryptOtp, DecryptOtpResponse, Echo, EchoResponse};
+use hsm2_proto::cmd::{self, DecryptOtp, DecryptOtpResponse, Echo, EchoResponse};
 use hsm2_proto::codec::Frame;
 use hsm2_proto::session::{Challenge, DeviceSession};
-use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
+use hsm2_proto::transport::{Connector, ConnectorStatus, HttpTimeouts, Transport};
 use hsm2_proto::{AuthKey, Client, Error, ErrorCode, ObjectId, OtpAead, OtpCounters};
 
 /// One HTTP request as the stand-in saw it.
@@ -216,6 +216,11 @@ fn status_pages_are_read_and_no_device_is_an_error() {
     assert_eq!(st.version.as_deref(), Some("3.0.4"));
     assert_eq!(st.port.as_deref(), Some("12345"));
     assert_eq!(
+        st.render(),
+        "status=NO_DEVICE\nserial=*\nversion=3.0.4\npid=12\naddress=localhost\nport=12345\n"
+    );
+    assert_eq!(ConnectorStatus::parse(&st.render()), st);
+    assert_eq!(
         Connector::open(&url, quick()).unwrap_err(),
         Error::NoDevice {
             url: url.clone(),
@@ -280,7 +285,6 @@ fn connector_failures_are_typed_and_bounded() {
         client.send(&mut s, &Echo { data: vec![] }),
         Err(Error::SessionUnusable(3))
     );
-    let _ = <Echo as Command>::CODE;
 }
 
 /// Serves `raw` bytes as the whole answer to the first request on a fresh port.

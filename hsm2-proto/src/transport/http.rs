@@ -55,6 +55,18 @@ pub struct ConnectorStatus {
 }
 
 impl ConnectorStatus {
+    /// Every field with its key, in the page's order: the one place the keys are spelled.
+    fn fields(&mut self) -> [(&'static str, &mut Option<String>); 6] {
+        [
+            ("status", &mut self.status),
+            ("serial", &mut self.serial),
+            ("version", &mut self.version),
+            ("pid", &mut self.pid),
+            ("address", &mut self.address),
+            ("port", &mut self.port),
+        ]
+    }
+
     /// Parses the page's `key=value` lines.
     pub fn parse(text: &str) -> ConnectorStatus {
         let mut s = ConnectorStatus::default();
@@ -62,18 +74,21 @@ impl ConnectorStatus {
             let Some((key, value)) = line.trim().split_once('=') else {
                 continue;
             };
-            let slot = match key {
-                "status" => &mut s.status,
-                "serial" => &mut s.serial,
-                "version" => &mut s.version,
-                "pid" => &mut s.pid,
-                "address" => &mut s.address,
-                "port" => &mut s.port,
-                _ => continue,
-            };
-            *slot = Some(value.to_string());
+            if let Some((_, slot)) = s.fields().into_iter().find(|(k, _)| *k == key) {
+                *slot = Some(value.to_string());
+            }
         }
         s
+    }
+
+    /// The page: one `key=value` line per field that is set, in yubihsm-connector's order.
+    /// [`ConnectorStatus::parse`] reads it back.
+    pub fn render(&self) -> String {
+        let mut copy = self.clone();
+        copy.fields()
+            .into_iter()
+            .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={v}\n")))
+            .collect()
     }
 
     /// The reported status as a fixed string, for error texts: a known value, or
