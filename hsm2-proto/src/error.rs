@@ -8,7 +8,8 @@ use crate::{CommandCode, ErrorCode};
 ///
 /// `PartialEq` so tests compare errors with `assert_eq!`. No variant carries key material,
 /// a password, a plaintext or an OTP, and none quotes bytes a device or connector sent
-/// beyond a command byte or an HTTP status: their texts go to logs.
+/// beyond a command byte, an HTTP status or a status value from a fixed list: their texts
+/// go to logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The device refused the command with an error frame.
@@ -115,16 +116,24 @@ pub enum Error {
         status: u16,
     },
     /// The connector runs but has no YubiHSM 2 (its status page does not say `status=OK`).
-    #[error("yubihsm-connector at {url} has no device (status {status:?})")]
+    #[error("yubihsm-connector at {url} has no device (status {status})")]
     NoDevice {
+        /// The status it reported, if a known one (`NO_DEVICE`); else `missing` or
+        /// `unrecognised`, never the connector's own text.
+        status: &'static str,
         /// Its base URL.
         url: String,
-        /// The status it reported.
-        status: String,
     },
-    /// A USB error (device unplugged, claimed by another process, no permission).
+    /// A USB error (claimed by another process, no permission, a failed transfer).
     #[error("USB: {0}")]
     Usb(String),
+    /// The USB device went away (unplugged, reset) while it was in use.
+    #[error("the YubiHSM 2 on USB is gone (unplugged or reset)")]
+    DeviceGone,
+    /// An earlier exchange on this transport failed, so its answers may be out of step with
+    /// its requests (a late answer may still be queued): it carries nothing more. Reopen it.
+    #[error("the transport failed earlier and must be reopened")]
+    TransportPoisoned,
     /// Some other I/O error.
     #[error("I/O error: {0}")]
     Io(String),
@@ -149,6 +158,8 @@ impl Error {
                 | Error::ConnectorHttp { .. }
                 | Error::NoDevice { .. }
                 | Error::Usb(_)
+                | Error::DeviceGone
+                | Error::TransportPoisoned
                 | Error::Io(_)
         )
     }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::{Error, Result};
@@ -15,9 +16,15 @@ pub const PASSWORD_SALT: &[u8] = b"Yubico";
 pub const PASSWORD_ITERATIONS: u32 = 10_000;
 
 /// Fixed-size secret bytes: a YubiKey AES key, a private id, an OTP, a cryptogram-bearing
-/// key half.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// key half. Compared in constant time.
+#[derive(Clone, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Secret<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> PartialEq for Secret<N> {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
 
 impl<const N: usize> Secret<N> {
     /// The bytes.
@@ -32,9 +39,16 @@ impl<const N: usize> fmt::Debug for Secret<N> {
     }
 }
 
-/// Variable-length secret bytes (random output, a key of 16/24/32 bytes).
-#[derive(Clone, PartialEq, Eq, Default, Zeroize, ZeroizeOnDrop)]
+/// Variable-length secret bytes (random output, a key of 16/24/32 bytes). Compared in
+/// constant time for a given length (the length is not secret).
+#[derive(Clone, Eq, Default, Zeroize, ZeroizeOnDrop)]
 pub struct SecretBytes(Vec<u8>);
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
 
 impl SecretBytes {
     /// Wraps bytes.
@@ -65,11 +79,18 @@ impl fmt::Debug for SecretBytes {
 }
 
 /// A symmetric authentication key: the static K-ENC and K-MAC (AES-128 each) that open
-/// sessions, as stored in an `aes128-yubico-authentication` object.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// sessions, as stored in an `aes128-yubico-authentication` object. Compared in constant
+/// time.
+#[derive(Clone, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct AuthKey {
     enc: [u8; 16],
     mac: [u8; 16],
+}
+
+impl PartialEq for AuthKey {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.enc.ct_eq(&other.enc) & self.mac.ct_eq(&other.mac))
+    }
 }
 
 impl AuthKey {
@@ -111,9 +132,16 @@ impl fmt::Debug for AuthKey {
     }
 }
 
-/// An otp-aead-key's AES key: 16, 24 or 32 bytes.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// An otp-aead-key's AES key: 16, 24 or 32 bytes. Compared in constant time for a given
+/// length (the length is not secret).
+#[derive(Clone, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct OtpAeadKeyBytes(Vec<u8>);
+
+impl PartialEq for OtpAeadKeyBytes {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
 
 impl OtpAeadKeyBytes {
     /// Takes the key, checking its length.
@@ -173,5 +201,32 @@ mod tests {
             OtpAeadKeyBytes::new(&[0; 20]),
             Err(Error::Length { len: 20, .. })
         ));
+    }
+
+    #[test]
+    fn constant_time_equality_still_tells_keys_apart() {
+        let (a, mut b) = (
+            AuthKey::new([1; 16], [2; 16]),
+            AuthKey::new([1; 16], [2; 16]),
+        );
+        assert_eq!(a, b);
+        b.mac[15] ^= 1;
+        assert_ne!(a, b);
+        assert_ne!(a, AuthKey::new([0; 16], [2; 16]));
+        assert_eq!(Secret([7u8; 6]), Secret([7u8; 6]));
+        assert_ne!(Secret([7u8; 6]), Secret([7, 7, 7, 7, 7, 8]));
+        assert_eq!(SecretBytes::new(vec![1, 2]), SecretBytes::new(vec![1, 2]));
+        assert_ne!(SecretBytes::new(vec![1, 2]), SecretBytes::new(vec![1, 3]));
+        assert_ne!(
+            SecretBytes::new(vec![1, 2]),
+            SecretBytes::new(vec![1, 2, 0])
+        );
+        assert_eq!(SecretBytes::default(), SecretBytes::new(vec![]));
+        let k = OtpAeadKeyBytes::new(&[9; 16]).unwrap();
+        assert_eq!(k, OtpAeadKeyBytes::new(&[9; 16]).unwrap());
+        assert_ne!(k, OtpAeadKeyBytes::new(&[9; 32]).unwrap());
+        let mut other = [9; 16];
+        other[0] = 0;
+        assert_ne!(k, OtpAeadKeyBytes::new(&other).unwrap());
     }
 }

@@ -9,10 +9,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hsm2_proto::cmd::{self, Command, DecryptOtp, DecryptOtpResponse, Echo, EchoResponse};
+use hsm2_proto::cmd::{self, DecryptOtp, DecryptOtpResponse, Echo, EchoResponse};
 use hsm2_proto::codec::Frame;
 use hsm2_proto::session::{Challenge, DeviceSession};
-use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
+use hsm2_proto::transport::{Connector, ConnectorStatus, HttpTimeouts, Transport};
 use hsm2_proto::{AuthKey, Client, Error, ErrorCode, ObjectId, OtpAead, OtpCounters};
 
 /// One HTTP request as the stand-in saw it.
@@ -216,10 +216,15 @@ fn status_pages_are_read_and_no_device_is_an_error() {
     assert_eq!(st.version.as_deref(), Some("3.0.4"));
     assert_eq!(st.port.as_deref(), Some("12345"));
     assert_eq!(
+        st.render(),
+        "status=NO_DEVICE\nserial=*\nversion=3.0.4\npid=12\naddress=localhost\nport=12345\n"
+    );
+    assert_eq!(ConnectorStatus::parse(&st.render()), st);
+    assert_eq!(
         Connector::open(&url, quick()).unwrap_err(),
         Error::NoDevice {
             url: url.clone(),
-            status: "NO_DEVICE".into()
+            status: "NO_DEVICE"
         }
     );
 }
@@ -280,5 +285,55 @@ fn connector_failures_are_typed_and_bounded() {
         client.send(&mut s, &Echo { data: vec![] }),
         Err(Error::SessionUnusable(3))
     );
-    let _ = <Echo as Command>::CODE;
+}
+
+/// Serves `raw` bytes as the whole answer to the first request on a fresh port.
+fn serve_raw(raw: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            if read_request(&mut r).is_some() {
+                let _ = w.write_all(raw);
+            }
+        }
+    });
+    url
+}
+
+#[test]
+fn errors_never_quote_what_the_connector_sent() {
+    const MARK: &str = "SECRET-FROM-PEER";
+    // A status page whose status is not a known one.
+    let (url, _) = serve(|_| ("200 OK".into(), format!("status={MARK}\n").into_bytes()));
+    let err = Connector::open(&url, quick()).unwrap_err();
+    assert!(matches!(err, Error::NoDevice { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(MARK), "{err:?}");
+
+    // Answers that are not HTTP, or HTTP with a broken header or status line.
+    let echo = cmd::encode_request(&Echo { data: vec![1] }).unwrap();
+    for raw in [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Mark SECRET-FROM-PEER\r\n\r\nx".as_slice(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: SECRET-FROM-PEER\r\n\r\nx",
+        b"HTTP/1.1 2000 SECRET-FROM-PEER\r\nContent-Length: 0\r\n\r\n",
+        b"SECRET-FROM-PEER SECRET-FROM-PEER SECRET-FROM-PEER\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: SECRET-FROM-PEER\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nx",
+        b"HTTP/1.1 301 Moved\r\nLocation: http://SECRET-FROM-PEER/\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let url = serve_raw(raw);
+        let errs = [
+            Connector::new(&url, quick()).exchange(&echo).err(),
+            Connector::new(&url, quick()).status().err(),
+        ];
+        for err in errs.into_iter().flatten() {
+            assert!(
+                !format!("{err} {err:?}").contains(MARK),
+                "{}: {err:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
 }

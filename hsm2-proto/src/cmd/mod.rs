@@ -6,7 +6,8 @@
 //! file's doc names the command and its layout in the shared protocol notes (§4).
 //!
 //! Every decoder checks lengths exactly and refuses trailing bytes; none panics on any
-//! input (the fuzz targets `hsm2_responses` and `hsm2_session` hold them to it).
+//! input (the fuzz targets `hsm2_frames`, `hsm2_session` and `hsm2_device` hold them to
+//! it).
 
 mod authenticate_session;
 mod close_session;

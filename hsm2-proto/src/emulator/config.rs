@@ -34,7 +34,7 @@ use hsm_proto::emulator::redact::toml_error;
 use hsm_proto::emulator::SecretString;
 use serde::Deserialize;
 
-use super::EmulatorError;
+use super::{EmulatorError, MAX_OBJECTS};
 use crate::{Algorithm, AuthKey, Capabilities, Domains, Label, NonceId, ObjectId, OtpAeadKeyBytes};
 
 /// Serial number a device reports unless configured.
@@ -251,7 +251,21 @@ impl DeviceConfig {
                 }
             }
         }
+        cfg.check()?;
         Ok(cfg)
+    }
+
+    /// Refuses a configuration a YubiHSM 2 cannot hold: more than [`MAX_OBJECTS`] objects
+    /// (the factory key counts).
+    pub fn check(&self) -> Result<(), EmulatorError> {
+        let n = self.auth_keys.len() + self.otp_aead_keys.len();
+        if n > MAX_OBJECTS {
+            return Err(EmulatorError::Config(format!(
+                "{n} objects (the factory key counts unless factory-key = false), \
+                 but a YubiHSM 2 holds at most {MAX_OBJECTS}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -339,6 +353,7 @@ mod hex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulator::ConnectorEmulator;
 
     #[test]
     fn a_file_adds_keys_to_the_factory_state() {
@@ -411,5 +426,37 @@ mod tests {
         assert_eq!(domains("17"), None);
         assert_eq!(capabilities("none"), Some(Capabilities::NONE));
         assert_eq!(capabilities("nonsense"), None);
+    }
+
+    fn otp_keys(n: usize) -> String {
+        (1..=n)
+            .map(|id| {
+                format!(
+                    "[[otp-aead-key]]\nid = {id}\nkey = \"{:032x}\"\nnonce-id = \"00000000\"\n\
+                     capabilities = \"decrypt-otp\"\ndomains = \"1\"\n",
+                    id
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_config_holds_at_most_max_objects() {
+        // The factory key and 255 others: exactly full.
+        let full = DeviceConfig::parse(&otp_keys(MAX_OBJECTS - 1)).unwrap();
+        assert_eq!(full.auth_keys.len() + full.otp_aead_keys.len(), MAX_OBJECTS);
+        let err = DeviceConfig::parse(&otp_keys(MAX_OBJECTS)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "YubiHSM 2 emulator configuration: 257 objects (the factory key counts unless \
+             factory-key = false), but a YubiHSM 2 holds at most 256"
+        );
+        let without_factory = format!("factory-key = false\n{}", otp_keys(MAX_OBJECTS));
+        assert!(DeviceConfig::parse(&without_factory).is_ok());
+        // A configuration built in code is held to it too.
+        let mut built = full.clone();
+        built.otp_aead_keys.push(built.otp_aead_keys[0].clone());
+        assert!(built.check().is_err());
+        assert!(ConnectorEmulator::start("127.0.0.1:0".parse().unwrap(), &built).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hsm_proto::{Aead, AesKey, KeyHandle, Nonce, YubiKeySecret};
 use rand::RngCore;
-use tracing::debug;
+use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::config::{AuthKeyConfig, DeviceConfig, OtpAeadKeyConfig};
@@ -108,7 +108,11 @@ impl Device {
             d.add_auth_key(k, Origin::IMPORTED);
         }
         for k in &cfg.otp_aead_keys {
-            d.add_otp_key(k, Origin::IMPORTED);
+            // OtpAeadKeyBytes holds only lengths AES takes, so this does not fail; if it
+            // did, the key is left out, and said so.
+            if d.add_otp_key(k, Origin::IMPORTED).is_err() {
+                warn!(id = %k.id, "YubiHSM 2 emulator: otp-aead-key left out: not an AES key");
+            }
         }
         d
     }
@@ -141,10 +145,10 @@ impl Device {
         );
     }
 
-    fn add_otp_key(&mut self, k: &OtpAeadKeyConfig, origin: Origin) {
-        let Ok(key) = AesKey::new(k.key.expose()) else {
-            return;
-        };
+    /// Stores an otp-aead-key; `invalid-data` (and nothing stored) if its bytes are not an
+    /// AES key.
+    fn add_otp_key(&mut self, k: &OtpAeadKeyConfig, origin: Origin) -> Answer<()> {
+        let key = AesKey::new(k.key.expose()).map_err(|_| ErrorCode::InvalidData)?;
         let info = self.new_info(
             k.id,
             ObjectType::OtpAeadKey,
@@ -163,6 +167,7 @@ impl Device {
                 },
             },
         );
+        Ok(())
     }
 
     fn new_info(
@@ -339,7 +344,8 @@ impl Device {
                 Err(_) => cmd::error_frame(ErrorCode::InvalidSession),
             },
         };
-        if code == CommandCode::CloseSession && cmd::device_error(&answer) == Ok(None) {
+        let closed = code == CommandCode::CloseSession && cmd::device_error(&answer) == Ok(None);
+        if closed || slot.session.is_used_up() {
             self.sessions[usize::from(sid.0)] = None;
         }
         sealed
@@ -581,7 +587,7 @@ impl Device {
                 domains: o.domains,
             },
             origin,
-        );
+        )?;
         Ok(cmd::ObjectIdResponse { id })
     }
 }

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::device::Device;
 use super::{DeviceConfig, EmulatorError};
 use crate::codec::{HEADER_LEN, MAX_DATA};
+use crate::transport::ConnectorStatus;
 
 /// The connector version the status page reports (a current yubihsm-connector's).
 pub const CONNECTOR_VERSION: &str = "3.0.5";
@@ -72,6 +73,7 @@ impl std::fmt::Debug for ConnectorEmulator {
 impl ConnectorEmulator {
     /// Binds `addr` (port 0 picks a free one) and serves a device holding `cfg`.
     pub fn start(addr: SocketAddr, cfg: &DeviceConfig) -> Result<ConnectorEmulator, EmulatorError> {
+        cfg.check()?;
         let std_listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| EmulatorError::Io(format!("listen on {addr}: {e}")))?;
@@ -310,12 +312,15 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Reply, Un
 }
 
 fn status_page(shared: &Shared) -> Reply {
-    let text = format!(
-        "status=OK\nserial=*\nversion={CONNECTOR_VERSION}\npid={}\naddress={}\nport={}\n",
-        std::process::id(),
-        shared.addr.ip(),
-        shared.addr.port()
-    );
+    let text = ConnectorStatus {
+        status: Some("OK".into()),
+        serial: Some("*".into()),
+        version: Some(CONNECTOR_VERSION.into()),
+        pid: Some(std::process::id().to_string()),
+        address: Some(shared.addr.ip().to_string()),
+        port: Some(shared.addr.port().to_string()),
+    }
+    .render();
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));

@@ -51,7 +51,8 @@
 //!   unknown or expired session is `invalid-session` in clear (§7.1, §7.6);
 //! - session ids are the lowest free slot, 0 to 15 (§7.7); List Objects ANDs its filters,
 //!   a capability or domain filter matching any shared bit (§7.10), in id order;
-//! - at most 256 objects (`storage-failed` beyond), Get Pseudo Random at most 2000 bytes
+//! - at most 256 objects (`storage-failed` beyond; a configuration of more is refused),
+//!   Get Pseudo Random at most 2000 bytes
 //!   (`invalid-data`) (§7.8); no message counter limit;
 //! - timing: answers come as fast as the host makes them; the connector's `X-Request-ID`,
 //!   its Host-header allow-list and its USB errors (HTTP 500) are not reproduced.

@@ -31,7 +31,7 @@ pub struct HostSession {
     /// The C-MAC of the command sealed and not yet answered: the chain value its response
     /// is MACed over, and the next chain once the response verifies.
     pending: Option<[u8; 16]>,
-    counter: u32,
+    pub(super) counter: u32,
     usable: bool,
 }
 

@@ -25,8 +25,11 @@ pub struct DeviceSession {
     chain: [u8; 16],
     /// The IV of the command opened and not yet answered.
     pending_iv: Option<[u8; 16]>,
-    counter: u32,
+    pub(super) counter: u32,
     authenticated: bool,
+    /// The counter ran out: the session answered its last command (another would reuse an
+    /// IV) and opens nothing more.
+    used_up: bool,
 }
 
 impl fmt::Debug for DeviceSession {
@@ -63,6 +66,7 @@ impl DeviceSession {
             pending_iv: None,
             counter: 1,
             authenticated: false,
+            used_up: false,
         };
         (session, resp)
     }
@@ -75,6 +79,12 @@ impl DeviceSession {
     /// True once `AuthenticateSession` succeeded.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// True once the message counter ran out: the session opens no more commands and its
+    /// slot can be freed.
+    pub fn is_used_up(&self) -> bool {
+        self.used_up
     }
 
     /// Checks an `AuthenticateSession` frame: its session id, host cryptogram and C-MAC
@@ -108,7 +118,7 @@ impl DeviceSession {
     /// frame. A bad MAC changes nothing. The answer must be sealed with
     /// [`DeviceSession::seal`] before the next command is opened.
     pub fn open(&mut self, frame: &Frame) -> Result<Frame> {
-        if !self.authenticated || self.pending_iv.is_some() {
+        if !self.authenticated || self.used_up || self.pending_iv.is_some() {
             return Err(Error::SessionUnusable(self.id.0));
         }
         let msg: SessionMessage = cmd::decode_request(frame)?;
@@ -131,7 +141,9 @@ impl DeviceSession {
     }
 
     /// Encrypts the inner response frame to the command last opened (same IV), MACs it
-    /// with S-RMAC over the chain, and advances the counter.
+    /// with S-RMAC over the chain, and advances the counter. The answer to the command whose
+    /// counter is the last one ends the session ([`DeviceSession::is_used_up`]): a counter
+    /// that wrapped would reuse IVs.
     pub fn seal(&mut self, inner: &Frame) -> Result<Frame> {
         let Some(iv) = self.pending_iv else {
             return Err(Error::SessionUnusable(self.id.0));
@@ -139,7 +151,10 @@ impl DeviceSession {
         let ciphertext = envelope::encrypt(&self.keys.enc, &iv, inner)?;
         let (frame, _) = envelope::seal(&self.keys.rmac, &self.chain, true, self.id, ciphertext)?;
         self.pending_iv = None;
-        self.counter = self.counter.wrapping_add(1);
+        match self.counter.checked_add(1) {
+            Some(c) => self.counter = c,
+            None => self.used_up = true,
+        }
         Ok(frame)
     }
 }

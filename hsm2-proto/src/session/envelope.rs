@@ -46,11 +46,13 @@ pub(crate) fn encrypt(enc: &[u8; 16], iv: &[u8; 16], inner: &Frame) -> Result<Ve
 pub(crate) fn decrypt(enc: &[u8; 16], iv: &[u8; 16], ciphertext: &[u8]) -> Result<Frame> {
     let cbc =
         cbc::Decryptor::<Aes128>::new(GenericArray::from_slice(enc), GenericArray::from_slice(iv));
-    let plain = Zeroizing::new(
-        cbc.decrypt_padded_vec_mut::<Iso7816>(ciphertext)
-            .map_err(|_| Error::Padding)?,
-    );
-    Frame::parse(&plain)
+    // Decrypted in a buffer of our own, wiped on drop whether or not the padding is good
+    // (decrypt_padded_vec_mut drops its plaintext unwiped when unpadding fails).
+    let mut buf = Zeroizing::new(ciphertext.to_vec());
+    let plain = cbc
+        .decrypt_padded_mut::<Iso7816>(&mut buf)
+        .map_err(|_| Error::Padding)?;
+    Frame::parse(plain)
 }
 
 /// A Session Message frame (`cmd` is the request's or the response's command byte) whose

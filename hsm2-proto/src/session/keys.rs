@@ -83,8 +83,9 @@ impl SessionKeys {
         Cryptogram(truncate(&derive(&self.mac, HOST_CRYPTOGRAM, 64, ctx)))
     }
 
-    /// S-ENC, S-MAC and S-RMAC, for known-answer tests and diagnostics by their owner.
-    pub fn expose(&self) -> (&[u8; 16], &[u8; 16], &[u8; 16]) {
+    /// S-ENC, S-MAC and S-RMAC, for this crate's known-answer tests.
+    #[cfg(test)]
+    pub(crate) fn expose(&self) -> (&[u8; 16], &[u8; 16], &[u8; 16]) {
         (&self.enc, &self.mac, &self.rmac)
     }
 }

@@ -260,3 +260,48 @@ fn an_inner_frame_too_long_for_the_envelope_is_refused_before_sending() {
     assert!(matches!(s.seal(&over), Err(Error::TooLong { .. })));
     assert!(s.is_usable());
 }
+
+#[test]
+fn the_device_ends_a_session_whose_counter_runs_out() {
+    let req = HostSession::create_request(ObjectId(7), Challenge::random());
+    let (mut d, resp) = DeviceSession::create(SessionId(5), &key(), &req, Challenge::random());
+    let (mut s, auth) = HostSession::authenticate(&key(), req.host_challenge, &resp).unwrap();
+    d.authenticate(&cmd::encode_request(&auth).unwrap())
+        .unwrap();
+    // Both sides at the last counter.
+    (s.counter, d.counter) = (u32::MAX, u32::MAX);
+    assert_eq!(
+        d.open(&s.seal(&echo_inner()).unwrap()).unwrap(),
+        echo_inner()
+    );
+    let answer = cmd::encode_response::<Echo>(&EchoResponse {
+        data: vec![1, 2, 3],
+    })
+    .unwrap();
+    assert_eq!(s.open(&d.seal(&answer).unwrap()).unwrap(), answer);
+    assert!(!s.is_usable());
+    assert!(d.is_used_up());
+    // A host that went on anyway: counter 0 would reuse the first message's IV.
+    let mut wrapped = HostSession::authenticate(&key(), req.host_challenge, &resp)
+        .unwrap()
+        .0;
+    (wrapped.chain, wrapped.counter) = (s.chain, 0);
+    let message = wrapped.seal(&echo_inner()).unwrap();
+    assert_eq!(d.open(&message), Err(Error::SessionUnusable(5)));
+}
+
+#[test]
+fn plaintexts_that_are_not_padded_or_not_whole_blocks_are_refused() {
+    let (enc, iv) = ([3u8; 16], [4u8; 16]);
+    let good = envelope::encrypt(&enc, &iv, &echo_inner()).unwrap();
+    assert_eq!(envelope::decrypt(&enc, &iv, &good).unwrap(), echo_inner());
+    // Another key: the last block decrypts to noise, not `80 00 …`.
+    assert_eq!(envelope::decrypt(&[5; 16], &iv, &good), Err(Error::Padding));
+    for len in [0, 1, 15, 17] {
+        assert_eq!(
+            envelope::decrypt(&enc, &iv, &vec![0; len]),
+            Err(Error::Padding),
+            "{len}"
+        );
+    }
+}

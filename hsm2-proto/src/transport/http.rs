@@ -55,6 +55,18 @@ pub struct ConnectorStatus {
 }
 
 impl ConnectorStatus {
+    /// Every field with its key, in the page's order: the one place the keys are spelled.
+    fn fields(&mut self) -> [(&'static str, &mut Option<String>); 6] {
+        [
+            ("status", &mut self.status),
+            ("serial", &mut self.serial),
+            ("version", &mut self.version),
+            ("pid", &mut self.pid),
+            ("address", &mut self.address),
+            ("port", &mut self.port),
+        ]
+    }
+
     /// Parses the page's `key=value` lines.
     pub fn parse(text: &str) -> ConnectorStatus {
         let mut s = ConnectorStatus::default();
@@ -62,18 +74,32 @@ impl ConnectorStatus {
             let Some((key, value)) = line.trim().split_once('=') else {
                 continue;
             };
-            let slot = match key {
-                "status" => &mut s.status,
-                "serial" => &mut s.serial,
-                "version" => &mut s.version,
-                "pid" => &mut s.pid,
-                "address" => &mut s.address,
-                "port" => &mut s.port,
-                _ => continue,
-            };
-            *slot = Some(value.to_string());
+            if let Some((_, slot)) = s.fields().into_iter().find(|(k, _)| *k == key) {
+                *slot = Some(value.to_string());
+            }
         }
         s
+    }
+
+    /// The page: one `key=value` line per field that is set, in yubihsm-connector's order.
+    /// [`ConnectorStatus::parse`] reads it back.
+    pub fn render(&self) -> String {
+        let mut copy = self.clone();
+        copy.fields()
+            .into_iter()
+            .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={v}\n")))
+            .collect()
+    }
+
+    /// The reported status as a fixed string, for error texts: a known value, or
+    /// `missing` / `unrecognised`, never the connector's own bytes.
+    fn known_status(&self) -> &'static str {
+        match self.status.as_deref() {
+            None => "missing",
+            Some("OK") => "OK",
+            Some("NO_DEVICE") => "NO_DEVICE",
+            Some(_) => "unrecognised",
+        }
     }
 
     /// True when the connector reports a device (`status=OK`, exactly, as libyubihsm
@@ -110,6 +136,9 @@ impl Connector {
             .timeout_global(Some(timeouts.answer))
             .http_status_as_error(false)
             .max_redirects(0)
+            // Never through a proxy, whatever HTTP(S)_PROXY / ALL_PROXY say: the connector
+            // is local, and a proxy would see every frame.
+            .proxy(None)
             .build();
         Connector {
             url: base_url.trim_end_matches('/').to_string(),
@@ -126,7 +155,7 @@ impl Connector {
         if !status.has_device() {
             return Err(Error::NoDevice {
                 url: c.url,
-                status: status.status.unwrap_or_default(),
+                status: status.known_status(),
             });
         }
         Ok(c)
@@ -165,12 +194,13 @@ impl Connector {
         }
     }
 
-    /// Maps what the HTTP client says to this crate's errors. ureq's own texts are used
-    /// only for connection failures: they name the socket, never a body.
+    /// Maps what the HTTP client says to this crate's errors. Only fixed strings and known
+    /// values go into them: ureq's own texts can quote what the peer sent (a header, a
+    /// proxy's status line), and error texts go to logs.
     fn error(&self, e: ureq::Error) -> Error {
-        let unreachable = |reason: String| Error::ConnectorUnreachable {
+        let unreachable = |reason: &str| Error::ConnectorUnreachable {
             url: self.url.clone(),
-            reason,
+            reason: reason.to_string(),
         };
         match e {
             ureq::Error::Timeout(_) => Error::Timeout {
@@ -181,9 +211,10 @@ impl Connector {
                 peer: format!("yubihsm-connector at {}", self.url),
                 after: self.timeouts.answer,
             },
-            ureq::Error::Io(io) => unreachable(io.to_string()),
-            ureq::Error::ConnectionFailed => unreachable("connection failed".into()),
-            ureq::Error::HostNotFound => unreachable("host not found".into()),
+            // The kind's text is std's own fixed description ("connection refused", …).
+            ureq::Error::Io(io) => unreachable(&io.kind().to_string()),
+            ureq::Error::ConnectionFailed => unreachable("connection failed"),
+            ureq::Error::HostNotFound => unreachable("host not found"),
             ureq::Error::StatusCode(status) => Error::ConnectorHttp {
                 url: self.url.clone(),
                 status,
@@ -195,8 +226,12 @@ impl Connector {
                     .saturating_add(1),
                 max: usize::try_from(limit).unwrap_or(usize::MAX),
             },
-            ureq::Error::BadUri(_) => unreachable("not an http:// URL".into()),
-            other => unreachable(format!("HTTP failure: {other}")),
+            ureq::Error::BadUri(_) => unreachable("not an http:// URL"),
+            ureq::Error::Protocol(_) => unreachable("the answer is not valid HTTP"),
+            ureq::Error::LargeResponseHeader(..) => {
+                unreachable("the answer's HTTP header is too large")
+            }
+            _ => unreachable("HTTP failure"),
         }
     }
 }

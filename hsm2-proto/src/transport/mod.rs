@@ -2,7 +2,8 @@
 //! brings back its one answer.
 //!
 //! yubihsm-connector's HTTP API ([`Connector`]) and USB (`usb` feature, [`usb`]) implement
-//! [`Transport`]; so will the tests' scripted devices and, later, an in-process emulator.
+//! [`Transport`]; so do the tests' scripted devices and the in-process emulator the device
+//! tests drive (`emulator` feature).
 //! Sessions live above it ([`crate::Client`]), so every transport carries the same bytes.
 
 mod http;
