@@ -44,6 +44,9 @@ pub(crate) const CHANNEL: &str = "ksm_aead";
 /// Whether `aead_table` (the one the search path finds) has `db-init`'s trigger.
 pub(crate) const HAS_TRIGGER: &str = "SELECT 1 FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table')";
 
+/// A heartbeat: a notice on [`CHANNEL`] with the payload bound as `$1`.
+pub(crate) const HEARTBEAT: &str = "SELECT pg_notify('ksm_aead', $1)";
+
 /// Keeps what a column gives only if it is the type we expect; a wrongly typed value is a
 /// bad row, not a failed query.
 fn col<T>(r: Result<Option<T>, sqlx::Error>) -> Option<T> {

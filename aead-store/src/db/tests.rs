@@ -461,3 +461,104 @@ fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
         s.lookup(&kid) == Ok(None)
     });
 }
+
+/// A PostgreSQL store as the daemon has it, its table made by `db-init`, with a TTL of an
+/// hour: only a trusted LISTEN or its loss can make the cache let go in time.
+fn listening_pg_store(db: &Db, khs: &[u32]) -> DbStore {
+    let mut cfg = DbConfig::new(
+        DbUrl::parse(&db.url()).unwrap(),
+        khs.iter().map(|k| KeyHandle(*k)).collect(),
+    );
+    cfg.cache = true;
+    cfg.ttl = Duration::from_secs(3600);
+    let s = DbStore::open(cfg).unwrap();
+    s.init().unwrap();
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    s
+}
+
+/// Caches `kid`'s AEAD and checks it is served from the cache.
+fn cache_it(s: &DbStore, kid: &PublicId) {
+    assert!(s.lookup(kid).unwrap().is_some());
+    let q = s.queries();
+    assert!(s.lookup(kid).unwrap().is_some());
+    assert_eq!(s.queries(), q, "served from the cache");
+}
+
+/// Resumes a stopped PostgreSQL server process when dropped, whatever the test did.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Stopped {
+        signal("-STOP", pid);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+fn signal(sig: &str, pid: i32) {
+    assert!(pid > 0);
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn on_postgresql_a_listen_whose_connection_dies_is_not_trusted() {
+    let db = Db::pg();
+    let s = listening_pg_store(&db, &[0x20]);
+    let kid = id("cccccccccccb");
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    cache_it(&s, &kid);
+    let pid = s.inner.listener_pid.load(Ordering::SeqCst);
+    assert_eq!(
+        db.sql(&format!("SELECT pg_terminate_backend({pid});"))
+            .trim(),
+        "t"
+    );
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&kid) == Ok(None)
+    });
+    // A new LISTEN, on another connection.
+    eventually("LISTEN again", Duration::from_secs(10), || {
+        s.is_listening() && s.inner.listener_pid.load(Ordering::SeqCst) != pid
+    });
+}
+
+#[test]
+fn on_postgresql_a_listen_whose_connection_goes_silent_is_not_trusted() {
+    let db = Db::pg();
+    let s = listening_pg_store(&db, &[0x20]);
+    let kid = id("cccccccccccb");
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    cache_it(&s, &kid);
+    let pid = s.inner.listener_pid.load(Ordering::SeqCst);
+    {
+        // The LISTEN's server process stops: its connection stays open, and says nothing.
+        let _stopped = Stopped::new(pid);
+        db.sql("DELETE FROM aead_table;");
+        eventually("deleted row", Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+        assert!(!s.is_listening());
+        // Rows read meanwhile are not trusted to a LISTEN that says nothing either.
+        db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        assert!(s.lookup(&kid).unwrap().is_some());
+        db.sql("DELETE FROM aead_table;");
+        eventually("deleted row again", Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+        // Replaced by a LISTEN that answers.
+        eventually("LISTEN again", Duration::from_secs(10), || s.is_listening());
+        assert_ne!(s.inner.listener_pid.load(Ordering::SeqCst), pid);
+    }
+}
