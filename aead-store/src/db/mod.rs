@@ -20,7 +20,9 @@
 //!   came back through the LISTEN. Notices reach a listener in commit order, so a heartbeat
 //!   back means every change committed before it was sent has been heard. A LISTEN whose
 //!   connection died or went silent trusts nothing after [`HEARTBEAT_TRUST`] (lookups go to
-//!   the database) and is replaced after [`HEARTBEAT_GIVE_UP`];
+//!   the database) and is replaced after [`HEARTBEAT_GIVE_UP`]. A heartbeat is sent only
+//!   while `aead_table` has the trigger, enabled: a trigger dropped or disabled stops the
+//!   trust as a silent connection does;
 //! - without a LISTEN (MySQL, SQLite, a PostgreSQL hot standby, which takes no LISTEN, or the
 //!   listener lost), a cached AEAD is used for at most the TTL (`DbConfig::ttl`, 0.5 s)
 //!   after it was read, then read again;
@@ -553,7 +555,7 @@ async fn watch(inner: Arc<Inner>) {
                         // The ping is the heartbeat.
                         let payload =
                             format!("{HEARTBEAT_TAG}{:016x} {}", inner.token, inner.now_ms());
-                        sqlx::query(sql::HEARTBEAT)
+                        sqlx::query(&sql::heartbeat())
                             .bind(payload)
                             .execute(p)
                             .await
@@ -629,7 +631,9 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
         l.listen(sql::CHANNEL).await?;
         // A LISTEN without the trigger (a table made by hand, db-init not run) would hear
         // nothing and keep revoked AEADs cached for ever: then it is no LISTEN at all.
-        let trigger = sqlx::query(sql::HAS_TRIGGER).fetch_optional(&mut l).await?;
+        let trigger = sqlx::query(&sql::has_trigger())
+            .fetch_optional(&mut l)
+            .await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut l)
             .await?;
@@ -642,7 +646,7 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
         }
         Ok(Ok((_, false, _))) => {
             if failures == 0 {
-                warn!("aead_table has no change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+                warn!("aead_table has no enabled change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
             }
             // Asked again at the next check: db-init may run meanwhile.
             tokio::time::sleep(Duration::from_secs(5)).await;

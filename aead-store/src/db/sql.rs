@@ -41,11 +41,21 @@ const COLS_LITE: &str = "public_id, CAST(keyhandle AS INTEGER) AS keyhandle, non
 /// public id of a row inserted, changed or deleted, or empty after a `TRUNCATE`.
 pub(crate) const CHANNEL: &str = "ksm_aead";
 
-/// Whether `aead_table` (the one the search path finds) has `db-init`'s trigger.
-pub(crate) const HAS_TRIGGER: &str = "SELECT 1 FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table')";
+/// `db-init`'s trigger on `aead_table` (the one the search path finds now, by oid), there
+/// and firing in an ordinary session: `tgenabled` `O` (origin, the default) or `A` (always,
+/// as `db-init` makes it); not `D` (disabled) nor `R` (replica sessions only).
+const TRIGGER_FIRES: &str = "FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table') AND tgenabled IN ('O', 'A')";
 
-/// A heartbeat: a notice on [`CHANNEL`] with the payload bound as `$1`.
-pub(crate) const HEARTBEAT: &str = "SELECT pg_notify('ksm_aead', $1)";
+/// Whether `aead_table` has `db-init`'s trigger, firing.
+pub(crate) fn has_trigger() -> String {
+    format!("SELECT 1 {TRIGGER_FIRES}")
+}
+
+/// A heartbeat: a notice on [`CHANNEL`] with the payload bound as `$1`, sent only while the
+/// trigger is there and fires, so that a LISTEN is not trusted past the trigger.
+pub(crate) fn heartbeat() -> String {
+    format!("SELECT pg_notify('ksm_aead', $1) {TRIGGER_FIRES}")
+}
 
 /// Keeps what a column gives only if it is the type we expect; a wrongly typed value is a
 /// bad row, not a failed query.
@@ -303,7 +313,7 @@ const TABLE_BLOB: &str = "CREATE TABLE IF NOT EXISTS aead_table (
   PRIMARY KEY (public_id, keyhandle)
 )";
 
-const PG_INIT: [&str; 5] = [
+const PG_INIT: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS aead_table (
   public_id varchar(16) NOT NULL,
   keyhandle INT NOT NULL,
@@ -328,6 +338,10 @@ END $$",
     "DROP TRIGGER IF EXISTS ksm_aead_notify ON aead_table",
     "CREATE TRIGGER ksm_aead_notify AFTER UPDATE OR DELETE ON aead_table FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
     "CREATE OR REPLACE TRIGGER ksm_aead_truncate AFTER TRUNCATE ON aead_table FOR EACH STATEMENT EXECUTE FUNCTION ksm_aead_notify()",
+    // Firing in replica sessions too (`session_replication_role`, as logical replication
+    // and some restore tools set it): a change must never go unannounced.
+    "ALTER TABLE aead_table ENABLE ALWAYS TRIGGER ksm_aead_notify",
+    "ALTER TABLE aead_table ENABLE ALWAYS TRIGGER ksm_aead_truncate",
 ];
 
 #[cfg(test)]

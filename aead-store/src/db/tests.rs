@@ -562,3 +562,32 @@ fn on_postgresql_a_listen_whose_connection_goes_silent_is_not_trusted() {
         assert_ne!(s.inner.listener_pid.load(Ordering::SeqCst), pid);
     }
 }
+
+#[test]
+fn on_postgresql_a_trigger_disabled_or_dropped_under_a_listen_is_not_trusted() {
+    let db = Db::pg();
+    let s = listening_pg_store(&db, &[0x20]);
+    // db-init makes the trigger fire in replica sessions too.
+    assert_eq!(
+        db.sql("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'aead_table'::regclass AND tgname = 'ksm_aead_notify';")
+            .trim(),
+        "A"
+    );
+    let kid = id("cccccccccccb");
+    for breaks in [
+        "ALTER TABLE aead_table DISABLE TRIGGER ksm_aead_notify;",
+        "ALTER TABLE aead_table ENABLE REPLICA TRIGGER ksm_aead_notify;",
+        "DROP TRIGGER ksm_aead_notify ON aead_table;",
+    ] {
+        db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        cache_it(&s, &kid);
+        db.sql(breaks);
+        db.sql("DELETE FROM aead_table;");
+        eventually(breaks, Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+        // db-init puts it back, and the LISTEN is trusted again.
+        s.init().unwrap();
+        eventually("LISTEN again", Duration::from_secs(15), || s.is_listening());
+    }
+}
