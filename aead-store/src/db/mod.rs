@@ -99,7 +99,8 @@ pub struct DbConfig {
     /// Cache lookups, and keep the cache true (the daemon). Off, every lookup asks the
     /// database (the tools).
     pub cache: bool,
-    /// Longest a cached AEAD is used without a LISTEN to tell of changes.
+    /// Longest a cached AEAD is used without a LISTEN to tell of changes, counted from
+    /// before the query that read it.
     pub ttl: Duration,
     /// Keep decoding cached AEADs while the database cannot be reached.
     pub serve_cached_when_down: bool,
@@ -438,9 +439,10 @@ impl Inner {
     }
 
     /// Reads `id`'s rows, picks and checks one, and caches it unless a change was noticed
-    /// meanwhile.
+    /// meanwhile. Its age is counted from before the query: what it read may be that old.
     async fn fetch(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
         let epoch = lock(&self.cache).epoch;
+        let asked = Instant::now();
         self.queries.fetch_add(1, Ordering::Relaxed);
         let rows = match self.pool.rows_for(id.as_str()).await {
             Ok(rows) => rows,
@@ -460,8 +462,7 @@ impl Inner {
                 if c.map.len() >= MAX_CACHED {
                     c.map.clear();
                 }
-                c.map
-                    .insert(id.as_str().to_string(), (s.clone(), Instant::now()));
+                c.map.insert(id.as_str().to_string(), (s.clone(), asked));
             }
         }
         Ok(found)

@@ -591,3 +591,35 @@ fn on_postgresql_a_trigger_disabled_or_dropped_under_a_listen_is_not_trusted() {
         eventually("LISTEN again", Duration::from_secs(15), || s.is_listening());
     }
 }
+
+#[test]
+fn a_cached_aeads_age_counts_from_before_its_query() {
+    // A query that takes half a second once, after its snapshot is taken: what it read is
+    // that old when it returns, and the TTL must count from before it.
+    let db = Db::pg();
+    db.sql(&PYHSM_SCHEMA_PG.replace("aead_table", "real_table"));
+    db.sql(
+        "CREATE SEQUENCE slow_once;
+         CREATE VIEW aead_table AS SELECT r.* FROM real_table r,
+           (SELECT pg_sleep(CASE WHEN nextval('slow_once') = 1 THEN 0.5 ELSE 0 END)) AS s;",
+    );
+    db.sql(&format!(
+        "INSERT INTO real_table VALUES ('cccccccccccb', 32, {}, {});",
+        pg_bytes(&nonce_of("cccccccccccb")),
+        pg_bytes(&aead(1))
+    ));
+    let s = cached_store(&db);
+    let kid = id("cccccccccccb");
+    let asked = Instant::now();
+    assert!(s.lookup(&kid).unwrap().is_some());
+    assert!(
+        asked.elapsed() >= Duration::from_millis(500),
+        "the slow query"
+    );
+    let at = lock(&s.inner.cache).map.get(kid.as_str()).unwrap().1;
+    assert!(
+        at.duration_since(asked) < Duration::from_millis(200),
+        "aged from {:?} after the query was sent",
+        at.duration_since(asked)
+    );
+}
