@@ -11,7 +11,7 @@
 //!
 //! - only rows found are cached, never an absence, so a new row decodes at once;
 //! - on PostgreSQL a trigger (installed by [`DbStore::init`]) notifies channel `ksm_aead` of
-//!   every changed or deleted row, and while this store LISTENs, a cached AEAD stays until
+//!   every new, changed or deleted row, and while this store LISTENs, a cached AEAD stays until
 //!   its row changes. Each time the LISTEN is (re)established or lost the cache is emptied,
 //!   since notices sent meanwhile are lost;
 //! - a LISTEN is trusted only while it proves itself: every [`HEARTBEAT_EVERY`] the store

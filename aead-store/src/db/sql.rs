@@ -43,8 +43,10 @@ pub(crate) const CHANNEL: &str = "ksm_aead";
 
 /// `db-init`'s trigger on `aead_table` (the one the search path finds now, by oid), there
 /// and firing in an ordinary session: `tgenabled` `O` (origin, the default) or `A` (always,
-/// as `db-init` makes it); not `D` (disabled) nor `R` (replica sessions only).
-const TRIGGER_FIRES: &str = "FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table') AND tgenabled IN ('O', 'A')";
+/// as `db-init` makes it); not `D` (disabled) nor `R` (replica sessions only). It must fire
+/// on INSERT, UPDATE and DELETE (`tgtype` bits 4, 16 and 8): an older `db-init`'s fired on
+/// UPDATE and DELETE only.
+const TRIGGER_FIRES: &str = "FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table') AND tgenabled IN ('O', 'A') AND tgtype::int & 28 = 28";
 
 /// Whether `aead_table` has `db-init`'s trigger, firing.
 pub(crate) fn has_trigger() -> String {
@@ -321,12 +323,16 @@ const PG_INIT: [&str; 7] = [
   aead bytea NOT NULL,
   PRIMARY KEY (public_id, keyhandle)
 )",
-    // A changed or deleted row names its public id (the old one, and the new one if an
-    // UPDATE moved it); a new row needs no notice, since no KSM caches an absence.
+    // A new, changed or deleted row names its public id (the old one, and the new one if an
+    // UPDATE moved it). A new row needs a notice too: no KSM caches an absence, but with
+    // several key handles one may cache the row of a later handle, which a new row of an
+    // earlier handle must replace.
     "CREATE OR REPLACE FUNCTION ksm_aead_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM pg_notify('ksm_aead', '');
+  ELSIF TG_OP = 'INSERT' THEN
+    PERFORM pg_notify('ksm_aead', NEW.public_id);
   ELSE
     PERFORM pg_notify('ksm_aead', OLD.public_id);
     IF TG_OP = 'UPDATE' AND NEW.public_id <> OLD.public_id THEN
@@ -335,8 +341,9 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$",
+    // Replaces an older db-init's trigger (UPDATE and DELETE only).
     "DROP TRIGGER IF EXISTS ksm_aead_notify ON aead_table",
-    "CREATE TRIGGER ksm_aead_notify AFTER UPDATE OR DELETE ON aead_table FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
+    "CREATE TRIGGER ksm_aead_notify AFTER INSERT OR UPDATE OR DELETE ON aead_table FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
     "CREATE OR REPLACE TRIGGER ksm_aead_truncate AFTER TRUNCATE ON aead_table FOR EACH STATEMENT EXECUTE FUNCTION ksm_aead_notify()",
     // Firing in replica sessions too (`session_replication_role`, as logical replication
     // and some restore tools set it): a change must never go unannounced.

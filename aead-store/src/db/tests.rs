@@ -623,3 +623,41 @@ fn a_cached_aeads_age_counts_from_before_its_query() {
         at.duration_since(asked)
     );
 }
+
+#[test]
+fn on_postgresql_a_new_row_of_an_earlier_key_handle_wins_at_once() {
+    let db = Db::pg();
+    // An older db-init's trigger, UPDATE and DELETE only: not trusted to announce all.
+    db.pyhsm_table();
+    db.sql(
+        "CREATE FUNCTION ksm_aead_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_notify('ksm_aead', OLD.public_id); RETURN NULL; END $$;
+         CREATE TRIGGER ksm_aead_notify AFTER UPDATE OR DELETE ON aead_table
+           FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify();",
+    );
+    let mut cfg = DbConfig::new(
+        DbUrl::parse(&db.url()).unwrap(),
+        vec![KeyHandle(0x20), KeyHandle(0x21)],
+    );
+    cfg.cache = true;
+    cfg.ttl = Duration::from_millis(300);
+    let old = DbStore::open(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!old.is_listening(), "an older trigger is not trusted");
+    drop(old);
+    // db-init replaces it; with an hour's TTL only its notices keep the cache true.
+    let s = listening_pg_store(&db, &[0x20, 0x21]);
+    let kid = id("cccccccccccb");
+    db.insert("cccccccccccb", 0x21, &nonce_of("cccccccccccb"), &aead(1));
+    cache_it(&s, &kid);
+    assert_eq!(s.lookup(&kid).unwrap().unwrap().key_handle, KeyHandle(0x21));
+    // The YubiKey's secret under the first handle arrives.
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(2));
+    eventually("the first handle's new row", Duration::from_secs(1), || {
+        s.lookup(&kid).unwrap().unwrap().key_handle == KeyHandle(0x20)
+    });
+    assert_eq!(
+        s.lookup(&kid).unwrap().unwrap().aead,
+        Aead::new(&aead(2)).unwrap()
+    );
+}
