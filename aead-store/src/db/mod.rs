@@ -91,7 +91,8 @@ pub struct DbConfig {
     pub key_handles: Vec<KeyHandle>,
     /// Which nonces rows may carry.
     pub nonce_policy: NoncePolicy,
-    /// Most connections open at once (the LISTEN takes one more on PostgreSQL).
+    /// Most connections the lookups open at once (on PostgreSQL the LISTEN and its
+    /// heartbeat have a small pool of their own besides, see `WATCH_CONNECTIONS`).
     pub pool_size: u32,
     /// Longest wait for a connection or an answer, for the tools; the daemon's lookups are
     /// bounded by their own deadline.
@@ -157,6 +158,8 @@ const PAGE: i64 = 5_000;
 /// What the runtime's tasks and the lookups share.
 struct Inner {
     pool: Pool,
+    /// The LISTEN's and the heartbeat's own connections (PostgreSQL).
+    watch_pool: Option<sqlx::PgPool>,
     cfg: DbConfig,
     cache: Mutex<Cache>,
     /// A LISTEN is in place: cached AEADs stay until notified, while heartbeats come back.
@@ -225,17 +228,17 @@ impl DbStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::DbConfig(format!("cannot start its runtime: {e}")))?;
-        let pool = {
+        let (pool, watch_pool) = {
             let _in = rt.enter();
-            Pool::new(
-                &cfg.url,
-                password.as_deref().map(|s| s.as_str()),
-                cfg.pool_size,
-                cfg.timeout,
+            let password = password.as_deref().map(|s| s.as_str());
+            (
+                Pool::new(&cfg.url, password, cfg.pool_size, cfg.timeout),
+                Pool::watch_pool(&cfg.url, password, cfg.timeout),
             )
         };
         let inner = Arc::new(Inner {
             pool,
+            watch_pool,
             cfg,
             cache: Mutex::default(),
             listening: AtomicBool::new(false),
@@ -551,8 +554,8 @@ async fn watch(inner: Arc<Inner>) {
         let ping = tokio::time::timeout(
             PING_EVERY.max(inner.cfg.timeout.min(Duration::from_secs(2))),
             async {
-                match &inner.pool {
-                    Pool::Pg(p) => {
+                match (&inner.pool, &inner.watch_pool) {
+                    (Pool::Pg(_), Some(p)) => {
                         // The ping is the heartbeat.
                         let payload =
                             format!("{HEARTBEAT_TAG}{:016x} {}", inner.token, inner.now_ms());
@@ -562,7 +565,7 @@ async fn watch(inner: Arc<Inner>) {
                             .await
                             .map(|_| ())
                     }
-                    pool => pool.ping().await,
+                    (pool, _) => pool.ping().await,
                 }
             },
         )
@@ -570,7 +573,7 @@ async fn watch(inner: Arc<Inner>) {
         match ping {
             Ok(Ok(())) => {
                 inner.set_up();
-                if let Pool::Pg(pg) = &inner.pool {
+                if let Some(pg) = &inner.watch_pool {
                     if inner.listening.load(Ordering::SeqCst)
                         && inner.heartbeat_age() > HEARTBEAT_GIVE_UP
                     {

@@ -14,6 +14,9 @@ use sqlx::Row as _;
 
 use crate::db::url::DbUrl;
 
+/// Connections of the LISTEN's own pool (see [`Pool::watch_pool`]).
+pub(crate) const WATCH_CONNECTIONS: u32 = 3;
+
 /// One row as the database gave it, before any check: a row is untrusted input.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRow {
@@ -131,6 +134,35 @@ impl Pool {
                             .busy_timeout(acquire),
                     ),
             ),
+        }
+    }
+
+    /// On PostgreSQL, the small pool the LISTEN and its heartbeat use, so that they take no
+    /// connection of the lookups': the LISTEN, the heartbeat, and a LISTEN being let go
+    /// (whose `UNLISTEN` waits on a silent connection until the network gives up).
+    pub(crate) fn watch_pool(
+        url: &DbUrl,
+        password: Option<&str>,
+        acquire: Duration,
+    ) -> Option<PgPool> {
+        match url {
+            DbUrl::Postgres(o) => {
+                let mut o = match password {
+                    Some(p) => o.clone().password(p),
+                    None => o.clone(),
+                };
+                // Named for the operator's `pg_stat_activity`, unless the URL names it.
+                if o.get_application_name().is_none() {
+                    o = o.application_name("ksm aead watch");
+                }
+                Some(
+                    PgPoolOptions::new()
+                        .max_connections(WATCH_CONNECTIONS)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(o),
+                )
+            }
+            _ => None,
         }
     }
 

@@ -661,3 +661,29 @@ fn on_postgresql_a_new_row_of_an_earlier_key_handle_wins_at_once() {
         Aead::new(&aead(2)).unwrap()
     );
 }
+
+#[test]
+fn on_postgresql_the_listen_takes_no_connection_of_the_lookups() {
+    let db = Db::pg();
+    db.pyhsm_table();
+    db.store(&[0x20], false).init().unwrap();
+    let mut cfg = DbConfig::new(DbUrl::parse(&db.url()).unwrap(), vec![KeyHandle(0x20)]);
+    cfg.cache = true;
+    cfg.pool_size = 1;
+    cfg.timeout = Duration::from_secs(1);
+    let s = DbStore::open(cfg).unwrap();
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Ids never cached (no rows): each lookup needs the pool's one connection.
+    for i in 0..20 {
+        let kid = id(&format!("cccccccccc{}", ["cb", "cd", "ce", "cf"][i % 4]));
+        let r = rt.block_on(s.lookup_until(&kid, Instant::now() + Duration::from_millis(500)));
+        assert_eq!(r, Ok(None), "lookup {i}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(s.is_listening());
+    assert_eq!(s.check(), Ok(()));
+}
