@@ -550,38 +550,54 @@ async fn watch(inner: Arc<Inner>) {
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     let mut listen_failures = 0u32;
     let pg = matches!(inner.pool, Pool::Pg(_));
+    // When the oldest heartbeat sent since the newest that came back was sent (ms).
+    let mut unanswered: Option<u64> = None;
     loop {
+        let sent_at = inner.now_ms();
         let ping = tokio::time::timeout(
             PING_EVERY.max(inner.cfg.timeout.min(Duration::from_secs(2))),
             async {
                 match (&inner.pool, &inner.watch_pool) {
                     (Pool::Pg(_), Some(p)) => {
-                        // The ping is the heartbeat.
-                        let payload =
-                            format!("{HEARTBEAT_TAG}{:016x} {}", inner.token, inner.now_ms());
+                        // The ping is the heartbeat; none is sent without the trigger.
+                        let payload = format!("{HEARTBEAT_TAG}{:016x} {sent_at}", inner.token);
                         sqlx::query(&sql::heartbeat())
                             .bind(payload)
-                            .execute(p)
+                            .fetch_optional(p)
                             .await
-                            .map(|_| ())
+                            .map(|sent| sent.is_some())
                     }
-                    (pool, _) => pool.ping().await,
+                    (pool, _) => pool.ping().await.map(|()| true),
                 }
             },
         )
         .await;
         match ping {
-            Ok(Ok(())) => {
+            Ok(Ok(sent)) => {
                 inner.set_up();
                 if let Some(pg) = &inner.watch_pool {
-                    if inner.listening.load(Ordering::SeqCst)
-                        && inner.heartbeat_age() > HEARTBEAT_GIVE_UP
-                    {
-                        warn!("no heartbeat back through the LISTEN for AEAD changes: replacing it; cached AEADs are not used meanwhile");
+                    let listening = inner.listening.load(Ordering::SeqCst);
+                    let back = inner.heartbeat.load(Ordering::SeqCst);
+                    if !listening || unanswered.is_some_and(|u| back >= u) {
+                        unanswered = None;
+                    }
+                    if sent && listening && unanswered.is_none() {
+                        unanswered = Some(sent_at);
+                    }
+                    let silent = unanswered.is_some_and(|u| {
+                        Duration::from_millis(inner.now_ms().saturating_sub(u)) > HEARTBEAT_GIVE_UP
+                    });
+                    if listening && (silent || !sent) {
+                        if silent {
+                            warn!("no heartbeat back through the LISTEN for AEAD changes: replacing it; cached AEADs are not used meanwhile");
+                        } else {
+                            warn!("aead_table's change trigger is gone or disabled (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+                        }
                         if let Some(l) = listener.take() {
                             l.abort();
                         }
                         lost_listener(&inner, true);
+                        unanswered = None;
                         listen_failures += 1;
                     }
                     if listener.as_ref().map_or(true, |l| l.is_finished()) {
