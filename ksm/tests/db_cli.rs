@@ -35,8 +35,13 @@ impl Serve {
 }
 
 fn serve(dev: &Path, url: &str, socket: &str) -> Serve {
+    serve_with(dev, url, socket, &[])
+}
+
+fn serve_with(dev: &Path, url: &str, socket: &str, more: &[&str]) -> Serve {
     let mut child = Command::new(KSM)
         .args(["serve", "-D", dev.to_str().unwrap(), "--db-url", url])
+        .args(more)
         .args([
             "--key-handles",
             "0x20,0x21",
@@ -439,4 +444,31 @@ fn a_password_from_a_private_ksm_toml_or_file_reaches_mariadb() {
     my.sql(&format!(
         "DROP USER '{user}'@'%'; DROP USER '{user}'@'localhost';"
     ));
+}
+
+/// `--db-pool-size 1` on PostgreSQL: the LISTEN and its heartbeat have connections of their
+/// own, so the lookups keep their one.
+#[test]
+fn postgresql_with_a_pool_of_one_decodes_while_it_listens() {
+    let pg = PgSchema::new();
+    let url = pg.url();
+    assert!(ksm(&["store", "db-init", &url]).status.success());
+    let o = ksm(&["store", "db-import", &store_fixtures(), &url]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let d = serve_with(&dev.path(), &url, "none", &["--db-pool-size", "1"]);
+    let start = Instant::now();
+    while !get(d.1, "/metrics").body.contains("ksm_store_watching 1") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no LISTEN");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for round in 0..3u16 {
+        for i in 0..6 {
+            let c = 0x30 + round;
+            assert_eq!(d.decode(&otp(i, c)), ok_line(c), "yubikey {i}");
+        }
+        // Cached AEADs let go, so the next round reads the database again.
+        pg.sql("UPDATE aead_table SET keyhandle = keyhandle;");
+    }
+    assert!(get(d.1, "/metrics").body.contains("ksm_store_watching 1"));
 }

@@ -11,9 +11,18 @@
 //!
 //! - only rows found are cached, never an absence, so a new row decodes at once;
 //! - on PostgreSQL a trigger (installed by [`DbStore::init`]) notifies channel `ksm_aead` of
-//!   every changed or deleted row, and while this store LISTENs, a cached AEAD stays until
-//!   its row changes. Each time the LISTEN is (re)established the cache is emptied, since
-//!   notices sent meanwhile are lost;
+//!   every new, changed or deleted row, and while this store LISTENs, a cached AEAD stays until
+//!   its row changes. Each time the LISTEN is (re)established or lost the cache is emptied,
+//!   since notices sent meanwhile are lost;
+//! - a LISTEN is trusted only while it proves itself: every [`HEARTBEAT_EVERY`] the store
+//!   notifies the channel with a heartbeat of its own (`#hb TOKEN MS`, never a public id),
+//!   and cached AEADs are trusted only if a heartbeat sent at most [`HEARTBEAT_TRUST`] ago
+//!   came back through the LISTEN. Notices reach a listener in commit order, so a heartbeat
+//!   back means every change committed before it was sent has been heard. A LISTEN whose
+//!   connection died or went silent trusts nothing after [`HEARTBEAT_TRUST`] (lookups go to
+//!   the database) and is replaced after [`HEARTBEAT_GIVE_UP`]. A heartbeat is sent only
+//!   while `aead_table` has the trigger, enabled: a trigger dropped or disabled stops the
+//!   trust as a silent connection does;
 //! - without a LISTEN (MySQL, SQLite, a PostgreSQL hot standby, which takes no LISTEN, or the
 //!   listener lost), a cached AEAD is used for at most the TTL (`DbConfig::ttl`, 0.5 s)
 //!   after it was read, then read again;
@@ -36,7 +45,7 @@ mod url;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,7 +91,8 @@ pub struct DbConfig {
     pub key_handles: Vec<KeyHandle>,
     /// Which nonces rows may carry.
     pub nonce_policy: NoncePolicy,
-    /// Most connections open at once (the LISTEN takes one more on PostgreSQL).
+    /// Most connections the lookups open at once (on PostgreSQL the LISTEN and its
+    /// heartbeat have a small pool of their own besides, see `WATCH_CONNECTIONS`).
     pub pool_size: u32,
     /// Longest wait for a connection or an answer, for the tools; the daemon's lookups are
     /// bounded by their own deadline.
@@ -90,7 +100,8 @@ pub struct DbConfig {
     /// Cache lookups, and keep the cache true (the daemon). Off, every lookup asks the
     /// database (the tools).
     pub cache: bool,
-    /// Longest a cached AEAD is used without a LISTEN to tell of changes.
+    /// Longest a cached AEAD is used without a LISTEN to tell of changes, counted from
+    /// before the query that read it.
     pub ttl: Duration,
     /// Keep decoding cached AEADs while the database cannot be reached.
     pub serve_cached_when_down: bool,
@@ -132,16 +143,36 @@ impl Cache {
 const MAX_CACHED: usize = 2_000_000;
 /// How often the store checks that the database answers.
 const PING_EVERY: Duration = Duration::from_millis(500);
+/// How often, on PostgreSQL, the store checks that the database answers by sending a
+/// heartbeat through its own LISTEN.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(300);
+/// Longest since the newest heartbeat that came back was sent for the LISTEN to be trusted.
+const HEARTBEAT_TRUST: Duration = Duration::from_millis(800);
+/// Longest without a heartbeat back before the LISTEN is replaced.
+const HEARTBEAT_GIVE_UP: Duration = Duration::from_secs(2);
+/// What starts a heartbeat's payload; a public id is modhex and never starts so.
+const HEARTBEAT_TAG: &str = "#hb ";
 /// Rows per page of a walk.
 const PAGE: i64 = 5_000;
 
 /// What the runtime's tasks and the lookups share.
 struct Inner {
     pool: Pool,
+    /// The LISTEN's and the heartbeat's own connections (PostgreSQL).
+    watch_pool: Option<sqlx::PgPool>,
     cfg: DbConfig,
     cache: Mutex<Cache>,
-    /// A LISTEN is in place: cached AEADs stay until notified.
+    /// A LISTEN is in place: cached AEADs stay until notified, while heartbeats come back.
     listening: AtomicBool,
+    /// When the store started, the origin of the heartbeats' times.
+    born: Instant,
+    /// Tells this store's heartbeats from other KSMs' on the same channel.
+    token: u64,
+    /// When (ms after `born`) the newest heartbeat that came back was sent, or the LISTEN
+    /// started.
+    heartbeat: AtomicU64,
+    /// The LISTEN's server process (0: none), for the logs and the tests.
+    listener_pid: AtomicI32,
     /// Why the database was last found unreachable, if it was (cleared by the next success).
     down: Mutex<Option<String>>,
     /// Lookups that reached the database (for tests and `/metrics`).
@@ -197,20 +228,29 @@ impl DbStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::DbConfig(format!("cannot start its runtime: {e}")))?;
-        let pool = {
+        let (pool, watch_pool) = {
             let _in = rt.enter();
-            Pool::new(
-                &cfg.url,
-                password.as_deref().map(|s| s.as_str()),
-                cfg.pool_size,
-                cfg.timeout,
+            let password = password.as_deref().map(|s| s.as_str());
+            (
+                Pool::new(&cfg.url, password, cfg.pool_size, cfg.timeout),
+                Pool::watch_pool(&cfg.url, password, cfg.timeout),
             )
         };
         let inner = Arc::new(Inner {
             pool,
+            watch_pool,
             cfg,
             cache: Mutex::default(),
             listening: AtomicBool::new(false),
+            born: Instant::now(),
+            token: {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            },
+            heartbeat: AtomicU64::new(0),
+            listener_pid: AtomicI32::new(0),
             down: Mutex::new(None),
             queries: AtomicU64::new(0),
         });
@@ -261,9 +301,10 @@ impl DbStore {
         self.block(async move { inner.pool.init().await.map_err(|e| unavailable(&e)) })
     }
 
-    /// Whether a LISTEN keeps the cache true now (PostgreSQL).
+    /// Whether a LISTEN keeps the cache true now (PostgreSQL): in place, and its
+    /// heartbeats coming back.
     pub fn is_listening(&self) -> bool {
-        self.inner.listening.load(Ordering::SeqCst)
+        self.inner.listen_trusted() == Some(true)
     }
 
     /// Lookups that went to the database rather than the cache.
@@ -336,6 +377,27 @@ impl Inner {
         }
     }
 
+    /// Milliseconds since the store started.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long since the newest heartbeat that came back was sent.
+    fn heartbeat_age(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.heartbeat.load(Ordering::SeqCst)),
+        )
+    }
+
+    /// `None` without a LISTEN; with one, whether it is trusted: a heartbeat came back
+    /// recently enough.
+    fn listen_trusted(&self) -> Option<bool> {
+        self.listening
+            .load(Ordering::SeqCst)
+            .then(|| self.heartbeat_age() < HEARTBEAT_TRUST)
+    }
+
     /// A cached AEAD still to be trusted, or with `stale`, any cached AEAD.
     fn cached(&self, id: &PublicId, stale: bool) -> Option<StoredAead> {
         if !self.cfg.cache {
@@ -343,7 +405,12 @@ impl Inner {
         }
         let c = lock(&self.cache);
         let (s, at) = c.map.get(id.as_str())?;
-        let fresh = stale || self.listening.load(Ordering::SeqCst) || at.elapsed() < self.cfg.ttl;
+        let fresh = stale
+            || match self.listen_trusted() {
+                Some(trusted) => trusted,
+                // What was cached under a LISTEN went with it (see `lost_listener`).
+                None => at.elapsed() < self.cfg.ttl,
+            };
         fresh.then(|| s.clone())
     }
 
@@ -375,9 +442,10 @@ impl Inner {
     }
 
     /// Reads `id`'s rows, picks and checks one, and caches it unless a change was noticed
-    /// meanwhile.
+    /// meanwhile. Its age is counted from before the query: what it read may be that old.
     async fn fetch(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
         let epoch = lock(&self.cache).epoch;
+        let asked = Instant::now();
         self.queries.fetch_add(1, Ordering::Relaxed);
         let rows = match self.pool.rows_for(id.as_str()).await {
             Ok(rows) => rows,
@@ -397,15 +465,25 @@ impl Inner {
                 if c.map.len() >= MAX_CACHED {
                     c.map.clear();
                 }
-                c.map
-                    .insert(id.as_str().to_string(), (s.clone(), Instant::now()));
+                c.map.insert(id.as_str().to_string(), (s.clone(), asked));
             }
         }
         Ok(found)
     }
 
-    /// A row changed: `""` means every row (a TRUNCATE).
+    /// A notice: `""` means every row (a TRUNCATE), a heartbeat is no change.
     fn changed(&self, public_id: &str) {
+        if let Some(hb) = public_id.strip_prefix(HEARTBEAT_TAG) {
+            // Ours, or another KSM's (ignored).
+            if let Some((token, sent)) = hb.split_once(' ') {
+                if u64::from_str_radix(token, 16) == Ok(self.token) {
+                    if let Ok(sent) = sent.parse::<u64>() {
+                        self.heartbeat.fetch_max(sent, Ordering::SeqCst);
+                    }
+                }
+            }
+            return;
+        }
         let mut c = lock(&self.cache);
         if public_id.is_empty() {
             c.clear();
@@ -471,16 +549,57 @@ fn check_row(
 async fn watch(inner: Arc<Inner>) {
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     let mut listen_failures = 0u32;
+    let pg = matches!(inner.pool, Pool::Pg(_));
+    // When the oldest heartbeat sent since the newest that came back was sent (ms).
+    let mut unanswered: Option<u64> = None;
     loop {
+        let sent_at = inner.now_ms();
         let ping = tokio::time::timeout(
             PING_EVERY.max(inner.cfg.timeout.min(Duration::from_secs(2))),
-            inner.pool.ping(),
+            async {
+                match (&inner.pool, &inner.watch_pool) {
+                    (Pool::Pg(_), Some(p)) => {
+                        // The ping is the heartbeat; none is sent without the trigger.
+                        let payload = format!("{HEARTBEAT_TAG}{:016x} {sent_at}", inner.token);
+                        sqlx::query(&sql::heartbeat())
+                            .bind(payload)
+                            .fetch_optional(p)
+                            .await
+                            .map(|sent| sent.is_some())
+                    }
+                    (pool, _) => pool.ping().await.map(|()| true),
+                }
+            },
         )
         .await;
         match ping {
-            Ok(Ok(())) => {
+            Ok(Ok(sent)) => {
                 inner.set_up();
-                if let Pool::Pg(pg) = &inner.pool {
+                if let Some(pg) = &inner.watch_pool {
+                    let listening = inner.listening.load(Ordering::SeqCst);
+                    let back = inner.heartbeat.load(Ordering::SeqCst);
+                    if !listening || unanswered.is_some_and(|u| back >= u) {
+                        unanswered = None;
+                    }
+                    if sent && listening && unanswered.is_none() {
+                        unanswered = Some(sent_at);
+                    }
+                    let silent = unanswered.is_some_and(|u| {
+                        Duration::from_millis(inner.now_ms().saturating_sub(u)) > HEARTBEAT_GIVE_UP
+                    });
+                    if listening && (silent || !sent) {
+                        if silent {
+                            warn!("no heartbeat back through the LISTEN for AEAD changes: replacing it; cached AEADs are not used meanwhile");
+                        } else {
+                            warn!("aead_table's change trigger is gone or disabled (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+                        }
+                        if let Some(l) = listener.take() {
+                            l.abort();
+                        }
+                        lost_listener(&inner, true);
+                        unanswered = None;
+                        listen_failures += 1;
+                    }
                     if listener.as_ref().map_or(true, |l| l.is_finished()) {
                         if listener.take().is_some() {
                             listen_failures += 1;
@@ -502,7 +621,7 @@ async fn watch(inner: Arc<Inner>) {
                 drop_listener(&inner, &mut listener);
             }
         }
-        tokio::time::sleep(PING_EVERY).await;
+        tokio::time::sleep(if pg { HEARTBEAT_EVERY } else { PING_EVERY }).await;
     }
 }
 
@@ -510,9 +629,17 @@ fn drop_listener(inner: &Inner, listener: &mut Option<tokio::task::JoinHandle<()
     if let Some(l) = listener.take() {
         l.abort();
     }
+    lost_listener(inner, !inner.cfg.serve_cached_when_down);
+}
+
+/// The LISTEN is gone: what was cached under it is no longer kept true, so it goes (unless
+/// the database is down and cached AEADs are to outlive the outage).
+fn lost_listener(inner: &Inner, clear: bool) {
+    let mut c = lock(&inner.cache);
     inner.listening.store(false, Ordering::SeqCst);
-    if !inner.cfg.serve_cached_when_down {
-        lock(&inner.cache).clear();
+    inner.listener_pid.store(0, Ordering::SeqCst);
+    if clear {
+        c.clear();
     }
 }
 
@@ -524,14 +651,22 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
         l.listen(sql::CHANNEL).await?;
         // A LISTEN without the trigger (a table made by hand, db-init not run) would hear
         // nothing and keep revoked AEADs cached for ever: then it is no LISTEN at all.
-        let trigger = sqlx::query(sql::HAS_TRIGGER).fetch_optional(&mut l).await?;
-        Ok::<_, sqlx::Error>((l, trigger.is_some()))
+        let trigger = sqlx::query(&sql::has_trigger())
+            .fetch_optional(&mut l)
+            .await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut l)
+            .await?;
+        Ok::<_, sqlx::Error>((l, trigger.is_some(), pid))
     };
     let mut l = match tokio::time::timeout(inner.cfg.timeout, connect).await {
-        Ok(Ok((l, true))) => l,
-        Ok(Ok((_, false))) => {
+        Ok(Ok((l, true, pid))) => {
+            inner.listener_pid.store(pid, Ordering::SeqCst);
+            l
+        }
+        Ok(Ok((_, false, _))) => {
             if failures == 0 {
-                warn!("aead_table has no change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
+                warn!("aead_table has no enabled change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
             }
             // Asked again at the next check: db-init may run meanwhile.
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -546,16 +681,21 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
         Err(_) => return,
     };
     {
-        // Whatever changed before the LISTEN was not notified.
+        // Whatever changed before the LISTEN was not notified. From now on every change is
+        // heard, as after a heartbeat.
         let mut c = lock(&inner.cache);
         c.clear();
+        inner.heartbeat.store(inner.now_ms(), Ordering::SeqCst);
         inner.listening.store(true, Ordering::SeqCst);
     }
-    info!("listening for AEAD changes");
+    info!(
+        backend_pid = inner.listener_pid.load(Ordering::SeqCst),
+        "listening for AEAD changes"
+    );
     while let Ok(Some(n)) = l.try_recv().await {
         inner.changed(n.payload());
     }
-    inner.listening.store(false, Ordering::SeqCst);
+    lost_listener(&inner, !inner.cfg.serve_cached_when_down);
     warn!("lost the LISTEN for AEAD changes; cached AEADs are used for at most the TTL until it is back");
 }
 

@@ -14,6 +14,9 @@ use sqlx::Row as _;
 
 use crate::db::url::DbUrl;
 
+/// Connections of the LISTEN's own pool (see [`Pool::watch_pool`]).
+pub(crate) const WATCH_CONNECTIONS: u32 = 3;
+
 /// One row as the database gave it, before any check: a row is untrusted input.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRow {
@@ -41,8 +44,23 @@ const COLS_LITE: &str = "public_id, CAST(keyhandle AS INTEGER) AS keyhandle, non
 /// public id of a row inserted, changed or deleted, or empty after a `TRUNCATE`.
 pub(crate) const CHANNEL: &str = "ksm_aead";
 
-/// Whether `aead_table` (the one the search path finds) has `db-init`'s trigger.
-pub(crate) const HAS_TRIGGER: &str = "SELECT 1 FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table')";
+/// `db-init`'s trigger on `aead_table` (the one the search path finds now, by oid), there
+/// and firing in an ordinary session: `tgenabled` `O` (origin, the default) or `A` (always,
+/// as `db-init` makes it); not `D` (disabled) nor `R` (replica sessions only). It must fire
+/// on INSERT, UPDATE and DELETE (`tgtype` bits 4, 16 and 8): an older `db-init`'s fired on
+/// UPDATE and DELETE only.
+const TRIGGER_FIRES: &str = "FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table') AND tgenabled IN ('O', 'A') AND tgtype::int & 28 = 28";
+
+/// Whether `aead_table` has `db-init`'s trigger, firing.
+pub(crate) fn has_trigger() -> String {
+    format!("SELECT 1 {TRIGGER_FIRES}")
+}
+
+/// A heartbeat: a notice on [`CHANNEL`] with the payload bound as `$1`, sent only while the
+/// trigger is there and fires, so that a LISTEN is not trusted past the trigger.
+pub(crate) fn heartbeat() -> String {
+    format!("SELECT pg_notify('ksm_aead', $1) {TRIGGER_FIRES}")
+}
 
 /// Keeps what a column gives only if it is the type we expect; a wrongly typed value is a
 /// bad row, not a failed query.
@@ -116,6 +134,35 @@ impl Pool {
                             .busy_timeout(acquire),
                     ),
             ),
+        }
+    }
+
+    /// On PostgreSQL, the small pool the LISTEN and its heartbeat use, so that they take no
+    /// connection of the lookups': the LISTEN, the heartbeat, and a LISTEN being let go
+    /// (whose `UNLISTEN` waits on a silent connection until the network gives up).
+    pub(crate) fn watch_pool(
+        url: &DbUrl,
+        password: Option<&str>,
+        acquire: Duration,
+    ) -> Option<PgPool> {
+        match url {
+            DbUrl::Postgres(o) => {
+                let mut o = match password {
+                    Some(p) => o.clone().password(p),
+                    None => o.clone(),
+                };
+                // Named for the operator's `pg_stat_activity`, unless the URL names it.
+                if o.get_application_name().is_none() {
+                    o = o.application_name("ksm aead watch");
+                }
+                Some(
+                    PgPoolOptions::new()
+                        .max_connections(WATCH_CONNECTIONS)
+                        .acquire_timeout(acquire)
+                        .connect_lazy_with(o),
+                )
+            }
+            _ => None,
         }
     }
 
@@ -300,7 +347,7 @@ const TABLE_BLOB: &str = "CREATE TABLE IF NOT EXISTS aead_table (
   PRIMARY KEY (public_id, keyhandle)
 )";
 
-const PG_INIT: [&str; 5] = [
+const PG_INIT: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS aead_table (
   public_id varchar(16) NOT NULL,
   keyhandle INT NOT NULL,
@@ -308,12 +355,16 @@ const PG_INIT: [&str; 5] = [
   aead bytea NOT NULL,
   PRIMARY KEY (public_id, keyhandle)
 )",
-    // A changed or deleted row names its public id (the old one, and the new one if an
-    // UPDATE moved it); a new row needs no notice, since no KSM caches an absence.
+    // A new, changed or deleted row names its public id (the old one, and the new one if an
+    // UPDATE moved it). A new row needs a notice too: no KSM caches an absence, but with
+    // several key handles one may cache the row of a later handle, which a new row of an
+    // earlier handle must replace.
     "CREATE OR REPLACE FUNCTION ksm_aead_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM pg_notify('ksm_aead', '');
+  ELSIF TG_OP = 'INSERT' THEN
+    PERFORM pg_notify('ksm_aead', NEW.public_id);
   ELSE
     PERFORM pg_notify('ksm_aead', OLD.public_id);
     IF TG_OP = 'UPDATE' AND NEW.public_id <> OLD.public_id THEN
@@ -322,9 +373,14 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$",
+    // Replaces an older db-init's trigger (UPDATE and DELETE only).
     "DROP TRIGGER IF EXISTS ksm_aead_notify ON aead_table",
-    "CREATE TRIGGER ksm_aead_notify AFTER UPDATE OR DELETE ON aead_table FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
+    "CREATE TRIGGER ksm_aead_notify AFTER INSERT OR UPDATE OR DELETE ON aead_table FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
     "CREATE OR REPLACE TRIGGER ksm_aead_truncate AFTER TRUNCATE ON aead_table FOR EACH STATEMENT EXECUTE FUNCTION ksm_aead_notify()",
+    // Firing in replica sessions too (`session_replication_role`, as logical replication
+    // and some restore tools set it): a change must never go unannounced.
+    "ALTER TABLE aead_table ENABLE ALWAYS TRIGGER ksm_aead_notify",
+    "ALTER TABLE aead_table ENABLE ALWAYS TRIGGER ksm_aead_truncate",
 ];
 
 #[cfg(test)]

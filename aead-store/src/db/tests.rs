@@ -301,11 +301,7 @@ fn on_postgresql_a_deleted_or_changed_row_stops_at_once_and_a_new_one_starts_at_
     db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
     assert!(s.lookup(&kid).unwrap().is_some());
     // Cached now: lookups no longer reach the database.
-    let q = s.queries();
-    for _ in 0..10 {
-        assert!(s.lookup(&kid).unwrap().is_some());
-    }
-    assert_eq!(s.queries(), q, "served from the cache");
+    cache_it(&s, &kid);
     // Changed (broken) and deleted rows are noticed well within a second.
     db.sql("UPDATE aead_table SET nonce = '\\x0102'::bytea;");
     let t = eventually("changed row", Duration::from_secs(1), || {
@@ -460,4 +456,233 @@ fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
     eventually("deleted row", Duration::from_secs(1), || {
         s.lookup(&kid) == Ok(None)
     });
+}
+
+/// A PostgreSQL store as the daemon has it, its table made by `db-init`, with a TTL of an
+/// hour: only a trusted LISTEN or its loss can make the cache let go in time.
+fn listening_pg_store(db: &Db, khs: &[u32]) -> DbStore {
+    let mut cfg = DbConfig::new(
+        DbUrl::parse(&db.url()).unwrap(),
+        khs.iter().map(|k| KeyHandle(*k)).collect(),
+    );
+    cfg.cache = true;
+    cfg.ttl = Duration::from_secs(3600);
+    let s = DbStore::open(cfg).unwrap();
+    s.init().unwrap();
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    s
+}
+
+/// Caches `kid`'s AEAD and checks it is served from the cache (the notice of the row's own
+/// INSERT may come while it is read, and keep that read out of the cache).
+fn cache_it(s: &DbStore, kid: &PublicId) {
+    eventually("served from the cache", Duration::from_secs(2), || {
+        assert!(s.lookup(kid).unwrap().is_some());
+        let q = s.queries();
+        assert!(s.lookup(kid).unwrap().is_some());
+        s.queries() == q
+    });
+}
+
+/// Resumes a stopped PostgreSQL server process when dropped, whatever the test did.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Stopped {
+        signal("-STOP", pid);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+fn signal(sig: &str, pid: i32) {
+    assert!(pid > 0);
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn on_postgresql_a_listen_whose_connection_dies_is_not_trusted() {
+    let db = Db::pg();
+    let s = listening_pg_store(&db, &[0x20]);
+    let kid = id("cccccccccccb");
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    cache_it(&s, &kid);
+    let pid = s.inner.listener_pid.load(Ordering::SeqCst);
+    assert_eq!(
+        db.sql(&format!("SELECT pg_terminate_backend({pid});"))
+            .trim(),
+        "t"
+    );
+    db.sql("DELETE FROM aead_table;");
+    eventually("deleted row", Duration::from_secs(1), || {
+        s.lookup(&kid) == Ok(None)
+    });
+    // A new LISTEN, on another connection.
+    eventually("LISTEN again", Duration::from_secs(10), || {
+        s.is_listening() && s.inner.listener_pid.load(Ordering::SeqCst) != pid
+    });
+}
+
+#[test]
+fn on_postgresql_a_listen_whose_connection_goes_silent_is_not_trusted() {
+    let db = Db::pg();
+    let s = listening_pg_store(&db, &[0x20]);
+    let kid = id("cccccccccccb");
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    cache_it(&s, &kid);
+    let pid = s.inner.listener_pid.load(Ordering::SeqCst);
+    {
+        // The LISTEN's server process stops: its connection stays open, and says nothing.
+        let _stopped = Stopped::new(pid);
+        db.sql("DELETE FROM aead_table;");
+        eventually("deleted row", Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+        assert!(!s.is_listening());
+        // Rows read meanwhile are not trusted to a LISTEN that says nothing either.
+        db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        assert!(s.lookup(&kid).unwrap().is_some());
+        db.sql("DELETE FROM aead_table;");
+        eventually("deleted row again", Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+        // Replaced by a LISTEN that answers.
+        eventually("LISTEN again", Duration::from_secs(10), || s.is_listening());
+        assert_ne!(s.inner.listener_pid.load(Ordering::SeqCst), pid);
+    }
+}
+
+#[test]
+fn on_postgresql_a_trigger_disabled_or_dropped_under_a_listen_is_not_trusted() {
+    let db = Db::pg();
+    let s = listening_pg_store(&db, &[0x20]);
+    // db-init makes the trigger fire in replica sessions too.
+    assert_eq!(
+        db.sql("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'aead_table'::regclass AND tgname = 'ksm_aead_notify';")
+            .trim(),
+        "A"
+    );
+    let kid = id("cccccccccccb");
+    for breaks in [
+        "ALTER TABLE aead_table DISABLE TRIGGER ksm_aead_notify;",
+        "ALTER TABLE aead_table ENABLE REPLICA TRIGGER ksm_aead_notify;",
+        "DROP TRIGGER ksm_aead_notify ON aead_table;",
+    ] {
+        db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        cache_it(&s, &kid);
+        db.sql(breaks);
+        db.sql("DELETE FROM aead_table;");
+        eventually(breaks, Duration::from_secs(1), || {
+            s.lookup(&kid) == Ok(None)
+        });
+        // db-init puts it back, and the LISTEN is trusted again.
+        s.init().unwrap();
+        eventually("LISTEN again", Duration::from_secs(15), || s.is_listening());
+    }
+}
+
+#[test]
+fn a_cached_aeads_age_counts_from_before_its_query() {
+    // A query that takes half a second once, after its snapshot is taken: what it read is
+    // that old when it returns, and the TTL must count from before it.
+    let db = Db::pg();
+    db.sql(&PYHSM_SCHEMA_PG.replace("aead_table", "real_table"));
+    db.sql(
+        "CREATE SEQUENCE slow_once;
+         CREATE VIEW aead_table AS SELECT r.* FROM real_table r,
+           (SELECT pg_sleep(CASE WHEN nextval('slow_once') = 1 THEN 0.5 ELSE 0 END)) AS s;",
+    );
+    db.sql(&format!(
+        "INSERT INTO real_table VALUES ('cccccccccccb', 32, {}, {});",
+        pg_bytes(&nonce_of("cccccccccccb")),
+        pg_bytes(&aead(1))
+    ));
+    let s = cached_store(&db);
+    let kid = id("cccccccccccb");
+    let asked = Instant::now();
+    assert!(s.lookup(&kid).unwrap().is_some());
+    assert!(
+        asked.elapsed() >= Duration::from_millis(500),
+        "the slow query"
+    );
+    let at = lock(&s.inner.cache).map.get(kid.as_str()).unwrap().1;
+    assert!(
+        at.duration_since(asked) < Duration::from_millis(200),
+        "aged from {:?} after the query was sent",
+        at.duration_since(asked)
+    );
+}
+
+#[test]
+fn on_postgresql_a_new_row_of_an_earlier_key_handle_wins_at_once() {
+    let db = Db::pg();
+    // An older db-init's trigger, UPDATE and DELETE only: not trusted to announce all.
+    db.pyhsm_table();
+    db.sql(
+        "CREATE FUNCTION ksm_aead_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_notify('ksm_aead', OLD.public_id); RETURN NULL; END $$;
+         CREATE TRIGGER ksm_aead_notify AFTER UPDATE OR DELETE ON aead_table
+           FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify();",
+    );
+    let mut cfg = DbConfig::new(
+        DbUrl::parse(&db.url()).unwrap(),
+        vec![KeyHandle(0x20), KeyHandle(0x21)],
+    );
+    cfg.cache = true;
+    cfg.ttl = Duration::from_millis(300);
+    let old = DbStore::open(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!old.is_listening(), "an older trigger is not trusted");
+    drop(old);
+    // db-init replaces it; with an hour's TTL only its notices keep the cache true.
+    let s = listening_pg_store(&db, &[0x20, 0x21]);
+    let kid = id("cccccccccccb");
+    db.insert("cccccccccccb", 0x21, &nonce_of("cccccccccccb"), &aead(1));
+    cache_it(&s, &kid);
+    assert_eq!(s.lookup(&kid).unwrap().unwrap().key_handle, KeyHandle(0x21));
+    // The YubiKey's secret under the first handle arrives.
+    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(2));
+    eventually("the first handle's new row", Duration::from_secs(1), || {
+        s.lookup(&kid).unwrap().unwrap().key_handle == KeyHandle(0x20)
+    });
+    assert_eq!(
+        s.lookup(&kid).unwrap().unwrap().aead,
+        Aead::new(&aead(2)).unwrap()
+    );
+}
+
+#[test]
+fn on_postgresql_the_listen_takes_no_connection_of_the_lookups() {
+    let db = Db::pg();
+    db.pyhsm_table();
+    db.store(&[0x20], false).init().unwrap();
+    let mut cfg = DbConfig::new(DbUrl::parse(&db.url()).unwrap(), vec![KeyHandle(0x20)]);
+    cfg.cache = true;
+    cfg.pool_size = 1;
+    cfg.timeout = Duration::from_secs(1);
+    let s = DbStore::open(cfg).unwrap();
+    eventually("LISTEN", Duration::from_secs(10), || s.is_listening());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Ids never cached (no rows): each lookup needs the pool's one connection.
+    for i in 0..20 {
+        let kid = id(&format!("cccccccccc{}", ["cb", "cd", "ce", "cf"][i % 4]));
+        let r = rt.block_on(s.lookup_until(&kid, Instant::now() + Duration::from_millis(500)));
+        assert_eq!(r, Ok(None), "lookup {i}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(s.is_listening());
+    assert_eq!(s.check(), Ok(()));
 }

@@ -105,14 +105,41 @@ fn refuse_password(rest: &str, params: &[&str]) -> Result<(), StoreError> {
             return Err(bad(NO_PASSWORD));
         }
     }
+    // Keys as the driver reads them: percent-decoded (`pass%77ord` is `password`).
     let named = query.split('&').any(|kv| {
-        let key = kv.split('=').next().unwrap_or_default();
-        params.iter().any(|p| key.eq_ignore_ascii_case(p))
+        let key = percent_decoded(kv.split('=').next().unwrap_or_default());
+        params
+            .iter()
+            .any(|p| key.as_slice().eq_ignore_ascii_case(p.as_bytes()))
     });
     if named {
         return Err(bad(NO_PASSWORD));
     }
     Ok(())
+}
+
+/// `text` with its `%XX` escapes decoded (a bad escape kept as it is).
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A driver's parse error may quote the URL: keep only its first clause, and never
@@ -164,6 +191,10 @@ mod tests {
             "postgresql://db1/ksm?user=ksm&password=s3cr3tpw",
             "mysql://root:s3cr3tpw@127.0.0.1/test",
             "mysql://root@127.0.0.1/test?PASSWORD=s3cr3tpw",
+            // Keys are read percent-decoded, as the drivers read them.
+            "postgresql://db1/ksm?pass%77ord=s3cr3tpw",
+            "postgresql://db1/ksm?%70%61%73%73%77%6F%72%64=s3cr3tpw",
+            "mysql://root@127.0.0.1/test?pass%57d=s3cr3tpw",
         ] {
             let e = DbUrl::parse(url).unwrap_err();
             let text = e.to_string();
@@ -174,6 +205,8 @@ mod tests {
                 "{text}"
             );
         }
+        assert_eq!(percent_decoded("a%2"), b"a%2");
+        assert_eq!(percent_decoded("%zz%41"), b"%zzA");
         // An @ in the path or parameters is not a user part.
         assert!(DbUrl::parse("postgresql://ksm@db1/ksm?application_name=a:b").is_ok());
     }

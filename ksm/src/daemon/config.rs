@@ -123,7 +123,8 @@ pub struct ServeOptions {
     /// driver's own ways (PGPASSFILE, ~/.pgpass, unix-socket peer auth) do not serve.
     #[arg(long)]
     pub db_password_file: Option<PathBuf>,
-    /// Most database connections open at once (PostgreSQL's LISTEN takes one more).
+    /// Most database connections the lookups open at once (on PostgreSQL the LISTEN and
+    /// its heartbeat have up to 3 more of their own).
     #[arg(long)]
     pub db_pool_size: Option<u32>,
     /// While the database cannot be reached, keep decoding the AEADs already cached. Off by
