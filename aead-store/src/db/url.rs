@@ -32,8 +32,10 @@ pub enum Engine {
     Sqlite,
 }
 
-/// A parsed database URL: which engine, and sqlx's options for it (without a password).
-#[derive(Debug, Clone)]
+/// A parsed database URL: which engine, and sqlx's options for it (without a password from
+/// the URL; the drivers may still add one from the environment, such as `PGPASSWORD`, which
+/// is why `Debug` shows no options).
+#[derive(Clone)]
 pub enum DbUrl {
     /// `postgresql://`, `postgres://` (any `+driver`).
     Postgres(PgConnectOptions),
@@ -41,6 +43,17 @@ pub enum DbUrl {
     MySql(MySqlConnectOptions),
     /// `sqlite:///relative` or `sqlite:////absolute`.
     Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // sqlx's options print every field, a password included.
+        match self {
+            DbUrl::Postgres(_) => f.write_str("DbUrl::Postgres(options redacted)"),
+            DbUrl::MySql(_) => f.write_str("DbUrl::MySql(options redacted)"),
+            DbUrl::Sqlite(p) => write!(f, "DbUrl::Sqlite({p:?})"),
+        }
+    }
 }
 
 fn bad(reason: impl Into<String>) -> StoreError {
@@ -215,5 +228,13 @@ mod tests {
     fn unknown_schemes_and_non_urls_are_refused() {
         assert!(DbUrl::parse("oracle://db1/ksm").is_err());
         assert!(DbUrl::parse("/var/lib/ksm.db").is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_driver_options() {
+        let with_password = DbUrl::Postgres(PgConnectOptions::new().password("Hunter2pw"));
+        assert!(!format!("{with_password:?}").contains("Hunter2pw"));
+        let my = DbUrl::MySql(MySqlConnectOptions::new().password("Hunter2pw"));
+        assert!(!format!("{my:?}").contains("Hunter2pw"));
     }
 }
