@@ -75,12 +75,14 @@ impl DbUrl {
         match engine.to_ascii_lowercase().as_str() {
             "postgresql" | "postgres" => {
                 refuse_password(rest, &["password"])?;
+                let rest = translate_query(rest, Engine::Postgres)?;
                 PgConnectOptions::from_str(&format!("postgres://{rest}"))
                     .map(DbUrl::Postgres)
                     .map_err(|e| bad(format!("PostgreSQL URL: {}", scrub(&e.to_string()))))
             }
             "mysql" | "mariadb" => {
                 refuse_password(rest, &["password", "passwd"])?;
+                let rest = translate_query(rest, Engine::MySql)?;
                 MySqlConnectOptions::from_str(&format!("mysql://{rest}"))
                     .map(DbUrl::MySql)
                     .map_err(|e| bad(format!("MySQL URL: {}", scrub(&e.to_string()))))
@@ -129,6 +131,75 @@ fn refuse_password(rest: &str, params: &[&str]) -> Result<(), StoreError> {
         return Err(bad(NO_PASSWORD));
     }
     Ok(())
+}
+
+/// Query parameters sqlx reads, by engine, and the spellings pyhsm's users write for them
+/// (SQLAlchemy hands MySQL parameters to MySQLdb or PyMySQL, which spell them with `_`).
+/// A parameter the driver does not know is refused rather than passed on: sqlx ignores it
+/// silently (MySQL), which would turn `ssl_ca=…` into an unverified connection, or logs it
+/// with its value (PostgreSQL), which may be a secret.
+const PARAMETERS: &[(Engine, &str, &str)] = &[
+    (Engine::Postgres, "sslmode", "sslmode"),
+    (Engine::Postgres, "sslrootcert", "sslrootcert"),
+    (Engine::Postgres, "sslcert", "sslcert"),
+    (Engine::Postgres, "sslkey", "sslkey"),
+    (Engine::Postgres, "host", "host"),
+    (Engine::Postgres, "hostaddr", "hostaddr"),
+    (Engine::Postgres, "port", "port"),
+    (Engine::Postgres, "dbname", "dbname"),
+    (Engine::Postgres, "user", "user"),
+    (Engine::Postgres, "application_name", "application_name"),
+    (Engine::Postgres, "options", "options"),
+    (Engine::MySql, "ssl-mode", "ssl-mode"),
+    (Engine::MySql, "sslmode", "ssl-mode"),
+    (Engine::MySql, "ssl_mode", "ssl-mode"),
+    (Engine::MySql, "ssl-ca", "ssl-ca"),
+    (Engine::MySql, "ssl_ca", "ssl-ca"),
+    (Engine::MySql, "ssl-cert", "ssl-cert"),
+    (Engine::MySql, "ssl_cert", "ssl-cert"),
+    (Engine::MySql, "ssl-key", "ssl-key"),
+    (Engine::MySql, "ssl_key", "ssl-key"),
+    (Engine::MySql, "socket", "socket"),
+    (Engine::MySql, "unix_socket", "socket"),
+    (Engine::MySql, "charset", "charset"),
+];
+
+/// `rest` (what follows `scheme://`) with its query parameters in the driver's spelling.
+/// On MySQL a CA given without a mode asks for the server's certificate to be checked
+/// against it (`ssl-mode=VERIFY_CA`), as the CA's only use is that check; sqlx's default
+/// mode would take the CA and check nothing.
+fn translate_query(rest: &str, engine: Engine) -> Result<String, StoreError> {
+    let Some((before, query)) = rest.split_once('?') else {
+        return Ok(rest.to_string());
+    };
+    let mut out = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        let key = String::from_utf8_lossy(&percent_decoded(key)).to_ascii_lowercase();
+        let Some((_, _, ours)) = PARAMETERS
+            .iter()
+            .find(|(e, theirs, _)| *e == engine && *theirs == key)
+        else {
+            let known: Vec<&str> = PARAMETERS
+                .iter()
+                .filter(|(e, _, _)| *e == engine)
+                .map(|(_, theirs, _)| *theirs)
+                .collect();
+            return Err(bad(format!(
+                "URL parameter {key:?} is not one this driver reads (known: {})",
+                known.join(", ")
+            )));
+        };
+        out.push((*ours, value));
+    }
+    if engine == Engine::MySql
+        && out.iter().any(|(k, _)| *k == "ssl-ca")
+        && !out.iter().any(|(k, _)| *k == "ssl-mode")
+    {
+        out.push(("ssl-mode", "VERIFY_CA"));
+    }
+    let query: Vec<String> = out.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Ok(format!("{before}?{}", query.join("&")))
 }
 
 /// `text` with its `%XX` escapes decoded (a bad escape kept as it is).
@@ -236,5 +307,38 @@ mod tests {
         assert!(!format!("{with_password:?}").contains("Hunter2pw"));
         let my = DbUrl::MySql(MySqlConnectOptions::new().password("Hunter2pw"));
         assert!(!format!("{my:?}").contains("Hunter2pw"));
+    }
+
+    #[test]
+    fn sqlalchemy_parameter_spellings_are_translated_and_unknown_ones_refused() {
+        let DbUrl::MySql(o) =
+            DbUrl::parse("mysql://ksm@db1/ksm?ssl_ca=/etc/ksm/ca.pem&charset=utf8mb4").unwrap()
+        else {
+            panic!("not mysql")
+        };
+        let shown = format!("{o:?}");
+        assert!(
+            shown.contains("VerifyCa"),
+            "a CA alone means verify: {shown}"
+        );
+        assert!(shown.contains("ca.pem"), "{shown}");
+        let DbUrl::MySql(o) =
+            DbUrl::parse("mysql://ksm@db1/ksm?ssl_mode=VERIFY_IDENTITY&ssl_ca=/ca.pem").unwrap()
+        else {
+            panic!("not mysql")
+        };
+        assert!(format!("{o:?}").contains("VerifyIdentity"));
+        assert!(
+            DbUrl::parse("postgresql://ksm@db1/ksm?sslmode=verify-full&sslrootcert=/ca.pem")
+                .is_ok()
+        );
+        for url in [
+            "mysql://ksm@db1/ksm?ssl=true",
+            "postgresql://ksm@db1/ksm?sslpassword=Hunter2pw",
+        ] {
+            let err = DbUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains("not one this driver reads"), "{url}: {err}");
+            assert!(!err.contains("Hunter2pw"), "{err}");
+        }
     }
 }
