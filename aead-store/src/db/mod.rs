@@ -811,7 +811,24 @@ impl Iterator for Rows<'_> {
                 Ok(rows) => {
                     self.done = rows.len() < PAGE as usize;
                     if let Some(last) = rows.last() {
-                        self.after = Some((last.public_id.clone(), last.keyhandle.unwrap_or(0)));
+                        let next = Some((last.public_id.clone(), last.keyhandle.unwrap_or(0)));
+                        // A key that could not be read (a column of another type than
+                        // pyhsm's) reads as the same key again: the next page would be this
+                        // one, for ever. Stop and say so.
+                        if next == self.after {
+                            self.done = true;
+                            return Some(WalkEntry {
+                                source: AeadSource::row(&last.public_id, KeyHandle(0)),
+                                dir_key_handle: KeyHandle(0),
+                                id: None,
+                                result: Err(StoreError::DbConfig(
+                                    "the walk cannot go on: a public_id or keyhandle value is not text or an integer (are the columns pyhsm's?)".into(),
+                                )),
+                                misplaced: Vec::new(),
+                                nonce_differs: false,
+                            });
+                        }
+                        self.after = next;
                     }
                     self.page = rows.into_iter();
                 }

@@ -280,6 +280,39 @@ fn a_walk_pages_through_every_row() {
     assert_eq!(s.entries().count() as u64, n);
 }
 
+/// Keys that cannot be read as pyhsm's types read as the same key again; the walk must end
+/// with an error instead of fetching the same page for ever.
+#[test]
+fn a_walk_over_unreadable_keys_ends_with_an_error() {
+    let db = Db::lite();
+    db.pyhsm_table();
+    // SQLite stores what it is given: blobs in the public_id column.
+    db.sql(&format!(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {}) INSERT INTO aead_table SELECT randomblob(6), 32, zeroblob(6), zeroblob(30) FROM c;",
+        PAGE * 2 + 3
+    ));
+    let s = db.store(&[0x20], false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let entries: Vec<_> = s.entries().take(PAGE as usize * 4).collect();
+        let _ = tx.send(entries);
+    });
+    let entries = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the walk ends");
+    assert!(
+        entries.len() <= PAGE as usize + 1,
+        "{} entries",
+        entries.len()
+    );
+    let last = entries.last().expect("entries");
+    assert!(
+        matches!(&last.result, Err(e) if e.to_string().contains("the walk cannot go on")),
+        "{:?}",
+        last.result.as_ref().err()
+    );
+}
+
 /// The daemon's settings: cached, and kept true.
 fn cached_store(db: &Db) -> DbStore {
     db.store(&[0x20], true)
