@@ -85,20 +85,8 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
     let Some(pty) = args.pty.clone() else {
         return Err(Error::Usage("--pty is required".into()));
     };
-    // Before the pty exists, so an early SIGTERM still removes the link: tokio keeps a
-    // signal that arrives before anyone waits for it (the daemon's mechanism too).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| Error::io("start runtime", e))?;
-    let (mut term, mut int) = rt
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })
-        .map_err(|e| Error::io("signal handler", e))?;
+    // Before the pty exists (see `Termination`).
+    let termination = Termination::install()?;
     let cfg = match &args.config {
         Some(p) => EmulatorConfig::load(p)?.resolve()?,
         None => args.preset.unwrap_or_default().config()?,
@@ -109,27 +97,18 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     println!("emulated YubiHSM at {} -> {}", pty.display(), slave);
-    if let Some(path) = &args.control {
-        let (listener, _) = crate::daemon::sharing::bind_private(path)?;
-        println!("control socket at {}", path.display());
-        let emu = emu.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let emu = emu.clone();
-                std::thread::spawn(move || serve_control(conn, &emu));
-            }
-        });
-    }
-    let _ = std::io::stdout().flush();
-    rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    let bound = match &args.control {
+        Some(path) => {
+            let emu = emu.clone();
+            Some(serve_control_socket(path, move |line| control(&emu, line))?)
         }
-    });
+        None => None,
+    };
+    let _ = std::io::stdout().flush();
+    termination.wait();
     info!("stopping the emulator");
-    if let Some(path) = &args.control {
-        let _ = std::fs::remove_file(path);
+    if let (Some(path), Some(id)) = (&args.control, bound) {
+        crate::daemon::sharing::remove_if_ours(path, id);
     }
     drop(emu);
     let _ = std::fs::remove_file(&pty);
@@ -147,44 +126,24 @@ fn run_hsm2(args: EmulateArgs) -> Result<(), Error> {
             "--listen {listen}: the emulator serves only a loopback address (127.0.0.1, ::1)"
         )));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| Error::io("start runtime", e))?;
-    let (mut term, mut int) = rt
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })
-        .map_err(|e| Error::io("signal handler", e))?;
+    let termination = Termination::install()?;
     let cfg = match &args.config {
         Some(p) => DeviceConfig::load(p).map_err(hsm2_error)?,
         None => DeviceConfig::factory(),
     };
     let emu = Arc::new(ConnectorEmulator::start(listen, &cfg).map_err(hsm2_error)?);
     println!("emulated YubiHSM 2 at {}", emu.url());
-    let mut bound = None;
-    if let Some(path) = &args.control {
-        let (listener, id) = crate::daemon::sharing::bind_private(path)?;
-        bound = Some(id);
-        println!("control socket at {}", path.display());
-        let emu = emu.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let emu = emu.clone();
-                std::thread::spawn(move || serve_lines(conn, |line| control_hsm2(&emu, line)));
-            }
-        });
-    }
-    let _ = std::io::stdout().flush();
-    rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    let bound = match &args.control {
+        Some(path) => {
+            let emu = emu.clone();
+            Some(serve_control_socket(path, move |line| {
+                control_hsm2(&emu, line)
+            })?)
         }
-    });
+        None => None,
+    };
+    let _ = std::io::stdout().flush();
+    termination.wait();
     info!("stopping the YubiHSM 2 emulator");
     if let (Some(path), Some(id)) = (&args.control, bound) {
         crate::daemon::sharing::remove_if_ours(path, id);
@@ -202,6 +161,61 @@ fn hsm2_error(e: hsm2_proto::emulator::EmulatorError) -> Error {
         E::KeyFile(e) => Error::Device(e),
         E::Io(what) => Error::io(what, std::io::Error::other("failed")),
     }
+}
+
+/// SIGTERM and SIGINT, caught from before the device exists, so an early signal still
+/// removes the link and the control socket: tokio keeps a signal that arrives before anyone
+/// waits for it (the daemon's mechanism too).
+struct Termination {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    fn install() -> Result<Termination, Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| Error::io("start runtime", e))?;
+        let (term, int) = rt
+            .block_on(async {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::interrupt())?,
+                ))
+            })
+            .map_err(|e| Error::io("signal handler", e))?;
+        Ok(Termination { rt, term, int })
+    }
+
+    /// Blocks until one of the two arrives.
+    fn wait(mut self) {
+        let (term, int) = (&mut self.term, &mut self.int);
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+    }
+}
+
+/// Binds the control socket (mode 0600) and answers each line of each connection with
+/// `apply`, on threads of its own; returns the socket's identity for its removal.
+fn serve_control_socket(
+    path: &std::path::Path,
+    apply: impl Fn(&str) -> Result<String, String> + Clone + Send + 'static,
+) -> Result<(u64, u64), Error> {
+    let (listener, id) = crate::daemon::sharing::bind_private(path)?;
+    println!("control socket at {}", path.display());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let apply = apply.clone();
+            std::thread::spawn(move || serve_lines(conn, apply));
+        }
+    });
+    Ok(id)
 }
 
 fn serve_lines(conn: UnixStream, apply: impl Fn(&str) -> Result<String, String>) {
@@ -238,22 +252,6 @@ pub fn control_hsm2(
         }
     }
     Ok("ok".into())
-}
-
-fn serve_control(conn: UnixStream, emu: &PtyEmulator) {
-    let Ok(mut out) = conn.try_clone() else {
-        return;
-    };
-    for line in BufReader::new(conn).lines() {
-        let Ok(line) = line else { return };
-        let reply = match control(emu, line.trim()) {
-            Ok(r) => r,
-            Err(e) => format!("error: {e}"),
-        };
-        if writeln!(out, "{reply}").is_err() {
-            return;
-        }
-    }
 }
 
 /// Applies one control command.
