@@ -79,6 +79,52 @@ macro_rules! raw {
     };
 }
 
+/// Runs a row SELECT on whichever pool this is (three pool types, so a macro rather than a
+/// function): `{cols}` in `sql` becomes the engine's column list, and its `?` parameters,
+/// numbered for PostgreSQL, are bound in order.
+macro_rules! select_rows {
+    ($pool:expr, $sql:expr $(, $bind:expr)*) => {
+        match $pool {
+            Pool::Pg(p) => sqlx::query(&numbered(&$sql.replace("{cols}", COLS_PG)))
+                $(.bind($bind))*
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| raw!(r))
+                .collect::<Vec<RawRow>>(),
+            Pool::My(p) => sqlx::query(&$sql.replace("{cols}", COLS_MY))
+                $(.bind($bind))*
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| raw!(r))
+                .collect::<Vec<RawRow>>(),
+            Pool::Lite(p) => sqlx::query(&$sql.replace("{cols}", COLS_LITE))
+                $(.bind($bind))*
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| raw!(r))
+                .collect::<Vec<RawRow>>(),
+        }
+    };
+}
+
+/// `sql` with its `?` parameters numbered `$1`, `$2`, … as PostgreSQL wants them.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The `INT` a key handle is stored as.
 pub(crate) fn kh_to_sql(kh: u32) -> i32 {
     i32::from_ne_bytes(kh.to_ne_bytes())
@@ -168,35 +214,11 @@ impl Pool {
 
     /// Every row for `public_id`.
     pub(crate) async fn rows_for(&self, public_id: &str) -> Result<Vec<RawRow>, sqlx::Error> {
-        Ok(match self {
-            Pool::Pg(p) => sqlx::query(&format!(
-                "SELECT {COLS_PG} FROM aead_table WHERE public_id = $1"
-            ))
-            .bind(public_id)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| raw!(r))
-            .collect(),
-            Pool::My(p) => sqlx::query(&format!(
-                "SELECT {COLS_MY} FROM aead_table WHERE public_id = ?"
-            ))
-            .bind(public_id)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| raw!(r))
-            .collect(),
-            Pool::Lite(p) => sqlx::query(&format!(
-                "SELECT {COLS_LITE} FROM aead_table WHERE public_id = ?"
-            ))
-            .bind(public_id)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| raw!(r))
-            .collect(),
-        })
+        Ok(select_rows!(
+            self,
+            "SELECT {cols} FROM aead_table WHERE public_id = ?",
+            public_id
+        ))
     }
 
     /// Up to `limit` rows after (`public_id`, `keyhandle`) in key order: a walk over a
@@ -209,44 +231,14 @@ impl Pool {
         // The first page takes rows from the very start (no key is below every other).
         let first = after.is_none();
         let (id, kh) = after.unwrap_or(("", 0));
-        Ok(match self {
-            Pool::Pg(p) => sqlx::query(&format!(
-                "SELECT {COLS_PG} FROM aead_table WHERE $3 OR (public_id, keyhandle) > ($1, $2) ORDER BY public_id, keyhandle LIMIT $4"
-            ))
-            .bind(id)
-            .bind(kh)
-            .bind(first)
-            .bind(limit)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| raw!(r))
-            .collect(),
-            Pool::My(p) => sqlx::query(&format!(
-                "SELECT {COLS_MY} FROM aead_table WHERE ? OR (public_id, keyhandle) > (?, ?) ORDER BY public_id, keyhandle LIMIT ?"
-            ))
-            .bind(first)
-            .bind(id)
-            .bind(kh)
-            .bind(limit)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| raw!(r))
-            .collect(),
-            Pool::Lite(p) => sqlx::query(&format!(
-                "SELECT {COLS_LITE} FROM aead_table WHERE ? OR (public_id, keyhandle) > (?, ?) ORDER BY public_id, keyhandle LIMIT ?"
-            ))
-            .bind(first)
-            .bind(id)
-            .bind(kh)
-            .bind(limit)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| raw!(r))
-            .collect(),
-        })
+        Ok(select_rows!(
+            self,
+            "SELECT {cols} FROM aead_table WHERE ? OR (public_id, keyhandle) > (?, ?) ORDER BY public_id, keyhandle LIMIT ?",
+            first,
+            id,
+            kh,
+            limit
+        ))
     }
 
     /// Inserts a row; if one exists for (`public_id`, `keyhandle`) it is replaced when
@@ -385,6 +377,14 @@ END $$",
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parameters_are_numbered_for_postgresql_in_order() {
+        assert_eq!(
+            super::numbered("WHERE ? OR (a, b) > (?, ?) LIMIT ?"),
+            "WHERE $1 OR (a, b) > ($2, $3) LIMIT $4"
+        );
+    }
+
     use super::*;
 
     #[test]
