@@ -5,11 +5,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::os::unix::fs::PermissionsExt;
 
 use aead_store::NoncePolicy;
 use clap::Args;
