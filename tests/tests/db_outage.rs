@@ -238,6 +238,11 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
 struct Proxy {
     port: u16,
     silent: Arc<AtomicBool>,
+    /// Connections taken so far.
+    accepted: Arc<AtomicUsize>,
+    /// Connections numbered below this (those taken before the last [`Proxy::fail_over`])
+    /// lead nowhere.
+    lost_below: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -245,10 +250,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let silent = Arc::new(AtomicBool::new(false));
-        let s = silent.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let lost_below = Arc::new(AtomicUsize::new(0));
+        let (s, lost, count) = (silent.clone(), lost_below.clone(), accepted.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for client in listener.incoming().flatten() {
+                let n = count.fetch_add(1, Ordering::SeqCst);
                 if s.load(Ordering::SeqCst) {
                     held.push(client);
                     continue;
@@ -258,12 +266,17 @@ impl Proxy {
                 };
                 let (c, sv) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 for (from, to) in [(client, server), (sv, c)] {
-                    let s = s.clone();
-                    std::thread::spawn(move || pipe(from, to, &s));
+                    let (s, lost) = (s.clone(), lost.clone());
+                    std::thread::spawn(move || pipe(from, to, &s, n, &lost));
                 }
             }
         });
-        Proxy { port, silent }
+        Proxy {
+            port,
+            silent,
+            accepted,
+            lost_below,
+        }
     }
 
     /// `url` (the machine's PostgreSQL) through this proxy.
@@ -274,15 +287,30 @@ impl Proxy {
     fn fall_silent(&self) {
         self.silent.store(true, Ordering::SeqCst);
     }
+
+    /// The server the connections so far went to is gone without a word (powered off, or
+    /// its address moved to a standby): nothing passes on them any more, in either direction,
+    /// and nothing tells either end. New connections reach the server.
+    fn fail_over(&self) {
+        let taken = self.accepted.load(Ordering::SeqCst);
+        self.lost_below.store(taken, Ordering::SeqCst);
+    }
 }
 
-/// Copies `from` to `to` until either end closes; once `silent`, swallows what it reads.
-fn pipe(mut from: TcpStream, mut to: TcpStream, silent: &AtomicBool) {
+/// Copies `from` to `to` until either end closes; once `silent`, or once connection `n` is
+/// lost, swallows what it reads.
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    silent: &AtomicBool,
+    n: usize,
+    lost_below: &AtomicUsize,
+) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(_) if silent.load(Ordering::SeqCst) => {}
+            Ok(_) if silent.load(Ordering::SeqCst) || n < lost_below.load(Ordering::SeqCst) => {}
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
@@ -352,5 +380,81 @@ fn cached_aeads_decode_through_an_outage_only_with_db_serve_cached_when_down() {
             std::thread::sleep(Duration::from_millis(300));
         }
         assert!(get(d.addr, "/metrics").body.contains("ksm_store_up 0\n"));
+    }
+}
+
+/// The database server vanishes without a word (powered off, or its address moved to a
+/// standby) while every connection of the pool is in the middle of a query, and the standby
+/// answers new connections. The queries given up at their deadlines left their connections
+/// waiting for answers that will never come; those must not keep the pool's places until the
+/// kernel gives up on the sockets (a quarter of an hour), so decoding comes back by itself,
+/// with no daemon restart.
+#[test]
+fn decoding_comes_back_when_the_database_vanished_mid_query_and_a_standby_answers() {
+    let _pg = pg_to_myself();
+    let pg = PgSchema::new();
+    fill_from_fixtures(&pg.url());
+    let proxy = Proxy::to_postgresql();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(vec![], dir.path(), Duration::from_millis(500));
+    s.db = Some(db_settings(&proxy.url(&pg.url())));
+    let d = Daemon::start(s);
+    assert_answer(
+        &d.decode(&vector_otp(0, 1, 1)),
+        200,
+        "OK counter=0001 low=4242 high=17 use=01",
+    );
+    // A transaction holds the table, so the lookups that follow all wait inside the
+    // database: every connection of the pool (4) is in the middle of a query when the server
+    // vanishes, and the answers to those queries are lost.
+    let mut lock = pg
+        .psql()
+        .args(["-q"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lock_sql = lock.stdin.take().unwrap();
+    writeln!(
+        lock_sql,
+        "BEGIN; LOCK TABLE aead_table IN ACCESS EXCLUSIVE MODE;"
+    )
+    .unwrap();
+    lock_sql.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.sql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'aead_table'::regclass;") != "1\n" {
+        assert!(Instant::now() < deadline, "table lock not taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = &d;
+    std::thread::scope(|s| {
+        for i in 1..6 {
+            s.spawn(move || {
+                assert_answer(
+                    &d.decode(&vector_otp(i, 2, 1)),
+                    503,
+                    "ERR Store unavailable",
+                );
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        proxy.fail_over();
+    });
+    writeln!(lock_sql, "COMMIT;").unwrap();
+    drop(lock_sql);
+    assert!(lock.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 1..6 {
+        loop {
+            let a = d.decode(&vector_otp(i, 3, 1));
+            if a.status == 200 {
+                assert!(a.body.starts_with("OK counter=0003 "), "{a:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "YubiKey {i} still not decoding 30 s after the fail-over: {a:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }

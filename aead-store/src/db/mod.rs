@@ -32,6 +32,9 @@
 //! When the database cannot be reached, a lookup fails with [`StoreError::Unavailable`]
 //! within its deadline (`ERR Store unavailable`). Cached AEADs keep decoding then only with
 //! `serve_cached_when_down`: a row deleted during the outage is not noticed until it ends.
+//! Connections left waiting on a server that vanished mid-query do not keep the pool from
+//! reaching its standby: a pool whose connections stop coming free is replaced
+//! ([`Replaceable`]).
 //!
 //! The store runs its own small tokio runtime (thread `ksm-db`): the daemon's lookups and
 //! the tools' blocking calls both reach the database through it, and dropping the store
@@ -154,12 +157,64 @@ const HEARTBEAT_GIVE_UP: Duration = Duration::from_secs(2);
 const HEARTBEAT_TAG: &str = "#hb ";
 /// Rows per page of a walk.
 const PAGE: i64 = 5_000;
+/// How old a pool must be before it is replaced for want of a free connection
+/// ([`Replaceable`]): connections a busy database is slow to give back are not thrown away
+/// every few requests.
+const REPLACE_AFTER: Duration = Duration::from_secs(5);
+
+/// A pool that is replaced by a fresh one when its connections stop coming free.
+///
+/// A query given up at its deadline leaves its connection waiting for the answer, and sqlx
+/// waits for that answer (and, over TLS, for the server's part of the goodbye) before the
+/// connection is free again. When the server is gone without a word (powered off, its
+/// address moved to a standby, a firewall dropping packets) that answer never comes: the
+/// connection keeps its place in the pool until the kernel gives up on the socket, which
+/// takes a quarter of an hour, and once every place is held every lookup fails even though
+/// the database (or its standby) answers fresh connections. sqlx offers no TCP keepalive or
+/// timeout on its sockets, so the store replaces the whole pool instead: when a lookup or a
+/// heartbeat found every connection busy for its whole deadline, and the pool is older than
+/// [`REPLACE_AFTER`], a fresh pool takes its place and the old one is closed as its
+/// connections come back, or abandoned with them.
+struct Replaceable {
+    what: &'static str,
+    current: Mutex<(Pool, Instant)>,
+}
+
+impl Replaceable {
+    fn new(what: &'static str, pool: Pool) -> Replaceable {
+        Replaceable {
+            what,
+            current: Mutex::new((pool, Instant::now())),
+        }
+    }
+
+    /// The pool to use now (a handle: cheap).
+    fn get(&self) -> Pool {
+        lock(&self.current).0.clone()
+    }
+
+    /// Replaces the pool if every connection of it is busy and it is old enough. Runs
+    /// inside the store's runtime.
+    fn starved(&self) {
+        let mut c = lock(&self.current);
+        if !c.0.saturated() || c.1.elapsed() < REPLACE_AFTER {
+            return;
+        }
+        warn!(
+            pool = self.what,
+            "no database connection came free within the deadline: opening fresh ones (those held may wait on a server that is gone)"
+        );
+        let fresh = c.0.fresh();
+        let old = std::mem::replace(&mut *c, (fresh, Instant::now()));
+        old.0.close_in_background();
+    }
+}
 
 /// What the runtime's tasks and the lookups share.
 struct Inner {
-    pool: Pool,
+    pool: Replaceable,
     /// The LISTEN's and the heartbeat's own connections (PostgreSQL).
-    watch_pool: Option<sqlx::PgPool>,
+    watch_pool: Option<Replaceable>,
     cfg: DbConfig,
     cache: Mutex<Cache>,
     /// A LISTEN is in place: cached AEADs stay until notified, while heartbeats come back.
@@ -237,8 +292,8 @@ impl DbStore {
             )
         };
         let inner = Arc::new(Inner {
-            pool,
-            watch_pool,
+            pool: Replaceable::new("lookups", pool),
+            watch_pool: watch_pool.map(|p| Replaceable::new("watch", Pool::Pg(p))),
             cfg,
             cache: Mutex::default(),
             listening: AtomicBool::new(false),
@@ -298,7 +353,7 @@ impl DbStore {
     /// trigger that notifies KSMs of changed rows.
     pub fn init(&self) -> Result<(), StoreError> {
         let inner = self.inner.clone();
-        self.block(async move { inner.pool.init().await.map_err(|e| unavailable(&e)) })
+        self.block(async move { inner.pool.get().init().await.map_err(|e| unavailable(&e)) })
     }
 
     /// Whether a LISTEN keeps the cache true now (PostgreSQL): in place, and its
@@ -331,6 +386,8 @@ impl DbStore {
             r = &mut task => r.unwrap_or_else(|_| Err(StoreError::Unavailable("lookup failed".into()))),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 task.abort();
+                let inner = self.inner.clone();
+                self.rt().spawn(async move { inner.pool.starved() });
                 self.inner.set_down("no answer from the database within the request's deadline");
                 Err(StoreError::Unavailable("no answer within the request's deadline".into()))
             }
@@ -447,9 +504,12 @@ impl Inner {
         let epoch = lock(&self.cache).epoch;
         let asked = Instant::now();
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let rows = match self.pool.rows_for(id.as_str()).await {
+        let rows = match self.pool.get().rows_for(id.as_str()).await {
             Ok(rows) => rows,
             Err(e) => {
+                if matches!(e, sqlx::Error::PoolTimedOut) {
+                    self.pool.starved();
+                }
                 let e = unavailable(&e);
                 if let StoreError::Unavailable(why) = &e {
                     self.set_down(why);
@@ -549,7 +609,7 @@ fn check_row(
 async fn watch(inner: Arc<Inner>) {
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     let mut listen_failures = 0u32;
-    let pg = matches!(inner.pool, Pool::Pg(_));
+    let pg = matches!(inner.pool.get(), Pool::Pg(_));
     // When the oldest heartbeat sent since the newest that came back was sent (ms).
     let mut unanswered: Option<u64> = None;
     loop {
@@ -557,13 +617,13 @@ async fn watch(inner: Arc<Inner>) {
         let ping = tokio::time::timeout(
             PING_EVERY.max(inner.cfg.timeout.min(Duration::from_secs(2))),
             async {
-                match (&inner.pool, &inner.watch_pool) {
-                    (Pool::Pg(_), Some(p)) => {
+                match (inner.pool.get(), inner.watch_pool.as_ref().map(|w| w.get())) {
+                    (Pool::Pg(_), Some(Pool::Pg(p))) => {
                         // The ping is the heartbeat; none is sent without the trigger.
                         let payload = format!("{HEARTBEAT_TAG}{:016x} {sent_at}", inner.token);
                         sqlx::query(&sql::heartbeat())
                             .bind(payload)
-                            .fetch_optional(p)
+                            .fetch_optional(&p)
                             .await
                             .map(|sent| sent.is_some())
                     }
@@ -575,7 +635,7 @@ async fn watch(inner: Arc<Inner>) {
         match ping {
             Ok(Ok(sent)) => {
                 inner.set_up();
-                if let Some(pg) = &inner.watch_pool {
+                if let Some(Pool::Pg(pg)) = inner.watch_pool.as_ref().map(|w| w.get()) {
                     let listening = inner.listening.load(Ordering::SeqCst);
                     let back = inner.heartbeat.load(Ordering::SeqCst);
                     if !listening || unanswered.is_some_and(|u| back >= u) {
@@ -613,10 +673,14 @@ async fn watch(inner: Arc<Inner>) {
                 }
             }
             Ok(Err(e)) => {
+                if matches!(e, sqlx::Error::PoolTimedOut) {
+                    inner.watch_pool.as_ref().unwrap_or(&inner.pool).starved();
+                }
                 inner.set_down(&unavailable(&e).to_string());
                 drop_listener(&inner, &mut listener);
             }
             Err(_) => {
+                inner.watch_pool.as_ref().unwrap_or(&inner.pool).starved();
                 inner.set_down("no answer to a ping");
                 drop_listener(&inner, &mut listener);
             }
@@ -730,6 +794,7 @@ impl Store for DbStore {
         let changed = self.block(async move {
             inner
                 .pool
+                .get()
                 .put(&key, kh.0, &n, &a, force)
                 .await
                 .map_err(|e| unavailable(&e))
@@ -744,8 +809,14 @@ impl Store for DbStore {
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
         let inner = self.inner.clone();
         let key = id.as_str().to_string();
-        let rows = self
-            .block(async move { inner.pool.rows_for(&key).await.map_err(|e| unavailable(&e)) })?;
+        let rows = self.block(async move {
+            inner
+                .pool
+                .get()
+                .rows_for(&key)
+                .await
+                .map_err(|e| unavailable(&e))
+        })?;
         Ok(rows
             .iter()
             .any(|r| r.keyhandle.and_then(kh_from_sql) == Some(kh.0)))
@@ -803,6 +874,7 @@ impl Iterator for Rows<'_> {
             let r = self.store.block(async move {
                 inner
                     .pool
+                    .get()
                     .page(after.as_ref().map(|(id, kh)| (id.as_str(), *kh)), PAGE)
                     .await
                     .map_err(|e| unavailable(&e))

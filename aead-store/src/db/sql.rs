@@ -183,6 +183,52 @@ impl Pool {
         }
     }
 
+    /// A pool with this one's settings and no connection yet, to take its place (see
+    /// `Replaceable` in the module above). Made inside the store's runtime.
+    pub(crate) fn fresh(&self) -> Pool {
+        match self {
+            Pool::Pg(p) => Pool::Pg(
+                p.options()
+                    .clone()
+                    .connect_lazy_with((*p.connect_options()).clone()),
+            ),
+            Pool::My(p) => Pool::My(
+                p.options()
+                    .clone()
+                    .connect_lazy_with((*p.connect_options()).clone()),
+            ),
+            Pool::Lite(p) => Pool::Lite(
+                p.options()
+                    .clone()
+                    .connect_lazy_with((*p.connect_options()).clone()),
+            ),
+        }
+    }
+
+    /// Every connection the pool may have is open (or opening) and none is free.
+    pub(crate) fn saturated(&self) -> bool {
+        fn full(size: u32, idle: usize, max: u32) -> bool {
+            size >= max && idle == 0
+        }
+        match self {
+            Pool::Pg(p) => full(p.size(), p.num_idle(), p.options().get_max_connections()),
+            Pool::My(p) => full(p.size(), p.num_idle(), p.options().get_max_connections()),
+            Pool::Lite(p) => full(p.size(), p.num_idle(), p.options().get_max_connections()),
+        }
+    }
+
+    /// Closes the pool without waiting: connections still out are closed as they come back,
+    /// and one that never comes back is given up with its socket, by the kernel.
+    pub(crate) fn close_in_background(self) {
+        tokio::spawn(async move {
+            match self {
+                Pool::Pg(p) => p.close().await,
+                Pool::My(p) => p.close().await,
+                Pool::Lite(p) => p.close().await,
+            }
+        });
+    }
+
     /// On PostgreSQL, the small pool the LISTEN and its heartbeat use, so that they take no
     /// connection of the lookups': the LISTEN, the heartbeat, and a LISTEN being let go
     /// (whose `UNLISTEN` waits on a silent connection until the network gives up).

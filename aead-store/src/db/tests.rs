@@ -51,7 +51,7 @@ impl Db {
                 let sql = sql.to_string();
                 store
                     .block(async move {
-                        let Pool::Lite(p) = &inner.pool else {
+                        let Pool::Lite(p) = &inner.pool.get() else {
                             unreachable!()
                         };
                         sqlx::raw_sql(&sql)
@@ -425,7 +425,7 @@ fn cached_aeads_outlive_an_outage_only_when_asked() {
         // The database goes away: the file is replaced by a directory, so every query fails.
         std::fs::rename(&path, dir.path().join("gone")).unwrap();
         std::fs::create_dir(&path).unwrap();
-        let Pool::Lite(p) = &s.inner.pool else {
+        let Pool::Lite(p) = &s.inner.pool.get() else {
             unreachable!()
         };
         let p = p.clone();
