@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aead_store::{DbConfig, DbStore, DbUrl, FsStore};
 use e2e_tests::*;
 use ksm::daemon::serve::DbSettings;
-use support::{assert_answer, settings, Daemon};
+use support::{assert_answer, fill_from_fixtures, settings, Daemon};
 use test_support::db::PgSchema;
 
 fn db_settings(url: &str) -> DbSettings {
@@ -111,14 +111,6 @@ fn a_database_that_does_not_answer_gives_store_unavailable_within_the_deadline()
     let health = get(d.addr, "/health").body;
     assert!(health.contains("AEAD database unavailable"), "{health}");
     assert!(get(d.addr, "/metrics").body.contains("ksm_store_up 0\n"));
-}
-
-fn fill_from_fixtures(url: &str) {
-    let db = DbStore::open(DbConfig::new(DbUrl::parse(url).unwrap(), vec![])).unwrap();
-    db.init().unwrap();
-    let files = FsStore::open(test_support::fixtures().join("aead-files/store"), vec![]).unwrap();
-    let c = ksm::tools::store_cmd::copy(&files, &db, &mut std::io::sink()).unwrap();
-    assert_eq!(c.copied, 6);
 }
 
 fn pg_restart() {

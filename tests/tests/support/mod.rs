@@ -115,3 +115,14 @@ pub fn assert_answer(a: &Answer, status: u16, body: &str) {
         (status, format!("{body}\n").as_str())
     );
 }
+
+/// Makes pyhsm's table in the database at `url` and fills it with the six AEADs of
+/// `fixtures/aead-files/store`, as `ksm store db-import` does.
+pub fn fill_from_fixtures(url: &str) {
+    use aead_store::{DbConfig, DbStore, DbUrl, FsStore};
+    let db = DbStore::open(DbConfig::new(DbUrl::parse(url).unwrap(), vec![])).unwrap();
+    db.init().unwrap();
+    let files = FsStore::open(test_support::fixtures().join("aead-files/store"), vec![]).unwrap();
+    let c = ksm::tools::store_cmd::copy(&files, &db, &mut std::io::sink()).unwrap();
+    assert_eq!(c.copied, 6);
+}
