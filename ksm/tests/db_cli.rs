@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::{emulator_config, get, otp_vectors, output_text as text, ykgenerate, Device};
 use hsm_proto::{Aead, AesKey, KeyHandle, Nonce};
-use test_support::db::{MyDatabase, PgSchema, PYHSM_SCHEMA_PG};
+use test_support::db::{new_cluster, MyDatabase, PgCluster, PgSchema, PYHSM_SCHEMA_PG};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
@@ -471,4 +471,52 @@ fn postgresql_with_a_pool_of_one_decodes_while_it_listens() {
         pg.sql("UPDATE aead_table SET keyhandle = keyhandle;");
     }
     assert!(get(d.1, "/metrics").body.contains("ksm_store_watching 1"));
+}
+
+/// A server that asks for a password: the URL carries none (ours refuses one that does), and
+/// the driver finds it in the file `PGPASSFILE` names, as pyhsm's users give it to libpq.
+/// Without the file the same URL is refused by the server.
+#[test]
+fn a_password_from_pgpassfile_opens_a_server_that_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pwfile = dir.path().join("pw");
+    std::fs::write(&pwfile, "correct horse battery staple\n").unwrap();
+    let c = new_cluster(dir.path(), "main", "scram-sha-256", Some(&pwfile));
+    std::fs::remove_file(&pwfile).unwrap();
+    let no_pass = with_pgpass(&c, None, &["store", "db-init"]);
+    assert!(!no_pass.status.success());
+    assert!(text(&no_pass).contains("password"), "{}", text(&no_pass));
+
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "127.0.0.1:{}:*:postgres:correct horse battery staple\n",
+            c.port
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store = test_support::fixtures().join("aead-files/store");
+    for args in [
+        vec!["store", "db-init"],
+        vec!["store", "db-import", store.to_str().unwrap()],
+    ] {
+        let o = with_pgpass(&c, Some(&pgpass), &args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains("correct horse"));
+    }
+    assert_eq!(c.sql("SELECT count(*) FROM aead_table"), "6\n");
+}
+
+/// `ksm ARGS URL` for the cluster, with `PGPASSFILE` set to `pgpass` if given (and naming
+/// no file otherwise, so the caller's own `~/.pgpass` plays no part).
+fn with_pgpass(c: &PgCluster, pgpass: Option<&Path>, args: &[&str]) -> Output {
+    Command::new(KSM)
+        .args(args)
+        .arg(c.url())
+        .env("PGPASSFILE", pgpass.unwrap_or(Path::new("/nonexistent")))
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap()
 }

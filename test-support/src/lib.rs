@@ -83,7 +83,7 @@ pub fn vector_otp(i: usize, counter: u16, use_: u8) -> String {
 /// MariaDB: `root` without password, database `test`), driven with their own command-line
 /// clients. Dropped with the value.
 pub mod db {
-    use std::process::{Command, Stdio};
+    use std::process::{Command, Output, Stdio};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// PostgreSQL as the tests reach it (`psql` arguments).
@@ -278,4 +278,188 @@ pub mod db {
   aead bytea NOT NULL,
   PRIMARY KEY (public_id, keyhandle)
 );";
+
+    use std::path::{Path, PathBuf};
+
+    fn text(o: &std::process::Output) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    }
+
+    /// PostgreSQL's programs, Debian's layout for the machine's major version.
+    pub fn pg_bin(program: &str) -> PathBuf {
+        let dir = std::fs::read_dir("/usr/lib/postgresql")
+            .expect(
+                "PostgreSQL's server programs (apt-get install postgresql; .ci/run's machine has them)",
+            )
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("bin/initdb").exists())
+            .max()
+            .expect("a PostgreSQL with initdb under /usr/lib/postgresql");
+        dir.join("bin").join(program)
+    }
+
+    /// Runs `program args` as the `postgres` user (PostgreSQL refuses to run as root).
+    pub fn as_postgres(program: &Path, args: &[&str]) -> Output {
+        let o = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("runuser");
+        assert!(
+            o.status.success(),
+            "{} {args:?}: {}",
+            program.display(),
+            text(&o)
+        );
+        o
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port()
+    }
+
+    /// A PostgreSQL cluster of a test's own (a server with its data directory), stopped on
+    /// drop. The machine's server runs with trust authentication and no replication, which
+    /// cannot show a hot standby or a server that asks for a password; a cluster made here can.
+    pub struct PgCluster {
+        data: PathBuf,
+        /// Where its unix socket is (connections there are trusted).
+        sockets: PathBuf,
+        /// Its port on 127.0.0.1.
+        pub port: u16,
+    }
+
+    impl PgCluster {
+        fn start(data: PathBuf, sockets: &Path) -> PgCluster {
+            let port = free_port();
+            let opts = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                sockets.display()
+            );
+            let log = data.join("log");
+            as_postgres(
+                &pg_bin("pg_ctl"),
+                &[
+                    "-D",
+                    data.to_str().expect("a UTF-8 temporary path"),
+                    "-o",
+                    &opts,
+                    "-l",
+                    log.to_str().expect("a UTF-8 temporary path"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            );
+            PgCluster {
+                data,
+                sockets: sockets.to_path_buf(),
+                port,
+            }
+        }
+
+        /// Its `postgres` database, as the KSM takes it.
+        pub fn url(&self) -> String {
+            format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+        }
+
+        /// Runs `sql` there, over its unix socket (trusted whatever TCP asks for); what
+        /// `psql -At` printed.
+        pub fn sql(&self, sql: &str) -> String {
+            let o = Command::new("psql")
+                .arg("-h")
+                .arg(&self.sockets)
+                .args(["-p", &self.port.to_string()])
+                .args(["-U", "postgres", "-d", "postgres", "-q", "-At"])
+                .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+                .output()
+                .expect("psql");
+            assert!(o.status.success(), "{sql}: {}", text(&o));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+    }
+
+    impl Drop for PgCluster {
+        fn drop(&mut self) {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(pg_bin("pg_ctl"))
+                .args([
+                    "-D",
+                    self.data.to_str().expect("a UTF-8 temporary path"),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ])
+                .output();
+        }
+    }
+
+    /// A new cluster in `dir/name` whose TCP connections authenticate with `host_auth`
+    /// (`trust`, or `scram-sha-256` with the password in `pwfile`); its unix sockets trust.
+    pub fn new_cluster(
+        dir: &Path,
+        name: &str,
+        host_auth: &str,
+        pwfile: Option<&Path>,
+    ) -> PgCluster {
+        let (data, sockets) = (dir.join(name), dir.join("run"));
+        let _ = std::fs::create_dir(&sockets);
+        Command::new("chown")
+            .args([
+                "-R",
+                "postgres:postgres",
+                dir.to_str().expect("a UTF-8 temporary path"),
+            ])
+            .status()
+            .expect("chown");
+        let auth = format!("--auth-host={host_auth}");
+        let mut args = vec![
+            "-D",
+            data.to_str().expect("a UTF-8 temporary path"),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            &auth,
+            "--no-sync",
+        ];
+        let pw = pwfile.map(|p| format!("--pwfile={}", p.display()));
+        args.extend(pw.as_deref());
+        as_postgres(&pg_bin("initdb"), &args);
+        PgCluster::start(data, &sockets)
+    }
+
+    /// A primary and a standby streaming from it.
+    pub fn primary_and_standby(dir: &Path) -> (PgCluster, PgCluster) {
+        let p = new_cluster(dir, "primary", "trust", None);
+        let (standby, sockets) = (dir.join("standby"), dir.join("run"));
+        as_postgres(
+            &pg_bin("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                standby.to_str().expect("a UTF-8 temporary path"),
+                "-R",
+                "--no-sync",
+            ],
+        );
+        let s = PgCluster::start(standby, &sockets);
+        assert_eq!(s.sql("SELECT pg_is_in_recovery()"), "t\n");
+        (p, s)
+    }
 }

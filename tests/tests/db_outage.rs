@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aead_store::{DbConfig, DbStore, DbUrl, FsStore};
+use aead_store::DbUrl;
 use e2e_tests::*;
 use ksm::daemon::serve::DbSettings;
 use support::{assert_answer, fill_from_fixtures, settings, Daemon};

@@ -1,159 +1,17 @@
 //! A KSM reading its AEADs from a PostgreSQL hot standby: the deployment the README sketches
-//! (one primary that the key tools write to, standbys near the KSMs).
-//!
-//! The machine's PostgreSQL cannot be made a primary of a test's standby without changing its
-//! configuration, so the test makes a pair of its own: a primary cluster in a temporary
-//! directory (`initdb`, trust authentication for replication too), a standby copied from it
-//! with `pg_basebackup -R`, both on free ports of 127.0.0.1, run as the `postgres` user, and
-//! stopped when the test ends.
+//! (one primary that the key tools write to, standbys near the KSMs), which the machine's own
+//! server (no replication) cannot show, so the test makes a primary and a standby of its own
+//! ([`test_support::db::PgCluster`]).
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e_tests::*;
 use support::{assert_answer, fill_from_fixtures, settings, Daemon};
-
-/// PostgreSQL's programs, Debian's layout for the machine's major version.
-fn pg_bin(program: &str) -> PathBuf {
-    let dir = std::fs::read_dir("/usr/lib/postgresql")
-        .expect(
-            "PostgreSQL's server programs (apt-get install postgresql; .ci/run's machine has them)",
-        )
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("bin/initdb").exists())
-        .max()
-        .expect("a PostgreSQL with initdb under /usr/lib/postgresql");
-    dir.join("bin").join(program)
-}
-
-/// Runs `program args` as the `postgres` user (PostgreSQL refuses to run as root).
-fn as_postgres(program: &Path, args: &[&str]) -> Output {
-    let o = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("runuser");
-    assert!(
-        o.status.success(),
-        "{} {args:?}: {}",
-        program.display(),
-        output_text(&o)
-    );
-    o
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One PostgreSQL cluster of the test's own, stopped on drop.
-struct Cluster {
-    data: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn start(data: PathBuf, sockets: &Path) -> Cluster {
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            sockets.display()
-        );
-        let log = data.join("log");
-        as_postgres(
-            &pg_bin("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-        Cluster { data, port }
-    }
-
-    fn url(&self) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        let o = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-q", "-At"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(o.status.success(), "{sql}: {}", output_text(&o));
-        String::from_utf8(o.stdout).unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(pg_bin("pg_ctl"))
-            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-/// A primary and a standby streaming from it.
-fn primary_and_standby(dir: &Path) -> (Cluster, Cluster) {
-    let (primary, standby, sockets) = (dir.join("primary"), dir.join("standby"), dir.join("run"));
-    std::fs::create_dir(&sockets).unwrap();
-    Command::new("chown")
-        .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    as_postgres(
-        &pg_bin("initdb"),
-        &[
-            "-D",
-            primary.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-        ],
-    );
-    let p = Cluster::start(primary, &sockets);
-    as_postgres(
-        &pg_bin("pg_basebackup"),
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &p.port.to_string(),
-            "-U",
-            "postgres",
-            "-D",
-            standby.to_str().unwrap(),
-            "-R",
-            "--no-sync",
-        ],
-    );
-    let s = Cluster::start(standby, &sockets);
-    assert_eq!(s.sql("SELECT pg_is_in_recovery()"), "t\n");
-    (p, s)
-}
+use test_support::db::primary_and_standby;
 
 /// Polls `f` until it holds, for at most `within`.
 fn soon(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
