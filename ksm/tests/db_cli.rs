@@ -520,3 +520,106 @@ fn with_pgpass(c: &PgCluster, pgpass: Option<&Path>, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// TLS to PostgreSQL as the README documents it (`?sslmode=verify-full&sslrootcert=CA`), on a
+/// server that refuses connections without TLS: the tools connect with the CA that signed the
+/// server's certificate, and are refused with another CA, or without TLS.
+#[test]
+fn postgresql_over_tls_checks_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    for ca in ["ca", "other-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN=ksm test {ca}"),
+            "-days",
+            "2",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+        ]);
+    }
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(d.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    let c = test_support::db::tls_cluster(d, "tls", &d.join("server.crt"), &d.join("server.key"));
+    let url = |query: &str| format!("{}?{query}", c.url());
+    let db_init = |url: String| {
+        Command::new(KSM)
+            .args(["store", "db-init"])
+            .arg(url)
+            .output()
+            .unwrap()
+    };
+
+    let good = db_init(url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        d.join("ca.crt").display()
+    )));
+    assert!(good.status.success(), "{}", text(&good));
+    assert_eq!(c.sql("SELECT count(*) FROM aead_table"), "0\n");
+
+    let other = db_init(url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        d.join("other-ca.crt").display()
+    )));
+    assert!(!other.status.success());
+    assert!(
+        text(&other).to_lowercase().contains("certificate"),
+        "{}",
+        text(&other)
+    );
+
+    let plain = db_init(url("sslmode=disable"));
+    assert!(!plain.status.success());
+    assert!(
+        text(&plain).contains("no encryption") || text(&plain).contains("pg_hba"),
+        "{}",
+        text(&plain)
+    );
+}

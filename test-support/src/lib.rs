@@ -439,6 +439,41 @@ pub mod db {
         PgCluster::start(data, &sockets)
     }
 
+    /// A new cluster in `dir/name` that takes TCP connections only over TLS, with the server
+    /// certificate and key in the PEM files given (its unix sockets trust, without TLS).
+    pub fn tls_cluster(dir: &Path, name: &str, cert: &Path, key: &Path) -> PgCluster {
+        let c = new_cluster(dir, name, "trust", None);
+        let data = c.data.clone();
+        drop(c);
+        std::fs::copy(cert, data.join("server.crt")).expect("copy the certificate");
+        std::fs::copy(key, data.join("server.key")).expect("copy the key");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .expect("write postgresql.conf");
+        for f in ["server.crt", "server.key"] {
+            let p = data.join(f);
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod");
+        }
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data)
+            .status()
+            .expect("chown");
+        PgCluster::start(data, &dir.join("run"))
+    }
+
     /// A primary and a standby streaming from it.
     pub fn primary_and_standby(dir: &Path) -> (PgCluster, PgCluster) {
         let p = new_cluster(dir, "primary", "trust", None);
