@@ -232,12 +232,14 @@ pub fn copy_all(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result
 /// Why an AEAD that parses is still of no use to a KSM: only a YubiKey AEAD (30 bytes: the
 /// 22-byte secret and the 8-byte MAC) decodes OTPs, and the daemon answers `ERR Corrupt AEAD`
 /// for any other. The tools say so at once rather than leave it to the first login.
+/// A YubiHSM 2 AEAD is always a YubiKey's (the format holds exactly 36 bytes).
 fn not_a_yubikey_aead(s: &aead_store::StoredAead) -> Option<String> {
-    YubiKeyAead::try_from(&s.aead).err().map(|_| {
+    let aead = s.hsm1_aead()?;
+    YubiKeyAead::try_from(aead).err().map(|_| {
         format!(
             "{}: an AEAD of {} bytes, not a YubiKey AEAD (30 bytes); the KSM answers ERR Corrupt AEAD for it",
             s.source,
-            s.aead.as_bytes().len()
+            aead.as_bytes().len()
         )
     })
 }
@@ -265,7 +267,7 @@ pub fn copy(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result<Cop
             let _ = writeln!(out, "BAD {why}");
             continue;
         }
-        match to.write(s.key_handle, &id, &s.nonce, &s.aead, false) {
+        match to.put(&id, &s.sealed, false) {
             Ok(_) => c.copied += 1,
             Err(StoreError::AlreadyExists(_)) => c.present += 1,
             Err(err @ StoreError::Unavailable(_)) => return Err(err.into()),
@@ -312,7 +314,7 @@ pub fn verify(
         if e.nonce_differs {
             r.nonce_differs += 1;
             let nonce = match &e.result {
-                Ok(s) => Some(s.nonce),
+                Ok(s) => Some(s.nonce()),
                 Err(StoreError::NonceMismatch { nonce, .. }) => Some(*nonce),
                 Err(_) => None,
             };
@@ -341,9 +343,17 @@ pub fn verify(
                     r.misplaced += 1;
                     let _ = writeln!(out, "MISPLACED {}: {}", e.source, e.misplaced.join("; "));
                 }
+                let aead_store::Sealed::Hsm1 {
+                    key_handle,
+                    nonce,
+                    aead,
+                } = &s.sealed
+                else {
+                    continue;
+                };
                 if let Some(h) = hsm.as_deref_mut() {
                     // Each check stands alone: between two, other tools may use the device.
-                    let checked = h.aead_decrypt_cmp(s.key_handle, s.nonce, &[], &s.aead);
+                    let checked = h.aead_decrypt_cmp(*key_handle, *nonce, &[], aead);
                     h.end_operation()?;
                     match checked {
                         Ok(true) => {}
