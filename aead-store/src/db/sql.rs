@@ -157,6 +157,15 @@ fn numbered(sql: &str) -> String {
     out
 }
 
+/// Whether the database said the table queried does not exist (PostgreSQL `42P01`,
+/// MySQL/MariaDB `42S02`, SQLite's "no such table").
+pub(crate) fn is_missing_table(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        matches!(d.code().as_deref(), Some("42P01" | "42S02"))
+            || d.message().starts_with("no such table")
+    })
+}
+
 /// The `INT` a key handle is stored as.
 pub(crate) fn kh_to_sql(kh: u32) -> i32 {
     i32::from_ne_bytes(kh.to_ne_bytes())

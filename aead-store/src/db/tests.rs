@@ -852,7 +852,9 @@ fn a_store_of_key_handles_only_never_reads_the_yubihsm2_table() {
         db.insert("ccccdeulfbvj", 0x20, &nonce_of("ccccdeulfbvj"), &aead(1));
         let s = db.store(&[0x20], false);
         assert!(s.lookup(&id("ccccdeulfbvj")).unwrap().is_some());
-        assert_eq!(s.entries().filter(|e| e.result.is_ok()).count(), 1);
+        // The walk (verify, stats, export) takes the missing table for an empty one.
+        let walked: Vec<_> = s.entries().map(|e| e.result.map(|a| a.key())).collect();
+        assert_eq!(walked, [Ok(AeadKey::Handle(KeyHandle(0x20)))]);
         // Asked for a YubiHSM 2 key, it says the table is missing.
         let k = keyed_store(&db, &[AeadKey::OtpKey(ObjectId(5))]);
         assert!(matches!(
