@@ -27,7 +27,7 @@ pub enum Error {
     #[error(transparent)]
     Device(#[from] hsm_proto::Error),
     /// The YubiHSM 2 (or its connector) failed or refused.
-    #[error("YubiHSM 2: {0}")]
+    #[error(transparent)]
     Hsm2(#[from] hsm2_proto::Error),
     /// No HSM to use: no `-D`, no daemon on the socket, no `/dev/ttyACM0`.
     #[error("device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}", socket.display())]

@@ -184,6 +184,7 @@ pub struct Hsm2Device {
     /// The session, authenticated with [`Hsm2Auth`].
     pub session: HostSession,
     spec: Hsm2Spec,
+    auth: Hsm2Auth,
 }
 
 impl std::fmt::Debug for Hsm2Device {
@@ -203,7 +204,32 @@ impl Hsm2Device {
             client,
             session,
             spec: spec.clone(),
+            auth: auth.clone(),
         })
+    }
+
+    /// Runs one command in the session. A session the device no longer knows (it idles
+    /// out after 30 s, e.g. while a tool waited on a slow disk) or one a failed exchange
+    /// left unusable is opened again, once, and the command sent again: the commands the
+    /// tools send change nothing on the device, so sending one twice is harmless.
+    pub fn call<R>(
+        &mut self,
+        mut f: impl FnMut(&mut Client<Box<dyn Transport>>, &mut HostSession) -> hsm2_proto::Result<R>,
+    ) -> Result<R, Error> {
+        if self.session.is_usable() {
+            match f(&mut self.client, &mut self.session) {
+                Ok(r) => return Ok(r),
+                Err(hsm2_proto::Error::Device {
+                    code: hsm2_proto::ErrorCode::InvalidSession,
+                    ..
+                }) => {}
+                // A refusal of this command: the session is fine, the answer stands.
+                Err(e) if self.session.is_usable() => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        self.session = self.client.open_session(self.auth.key_id, &self.auth.key)?;
+        Ok(f(&mut self.client, &mut self.session)?)
     }
 
     /// Which device this is.
@@ -218,31 +244,19 @@ impl Hsm2Device {
     }
 }
 
-/// How a tool finds and opens its YubiHSM 2: `-D URL`, `--auth-key-id`, `--password-file`.
+/// How a tool authenticates to its YubiHSM 2: `--auth-key-id`, `--password-file`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Hsm2Args {
-    /// The YubiHSM 2: http://host:port of a yubihsm-connector (or `ksm emulate --hsm2`),
-    /// usb, or usb:SERIAL (USB needs the `usb` build feature).
-    #[arg(short = 'D', long = "device")]
-    pub device: String,
-    /// The authentication key to open the session with (its object id).
+pub struct Hsm2AuthArgs {
+    /// YubiHSM 2: the authentication key to open the session with (its object id).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub auth_key_id: u16,
-    /// A private file (mode 0600) whose first line is the authentication key's password;
-    /// without it the password is asked for on the terminal, without echo.
+    /// YubiHSM 2: a private file (mode 0600) whose first line is the authentication key's
+    /// password; without it the password is asked for on the terminal, without echo.
     #[arg(long)]
     pub password_file: Option<std::path::PathBuf>,
-    /// Longest wait for the device, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub hsm_timeout: u64,
 }
 
-impl Hsm2Args {
-    /// The device, parsed.
-    pub fn spec(&self) -> Result<Hsm2Spec, Error> {
-        Hsm2Spec::parse(&self.device)
-    }
-
+impl Hsm2AuthArgs {
     /// The password's keys, from the file or the terminal.
     pub fn auth(&self) -> Result<Hsm2Auth, Error> {
         let id = ObjectId(self.auth_key_id);
@@ -252,11 +266,36 @@ impl Hsm2Args {
         }
     }
 
+    /// Opens the YubiHSM 2 `device` names and a session; every wait at most `timeout`.
+    pub fn open(&self, device: &str, timeout: Duration) -> Result<Hsm2Device, Error> {
+        let spec = Hsm2Spec::parse(device)?;
+        let auth = self.auth()?;
+        Hsm2Device::open(&spec, &auth, timeout)
+    }
+}
+
+/// How a YubiHSM 2-only tool finds and opens its device: `-D URL` and [`Hsm2AuthArgs`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct Hsm2Args {
+    /// The YubiHSM 2: http://host:port of a yubihsm-connector (or `ksm emulate --hsm2`),
+    /// usb, or usb:SERIAL (USB needs the `usb` build feature).
+    #[arg(short = 'D', long = "device")]
+    pub device: String,
+    /// The authentication key and its password.
+    #[command(flatten)]
+    pub auth: Hsm2AuthArgs,
+    /// Seconds to wait for each answer of the device.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+impl Hsm2Args {
     /// Opens the device and a session.
     pub fn open(&self) -> Result<Hsm2Device, Error> {
-        let spec = self.spec()?;
-        let auth = self.auth()?;
-        Hsm2Device::open(&spec, &auth, Duration::from_secs(self.hsm_timeout.max(1)))
+        self.auth.open(
+            &self.device,
+            Duration::from_secs(self.timeout.clamp(1, 600)),
+        )
     }
 }
 
