@@ -244,11 +244,25 @@ impl Hsm2Device {
     }
 }
 
+/// Parses a YubiHSM 2 object id as operators write it: decimal or `0x` hex, 1 to 0xfffe.
+pub fn object_id_arg(text: &str) -> Result<u16, String> {
+    let t = text.trim();
+    let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => t.parse::<u16>(),
+    }
+    .map_err(|_| format!("{t:?} is not an object id (decimal or 0x hex)"))?;
+    if n == 0 || n == 0xffff {
+        return Err("an object id is 1 to 0xfffe".into());
+    }
+    Ok(n)
+}
+
 /// How a tool authenticates to its YubiHSM 2: `--auth-key-id`, `--password-file`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Hsm2AuthArgs {
     /// YubiHSM 2: the authentication key to open the session with (its object id).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value = "1", value_parser = object_id_arg)]
     pub auth_key_id: u16,
     /// YubiHSM 2: a private file (mode 0600) whose first line is the authentication key's
     /// password; without it the password is asked for on the terminal, without echo.
@@ -303,6 +317,16 @@ impl Hsm2Args {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn object_ids_are_decimal_or_hex_from_1_to_0xfffe() {
+        assert_eq!(object_id_arg("48"), Ok(48));
+        assert_eq!(object_id_arg("0x30"), Ok(48));
+        assert_eq!(object_id_arg("0xfffe"), Ok(0xfffe));
+        for bad in ["0", "0x0", "0xffff", "65536", "x", "", "-1"] {
+            assert!(object_id_arg(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn device_specs_parse_or_say_why_not() {

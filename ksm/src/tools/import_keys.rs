@@ -38,7 +38,7 @@ pub struct ImportArgs {
     pub key_handles: KeyHandleArgs,
     /// YubiHSM 2: the otp-aead-key to seal under, instead of key handles (-D names the
     /// YubiHSM 2; needs --random-nonce, as the device chooses every nonce).
-    #[arg(long, conflicts_with_all = ["key_handles", "internal_db"], value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, conflicts_with_all = ["key_handles", "internal_db"], value_parser = crate::hsm2_device::object_id_arg)]
     pub key_id: Option<u16>,
     /// YubiHSM 2: its authentication key and password.
     #[command(flatten)]

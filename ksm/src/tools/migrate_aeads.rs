@@ -36,7 +36,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub key_handle: String,
     /// The otp-aead-key made of that handle's key (`ksm provision-hsm2 --key-id`).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
     pub to_key_id: u16,
     /// Write the YubiHSM 2 files to this directory (must exist) instead of beside the
     /// YubiHSM 1 ones in -B.

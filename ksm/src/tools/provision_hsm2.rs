@@ -52,7 +52,7 @@ pub struct ProvisionHsm2Args {
     #[arg(long)]
     pub key_handle: String,
     /// The otp-aead-key object id to create on the YubiHSM 2.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
     pub key_id: u16,
     /// Its capabilities (yubihsm-shell's spelling, colon-separated).
     #[arg(long, default_value = DEFAULT_CAPABILITIES)]

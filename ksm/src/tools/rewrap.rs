@@ -26,11 +26,11 @@ use crate::Error;
 #[derive(Debug, clap::Args)]
 pub struct RewrapArgs {
     /// The otp-aead-key the AEADs are under now.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
     pub from_key: u16,
     /// The otp-aead-key to move them to (needs rewrap-to-otp-aead-key; A needs
     /// rewrap-from-otp-aead-key, and so does the authentication key, both).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
     pub to_key: u16,
     /// The AEAD directory (or --db-url).
     #[command(flatten)]
