@@ -441,6 +441,45 @@ fn migrating_to_a_key_that_does_not_match_stops_before_writing_anything() {
         "{err}"
     );
     assert!(!aeads.join("otp-aead-key-0x0030").exists());
+
+    // With -O the YubiHSM 2 files go elsewhere, and --no-check needs no device.
+    let out = d.path().join("hsm2-aeads");
+    std::fs::create_dir(&out).unwrap();
+    let o = ok(&ksm(
+        &[
+            "migrate-aeads",
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handle",
+            "32",
+            "--to-key-id",
+            "0x30",
+            "-O",
+            out.to_str().unwrap(),
+            "--no-check",
+        ],
+        "",
+    ));
+    assert!(
+        o.contains(" migrated, 0 skipped (already there), 0 failed"),
+        "{o}"
+    );
+    assert!(out.join("otp-aead-key-0x0030").is_dir());
+    assert!(!aeads.join("otp-aead-key-0x0030").exists());
+    // Without -D and without --no-check: a usage error.
+    let o = ksm(
+        &[
+            "migrate-aeads",
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handle",
+            "32",
+            "--to-key-id",
+            "0x30",
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]
@@ -490,6 +529,24 @@ fn generate_import_verify_and_rotate_on_a_yubihsm2() {
     };
     let refused = gen(&[]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    // --key-id is for a YubiHSM 2: a serial device (or none) is a usage error.
+    let o = ksm(
+        &[
+            "generate-keys",
+            "--key-id",
+            "5",
+            "--random-nonce",
+            "--start-public-id",
+            "1",
+            "-D",
+            "/dev/ttyACM9",
+            "-O",
+            aeads.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is for a YubiHSM 2"), "{}", text(&o));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--random-nonce"));
     assert!(ok(&gen(&["--random-nonce"])).contains("Done: 3 generated, 0 already present"));
     assert!(ok(&gen(&["--random-nonce"])).contains("Done: 0 generated, 3 already present"));
