@@ -54,7 +54,7 @@ fn otps(dir: &Path, ids: std::ops::RangeInclusive<u64>) -> HashMap<u64, String> 
         let s = aead_store::Store::lookup(&store, &id)
             .unwrap()
             .expect("generated");
-        let plain = aead::open(&key, KH, &s.nonce, &s.aead).unwrap();
+        let plain = aead::open(&key, KH, &s.nonce(), s.hsm1_aead().unwrap()).unwrap();
         (
             n,
             ykgenerate(

@@ -549,13 +549,22 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             return (outcome, id);
         }
     };
-    let Ok(aead) = YubiKeyAead::try_from(&stored.aead) else {
+    let aead_store::Sealed::Hsm1 {
+        key_handle,
+        nonce,
+        aead,
+    } = &stored.sealed
+    else {
+        warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is for a YubiHSM 2, which this daemon does not serve");
+        return (Outcome::HsmRefused, id);
+    };
+    let Ok(aead) = YubiKeyAead::try_from(aead) else {
         warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
         return (Outcome::CorruptAead, id);
     };
     let outcome = match st
         .pool
-        .decode(otp, stored.key_handle, stored.nonce, aead, deadline)
+        .decode(otp, *key_handle, *nonce, aead, deadline)
         .await
     {
         Ok(d) => Outcome::Ok(d),
