@@ -342,6 +342,8 @@ fn curl_refuses_an_expired_server_certificate() {
     let ksm = Serve::with(&["--tls-cert", path(&cert), "--tls-key", path(&key)]);
     let (code, body) = curl(&["--cacert", path(&ca_file), &ksm.decode_url(&otp(3))]);
     assert_eq!((code, body.as_str()), (CURL_PEER_FAILED_VERIFICATION, ""));
+    // The operator learns why validators go elsewhere.
+    ksm.log.wait_for("TLS handshake refused by the client", 1);
 }
 
 /// A TLS client over one socket, kept open: rustls, trusting `ca`.

@@ -299,22 +299,20 @@ async fn handshake(
     match accepted {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
-            let refused = e
+            // Why matters to the operator when a validator is turned away (its certificate)
+            // or turns away (ours, expired or from a CA it does not trust); anything else
+            // is a scanner or a broken client.
+            match e
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|e| {
-                    matches!(
-                        e,
-                        rustls::Error::InvalidCertificate(_)
-                            | rustls::Error::NoCertificatesPresented
-                    )
-                });
-            if refused {
-                // A validator with a wrong, expired or missing certificate: the operator's
-                // business.
-                warn!(client = %peer.ip(), error = %e, "TLS client certificate refused");
-            } else {
-                debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+            {
+                Some(
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented,
+                ) => warn!(client = %peer.ip(), error = %e, "TLS client certificate refused"),
+                Some(rustls::Error::AlertReceived(_)) => {
+                    warn!(client = %peer.ip(), error = %e, "TLS handshake refused by the client (does it trust the KSM's certificate?)")
+                }
+                _ => debug!(client = %peer.ip(), error = %e, "TLS handshake failed"),
             }
             None
         }
