@@ -1,4 +1,5 @@
-//! The decode API validators call, on a real HTTP/1.1 server.
+//! The decode API validators call, on a real HTTP/1.1 server, over TLS if the daemon has a
+//! certificate (see [`crate::daemon::tls`]).
 //!
 //! `run` takes a bound listener, the shared state and a shutdown future, so tests start the
 //! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers and a
@@ -6,7 +7,8 @@
 //! [`crate::daemon::connections`]), so a slow or abusive client costs little. Each request then goes
 //! through the same gate before any work is done for it: the allow-list, then the whole
 //! request (headers and body) received by its deadline; only then is it routed, by an axum
-//! router.
+//! router. Over TLS the allow-list comes before the handshake, and the handshake counts as
+//! part of the wait for the first request.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -152,7 +152,8 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error>
 }
 
 /// The private key of a PEM file that only its owner may read. The file's text and the
-/// decoded key are wiped here; rustls keeps the key only in the signing key it makes.
+/// decoded key are wiped here (the PEM decoder's own scratch buffer is not ours to wipe);
+/// from then on the key lives only in the signing key ring makes of it.
 fn read_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, Error> {
     let text = keyfile::read_private(path).map_err(|e| match e {
         hsm_proto::Error::KeyFile { path, reason } => Error::Config { path, reason },
