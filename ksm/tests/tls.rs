@@ -580,3 +580,33 @@ fn a_client_outside_the_allow_list_is_closed_before_its_handshake() {
     s.write_all(&HANDSHAKE_BEGUN).unwrap();
     assert!(closed_by_daemon(&mut s));
 }
+
+#[test]
+fn other_tls_files_in_ksm_toml_wait_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("ksm test CA");
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem(), 0o644);
+    let (cert, key) = server_files(dir.path(), &ca, false);
+    let toml = |cert: &Path, key: &Path| format!("tls-cert = {cert:?}\ntls-key = {key:?}\n");
+    let conf = write(dir.path(), "ksm.toml", &toml(&cert, &key), 0o644);
+    let ksm = Serve::with(&["--config", path(&conf)]);
+    assert_eq!(ksm.scheme, "https");
+
+    // Reloaded as they are: no complaint.
+    ksm.hangup();
+    ksm.log.wait_for("TLS certificate reloaded", 1);
+    assert!(
+        !ksm.log.text().contains("takes a restart"),
+        "{}",
+        ksm.log.text()
+    );
+
+    // Other files named: said so, and the ones in use stay.
+    std::fs::write(&conf, toml(&dir.path().join("new.crt"), &key)).unwrap();
+    ksm.hangup();
+    ksm.log.wait_for("that takes a restart", 1);
+    assert_eq!(
+        curl(&["--cacert", path(&ca_file), &ksm.decode_url(&otp(12))]),
+        (0, ok_line(12))
+    );
+}

@@ -251,6 +251,9 @@ pub async fn serve(
     // Written, not println!'d: a daemon whose stdout was closed (a supervisor that read the
     // first line and went away) must keep serving, not panic on the broken pipe.
     use std::io::Write as _;
+    // Before the listening line: a SIGHUP sent as soon as the daemon says it listens (a
+    // reload right after a start) must find the handler, not the default action, an exit.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let scheme = if state.tls().is_some() {
         "https"
     } else {
@@ -275,7 +278,12 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
-    let hangup = tokio::spawn(on_hangup(pool.clone(), state.clone(), s.reload.clone()));
+    let hangup = tokio::spawn(on_hangup(
+        hup,
+        pool.clone(),
+        state.clone(),
+        s.reload.clone(),
+    ));
     let result = crate::daemon::server::run(listener, state, shutdown)
         .await
         .map_err(|e| Error::io("serve", e));
@@ -298,9 +306,13 @@ pub async fn serve(
 /// Everything else (devices, AEAD directory, addresses, limits, which TLS files) needs a
 /// restart: changing it under a running daemon could not be done without dropping requests.
 /// A configuration that no longer parses is logged and the old lists kept.
-async fn on_hangup(pool: Arc<Pool>, state: Arc<AppState>, reload: Option<Reload>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn on_hangup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    pool: Arc<Pool>,
+    state: Arc<AppState>,
+    reload: Option<Reload>,
+) {
+    let Ok(mut hup) = hup else {
         warn!("cannot handle SIGHUP");
         return;
     };
@@ -320,6 +332,9 @@ async fn on_hangup(pool: Arc<Pool>, state: Arc<AppState>, reload: Option<Reload>
         let Some(reload) = &reload else { continue };
         match (reload.0)() {
             Ok(new) => {
+                if new.http.tls.as_ref() != state.tls().map(|t| t.files()) {
+                    warn!("SIGHUP: the configuration names other TLS files (or turns TLS on or off); that takes a restart, the files in use stay");
+                }
                 let access = Access::of(&new.http);
                 info!(
                     allow = access.allow.len(),
