@@ -7,8 +7,9 @@
 //! [`crate::daemon::connections`]), so a slow or abusive client costs little. Each request then goes
 //! through the same gate before any work is done for it: the allow-list, then the whole
 //! request (headers and body) received by its deadline; only then is it routed, by an axum
-//! router. Over TLS the allow-list comes before the handshake, and the handshake counts as
-//! part of the wait for the first request.
+//! router. Over TLS the allow-list comes before the handshake, which must be done within the
+//! header timeout of the connection's accept; the connection stays among those closed first
+//! to make room until its first request is in.
 
 use std::convert::Infallible;
 use std::future::Future;
