@@ -11,7 +11,7 @@ pub enum Error {
     /// A flag's value, or a combination of flags, is wrong.
     #[error("{0}")]
     Usage(String),
-    /// A configuration file (`ksm.toml`) does not parse.
+    /// A configuration file (`ksm.toml`, or a TLS certificate or key file) is unusable.
     #[error("{}: {reason}", path.display())]
     Config {
         /// The file.

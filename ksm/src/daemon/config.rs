@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 use crate::daemon::serve::{DbSettings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
 use crate::daemon::sharing::DEFAULT_SOCKET;
+use crate::daemon::tls::TlsFiles;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device::DEFAULT_DEVICE;
 use crate::tools::{self, DEFAULT_AEAD_DIR};
@@ -131,6 +132,16 @@ pub struct ServeOptions {
     /// until the database is back.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub db_serve_cached_when_down: Option<bool>,
+    /// Serve the decode API over TLS with this certificate chain (PEM, the server's
+    /// certificate first); needs --tls-key.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM), a file only its owner may read (mode 0600).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: serve only clients whose certificate chains to a CA of this PEM file.
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
     /// The database password, as a `ksm.toml` key only: a flag would put it in argv, and a
     /// `ksm.toml` holding it must be private (mode 0600), as key files are.
     #[arg(skip)]
@@ -164,6 +175,9 @@ impl Default for ServeOptions {
             db_pool_size: Some(8),
             db_serve_cached_when_down: Some(false),
             db_password: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -253,6 +267,9 @@ impl ServeOptions {
                 .db_serve_cached_when_down
                 .or(other.db_serve_cached_when_down),
             db_password: self.db_password.or(other.db_password),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            tls_client_ca: self.tls_client_ca.or(other.tls_client_ca),
         }
     }
 
@@ -279,7 +296,26 @@ impl ServeOptions {
             allow: self.allow.clone().unwrap_or_default(),
             max_connections: set(&self.max_connections, "max-connections")?,
             header_timeout: seconds(&self.header_timeout, "header-timeout", 0.1..=300.0)?,
+            tls: self.tls()?,
         })
+    }
+
+    /// The TLS files, if the API is served over TLS: a certificate and its key go together,
+    /// and a client CA needs both.
+    fn tls(&self) -> Result<Option<TlsFiles>, Error> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (None, None) if self.tls_client_ca.is_none() => Ok(None),
+            (None, None) => Err(Error::Usage(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            )),
+            (Some(_), None) => Err(Error::Usage("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => Err(Error::Usage("--tls-key needs --tls-cert".into())),
+        }
     }
 
     /// Every setting, checked: `self` with the defaults already under it.
@@ -519,6 +555,46 @@ mod tests {
         assert!(flags(&["--reqtimeout", "61", "--key-handles", "1"])
             .settings()
             .is_err());
+    }
+
+    #[test]
+    fn tls_files_come_from_flags_or_ksm_toml_and_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ksm.toml");
+        std::fs::write(
+            &file,
+            "tls-cert = \"/etc/ksm/cert.pem\"\ntls-key = \"/etc/ksm/key.pem\"\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let s = flags(&[
+            "--demo",
+            "--config",
+            config,
+            "--tls-client-ca",
+            "/etc/ksm/val-ca.pem",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(
+            s.http.tls,
+            Some(TlsFiles {
+                cert: "/etc/ksm/cert.pem".into(),
+                key: "/etc/ksm/key.pem".into(),
+                client_ca: Some("/etc/ksm/val-ca.pem".into()),
+            })
+        );
+        assert_eq!(flags(&["--demo"]).settings().unwrap().http.tls, None);
+        for (args, needs) in [
+            (&["--tls-cert", "c.pem"][..], "--tls-cert needs --tls-key"),
+            (&["--tls-key", "k.pem"][..], "--tls-key needs --tls-cert"),
+            (&["--tls-client-ca", "ca.pem"][..], "--tls-client-ca needs"),
+        ] {
+            let all = [&["--demo"][..], args].concat();
+            let err = flags(&all).settings().unwrap_err();
+            assert!(err.to_string().contains(needs), "{err}");
+            assert_eq!(err.exit_code(), 2);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! - [`config`]: flags, `ksm.toml` and defaults, one type for all three; [`serve`]:
 //!   start-up and shut-down; [`instance`]: one daemon per socket and PID file;
 //! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
-//!   cap, its answer lines and counters;
+//!   cap, its answer lines and counters; [`tls`]: the API over TLS;
 //! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue, and [`health`]:
 //!   what is known of each;
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
@@ -20,4 +20,5 @@ pub mod pool;
 pub mod serve;
 pub mod server;
 pub mod sharing;
+pub mod tls;
 pub mod tool_frame;

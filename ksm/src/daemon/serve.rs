@@ -16,6 +16,7 @@ use crate::daemon::instance::{PidFile, SocketClaim};
 use crate::daemon::pool::{Backend, Pool, PoolConfig};
 use crate::daemon::server::{Access, AppState, HttpConfig};
 use crate::daemon::sharing::SharingConfig;
+use crate::daemon::tls::Tls;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
 use crate::Error;
@@ -185,6 +186,8 @@ pub async fn serve(
     // First of all, before touching a device: is another daemon using our files?
     let pid_file = s.pid_file.as_deref().map(PidFile::claim).transpose()?;
     let socket_claim = s.socket.as_deref().map(SocketClaim::claim).transpose()?;
+    // The certificate and key are checked before any device or store is opened.
+    let tls = s.http.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
     if s.nonce_policy == NoncePolicy::Any {
         warn!("--random-nonce-aeads: AEADs with any nonce are served, so only their place in the AEAD store ties them to a public id");
     }
@@ -219,7 +222,7 @@ pub async fn serve(
     ));
     let mut http = s.http.clone();
     http.max_connections = connection_budget(http.max_connections);
-    let state = Arc::new(AppState::new(pool.clone(), store, http));
+    let state = Arc::new(AppState::new(pool.clone(), store, http).with_tls(tls));
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("listener", e))?;
@@ -248,10 +251,18 @@ pub async fn serve(
     // Written, not println!'d: a daemon whose stdout was closed (a supervisor that read the
     // first line and went away) must keep serving, not panic on the broken pipe.
     use std::io::Write as _;
+    // Before the listening line: a SIGHUP sent as soon as the daemon says it listens (a
+    // reload right after a start) must find the handler, not the default action, an exit.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let scheme = if state.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "ksm listening on http://{addr}{} (AEADs in {}, key handles {})",
+        "ksm listening on {scheme}://{addr}{} (AEADs in {}, key handles {})",
         s.http.serve_path,
         aeads_in,
         khs.join(",")
@@ -259,7 +270,7 @@ pub async fn serve(
     if s.demo {
         let _ = writeln!(
             out,
-            "try:  curl 'http://{addr}{}?{}={}'",
+            "try:  curl '{scheme}://{addr}{}?{}={}'",
             s.http.serve_path,
             s.http.otp_param,
             demo_otp()
@@ -267,7 +278,12 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
-    let hangup = tokio::spawn(on_hangup(pool.clone(), state.clone(), s.reload.clone()));
+    let hangup = tokio::spawn(on_hangup(
+        hup,
+        pool.clone(),
+        state.clone(),
+        s.reload.clone(),
+    ));
     let result = crate::daemon::server::run(listener, state, shutdown)
         .await
         .map_err(|e| Error::io("serve", e));
@@ -285,21 +301,40 @@ pub async fn serve(
 /// SIGHUP, as daemons take it (`systemctl reload ksm`): never an exit. The devices are
 /// reopened (after a replug, or to run their start-up checks again) and their lock state
 /// probed, and the access lists (`allow`, `proxies`) are read again from the flags and
-/// `ksm.toml`. Everything else (devices, AEAD directory, addresses, limits) needs a restart:
-/// changing it under a running daemon could not be done without dropping requests. A
-/// configuration that no longer parses is logged and the old lists kept.
-async fn on_hangup(pool: Arc<Pool>, state: Arc<AppState>, reload: Option<Reload>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+/// `ksm.toml`. With TLS, the certificate, key and client CA files are read again (a renewed
+/// certificate); if one of them is unusable the old ones stay, and the log says why.
+/// Everything else (devices, AEAD directory, addresses, limits, which TLS files) needs a
+/// restart: changing it under a running daemon could not be done without dropping requests.
+/// A configuration that no longer parses is logged and the old lists kept.
+async fn on_hangup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    pool: Arc<Pool>,
+    state: Arc<AppState>,
+    reload: Option<Reload>,
+) {
+    let Ok(mut hup) = hup else {
         warn!("cannot handle SIGHUP");
         return;
     };
     while hup.recv().await.is_some() {
         info!("SIGHUP: reopening the HSMs and probing their lock state");
         pool.reopen_all();
+        if let Some(tls) = state.tls() {
+            match tls.reload() {
+                Ok(()) => {
+                    info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificate reloaded")
+                }
+                Err(e) => {
+                    warn!(error = %e, "SIGHUP: the TLS files did not load; the old certificate stays")
+                }
+            }
+        }
         let Some(reload) = &reload else { continue };
         match (reload.0)() {
             Ok(new) => {
+                if new.http.tls.as_ref() != state.tls().map(|t| t.files()) {
+                    warn!("SIGHUP: the configuration names other TLS files (or turns TLS on or off); that takes a restart, the files in use stay");
+                }
                 let access = Access::of(&new.http);
                 info!(
                     allow = access.allow.len(),

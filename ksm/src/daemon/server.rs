@@ -1,4 +1,5 @@
-//! The decode API validators call, on a real HTTP/1.1 server.
+//! The decode API validators call, on a real HTTP/1.1 server, over TLS if the daemon has a
+//! certificate (see [`crate::daemon::tls`]).
 //!
 //! `run` takes a bound listener, the shared state and a shutdown future, so tests start the
 //! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers and a
@@ -6,7 +7,9 @@
 //! [`crate::daemon::connections`]), so a slow or abusive client costs little. Each request then goes
 //! through the same gate before any work is done for it: the allow-list, then the whole
 //! request (headers and body) received by its deadline; only then is it routed, by an axum
-//! router.
+//! router. Over TLS the allow-list comes before the handshake, which must be done within the
+//! header timeout of the connection's accept; the connection stays among those closed first
+//! to make room until its first request is in.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,6 +39,7 @@ use crate::daemon::connections::{Connections, Slot};
 use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::pool::Pool;
+use crate::daemon::tls::{Tls, TlsFiles};
 
 /// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
 /// `ksm serve`'s with no flags).
@@ -65,6 +69,8 @@ pub struct HttpConfig {
     /// connection began to wait for it (so it is also how long an idle keep-alive connection
     /// stays open).
     pub header_timeout: Duration,
+    /// Serve over TLS with these files (see [`crate::daemon::tls`]); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Everything a request handler needs.
@@ -83,6 +89,8 @@ pub struct AppState {
     /// `http.allow` and `http.proxies` at start, replaced when SIGHUP reloads them. Read
     /// once per connection and per logged decode.
     access: RwLock<Arc<Access>>,
+    /// The TLS configuration, if the API is served over TLS; SIGHUP rereads its files.
+    tls: Option<Arc<Tls>>,
 }
 
 /// The lists SIGHUP may replace without a restart.
@@ -114,7 +122,19 @@ impl AppState {
             access: RwLock::new(Arc::new(Access::of(&http))),
             http,
             metrics: Metrics::default(),
+            tls: None,
         }
+    }
+
+    /// The same state, serving over `tls` (loaded from `http.tls`) if given.
+    pub fn with_tls(mut self, tls: Option<Arc<Tls>>) -> AppState {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS configuration, if the API is served over TLS.
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     /// The access lists in force.
@@ -242,6 +262,82 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     // The peer cannot change: decided once, before anything is read.
     let allowed = allowed(&state.access().allow, peer.ip());
+    let Some(tls) = state.tls() else {
+        serve_http(stream, peer, allowed, slot, app, state, stop).await;
+        return;
+    };
+    if !allowed {
+        // Answering it would take a handshake, and so work, for a client the daemon is not
+        // to talk to: closed before a byte is read.
+        warn!(client = %peer.ip(), "TLS connection from a client outside the allow-list closed");
+        return;
+    }
+    let Some(stream) = handshake(tls.acceptor(), stream, peer, &slot, &mut stop, &state.http).await
+    else {
+        return;
+    };
+    serve_http(stream, peer, allowed, slot, app, state, stop).await;
+}
+
+/// The TLS handshake of a new connection, under the limits of a request: it must be done by
+/// the header timeout, counted from when the connection was accepted, and until it is the
+/// connection is *idle*, so a full table closes it to make room (see
+/// [`crate::daemon::connections`]). A client that connects and never finishes its handshake
+/// therefore holds its slot no longer than one that never sends its request. `None` if the
+/// connection is to be closed.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: Peer,
+    slot: &Slot,
+    stop: &mut watch::Receiver<bool>,
+    http: &HttpConfig,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let deadline = slot.waiting_since() + http.header_timeout;
+    let accepted = tokio::select! {
+        r = tokio::time::timeout_at(deadline.into(), acceptor.accept(stream)) => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => return None,
+        _ = slot.evicted() => return None,
+    };
+    match accepted {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            // Why matters to the operator when a validator is turned away (its certificate)
+            // or turns away (ours, expired or from a CA it does not trust); anything else
+            // is a scanner or a broken client.
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                Some(
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented,
+                ) => warn!(client = %peer.ip(), error = %e, "TLS client certificate refused"),
+                Some(rustls::Error::AlertReceived(_)) => {
+                    warn!(client = %peer.ip(), error = %e, "TLS handshake refused by the client (does it trust the KSM's certificate?)")
+                }
+                _ => debug!(client = %peer.ip(), error = %e, "TLS handshake failed"),
+            }
+            None
+        }
+        Err(_) => {
+            debug!(client = %peer.ip(), "TLS handshake not done within the header timeout");
+            None
+        }
+    }
+}
+
+/// HTTP/1.1 on an accepted connection (plain, or TLS after its handshake).
+async fn serve_http<S>(
+    stream: S,
+    peer: Peer,
+    allowed: bool,
+    slot: Arc<Slot>,
+    app: Router,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let in_service = slot.clone();
     let http = state.http.clone();
     let gate_state = state.clone();
