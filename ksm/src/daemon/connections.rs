@@ -23,6 +23,16 @@
 //! counted in `ksm_http_connections_refused_total`. yubikey-val then tries its next KSM, as
 //! it does for `ERR Overloaded`.
 //!
+//! One exception to that order: a connection whose client has already sent bytes the daemon
+//! has not read yet is passed over while a quieter one can be closed instead. The kernel
+//! completes a connection, and takes in the client's request, before the daemon's task for it
+//! has run; under a flood of new sockets on busy cores that task can lag behind the next
+//! `max - 1` arrivals, and a good client whose whole request sat waiting would be closed as
+//! "idle" (seen about one run in three on 2 shared cores). A socket that has sent nothing, or
+//! whose bytes have all been read, is what eviction is for. If every candidate has unread
+//! bytes, the first in the queue goes, as before; a peer that has gone away (end of stream
+//! waiting) goes first.
+//!
 //! The accept loop therefore never waits on a full table. The one wait left is for the
 //! connection just told to close to let go of its slot, which takes one scheduling round of
 //! its task, and is bounded by [`HANDOVER_WAIT`]. The validator's requests keep being served
@@ -31,6 +41,7 @@
 //! eviction only matters when they arrive faster than that.
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -57,8 +68,15 @@ pub struct Connections {
     refused: AtomicU64,
 }
 
+/// How many of the first candidates in the queue [`Connections::evict_one`] looks at for a
+/// quiet one: it holds the list's lock, so the search is short.
+const QUIET_SEARCH: usize = 32;
+
 /// One connection's part in that bookkeeping.
 struct ConnState {
+    /// Its socket, to see whether its client has sent bytes not read yet (`None` in unit
+    /// tests without one). Only peeked at; the connection's task owns it.
+    socket: Option<RawFd>,
     /// Its key in the evictable list, or [`BUSY`].
     key: AtomicU64,
     /// Requests in progress (received or not).
@@ -95,7 +113,7 @@ impl Connections {
     /// free, the idle or receiving connection that has waited longest is told to close and
     /// its slot taken over (waiting at most [`HANDOVER_WAIT`] for it); if every connection
     /// is working, this refuses at once.
-    pub async fn admit(self: &Arc<Self>) -> Option<Slot> {
+    pub async fn admit(self: &Arc<Self>, socket: Option<RawFd>) -> Option<Slot> {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) if self.evict_one() => {
@@ -110,6 +128,7 @@ impl Connections {
             Err(_) => return self.refuse(),
         };
         let state = Arc::new(ConnState {
+            socket,
             key: AtomicU64::new(BUSY),
             requests: AtomicUsize::new(0),
             working: AtomicBool::new(false),
@@ -132,11 +151,29 @@ impl Connections {
         None
     }
 
-    /// Tells the first connection of the evictable list to close; false if there is none.
+    /// Tells a connection of the evictable list to close: among the first few, one whose
+    /// peer is gone, else the first that has no unread bytes waiting, else the first. False
+    /// if there is none.
     fn evict_one(&self) -> bool {
         let victim = {
             let mut list = self.evictable_list();
-            let victim = list.pop_first();
+            let mut quiet = None;
+            for (key, conn) in list.iter().take(QUIET_SEARCH) {
+                match conn.socket.map(waiting) {
+                    Some(Waiting::Gone) => {
+                        quiet = Some(*key);
+                        break;
+                    }
+                    Some(Waiting::Bytes) => continue,
+                    Some(Waiting::Nothing) | None => {
+                        quiet = quiet.or(Some(*key));
+                    }
+                }
+            }
+            let victim = match quiet {
+                Some(key) => list.remove_entry(&key),
+                None => list.pop_first(),
+            };
             if let Some((_, conn)) = &victim {
                 conn.key.store(BUSY, Ordering::SeqCst);
                 conn.closing.store(true, Ordering::SeqCst);
@@ -164,6 +201,31 @@ impl Connections {
     /// Connections refused at once because every slot was answering a request, since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// What a connection's socket holds that the daemon has not read.
+enum Waiting {
+    /// Bytes: a request (or TLS handshake) on its way in.
+    Bytes,
+    /// Nothing (or the socket cannot say).
+    Nothing,
+    /// The end of the stream: the peer has closed.
+    Gone,
+}
+
+/// Peeks at `socket` without taking anything or blocking.
+fn waiting(socket: RawFd) -> Waiting {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut byte = [0u8; 1];
+    match recv(
+        socket,
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => Waiting::Gone,
+        Ok(_) => Waiting::Bytes,
+        Err(_) => Waiting::Nothing,
     }
 }
 
@@ -267,13 +329,13 @@ mod tests {
     }
 
     async fn admit(c: &Arc<Connections>) -> Arc<Slot> {
-        Arc::new(c.admit().await.expect("a slot"))
+        Arc::new(c.admit(None).await.expect("a slot"))
     }
 
     /// Admits a newcomer on a task of its own, as the accept loop would.
     fn newcomer(c: &Arc<Connections>) -> tokio::task::JoinHandle<Option<Slot>> {
         let c = c.clone();
-        tokio::spawn(async move { c.admit().await })
+        tokio::spawn(async move { c.admit(None).await })
     }
 
     #[test]
@@ -314,7 +376,7 @@ mod tests {
             let request = only.request();
             request.received();
             assert!(only.working());
-            let refused = tokio::time::timeout(Duration::from_millis(100), c.admit())
+            let refused = tokio::time::timeout(Duration::from_millis(100), c.admit(None))
                 .await
                 .expect("an answer at once");
             assert!(refused.is_none());
@@ -383,14 +445,78 @@ mod tests {
             let stuck = admit(&c).await;
             // Told to close, but never lets go of its slot.
             let t = std::time::Instant::now();
-            assert!(c.admit().await.is_none());
+            assert!(c.admit(None).await.is_none());
             assert!(t.elapsed() >= HANDOVER_WAIT);
             assert_eq!((c.evicted(), c.refused()), (1, 1));
             // Not evicted twice.
-            assert!(c.admit().await.is_none());
+            assert!(c.admit(None).await.is_none());
             assert_eq!((c.evicted(), c.refused()), (1, 2));
             drop(stuck);
-            assert!(c.admit().await.is_some());
+            assert!(c.admit(None).await.is_some());
+        });
+    }
+
+    /// Three real connections whose tasks have not read anything yet, as under a flood: the
+    /// oldest has its whole request waiting in the socket, the next has sent nothing. The
+    /// quiet one is closed to make room, not the one whose request is there to be read; and
+    /// once only connections with bytes waiting are left, the oldest goes after all.
+    #[test]
+    fn a_connection_whose_request_is_waiting_is_passed_over_for_a_quiet_one() {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        rt().block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let connect = || {
+                let client = std::net::TcpStream::connect(addr).expect("connect");
+                let (server, _) = listener.accept().expect("accept");
+                (client, server)
+            };
+            let c = Connections::new(2);
+            let (mut good, good_srv) = connect();
+            good.write_all(b"GET /wsapi/decrypt?otp=x HTTP/1.1\r\n\r\n")
+                .expect("send");
+            let (_quiet, quiet_srv) = connect();
+            let good_slot = Arc::new(c.admit(Some(good_srv.as_raw_fd())).await.expect("a slot"));
+            let quiet_slot = Arc::new(c.admit(Some(quiet_srv.as_raw_fd())).await.expect("a slot"));
+            // Until the peek sees the bytes (they are on loopback already).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !matches!(waiting(good_srv.as_raw_fd()), Waiting::Bytes) {
+                assert!(std::time::Instant::now() < deadline, "request not there");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (mut late, late_srv) = connect();
+            late.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+            let late_fd = late_srv.as_raw_fd();
+            let newcomer = {
+                let c = c.clone();
+                tokio::spawn(async move { c.admit(Some(late_fd)).await })
+            };
+            tokio::time::timeout(Duration::from_secs(1), quiet_slot.evicted())
+                .await
+                .expect("the quiet one told to close");
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), good_slot.evicted())
+                    .await
+                    .is_err(),
+                "the connection with its request waiting was closed"
+            );
+            drop(quiet_slot);
+            let late_slot = newcomer.await.expect("task").expect("slot handed over");
+            while !matches!(waiting(late_fd), Waiting::Bytes) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Both left have bytes waiting: the first in the queue goes.
+            let last = {
+                let c = c.clone();
+                tokio::spawn(async move { c.admit(None).await })
+            };
+            tokio::time::timeout(Duration::from_secs(1), good_slot.evicted())
+                .await
+                .expect("the oldest told to close");
+            drop(good_slot);
+            assert!(last.await.expect("task").is_some());
+            drop(late_slot);
         });
     }
 }

@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -225,7 +226,7 @@ pub async fn run(
         // Never waits on a full table: at most HANDOVER_WAIT for a connection told to close.
         let slot = tokio::select! {
             _ = &mut shutdown => break,
-            s = state.connections.admit() => s,
+            s = state.connections.admit(Some(stream.as_raw_fd())) => s,
         };
         let Some(slot) = slot else {
             debug!(client = %peer.ip(), "connection refused: every connection is answering a request");
