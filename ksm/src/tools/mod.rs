@@ -1,11 +1,14 @@
 //! Operator tools: key generation and import, offline AEAD decryption, store checks,
 //! keystore unlock, provisioning a spare YubiHSM at its console. Each is a subcommand of `ksm`; flags follow pyhsm's tools.
 
+pub mod config_import;
 pub mod decrypt_aead;
+pub mod docs;
 pub mod generate_keys;
 pub mod import_keys;
 pub mod keystore_unlock;
 pub mod provision;
+pub mod shell_vars;
 pub mod store_cmd;
 
 use std::io::BufRead;
