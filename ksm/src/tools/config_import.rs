@@ -294,7 +294,7 @@ pub fn import(text: &str, file: &std::path::Path) -> Result<Imported, Error> {
         }
         None => {
             return Err(config_error(
-                "no key handles: YHSM_KSM_KEYHANDLES is empty (and DAEMON_ARGS has no --key-handles), so pyhsm would not start; set it to the key handles the AEADs are under".into(),
+                "no key handles: DAEMON_ARGS has no --key-handles (the stock file adds YHSM_KSM_KEYHANDLES to it in its last line, when that is not empty), so pyhsm would not start; set YHSM_KSM_KEYHANDLES to the key handles the AEADs are under".into(),
             ))
         }
     }
@@ -400,6 +400,18 @@ fn variable_warnings(s: &Sourced, warnings: &mut Vec<String>) {
         .is_some_and(|p| !p.is_empty())
     {
         warnings.push("YHSM_KSM_UNLOCK_PASSPHRASE holds the HSM's master key: ksm never reads it from a file; it is not copied. After every boot run `ksm keystore-unlock`, and remove the passphrase from the old file".into());
+    }
+    // The stock file's last lines put these two into DAEMON_ARGS; a file without them set
+    // variables the daemon never saw.
+    for name in ["YHSM_KSM_DEVICE", "YHSM_KSM_KEYHANDLES"] {
+        if let Some(var) = s.vars.get(name) {
+            if !var.value.is_empty() && !s.referenced.contains(name) {
+                warnings.push(format!(
+                    "line {} sets {name}, but no line adds it to DAEMON_ARGS, so pyhsm's daemon did not use it; ignored",
+                    var.line.unwrap_or_default()
+                ));
+            }
+        }
     }
     for (name, var) in &s.vars {
         let Some(line) = var.line else { continue };
@@ -623,6 +635,7 @@ DAEMON_ARGS="$DAEMON_ARGS --port 8003"
             "MY_DIR=/srv/a\n",
             "UNUSED=1\n",
             "RUNASUSER=someone\n",
+            "YHSM_KSM_DEVICE=/dev/ttyACM9\n",
             "DAEMON_ARGS=\"$DAEMON_ARGS -B $MY_DIR --frobnicate\"\n",
             "DAEMON_ARGS=\"$DAEMON_ARGS --key-handles $YHSM_KSM_KEYHANDLES\"\n",
             "A=$(cat /etc/x)\n",
@@ -640,7 +653,11 @@ DAEMON_ARGS="$DAEMON_ARGS --port 8003"
         );
         assert!(w.contains("line 5 sets RUNASUSER"), "{w}");
         assert!(w.contains("--frobnicate"), "{w}");
-        assert!(w.contains("line 8"), "{w}");
+        assert!(w.contains("line 9"), "{w}");
+        assert!(
+            w.contains("line 6 sets YHSM_KSM_DEVICE, but no line adds it to DAEMON_ARGS"),
+            "{w}"
+        );
         assert_eq!(
             i.options.device,
             Some(vec![PathBuf::from("/dev/ttyACM0")]),
@@ -654,6 +671,9 @@ DAEMON_ARGS="$DAEMON_ARGS --port 8003"
         let file = Path::new("/etc/default/yhsm-yubikey-ksm");
         let err = |text: &str| import(text, file).unwrap_err();
         let e = err("YHSM_KSM_KEYHANDLES=\"\"\n");
+        assert!(e.to_string().contains("no key handles"), "{e}");
+        // Set, but never handed to the daemon (the stock file's last lines are missing).
+        let e = err("YHSM_KSM_KEYHANDLES=\"0x20\"\n");
         assert!(e.to_string().contains("no key handles"), "{e}");
         assert_eq!(e.exit_code(), 2);
         let e = err("DAEMON_ARGS=\"--key-handles 0x20 --addr ksm.example.org\"\n");
