@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use crate::daemon::config::ServeArgs;
 use crate::emulate::EmulateArgs;
 use crate::info::InfoArgs;
+use crate::tools::config_import::ConfigArgs;
 use crate::tools::decrypt_aead::DecryptArgs;
+use crate::tools::docs::OutDirArgs;
 use crate::tools::generate_keys::GenerateArgs;
 use crate::tools::import_keys::ImportArgs;
 use crate::tools::keystore_unlock::UnlockArgs;
@@ -73,6 +75,15 @@ pub enum Command {
     /// The decode path end to end with nothing installed: a software YubiHSM on a real pty,
     /// the driver opening it like /dev/ttyACM0, OTPs from fixtures/ decoded inside it.
     Demo,
+    /// Configuration helpers: `ksm config import-pyhsm` turns pyhsm's
+    /// /etc/default/yhsm-yubikey-ksm into a ksm.toml.
+    Config(ConfigArgs),
+    /// Write the manual pages (ksm.1, ksm-serve.1, ...) into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateMan(OutDirArgs),
+    /// Write bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateCompletions(OutDirArgs),
 }
 
 /// Runs a parsed command line.
@@ -91,5 +102,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Emulate(args) => emulate::run(args),
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),
+        Command::Config(args) => tools::config_import::run(args),
+        Command::GenerateMan(args) => tools::docs::man(args),
+        Command::GenerateCompletions(args) => tools::docs::completions(args),
     }
 }

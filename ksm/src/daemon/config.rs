@@ -442,8 +442,16 @@ pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
     Ok((path.to_string(), param.to_string()))
 }
 
-/// Where the demo's AEADs are: `fixtures/aead-files/store` of this source tree.
+/// Where the demo's AEADs are: beside an installed binary (`/usr/bin/ksm` finds
+/// `/usr/share/ksm/demo-aeads`, where the Debian package puts them), else
+/// `fixtures/aead-files/store` of this source tree.
 pub fn demo_aead_dir() -> PathBuf {
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/ksm/demo-aeads")));
+    if let Some(dir) = installed.filter(|d| d.is_dir()) {
+        return dir;
+    }
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
     if built.is_dir() {
         built.canonicalize().unwrap_or(built)

@@ -1,7 +1,9 @@
 //! Operator tools: key generation and import, offline AEAD decryption, store checks,
 //! keystore unlock, provisioning a spare YubiHSM at its console. Each is a subcommand of `ksm`; flags follow pyhsm's tools.
 
+pub mod config_import;
 pub mod decrypt_aead;
+pub mod docs;
 pub mod generate_keys;
 pub mod import_keys;
 pub mod keystore_unlock;
@@ -9,6 +11,7 @@ pub mod migrate_aeads;
 pub mod provision;
 pub mod provision_hsm2;
 pub mod rewrap;
+pub mod shell_vars;
 pub mod store_cmd;
 
 use std::io::BufRead;
