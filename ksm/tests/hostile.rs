@@ -489,14 +489,10 @@ fn trickle_many(
     })
 }
 
-// Known defect, not a slow test: on 2 shared cores about one run in three fails (measured
-// on the commit this was written at and on the one that ignored it), because a good
-// client's connection can be evicted before the daemon has read its request when newer
-// connections keep arriving faster than its task runs. The fix belongs in the eviction rule
-// (`ksm/src/daemon/connections.rs`); until then it runs on request, so that CI tells real
-// failures from this one.
+// Failed about one run in three on 2 shared cores until the eviction rule passed over
+// connections whose request is waiting unread (`ksm/src/daemon/connections.rs`): a good
+// client was closed as idle before its task had run.
 #[test]
-#[ignore = "flaky on 2 shared cores: a good client can be evicted before its request is read (cargo test -p ksm --test hostile -- --ignored)"]
 fn slow_bodies_slowloris_and_idle_floods_leave_good_clients_served() {
     let _turn = my_turn();
     raise_fd_limit();
