@@ -815,3 +815,79 @@ fn yubihsm2_rows_in_a_database_are_made_verified_and_rotated() {
         assert_eq!(decode(&emu, 6, aead, k, 9), Ok(9));
     }
 }
+
+/// Yubico does not say whether Rewrap OTP AEAD keeps an AEAD's nonce. On a device that renews
+/// it, AEADs whose nonce is their public id (migrated ones) would come back refused by the
+/// default nonce rule, and stored under the new key, which daemons look at first, they would
+/// stop their YubiKeys at once: rewrap stores none of them and fails, unless the store is
+/// served with --random-nonce-aeads.
+#[test]
+fn a_device_that_renews_the_nonce_on_rewrap_cannot_break_a_public_id_store() {
+    let d = tempfile::tempdir().unwrap();
+    let (_soft, aeads, keys) = yubihsm1_store(d.path());
+    let config = format!(
+        "rewrap-renews-nonce = true\n{}{}",
+        otp_key(0x30, &kh_key_hex("0x20"), "20000000"),
+        otp_key(0x31, "202122232425262728292a2b2c2d2e2f", "31000000")
+    );
+    let emu = Emulator::start(d.path(), Some(&config));
+    let pw = password_file(d.path());
+    let dev = ["-D", &emu.url, "--password-file", pw.to_str().unwrap()];
+    let dir = aeads.to_str().unwrap();
+    let migrate = [
+        "migrate-aeads",
+        "-B",
+        dir,
+        "--key-handle",
+        "0x20",
+        "--to-key-id",
+        "0x30",
+    ];
+    ok(&ksm(&[&migrate[..], &dev].concat(), ""));
+    let rewrap = |extra: &[&str]| {
+        let args = [
+            "rewrap",
+            "--from-key",
+            "0x30",
+            "--to-key",
+            "0x31",
+            "-B",
+            dir,
+        ];
+        ksm(&[&args[..], &dev, extra].concat(), "")
+    };
+    let refused = rewrap(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let out = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        out.contains(&format!(
+            "0 rewrapped, 0 skipped (already under the new key), {} failed",
+            keys.len()
+        )),
+        "{out}"
+    );
+    assert_eq!(out.matches("new nonce").count(), keys.len(), "{out}");
+    assert!(!aeads.join("otp-aead-key-0x0031").exists());
+    for (i, k) in keys.iter().enumerate() {
+        let kept = stored(&aeads, 0x30, &k.id);
+        assert_eq!(
+            decode(&emu, 0x30, kept, k, 50 + i as u16),
+            Ok(50 + i as u16)
+        );
+    }
+
+    let moved = ok(&rewrap(&["--random-nonce-aeads"]));
+    assert!(
+        moved.contains(&format!(
+            "{} rewrapped, 0 skipped (already under the new key), 0 failed",
+            keys.len()
+        )),
+        "{moved}"
+    );
+    assert_eq!(moved.matches("NONCE ").count(), keys.len(), "{moved}");
+    for (i, k) in keys.iter().enumerate() {
+        let new = stored(&aeads, 0x31, &k.id);
+        assert_ne!(new.nonce(), stored(&aeads, 0x30, &k.id).nonce());
+        assert_eq!(decode(&emu, 0x31, new, k, 60 + i as u16), Ok(60 + i as u16));
+    }
+}

@@ -5,6 +5,8 @@
 //! serial = 7550001            # reported by Device Info (default 7550001)
 //! session-timeout = 30        # seconds a session may sit idle (default 30)
 //! factory-key = true          # keep authentication key 1, password "password" (default)
+//! rewrap-renews-nonce = false # Rewrap OTP AEAD draws a new 6-byte nonce (default: keeps it;
+//!                             # Yubico does not say which a real device does)
 //!
 //! [[authentication-key]]
 //! id = 2
@@ -54,6 +56,7 @@ pub const FACTORY_LABEL: &str = "DEFAULT AUTHKEY CHANGE THIS ASAP";
 struct File {
     serial: Option<u32>,
     session_timeout: Option<u64>,
+    rewrap_renews_nonce: Option<bool>,
     factory_key: Option<bool>,
     #[serde(default)]
     authentication_key: Vec<AuthKeyEntry>,
@@ -135,6 +138,10 @@ pub struct DeviceConfig {
     pub serial: u32,
     /// Idle time after which a session is gone.
     pub session_timeout: Duration,
+    /// Rewrap OTP AEAD gives the AEAD a fresh nonce instead of keeping its own. Yubico does
+    /// not say which a real device does (shared protocol notes §5.1), so the tools must cope
+    /// with both; this lets their tests show that.
+    pub rewrap_renews_nonce: bool,
     /// Authentication keys, the factory key first when kept.
     pub auth_keys: Vec<AuthKeyConfig>,
     /// OTP AEAD keys.
@@ -148,6 +155,7 @@ impl DeviceConfig {
         DeviceConfig {
             serial: DEFAULT_SERIAL,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            rewrap_renews_nonce: false,
             auth_keys: vec![factory_key()],
             otp_aead_keys: Vec::new(),
         }
@@ -174,6 +182,7 @@ impl DeviceConfig {
                 file.session_timeout
                     .unwrap_or(DEFAULT_SESSION_TIMEOUT.as_secs()),
             ),
+            rewrap_renews_nonce: file.rewrap_renews_nonce.unwrap_or(false),
             auth_keys: Vec::new(),
             otp_aead_keys: Vec::new(),
         };

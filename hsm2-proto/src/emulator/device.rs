@@ -76,6 +76,8 @@ struct Slot {
 pub struct Device {
     serial: u32,
     session_timeout: Duration,
+    /// See [`crate::emulator::DeviceConfig::rewrap_renews_nonce`].
+    rewrap_renews_nonce: bool,
     objects: BTreeMap<(u16, u8), Object>,
     /// Per id and type, how many objects have had it: the next one's sequence number.
     sequences: BTreeMap<(u16, u8), u8>,
@@ -100,6 +102,7 @@ impl Device {
         let mut d = Device {
             serial: cfg.serial,
             session_timeout: cfg.session_timeout,
+            rewrap_renews_nonce: cfg.rewrap_renews_nonce,
             objects: BTreeMap::new(),
             sequences: BTreeMap::new(),
             sessions: Default::default(),
@@ -463,9 +466,15 @@ impl Device {
                 let (to_nonce, to_key) =
                     self.otp_key(caller, req.to, Capability::RewrapToOtpAeadKey)?;
                 // The AEAD keeps its 6-byte nonce (a store that files AEADs by the nonce,
-                // as pyhsm's by public id, stays valid).
+                // as pyhsm's by public id, stays valid), unless told to model a device that
+                // draws a new one.
+                let nonce = if self.rewrap_renews_nonce {
+                    fresh_nonce()
+                } else {
+                    req.aead.nonce()
+                };
                 Ok(cmd::OtpAeadResponse {
-                    aead: seal(to_key, to_nonce, req.aead.nonce(), &secret)?,
+                    aead: seal(to_key, to_nonce, nonce, &secret)?,
                 })
             }),
             C::DecryptOtp => answer::<cmd::DecryptOtp>(inner, |req| {

@@ -8,10 +8,12 @@
 //! have B), A's AEADs and the key itself can go.
 //!
 //! Each AEAD is written atomically (a file renamed into place, or one row), and a run
-//! resumes: an AEAD already readable under B is skipped. The device keeps an AEAD's 6-byte
-//! nonce when it rewraps (the emulator does; Yubico does not say), so AEADs whose nonce is
-//! their public id keep passing the default nonce rule; a rewrapped AEAD whose nonce came
-//! back changed is reported, since a daemon with that rule would refuse it.
+//! resumes: an AEAD already readable under B is skipped. Whether the device keeps an AEAD's
+//! 6-byte nonce when it rewraps, Yubico does not say (the emulator keeps it, and can be told
+//! not to). Kept, AEADs whose nonce is their public id keep passing the default nonce rule.
+//! Renewed, the new AEAD would be refused by a daemon with that rule, and, found first under
+//! B, it would stop its YubiKey at once: so it is not stored, and counted as failed, unless
+//! `--random-nonce-aeads` says the store is served that way.
 
 use std::io::Write;
 
@@ -38,6 +40,10 @@ pub struct RewrapArgs {
     /// The YubiHSM 2 and its authentication key.
     #[command(flatten)]
     pub hsm2: Hsm2Args,
+    /// The store is served with `ksm serve --random-nonce-aeads`: keep a rewrapped AEAD whose
+    /// nonce the device renewed (without it, such an AEAD is not stored and counts as failed).
+    #[arg(long)]
+    pub random_nonce_aeads: bool,
 }
 
 /// Counts of a run.
@@ -63,7 +69,8 @@ pub fn run(args: RewrapArgs) -> Result<(), Error> {
     let keys = vec![AeadKey::OtpKey(to), AeadKey::OtpKey(from)];
     let store = args.dir.open_keys(keys, NoncePolicy::Any)?;
     let mut dev = args.hsm2.open()?;
-    let r = rewrap(&*store, from, to, &mut dev, &mut std::io::stdout());
+    let policy = crate::daemon::config::nonce_policy(args.random_nonce_aeads);
+    let r = rewrap(&*store, from, to, policy, &mut dev, &mut std::io::stdout());
     dev.close();
     let r = r?;
     if r.failed > 0 {
@@ -72,11 +79,13 @@ pub fn run(args: RewrapArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Moves every AEAD under `from` in `store` to `to` on the device (see the module doc).
+/// Moves every AEAD under `from` in `store` to `to` on the device (see the module doc); a
+/// rewrapped AEAD must pass `policy` (the nonce rule the store is served with) to be stored.
 pub fn rewrap(
     store: &dyn Store,
     from: ObjectId,
     to: ObjectId,
+    policy: NoncePolicy,
     dev: &mut Hsm2Device,
     out: &mut dyn Write,
 ) -> Result<Rewrapped, Error> {
@@ -124,9 +133,20 @@ pub fn rewrap(
             Err(err) => return Err(err),
         };
         if moved.nonce() != aead.nonce() {
+            let nonce = hsm_proto::Nonce(moved.nonce());
+            let place = std::path::PathBuf::from(e.source.to_string());
+            if policy.check(&place, &id, &nonce).is_err() {
+                r.failed += 1;
+                let _ = writeln!(
+                    out,
+                    "FAILED {}: the device gave the rewrapped AEAD a new nonce, which the store's nonce rule refuses; not stored (a store served with --random-nonce-aeads: rewrap --random-nonce-aeads)",
+                    e.source
+                );
+                continue;
+            }
             let _ = writeln!(
                 out,
-                "NONCE {}: the device gave the rewrapped AEAD a new nonce; serve with --random-nonce-aeads",
+                "NONCE {}: the device gave the rewrapped AEAD a new nonce",
                 e.source
             );
         }
