@@ -388,6 +388,26 @@ fn provision_then_migrate_keeps_every_otp_decoding_and_resumes() {
         decode(&emu, 0x30, stored(&aeads, 0x30, &keys[1].id), &keys[1], 300),
         Ok(300)
     );
+    // A readable target that is not what its YubiHSM 1 file migrates to (YubiKey 2 was
+    // personalised again between runs, say) is written again too: here it holds YubiKey 0's.
+    let under = |n: usize| {
+        aead_store::layout::aead_path(
+            &aeads.join("otp-aead-key-0x0030"),
+            &PublicId::new(&keys[n].id).unwrap(),
+        )
+    };
+    std::fs::copy(under(0), under(2)).unwrap();
+    assert!(decode(&emu, 0x30, stored(&aeads, 0x30, &keys[2].id), &keys[2], 301).is_err());
+    let updated = ok(&migrate(&["--no-check"]));
+    assert!(
+        updated.contains(&format!("1 migrated, {} skipped", keys.len() - 1)),
+        "{updated}"
+    );
+    assert!(updated.contains("UPDATED "), "{updated}");
+    assert_eq!(
+        decode(&emu, 0x30, stored(&aeads, 0x30, &keys[2].id), &keys[2], 302),
+        Ok(302)
+    );
 
     // store verify on the YubiHSM 2 opens every YubiHSM 2 AEAD; the YubiHSM 1 ones are
     // counted as not checked.

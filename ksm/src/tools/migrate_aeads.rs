@@ -159,15 +159,24 @@ pub fn migrate(
         }
         let sealed = Sealed::Hsm2 { key_id: to, aead };
         let wrote = match target.exists_under(to_key, &id)? {
-            // Readable: an earlier run wrote it (or a rewrap since). Anything else there
-            // (a broken file) is written again.
-            true if target
-                .lookup(&id)
-                .is_ok_and(|found| found.is_some_and(|f| f.key() == to_key)) =>
-            {
-                Ok(false)
-            }
-            true => target.put(&id, &sealed, true).map(|_| true),
+            // What an earlier run wrote: the same bytes. Anything else there (a broken
+            // file, or the AEAD of a YubiKey personalised again since) is written again:
+            // the YubiHSM 1 file is what is being migrated.
+            true => match target.lookup(&id) {
+                Ok(Some(f)) if f.key() == to_key && f.otp_aead() == Some(&aead) => Ok(false),
+                found => {
+                    if let Ok(Some(f)) = found.as_ref() {
+                        if f.key() == to_key {
+                            let _ = writeln!(
+                                out,
+                                "UPDATED {}: differed from its YubiHSM 1 AEAD, written again",
+                                f.source
+                            );
+                        }
+                    }
+                    target.put(&id, &sealed, true).map(|_| true)
+                }
+            },
             false => target.put(&id, &sealed, false).map(|_| true),
         };
         match wrote {
