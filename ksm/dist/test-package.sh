@@ -29,6 +29,11 @@ cleanup() {
   if dpkg-query -W -f='${Status}' ksm 2>/dev/null | grep -q -e installed -e config-files; then
     dpkg --purge ksm >/dev/null 2>&1 || true
   fi
+  # None of these existed when the script started (it refuses to start otherwise): whatever
+  # a failed step left of them (the test's AEAD, the user a purge keeps with it) goes.
+  rm -rf /var/cache/yubikey-ksm
+  if getent passwd ksm >/dev/null; then deluser --quiet --system ksm >/dev/null 2>&1 || true; fi
+  if getent group ksm >/dev/null; then delgroup --quiet --system ksm >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -119,23 +124,27 @@ dpkg -r ksm
 [ -f /etc/ksm/ksm.toml ] || fail "remove took the conffile"
 getent passwd ksm >/dev/null || fail "remove took the user"
 
-step "purge keeps AEADs, removes the rest"
+step "purge keeps AEADs and the user owning them, removes the rest"
 aead=/var/cache/yubikey-ksm/aeads/0x20/cc/cc/cc/cc/cc/cccccccccccb
 mkdir -p "$(dirname "$aead")"
 echo "an AEAD" >"$aead"
 dpkg --purge ksm
 [ -f "$aead" ] || fail "purge removed an AEAD"
 [ ! -e /etc/ksm ] || fail "/etc/ksm left after purge"
-! getent passwd ksm >/dev/null || fail "user ksm left after purge"
-! getent group ksm >/dev/null || fail "group ksm left after purge"
-rm -r /var/cache/yubikey-ksm
+getent passwd ksm >/dev/null || fail "purge removed the user that owns the kept AEADs"
+expect_stat /var/cache/yubikey-ksm/aeads "ksm:ksm 750"
 
-step "install and purge with no AEADs leaves nothing"
+step "reinstall takes up the kept AEADs and user; purge with no AEADs leaves nothing"
+kept_uid="$(id -u ksm)"
 dpkg -i "$deb" >/dev/null
+[ "$(id -u ksm)" = "$kept_uid" ] || fail "reinstall made a new ksm user"
+rm -r /var/cache/yubikey-ksm/aeads/0x20
+
 dpkg --purge ksm >/dev/null
 for path in /var/cache/yubikey-ksm /etc/ksm /usr/bin/ksm "$unit"; do
   [ ! -e "$path" ] || fail "$path left after purge"
 done
 ! getent passwd ksm >/dev/null || fail "user ksm left after purge"
+! getent group ksm >/dev/null || fail "group ksm left after purge"
 
 step "ok"
