@@ -261,6 +261,8 @@ impl std::fmt::Debug for DbStore {
 fn unavailable(e: &sqlx::Error) -> StoreError {
     StoreError::Unavailable(match e {
         sqlx::Error::PoolTimedOut => "no connection to the database".to_string(),
+        // `aead_table`, or `ksm_otp_aead` in a database set up before YubiHSM 2 keys were.
+        e if sql::is_missing_table(e) => format!("{e} (run `ksm store db-init`)"),
         e => e.to_string(),
     })
 }

@@ -863,3 +863,19 @@ fn a_store_of_key_handles_only_never_reads_the_yubihsm2_table() {
         ));
     }
 }
+
+/// A YubiHSM 2 key configured on a database whose `db-init` predates them (pyhsm's table
+/// only): the lookup fails as for any missing table, and says what to run.
+#[test]
+fn a_missing_yubihsm2_table_says_to_run_db_init() {
+    for db in Db::all() {
+        db.pyhsm_table();
+        let s = keyed_store(&db, &[AeadKey::OtpKey(ObjectId(5))]);
+        match s.lookup(&id("ccccdeulfbvj")) {
+            Err(StoreError::Unavailable(why)) => {
+                assert!(why.contains("run `ksm store db-init`"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
