@@ -733,9 +733,14 @@ fn secrets_stay_out_of_argv_and_group_readable_files_are_refused() {
     // No flag takes a password or key: clap refuses one.
     let o = ksm(&["provision-hsm2", "--password", "x"], "");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    // The right password: made once; a second time the id is taken.
+    // The right password: made once. Run again (as after an answer lost on the way back),
+    // the key is found there and proved; another key-handle key for the same id is refused.
     private(&pw, "password\n");
     assert!(ok(&provision(&pw)).contains("checked:"));
+    let again = ok(&provision(&pw));
+    assert!(again.contains("is there already"), "{again}");
+    assert!(again.contains("checked:"), "{again}");
+    std::fs::write(&soft, format!("{}\n", kh_key_hex("0x21"))).unwrap();
     let o = provision(&pw);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("already has an object"), "{}", text(&o));
