@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::daemon::serve::{DbSettings, Reload, Settings};
+use crate::daemon::serve::{DbSettings, Hsm2Settings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
 use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tool_frame::SocketPolicy;
@@ -136,6 +136,24 @@ pub struct ServeOptions {
     #[arg(skip)]
     #[serde(default, skip_serializing)]
     pub db_password: Option<SecretString>,
+    /// The YubiHSM 2 authentication key (object id) the daemon's sessions use on every
+    /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector).
+    #[arg(long)]
+    pub hsm2_auth_key: Option<u16>,
+    /// A private file (mode 0600) whose first line is that key's password, for unattended
+    /// starts. Without it YubiHSM 2 devices answer `ERR HSM locked` until
+    /// `ksm keystore-unlock` hands the password to the daemon.
+    #[arg(long)]
+    pub hsm2_password_file: Option<PathBuf>,
+    /// YubiHSM 2 sessions the daemon keeps open per device (1 to 16; the device has 16
+    /// slots for all its clients).
+    #[arg(long)]
+    pub hsm2_sessions: Option<usize>,
+    /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
+    /// `db-password`).
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub hsm2_password: Option<SecretString>,
 }
 
 impl Default for ServeOptions {
@@ -164,6 +182,10 @@ impl Default for ServeOptions {
             db_pool_size: Some(8),
             db_serve_cached_when_down: Some(false),
             db_password: None,
+            hsm2_auth_key: None,
+            hsm2_password_file: None,
+            hsm2_sessions: Some(2),
+            hsm2_password: None,
         }
     }
 }
@@ -210,14 +232,20 @@ impl ServeOptions {
             Zeroizing::new(std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?);
         let opts: ServeOptions =
             toml::from_str(&text).map_err(|e| config_error(redact::toml_error(&e, &text)))?;
-        if opts.db_password.is_some() {
+        for (key, held) in [
+            ("db-password", opts.db_password.is_some()),
+            ("hsm2-password", opts.hsm2_password.is_some()),
+        ] {
+            if !held {
+                continue;
+            }
             let mode = std::fs::metadata(path)
                 .map_err(|e| config_error(e.to_string()))?
                 .permissions()
                 .mode();
             keyfile::check_private(path, mode).map_err(|_| {
                 config_error(format!(
-                    "holds db-password but has mode {:04o}, so other users may read it; run `chmod 600 {}` (or use db-password-file)",
+                    "holds {key} but has mode {:04o}, so other users may read it; run `chmod 600 {}` (or use {key}-file)",
                     mode & 0o7777,
                     path.display()
                 ))
@@ -253,6 +281,10 @@ impl ServeOptions {
                 .db_serve_cached_when_down
                 .or(other.db_serve_cached_when_down),
             db_password: self.db_password.or(other.db_password),
+            hsm2_auth_key: self.hsm2_auth_key.or(other.hsm2_auth_key),
+            hsm2_password_file: self.hsm2_password_file.or(other.hsm2_password_file),
+            hsm2_sessions: self.hsm2_sessions.or(other.hsm2_sessions),
+            hsm2_password: self.hsm2_password.or(other.hsm2_password),
         }
     }
 
@@ -298,7 +330,27 @@ impl ServeOptions {
             socket_policy: set(&self.socket_policy, "socket-policy")?,
             nonce_policy: nonce_policy(set(&self.random_nonce_aeads, "random-nonce-aeads")?),
             db: self.db()?,
+            hsm2: self.hsm2()?,
             reload: None,
+        })
+    }
+
+    /// The YubiHSM 2 settings, checked (the password file is read when the daemon starts).
+    fn hsm2(&self) -> Result<Hsm2Settings, Error> {
+        let sessions = set(&self.hsm2_sessions, "hsm2-sessions")?;
+        if !(1..=16).contains(&sessions) {
+            return Err(Error::Usage(
+                "--hsm2-sessions must be 1 to 16 (a YubiHSM 2 has 16 session slots)".into(),
+            ));
+        }
+        if self.hsm2_auth_key == Some(0) {
+            return Err(Error::Usage("--hsm2-auth-key must be 1 to 65535".into()));
+        }
+        Ok(Hsm2Settings {
+            auth_key: self.hsm2_auth_key.map(hsm2_proto::ObjectId),
+            password_file: self.hsm2_password_file.clone(),
+            password: self.hsm2_password.clone(),
+            sessions,
         })
     }
 

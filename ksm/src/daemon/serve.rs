@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::daemon::config::ServeArgs;
+use crate::daemon::hsm2_owner::Hsm2Backend;
 use crate::daemon::instance::{PidFile, SocketClaim};
 use crate::daemon::pool::{Backend, Pool, PoolConfig};
 use crate::daemon::server::{Access, AppState, HttpConfig};
@@ -47,6 +48,8 @@ pub struct Settings {
     pub nonce_policy: NoncePolicy,
     /// AEADs in a database (`--db-url`) rather than `aead_dir`.
     pub db: Option<DbSettings>,
+    /// How YubiHSM 2 devices are authenticated to.
+    pub hsm2: Hsm2Settings,
     /// How to read the settings again (SIGHUP): the same flags over `ksm.toml` as it is
     /// now. `None`: nothing to reload (settings made in code).
     pub reload: Option<Reload>,
@@ -91,6 +94,62 @@ impl DbSettings {
     }
 }
 
+/// How the daemon authenticates to its YubiHSM 2 devices.
+#[derive(Debug, Clone)]
+pub struct Hsm2Settings {
+    /// The authentication key's object id (required once a YubiHSM 2 is configured).
+    pub auth_key: Option<hsm2_proto::ObjectId>,
+    /// Private file whose first line is its password.
+    pub password_file: Option<PathBuf>,
+    /// The password itself, from a private `ksm.toml`.
+    pub password: Option<hsm_proto::emulator::SecretString>,
+    /// Sessions kept open per device.
+    pub sessions: usize,
+}
+
+impl Default for Hsm2Settings {
+    fn default() -> Self {
+        Hsm2Settings {
+            auth_key: None,
+            password_file: None,
+            password: None,
+            sessions: 2,
+        }
+    }
+}
+
+impl Hsm2Settings {
+    /// The authentication key's session keys, derived from the configured password; `None`
+    /// if no password is configured (the devices start locked). A password file must be
+    /// private; its first line is the password, without its line end.
+    pub fn key(&self) -> Result<Option<hsm2_proto::AuthKey>, Error> {
+        if let Some(p) = &self.password {
+            return Ok(Some(hsm2_proto::AuthKey::from_password(
+                p.expose().as_bytes(),
+            )));
+        }
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = hsm_proto::keyfile::read_private(path)?;
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: the first line (the YubiHSM 2 password) is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(hsm2_proto::AuthKey::from_password(line.as_bytes())))
+    }
+}
+
+/// The YubiHSM 2 a `-D` names, if it names one: a yubihsm-connector's URL.
+pub fn hsm2_device(spec: &Path) -> Option<String> {
+    let text = spec.to_str()?;
+    (text.starts_with("http://") || text.starts_with("https://"))
+        .then(|| text.trim_end_matches('/').to_string())
+}
+
 /// Merges the settings again from their sources.
 #[derive(Clone)]
 pub struct Reload(pub Arc<dyn Fn() -> Result<Settings, Error> + Send + Sync>);
@@ -114,9 +173,40 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
         warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
+    let mut hsm2_key: Option<Option<hsm2_proto::AuthKey>> = None;
     s.devices
         .iter()
         .map(|d| {
+            if let Some(url) = hsm2_device(d) {
+                let auth_key_id = s.hsm2.auth_key.ok_or_else(|| {
+                    Error::Usage(format!(
+                        "-D {url} is a YubiHSM 2: set hsm2-auth-key (the authentication key id) in ksm.toml or --hsm2-auth-key"
+                    ))
+                })?;
+                // Read (and derived) once for every YubiHSM 2 of the daemon.
+                let key = match &hsm2_key {
+                    Some(k) => k.clone(),
+                    None => hsm2_key.insert(s.hsm2.key()?).clone(),
+                };
+                if key.is_none() {
+                    warn!(device = %url, "no YubiHSM 2 password configured: the device answers ERR HSM locked until `ksm keystore-unlock`");
+                }
+                let timeouts = hsm2_proto::transport::HttpTimeouts {
+                    connect: s.http.reqtimeout.min(std::time::Duration::from_secs(5)),
+                    answer: s.http.reqtimeout,
+                };
+                let target = url.clone();
+                return Ok(Backend::Hsm2(Hsm2Backend {
+                    name: url,
+                    open: Arc::new(move || {
+                        hsm2_proto::transport::Connector::open(&target, timeouts)
+                            .map(|c| Box::new(c) as Box<dyn hsm2_proto::transport::Transport>)
+                    }),
+                    auth_key_id,
+                    key,
+                    sessions: s.hsm2.sessions,
+                }));
+            }
             if device::is_key_file(d) {
                 Ok(Backend::Soft(Box::new(device::load_key_file(d)?)))
             } else {

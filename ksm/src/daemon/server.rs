@@ -35,7 +35,7 @@ use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
 use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::pool::Pool;
+use crate::daemon::pool::{DecodeAead, Pool};
 
 /// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
 /// `ksm serve`'s with no flags).
@@ -553,11 +553,12 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
         warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
         return (Outcome::CorruptAead, id);
     };
-    let outcome = match st
-        .pool
-        .decode(otp, stored.key_handle, stored.nonce, aead, deadline)
-        .await
-    {
+    let what = DecodeAead::Hsm1 {
+        key_handle: stored.key_handle,
+        nonce: stored.nonce,
+        aead,
+    };
+    let outcome = match st.pool.decode(otp, what, deadline).await {
         Ok(d) => Outcome::Ok(d),
         Err(e) => Outcome::from(e),
     };
@@ -606,10 +607,13 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "status": status,
         "devices": devices.iter().map(|d| serde_json::json!({
             "name": d.name,
+            "kind": d.kind.name(),
             "state": d.state().name(),
             "queued": d.queued.load(Ordering::Relaxed),
             "opens": d.opens.load(Ordering::Relaxed),
             "last_error": d.last_error(),
+            "sessions_open": d.sessions_open.load(Ordering::Relaxed),
+            "reauthentications": d.reauthentications.load(Ordering::Relaxed),
             "line_errors": d.line_errors()
                 .map(|(k, n)| (k.name().to_string(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>(),

@@ -91,6 +91,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         reload: None,
         nonce_policy: aead_store::NoncePolicy::PublicId,
         db: None,
+        hsm2: Default::default(),
     }
 }
 
