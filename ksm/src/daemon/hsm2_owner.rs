@@ -399,7 +399,7 @@ impl Hsm2Device {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
     use hsm2_proto::emulator::{ConnectorEmulator, DeviceConfig};
@@ -411,10 +411,11 @@ mod tests {
     use crate::daemon::answer::Outcome;
     use crate::daemon::pool::{Backend, DecodeAead, Pool, PoolConfig};
 
-    const PASSWORD: &str = "ksm test password";
+    /// Authentication key 2's password in `fixtures/emulator/yubihsm2-migrated.toml`.
+    pub(crate) const PASSWORD: &str = "ksm test password";
 
     /// The YubiHSM 2 that took over the demo YubiHSM 1, with `extra` lines in front.
-    fn emulator(extra: &str) -> ConnectorEmulator {
+    pub(crate) fn emulator(extra: &str) -> ConnectorEmulator {
         let text = format!(
             "{extra}\n{}",
             test_support::emulator_fixture("yubihsm2-migrated.toml")
@@ -424,7 +425,9 @@ mod tests {
         ConnectorEmulator::start("127.0.0.1:0".parse().unwrap(), &cfg).unwrap()
     }
 
-    fn backend(url: String, password: Option<&str>, sessions: usize) -> Backend {
+    /// A YubiHSM 2 backend on the connector at `url`, authenticating with key 2 and
+    /// `password` (none: locked until unlocked).
+    pub(crate) fn backend(url: String, password: Option<&str>, sessions: usize) -> Backend {
         let target = url.clone();
         let timeouts = HttpTimeouts {
             connect: Duration::from_secs(2),

@@ -646,6 +646,63 @@ mod tests {
         frame(&mut first).unwrap();
     }
 
+    /// `ksm keystore-unlock` through the socket: a locked YubiHSM 2 takes its password
+    /// only if the device does, and YubiHSM 1 frames never reach it.
+    #[test]
+    fn keystore_unlock_hands_a_yubihsm2_its_password() {
+        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::tools::keystore_unlock::{unlock, Options};
+        let emu = emulator("");
+        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
+            assert!(Instant::now() < deadline, "never locked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            list_device_kinds(&path).unwrap(),
+            vec![("yubihsm2".into(), "locked".into(), emu.url())]
+        );
+        let run = |stdin: &str| {
+            let mut out = Vec::new();
+            let r = unlock(
+                &crate::device::ToolDevice::Daemon {
+                    socket: path.clone(),
+                    index: 0,
+                },
+                &Options {
+                    stdin: true,
+                    otp_stdin: false,
+                    no_otp: true,
+                },
+                hsm_proto::Timeouts::default(),
+                &mut std::io::Cursor::new(stdin.to_string()),
+                &mut out,
+            );
+            (
+                r.map_err(|e| e.to_string()),
+                String::from_utf8(out).unwrap(),
+            )
+        };
+        let (r, out) = run("not the password\n");
+        assert_eq!(r, Err("1 device(s) still locked".into()), "{out}");
+        assert!(out.contains("wrong password"), "{out}");
+        assert!(!out.contains("not the password"), "{out}");
+        assert_eq!(list_device_kinds(&path).unwrap()[0].1, "locked");
+        let (r, out) = run(&format!("{PASSWORD}\n"));
+        assert_eq!(r, Ok(()), "{out}");
+        assert_eq!(out, format!("{}: unlocked\n", emu.url()));
+        assert_eq!(list_device_kinds(&path).unwrap()[0].1, "up");
+        // Unlocked: nothing is asked for.
+        let (r, out) = run("");
+        assert_eq!(r, Ok(()), "{out}");
+        assert_eq!(out, format!("{}: already unlocked\n", emu.url()));
+        // A YubiHSM 1 frame means nothing to a YubiHSM 2: refused by its owner.
+        let mut tool = connect_trusted(&path).unwrap();
+        let err = frame(&mut tool).unwrap_err().to_string();
+        assert!(err.contains("other kind of YubiHSM"), "{err}");
+    }
+
     #[test]
     fn a_device_reopened_under_a_lease_refuses_the_leases_next_frame() {
         let dir = tempfile::tempdir().unwrap();
