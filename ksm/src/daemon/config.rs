@@ -544,6 +544,69 @@ mod tests {
     }
 
     #[test]
+    fn the_yubihsm2_password_is_never_in_argv_and_only_in_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // No flag takes the password itself.
+        let cmd = ServeOptions::augment_args(clap::Command::new("serve"));
+        assert!(cmd
+            .get_arguments()
+            .all(|a| a.get_long() != Some("hsm2-password")));
+        // In ksm.toml only if that file is private, and never quoted.
+        let file = dir.path().join("ksm.toml");
+        std::fs::write(
+            &file,
+            "key-handles = [\"0x20\"]\nhsm2-auth-key = 2\nhsm2-password = \"Hunter2pw\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ServeOptions::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("hsm2-password") && err.contains("chmod 600"),
+            "{err}"
+        );
+        assert!(!err.contains("Hunter2pw"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = ServeOptions::load(&file)
+            .unwrap()
+            .or(ServeOptions::default())
+            .settings(false)
+            .unwrap();
+        assert_eq!(s.hsm2.auth_key, Some(hsm2_proto::ObjectId(2)));
+        assert_eq!(s.hsm2.sessions, 2);
+        assert!(!format!("{s:?}").contains("Hunter2pw"));
+        let from_toml = s.hsm2.key().unwrap().unwrap();
+        // A password file: refused unless private; its first line is the password.
+        let pw = dir.path().join("hsm2-password");
+        std::fs::write(&pw, "Hunter2pw\nignored\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let with_file = crate::daemon::serve::Hsm2Settings {
+            password_file: Some(pw.clone()),
+            ..Default::default()
+        };
+        let err = with_file.key().unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("Hunter2pw"), "{err}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = with_file.key().unwrap().unwrap();
+        assert_eq!(from_file.enc(), from_toml.enc());
+        assert_eq!(from_file.mac(), from_toml.mac());
+        // Out-of-range settings are refused.
+        let bad = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            ServeOptions::load(&file)
+                .unwrap()
+                .or(ServeOptions::default())
+                .settings(false)
+                .is_err()
+        };
+        assert!(!bad("key-handles = [\"0x20\"]\nhsm2-sessions = 16\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 17\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 0\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-auth-key = 0\n"));
+    }
+
+    #[test]
     fn flags_over_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ksm.toml");
