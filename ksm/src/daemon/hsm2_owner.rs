@@ -310,10 +310,9 @@ impl Hsm2Device {
             self.next = self.next.wrapping_add(1);
             match self.ensure_session(slot) {
                 Ok(()) => {}
-                Err(e @ (PoolError::Unavailable | PoolError::Timeout)) if self.client.is_none() => {
-                    last = e;
-                    continue;
-                }
+                // The transport failed opening the session: reopen it, unless it stalled
+                // (it would only stall again).
+                Err(PoolError::Unavailable) if self.client.is_none() => continue,
                 Err(e) => return Err(e),
             }
             let (Some(client), Some(session)) =
