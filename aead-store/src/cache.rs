@@ -53,7 +53,8 @@ use tracing::{debug, warn};
 use crate::fs_store::Found;
 use crate::layout::{aead_path_in, classify, KeyHandleDirs, Layout, Place};
 use crate::walk::Walk;
-use crate::{AeadSource, FsStore, Store, StoreError, StoredAead, WalkEntry};
+use crate::{AeadKey, AeadSource, FsStore, Sealed, Store, StoreError, StoredAead, WalkEntry};
+use hsm2_proto::OtpAead;
 
 /// Measured memory per cached AEAD, map overhead included (see the `memory_per_entry`
 /// test): 1,000,000 AEADs take 71 MB (random ids) to 93 MB (sequential ids).
@@ -106,9 +107,10 @@ impl Prefix {
     }
 }
 
-/// One cached YubiKey AEAD: 38 bytes, alignment 1. Neither the key handle nor the path is
-/// stored: both follow from the key-handle directory's index (a version-1 file must name its
-/// directory's handle, a version-0 file takes it) and the layout.
+/// One cached YubiKey AEAD: 38 bytes, alignment 1. Neither the key nor the path is
+/// stored: both follow from the key directory's index (a version-1 or -2 file must name its
+/// directory's key, a version-0 file takes it) and the layout. A YubiHSM 2 AEAD is its
+/// nonce and the 30 bytes after it, so it fits the same entry.
 #[derive(Clone, Copy)]
 struct Entry {
     nonce: [u8; 6],
@@ -121,13 +123,18 @@ const MAX_DIR_INDEX: usize = (1 << 15) - 1;
 
 impl Entry {
     fn new(f: &Found) -> Option<Entry> {
-        let aead = <[u8; 30]>::try_from(f.stored.aead.as_bytes()).ok()?;
+        let (nonce, aead) = match &f.stored.sealed {
+            Sealed::Hsm1 { nonce, aead, .. } => {
+                (nonce.0, <[u8; 30]>::try_from(aead.as_bytes()).ok()?)
+            }
+            Sealed::Hsm2 { aead, .. } => (aead.nonce(), <[u8; 30]>::try_from(&aead.0[6..]).ok()?),
+        };
         if f.dir_index > MAX_DIR_INDEX {
             return None;
         }
         let place = (f.dir_index as u16) << 1 | u16::from(f.layout == Layout::Documented);
         Some(Entry {
-            nonce: f.stored.nonce.0,
+            nonce,
             aead,
             place: place.to_le_bytes(),
         })
@@ -141,10 +148,19 @@ impl Entry {
         } else {
             Layout::Code
         };
+        let sealed = match kh {
+            AeadKey::Handle(key_handle) => Sealed::Hsm1 {
+                key_handle,
+                nonce: Nonce(self.nonce),
+                aead: Aead::new(&self.aead).ok()?,
+            },
+            AeadKey::OtpKey(key_id) => Sealed::Hsm2 {
+                key_id,
+                aead: OtpAead::from_yubihsm1(self.nonce, self.aead),
+            },
+        };
         Some(StoredAead {
-            key_handle: kh,
-            nonce: Nonce(self.nonce),
-            aead: Aead::new(&self.aead).ok()?,
+            sealed,
             source: AeadSource::file(aead_path_in(dir, id, layout)),
         })
     }
@@ -532,6 +548,18 @@ impl CachedStore {
         written
     }
 
+    /// [`FsStore::put`], then drops `id` from the cache at once.
+    pub fn put(
+        &self,
+        id: &PublicId,
+        sealed: &Sealed,
+        force: bool,
+    ) -> Result<AeadSource, StoreError> {
+        let written = self.shared.disk.put(id, sealed, force);
+        self.shared.forget(Forget::Id(key(id)));
+        written
+    }
+
     #[cfg(test)]
     fn inject(&self, event: Event) {
         let _ = self.tx.send(Msg::Event { epoch: None, event });
@@ -569,7 +597,15 @@ impl Store for CachedStore {
     }
 
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
-        Ok(self.disk().existing(kh, id).is_some())
+        Ok(self.disk().existing(kh.into(), id).is_some())
+    }
+
+    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
+        CachedStore::put(self, id, sealed, force)
+    }
+
+    fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.disk().existing(key, id).is_some())
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
@@ -682,7 +718,13 @@ mod tests {
         );
         std::fs::remove_file(path(2)).unwrap();
         eventually("replacement", || {
-            c.lookup(&id(1)).unwrap().unwrap().aead == aead(1, 2)
+            c.lookup(&id(1))
+                .unwrap()
+                .unwrap()
+                .hsm1_aead()
+                .unwrap()
+                .clone()
+                == aead(1, 2)
         });
         eventually("deletion", || c.lookup(&id(2)).unwrap().is_none());
         // A new key in new directories is served at once: misses read the disk.
@@ -699,7 +741,15 @@ mod tests {
         assert!(c.lookup(&id(0x1234)).unwrap().is_some());
         // Temp files are never AEADs.
         std::fs::write(path(3).with_file_name(".cccccccccccf.Ab12Cd"), b"x").unwrap();
-        assert_eq!(c.lookup(&id(3)).unwrap().unwrap().aead, aead(3, 1));
+        assert_eq!(
+            c.lookup(&id(3))
+                .unwrap()
+                .unwrap()
+                .hsm1_aead()
+                .unwrap()
+                .clone(),
+            aead(3, 1)
+        );
     }
 
     #[test]
@@ -733,7 +783,15 @@ mod tests {
         assert_eq!(c.len(), 2, "cached again at once");
         std::thread::sleep(RESCAN_AFTER[0] + Duration::from_millis(100));
         assert_eq!(c.len(), 1, "dropped again after {:?}", RESCAN_AFTER[0]);
-        assert_eq!(c.lookup(&id(2)).unwrap().unwrap().aead, aead(2, 1));
+        assert_eq!(
+            c.lookup(&id(2))
+                .unwrap()
+                .unwrap()
+                .hsm1_aead()
+                .unwrap()
+                .clone(),
+            aead(2, 1)
+        );
     }
 
     #[test]
@@ -743,7 +801,10 @@ mod tests {
             FsStore::open(d.path(), vec![KeyHandle(0x21), KH]).unwrap(),
             10,
         );
-        assert_eq!(c21.lookup(&id(1)).unwrap().unwrap().key_handle, KH);
+        assert_eq!(
+            c21.lookup(&id(1)).unwrap().unwrap().key_handle().unwrap(),
+            KH
+        );
         // pyhsm writes the same id for 0x21 under a decimal spelling: 0x21 comes first.
         let p = aead_path_in(&d.path().join("33"), &id(1), Layout::Code);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -753,7 +814,7 @@ mod tests {
         )
         .unwrap();
         eventually("new handle directory", || {
-            c21.lookup(&id(1)).unwrap().unwrap().key_handle == KeyHandle(0x21)
+            c21.lookup(&id(1)).unwrap().unwrap().key_handle().unwrap() == KeyHandle(0x21)
         });
         drop(c);
     }
@@ -812,7 +873,15 @@ mod tests {
         }
         let c = CachedStore::new(disk, 3);
         for i in 1..=5 {
-            assert_eq!(c.lookup(&id(i)).unwrap().unwrap().aead, aead(i, 1));
+            assert_eq!(
+                c.lookup(&id(i))
+                    .unwrap()
+                    .unwrap()
+                    .hsm1_aead()
+                    .unwrap()
+                    .clone(),
+                aead(i, 1)
+            );
         }
         assert_eq!(c.len(), 3);
     }

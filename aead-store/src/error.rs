@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use hsm_proto::{KeyHandle, Nonce, PublicId};
 
+use crate::AeadKey;
+
 /// What can go wrong reading or writing the AEAD store.
 ///
 /// `PartialEq` so tests compare errors with `assert_eq!`; an OS error is kept as its
@@ -71,6 +73,30 @@ pub enum StoreError {
         /// The public id it was looked up as.
         id: PublicId,
     },
+    /// A version-2 file names another otp-aead-key than the directory it lies in.
+    #[error("{path}: file is for {in_file} but lies in the directory of {dir}")]
+    KeyMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Key written in the file.
+        in_file: AeadKey,
+        /// Key of its directory.
+        dir: AeadKey,
+    },
+    /// A file of one kind of HSM in the directory of the other (a version-2 file under a
+    /// key handle, or a pyhsm file under an otp-aead-key).
+    #[error("{path}: a {found} AEAD file in the directory of {dir}")]
+    WrongKind {
+        /// The file.
+        path: PathBuf,
+        /// What the file is: "YubiHSM 1" or "YubiHSM 2".
+        found: &'static str,
+        /// Key of its directory.
+        dir: AeadKey,
+    },
+    /// What this store cannot do (a YubiHSM 2 AEAD in a store of YubiHSM 1 ones only).
+    #[error("{0}")]
+    Unsupported(String),
     /// A version-0 file's nonce is its public id, which must then be at most 6 bytes.
     #[error("{0}: public id longer than 6 bytes cannot be the nonce of a version-0 file")]
     IdTooLong(PathBuf),
@@ -94,11 +120,15 @@ impl StoreError {
             | StoreError::AlreadyExists(p)
             | StoreError::IdTooLong(p) => p,
             StoreError::Io { path, .. }
+            | StoreError::KeyMismatch { path, .. }
+            | StoreError::WrongKind { path, .. }
             | StoreError::UnknownVersion { path, .. }
             | StoreError::Malformed { path, .. }
             | StoreError::KeyHandleMismatch { path, .. }
             | StoreError::NonceMismatch { path, .. } => path,
-            StoreError::DbConfig(_) | StoreError::Unavailable(_) => Path::new("aead_table"),
+            StoreError::DbConfig(_) | StoreError::Unavailable(_) | StoreError::Unsupported(_) => {
+                Path::new("aead_table")
+            }
         }
     }
 

@@ -5,20 +5,33 @@
 //! | 0 | the AEAD bytes alone; key handle and nonce come from the directory and file name |
 //! | 1 | `"YubiHSM AEAD\n"`, version byte `01`, key handle u32 LE, nonce\[6\], AEAD |
 //! | 1, CRLF | as version 1 with the marker `"YubiHSM AEAD\r\n"` (pyhsm on Windows) |
+//! | 2 (ours) | `"YubiHSM AEAD\n"`, version byte `02`, otp-aead-key id u16 BE, the 36-byte YubiHSM 2 AEAD |
 //!
-//! We read all three and write version 1 only. A file that starts with a marker is
-//! version 1 or an error, never version 0. pyhsm also expanded any `0a` byte after a CRLF
+//! We read all four and write versions 1 and 2. A file that starts with a marker is
+//! version 1 or 2 or an error, never version 0.
+//!
+//! Version 2 holds a YubiHSM 2 OTP AEAD (6-byte nonce ‖ 22-byte ciphertext ‖ 8-byte tag) and
+//! the id of the otp-aead-key it is sealed under, big-endian as the YubiHSM 2 writes object
+//! ids. It keeps pyhsm's marker so that pyhsm, handed such a file, refuses it cleanly:
+//! pyhsm 1.2.1's `YHSM_GeneratedAEAD.load` (`pyhsm/aead_cmd.py`) reads the byte after the
+//! marker and raises `YHSM_Error('Unknown AEAD file format')` for anything but 1, rather
+//! than taking the file for a version-0 AEAD. pyhsm also expanded any `0a` byte after a CRLF
 //! marker to `0d 0a`; that cannot be undone reliably, so such a file parses with a longer
 //! AEAD that the HSM then refuses.
 
+use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::{Aead, KeyHandle, Nonce};
 
 /// The version-1 marker line (13 bytes).
 pub const MARKER: &[u8] = b"YubiHSM AEAD\n";
 /// The marker as pyhsm wrote it on Windows (14 bytes).
 pub const MARKER_CRLF: &[u8] = b"YubiHSM AEAD\r\n";
-/// The only version after a marker.
+/// pyhsm's version after a marker.
 pub const VERSION_1: u8 = 1;
+/// Our version for YubiHSM 2 AEADs.
+pub const VERSION_2: u8 = 2;
+/// Length of a whole version-2 file: marker, version, key id, AEAD.
+pub const V2_LEN: usize = 13 + 1 + 2 + OtpAead::LEN;
 /// Version-1 header after the marker: version, key handle, nonce.
 const HEADER_LEN: usize = 1 + 4 + 6;
 /// Longest file read: more is not an AEAD file (pyhsm reads at most 1024 bytes).
@@ -38,12 +51,19 @@ pub enum AeadFile {
         /// The AEAD.
         aead: Aead,
     },
+    /// Version 2: a YubiHSM 2 OTP AEAD and its otp-aead-key.
+    Hsm2 {
+        /// The otp-aead-key it is sealed under.
+        key_id: ObjectId,
+        /// The 36-byte AEAD, its nonce first.
+        aead: OtpAead,
+    },
 }
 
 /// Why bytes are not an AEAD file. The store adds the path ([`crate::StoreError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
-    /// A marker followed by a version other than 1.
+    /// A marker followed by a version other than 1 or 2.
     #[error("unknown AEAD file format version {0}")]
     UnknownVersion(u8),
     /// A length that does not fit the format.
@@ -67,6 +87,9 @@ pub fn parse(bytes: &[u8]) -> Result<AeadFile, FormatError> {
     let Some((&version, rest)) = body.split_first() else {
         return Err(FormatError::Malformed("marker without a version"));
     };
+    if version == VERSION_2 && bytes.starts_with(MARKER) {
+        return parse_v2(rest);
+    }
     if version != VERSION_1 {
         return Err(FormatError::UnknownVersion(version));
     }
@@ -90,7 +113,30 @@ pub fn parse(bytes: &[u8]) -> Result<AeadFile, FormatError> {
     })
 }
 
-/// The bytes of a version-1 file (LF marker), the only format we write.
+/// A version-2 body after the version byte: key id, then exactly 36 bytes of AEAD.
+fn parse_v2(rest: &[u8]) -> Result<AeadFile, FormatError> {
+    let (Some(id), Some(aead)) = (rest.get(..2), rest.get(2..)) else {
+        return Err(FormatError::Malformed("version-2 header is cut short"));
+    };
+    let aead = <[u8; OtpAead::LEN]>::try_from(aead)
+        .map_err(|_| FormatError::Malformed("a version-2 AEAD must be 36 bytes"))?;
+    Ok(AeadFile::Hsm2 {
+        key_id: ObjectId(u16::from_be_bytes([id[0], id[1]])),
+        aead: OtpAead(aead),
+    })
+}
+
+/// The bytes of a version-2 file: a YubiHSM 2 AEAD under otp-aead-key `key_id`.
+pub fn write_v2(key_id: ObjectId, aead: &OtpAead) -> Vec<u8> {
+    let mut out = Vec::with_capacity(V2_LEN);
+    out.extend_from_slice(MARKER);
+    out.push(VERSION_2);
+    out.extend_from_slice(&key_id.0.to_be_bytes());
+    out.extend_from_slice(&aead.0);
+    out
+}
+
+/// The bytes of a version-1 file (LF marker), what we write for a YubiHSM 1.
 pub fn write_v1(key_handle: KeyHandle, nonce: &Nonce, aead: &Aead) -> Vec<u8> {
     let a = aead.as_bytes();
     let mut out = Vec::with_capacity(MARKER.len() + HEADER_LEN + a.len());
@@ -140,6 +186,60 @@ mod tests {
         );
     }
 
+    /// The YubiHSM 2 form of the notes' AEAD (shared notes §5.2): its nonce in front.
+    fn notes_otp_aead() -> OtpAead {
+        OtpAead::from_yubihsm1(
+            [0, 0, 0, 0, 0, 1],
+            notes_aead().as_bytes().try_into().unwrap(),
+        )
+    }
+
+    #[test]
+    fn version_2_is_marker_version_key_id_big_endian_and_the_36_bytes() {
+        let bytes = write_v2(ObjectId(0x0102), &notes_otp_aead());
+        assert_eq!(
+            hex::encode(&bytes),
+            "5975626948534d20414541440a\
+             02\
+             0102\
+             000000000001\
+             a93b0a5bc3145e5e905fe08015ca2f138533347e4563f5e8c11f74ec20ae"
+        );
+        assert_eq!(bytes.len(), V2_LEN);
+        assert_eq!(
+            parse(&bytes),
+            Ok(AeadFile::Hsm2 {
+                key_id: ObjectId(0x0102),
+                aead: notes_otp_aead()
+            })
+        );
+    }
+
+    #[test]
+    fn version_2_lengths_are_exact() {
+        let full = write_v2(ObjectId(5), &notes_otp_aead());
+        for cut in MARKER.len() + 1..MARKER.len() + 3 {
+            assert_eq!(
+                parse(&full[..cut]),
+                Err(FormatError::Malformed("version-2 header is cut short")),
+                "cut at {cut}"
+            );
+        }
+        for len in [MARKER.len() + 3, V2_LEN - 1] {
+            assert_eq!(
+                parse(&full[..len]),
+                Err(FormatError::Malformed("a version-2 AEAD must be 36 bytes")),
+                "{len} bytes"
+            );
+        }
+        let mut long = full.clone();
+        long.push(0);
+        assert_eq!(
+            parse(&long),
+            Err(FormatError::Malformed("a version-2 AEAD must be 36 bytes"))
+        );
+    }
+
     #[test]
     fn crlf_marker_reads_as_version_1() {
         let lf = write_v1(KeyHandle(0x21), &Nonce([1, 2, 3, 4, 5, 6]), &notes_aead());
@@ -180,14 +280,19 @@ mod tests {
 
     #[test]
     fn marker_then_unknown_version_is_an_error() {
-        for v in [0u8, 2, 0x0a, 0xff] {
+        for v in [0u8, 3, 0x0a, 0xff] {
             let mut b = MARKER.to_vec();
             b.push(v);
             b.extend_from_slice(&[0; 40]);
             assert_eq!(parse(&b), Err(FormatError::UnknownVersion(v)));
         }
         let mut b = MARKER_CRLF.to_vec();
+        b.push(3);
+        assert_eq!(parse(&b), Err(FormatError::UnknownVersion(3)));
+        // We never wrote version 2 with pyhsm's Windows marker.
+        let mut b = MARKER_CRLF.to_vec();
         b.push(2);
+        b.extend_from_slice(&[0; 38]);
         assert_eq!(parse(&b), Err(FormatError::UnknownVersion(2)));
     }
 

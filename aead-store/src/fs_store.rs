@@ -12,8 +12,8 @@ use tempfile::TempPath;
 use tracing::info;
 
 use crate::format::{self, AeadFile, FormatError};
-use crate::layout::{aead_path, aead_path_in, write_dir, KeyHandleDirs, Layout};
-use crate::{AeadSource, NoncePolicy, StoreError, StoredAead};
+use crate::layout::{aead_path, aead_path_in, key_dir, KeyHandleDirs, Layout};
+use crate::{AeadKey, AeadSource, NoncePolicy, Sealed, StoreError, StoredAead};
 
 /// An AEAD directory in pyhsm's layout, read from disk on every lookup.
 ///
@@ -30,7 +30,7 @@ pub struct FsStore {
     /// The base directory with every symlink resolved at open: where everything is read and
     /// written, and what "inside the store" means.
     base: PathBuf,
-    key_handles: Vec<KeyHandle>,
+    keys: Vec<AeadKey>,
     nonce_policy: NoncePolicy,
 }
 
@@ -49,6 +49,12 @@ impl FsStore {
         base: impl AsRef<Path>,
         key_handles: Vec<KeyHandle>,
     ) -> Result<FsStore, StoreError> {
+        FsStore::open_keys(base, key_handles.into_iter().map(AeadKey::from).collect())
+    }
+
+    /// [`FsStore::open`] with keys of either kind, YubiHSM 1 key handles and YubiHSM 2
+    /// otp-aead-keys, looked up in this order (the first found wins).
+    pub fn open_keys(base: impl AsRef<Path>, keys: Vec<AeadKey>) -> Result<FsStore, StoreError> {
         let given = base.as_ref();
         let base = fs::canonicalize(given)
             .ok()
@@ -63,7 +69,7 @@ impl FsStore {
         }
         Ok(FsStore {
             base,
-            key_handles,
+            keys,
             nonce_policy: NoncePolicy::default(),
         })
     }
@@ -85,12 +91,12 @@ impl FsStore {
         &self.base
     }
 
-    /// The configured key handles, in lookup order.
-    pub fn key_handles(&self) -> &[KeyHandle] {
-        &self.key_handles
+    /// The configured keys, in lookup order.
+    pub fn keys(&self) -> &[AeadKey] {
+        &self.keys
     }
 
-    /// Finds the AEAD of `id` on disk: each configured handle in order, each spelling of its
+    /// Finds the AEAD of `id` on disk: each configured key in order, each spelling of its
     /// directory (canonical first), the code layout then the documented one. The first file
     /// present wins, good or bad: a bad file is an error naming it, not a silent fall-through
     /// to another handle.
@@ -105,7 +111,7 @@ impl FsStore {
         dirs: &KeyHandleDirs,
         id: &PublicId,
     ) -> Result<Option<Found>, StoreError> {
-        for kh in &self.key_handles {
+        for kh in &self.keys {
             for (dir_index, dir) in dirs.of(*kh) {
                 for layout in Layout::READ_ORDER {
                     let path = aead_path_in(dir, id, layout);
@@ -134,14 +140,14 @@ impl FsStore {
 
     /// Reads and checks one AEAD file, trusting nothing: every symlink on the path must stay
     /// inside the store, it must be a regular file (opened without blocking, so a FIFO cannot
-    /// hang us) of at most 1 KiB in a known format, and a version-1 file must name
-    /// `dir_kh`, the handle of the directory it lies in, and carry a nonce the store's
-    /// [`NoncePolicy`] accepts for `id`. A version-0 file gets `dir_kh` and
-    /// the binary public id `id` as its nonce.
+    /// hang us) of at most 1 KiB in a known format, of the kind of HSM `dir_key` is for; a
+    /// version-1 or version-2 file must name `dir_key`, the key of the directory it lies in,
+    /// and carry a nonce the store's [`NoncePolicy`] accepts for `id`. A version-0 file gets
+    /// `dir_key` and the binary public id `id` as its nonce.
     pub fn read_file(
         &self,
         path: &Path,
-        dir_kh: KeyHandle,
+        dir_key: AeadKey,
         id: &PublicId,
     ) -> Result<StoredAead, StoreError> {
         let real = fs::canonicalize(path).map_err(|e| StoreError::io(path, &e))?;
@@ -149,18 +155,25 @@ impl FsStore {
             return Err(StoreError::SymlinkEscape(path.to_path_buf()));
         }
         let parsed = read_at(&real, path)?;
-        let (key_handle, nonce, aead) = match parsed {
-            AeadFile::V0(aead) => {
+        let sealed = match (parsed, dir_key) {
+            (AeadFile::V0(aead), AeadKey::Handle(dir_kh)) => {
                 let nonce = id
                     .to_nonce()
                     .map_err(|_| StoreError::IdTooLong(path.to_path_buf()))?;
-                (dir_kh, nonce, aead)
+                Sealed::Hsm1 {
+                    key_handle: dir_kh,
+                    nonce,
+                    aead,
+                }
             }
-            AeadFile::V1 {
-                key_handle,
-                nonce,
-                aead,
-            } => {
+            (
+                AeadFile::V1 {
+                    key_handle,
+                    nonce,
+                    aead,
+                },
+                AeadKey::Handle(dir_kh),
+            ) => {
                 if key_handle != dir_kh {
                     return Err(StoreError::KeyHandleMismatch {
                         path: path.to_path_buf(),
@@ -168,14 +181,41 @@ impl FsStore {
                         dir: dir_kh,
                     });
                 }
-                self.nonce_policy.check(path, id, &nonce)?;
-                (key_handle, nonce, aead)
+                Sealed::Hsm1 {
+                    key_handle,
+                    nonce,
+                    aead,
+                }
+            }
+            (AeadFile::Hsm2 { key_id, aead }, AeadKey::OtpKey(dir_id)) => {
+                if key_id != dir_id {
+                    return Err(StoreError::KeyMismatch {
+                        path: path.to_path_buf(),
+                        in_file: AeadKey::OtpKey(key_id),
+                        dir: dir_key,
+                    });
+                }
+                Sealed::Hsm2 { key_id, aead }
+            }
+            (AeadFile::Hsm2 { .. }, AeadKey::Handle(_)) => {
+                return Err(StoreError::WrongKind {
+                    path: path.to_path_buf(),
+                    found: "YubiHSM 2",
+                    dir: dir_key,
+                })
+            }
+            (AeadFile::V0(_) | AeadFile::V1 { .. }, AeadKey::OtpKey(_)) => {
+                return Err(StoreError::WrongKind {
+                    path: path.to_path_buf(),
+                    found: "YubiHSM 1",
+                    dir: dir_key,
+                })
             }
         };
+        // One check for both kinds (a version-0 file's nonce is the id itself, so it passes).
+        self.nonce_policy.check(path, id, &sealed.nonce())?;
         Ok(StoredAead {
-            key_handle,
-            nonce,
-            aead,
+            sealed,
             source: AeadSource::file(path.to_path_buf()),
         })
     }
@@ -187,9 +227,10 @@ impl FsStore {
         source.as_path()
     }
 
-    /// The file (or anything else) standing for (`kh`, `id`) under any spelling of `kh`'s
+    /// The file (or anything else) standing for (`key`, `id`) under any spelling of `key`'s
     /// directory and either layout, if there is one.
-    pub fn existing(&self, kh: KeyHandle, id: &PublicId) -> Option<PathBuf> {
+    pub fn existing(&self, key: AeadKey, id: &PublicId) -> Option<PathBuf> {
+        let kh = key;
         let dirs = KeyHandleDirs::read(&self.base).ok()?;
         let found = dirs
             .of(kh)
@@ -221,12 +262,30 @@ impl FsStore {
         aead: &Aead,
         force: bool,
     ) -> Result<AeadSource, StoreError> {
+        let sealed = Sealed::Hsm1 {
+            key_handle: kh,
+            nonce: *nonce,
+            aead: aead.clone(),
+        };
+        self.put(id, &sealed, force)
+    }
+
+    /// [`FsStore::write`] for an AEAD of either kind: a YubiHSM 1 one as a version-1 file
+    /// under its key handle's directory, a YubiHSM 2 one as a version-2 file under
+    /// `otp-aead-key-0x....`, same layout, same atomic and no-clobber rules.
+    pub fn put(
+        &self,
+        id: &PublicId,
+        sealed: &Sealed,
+        force: bool,
+    ) -> Result<AeadSource, StoreError> {
+        let key = sealed.key();
         if !force {
-            if let Some(existing) = self.existing(kh, id) {
+            if let Some(existing) = self.existing(key, id) {
                 return Err(StoreError::AlreadyExists(existing));
             }
         }
-        let path = aead_path(&write_dir(&self.base, kh), id);
+        let path = aead_path(&key_dir(&self.base, key), id);
         let Some(dir) = path.parent() else {
             return Err(StoreError::NotAFile(path));
         };
@@ -246,7 +305,14 @@ impl FsStore {
                     .open(p)
             })
             .map_err(|e| StoreError::io(&tried, &e))?;
-        let bytes = format::write_v1(kh, nonce, aead);
+        let bytes = match sealed {
+            Sealed::Hsm1 {
+                key_handle,
+                nonce,
+                aead,
+            } => format::write_v1(*key_handle, nonce, aead),
+            Sealed::Hsm2 { key_id, aead } => format::write_v2(*key_id, aead),
+        };
         tmp.write_all(&bytes)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| StoreError::io(tmp.path(), &e))?;
@@ -395,6 +461,174 @@ mod tests {
         p
     }
 
+    const K5: AeadKey = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+    const K6: AeadKey = AeadKey::OtpKey(hsm2_proto::ObjectId(6));
+
+    /// A YubiHSM 2 AEAD whose nonce is `nonce`.
+    fn otp(nonce: Nonce, fill: u8) -> hsm2_proto::OtpAead {
+        hsm2_proto::OtpAead::from_yubihsm1(nonce.0, [fill; 30])
+    }
+
+    fn hsm2(key: AeadKey, aead: hsm2_proto::OtpAead) -> Sealed {
+        let AeadKey::OtpKey(key_id) = key else {
+            panic!("not a YubiHSM 2 key")
+        };
+        Sealed::Hsm2 { key_id, aead }
+    }
+
+    #[test]
+    fn a_yubihsm2_aead_is_a_version_2_file_in_its_key_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FsStore::open_keys(d.path(), vec![K5]).unwrap();
+        let i = id("ccbbddeeffcc");
+        let sealed = hsm2(K5, otp(nonce("ccbbddeeffcc"), 7));
+        let source = s.put(&i, &sealed, false).unwrap();
+        let p = file(&source);
+        assert_eq!(
+            p,
+            d.path()
+                .join("otp-aead-key-0x0005/cc/bb/dd/ee/ff/cc/ccbbddeeffcc")
+        );
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            format::write_v2(hsm2_proto::ObjectId(5), &otp(nonce("ccbbddeeffcc"), 7))
+        );
+        let got = s.lookup(&i).unwrap().unwrap();
+        assert_eq!((got.sealed, got.source), (sealed.clone(), source));
+        assert_eq!(
+            s.put(&i, &sealed, false),
+            Err(StoreError::AlreadyExists(p.clone()))
+        );
+        assert!(crate::Store::exists_under(&s, K5, &i).unwrap());
+        assert!(!crate::Store::exists_under(&s, K6, &i).unwrap());
+        assert!(!crate::Store::exists(&s, KH20, &i).unwrap());
+        // A store of YubiHSM 1 key handles only does not see it.
+        assert_eq!(store_at(d.path(), &[KH20.into()]).lookup(&i).unwrap(), None);
+    }
+
+    fn store_at(base: &Path, keys: &[AeadKey]) -> FsStore {
+        FsStore::open_keys(base, keys.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn keys_of_both_kinds_are_looked_up_in_configured_order() {
+        let d = tempfile::tempdir().unwrap();
+        let i = id("ccbbddeeffcc");
+        let n = nonce("ccbbddeeffcc");
+        let w = store_at(d.path(), &[]);
+        w.write(KH20, &i, &n, &aead(1), false).unwrap();
+        w.put(&i, &hsm2(K5, otp(n, 2)), false).unwrap();
+        w.put(&i, &hsm2(K6, otp(n, 3)), false).unwrap();
+        let first = |keys: &[AeadKey]| store_at(d.path(), keys).lookup(&i).unwrap().unwrap().key();
+        assert_eq!(first(&[KH20.into(), K5, K6]), KH20.into());
+        assert_eq!(first(&[K5, KH20.into()]), K5);
+        assert_eq!(first(&[K6, K5]), K6);
+        assert_eq!(first(&[KH21.into(), K6]), K6);
+        // Only in the old key's directory (a rotation not yet done for this id): found there.
+        let j = id("cccccccccccb");
+        w.put(&j, &hsm2(K5, otp(nonce("cccccccccccb"), 4)), false)
+            .unwrap();
+        assert_eq!(
+            store_at(d.path(), &[K6, K5])
+                .lookup(&j)
+                .unwrap()
+                .unwrap()
+                .key(),
+            K5
+        );
+    }
+
+    #[test]
+    fn a_file_of_the_wrong_kind_or_key_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let i = id("ccbbddeeffcc");
+        let n = nonce("ccbbddeeffcc");
+        // A YubiHSM 2 file under a key handle, a pyhsm file under an otp-aead-key, and a
+        // version-2 file for key 6 in key 5's directory.
+        let v2 = format::write_v2(hsm2_proto::ObjectId(6), &otp(n, 1));
+        let p = put(d.path(), "0x20", "ccbbddeeffcc", Layout::Code, &v2);
+        assert_eq!(
+            store_at(d.path(), &[KH20.into()]).lookup(&i),
+            Err(StoreError::WrongKind {
+                path: p,
+                found: "YubiHSM 2",
+                dir: KH20.into()
+            })
+        );
+        let p = put(
+            d.path(),
+            "otp-aead-key-0x0005",
+            "ccbbddeeffcc",
+            Layout::Code,
+            &format::write_v1(KH20, &n, &aead(1)),
+        );
+        assert_eq!(
+            store_at(d.path(), &[K5]).lookup(&i),
+            Err(StoreError::WrongKind {
+                path: p.clone(),
+                found: "YubiHSM 1",
+                dir: K5
+            })
+        );
+        fs::write(&p, aead(1).as_bytes()).unwrap();
+        assert!(matches!(
+            store_at(d.path(), &[K5]).lookup(&i),
+            Err(StoreError::WrongKind {
+                found: "YubiHSM 1",
+                ..
+            })
+        ));
+        fs::write(&p, &v2).unwrap();
+        assert_eq!(
+            store_at(d.path(), &[K5]).lookup(&i),
+            Err(StoreError::KeyMismatch {
+                path: p,
+                in_file: K6,
+                dir: K5
+            })
+        );
+    }
+
+    #[test]
+    fn a_yubihsm2_aead_must_carry_its_public_id_as_nonce_unless_any_nonce_is_allowed() {
+        let d = tempfile::tempdir().unwrap();
+        let i = id("ccbbddeeffcc");
+        // What the YubiHSM 2 makes: a nonce it chose itself.
+        let device_made = otp(Nonce([0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]), 1);
+        let p = file(
+            &store_at(d.path(), &[])
+                .put(&i, &hsm2(K5, device_made), false)
+                .unwrap(),
+        );
+        assert_eq!(
+            store_at(d.path(), &[K5]).lookup(&i),
+            Err(StoreError::NonceMismatch {
+                path: p,
+                nonce: Nonce([0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]),
+                id: i.clone()
+            })
+        );
+        let any = store_at(d.path(), &[K5]).with_nonce_policy(NoncePolicy::Any);
+        assert_eq!(
+            any.lookup(&i).unwrap().unwrap().otp_aead(),
+            Some(&device_made)
+        );
+        // A migrated AEAD keeps the YubiHSM 1 nonce, the public id, and passes.
+        let j = id("cccccccccccb");
+        let migrated = otp(nonce("cccccccccccb"), 2);
+        store_at(d.path(), &[])
+            .put(&j, &hsm2(K5, migrated), false)
+            .unwrap();
+        assert_eq!(
+            store_at(d.path(), &[K5])
+                .lookup(&j)
+                .unwrap()
+                .unwrap()
+                .otp_aead(),
+            Some(&migrated)
+        );
+    }
+
     #[test]
     fn a_v1_file_whose_nonce_is_not_its_public_id_is_refused_unless_any_nonce_is_allowed() {
         let (d, s) = store(&[KH20]);
@@ -424,7 +658,7 @@ mod tests {
         // Stores made with random nonces say so when opened.
         let any = s.clone().with_nonce_policy(NoncePolicy::Any);
         assert_eq!(any.nonce_policy(), NoncePolicy::Any);
-        assert_eq!(any.lookup(&b).unwrap().unwrap().nonce, na);
+        assert_eq!(any.lookup(&b).unwrap().unwrap().nonce(), na);
         // A version-0 file has no nonce but its name: never refused.
         let v0 = put(
             d.path(),
@@ -496,7 +730,10 @@ mod tests {
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink("b", &link).unwrap();
         let got = s.lookup(&i).unwrap().unwrap();
-        assert_eq!((got.aead, file(&got.source)), (aead(1), in_a));
+        assert_eq!(
+            (got.hsm1_aead().unwrap().clone(), file(&got.source)),
+            (aead(1), in_a)
+        );
         assert!(s.entries().all(|e| e.is_good()));
     }
 
@@ -532,9 +769,11 @@ mod tests {
         assert_eq!(
             s.lookup(&i).unwrap(),
             Some(StoredAead {
-                key_handle: KH20,
-                nonce: nonce("ccbbddeeffcc"),
-                aead: aead(7),
+                sealed: Sealed::Hsm1 {
+                    key_handle: KH20,
+                    nonce: nonce("ccbbddeeffcc"),
+                    aead: aead(7),
+                },
                 source,
             })
         );
@@ -611,12 +850,18 @@ mod tests {
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), false),
             Err(StoreError::AlreadyExists(file(&source)))
         );
-        assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(1));
+        assert_eq!(
+            s.lookup(&i).unwrap().unwrap().hsm1_aead().unwrap().clone(),
+            aead(1)
+        );
         assert_eq!(
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), true),
             Ok(source)
         );
-        assert_eq!(s.lookup(&i).unwrap().unwrap().aead, aead(2));
+        assert_eq!(
+            s.lookup(&i).unwrap().unwrap().hsm1_aead().unwrap().clone(),
+            aead(2)
+        );
         // Another handle is another AEAD.
         assert!(s
             .write(KH21, &i, &nonce("ccbbddeeffcc"), &aead(3), false)
@@ -662,7 +907,7 @@ mod tests {
             Layout::Documented,
             aead(1).as_bytes(),
         );
-        assert_eq!(s.existing(KH20, &i), Some(p.clone()));
+        assert_eq!(s.existing(KH20.into(), &i), Some(p.clone()));
         assert_eq!(
             s.write(KH20, &i, &nonce("ccbbddeeffcc"), &aead(2), false),
             Err(StoreError::AlreadyExists(p))
@@ -687,9 +932,12 @@ mod tests {
             aead(5).as_bytes(),
         );
         let got = s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap();
-        assert_eq!(got.key_handle, KH20);
-        assert_eq!(got.nonce, Nonce([0, 0, 0x23, 0xea, 0x41, 0xf8]));
-        assert_eq!((got.aead, file(&got.source)), (aead(5), p));
+        assert_eq!(got.key_handle().unwrap(), KH20);
+        assert_eq!(got.nonce(), Nonce([0, 0, 0x23, 0xea, 0x41, 0xf8]));
+        assert_eq!(
+            (got.hsm1_aead().unwrap().clone(), file(&got.source)),
+            (aead(5), p)
+        );
         // An 8-byte public id cannot be a nonce.
         let p = put(
             d.path(),
@@ -728,9 +976,17 @@ mod tests {
                 &format::write_v1(kh, &nonce("cccccccccccd"), &aead(2)),
             );
             let a = s.lookup(&id("cccccccccccb")).unwrap().unwrap();
-            assert_eq!((a.key_handle, file(&a.source)), (kh, v0), "{spelling}");
+            assert_eq!(
+                (a.key_handle().unwrap(), file(&a.source)),
+                (kh, v0),
+                "{spelling}"
+            );
             let b = s.lookup(&id("cccccccccccd")).unwrap().unwrap();
-            assert_eq!((b.key_handle, file(&b.source)), (kh, v1), "{spelling}");
+            assert_eq!(
+                (b.key_handle().unwrap(), file(&b.source)),
+                (kh, v1),
+                "{spelling}"
+            );
             // Not found for a handle that is not configured.
             let other = FsStore::open(d.path(), vec![KH21]).unwrap();
             assert_eq!(
@@ -775,7 +1031,7 @@ mod tests {
             Layout::Code,
             &format::write_v1(KH20, &nonce("ccbbddeeffcc"), &aead(1)),
         );
-        assert_eq!(s.lookup(&i).unwrap().unwrap().key_handle, KH20);
+        assert_eq!(s.lookup(&i).unwrap().unwrap().key_handle().unwrap(), KH20);
         put(
             d.path(),
             "0x21",
@@ -784,7 +1040,7 @@ mod tests {
             &format::write_v1(KH21, &nonce("ccbbddeeffcc"), &aead(2)),
         );
         assert_eq!(
-            s.lookup(&i).unwrap().unwrap().key_handle,
+            s.lookup(&i).unwrap().unwrap().key_handle().unwrap(),
             KH21,
             "0x21 is configured first"
         );
@@ -925,7 +1181,10 @@ mod tests {
         fs::create_dir_all(inner.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&good, &inner).unwrap();
         let got = s.lookup(&id("ccccccccccck")).unwrap().unwrap();
-        assert_eq!((got.aead, file(&got.source)), (aead(3), inner));
+        assert_eq!(
+            (got.hsm1_aead().unwrap().clone(), file(&got.source)),
+            (aead(3), inner)
+        );
         // Writing through a symlinked directory that leaves the store is refused too.
         assert_eq!(
             s.write(KH20, &id("ccccccccccch"), &Nonce([0; 6]), &aead(1), true),

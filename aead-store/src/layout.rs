@@ -11,14 +11,18 @@
 //! [`KeyHandle::canonical`], and read every directory whose name parses as a configured
 //! handle ([`KeyHandleDirs`]).
 //!
-//! [`aead_path_in`] is the only place that maps (key-handle directory, public id) to a path;
+//! YubiHSM 2 AEADs (our version-2 files) lie beside them in the same base, one directory per
+//! otp-aead-key, named `otp-aead-key-0x0005` ([`crate::AeadKey::dir_name`], a name no
+//! spelling of a key handle can take), with the same public-id directories below.
+//!
+//! [`aead_path_in`] is the only place that maps (key directory, public id) to a path;
 //! [`aead_path`] is its shorthand for the layout we write.
 
 use std::path::{Component, Path, PathBuf};
 
 use hsm_proto::{modhex, KeyHandle, PublicId};
 
-use crate::StoreError;
+use crate::{AeadKey, StoreError};
 
 /// One of the two directory layouts pyhsm uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,18 +75,23 @@ pub fn aead_path_in(kh_dir: &Path, id: &PublicId, layout: Layout) -> PathBuf {
 
 /// The key-handle directory we write into: the canonical spelling (`0x20`).
 pub fn write_dir(base: &Path, kh: KeyHandle) -> PathBuf {
-    base.join(kh.canonical())
+    key_dir(base, kh.into())
 }
 
-/// The directories directly under a store's base whose names are spellings of a key handle,
-/// as found when listed.
+/// The directory we write a key's AEADs into: `0x20`, or `otp-aead-key-0x0005`.
+pub fn key_dir(base: &Path, key: AeadKey) -> PathBuf {
+    base.join(key.dir_name())
+}
+
+/// The directories directly under a store's base whose names are spellings of a key handle
+/// or an otp-aead-key's directory name, as found when listed.
 ///
-/// Sorted by handle; for each handle the canonical spelling first, then the others by name.
+/// Sorted by key; for each key the canonical spelling first, then the others by name.
 /// Names starting with `.` are skipped (rsync's temp directories), symlinked directories are
 /// kept (their files must still resolve inside the store to be read).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyHandleDirs {
-    dirs: Vec<(KeyHandle, PathBuf)>,
+    dirs: Vec<(AeadKey, PathBuf)>,
 }
 
 impl KeyHandleDirs {
@@ -98,7 +107,7 @@ impl KeyHandleDirs {
             if name.starts_with('.') {
                 continue;
             }
-            let Ok(kh) = KeyHandle::parse(&name) else {
+            let Some(kh) = AeadKey::from_dir_name(&name) else {
                 continue;
             };
             let path = entry.path();
@@ -107,10 +116,10 @@ impl KeyHandleDirs {
             }
         }
         dirs.sort_by(|(ka, pa), (kb, pb)| {
-            let rank = |kh: &KeyHandle, p: &Path| {
+            let rank = |kh: &AeadKey, p: &Path| {
                 (
                     *kh,
-                    p.file_name() != Some(kh.canonical().as_ref()),
+                    p.file_name() != Some(kh.dir_name().as_ref()),
                     p.to_path_buf(),
                 )
             };
@@ -119,13 +128,14 @@ impl KeyHandleDirs {
         Ok(KeyHandleDirs { dirs })
     }
 
-    /// Every (handle, directory), in order.
-    pub fn iter(&self) -> impl Iterator<Item = (KeyHandle, &Path)> + '_ {
+    /// Every (key, directory), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (AeadKey, &Path)> + '_ {
         self.dirs.iter().map(|(kh, p)| (*kh, p.as_path()))
     }
 
-    /// The directories of `kh` with their index (stable until the next listing).
-    pub fn of(&self, kh: KeyHandle) -> impl Iterator<Item = (usize, &Path)> + '_ {
+    /// The directories of `key` with their index (stable until the next listing).
+    pub fn of(&self, key: impl Into<AeadKey>) -> impl Iterator<Item = (usize, &Path)> + '_ {
+        let kh = key.into();
         self.dirs
             .iter()
             .enumerate()
@@ -134,7 +144,7 @@ impl KeyHandleDirs {
     }
 
     /// The directory at `index`.
-    pub fn get(&self, index: usize) -> Option<(KeyHandle, &Path)> {
+    pub fn get(&self, index: usize) -> Option<(AeadKey, &Path)> {
         self.dirs.get(index).map(|(kh, p)| (*kh, p.as_path()))
     }
 
@@ -155,7 +165,8 @@ impl KeyHandleDirs {
 pub(crate) enum Place {
     /// The base directory itself.
     Base,
-    /// A directory (or file) directly under the base named like a key handle.
+    /// A directory (or file) directly under the base named like a key handle or an
+    /// otp-aead-key's directory.
     KeyHandleDir,
     /// A layout directory (2-character groups), or the file of a 1-byte public id: every
     /// AEAD whose id starts with these bytes may lie below it.
@@ -186,7 +197,7 @@ pub(crate) fn classify(base: &Path, path: &Path) -> Place {
     let Some((kh_name, below)) = names.split_first() else {
         return Place::Base;
     };
-    if KeyHandle::parse(kh_name).is_err() {
+    if AeadKey::from_dir_name(kh_name).is_none() {
         return Place::Unrelated;
     }
     let mut prefix = Vec::new();
@@ -334,7 +345,7 @@ mod tests {
         assert_eq!(names(0x314d_534b), ["KSM1"]);
         assert_eq!(dirs.len(), 6);
         let (i, _) = dirs.of(KeyHandle(0x21)).next().unwrap();
-        assert_eq!(dirs.get(i).unwrap().0, KeyHandle(0x21));
+        assert_eq!(dirs.get(i).unwrap().0, AeadKey::Handle(KeyHandle(0x21)));
         assert!(matches!(
             KeyHandleDirs::read(&d.path().join("missing")),
             Err(StoreError::Io {
@@ -345,6 +356,33 @@ mod tests {
     }
 
     #[test]
+    fn otp_key_directories_are_listed_beside_key_handles() {
+        let d = tempfile::tempdir().unwrap();
+        for name in [
+            "0x20",
+            "otp-aead-key-0x0005",
+            "otp-aead-key-5",
+            "otp-aead-key-0x0006",
+        ] {
+            std::fs::create_dir(d.path().join(name)).unwrap();
+        }
+        let dirs = KeyHandleDirs::read(d.path()).unwrap();
+        let keys: Vec<String> = dirs.iter().map(|(k, _)| k.dir_name()).collect();
+        assert_eq!(keys, ["0x20", "otp-aead-key-0x0005", "otp-aead-key-0x0006"]);
+        let five = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+        assert_eq!(
+            dirs.of(five)
+                .map(|(_, p)| p.to_path_buf())
+                .collect::<Vec<_>>(),
+            [d.path().join("otp-aead-key-0x0005")]
+        );
+        assert_eq!(
+            key_dir(d.path(), five),
+            d.path().join("otp-aead-key-0x0005")
+        );
+    }
+
+    #[test]
     fn changed_paths_map_back_to_what_they_can_affect() {
         let b = Path::new("/s");
         let at = |p: &str| classify(b, &b.join(p));
@@ -352,6 +390,12 @@ mod tests {
         assert_eq!(classify(b, Path::new("/t/0x20")), Place::Outside);
         assert_eq!(at("0x20"), Place::KeyHandleDir);
         assert_eq!(at("KSM1"), Place::KeyHandleDir);
+        assert_eq!(at("otp-aead-key-0x0005"), Place::KeyHandleDir);
+        assert_eq!(
+            at("otp-aead-key-0x0005/cc/bb/dd/ee/ff/cc/ccbbddeeffcc"),
+            Place::Id(id("ccbbddeeffcc"))
+        );
+        assert_eq!(at("otp-aead-key-5/cc"), Place::Unrelated);
         assert_eq!(at("not-a-kh"), Place::Unrelated);
         assert_eq!(at("0x20/cc"), Place::Prefix(vec![0x00]));
         assert_eq!(at("0x20/cc/bv/dd"), Place::Prefix(vec![0x00, 0x1f, 0x22]));

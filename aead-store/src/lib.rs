@@ -1,8 +1,11 @@
 //! YubiKey AEADs on disk, in pyhsm's formats and directory layout.
 //!
-//! - [`format`](mod@format): the three file formats, as pure functions over bytes;
-//! - [`layout`]: the one mapping from (key-handle directory, public id) to a path, and the
-//!   discovery of key-handle directories under any spelling;
+//! - [`format`](mod@format): pyhsm's three file formats and our YubiHSM 2 one, as pure
+//!   functions over bytes;
+//! - [`AeadKey`]: the key an AEAD is sealed under, a YubiHSM 1 key handle or a YubiHSM 2
+//!   otp-aead-key, which also says which kind of HSM can open it ([`Sealed`]);
+//! - [`layout`]: the one mapping from (key directory, public id) to a path, and the
+//!   discovery of key directories under any spelling;
 //! - [`FsStore`]: the directory: safe reads, atomic rsync-safe writes, and the walk that
 //!   `verify` and `stats` report on ([`FsStore::entries`]);
 //! - [`CachedStore`]: an in-memory cache kept true by an inotify watch of our own, for the
@@ -25,6 +28,7 @@ mod error;
 pub mod format;
 mod fs_store;
 mod inotify_watch;
+mod key;
 pub mod layout;
 mod source;
 mod walk;
@@ -34,26 +38,98 @@ pub use cache::{CachedStore, ENTRY_BYTES};
 pub use db::{DbConfig, DbPassword, DbStore, DbUrl, Engine};
 pub use error::StoreError;
 pub use fs_store::{read_aead_file, FsStore};
+use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+pub use key::{AeadKey, OTP_KEY_DIR_PREFIX};
 pub use source::AeadSource;
 pub use walk::{stats, KhStats, Walk, WalkEntry};
 
 /// An AEAD as found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAead {
-    /// Key handle that sealed it (from a version-1 file, which must match its directory, or
-    /// the directory's handle for a version-0 file).
-    pub key_handle: KeyHandle,
-    /// Its nonce (the binary public id for a version-0 file).
-    pub nonce: Nonce,
-    /// The AEAD (8 to 72 bytes; a YubiKey's is 30).
-    pub aead: Aead,
+    /// The AEAD and the key it is sealed under: which kind of HSM can open it.
+    pub sealed: Sealed,
     /// Where it came from (for [`FsStore`], the file).
     pub source: AeadSource,
 }
 
-/// Which nonces a store accepts in version-1 files (a version-0 file has no nonce but the
-/// public id of its name, so it always passes).
+/// An AEAD with what an HSM needs besides to open it. The kind of HSM follows from the
+/// variant, so a daemon holding both kinds routes each AEAD to a device that can open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sealed {
+    /// For a YubiHSM 1 (pyhsm's formats).
+    Hsm1 {
+        /// Key handle that sealed it (from a version-1 file, which must match its
+        /// directory, or the directory's handle for a version-0 file).
+        key_handle: KeyHandle,
+        /// Its nonce (the binary public id for a version-0 file).
+        nonce: Nonce,
+        /// The AEAD (8 to 72 bytes; a YubiKey's is 30).
+        aead: Aead,
+    },
+    /// For a YubiHSM 2 (our version-2 format).
+    Hsm2 {
+        /// The otp-aead-key it is sealed under (a version-2 file must name its
+        /// directory's key).
+        key_id: ObjectId,
+        /// The 36-byte OTP AEAD, its nonce first.
+        aead: OtpAead,
+    },
+}
+
+impl Sealed {
+    /// The key it is sealed under.
+    pub fn key(&self) -> AeadKey {
+        match self {
+            Sealed::Hsm1 { key_handle, .. } => AeadKey::Handle(*key_handle),
+            Sealed::Hsm2 { key_id, .. } => AeadKey::OtpKey(*key_id),
+        }
+    }
+
+    /// Its 6-byte nonce: what [`NoncePolicy`] checks, for both kinds.
+    pub fn nonce(&self) -> Nonce {
+        match self {
+            Sealed::Hsm1 { nonce, .. } => *nonce,
+            Sealed::Hsm2 { aead, .. } => Nonce(aead.nonce()),
+        }
+    }
+}
+
+impl StoredAead {
+    /// The key it is sealed under.
+    pub fn key(&self) -> AeadKey {
+        self.sealed.key()
+    }
+
+    /// Its 6-byte nonce.
+    pub fn nonce(&self) -> Nonce {
+        self.sealed.nonce()
+    }
+
+    /// The key handle, for a YubiHSM 1 AEAD.
+    pub fn key_handle(&self) -> Option<KeyHandle> {
+        self.key().key_handle()
+    }
+
+    /// The AEAD bytes, for a YubiHSM 1 AEAD.
+    pub fn hsm1_aead(&self) -> Option<&Aead> {
+        match &self.sealed {
+            Sealed::Hsm1 { aead, .. } => Some(aead),
+            Sealed::Hsm2 { .. } => None,
+        }
+    }
+
+    /// The OTP AEAD, for a YubiHSM 2 AEAD.
+    pub fn otp_aead(&self) -> Option<&OtpAead> {
+        match &self.sealed {
+            Sealed::Hsm2 { aead, .. } => Some(aead),
+            Sealed::Hsm1 { .. } => None,
+        }
+    }
+}
+
+/// Which nonces a store accepts in version-1 and version-2 files and in rows (a version-0
+/// file has no nonce but the public id of its name, so it always passes).
 ///
 /// The HSM authenticates an AEAD together with the nonce it is given, and a version-1 file
 /// carries its own nonce. Nothing else ties the file to the public id it is found under: a
@@ -61,6 +137,14 @@ pub struct StoredAead {
 /// first YubiKey's token part. So by default the nonce must be the public id (what pyhsm
 /// writes unless told `--random-nonce`), and [`FsStore`] checks it on every read, whoever
 /// asks: the daemon, the cache, `verify`.
+///
+/// A YubiHSM 2 AEAD is bound to nothing but its 6-byte nonce either (the device's CCM nonce
+/// is the key's nonce id and those 6 bytes; the public id is not in it), so the same rule
+/// holds, on the AEAD's first 6 bytes. AEADs migrated from a YubiHSM 1 store keep their
+/// nonce, the public id, and pass; rewrapping keeps the nonce too. AEADs the YubiHSM 2
+/// makes itself (Create and Randomize OTP AEAD) carry a nonce the device chose, so a store
+/// of them, like pyhsm's `--random-nonce` stores, is served only under [`NoncePolicy::Any`]:
+/// the operator then knows that the file's place is all that binds it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum NoncePolicy {
     /// The nonce must equal [`PublicId::to_nonce`] of the id looked up, else
@@ -114,8 +198,8 @@ pub trait Store {
         Box::pin(std::future::ready(self.lookup(id)))
     }
 
-    /// Stores an AEAD for (`kh`, `id`); an existing one is replaced only if `force`, else
-    /// [`StoreError::AlreadyExists`]. Returns where it was stored.
+    /// Stores a YubiHSM 1 AEAD for (`kh`, `id`); an existing one is replaced only if
+    /// `force`, else [`StoreError::AlreadyExists`]. Returns where it was stored.
     fn write(
         &self,
         kh: KeyHandle,
@@ -127,6 +211,32 @@ pub trait Store {
 
     /// Whether anything, good or bad, is stored for (`kh`, `id`): what resumable tools skip.
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError>;
+
+    /// Stores an AEAD of either kind for `id`, under its own key, as [`Store::write`] does.
+    /// A store that holds only YubiHSM 1 AEADs need not override it: it refuses YubiHSM 2
+    /// ones with [`StoreError::Unsupported`].
+    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
+        match sealed {
+            Sealed::Hsm1 {
+                key_handle,
+                nonce,
+                aead,
+            } => self.write(*key_handle, id, nonce, aead, force),
+            Sealed::Hsm2 { .. } => Err(StoreError::Unsupported(
+                "this store holds no YubiHSM 2 AEADs".to_string(),
+            )),
+        }
+    }
+
+    /// [`Store::exists`] for a key of either kind.
+    fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
+        match key {
+            AeadKey::Handle(kh) => self.exists(kh, id),
+            AeadKey::OtpKey(_) => Err(StoreError::Unsupported(
+                "this store holds no YubiHSM 2 AEADs".to_string(),
+            )),
+        }
+    }
 
     /// Every stored AEAD, checked, for verify and stats.
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_>;
@@ -166,7 +276,15 @@ impl Store for FsStore {
     }
 
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
-        Ok(self.existing(kh, id).is_some())
+        Ok(self.existing(kh.into(), id).is_some())
+    }
+
+    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
+        FsStore::put(self, id, sealed, force)
+    }
+
+    fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.existing(key, id).is_some())
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {

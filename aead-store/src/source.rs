@@ -19,6 +19,11 @@ enum Place {
         public_id: String,
         key_handle: hsm_proto::KeyHandle,
     },
+    /// A row of our `ksm_otp_aead` (YubiHSM 2 AEADs), by its primary key.
+    OtpRow {
+        public_id: String,
+        key_id: hsm2_proto::ObjectId,
+    },
 }
 
 impl AeadSource {
@@ -36,11 +41,20 @@ impl AeadSource {
         })
     }
 
+    /// The row of `ksm_otp_aead` with this primary key.
+    #[cfg(feature = "db")]
+    pub(crate) fn otp_row(public_id: &str, key_id: hsm2_proto::ObjectId) -> AeadSource {
+        AeadSource(Place::OtpRow {
+            public_id: public_id.to_string(),
+            key_id,
+        })
+    }
+
     /// The path, if this source is a file.
     pub(crate) fn as_path(&self) -> Option<&Path> {
         match &self.0 {
             Place::File(p) => Some(p),
-            Place::Row { .. } => None,
+            Place::Row { .. } | Place::OtpRow { .. } => None,
         }
     }
 }
@@ -55,6 +69,11 @@ impl fmt::Display for AeadSource {
             } => write!(
                 f,
                 "aead_table row (public_id {public_id}, keyhandle {key_handle})"
+            ),
+            Place::OtpRow { public_id, key_id } => write!(
+                f,
+                "ksm_otp_aead row (public_id {public_id}, key_id 0x{:04x})",
+                key_id.0
             ),
         }
     }

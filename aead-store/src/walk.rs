@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use hsm_proto::{KeyHandle, PublicId};
 
 use crate::layout::{aead_path_in, KeyHandleDirs, Layout};
-use crate::{AeadSource, FsStore, NoncePolicy, StoreError, StoredAead};
+use crate::{AeadKey, AeadSource, FsStore, NoncePolicy, StoreError, StoredAead};
 
 /// One file found by [`FsStore::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkEntry {
     /// Where it was found: the file (or the directory that could not be listed).
     pub source: AeadSource,
-    /// Key handle of the directory it lies under.
-    pub dir_key_handle: KeyHandle,
+    /// Key (handle, or YubiHSM 2 otp-aead-key) of the directory it lies under.
+    pub dir_key: AeadKey,
     /// The public id its name spells, if it does.
     pub id: Option<PublicId>,
     /// The AEAD, or why the file is unusable.
@@ -41,7 +41,7 @@ impl WalkEntry {
     }
 }
 
-/// Counts for one key handle.
+/// Counts for one key.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct KhStats {
     /// Readable AEADs in their place.
@@ -68,18 +68,18 @@ impl KhStats {
     }
 }
 
-/// Counts per key handle, taking each entry as the walk yields it (a million files need the
+/// Counts per key, taking each entry as the walk yields it (a million files need the
 /// memory of one), e.g. `stats(store.entries())`.
-pub fn stats(entries: impl IntoIterator<Item = WalkEntry>) -> BTreeMap<KeyHandle, KhStats> {
-    let mut m: BTreeMap<KeyHandle, KhStats> = BTreeMap::new();
+pub fn stats(entries: impl IntoIterator<Item = WalkEntry>) -> BTreeMap<AeadKey, KhStats> {
+    let mut m: BTreeMap<AeadKey, KhStats> = BTreeMap::new();
     for e in entries {
-        m.entry(e.dir_key_handle).or_default().add(&e);
+        m.entry(e.dir_key).or_default().add(&e);
     }
     m
 }
 
 impl FsStore {
-    /// Every file under every key-handle directory (configured or not, any spelling), in
+    /// Every file under every key directory (configured or not, any spelling), in
     /// name order, with its parse result and placement checks. Dot-files (rsync's and our
     /// temp files) are skipped.
     pub fn entries(&self) -> Walk<'_> {
@@ -107,14 +107,14 @@ pub struct Walk<'a> {
 }
 
 struct Frame {
-    kh: KeyHandle,
+    kh: AeadKey,
     kh_dir: PathBuf,
     entries: std::vec::IntoIter<fs::DirEntry>,
 }
 
 impl Walk<'_> {
     /// Lists `dir` onto the stack, or returns the entry reporting why it cannot be listed.
-    fn push(&mut self, kh: KeyHandle, kh_dir: PathBuf, dir: &Path) -> Option<WalkEntry> {
+    fn push(&mut self, kh: AeadKey, kh_dir: PathBuf, dir: &Path) -> Option<WalkEntry> {
         let listed = fs::read_dir(dir).and_then(|rd| rd.collect::<Result<Vec<_>, _>>());
         match listed {
             Ok(mut entries) => {
@@ -128,7 +128,7 @@ impl Walk<'_> {
             }
             Err(e) => Some(WalkEntry {
                 source: AeadSource::file(dir.to_path_buf()),
-                dir_key_handle: kh,
+                dir_key: kh,
                 id: None,
                 result: Err(StoreError::io(dir, &e)),
                 misplaced: Vec::new(),
@@ -137,7 +137,7 @@ impl Walk<'_> {
         }
     }
 
-    fn check_file(&self, kh: KeyHandle, kh_dir: &Path, path: PathBuf, name: &str) -> WalkEntry {
+    fn check_file(&self, kh: AeadKey, kh_dir: &Path, path: PathBuf, name: &str) -> WalkEntry {
         let Ok(id) = PublicId::new(name) else {
             return WalkEntry {
                 result: Err(StoreError::Malformed {
@@ -145,7 +145,7 @@ impl Walk<'_> {
                     reason: "file name is not a modhex public id",
                 }),
                 source: AeadSource::file(path),
-                dir_key_handle: kh,
+                dir_key: kh,
                 id: None,
                 misplaced: Vec::new(),
                 nonce_differs: false,
@@ -159,13 +159,13 @@ impl Walk<'_> {
                 if !places.contains(&path) {
                     misplaced.push(format!("not at {}", places[0].display()));
                 }
-                NoncePolicy::PublicId.check(&path, &id, &s.nonce).is_err()
+                NoncePolicy::PublicId.check(&path, &id, &s.nonce()).is_err()
             }
             Err(e) => matches!(e, StoreError::NonceMismatch { .. }),
         };
         WalkEntry {
             source: AeadSource::file(path),
-            dir_key_handle: kh,
+            dir_key: kh,
             id: Some(id),
             result,
             misplaced,
@@ -181,7 +181,7 @@ impl Iterator for Walk<'_> {
         if let Some(e) = self.base_error.take() {
             return Some(WalkEntry {
                 source: AeadSource::file(self.store.base().to_path_buf()),
-                dir_key_handle: KeyHandle(0),
+                dir_key: AeadKey::Handle(KeyHandle(0)),
                 id: None,
                 result: Err(e),
                 misplaced: Vec::new(),
@@ -226,7 +226,7 @@ impl Iterator for Walk<'_> {
                     id: PublicId::new(&name).ok(),
                     result: Err(StoreError::NotAFile(path.clone())),
                     source: AeadSource::file(path),
-                    dir_key_handle: kh,
+                    dir_key: kh,
                     misplaced: Vec::new(),
                     nonce_differs: false,
                 });
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(entries.len(), 7, "{entries:#?}");
         assert!(by_name("ccbbddeeffcc").is_good());
         assert!(by_name("cccccccccccd").is_good());
-        assert_eq!(by_name("cccccccccccd").dir_key_handle, KH20);
+        assert_eq!(by_name("cccccccccccd").dir_key, KH20.into());
         let foreign = by_name("cccccccccccb");
         assert!(foreign.nonce_differs && foreign.misplaced.is_empty());
         assert!(matches!(
@@ -360,14 +360,14 @@ mod tests {
 
         let counts = stats(s.entries());
         assert_eq!(
-            counts[&KH20],
+            counts[&KH20.into()],
             KhStats {
                 good: 2,
                 misplaced: 1,
                 bad: 4
             }
         );
-        let collected = stats(entries)[&KH20];
+        let collected = stats(entries)[&KH20.into()];
         assert_eq!((collected.good, collected.problems()), (2, 5));
     }
 

@@ -82,21 +82,27 @@ fn every_fixture_is_found_and_opens_to_its_yubikey_secret() {
             Some(store_dir().join(file).as_path())
         );
         assert_eq!(
-            u64::from(found.key_handle.0),
+            u64::from(found.key_handle().unwrap().0),
             y["key_handle"].as_u64().unwrap()
         );
-        assert_eq!(found.nonce, id.to_nonce().unwrap());
+        assert_eq!(found.nonce(), id.to_nonce().unwrap());
         assert_eq!(
-            hex::encode(found.aead.as_bytes()),
+            hex::encode(found.hsm1_aead().unwrap().as_bytes()),
             y["aead"].as_str().unwrap()
         );
         let key = AesKey::from_hex(
-            v["key_handles"][found.key_handle.canonical()]
+            v["key_handles"][found.key_handle().unwrap().canonical()]
                 .as_str()
                 .unwrap(),
         )
         .unwrap();
-        let plain = aead::open(&key, found.key_handle, &found.nonce, &found.aead).unwrap();
+        let plain = aead::open(
+            &key,
+            found.key_handle().unwrap(),
+            &found.nonce(),
+            found.hsm1_aead().unwrap(),
+        )
+        .unwrap();
         let expected = format!(
             "{}{}",
             y["aes_key"].as_str().unwrap(),
@@ -120,8 +126,8 @@ fn the_walk_finds_every_fixture_good_and_in_place() {
     assert_eq!(walked, expected);
     assert!(walk.iter().all(|e| e.is_good()), "{walk:#?}");
     let stats = aead_store::stats(store.entries());
-    assert_eq!(stats[&KeyHandle(0x20)].good, 3);
-    assert_eq!(stats[&KeyHandle(0x21)].good, 3);
+    assert_eq!(stats[&KeyHandle(0x20).into()].good, 3);
+    assert_eq!(stats[&KeyHandle(0x21).into()].good, 3);
 }
 
 #[test]

@@ -123,7 +123,7 @@ fn served_within_one_second(dst: &CachedStore, src: &Source, round: &str) {
         for n in 1..=ASKED {
             let got = dst.lookup(&id(n)).unwrap();
             let want = src.now.get(&n).map(|v| aead(n, *v));
-            if got.as_ref().map(|s| &s.aead) != want.as_ref() {
+            if got.as_ref().map(|s| s.hsm1_aead().unwrap()) != want.as_ref() {
                 wrong.push(n);
             }
         }
@@ -186,13 +186,13 @@ fn rsync_into_a_watched_store_while_serving() {
                         (allowed, t.stable.contains(&n))
                     };
                     let problem = match dst.lookup(&id(n)) {
-                        Ok(Some(s)) if !allowed.contains(&s.aead) => {
-                            Some(format!("{n}: AEAD {:?} was never in the source", s.aead))
+                        Ok(Some(s)) if !allowed.contains(s.hsm1_aead().unwrap()) => {
+                            Some(format!("{n}: AEAD {:?} was never in the source", s.sealed))
                         }
                         Ok(Some(s))
                             if !FsStore::path_of(&s.source)
                                 .is_some_and(|p| p.starts_with(&dst_base))
-                                || s.key_handle != KH =>
+                                || s.key_handle() != Some(KH) =>
                         {
                             Some(format!("{n}: wrong path or handle {s:?}"))
                         }

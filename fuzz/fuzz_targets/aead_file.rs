@@ -8,7 +8,8 @@
 //! - a version-0 file is its AEAD, byte for byte;
 //! - a version-1 file, written again with `write_v1`, parses to the same key handle, nonce
 //!   and AEAD, and for the LF marker `write_v1` reproduces the file exactly (the CRLF marker
-//!   is read but never written, so it becomes the LF marker and nothing else changes).
+//!   is read but never written, so it becomes the LF marker and nothing else changes);
+//! - a version-2 (YubiHSM 2) file, written again with `write_v2`, is the same bytes.
 #![no_main]
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,9 @@ fuzz_target!(|data: &[u8]| {
                 .or_else(|| data.strip_prefix(MARKER_CRLF))
                 .expect("a version-1 file starts with a marker");
             assert_eq!(&written[MARKER.len()..], body);
+        }
+        Ok(AeadFile::Hsm2 { key_id, aead }) => {
+            assert_eq!(format::write_v2(*key_id, aead), data);
         }
     }
 });

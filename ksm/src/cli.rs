@@ -11,7 +11,10 @@ use crate::tools::decrypt_aead::DecryptArgs;
 use crate::tools::generate_keys::GenerateArgs;
 use crate::tools::import_keys::ImportArgs;
 use crate::tools::keystore_unlock::UnlockArgs;
+use crate::tools::migrate_aeads::MigrateArgs;
 use crate::tools::provision::ProvisionArgs;
+use crate::tools::provision_hsm2::ProvisionHsm2Args;
+use crate::tools::rewrap::RewrapArgs;
 use crate::tools::store_cmd::StoreArgs;
 use crate::{daemon, demo, emulate, info, tools, Error};
 
@@ -53,6 +56,15 @@ pub enum Command {
     /// Set up a spare YubiHSM 1 at its configuration console from a device TOML (the
     /// emulator's format), then prove each key in HSM mode. Prints the dialogue unless --yes.
     Provision(ProvisionArgs),
+    /// Put a YubiHSM 1 key-handle key into a YubiHSM 2 as an otp-aead-key (nonce id = the
+    /// handle, little-endian), so the handle's AEADs open there; then prove it.
+    ProvisionHsm2(ProvisionHsm2Args),
+    /// Rewrite every YubiHSM 1 AEAD file of a key handle as a YubiHSM 2 file (no secret
+    /// leaves either HSM; resumable); a YubiHSM 2 checks a sample.
+    MigrateAeads(MigrateArgs),
+    /// Rotate YubiHSM 2 AEADs from one otp-aead-key to another with Rewrap OTP AEAD (inside
+    /// the device; resumable; the old AEADs stay until removed).
+    Rewrap(RewrapArgs),
     /// Serve a software YubiHSM 1 on a pseudo-terminal until SIGTERM; prints the pty path.
     /// With --hsm2, a software YubiHSM 2 behind yubihsm-connector's HTTP API instead.
     Emulate(EmulateArgs),
@@ -73,6 +85,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::DecryptAead(args) => tools::decrypt_aead::run(args),
         Command::Store(args) => tools::store_cmd::run(args),
         Command::Provision(args) => tools::provision::run(args),
+        Command::ProvisionHsm2(args) => tools::provision_hsm2::run(args),
+        Command::MigrateAeads(args) => tools::migrate_aeads::run(args),
+        Command::Rewrap(args) => tools::rewrap::run(args),
         Command::Emulate(args) => emulate::run(args),
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),

@@ -26,6 +26,9 @@ pub enum Error {
     /// handle, public id or key file) given to us is wrong (see [`Error::exit_code`]).
     #[error(transparent)]
     Device(#[from] hsm_proto::Error),
+    /// The YubiHSM 2 (or its connector) failed or refused.
+    #[error(transparent)]
+    Hsm2(#[from] hsm2_proto::Error),
     /// No HSM to use: no `-D`, no daemon on the socket, no `/dev/ttyACM0`.
     #[error("device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}", socket.display())]
     NoDevice {
@@ -101,7 +104,7 @@ impl Error {
             Error::Usage(_) | Error::Config { .. } | Error::Input(_) => 2,
             Error::Emulator(ConfigError::Hsm(e)) | Error::Device(e) => driver_exit_code(e),
             Error::Emulator(_) => 2,
-            Error::NoDevice { .. } | Error::DeviceAnswer(_) => 3,
+            Error::NoDevice { .. } | Error::DeviceAnswer(_) | Error::Hsm2(_) => 3,
             Error::Store(_) => 4,
             Error::AlreadyRunning { .. } => 5,
         }

@@ -49,14 +49,17 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use tokio::runtime::Runtime;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use self::sql::{kh_from_sql, Pool, RawRow};
+use self::sql::{kh_from_sql, Pool, RawOtpRow, RawRow};
 pub use self::url::{DbUrl, Engine};
-use crate::{AeadSource, Lookup, NoncePolicy, Store, StoreError, StoredAead, WalkEntry};
+use crate::{
+    AeadKey, AeadSource, Lookup, NoncePolicy, Sealed, Store, StoreError, StoredAead, WalkEntry,
+};
 
 /// A database password given as a value (from a private `ksm.toml`): wiped when dropped,
 /// never shown by `Debug`.
@@ -87,8 +90,10 @@ pub struct DbConfig {
     /// The password itself (from a private `ksm.toml`); at most one of this and
     /// `password_file`.
     pub password: Option<DbPassword>,
-    /// Key handles to try, in order.
-    pub key_handles: Vec<KeyHandle>,
+    /// Keys to try, in order: YubiHSM 1 key handles (rows of `aead_table`) and YubiHSM 2
+    /// otp-aead-keys (rows of `ksm_otp_aead`). `ksm_otp_aead` is read only if an
+    /// otp-aead-key is configured, so a database whose `db-init` predates it works as it did.
+    pub keys: Vec<AeadKey>,
     /// Which nonces rows may carry.
     pub nonce_policy: NoncePolicy,
     /// Most connections the lookups open at once (on PostgreSQL the LISTEN and its
@@ -110,11 +115,16 @@ pub struct DbConfig {
 impl DbConfig {
     /// Defaults for `url` and `key_handles`: pool of 8, 5 s, no cache.
     pub fn new(url: DbUrl, key_handles: Vec<KeyHandle>) -> DbConfig {
+        DbConfig::with_keys(url, key_handles.into_iter().map(AeadKey::from).collect())
+    }
+
+    /// [`DbConfig::new`] with keys of either kind, in lookup order.
+    pub fn with_keys(url: DbUrl, keys: Vec<AeadKey>) -> DbConfig {
         DbConfig {
             url,
             password_file: None,
             password: None,
-            key_handles,
+            keys,
             nonce_policy: NoncePolicy::default(),
             pool_size: 8,
             timeout: Duration::from_secs(5),
@@ -447,7 +457,21 @@ impl Inner {
         let epoch = lock(&self.cache).epoch;
         let asked = Instant::now();
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let rows = match self.pool.rows_for(id.as_str()).await {
+        let wants_otp = self
+            .cfg
+            .keys
+            .iter()
+            .any(|k| matches!(k, AeadKey::OtpKey(_)));
+        let rows = async {
+            let rows = self.pool.rows_for(id.as_str()).await?;
+            let otp_rows = if wants_otp {
+                self.pool.otp_rows_for(id.as_str()).await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, sqlx::Error>((rows, otp_rows))
+        };
+        let (rows, otp_rows) = match rows.await {
             Ok(rows) => rows,
             Err(e) => {
                 let e = unavailable(&e);
@@ -458,7 +482,7 @@ impl Inner {
             }
         };
         self.set_up();
-        let found = choose(&rows, id, &self.cfg.key_handles, self.cfg.nonce_policy)?;
+        let found = choose(&rows, &otp_rows, id, &self.cfg.keys, self.cfg.nonce_policy)?;
         if let (true, Some(s)) = (self.cfg.cache, &found) {
             let mut c = lock(&self.cache);
             if c.epoch == epoch {
@@ -494,22 +518,65 @@ impl Inner {
     }
 }
 
-/// The row of the first configured key handle that has one, checked.
+/// The row of the first configured key that has one (in pyhsm's table for a key handle,
+/// in ours for an otp-aead-key), checked.
 fn choose(
     rows: &[RawRow],
+    otp_rows: &[RawOtpRow],
     id: &PublicId,
-    key_handles: &[KeyHandle],
+    keys: &[AeadKey],
     policy: NoncePolicy,
 ) -> Result<Option<StoredAead>, StoreError> {
-    for kh in key_handles {
-        let row = rows
-            .iter()
-            .find(|r| r.keyhandle.and_then(kh_from_sql) == Some(kh.0));
-        if let Some(row) = row {
-            return check_row(row, *kh, id, policy).map(Some);
+    for key in keys {
+        match key {
+            AeadKey::Handle(kh) => {
+                let row = rows
+                    .iter()
+                    .find(|r| r.keyhandle.and_then(kh_from_sql) == Some(kh.0));
+                if let Some(row) = row {
+                    return check_row(row, *kh, id, policy).map(Some);
+                }
+            }
+            AeadKey::OtpKey(key_id) => {
+                let row = otp_rows
+                    .iter()
+                    .find(|r| r.key_id == Some(i64::from(key_id.0)));
+                if let Some(row) = row {
+                    return check_otp_row(row, *key_id, id, policy).map(Some);
+                }
+            }
         }
     }
     Ok(None)
+}
+
+/// [`check_row`] for a row of our YubiHSM 2 table: 36 bytes, then the nonce rule on the
+/// AEAD's own nonce (its first 6 bytes), as for a version-2 file.
+fn check_otp_row(
+    row: &RawOtpRow,
+    key_id: ObjectId,
+    id: &PublicId,
+    policy: NoncePolicy,
+) -> Result<StoredAead, StoreError> {
+    let source = AeadSource::otp_row(id.as_str(), key_id);
+    let place = PathBuf::from(source.to_string());
+    let aead = match row.aead.as_deref() {
+        Some(b) => <[u8; OtpAead::LEN]>::try_from(b)
+            .map(OtpAead)
+            .map_err(|_| StoreError::Malformed {
+                path: place.clone(),
+                reason: "AEAD is not 36 bytes",
+            })?,
+        None => {
+            return Err(StoreError::Malformed {
+                path: place,
+                reason: "AEAD is NULL or not binary",
+            })
+        }
+    };
+    let sealed = Sealed::Hsm2 { key_id, aead };
+    policy.check(&place, id, &sealed.nonce())?;
+    Ok(StoredAead { sealed, source })
 }
 
 /// What files get from `format` and `NoncePolicy`, for a row: lengths, then the nonce rule.
@@ -537,9 +604,11 @@ fn check_row(
     };
     policy.check(&place, id, &nonce)?;
     Ok(StoredAead {
-        key_handle: kh,
-        nonce,
-        aead,
+        sealed: Sealed::Hsm1 {
+            key_handle: kh,
+            nonce,
+            aead,
+        },
         source,
     })
 }
@@ -741,6 +810,48 @@ impl Store for DbStore {
         Ok(source)
     }
 
+    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
+        let (key_id, aead) = match sealed {
+            Sealed::Hsm1 {
+                key_handle,
+                nonce,
+                aead,
+            } => return self.write(*key_handle, id, nonce, aead, force),
+            Sealed::Hsm2 { key_id, aead } => (*key_id, *aead),
+        };
+        let inner = self.inner.clone();
+        let key = id.as_str().to_string();
+        let changed = self.block(async move {
+            inner
+                .pool
+                .put_otp(&key, key_id.0, &aead.0, force)
+                .await
+                .map_err(|e| unavailable(&e))
+        })?;
+        let source = AeadSource::otp_row(id.as_str(), key_id);
+        if !changed && !force {
+            return Err(StoreError::AlreadyExists(PathBuf::from(source.to_string())));
+        }
+        Ok(source)
+    }
+
+    fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
+        let key_id = match key {
+            AeadKey::Handle(kh) => return self.exists(kh, id),
+            AeadKey::OtpKey(key_id) => key_id,
+        };
+        let inner = self.inner.clone();
+        let public_id = id.as_str().to_string();
+        let rows = self.block(async move {
+            inner
+                .pool
+                .otp_rows_for(&public_id)
+                .await
+                .map_err(|e| unavailable(&e))
+        })?;
+        Ok(rows.iter().any(|r| r.key_id == Some(i64::from(key_id.0))))
+    }
+
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
         let inner = self.inner.clone();
         let key = id.as_str().to_string();
@@ -752,12 +863,21 @@ impl Store for DbStore {
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
-        Box::new(Rows {
+        let otp_rows = OtpRows {
             store: self,
             after: None,
             page: Vec::new().into_iter(),
             done: false,
-        })
+        };
+        Box::new(
+            Rows {
+                store: self,
+                after: None,
+                page: Vec::new().into_iter(),
+                done: false,
+            }
+            .chain(otp_rows),
+        )
     }
 
     fn len(&self) -> Option<usize> {
@@ -775,6 +895,125 @@ impl Store for DbStore {
         match lock(&self.inner.down).clone() {
             Some(why) => Err(StoreError::Unavailable(why)),
             None => Ok(()),
+        }
+    }
+}
+
+/// Every row of `ksm_otp_aead`, a page at a time, checked as a lookup checks it. A database
+/// whose `db-init` predates the table has none: that is no rows, not an error.
+struct OtpRows<'a> {
+    store: &'a DbStore,
+    after: Option<(String, i64)>,
+    page: std::vec::IntoIter<RawOtpRow>,
+    done: bool,
+}
+
+impl Iterator for OtpRows<'_> {
+    type Item = WalkEntry;
+
+    fn next(&mut self) -> Option<WalkEntry> {
+        loop {
+            if let Some(row) = self.page.next() {
+                return Some(self.entry(row));
+            }
+            if self.done {
+                return None;
+            }
+            let inner = self.store.inner.clone();
+            let after = self.after.clone();
+            let r = self.store.block(async move {
+                inner
+                    .pool
+                    .otp_page(after.as_ref().map(|(id, k)| (id.as_str(), *k)), PAGE)
+                    .await
+                    .or_else(|e| match sql::is_missing_table(&e) {
+                        true => Ok(Vec::new()),
+                        false => Err(unavailable(&e)),
+                    })
+            });
+            let no_key = AeadKey::OtpKey(ObjectId(0));
+            match r {
+                Ok(rows) => {
+                    self.done = rows.len() < PAGE as usize;
+                    if let Some(last) = rows.last() {
+                        let next = Some((last.public_id.clone(), last.key_id.unwrap_or(0)));
+                        if next == self.after {
+                            self.done = true;
+                            return Some(WalkEntry {
+                                source: AeadSource::otp_row(&last.public_id, ObjectId(0)),
+                                dir_key: no_key,
+                                id: None,
+                                result: Err(StoreError::DbConfig(
+                                    "the walk cannot go on: a public_id or key_id value of ksm_otp_aead is not text or an integer".into(),
+                                )),
+                                misplaced: Vec::new(),
+                                nonce_differs: false,
+                            });
+                        }
+                        self.after = next;
+                    }
+                    self.page = rows.into_iter();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(WalkEntry {
+                        source: AeadSource::otp_row("", ObjectId(0)),
+                        dir_key: no_key,
+                        id: None,
+                        result: Err(e),
+                        misplaced: Vec::new(),
+                        nonce_differs: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl OtpRows<'_> {
+    fn entry(&self, row: RawOtpRow) -> WalkEntry {
+        let id = PublicId::new(&row.public_id).ok();
+        let key_id = row
+            .key_id
+            .and_then(|k| u16::try_from(k).ok())
+            .filter(|k| *k != 0)
+            .map(ObjectId);
+        let source = AeadSource::otp_row(&row.public_id, key_id.unwrap_or(ObjectId(0)));
+        let place = PathBuf::from(source.to_string());
+        let (result, nonce_differs) = match (&id, key_id) {
+            (None, _) => (
+                Err(StoreError::Malformed {
+                    path: place,
+                    reason: "public_id is not a modhex public id",
+                }),
+                false,
+            ),
+            (_, None) => (
+                Err(StoreError::Malformed {
+                    path: place,
+                    reason: "key_id is not a YubiHSM 2 object id (1 to 65535)",
+                }),
+                false,
+            ),
+            (Some(id), Some(key_id)) => {
+                let any = check_otp_row(&row, key_id, id, NoncePolicy::Any);
+                let differs = any
+                    .as_ref()
+                    .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce()));
+                let result = match any {
+                    Ok(_) => check_otp_row(&row, key_id, id, self.store.inner.cfg.nonce_policy),
+                    e => e,
+                };
+                (result, differs)
+            }
+        };
+        WalkEntry {
+            source,
+            dir_key: AeadKey::OtpKey(key_id.unwrap_or(ObjectId(0))),
+            id,
+            result,
+            misplaced: Vec::new(),
+            nonce_differs,
         }
     }
 }
@@ -819,7 +1058,7 @@ impl Iterator for Rows<'_> {
                             self.done = true;
                             return Some(WalkEntry {
                                 source: AeadSource::row(&last.public_id, KeyHandle(0)),
-                                dir_key_handle: KeyHandle(0),
+                                dir_key: AeadKey::Handle(KeyHandle(0)),
                                 id: None,
                                 result: Err(StoreError::DbConfig(
                                     "the walk cannot go on: a public_id or keyhandle value is not text or an integer (are the columns pyhsm's?)".into(),
@@ -836,7 +1075,7 @@ impl Iterator for Rows<'_> {
                     self.done = true;
                     return Some(WalkEntry {
                         source: AeadSource::row("", KeyHandle(0)),
-                        dir_key_handle: KeyHandle(0),
+                        dir_key: AeadKey::Handle(KeyHandle(0)),
                         id: None,
                         result: Err(e),
                         misplaced: Vec::new(),
@@ -873,7 +1112,7 @@ impl Rows<'_> {
                 let any = check_row(&row, kh, id, NoncePolicy::Any);
                 let differs = any
                     .as_ref()
-                    .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce));
+                    .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce()));
                 let result = match any {
                     Ok(_) => check_row(&row, kh, id, self.store.inner.cfg.nonce_policy),
                     e => e,
@@ -883,7 +1122,7 @@ impl Rows<'_> {
         };
         WalkEntry {
             source,
-            dir_key_handle: kh.unwrap_or(KeyHandle(0)),
+            dir_key: AeadKey::Handle(kh.unwrap_or(KeyHandle(0))),
             id,
             result,
             misplaced: Vec::new(),

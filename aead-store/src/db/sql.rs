@@ -26,6 +26,19 @@ pub(crate) struct RawRow {
     pub aead: Option<Vec<u8>>,
 }
 
+/// One row of our YubiHSM 2 table (`ksm_otp_aead`) as the database gave it, unchecked.
+#[derive(Debug, Clone)]
+pub(crate) struct RawOtpRow {
+    pub public_id: String,
+    pub key_id: Option<i64>,
+    pub aead: Option<Vec<u8>>,
+}
+
+// Our table of YubiHSM 2 AEADs, `ksm_otp_aead`, lies beside pyhsm's `aead_table`: pyhsm's
+// table has a nonce column and an AEAD of a key handle, and a YubiHSM 2 row there would be
+// read by pyhsm as a YubiHSM 1 AEAD under whatever handle its key id spelled. A table of
+// its own keeps pyhsm (and its exports) blind to it.
+
 /// A connection pool of the URL's engine.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
@@ -39,6 +52,9 @@ pub(crate) enum Pool {
 const COLS_PG: &str = "public_id, keyhandle::int8 AS keyhandle, nonce, aead";
 const COLS_MY: &str = "public_id, CAST(keyhandle AS SIGNED) AS keyhandle, nonce, aead";
 const COLS_LITE: &str = "public_id, CAST(keyhandle AS INTEGER) AS keyhandle, nonce, aead";
+const OTP_COLS_PG: &str = "public_id, key_id::int8 AS key_id, aead";
+const OTP_COLS_MY: &str = "public_id, CAST(key_id AS SIGNED) AS key_id, aead";
+const OTP_COLS_LITE: &str = "public_id, CAST(key_id AS INTEGER) AS key_id, aead";
 
 /// The PostgreSQL channel the trigger installed by `db-init` notifies: the payload is the
 /// public id of a row inserted, changed or deleted, or empty after a `TRUNCATE`.
@@ -79,33 +95,49 @@ macro_rules! raw {
     };
 }
 
+macro_rules! raw_otp {
+    ($row:expr) => {
+        RawOtpRow {
+            public_id: col($row.try_get::<Option<String>, _>("public_id")).unwrap_or_default(),
+            key_id: col($row.try_get::<Option<i64>, _>("key_id")),
+            aead: col($row.try_get::<Option<Vec<u8>>, _>("aead")),
+        }
+    };
+}
+
 /// Runs a row SELECT on whichever pool this is (three pool types, so a macro rather than a
-/// function): `{cols}` in `sql` becomes the engine's column list, and its `?` parameters,
-/// numbered for PostgreSQL, are bound in order.
+/// function): `{cols}` in `sql` becomes the engine's column list (pyhsm's table's, or with
+/// `otp` first, ours), and its `?` parameters, numbered for PostgreSQL, are bound in order.
 macro_rules! select_rows {
+    (otp, $pool:expr, $sql:expr $(, $bind:expr)*) => {
+        select_rows!(@ $pool, [OTP_COLS_PG, OTP_COLS_MY, OTP_COLS_LITE], raw_otp, RawOtpRow, $sql $(, $bind)*)
+    };
     ($pool:expr, $sql:expr $(, $bind:expr)*) => {
+        select_rows!(@ $pool, [COLS_PG, COLS_MY, COLS_LITE], raw, RawRow, $sql $(, $bind)*)
+    };
+    (@ $pool:expr, [$pg:expr, $my:expr, $lite:expr], $conv:ident, $ty:ty, $sql:expr $(, $bind:expr)*) => {
         match $pool {
-            Pool::Pg(p) => sqlx::query(&numbered(&$sql.replace("{cols}", COLS_PG)))
+            Pool::Pg(p) => sqlx::query(&numbered(&$sql.replace("{cols}", $pg)))
                 $(.bind($bind))*
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| raw!(r))
-                .collect::<Vec<RawRow>>(),
-            Pool::My(p) => sqlx::query(&$sql.replace("{cols}", COLS_MY))
+                .map(|r| $conv!(r))
+                .collect::<Vec<$ty>>(),
+            Pool::My(p) => sqlx::query(&$sql.replace("{cols}", $my))
                 $(.bind($bind))*
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| raw!(r))
-                .collect::<Vec<RawRow>>(),
-            Pool::Lite(p) => sqlx::query(&$sql.replace("{cols}", COLS_LITE))
+                .map(|r| $conv!(r))
+                .collect::<Vec<$ty>>(),
+            Pool::Lite(p) => sqlx::query(&$sql.replace("{cols}", $lite))
                 $(.bind($bind))*
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| raw!(r))
-                .collect::<Vec<RawRow>>(),
+                .map(|r| $conv!(r))
+                .collect::<Vec<$ty>>(),
         }
     };
 }
@@ -123,6 +155,15 @@ fn numbered(sql: &str) -> String {
         }
     }
     out
+}
+
+/// Whether the database said the table queried does not exist (PostgreSQL `42P01`,
+/// MySQL/MariaDB `42S02`, SQLite's "no such table").
+pub(crate) fn is_missing_table(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        matches!(d.code().as_deref(), Some("42P01" | "42S02"))
+            || d.message().starts_with("no such table")
+    })
 }
 
 /// The `INT` a key handle is stored as.
@@ -299,6 +340,82 @@ impl Pool {
         }
     }
 
+    /// Every row of our YubiHSM 2 table for `public_id`.
+    pub(crate) async fn otp_rows_for(
+        &self,
+        public_id: &str,
+    ) -> Result<Vec<RawOtpRow>, sqlx::Error> {
+        Ok(select_rows!(
+            otp,
+            self,
+            "SELECT {cols} FROM ksm_otp_aead WHERE public_id = ?",
+            public_id
+        ))
+    }
+
+    /// [`Pool::page`] of our YubiHSM 2 table, in (`public_id`, `key_id`) order.
+    pub(crate) async fn otp_page(
+        &self,
+        after: Option<(&str, i64)>,
+        limit: i64,
+    ) -> Result<Vec<RawOtpRow>, sqlx::Error> {
+        let first = after.is_none();
+        let (id, key) = after.unwrap_or(("", 0));
+        Ok(select_rows!(
+            otp,
+            self,
+            "SELECT {cols} FROM ksm_otp_aead WHERE ? OR (public_id, key_id) > (?, ?) ORDER BY public_id, key_id LIMIT ?",
+            first,
+            id,
+            key,
+            limit
+        ))
+    }
+
+    /// [`Pool::put`] for our YubiHSM 2 table.
+    pub(crate) async fn put_otp(
+        &self,
+        public_id: &str,
+        key_id: u16,
+        aead: &[u8],
+        replace: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let key = i32::from(key_id);
+        let on_pg_lite = if replace {
+            " ON CONFLICT (public_id, key_id) DO UPDATE SET aead = excluded.aead"
+        } else {
+            ""
+        };
+        let r = match self {
+            Pool::Pg(p) => sqlx::query(&format!("INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES ($1, $2, $3){on_pg_lite}"))
+                .bind(public_id).bind(key).bind(aead)
+                .execute(p).await.map(|_| ()),
+            Pool::My(p) => {
+                let on = if replace {
+                    " ON DUPLICATE KEY UPDATE aead = VALUES(aead)"
+                } else {
+                    ""
+                };
+                sqlx::query(&format!("INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES (?, ?, ?){on}"))
+                    .bind(public_id).bind(key).bind(aead)
+                    .execute(p).await.map(|_| ())
+            }
+            Pool::Lite(p) => sqlx::query(&format!("INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES (?, ?, ?){on_pg_lite}"))
+                .bind(public_id).bind(key).bind(aead)
+                .execute(p).await.map(|_| ()),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// A round trip.
     pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
@@ -312,20 +429,27 @@ impl Pool {
     }
 
     /// `ksm store db-init`: pyhsm's table as `doc/db_schema` has it (on PostgreSQL, which
-    /// has no `BLOB`, `bytea` as SQLAlchemy's `LargeBinary` makes it), then on PostgreSQL
-    /// the trigger that notifies every listening KSM of a changed row. Nothing is changed in
-    /// a table that exists: a table pyhsm's users made keeps its columns.
+    /// has no `BLOB`, `bytea` as SQLAlchemy's `LargeBinary` makes it) and our YubiHSM 2
+    /// table beside it, then on PostgreSQL the triggers that notify every listening KSM of
+    /// a changed row of either. Nothing is changed in a table that exists: a table pyhsm's
+    /// users made keeps its columns.
     pub(crate) async fn init(&self) -> Result<(), sqlx::Error> {
         match self {
             Pool::Pg(p) => {
                 let mut tx = p.begin().await?;
-                for stmt in PG_INIT {
+                for stmt in PG_INIT.iter().chain(&PG_INIT_OTP) {
                     sqlx::query(stmt).execute(&mut *tx).await?;
                 }
                 tx.commit().await
             }
-            Pool::My(p) => sqlx::query(TABLE_BLOB).execute(p).await.map(|_| ()),
-            Pool::Lite(p) => sqlx::query(TABLE_BLOB).execute(p).await.map(|_| ()),
+            Pool::My(p) => {
+                sqlx::query(TABLE_BLOB).execute(p).await?;
+                sqlx::query(OTP_TABLE_BLOB).execute(p).await.map(|_| ())
+            }
+            Pool::Lite(p) => {
+                sqlx::query(TABLE_BLOB).execute(p).await?;
+                sqlx::query(OTP_TABLE_BLOB).execute(p).await.map(|_| ())
+            }
         }
     }
 }
@@ -338,6 +462,31 @@ const TABLE_BLOB: &str = "CREATE TABLE IF NOT EXISTS aead_table (
   aead BLOB(32) NOT NULL,
   PRIMARY KEY (public_id, keyhandle)
 )";
+
+/// Our YubiHSM 2 table: the otp-aead-key's id (a YubiHSM 2 object id, 1 to 65535) and the
+/// 36-byte AEAD, its nonce first (so no nonce column).
+const OTP_TABLE_BLOB: &str = "CREATE TABLE IF NOT EXISTS ksm_otp_aead (
+  public_id varchar(16) NOT NULL,
+  key_id INT NOT NULL,
+  aead BLOB(36) NOT NULL,
+  PRIMARY KEY (public_id, key_id)
+)";
+
+/// The same on PostgreSQL, with the same notices as `aead_table` (the function is shared:
+/// it names the row's public id, which both tables have).
+const PG_INIT_OTP: [&str; 6] = [
+    "CREATE TABLE IF NOT EXISTS ksm_otp_aead (
+  public_id varchar(16) NOT NULL,
+  key_id INT NOT NULL,
+  aead bytea NOT NULL,
+  PRIMARY KEY (public_id, key_id)
+)",
+    "DROP TRIGGER IF EXISTS ksm_otp_aead_notify ON ksm_otp_aead",
+    "CREATE TRIGGER ksm_otp_aead_notify AFTER INSERT OR UPDATE OR DELETE ON ksm_otp_aead FOR EACH ROW EXECUTE FUNCTION ksm_aead_notify()",
+    "CREATE OR REPLACE TRIGGER ksm_otp_aead_truncate AFTER TRUNCATE ON ksm_otp_aead FOR EACH STATEMENT EXECUTE FUNCTION ksm_aead_notify()",
+    "ALTER TABLE ksm_otp_aead ENABLE ALWAYS TRIGGER ksm_otp_aead_notify",
+    "ALTER TABLE ksm_otp_aead ENABLE ALWAYS TRIGGER ksm_otp_aead_truncate",
+];
 
 const PG_INIT: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS aead_table (

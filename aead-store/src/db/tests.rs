@@ -134,20 +134,27 @@ fn a_table_filled_as_pyhsm_fills_it_reads_back_on_every_engine() {
         let s = db.store(&[0x21, 0x20, 0xffff_ffff], false);
         let got = s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap();
         assert_eq!(
-            got.key_handle,
+            got.key_handle().unwrap(),
             KeyHandle(0x21),
             "{}: configured order decides",
             db.url()
         );
-        assert_eq!(got.aead, Aead::new(&aead(2)).unwrap());
-        assert_eq!(got.nonce, Nonce(nonce_of("ccccdeulfbvj")));
+        assert_eq!(
+            got.hsm1_aead().unwrap().clone(),
+            Aead::new(&aead(2)).unwrap()
+        );
+        assert_eq!(got.nonce(), Nonce(nonce_of("ccccdeulfbvj")));
         assert_eq!(
             got.source.to_string(),
             "aead_table row (public_id ccccdeulfbvj, keyhandle 0x21)"
         );
         let s = db.store(&[0x20], false);
         assert_eq!(
-            s.lookup(&id("ccccdeulfbvj")).unwrap().unwrap().key_handle,
+            s.lookup(&id("ccccdeulfbvj"))
+                .unwrap()
+                .unwrap()
+                .key_handle()
+                .unwrap(),
             KeyHandle(0x20)
         );
         assert_eq!(
@@ -157,7 +164,12 @@ fn a_table_filled_as_pyhsm_fills_it_reads_back_on_every_engine() {
         );
         let s = db.store(&[0xffff_ffff], false);
         assert_eq!(
-            s.lookup(&id("ccccrtejdebu")).unwrap().unwrap().aead,
+            s.lookup(&id("ccccrtejdebu"))
+                .unwrap()
+                .unwrap()
+                .hsm1_aead()
+                .unwrap()
+                .clone(),
             Aead::new(&aead(4)).unwrap()
         );
     }
@@ -237,7 +249,12 @@ fn db_init_makes_pyhsms_table_and_leaves_an_existing_one_alone() {
             StoreError::AlreadyExists(PathBuf::from(src.to_string()))
         );
         assert_eq!(
-            s.lookup(&id("cccccccccccb")).unwrap().unwrap().aead,
+            s.lookup(&id("cccccccccccb"))
+                .unwrap()
+                .unwrap()
+                .hsm1_aead()
+                .unwrap()
+                .clone(),
             Aead::new(&aead(9)).unwrap()
         );
         s.write(
@@ -249,7 +266,12 @@ fn db_init_makes_pyhsms_table_and_leaves_an_existing_one_alone() {
         )
         .unwrap();
         assert_eq!(
-            s.lookup(&id("cccccccccccb")).unwrap().unwrap().aead,
+            s.lookup(&id("cccccccccccb"))
+                .unwrap()
+                .unwrap()
+                .hsm1_aead()
+                .unwrap()
+                .clone(),
             Aead::new(&aead(8)).unwrap()
         );
     }
@@ -682,14 +704,22 @@ fn on_postgresql_a_new_row_of_an_earlier_key_handle_wins_at_once() {
     let kid = id("cccccccccccb");
     db.insert("cccccccccccb", 0x21, &nonce_of("cccccccccccb"), &aead(1));
     cache_it(&s, &kid);
-    assert_eq!(s.lookup(&kid).unwrap().unwrap().key_handle, KeyHandle(0x21));
+    assert_eq!(
+        s.lookup(&kid).unwrap().unwrap().key_handle().unwrap(),
+        KeyHandle(0x21)
+    );
     // The YubiKey's secret under the first handle arrives.
     db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(2));
     eventually("the first handle's new row", Duration::from_secs(1), || {
-        s.lookup(&kid).unwrap().unwrap().key_handle == KeyHandle(0x20)
+        s.lookup(&kid).unwrap().unwrap().key_handle().unwrap() == KeyHandle(0x20)
     });
     assert_eq!(
-        s.lookup(&kid).unwrap().unwrap().aead,
+        s.lookup(&kid)
+            .unwrap()
+            .unwrap()
+            .hsm1_aead()
+            .unwrap()
+            .clone(),
         Aead::new(&aead(2)).unwrap()
     );
 }
@@ -718,4 +748,118 @@ fn on_postgresql_the_listen_takes_no_connection_of_the_lookups() {
     }
     assert!(s.is_listening());
     assert_eq!(s.check(), Ok(()));
+}
+
+/// A YubiHSM 2 AEAD whose nonce is `id`'s.
+fn otp_aead(id_: &str, fill: u8) -> OtpAead {
+    OtpAead::from_yubihsm1(nonce_of(id_), [fill; 30])
+}
+
+fn keyed_store(db: &Db, keys: &[AeadKey]) -> DbStore {
+    let mut cfg = DbConfig::with_keys(DbUrl::parse(&db.url()).expect("url"), keys.to_vec());
+    cfg.timeout = Duration::from_secs(5);
+    DbStore::open(cfg).expect("open")
+}
+
+#[test]
+fn yubihsm2_rows_live_in_a_table_of_their_own_looked_up_in_configured_order() {
+    let k5 = AeadKey::OtpKey(ObjectId(5));
+    let k6 = AeadKey::OtpKey(ObjectId(6));
+    let kh = AeadKey::Handle(KeyHandle(0x20));
+    for db in Db::all() {
+        keyed_store(&db, &[]).init().unwrap();
+        let i = id("ccccdeulfbvj");
+        let s = keyed_store(&db, &[k6, kh, k5]);
+        s.write(
+            KeyHandle(0x20),
+            &i,
+            &Nonce(nonce_of("ccccdeulfbvj")),
+            &Aead::new(&aead(1)).unwrap(),
+            false,
+        )
+        .unwrap();
+        let five = Sealed::Hsm2 {
+            key_id: ObjectId(5),
+            aead: otp_aead("ccccdeulfbvj", 2),
+        };
+        let source = s.put(&i, &five, false).unwrap();
+        assert_eq!(
+            source.to_string(),
+            "ksm_otp_aead row (public_id ccccdeulfbvj, key_id 0x0005)"
+        );
+        assert!(matches!(
+            s.put(&i, &five, false),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert!(s.exists_under(k5, &i).unwrap());
+        assert!(!s.exists_under(k6, &i).unwrap());
+        // pyhsm's table holds only the YubiHSM 1 row.
+        assert_eq!(
+            db.sql("SELECT COUNT(*) FROM aead_table;").trim(),
+            match db {
+                Db::Lite(_) => "",
+                _ => "1",
+            }
+        );
+        assert_eq!(
+            s.lookup(&i).unwrap().unwrap().key(),
+            kh,
+            "0x20 before key 5"
+        );
+        assert_eq!(
+            keyed_store(&db, &[k5, kh]).lookup(&i).unwrap().unwrap(),
+            StoredAead {
+                sealed: five.clone(),
+                source
+            }
+        );
+        // The walk lists both tables' rows.
+        let keys: Vec<AeadKey> = s.entries().map(|e| e.result.unwrap().key()).collect();
+        assert_eq!(keys, [kh, k5]);
+        // A row of another length, or whose nonce is not the public id, is refused.
+        db.sql(&format!(
+            "INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES ('cccccccccccb', 6, {});",
+            db.bytes(&[1; 35])
+        ));
+        assert!(matches!(
+            s.lookup(&id("cccccccccccb")),
+            Err(StoreError::Malformed {
+                reason: "AEAD is not 36 bytes",
+                ..
+            })
+        ));
+        s.put(
+            &id("cccccccccccd"),
+            &Sealed::Hsm2 {
+                key_id: ObjectId(6),
+                aead: otp_aead("cccccccccccb", 3),
+            },
+            false,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.lookup(&id("cccccccccccd")),
+            Err(StoreError::NonceMismatch { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_store_of_key_handles_only_never_reads_the_yubihsm2_table() {
+    // A database set up by an older db-init (pyhsm's table only) keeps working.
+    for db in Db::all() {
+        db.pyhsm_table();
+        db.insert("ccccdeulfbvj", 0x20, &nonce_of("ccccdeulfbvj"), &aead(1));
+        let s = db.store(&[0x20], false);
+        assert!(s.lookup(&id("ccccdeulfbvj")).unwrap().is_some());
+        // The walk (verify, stats, export) takes the missing table for an empty one.
+        let walked: Vec<_> = s.entries().map(|e| e.result.map(|a| a.key())).collect();
+        assert_eq!(walked, [Ok(AeadKey::Handle(KeyHandle(0x20)))]);
+        // Asked for a YubiHSM 2 key, it says the table is missing.
+        let k = keyed_store(&db, &[AeadKey::OtpKey(ObjectId(5))]);
+        assert!(matches!(
+            k.lookup(&id("ccccdeulfbvj")),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
 }

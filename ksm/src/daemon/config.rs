@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aead_store::NoncePolicy;
+use aead_store::{AeadKey, NoncePolicy};
 use clap::Args;
 use hsm_proto::emulator::{redact, SecretString};
 use hsm_proto::keyfile;
@@ -23,7 +23,7 @@ use crate::daemon::server::HttpConfig;
 use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device::DEFAULT_DEVICE;
-use crate::tools::{self, DEFAULT_AEAD_DIR};
+use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
 
 /// `--socket` value (and `socket` key) that turns the sharing socket off.
@@ -321,7 +321,7 @@ impl ServeOptions {
             devices: set(&self.device, "device")?,
             demo,
             aead_dir: set(&self.aead_dir, "aead-dir")?,
-            key_handles: tools::key_handles(self.key_handles.as_deref().unwrap_or_default())?,
+            key_handles: aead_keys(self.key_handles.as_deref().unwrap_or_default())?,
             http: self.http()?,
             listen: SocketAddr::new(set(&self.addr, "addr")?, set(&self.port, "port")?),
             pid_file: self.pid_file.clone(),
@@ -427,6 +427,34 @@ impl ServeArgs {
         }
         o.or(ServeOptions::default()).settings(self.demo)
     }
+}
+
+/// Parses `--key-handles` for the daemon: each argument may be comma-separated, each key a
+/// YubiHSM 1 key handle in any pyhsm spelling (`0x20`, `32`, `KSM1`) or a YubiHSM 2
+/// otp-aead-key (`otp-aead-key:0x0120`, `otp-aead-key:288`), tried in the order given.
+pub fn aead_keys(args: &[String]) -> Result<Vec<AeadKey>, Error> {
+    let mut out = Vec::new();
+    for a in args {
+        for part in a.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let key = match AeadKey::parse(part) {
+                Some(k) => k,
+                None if part.starts_with("otp-aead-key") => return Err(Error::Usage(format!(
+                    "--key-handles {part:?}: a YubiHSM 2 key is otp-aead-key:N, N from 1 to 0xffff"
+                ))),
+                // pyhsm's spellings, with the key-handle parser's own message.
+                None => AeadKey::from(hsm_proto::KeyHandle::parse(part)?),
+            };
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage(
+            "at least one key handle is needed (--key-handles)".into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// A `--db-url`, read as pyhsm's users write it; a bad one is a usage error that never
@@ -575,22 +603,30 @@ mod tests {
         assert_eq!(s.hsm2.auth_key, Some(hsm2_proto::ObjectId(2)));
         assert_eq!(s.hsm2.sessions, 2);
         assert!(!format!("{s:?}").contains("Hunter2pw"));
-        let from_toml = s.hsm2.key().unwrap().unwrap();
+        let from_toml = s.hsm2.auth().unwrap().unwrap();
+        assert_eq!(from_toml.key_id, hsm2_proto::ObjectId(2));
         // A password file: refused unless private; its first line is the password.
         let pw = dir.path().join("hsm2-password");
         std::fs::write(&pw, "Hunter2pw\nignored\n").unwrap();
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
         let with_file = crate::daemon::serve::Hsm2Settings {
+            auth_key: Some(hsm2_proto::ObjectId(2)),
             password_file: Some(pw.clone()),
             ..Default::default()
         };
-        let err = with_file.key().unwrap_err().to_string();
+        let err = with_file.auth().unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
         assert!(!err.contains("Hunter2pw"), "{err}");
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let from_file = with_file.key().unwrap().unwrap();
-        assert_eq!(from_file.enc(), from_toml.enc());
-        assert_eq!(from_file.mac(), from_toml.mac());
+        let from_file = with_file.auth().unwrap().unwrap();
+        assert_eq!(from_file.auth_key().enc(), from_toml.auth_key().enc());
+        assert_eq!(from_file.auth_key().mac(), from_toml.auth_key().mac());
+        // A password without the key it is for is a configuration error.
+        let no_id = crate::daemon::serve::Hsm2Settings {
+            auth_key: None,
+            ..with_file
+        };
+        assert!(no_id.auth().is_err());
         // Out-of-range settings are refused.
         let bad = |text: &str| {
             std::fs::write(&file, text).unwrap();
@@ -642,8 +678,24 @@ mod tests {
         assert_eq!(s.socket, None);
         assert_eq!(
             s.key_handles,
-            vec![hsm_proto::KeyHandle(0x20), hsm_proto::KeyHandle(0x21)]
+            vec![
+                AeadKey::from(hsm_proto::KeyHandle(0x20)),
+                AeadKey::from(hsm_proto::KeyHandle(0x21))
+            ]
         );
+        // Both kinds, in the order given, any pyhsm spelling for a key handle.
+        assert_eq!(
+            aead_keys(&["otp-aead-key:0x0120,32".into(), "otp-aead-key:289".into()]).unwrap(),
+            vec![
+                AeadKey::OtpKey(hsm2_proto::ObjectId(0x120)),
+                AeadKey::from(hsm_proto::KeyHandle(0x20)),
+                AeadKey::OtpKey(hsm2_proto::ObjectId(0x121)),
+            ]
+        );
+        let err = aead_keys(&["otp-aead-key:x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("otp-aead-key:N"), "{err}");
         assert_eq!(s.aead_dir, demo_aead_dir());
         let s = flags(&["--demo", "--socket", "/tmp/x.sock"])
             .settings()

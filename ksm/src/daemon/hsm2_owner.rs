@@ -36,7 +36,7 @@ use crate::daemon::pool::{Job, PoolError};
 
 /// Opens the way to a YubiHSM 2 (a connector URL, a USB device).
 pub type OpenTransport =
-    Arc<dyn Fn() -> Result<Box<dyn Transport>, Hsm2Error> + Send + Sync + 'static>;
+    Arc<dyn Fn() -> Result<Box<dyn Transport>, crate::Error> + Send + Sync + 'static>;
 
 /// How a YubiHSM 2 is reached and authenticated to.
 #[derive(Clone)]
@@ -435,7 +435,7 @@ pub(crate) mod tests {
         Backend::Hsm2(Hsm2Backend {
             name: url,
             open: Arc::new(move || {
-                Connector::open(&target, timeouts).map(|c| Box::new(c) as Box<dyn Transport>)
+                Ok(Box::new(Connector::open(&target, timeouts)?) as Box<dyn Transport>)
             }),
             auth_key_id: ObjectId(2),
             key: password.map(|p| AuthKey::from_password(p.as_bytes())),

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aead_store::{CachedStore, DbStore, FsStore, NoncePolicy, Store};
-use hsm_proto::{KeyHandle, Timeouts};
+use aead_store::{AeadKey, CachedStore, DbStore, FsStore, NoncePolicy, Store};
+use hsm_proto::Timeouts;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -19,6 +19,7 @@ use crate::daemon::server::{Access, AppState, HttpConfig};
 use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
+use crate::hsm2_device::{Hsm2Auth, Hsm2Spec};
 use crate::Error;
 
 /// Everything `ksm serve` runs with, after flags and file are merged.
@@ -30,8 +31,9 @@ pub struct Settings {
     pub demo: bool,
     /// AEAD directory.
     pub aead_dir: PathBuf,
-    /// Key handles in lookup order.
-    pub key_handles: Vec<KeyHandle>,
+    /// Keys AEADs are looked up under, in order: YubiHSM 1 key handles and YubiHSM 2
+    /// otp-aead-keys (`--key-handles 0x20` / `otp-aead-key:0x0120`).
+    pub key_handles: Vec<AeadKey>,
     /// HTTP settings.
     pub http: HttpConfig,
     /// Listen address.
@@ -75,11 +77,11 @@ impl DbSettings {
     /// the request timeout.
     pub fn store_config(
         &self,
-        key_handles: Vec<KeyHandle>,
+        key_handles: Vec<AeadKey>,
         nonce_policy: NoncePolicy,
         timeout: std::time::Duration,
     ) -> aead_store::DbConfig {
-        let mut c = aead_store::DbConfig::new(self.url.clone(), key_handles);
+        let mut c = aead_store::DbConfig::with_keys(self.url.clone(), key_handles);
         c.password_file = self.password_file.clone();
         c.password = self
             .password
@@ -119,35 +121,26 @@ impl Default for Hsm2Settings {
 }
 
 impl Hsm2Settings {
-    /// The authentication key's session keys, derived from the configured password; `None`
-    /// if no password is configured (the devices start locked). A password file must be
-    /// private; its first line is the password, without its line end.
-    pub fn key(&self) -> Result<Option<hsm2_proto::AuthKey>, Error> {
-        if let Some(p) = &self.password {
-            return Ok(Some(hsm2_proto::AuthKey::from_password(
-                p.expose().as_bytes(),
-            )));
-        }
-        let Some(path) = &self.password_file else {
-            return Ok(None);
+    /// The authentication key and the session keys its configured password stands for;
+    /// `None` if no password is configured (the devices start locked). A password file must
+    /// be private; its first line is the password ([`Hsm2Auth::from_file`], as the tools
+    /// read theirs).
+    pub fn auth(&self) -> Result<Option<Hsm2Auth>, Error> {
+        let id = || {
+            self.auth_key.ok_or_else(|| {
+                Error::Usage(
+                    "a YubiHSM 2 password is configured but not the key it is for: set hsm2-auth-key".into(),
+                )
+            })
         };
-        let text = hsm_proto::keyfile::read_private(path)?;
-        let line = text.lines().next().unwrap_or_default();
-        if line.is_empty() {
-            return Err(Error::Usage(format!(
-                "{}: the first line (the YubiHSM 2 password) is empty",
-                path.display()
-            )));
+        if let Some(p) = &self.password {
+            return Ok(Some(Hsm2Auth::from_password(id()?, p.expose().as_bytes())));
         }
-        Ok(Some(hsm2_proto::AuthKey::from_password(line.as_bytes())))
+        match &self.password_file {
+            Some(path) => Ok(Some(Hsm2Auth::from_file(id()?, path)?)),
+            None => Ok(None),
+        }
     }
-}
-
-/// The YubiHSM 2 a `-D` names, if it names one: a yubihsm-connector's URL.
-pub fn hsm2_device(spec: &Path) -> Option<String> {
-    let text = spec.to_str()?;
-    (text.starts_with("http://") || text.starts_with("https://"))
-        .then(|| text.trim_end_matches('/').to_string())
 }
 
 /// Merges the settings again from their sources.
@@ -173,37 +166,33 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
         warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
-    let mut hsm2_key: Option<Option<hsm2_proto::AuthKey>> = None;
+    let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
     s.devices
         .iter()
         .map(|d| {
-            if let Some(url) = hsm2_device(d) {
+            let text = d.to_str().unwrap_or_default();
+            if Hsm2Spec::is_hsm2(text) {
+                let spec = Hsm2Spec::parse(text)?;
                 let auth_key_id = s.hsm2.auth_key.ok_or_else(|| {
                     Error::Usage(format!(
-                        "-D {url} is a YubiHSM 2: set hsm2-auth-key (the authentication key id) in ksm.toml or --hsm2-auth-key"
+                        "-D {spec} is a YubiHSM 2: set hsm2-auth-key (the authentication key id) in ksm.toml or --hsm2-auth-key"
                     ))
                 })?;
                 // Read (and derived) once for every YubiHSM 2 of the daemon.
-                let key = match &hsm2_key {
-                    Some(k) => k.clone(),
-                    None => hsm2_key.insert(s.hsm2.key()?).clone(),
+                let auth = match &hsm2_auth {
+                    Some(a) => a.clone(),
+                    None => hsm2_auth.insert(s.hsm2.auth()?).clone(),
                 };
-                if key.is_none() {
-                    warn!(device = %url, "no YubiHSM 2 password configured: the device answers ERR HSM locked until `ksm keystore-unlock`");
+                if auth.is_none() {
+                    warn!(device = %spec, "no YubiHSM 2 password configured: the device answers ERR HSM locked until `ksm keystore-unlock`");
                 }
-                let timeouts = hsm2_proto::transport::HttpTimeouts {
-                    connect: s.http.reqtimeout.min(std::time::Duration::from_secs(5)),
-                    answer: s.http.reqtimeout,
-                };
-                let target = url.clone();
+                let timeout = s.http.reqtimeout;
+                let name = spec.to_string();
                 return Ok(Backend::Hsm2(Hsm2Backend {
-                    name: url,
-                    open: Arc::new(move || {
-                        hsm2_proto::transport::Connector::open(&target, timeouts)
-                            .map(|c| Box::new(c) as Box<dyn hsm2_proto::transport::Transport>)
-                    }),
+                    name,
+                    open: Arc::new(move || spec.transport(timeout)),
                     auth_key_id,
-                    key,
+                    key: auth.map(|a| a.auth_key().clone()),
                     sessions: s.hsm2.sessions,
                 }));
             }
@@ -291,7 +280,7 @@ pub async fn serve(
             )
         }
         None => {
-            let store = FsStore::open(&s.aead_dir, s.key_handles.clone())?
+            let store = FsStore::open_keys(&s.aead_dir, s.key_handles.clone())?
                 .with_nonce_policy(s.nonce_policy);
             (
                 Arc::new(CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES)),

@@ -549,14 +549,27 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             return (outcome, id);
         }
     };
-    let Ok(aead) = YubiKeyAead::try_from(&stored.aead) else {
-        warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
-        return (Outcome::CorruptAead, id);
-    };
-    let what = DecodeAead::Hsm1 {
-        key_handle: stored.key_handle,
-        nonce: stored.nonce,
-        aead,
+    // Each kind of AEAD goes to the kind of HSM that opens it.
+    let what = match &stored.sealed {
+        aead_store::Sealed::Hsm1 {
+            key_handle,
+            nonce,
+            aead,
+        } => {
+            let Ok(aead) = YubiKeyAead::try_from(aead) else {
+                warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
+                return (Outcome::CorruptAead, id);
+            };
+            DecodeAead::Hsm1 {
+                key_handle: *key_handle,
+                nonce: *nonce,
+                aead,
+            }
+        }
+        aead_store::Sealed::Hsm2 { key_id, aead } => DecodeAead::Hsm2 {
+            key_id: *key_id,
+            aead: *aead,
+        },
     };
     let outcome = match st.pool.decode(otp, what, deadline).await {
         Ok(d) => Outcome::Ok(d),

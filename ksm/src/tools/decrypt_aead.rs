@@ -311,6 +311,10 @@ fn read(
                 .ok_or_else(|| Error::Usage("version-0 file: --key-handle is needed".into()))?;
             Ok((kh, PublicId::new(name)?.to_nonce()?, a))
         }
+        AeadFile::Hsm2 { .. } => Err(Error::Usage(format!(
+            "{}: a YubiHSM 2 AEAD file; decrypt-aead reads YubiHSM 1 files only",
+            path.display()
+        ))),
     }
 }
 

@@ -1,15 +1,23 @@
 //! `ksm generate-keys`: new YubiKey secrets made by the HSM's own random generator, stored
 //! only as AEADs. The secret never leaves the HSM in clear: `BUFFER_RANDOM_LOAD` fills the
 //! device's buffer, `BUFFER_AEAD_GENERATE` seals it under each key handle.
+//!
+//! On a YubiHSM 2 (`-D http://…` and `--key-id N`), `Randomize OTP AEAD` draws the secret and
+//! seals it under otp-aead-key N in one command; the AEADs go to YubiHSM 2 files (or rows).
+//! The device chooses each AEAD's nonce, so such a store is one of random nonces: the run
+//! asks for `--random-nonce` to say so, and the daemon serves it with
+//! `--random-nonce-aeads` (see [`aead_store::NoncePolicy`]).
 
 use std::io::Write;
 
-use aead_store::Store;
+use aead_store::{AeadKey, Sealed, Store};
 use clap::Args;
+use hsm2_proto::ObjectId;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceArgs;
+use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
 use crate::tools::{self, KeyHandleArgs, OutputDirArgs};
 use crate::Error;
 
@@ -22,6 +30,13 @@ pub struct GenerateArgs {
     /// Key handles.
     #[command(flatten)]
     pub key_handles: KeyHandleArgs,
+    /// YubiHSM 2: the otp-aead-key to seal under, instead of key handles (-D names the
+    /// YubiHSM 2; needs --random-nonce, as the device chooses every nonce).
+    #[arg(long, conflicts_with = "key_handles", value_parser = crate::hsm2_device::object_id_arg)]
+    pub key_id: Option<u16>,
+    /// YubiHSM 2: its authentication key and password.
+    #[command(flatten)]
+    pub hsm2: Hsm2AuthArgs,
     /// First public id: a decimal number, else modhex.
     #[arg(long)]
     pub start_public_id: String,
@@ -44,6 +59,9 @@ pub struct GenerateArgs {
 
 /// `ksm generate-keys`: fails if some ids were left with AEADs for some key handles only.
 pub fn run(args: GenerateArgs) -> Result<(), Error> {
+    if let Some(key_id) = args.key_id {
+        return run_hsm2(&args, ObjectId(key_id));
+    }
     let khs = args.key_handles.parse()?;
     let store = args.output.open(khs.clone())?;
     let mut hsm = args.dev.open()?;
@@ -60,6 +78,104 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         return Err(Error::Incomplete(s.incomplete));
     }
     Ok(())
+}
+
+/// `generate-keys --key-id`: on a YubiHSM 2.
+fn run_hsm2(args: &GenerateArgs, key_id: ObjectId) -> Result<(), Error> {
+    if !args.random_nonce {
+        return Err(Error::Usage(random_nonce_needed("generate-keys")));
+    }
+    let device = tools::hsm2_device_arg(&args.dev)?;
+    let key = AeadKey::OtpKey(key_id);
+    let store = args.output.open_keys(vec![key])?;
+    let start = tools::public_id_arg(&args.start_public_id, args.public_id_chars)?;
+    let mut dev = args.hsm2.open(&device, tools::hsm2_timeout(&args.dev)?)?;
+    let plan = Hsm2Plan {
+        key_id,
+        start,
+        count: args.count,
+        public_id_chars: args.public_id_chars,
+        force: args.force,
+    };
+    let r = generate_hsm2(&mut dev, &*store, &plan, &mut std::io::stdout());
+    dev.close();
+    r.map(drop)
+}
+
+/// Why a YubiHSM 2 run wants `--random-nonce`.
+pub(crate) fn random_nonce_needed(cmd: &str) -> String {
+    format!("{cmd} --key-id: the YubiHSM 2 chooses each AEAD's nonce itself, so it cannot be the public id; give --random-nonce to go on, and serve the store with --random-nonce-aeads")
+}
+
+/// What to generate on a YubiHSM 2.
+#[derive(Debug, Clone)]
+pub struct Hsm2Plan {
+    /// The otp-aead-key to seal under.
+    pub key_id: ObjectId,
+    /// First public id.
+    pub start: PublicId,
+    /// How many ids.
+    pub count: u64,
+    /// Public id length in modhex characters.
+    pub public_id_chars: usize,
+    /// Replace existing AEADs.
+    pub force: bool,
+}
+
+/// Generates the planned keys on a YubiHSM 2 (`Randomize OTP AEAD`) into `store`: ids that
+/// have an AEAD under the key already are skipped (a run resumes), unless `force`.
+pub fn generate_hsm2(
+    dev: &mut Hsm2Device,
+    store: &dyn Store,
+    plan: &Hsm2Plan,
+    out: &mut dyn Write,
+) -> Result<Summary, Error> {
+    let first = plan.start.to_number();
+    if first == 0 {
+        return Err(Error::Usage(
+            "the start public id must be greater than 0".into(),
+        ));
+    }
+    let key = AeadKey::OtpKey(plan.key_id);
+    let _ = writeln!(
+        out,
+        "Generating {} keys from {} under YubiHSM 2 {key}",
+        plan.count, plan.start
+    );
+    let bar = progress(plan.count);
+    let mut s = Summary::default();
+    for n in first..first.saturating_add(plan.count) {
+        bar.inc(1);
+        let id = PublicId::from_number(n, plan.public_id_chars)?;
+        if !plan.force && store.exists_under(key, &id)? {
+            s.skipped += 1;
+            continue;
+        }
+        let aead = dev.call(|c, session| c.randomize_otp_aead(session, plan.key_id))?;
+        let sealed = Sealed::Hsm2 {
+            key_id: plan.key_id,
+            aead,
+        };
+        let path = store.put(&id, &sealed, plan.force)?;
+        tracing::info!(path = %path, "AEAD written");
+        s.generated += 1;
+    }
+    bar.finish_and_clear();
+    let _ = writeln!(
+        out,
+        "Done: {} generated, {} already present, {} incomplete",
+        s.generated, s.skipped, s.incomplete
+    );
+    Ok(s)
+}
+
+fn progress(count: u64) -> ProgressBar {
+    let bar = ProgressBar::new(count);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} keys, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// What to generate.
@@ -114,11 +230,7 @@ pub fn generate(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let bar = ProgressBar::new(plan.count);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} keys, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress(plan.count);
     let mut s = Summary::default();
     for n in first..first.saturating_add(plan.count) {
         bar.inc(1);

@@ -3,6 +3,10 @@
 //! secret goes into the HSM's buffer and is sealed there under every key handle; only AEADs
 //! reach the disk. Bad lines are reported with their line number and skipped.
 //!
+//! On a YubiHSM 2 (`-D http://…` and `--key-id N`), each secret goes to the device in one
+//! `Create OTP AEAD` inside the encrypted session and comes back sealed under otp-aead-key N.
+//! The device chooses the nonce, hence `--random-nonce` (see `generate-keys`).
+//!
 //! Secrets in input lines: each line is read into memory wiped when dropped
 //! ([`super::read_secret_line`]); fields are borrowed slices of it, decoded bytes are
 //! `Zeroizing`, and errors name the line and the field, never a field's text (with the
@@ -13,12 +17,14 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use aead_store::{Store, StoreError};
+use aead_store::{AeadKey, Sealed, Store, StoreError};
+use hsm2_proto::{ObjectId, Secret};
 use hsm_proto::cmd::DbYubikeyAeadStore;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 
 use crate::device::DeviceArgs;
-use crate::tools::{KeyHandleArgs, OutputDirArgs};
+use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
+use crate::tools::{self, KeyHandleArgs, OutputDirArgs};
 use crate::Error;
 
 /// `ksm import-keys`'s arguments.
@@ -30,6 +36,13 @@ pub struct ImportArgs {
     /// Key handles.
     #[command(flatten)]
     pub key_handles: KeyHandleArgs,
+    /// YubiHSM 2: the otp-aead-key to seal under, instead of key handles (-D names the
+    /// YubiHSM 2; needs --random-nonce, as the device chooses every nonce).
+    #[arg(long, conflicts_with_all = ["key_handles", "internal_db"], value_parser = crate::hsm2_device::object_id_arg)]
+    pub key_id: Option<u16>,
+    /// YubiHSM 2: its authentication key and password.
+    #[command(flatten)]
+    pub hsm2: Hsm2AuthArgs,
     /// Where the AEADs go.
     #[command(flatten)]
     pub output: OutputDirArgs,
@@ -52,6 +65,9 @@ pub struct ImportArgs {
 
 /// `ksm import-keys`: lines from `--input` or standard input; fails if any was rejected.
 pub fn run(args: ImportArgs) -> Result<(), Error> {
+    if let Some(key_id) = args.key_id {
+        return run_hsm2(&args, ObjectId(key_id));
+    }
     let khs = args.key_handles.parse()?;
     if args.internal_db && khs.len() != 1 {
         return Err(Error::Usage(
@@ -70,12 +86,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
         force: args.force,
         internal_db: args.internal_db,
     };
-    let mut reader: Box<dyn BufRead> = match &args.input {
-        Some(p) => Box::new(BufReader::new(
-            std::fs::File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?,
-        )),
-        None => Box::new(std::io::stdin().lock()),
-    };
+    let mut reader = input(&args)?;
     let s = import(
         &mut hsm,
         store.as_deref(),
@@ -88,6 +99,79 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
         return Err(Error::LinesRejected(s.rejected));
     }
     Ok(())
+}
+
+fn input(args: &ImportArgs) -> Result<Box<dyn BufRead>, Error> {
+    Ok(match &args.input {
+        Some(p) => Box::new(BufReader::new(
+            std::fs::File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    })
+}
+
+/// `import-keys --key-id`: on a YubiHSM 2.
+fn run_hsm2(args: &ImportArgs, key_id: ObjectId) -> Result<(), Error> {
+    if !args.random_nonce {
+        return Err(Error::Usage(super::generate_keys::random_nonce_needed(
+            "import-keys",
+        )));
+    }
+    let device = tools::hsm2_device_arg(&args.dev)?;
+    let store = args.output.open_keys(vec![AeadKey::OtpKey(key_id)])?;
+    let mut dev = args.hsm2.open(&device, tools::hsm2_timeout(&args.dev)?)?;
+    let mut reader = input(args)?;
+    let s = import_hsm2(
+        &mut dev,
+        &*store,
+        key_id,
+        args.force,
+        &mut reader,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    );
+    dev.close();
+    let rejected = s?.rejected;
+    if rejected > 0 {
+        return Err(Error::LinesRejected(rejected));
+    }
+    Ok(())
+}
+
+/// Imports every line of `input` into a YubiHSM 2 (`Create OTP AEAD` under `key_id`), as
+/// [`import`] does for a YubiHSM 1: ids with an AEAD under the key are kept unless
+/// `force`, bad lines named and skipped.
+pub fn import_hsm2(
+    dev: &mut Hsm2Device,
+    store: &dyn Store,
+    key_id: ObjectId,
+    force: bool,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Summary, Error> {
+    let key = AeadKey::OtpKey(key_id);
+    import_lines(input, out, err, |l| {
+        if !force && store.exists_under(key, &l.id)? {
+            return Ok(Ok(false));
+        }
+        let created = dev.call(|c, session| {
+            c.create_otp_aead(session, key_id, Secret(l.secret.key), Secret(l.secret.uid))
+        });
+        let aead = match created {
+            Ok(a) => a,
+            // The device refused this one (a key it may not use, say): named, skipped.
+            Err(Error::Hsm2(e)) if !e.is_transport_error() => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(
+            match store.put(&l.id, &Sealed::Hsm2 { key_id, aead }, force) {
+                Ok(_) => Ok(true),
+                Err(StoreError::AlreadyExists(_)) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    })
 }
 
 /// How to import.
@@ -168,6 +252,24 @@ pub fn import(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Summary, Error> {
+    import_lines(input, out, err, |parsed| {
+        let result = import_one(hsm, store, opts, parsed);
+        // One secret, loaded and sealed: other tools may use the device again.
+        hsm.end_operation()?;
+        Ok(result)
+    })
+}
+
+/// The loop both kinds of HSM share: the header, then each data line parsed and handed to
+/// `one`, which answers `Ok(Ok(false))` if its AEADs existed already, `Ok(Err(why))` to
+/// skip the line (named by its number), or `Err` to stop the import (the device or store
+/// is gone).
+fn import_lines(
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    mut one: impl FnMut(&Line) -> Result<Result<bool, String>, Error>,
+) -> Result<Summary, Error> {
     let header_ok = match super::read_secret_line(input)? {
         super::SecretLine::Text(t) => *t == HEADER,
         _ => false,
@@ -199,10 +301,7 @@ pub fn import(
                 continue;
             }
         };
-        let result = import_one(hsm, store, opts, &parsed);
-        // One secret, loaded and sealed: other tools may use the device again.
-        hsm.end_operation()?;
-        match result {
+        match one(&parsed)? {
             Ok(true) => s.imported += 1,
             Ok(false) => s.existing += 1,
             Err(why) => {

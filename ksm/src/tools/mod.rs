@@ -5,7 +5,10 @@ pub mod decrypt_aead;
 pub mod generate_keys;
 pub mod import_keys;
 pub mod keystore_unlock;
+pub mod migrate_aeads;
 pub mod provision;
+pub mod provision_hsm2;
+pub mod rewrap;
 pub mod store_cmd;
 
 use std::io::BufRead;
@@ -23,7 +26,7 @@ pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
 #[derive(Debug, clap::Args)]
 pub struct KeyHandleArgs {
     /// Key handles to seal each secret under (repeat or comma-separate).
-    #[arg(long = "key-handles", alias = "key-handle", num_args = 1.., required = true)]
+    #[arg(long = "key-handles", alias = "key-handle", num_args = 1.., required_unless_present = "key_id")]
     pub key_handles: Vec<String>,
 }
 
@@ -59,6 +62,43 @@ impl OutputDirArgs {
             )?)),
         }
     }
+}
+
+impl OutputDirArgs {
+    /// [`OutputDirArgs::open`] with keys of either kind (YubiHSM 2 otp-aead-keys).
+    pub fn open_keys(
+        &self,
+        keys: Vec<aead_store::AeadKey>,
+    ) -> Result<Box<dyn aead_store::Store>, Error> {
+        match self
+            .db
+            .open_keys(keys.clone(), aead_store::NoncePolicy::PublicId)?
+        {
+            Some(db) => Ok(Box::new(db)),
+            None => Ok(Box::new(aead_store::FsStore::open_keys(
+                &self.output_dir,
+                keys,
+            )?)),
+        }
+    }
+}
+
+/// `-D` of a tool run against a YubiHSM 2 (`--key-id`): it must be given, and name one.
+pub fn hsm2_device_arg(dev: &crate::device::DeviceArgs) -> Result<String, Error> {
+    let given = dev.device.as_ref().and_then(|d| d.to_str());
+    match given {
+        Some(d) if crate::hsm2_device::Hsm2Spec::is_hsm2(d) => Ok(d.to_string()),
+        _ => Err(Error::Usage(
+            "--key-id is for a YubiHSM 2: give -D http://HOST:PORT (its connector), usb or usb:SERIAL".into(),
+        )),
+    }
+}
+
+/// `--timeout` of [`crate::device::DeviceArgs`], for a YubiHSM 2 (at least 1 s: a session
+/// opens with a key derivation and two round trips).
+pub fn hsm2_timeout(dev: &crate::device::DeviceArgs) -> Result<std::time::Duration, Error> {
+    let t = dev.timeouts()?.response;
+    Ok(t.max(std::time::Duration::from_secs(1)))
 }
 
 /// Parses `--key-handles` arguments: each may itself be comma-separated (`0x20,0x21`), and

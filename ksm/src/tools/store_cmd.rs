@@ -12,11 +12,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use aead_store::{stats, DbConfig, DbStore, FsStore, NoncePolicy, Store, StoreError};
+use aead_store::{
+    stats, AeadKey, DbConfig, DbStore, FsStore, NoncePolicy, Sealed, Store, StoreError,
+};
 use hsm_proto::{Hsm, KeyHandle, YubiKeyAead};
 
 use crate::daemon::config::{db_url, nonce_policy};
 use crate::device::DeviceArgs;
+use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
 use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
 
@@ -40,9 +43,12 @@ pub enum StoreCmd {
         /// Also ask the HSM to open every AEAD: -D's device, else the daemon's socket.
         #[arg(long)]
         hsm: bool,
-        /// Where the HSM is (implies --hsm).
+        /// Where the HSM is (implies --hsm); -D http://… (or usb) for a YubiHSM 2.
         #[command(flatten)]
         dev: DeviceArgs,
+        /// For a YubiHSM 2: its authentication key and password.
+        #[command(flatten)]
+        hsm2: Hsm2AuthArgs,
         /// The store was made with --random-nonce: AEADs whose nonce is not their public id
         /// are still listed, but do not make verify fail.
         #[arg(long)]
@@ -113,6 +119,23 @@ impl DbArgs {
     }
 }
 
+impl DbArgs {
+    /// [`DbArgs::open`] with keys of either kind.
+    pub fn open_keys(
+        &self,
+        keys: Vec<AeadKey>,
+        policy: NoncePolicy,
+    ) -> Result<Option<DbStore>, Error> {
+        let Some(url) = &self.db_url else {
+            return Ok(None);
+        };
+        let mut cfg = DbConfig::with_keys(db_url(url)?, keys);
+        cfg.password_file = self.db_password_file.clone();
+        cfg.nonce_policy = policy;
+        Ok(Some(DbStore::open(cfg)?))
+    }
+}
+
 fn open_db(
     url: &str,
     password_file: Option<PathBuf>,
@@ -137,6 +160,18 @@ pub struct AeadDirArgs {
 }
 
 impl AeadDirArgs {
+    /// The store, looking AEADs up under `keys` in this order.
+    pub fn open_keys(
+        &self,
+        keys: Vec<AeadKey>,
+        policy: NoncePolicy,
+    ) -> Result<Box<dyn Store>, Error> {
+        Ok(match self.db.open_keys(keys.clone(), policy)? {
+            Some(db) => Box::new(db),
+            None => Box::new(FsStore::open_keys(&self.aead_dir, keys)?.with_nonce_policy(policy)),
+        })
+    }
+
     fn open(&self, policy: NoncePolicy) -> Result<Box<dyn Store>, Error> {
         Ok(match self.db.open(Vec::new(), policy)? {
             Some(db) => Box::new(db),
@@ -153,16 +188,28 @@ pub fn run(args: StoreArgs) -> Result<(), Error> {
             dir,
             hsm,
             dev,
+            hsm2,
             random_nonce_aeads,
         } => {
             let policy = nonce_policy(random_nonce_aeads);
             let store = dir.open(policy)?;
-            let mut hsm = if hsm || dev.device.is_some() {
-                Some(dev.open()?)
+            let is_hsm2 = dev
+                .device
+                .as_ref()
+                .and_then(|d| d.to_str())
+                .is_some_and(crate::hsm2_device::Hsm2Spec::is_hsm2);
+            let r = if is_hsm2 {
+                let device = crate::tools::hsm2_device_arg(&dev)?;
+                let mut d = hsm2.open(&device, crate::tools::hsm2_timeout(&dev)?)?;
+                let r = verify(&*store, Some(Checker::Hsm2(&mut d)), &mut out);
+                d.close();
+                r?
+            } else if hsm || dev.device.is_some() {
+                let mut h = dev.open()?;
+                verify(&*store, Some(Checker::Hsm1(&mut h)), &mut out)?
             } else {
-                None
+                verify(&*store, None, &mut out)?
             };
-            let r = verify(&*store, hsm.as_mut(), &mut out)?;
             let nonce_problems = match policy {
                 NoncePolicy::PublicId => r.nonce_differs,
                 NoncePolicy::Any => 0,
@@ -232,12 +279,14 @@ pub fn copy_all(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result
 /// Why an AEAD that parses is still of no use to a KSM: only a YubiKey AEAD (30 bytes: the
 /// 22-byte secret and the 8-byte MAC) decodes OTPs, and the daemon answers `ERR Corrupt AEAD`
 /// for any other. The tools say so at once rather than leave it to the first login.
+/// A YubiHSM 2 AEAD is always a YubiKey's (the format holds exactly 36 bytes).
 fn not_a_yubikey_aead(s: &aead_store::StoredAead) -> Option<String> {
-    YubiKeyAead::try_from(&s.aead).err().map(|_| {
+    let aead = s.hsm1_aead()?;
+    YubiKeyAead::try_from(aead).err().map(|_| {
         format!(
             "{}: an AEAD of {} bytes, not a YubiKey AEAD (30 bytes); the KSM answers ERR Corrupt AEAD for it",
             s.source,
-            s.aead.as_bytes().len()
+            aead.as_bytes().len()
         )
     })
 }
@@ -265,7 +314,7 @@ pub fn copy(from: &dyn Store, to: &dyn Store, out: &mut dyn Write) -> Result<Cop
             let _ = writeln!(out, "BAD {why}");
             continue;
         }
-        match to.write(s.key_handle, &id, &s.nonce, &s.aead, false) {
+        match to.put(&id, &s.sealed, false) {
             Ok(_) => c.copied += 1,
             Err(StoreError::AlreadyExists(_)) => c.present += 1,
             Err(err @ StoreError::Unavailable(_)) => return Err(err.into()),
@@ -298,13 +347,15 @@ pub struct Report {
     pub nonce_differs: usize,
     /// AEADs the HSM would not open.
     pub rejected: usize,
+    /// AEADs for the other kind of HSM than the one checked with (counted good if sound).
+    pub unchecked: usize,
 }
 
 /// Checks every file; with `hsm`, also whether the HSM opens each AEAD. Each problem is
 /// printed as the walk finds it, and no file is kept once checked.
 pub fn verify(
     store: &dyn Store,
-    mut hsm: Option<&mut Hsm>,
+    mut hsm: Option<Checker<'_>>,
     out: &mut dyn Write,
 ) -> Result<Report, Error> {
     let mut r = Report::default();
@@ -312,7 +363,7 @@ pub fn verify(
         if e.nonce_differs {
             r.nonce_differs += 1;
             let nonce = match &e.result {
-                Ok(s) => Some(s.nonce),
+                Ok(s) => Some(s.nonce()),
                 Err(StoreError::NonceMismatch { nonce, .. }) => Some(*nonce),
                 Err(_) => None,
             };
@@ -341,22 +392,46 @@ pub fn verify(
                     r.misplaced += 1;
                     let _ = writeln!(out, "MISPLACED {}: {}", e.source, e.misplaced.join("; "));
                 }
-                if let Some(h) = hsm.as_deref_mut() {
-                    // Each check stands alone: between two, other tools may use the device.
-                    let checked = h.aead_decrypt_cmp(s.key_handle, s.nonce, &[], &s.aead);
-                    h.end_operation()?;
-                    match checked {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            r.rejected += 1;
-                            let _ = writeln!(out, "REJECTED {}: HSM answered mismatch", e.source);
-                        }
-                        Err(err) if err.is_link_error() => return Err(err.into()),
-                        Err(err) => {
-                            r.rejected += 1;
-                            let _ = writeln!(out, "REJECTED {}: {err}", e.source);
+                match (&mut hsm, &s.sealed) {
+                    (None, _) => {}
+                    (
+                        Some(Checker::Hsm1(h)),
+                        Sealed::Hsm1 {
+                            key_handle,
+                            nonce,
+                            aead,
+                        },
+                    ) => {
+                        // Each check stands alone: between two, other tools may use the
+                        // device.
+                        let checked = h.aead_decrypt_cmp(*key_handle, *nonce, &[], aead);
+                        h.end_operation()?;
+                        match checked {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                r.rejected += 1;
+                                let _ =
+                                    writeln!(out, "REJECTED {}: HSM answered mismatch", e.source);
+                            }
+                            Err(err) if err.is_link_error() => return Err(err.into()),
+                            Err(err) => {
+                                r.rejected += 1;
+                                let _ = writeln!(out, "REJECTED {}: {err}", e.source);
+                            }
                         }
                     }
+                    (Some(Checker::Hsm2(dev)), Sealed::Hsm2 { key_id, aead }) => {
+                        match check_on_hsm2(dev, *key_id, *aead) {
+                            Ok(()) => {}
+                            Err(Error::Hsm2(err)) if !err.is_transport_error() => {
+                                r.rejected += 1;
+                                let _ = writeln!(out, "REJECTED {}: {err}", e.source);
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    // An AEAD for the other kind of HSM than the one given.
+                    (Some(_), _) => r.unchecked += 1,
                 }
                 if e.misplaced.is_empty() {
                     r.good += 1;
@@ -369,7 +444,37 @@ pub fn verify(
         "{} good, {} bad, {} misplaced, {} rejected by the HSM, {} nonce differs from public id",
         r.good, r.bad, r.misplaced, r.rejected, r.nonce_differs
     );
+    if r.unchecked > 0 {
+        let _ = writeln!(
+            out,
+            "{} AEADs are for the other kind of HSM and were not checked on this one",
+            r.unchecked
+        );
+    }
     Ok(r)
+}
+
+/// The device `verify` asks to open each AEAD of its kind.
+pub enum Checker<'a> {
+    /// A YubiHSM 1: `AEAD_DECRYPT_CMP` (see the module doc).
+    Hsm1(&'a mut Hsm),
+    /// A YubiHSM 2: `Rewrap OTP AEAD` from the AEAD's key to the same key.
+    Hsm2(&'a mut Hsm2Device),
+}
+
+/// Whether the YubiHSM 2 opens `aead` under otp-aead-key `key_id`: it is rewrapped from that
+/// key to the same key and the result dropped, so nothing changes anywhere. The device
+/// authenticates the AEAD before it seals anything, so a corrupt AEAD, or one of another
+/// key, is refused (`invalid-data`). Needs the `rewrap-from-otp-aead-key` and
+/// `rewrap-to-otp-aead-key` capabilities on both the session's authentication key and the
+/// otp-aead-key. No secret leaves the device, and no OTP is needed.
+pub fn check_on_hsm2(
+    dev: &mut Hsm2Device,
+    key_id: hsm2_proto::ObjectId,
+    aead: hsm2_proto::OtpAead,
+) -> Result<(), Error> {
+    dev.call(|c, session| c.rewrap_otp_aead(session, key_id, key_id, aead))
+        .map(drop)
 }
 
 /// Prints counts per key handle, counted as the walk goes.

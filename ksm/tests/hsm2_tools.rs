@@ -1,0 +1,665 @@
+//! The YubiHSM 2 tools as an operator runs them: the real `ksm` binary against
+//! `ksm emulate --hsm2` over real HTTP on 127.0.0.1, YubiHSM 1 stores made by `ksm
+//! import-keys` on a soft YubiHSM 1, and OTPs from Yubico's `ykgenerate` decoded by the
+//! emulated YubiHSM 2 through our own driver.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aead_store::{AeadKey, FsStore, NoncePolicy, Sealed};
+use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
+use hsm2_proto::{AuthKey, Client, ObjectId, OtpAead};
+use hsm_proto::otp::Otp;
+use hsm_proto::{AesKey, KeyHandle, Nonce, PublicId};
+
+const KSM: &str = env!("CARGO_BIN_EXE_ksm");
+const CAPS: &str = "decrypt-otp:create-otp-aead:randomize-otp-aead:rewrap-from-otp-aead-key:rewrap-to-otp-aead-key";
+
+/// A `ksm emulate --hsm2` process, killed on drop.
+struct Emulator {
+    child: Child,
+    url: String,
+}
+
+impl Emulator {
+    fn start(dir: &Path, config: Option<&str>) -> Emulator {
+        let mut cmd = Command::new(KSM);
+        cmd.args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--control"])
+            .arg(dir.join("ctl"))
+            .stdout(Stdio::piped());
+        if let Some(text) = config {
+            let path = dir.join("hsm2.toml");
+            private(&path, text);
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd.spawn().expect("ksm emulate --hsm2");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("ksm emulate --hsm2 printed nothing within 20 s")
+            .expect("its first line")
+            .unwrap();
+        let url = line
+            .strip_prefix("emulated YubiHSM 2 at ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Emulator { child, url }
+    }
+
+    /// Our driver on it, in a session of the factory key.
+    fn client(&self) -> (Client<Box<dyn Transport>>, hsm2_proto::session::HostSession) {
+        let t: Box<dyn Transport> =
+            Box::new(Connector::open(&self.url, HttpTimeouts::default()).unwrap());
+        let mut c = Client::new(t);
+        let s = c
+            .open_session(ObjectId(1), &AuthKey::from_password(b"password"))
+            .unwrap();
+        (c, s)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Runs `ksm ARGS` with `stdin`, killed if it is still running after a minute (a hang is a
+/// failure, not a wait).
+fn ksm(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(KSM)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ksm");
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.to_string();
+    std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let e = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ksm {args:?} still running after {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One YubiKey of `fixtures/otp-vectors.json`.
+struct Key {
+    id: String,
+    aes: String,
+    uid: String,
+}
+
+fn vectors_of(kh: u64) -> Vec<Key> {
+    let v = e2e_tests::otp_vectors();
+    v["yubikeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|y| y["key_handle"].as_u64() == Some(kh))
+        .map(|y| Key {
+            id: y["public_id"].as_str().unwrap().into(),
+            aes: y["aes_key"].as_str().unwrap().into(),
+            uid: y["uid"].as_str().unwrap().into(),
+        })
+        .collect()
+}
+
+fn kh_key_hex(kh: &str) -> String {
+    e2e_tests::otp_vectors()["key_handles"][kh]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `ykksm 1` lines for `keys`.
+fn ykksm(keys: &[Key]) -> String {
+    let mut s = String::from("# ykksm 1\n");
+    for (i, k) in keys.iter().enumerate() {
+        s.push_str(&format!(
+            "{},{},{},{},000000000000,2026-01-01T00:00:00,\n",
+            i + 1,
+            k.id,
+            k.uid,
+            k.aes
+        ));
+    }
+    s
+}
+
+/// Decodes a fresh `ykgenerate` OTP of `k` with `aead` under otp-aead-key `key_id` on the
+/// emulator: the counters it returns, or the device's refusal.
+fn decode(
+    emu: &Emulator,
+    key_id: u16,
+    aead: OtpAead,
+    k: &Key,
+    counter: u16,
+) -> Result<u16, String> {
+    let otp = e2e_tests::ykgenerate(&k.id, &k.aes, &k.uid, counter, 0x1234, 0x56, 1);
+    let otp = Otp::parse(&otp).unwrap();
+    let (mut c, mut s) = emu.client();
+    c.decrypt_otp(&mut s, ObjectId(key_id), aead, otp.ciphertext)
+        .map(|counters| counters.use_ctr)
+        .map_err(|e| e.to_string())
+}
+
+/// The YubiHSM 2 AEAD of `id` in `dir` under `key_id`, read as the daemon reads it.
+fn stored(dir: &Path, key_id: u16, id: &str) -> OtpAead {
+    let s = FsStore::open_keys(dir, vec![AeadKey::OtpKey(ObjectId(key_id))])
+        .unwrap()
+        .with_nonce_policy(NoncePolicy::Any);
+    match s
+        .lookup(&PublicId::new(id).unwrap())
+        .unwrap()
+        .unwrap()
+        .sealed
+    {
+        Sealed::Hsm2 { aead, .. } => aead,
+        other => panic!("not a YubiHSM 2 AEAD: {other:?}"),
+    }
+}
+
+fn otp_key(id: u16, key: &str, nonce_id: &str) -> String {
+    format!(
+        "[[otp-aead-key]]\nid = {id}\nkey = \"{key}\"\nnonce-id = \"{nonce_id}\"\ncapabilities = \"{CAPS}\"\ndomains = \"1\"\n"
+    )
+}
+
+/// The shared notes' claim (§5.2), checked with our own code: a YubiHSM 1 AEAD of key handle
+/// K opens on a YubiHSM 2 under an otp-aead-key with the same AES key and nonce id LE32(K),
+/// its nonce put in front; with BE32(K) it does not.
+#[test]
+fn a_yubihsm1_aead_opens_on_a_yubihsm2_under_nonce_id_le32_of_its_key_handle() {
+    let d = tempfile::tempdir().unwrap();
+    let kh = KeyHandle(0x20);
+    let key = kh_key_hex("0x20");
+    let le = hex::encode(kh.0.to_le_bytes());
+    let be = hex::encode(kh.0.to_be_bytes());
+    assert_ne!(le, be);
+    let config = format!("{}{}", otp_key(0x20, &key, &le), otp_key(0x21, &key, &be));
+    let emu = Emulator::start(d.path(), Some(&config));
+    let aes = AesKey::from_hex(&key).unwrap();
+    for (i, k) in vectors_of(32).iter().enumerate() {
+        let nonce: Nonce = PublicId::new(&k.id).unwrap().to_nonce().unwrap();
+        let mut plain = hex::decode(&k.aes).unwrap();
+        plain.extend(hex::decode(&k.uid).unwrap());
+        let hsm1 = hsm_proto::aead::seal(&aes, kh, &nonce, &plain).unwrap();
+        let a = OtpAead::from_yubihsm1(nonce.0, hsm1.as_bytes().try_into().unwrap());
+        let counter = 7 + i as u16;
+        assert_eq!(decode(&emu, 0x20, a, k, counter), Ok(counter), "{}", k.id);
+        let refused = decode(&emu, 0x21, a, k, counter).unwrap_err();
+        assert!(refused.contains("invalid-otp"), "{refused}");
+    }
+}
+
+/// A YubiHSM 1 store to migrate: `ksm import-keys` on a soft YubiHSM 1 (pyhsm's JSON key
+/// file) under key handle 0x20.
+fn yubihsm1_store(d: &Path) -> (PathBuf, PathBuf, Vec<Key>) {
+    let soft = d.join("soft-hsm.json");
+    private(&soft, &format!("{{\"32\": \"{}\"}}", kh_key_hex("0x20")));
+    let aeads = d.join("aeads");
+    std::fs::create_dir(&aeads).unwrap();
+    let keys = vectors_of(32);
+    let o = ksm(
+        &[
+            "import-keys",
+            "-D",
+            soft.to_str().unwrap(),
+            "--key-handles",
+            "0x20",
+            "-O",
+            aeads.to_str().unwrap(),
+        ],
+        &ykksm(&keys),
+    );
+    assert!(ok(&o).contains(&format!("{} imported", keys.len())));
+    (soft, aeads, keys)
+}
+
+fn password_file(d: &Path) -> PathBuf {
+    let p = d.join("hsm2-password");
+    private(&p, "password\n");
+    p
+}
+
+#[test]
+fn provision_then_migrate_keeps_every_otp_decoding_and_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    let (soft, aeads, keys) = yubihsm1_store(d.path());
+    let emu = Emulator::start(d.path(), None);
+    let pw = password_file(d.path());
+    let dev = ["-D", &emu.url, "--password-file", pw.to_str().unwrap()];
+    let provisioned = ok(&ksm(
+        &[
+            &["provision-hsm2"][..],
+            &dev,
+            &[
+                "--key-handle-key-file",
+                soft.to_str().unwrap(),
+                "--key-handle",
+                "0x20",
+                "--key-id",
+                "0x30",
+            ],
+        ]
+        .concat(),
+        "",
+    ));
+    assert!(provisioned.contains("nonce id 20000000"), "{provisioned}");
+    assert!(provisioned.contains("checked:"), "{provisioned}");
+    assert!(!provisioned.contains(&kh_key_hex("0x20")), "{provisioned}");
+
+    let migrate = |extra: &[&str]| {
+        ksm(
+            &[
+                &[
+                    "migrate-aeads",
+                    "-B",
+                    aeads.to_str().unwrap(),
+                    "--key-handle",
+                    "0x20",
+                    "--to-key-id",
+                    "48",
+                ][..],
+                &dev,
+                extra,
+            ]
+            .concat(),
+            "",
+        )
+    };
+    let first = ok(&migrate(&[]));
+    assert!(
+        first.contains(&format!(
+            "{} migrated, 0 skipped (already there), 0 failed",
+            keys.len()
+        )),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("{} checked on the YubiHSM 2", keys.len() + 1)),
+        "{first}"
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let a = stored(&aeads, 0x30, &k.id);
+        assert_eq!(
+            a.nonce(),
+            PublicId::new(&k.id).unwrap().to_nonce().unwrap().0
+        );
+        assert_eq!(decode(&emu, 0x30, a, k, 100 + i as u16), Ok(100 + i as u16));
+        // The YubiHSM 1 file is still there, unchanged in kind.
+        let hsm1 = FsStore::open(&aeads, vec![KeyHandle(0x20)]).unwrap();
+        assert!(matches!(
+            hsm1.lookup(&PublicId::new(&k.id).unwrap())
+                .unwrap()
+                .unwrap()
+                .sealed,
+            Sealed::Hsm1 { .. }
+        ));
+    }
+    // The default nonce rule holds for migrated files: served without --random-nonce-aeads.
+    let strict = FsStore::open_keys(&aeads, vec![AeadKey::OtpKey(ObjectId(0x30))]).unwrap();
+    assert!(strict
+        .lookup(&PublicId::new(&keys[0].id).unwrap())
+        .unwrap()
+        .is_some());
+
+    // Again: nothing to do.
+    let again = ok(&migrate(&["--sample", "1"]));
+    assert!(
+        again.contains(&format!(
+            "0 migrated, {} skipped (already there), 0 failed",
+            keys.len()
+        )),
+        "{again}"
+    );
+    // A broken target is written again.
+    let broken = aead_store::layout::aead_path(
+        &aeads.join("otp-aead-key-0x0030"),
+        &PublicId::new(&keys[1].id).unwrap(),
+    );
+    std::fs::write(&broken, b"YubiHSM AEAD\n\x02\x00\x30short").unwrap();
+    let repaired = ok(&migrate(&["--no-check"]));
+    assert!(
+        repaired.contains(&format!("1 migrated, {} skipped", keys.len() - 1)),
+        "{repaired}"
+    );
+    assert_eq!(
+        decode(&emu, 0x30, stored(&aeads, 0x30, &keys[1].id), &keys[1], 300),
+        Ok(300)
+    );
+
+    // store verify on the YubiHSM 2 opens every YubiHSM 2 AEAD; the YubiHSM 1 ones are
+    // counted as not checked.
+    let v = ok(&ksm(
+        &[
+            &["store", "verify", "-B", aeads.to_str().unwrap()][..],
+            &dev,
+        ]
+        .concat(),
+        "",
+    ));
+    assert!(
+        v.contains(&format!(
+            "{} AEADs are for the other kind of HSM",
+            keys.len()
+        )),
+        "{v}"
+    );
+    assert!(v.contains(" 0 rejected by the HSM"), "{v}");
+}
+
+#[test]
+fn migrating_to_a_key_that_does_not_match_stops_before_writing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let (_soft, aeads, _keys) = yubihsm1_store(d.path());
+    // Key 0x30 has the right key but a big-endian nonce id: what python-yubihsm's
+    // `generate` would have made.
+    let config = otp_key(0x30, &kh_key_hex("0x20"), "00000020");
+    let emu = Emulator::start(d.path(), Some(&config));
+    let pw = password_file(d.path());
+    let o = ksm(
+        &[
+            "migrate-aeads",
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handle",
+            "0x20",
+            "--to-key-id",
+            "0x30",
+            "-D",
+            &emu.url,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not open") && err.contains("untouched"),
+        "{err}"
+    );
+    assert!(!aeads.join("otp-aead-key-0x0030").exists());
+}
+
+#[test]
+fn generate_import_verify_and_rotate_on_a_yubihsm2() {
+    let d = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}",
+        otp_key(5, "000102030405060708090a0b0c0d0e0f", "05000000"),
+        otp_key(
+            6,
+            "101112131415161718191a1b1c1d1e1f101112131415161718191a1b1c1d1e1f",
+            "06000000"
+        )
+    );
+    let emu = Emulator::start(d.path(), Some(&config));
+    let pw = password_file(d.path());
+    let dev = [
+        "-D",
+        emu.url.as_str(),
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    let aeads = d.path().join("aeads");
+    std::fs::create_dir(&aeads).unwrap();
+    let out = ["-O", aeads.to_str().unwrap()];
+
+    // generate-keys: the device chooses the nonce, so the operator must say so.
+    let gen = |extra: &[&str]| {
+        ksm(
+            &[
+                &[
+                    "generate-keys",
+                    "--key-id",
+                    "5",
+                    "--start-public-id",
+                    "1",
+                    "-c",
+                    "3",
+                ][..],
+                &dev,
+                &out,
+                extra,
+            ]
+            .concat(),
+            "",
+        )
+    };
+    let refused = gen(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--random-nonce"));
+    assert!(ok(&gen(&["--random-nonce"])).contains("Done: 3 generated, 0 already present"));
+    assert!(ok(&gen(&["--random-nonce"])).contains("Done: 0 generated, 3 already present"));
+
+    // import-keys from ykksm lines: a ykgenerate OTP of each decodes with its AEAD.
+    let keys = vectors_of(33);
+    let imported = ok(&ksm(
+        &[
+            &["import-keys", "--key-id", "5", "--random-nonce"][..],
+            &dev,
+            &out,
+        ]
+        .concat(),
+        &ykksm(&keys),
+    ));
+    assert!(
+        imported.contains(&format!("{} imported", keys.len())),
+        "{imported}"
+    );
+    for k in &keys {
+        assert_eq!(decode(&emu, 5, stored(&aeads, 5, &k.id), k, 40), Ok(40));
+    }
+
+    // store verify on the device: all open; the nonces are the device's, so only with
+    // --random-nonce-aeads does verify pass.
+    let verify = |extra: &[&str]| {
+        ksm(
+            &[
+                &["store", "verify", "-B", aeads.to_str().unwrap()][..],
+                &dev,
+                extra,
+            ]
+            .concat(),
+            "",
+        )
+    };
+    let strict = verify(&[]);
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict));
+    let v = ok(&verify(&["--random-nonce-aeads"]));
+    assert!(
+        v.contains(&format!(
+            "{} good, 0 bad, 0 misplaced, 0 rejected",
+            3 + keys.len()
+        )),
+        "{v}"
+    );
+    // A corrupted AEAD is rejected by the device.
+    let victim = aead_store::layout::aead_path(
+        &aeads.join("otp-aead-key-0x0005"),
+        &PublicId::new(&keys[0].id).unwrap(),
+    );
+    let good = std::fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&victim, &bad).unwrap();
+    let v = verify(&["--random-nonce-aeads"]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("REJECTED"),
+        "{}",
+        text(&v)
+    );
+    std::fs::write(&victim, &good).unwrap();
+
+    // Rotation 5 → 6: every AEAD moves inside the device; both keys serve meanwhile.
+    let rewrap = || {
+        ksm(
+            &[
+                &[
+                    "rewrap",
+                    "--from-key",
+                    "5",
+                    "--to-key",
+                    "6",
+                    "-B",
+                    aeads.to_str().unwrap(),
+                ][..],
+                &dev,
+            ]
+            .concat(),
+            "",
+        )
+    };
+    let r = ok(&rewrap());
+    assert!(
+        r.contains(&format!("{} rewrapped, 0 skipped", 3 + keys.len())),
+        "{r}"
+    );
+    let r = ok(&rewrap());
+    assert!(
+        r.contains(&format!("0 rewrapped, {} skipped", 3 + keys.len())),
+        "{r}"
+    );
+    for k in &keys {
+        let moved = stored(&aeads, 6, &k.id);
+        assert_eq!(moved.nonce(), stored(&aeads, 5, &k.id).nonce());
+        assert_eq!(decode(&emu, 6, moved, k, 41), Ok(41));
+        assert!(decode(&emu, 5, moved, k, 42).is_err());
+    }
+    // A daemon's store configured "6, then 5" finds 6 first, and 5 where 6 is missing.
+    let both = FsStore::open_keys(
+        &aeads,
+        vec![AeadKey::OtpKey(ObjectId(6)), AeadKey::OtpKey(ObjectId(5))],
+    )
+    .unwrap()
+    .with_nonce_policy(NoncePolicy::Any);
+    let id0 = PublicId::new(&keys[0].id).unwrap();
+    assert_eq!(
+        both.lookup(&id0).unwrap().unwrap().key(),
+        AeadKey::OtpKey(ObjectId(6))
+    );
+    std::fs::remove_file(aead_store::layout::aead_path(
+        &aeads.join("otp-aead-key-0x0006"),
+        &id0,
+    ))
+    .unwrap();
+    assert_eq!(
+        both.lookup(&id0).unwrap().unwrap().key(),
+        AeadKey::OtpKey(ObjectId(5))
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_argv_and_group_readable_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(d.path(), None);
+    let soft = d.path().join("kh.hex");
+    std::fs::write(&soft, format!("{}\n", kh_key_hex("0x20"))).unwrap();
+    std::fs::set_permissions(&soft, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let pw = password_file(d.path());
+    let provision = |pw: &Path| {
+        ksm(
+            &[
+                "provision-hsm2",
+                "-D",
+                &emu.url,
+                "--password-file",
+                pw.to_str().unwrap(),
+                "--key-handle-key-file",
+                soft.to_str().unwrap(),
+                "--key-handle",
+                "0x20",
+                "--key-id",
+                "7",
+            ],
+            "",
+        )
+    };
+    let o = provision(&pw);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    assert!(!text(&o).contains(&kh_key_hex("0x20")));
+    std::fs::set_permissions(&soft, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = provision(&pw);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    // A wrong password: refused by the device, and not quoted.
+    private(&pw, "Hunter2-not-it\n");
+    let o = provision(&pw);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(!text(&o).contains("Hunter2"), "{}", text(&o));
+    // No flag takes a password or key: clap refuses one.
+    let o = ksm(&["provision-hsm2", "--password", "x"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // The right password: made once; a second time the id is taken.
+    private(&pw, "password\n");
+    assert!(ok(&provision(&pw)).contains("checked:"));
+    let o = provision(&pw);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("already has an object"), "{}", text(&o));
+}
