@@ -4,7 +4,6 @@
 //! `ykgenerate`, and every answer line compared with the line the YubiHSM 1 path gives for
 //! the same OTP: the validator's view must not change.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
-#![allow(dead_code)] // helpers for the migration tests that follow
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -282,4 +281,189 @@ fn a_locked_yubihsm2_is_unlocked_by_keystore_unlock_and_refuses_a_wrong_password
         "{}",
         hsm2.control("status")
     );
+}
+
+/// `ksm migrate-aeads` of key handle `kh` to otp-aead-key `id` in `aeads` (beside pyhsm's
+/// files), checked on the YubiHSM 2 with its factory key 1.
+fn migrate(hsm2: &Hsm2, dir: &Path, aeads: &Path, kh: &str, id: &str) {
+    let pw = dir.join("factory-password");
+    private_file(&pw, "password\n");
+    let o = Command::new(KSM)
+        .args(["migrate-aeads", "-B"])
+        .arg(aeads)
+        .args(["--key-handle", kh, "--to-key-id", id, "-D", &hsm2.url])
+        .args(["--auth-key-id", "1", "--password-file"])
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A private copy of the fixture AEADs (pyhsm's files of key handles 0x20 and 0x21).
+fn store_copy(dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    e2e_tests::copy_tree(&e2e_tests::fixtures().join("aead-files/store"), &to);
+    to
+}
+
+/// The migration as an operator runs it: the YubiHSM 1 daemon's answers are the golden
+/// lines; after `ksm migrate-aeads`, a daemon on the YubiHSM 2 alone gives the same lines for
+/// the same OTPs, before and after the device drops its sessions (a reset).
+#[test]
+fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm1 = e2e_tests::EmulateProcess::start(Path::new(KSM), &["--preset", "demo"], dir.path());
+    let hsm2 = Hsm2::start(dir.path());
+    let aeads = store_copy(dir.path(), "aeads");
+    let link = hsm1.link.to_str().unwrap().to_string();
+    let aeads_arg = aeads.to_str().unwrap().to_string();
+
+    let otps = otps();
+    let golden = {
+        let d1 = Serve::start(
+            dir.path(),
+            "hsm1",
+            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
+        );
+        answers(&d1, &otps)
+    };
+    // The golden lines are the contract's: every good OTP decodes, the rest are refused.
+    assert_eq!(
+        golden
+            .iter()
+            .filter(|l| l.starts_with("200 OK counter="))
+            .count(),
+        otps.len() - 8,
+        "{golden:#?}"
+    );
+    assert!(
+        golden.contains(&"200 ERR Corrupt OTP\n".to_string()),
+        "{golden:#?}"
+    );
+    assert!(golden.contains(&"200 ERR Unknown public_id\n".to_string()));
+    assert!(golden.contains(&"200 ERR No OTP provided\n".to_string()));
+
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let pw = dir.path().join("hsm2-password");
+    private_file(&pw, &format!("{PASSWORD}\n"));
+    // Only the YubiHSM 2 copies are listed: nothing can come from pyhsm's files.
+    let d2 = Serve::start(
+        dir.path(),
+        "hsm2",
+        &[
+            "-D",
+            &hsm2.url,
+            "-B",
+            &aeads_arg,
+            "--key-handles",
+            "otp-aead-key:0x0120,otp-aead-key:0x0121",
+            "--hsm2-auth-key",
+            "2",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    d2.wait_for_state(0, "up");
+    assert_eq!(answers(&d2, &otps), golden);
+    let reauths = format!("ksm_hsm_reauthentications_total{{device=\"{}\"}}", hsm2.url);
+    let before = d2.metric(&reauths).unwrap();
+    // The device drops every session (a power cycle): the daemon authenticates again
+    // inside the requests that find them gone, and nothing else changes.
+    assert_eq!(hsm2.control("reset"), "ok");
+    assert_eq!(answers(&d2, &otps), golden);
+    assert!(d2.metric(&reauths).unwrap() > before);
+    let h = d2.health();
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(
+        h["devices"][0]["reauthentications"].as_u64().unwrap() > 0,
+        "{h}"
+    );
+}
+
+/// During the move one daemon holds a YubiHSM 1 and a YubiHSM 2: key handle 0x20 is
+/// migrated, 0x21 not yet. Each AEAD goes to the device that opens it: the YubiHSM 2, still
+/// locked, refuses only 0x20's YubiKeys, and 0x21's keep decoding on the YubiHSM 1; once
+/// `ksm keystore-unlock` has handed the password over, every answer is the golden one, and a
+/// YubiHSM 2 gone away takes only its own YubiKeys down.
+#[test]
+fn a_mixed_daemon_serves_both_stores_during_the_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm1 = e2e_tests::EmulateProcess::start(Path::new(KSM), &["--preset", "demo"], dir.path());
+    let hsm2 = Hsm2::start(dir.path());
+    let aeads = store_copy(dir.path(), "aeads");
+    let link = hsm1.link.to_str().unwrap().to_string();
+    let aeads_arg = aeads.to_str().unwrap().to_string();
+    let otps = otps();
+    let golden = {
+        let d1 = Serve::start(
+            dir.path(),
+            "hsm1",
+            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
+        );
+        answers(&d1, &otps)
+    };
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    let d = Serve::start(
+        dir.path(),
+        "mixed",
+        &[
+            "-D",
+            &link,
+            "-D",
+            &hsm2.url,
+            "-B",
+            &aeads_arg,
+            "--key-handles",
+            "otp-aead-key:0x0120,0x20,0x21",
+            "--hsm2-auth-key",
+            "2",
+        ],
+    );
+    d.wait_for_state(0, "up");
+    d.wait_for_state(1, "locked");
+    let h = d.health();
+    assert_eq!(h["devices"][0]["kind"], "yubihsm1", "{h}");
+    assert_eq!(h["devices"][1]["kind"], "yubihsm2", "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    // Vector YubiKeys 0, 2, 4 are key handle 0x20's (now on the YubiHSM 2), 1, 3, 5 0x21's.
+    let v = otp_vectors();
+    let kh_of = |otp: &str| {
+        v["yubikeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|y| otp.starts_with(y["public_id"].as_str().unwrap()))
+            .map(|y| y["key_handle"].as_u64().unwrap())
+    };
+    let locked = answers(&d, &otps);
+    for ((otp, line), want) in otps.iter().zip(&locked).zip(&golden) {
+        match kh_of(otp) {
+            Some(0x20) => assert_eq!(line, "503 ERR HSM locked\n", "{otp}"),
+            _ => assert_eq!(line, want, "{otp}"),
+        }
+    }
+    // The YubiHSM 1 is unlocked already: the first line is the YubiHSM 2's password.
+    let o = d.unlock(&format!("{PASSWORD}\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        out,
+        format!("{link}: already unlocked\n{}: unlocked\n", hsm2.url)
+    );
+    assert_eq!(answers(&d, &otps), golden);
+    assert_eq!(d.health()["status"], "ok");
+
+    // The YubiHSM 2's connector goes away: only its own YubiKeys are affected.
+    assert_eq!(hsm2.control("refuse on"), "ok");
+    let cut = answers(&d, &otps);
+    for ((otp, line), want) in otps.iter().zip(&cut).zip(&golden) {
+        match kh_of(otp) {
+            Some(0x20) => assert_eq!(line, "503 ERR HSM unavailable\n", "{otp}"),
+            _ => assert_eq!(line, want, "{otp}"),
+        }
+    }
+    assert_eq!(hsm2.control("refuse off"), "ok");
+    d.wait_for_state(1, "up");
+    assert_eq!(answers(&d, &otps), golden);
 }

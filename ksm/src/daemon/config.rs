@@ -438,9 +438,11 @@ pub fn aead_keys(args: &[String]) -> Result<Vec<AeadKey>, Error> {
         for part in a.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let key = match AeadKey::parse(part) {
                 Some(k) => k,
-                None if part.starts_with("otp-aead-key") => return Err(Error::Usage(format!(
+                None if part.starts_with("otp-aead-key") => {
+                    return Err(Error::Usage(format!(
                     "--key-handles {part:?}: a YubiHSM 2 key is otp-aead-key:N, N from 1 to 0xffff"
-                ))),
+                )))
+                }
                 // pyhsm's spellings, with the key-handle parser's own message.
                 None => AeadKey::from(hsm_proto::KeyHandle::parse(part)?),
             };
