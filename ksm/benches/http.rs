@@ -9,7 +9,7 @@
 //! nginx-light`). `KSM_BENCH_SECS` sets each run's length (default 5), `KSM_BENCH_REPS` how
 //! many interleaved runs each HTTP cell takes the median of (default 3), `KSM_BENCH_SIZES`
 //! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go,
-//! `KSM_BENCH_ONLY=http|abuse|store|db` runs one part. The abuse part holds 10,000 idle
+//! `KSM_BENCH_ONLY=http|abuse|store|db|hsm2` runs one part. The abuse part holds 10,000 idle
 //! connections against the daemon while wrk measures good clients. The db part, run only
 //! when asked for, needs PostgreSQL on 127.0.0.1:5432 (user `postgres`, database `test`, as
 //! the tests use it): it serves the same AEADs from files and from `aead_table` in a schema
