@@ -691,6 +691,36 @@ mod tests {
     }
 
     #[test]
+    fn yubihsm2_aeads_are_cached_and_come_back_as_they_were_read() {
+        let d = tempfile::tempdir().unwrap();
+        let k5 = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+        let disk = FsStore::open_keys(d.path(), vec![k5, KH.into()]).unwrap();
+        let sealed = Sealed::Hsm2 {
+            key_id: hsm2_proto::ObjectId(5),
+            aead: OtpAead::from_yubihsm1(id(1).to_nonce().unwrap().0, [3; 30]),
+        };
+        let written = disk.put(&id(1), &sealed, false).unwrap();
+        disk.write(KH, &id(2), &id(2).to_nonce().unwrap(), &aead(2, 1), false)
+            .unwrap();
+        let c = disk.watch();
+        let read = StoredAead {
+            sealed,
+            source: written,
+        };
+        assert_eq!(c.lookup(&id(1)).unwrap().as_ref(), Some(&read));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.lookup(&id(1)).unwrap(), Some(read), "from memory");
+        assert_eq!(c.lookup(&id(2)).unwrap().unwrap().key(), KH.into());
+        // Put through the cache: dropped at once, the new one read.
+        let newer = Sealed::Hsm2 {
+            key_id: hsm2_proto::ObjectId(5),
+            aead: OtpAead::from_yubihsm1(id(1).to_nonce().unwrap().0, [4; 30]),
+        };
+        c.put(&id(1), &newer, true).unwrap();
+        assert_eq!(c.lookup(&id(1)).unwrap().unwrap().sealed, newer);
+    }
+
+    #[test]
     fn hits_come_from_memory_with_the_right_path() {
         let (d, c) = setup(3);
         let first = c.lookup(&id(2)).unwrap().unwrap();

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub struct AeadSource(Place);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Rows are made only by the database store (feature `db`).
+#[cfg_attr(not(feature = "db"), allow(dead_code))]
 enum Place {
     File(PathBuf),
     /// A row of pyhsm's `aead_table`, by its primary key.

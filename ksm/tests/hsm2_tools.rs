@@ -441,6 +441,45 @@ fn migrating_to_a_key_that_does_not_match_stops_before_writing_anything() {
         "{err}"
     );
     assert!(!aeads.join("otp-aead-key-0x0030").exists());
+
+    // With -O the YubiHSM 2 files go elsewhere, and --no-check needs no device.
+    let out = d.path().join("hsm2-aeads");
+    std::fs::create_dir(&out).unwrap();
+    let o = ok(&ksm(
+        &[
+            "migrate-aeads",
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handle",
+            "32",
+            "--to-key-id",
+            "0x30",
+            "-O",
+            out.to_str().unwrap(),
+            "--no-check",
+        ],
+        "",
+    ));
+    assert!(
+        o.contains(" migrated, 0 skipped (already there), 0 failed"),
+        "{o}"
+    );
+    assert!(out.join("otp-aead-key-0x0030").is_dir());
+    assert!(!aeads.join("otp-aead-key-0x0030").exists());
+    // Without -D and without --no-check: a usage error.
+    let o = ksm(
+        &[
+            "migrate-aeads",
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handle",
+            "32",
+            "--to-key-id",
+            "0x30",
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]
@@ -490,6 +529,24 @@ fn generate_import_verify_and_rotate_on_a_yubihsm2() {
     };
     let refused = gen(&[]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    // --key-id is for a YubiHSM 2: a serial device (or none) is a usage error.
+    let o = ksm(
+        &[
+            "generate-keys",
+            "--key-id",
+            "5",
+            "--random-nonce",
+            "--start-public-id",
+            "1",
+            "-D",
+            "/dev/ttyACM9",
+            "-O",
+            aeads.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is for a YubiHSM 2"), "{}", text(&o));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--random-nonce"));
     assert!(ok(&gen(&["--random-nonce"])).contains("Done: 3 generated, 0 already present"));
     assert!(ok(&gen(&["--random-nonce"])).contains("Done: 0 generated, 3 already present"));
@@ -662,4 +719,99 @@ fn secrets_stay_out_of_argv_and_group_readable_files_are_refused() {
     let o = provision(&pw);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("already has an object"), "{}", text(&o));
+}
+
+#[test]
+fn yubihsm2_rows_in_a_database_are_made_verified_and_rotated() {
+    let d = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}",
+        otp_key(5, "000102030405060708090a0b0c0d0e0f", "05000000"),
+        otp_key(6, "202122232425262728292a2b2c2d2e2f", "06000000")
+    );
+    let emu = Emulator::start(d.path(), Some(&config));
+    let pw = password_file(d.path());
+    let dev = [
+        "-D",
+        emu.url.as_str(),
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    let url = format!("sqlite:///{}", d.path().join("aeads.db").display());
+    assert!(ok(&ksm(&["store", "db-init", &url], "")).contains("ready"));
+    let keys = vectors_of(32);
+    let imported = ok(&ksm(
+        &[
+            &[
+                "import-keys",
+                "--key-id",
+                "5",
+                "--random-nonce",
+                "--db-url",
+                &url,
+            ][..],
+            &dev,
+        ]
+        .concat(),
+        &ykksm(&keys),
+    ));
+    assert!(
+        imported.contains(&format!("{} imported", keys.len())),
+        "{imported}"
+    );
+    let r = ok(&ksm(
+        &[
+            &[
+                "rewrap",
+                "--from-key",
+                "5",
+                "--to-key",
+                "6",
+                "--db-url",
+                &url,
+            ][..],
+            &dev,
+        ]
+        .concat(),
+        "",
+    ));
+    assert!(
+        r.contains(&format!(
+            "{} rewrapped, 0 skipped (already under the new key), 0 failed",
+            keys.len()
+        )),
+        "{r}"
+    );
+    let v = ok(&ksm(
+        &[
+            &["store", "verify", "--db-url", &url, "--random-nonce-aeads"][..],
+            &dev,
+        ]
+        .concat(),
+        "",
+    ));
+    assert!(
+        v.contains(&format!(
+            "{} good, 0 bad, 0 misplaced, 0 rejected",
+            2 * keys.len()
+        )),
+        "{v}"
+    );
+    // The rows decode: read back through the store as the daemon would, keys 6 then 5.
+    let mut cfg = aead_store::DbConfig::with_keys(
+        aead_store::DbUrl::parse(&url).unwrap(),
+        vec![AeadKey::OtpKey(ObjectId(6)), AeadKey::OtpKey(ObjectId(5))],
+    );
+    cfg.nonce_policy = NoncePolicy::Any;
+    let db = aead_store::DbStore::open(cfg).unwrap();
+    for k in &keys {
+        let found = aead_store::Store::lookup(&db, &PublicId::new(&k.id).unwrap())
+            .unwrap()
+            .unwrap();
+        let Sealed::Hsm2 { key_id, aead } = found.sealed else {
+            panic!("not a YubiHSM 2 row")
+        };
+        assert_eq!(key_id, ObjectId(6));
+        assert_eq!(decode(&emu, 6, aead, k, 9), Ok(9));
+    }
 }

@@ -230,3 +230,93 @@ fn refused(what: &dyn std::fmt::Display, to: ObjectId, kh: KeyHandle, err: &Erro
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aead_store::format;
+    use hsm_proto::{Aead, Nonce};
+
+    fn put(base: &std::path::Path, kh_dir: &str, id: &str, bytes: &[u8]) {
+        let p = aead_store::layout::aead_path(&base.join(kh_dir), &PublicId::new(id).unwrap());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    #[test]
+    fn unusable_files_are_named_and_counted_and_the_rest_migrated() {
+        let d = tempfile::tempdir().unwrap();
+        let kh = KeyHandle(0x20);
+        let n = |id: &str| PublicId::new(id).unwrap().to_nonce().unwrap();
+        let good = Aead::new(&[7; 30]).unwrap();
+        put(
+            d.path(),
+            "0x20",
+            "cccccccccccb",
+            &format::write_v1(kh, &n("cccccccccccb"), &good),
+        );
+        // A version-0 file: its nonce is its name.
+        put(d.path(), "0x20", "cccccccccccd", &[8; 30]);
+        // Not a YubiKey AEAD (16 bytes), and not an AEAD file at all.
+        let short = Aead::new(&[9; 16]).unwrap();
+        put(
+            d.path(),
+            "0x20",
+            "ccccccccccce",
+            &format::write_v1(kh, &n("ccccccccccce"), &short),
+        );
+        put(d.path(), "0x20", "cccccccccccf", b"YubiHSM AEAD\n\x07");
+        // Another handle's file is not touched.
+        put(
+            d.path(),
+            "0x21",
+            "cccccccccccg",
+            &format::write_v1(KeyHandle(0x21), &Nonce([0; 6]), &good),
+        );
+        let from = FsStore::open(d.path(), vec![kh]).unwrap();
+        let to = FsStore::open_keys(d.path(), vec![AeadKey::OtpKey(ObjectId(9))]).unwrap();
+        let mut out = Vec::new();
+        let m = migrate(&from, kh, &to, ObjectId(9), None, 4, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            m,
+            Migrated {
+                migrated: 2,
+                skipped: 0,
+                failed: 2,
+                checked: 0
+            },
+            "{out}"
+        );
+        assert!(
+            out.contains("ccccccccccce: not a 30-byte YubiKey AEAD"),
+            "{out}"
+        );
+        assert!(
+            out.contains("cccccccccccf: unknown AEAD file format version 7"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2 migrated, 0 skipped (already there), 2 failed"),
+            "{out}"
+        );
+        let v0 = to
+            .lookup(&PublicId::new("cccccccccccd").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            v0.otp_aead(),
+            Some(&OtpAead::from_yubihsm1(n("cccccccccccd").0, [8; 30]))
+        );
+        assert!(!d
+            .path()
+            .join("otp-aead-key-0x0009")
+            .join("cc")
+            .join("cc")
+            .join("cc")
+            .join("cc")
+            .join("cc")
+            .join("cg")
+            .exists());
+    }
+}
