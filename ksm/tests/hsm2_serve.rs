@@ -308,7 +308,8 @@ fn store_copy(dir: &Path, name: &str) -> PathBuf {
 
 /// The migration as an operator runs it: the YubiHSM 1 daemon's answers are the golden
 /// lines; after `ksm migrate-aeads`, a daemon on the YubiHSM 2 alone gives the same lines for
-/// the same OTPs, before and after the device drops its sessions (a reset).
+/// the same OTPs, before and after the device drops its sessions (a reset), and again with
+/// the AEADs as database rows (`ksm store db-import`, SQLite).
 #[test]
 fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,6 +380,32 @@ fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
         h["devices"][0]["reauthentications"].as_u64().unwrap() > 0,
         "{h}"
     );
+    drop(d2);
+
+    // The same AEADs as rows (`ksm store db-import`, SQLite): the same lines again.
+    let db = format!("sqlite:///{}", dir.path().join("aeads.db").display());
+    for args in [vec!["db-init", &db], vec!["db-import", &aeads_arg, &db]] {
+        let o = Command::new(KSM).arg("store").args(&args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let d3 = Serve::start(
+        dir.path(),
+        "hsm2-db",
+        &[
+            "-D",
+            &hsm2.url,
+            "--db-url",
+            &db,
+            "--key-handles",
+            "otp-aead-key:0x0120,otp-aead-key:0x0121",
+            "--hsm2-auth-key",
+            "2",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    d3.wait_for_state(0, "up");
+    assert_eq!(answers(&d3, &otps), golden);
 }
 
 /// During the move one daemon holds a YubiHSM 1 and a YubiHSM 2: key handle 0x20 is
