@@ -137,8 +137,8 @@ pub struct ServeOptions {
     #[serde(default, skip_serializing)]
     pub db_password: Option<SecretString>,
     /// The YubiHSM 2 authentication key (object id) the daemon's sessions use on every
-    /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector).
-    #[arg(long)]
+    /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector). Decimal or 0x hex.
+    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
     pub hsm2_auth_key: Option<u16>,
     /// A private file (mode 0600) whose first line is that key's password, for unattended
     /// starts. Without it YubiHSM 2 devices answer `ERR HSM locked` until
@@ -666,6 +666,10 @@ mod tests {
         );
         assert_eq!(s.http.reqtimeout, Duration::from_secs(5));
         assert_eq!(s.socket.as_deref(), Some(Path::new(DEFAULT_SOCKET)));
+        assert_eq!(
+            flags(&["--hsm2-auth-key", "0x0a"]).options.hsm2_auth_key,
+            Some(10)
+        );
         let no_file = flags(&["--random-nonce-aeads", "--key-handles", "1"]);
         assert_eq!(no_file.options.random_nonce_aeads, Some(true));
         assert_eq!(flags(&[]).options.random_nonce_aeads, None);
