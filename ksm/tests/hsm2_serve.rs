@@ -499,3 +499,51 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
     d.wait_for_state(1, "up");
     assert_eq!(answers(&d, &otps), golden);
 }
+
+/// A YubiHSM 2 without its authentication key, or with a password file others may read,
+/// stops `ksm serve` at once with a usage error that says what to fix and never shows the
+/// password.
+#[test]
+fn a_yubihsm2_misconfigured_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = e2e_tests::fixtures().join("aead-files/store");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(KSM);
+        cmd.args(["serve", "-D", "http://127.0.0.1:1", "-B"])
+            .arg(&store)
+            .args(["--key-handles", "otp-aead-key:0x0120", "--socket", "none"])
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        // Refused before it listens: it exits by itself.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("ksm serve did not exit")
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("hsm2-auth-key"), "{}", text(&o));
+
+    let pw = dir.path().join("hsm2-password");
+    std::fs::write(&pw, "Hunter2pw\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(&[
+        "--hsm2-auth-key",
+        "2",
+        "--hsm2-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    assert!(!text(&o).contains("Hunter2pw"), "{}", text(&o));
+
+    let o = run(&["-D", "http://127.0.0.1:1/path", "--hsm2-auth-key", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no path"), "{}", text(&o));
+}
