@@ -113,12 +113,13 @@ impl LineError {
 }
 
 /// Which kind of HSM a device is: each opens only AEADs of its own kind.
+#[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
     /// A YubiHSM 1 (serial line, or the in-process soft HSM).
-    YubiHsm1,
+    YubiHsm1 = 0,
     /// A YubiHSM 2 (through yubihsm-connector, or on USB).
-    YubiHsm2,
+    YubiHsm2 = 1,
 }
 
 impl DeviceKind {

@@ -224,6 +224,8 @@ pub struct Lease {
 pub struct Pool {
     devices: Vec<Device>,
     next: AtomicUsize,
+    /// An AEAD came for a kind of HSM the daemon has none of (logged once per kind).
+    missing_kind_logged: [std::sync::atomic::AtomicBool; 2],
 }
 
 /// Pool settings.
@@ -288,6 +290,7 @@ impl Pool {
         Pool {
             devices,
             next: AtomicUsize::new(0),
+            missing_kind_logged: Default::default(),
         }
     }
 
@@ -333,6 +336,14 @@ impl Pool {
         let mut last = PoolError::Unavailable;
         let mut overloaded = 0;
         let order = self.order(aead.kind());
+        if order.is_empty()
+            && !self.missing_kind_logged[aead.kind() as usize].swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                kind = aead.kind().name(),
+                "an AEAD only this kind of HSM opens was looked up, and no such device is configured (-D); such requests answer ERR HSM unavailable"
+            );
+        }
         for dev in &order {
             if dev.health.state() == DeviceState::Down
                 && order.iter().any(|d| d.health.state() != DeviceState::Down)
