@@ -9,13 +9,16 @@
 //! nginx-light`). `KSM_BENCH_SECS` sets each run's length (default 5), `KSM_BENCH_REPS` how
 //! many interleaved runs each HTTP cell takes the median of (default 3), `KSM_BENCH_SIZES`
 //! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go,
-//! `KSM_BENCH_ONLY=http|abuse|store|db` runs one part. The abuse part holds 10,000 idle
+//! `KSM_BENCH_ONLY=http|abuse|store|db|hsm2` runs one part. The abuse part holds 10,000 idle
 //! connections against the daemon while wrk measures good clients. The db part, run only
 //! when asked for, needs PostgreSQL on 127.0.0.1:5432 (user `postgres`, database `test`, as
 //! the tests use it): it serves the same AEADs from files and from `aead_table` in a schema
 //! of its own, with a hot set of ids and with every id once.
 //! `KSM_BENCH_BASELINE=PATH` also runs another `ksm` binary (an older build) on the soft HSM,
-//! interleaved with the rest, for a before/after comparison in the same run.
+//! interleaved with the rest, for a before/after comparison in the same run. The hsm2 part
+//! serves the same OTPs through a daemon on the YubiHSM 1 emulator (pty) and one on the
+//! YubiHSM 2 emulator (`ksm emulate --hsm2`, connector HTTP), its AEADs made by
+//! `ksm migrate-aeads` from the same store.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
@@ -294,6 +297,9 @@ fn main() {
     // Only when asked for: it needs a PostgreSQL server.
     if only.as_deref() == Some("db") {
         db_table(tmp.path());
+    }
+    if run("hsm2") {
+        hsm2_table(&paths, tmp.path());
     }
 }
 
@@ -732,6 +738,127 @@ fn db_table(tmp: &Path) {
                     w.errors, c.errors
                 );
             }
+        }
+    }
+}
+
+/// The same OTPs through a daemon on the YubiHSM 1 emulator (pty, pyhsm's AEADs) and a
+/// daemon on the YubiHSM 2 emulator (connector HTTP, the AEADs `ksm migrate-aeads` made from
+/// them), interleaved.
+fn hsm2_table(paths: &[String], dir: &Path) {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let store = dir.join("hsm2-bench-store");
+    e2e_tests::copy_tree(&fixtures().join("aead-files/store"), &store);
+    let migrated = dir.join("hsm2-bench-migrated");
+    std::fs::create_dir_all(&migrated).unwrap();
+    for (kh, id) in [("0x20", "0x0120"), ("0x21", "0x0121")] {
+        let out = Command::new(KSM)
+            .args(["migrate-aeads", "-B"])
+            .arg(&store)
+            .args(["--key-handle", kh, "--to-key-id", id, "--no-check", "-O"])
+            .arg(&migrated)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", e2e_tests::output_text(&out));
+    }
+    let private = |name: &str, text: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    };
+    let cfg = private(
+        "yubihsm2.toml",
+        &std::fs::read(fixtures().join("emulator/yubihsm2-migrated.toml")).unwrap(),
+    );
+    let password = private("hsm2-password", b"ksm test password\n");
+    let mut child = Command::new(KSM)
+        .args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let hsm2 = Proc(child);
+    let url = line
+        .trim()
+        .strip_prefix("emulated YubiHSM 2 at ")
+        .unwrap()
+        .to_string();
+    let link = dir.join("hsm2-bench-yhsm");
+    let hsm1 = Proc(
+        Command::new(KSM)
+            .args(["emulate", "--pty"])
+            .arg(&link)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while !link.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (d1, addr1, _) = serve(&[
+        "-D",
+        link.to_str().unwrap(),
+        "-B",
+        store.to_str().unwrap(),
+        "--key-handles",
+        "0x20",
+        "0x21",
+    ]);
+    let (d2, addr2, _) = serve(&[
+        "-D",
+        &url,
+        "-B",
+        migrated.to_str().unwrap(),
+        "--key-handles",
+        "otp-aead-key:0x0120",
+        "otp-aead-key:0x0121",
+        "--hsm2-auth-key",
+        "2",
+        "--hsm2-password-file",
+        password.to_str().unwrap(),
+    ]);
+    // Both answer every OTP with the same line before anything is measured.
+    for p in paths {
+        let a = e2e_tests::get(addr1, p);
+        let b = e2e_tests::get(addr2, p);
+        assert_eq!((a.status, &a.body), (b.status, &b.body), "{p}");
+    }
+    let targets = [(addr1, paths), (addr2, paths)];
+    let conns = [1u32, 16, 64];
+    let cells: Vec<Vec<Run>> = conns
+        .iter()
+        .map(|c| interleaved(&targets, *c, dir))
+        .collect();
+    drop(d2);
+    drop(d1);
+    drop(hsm1);
+    drop(hsm2);
+    println!("\nYubiHSM 1 emulator (pty) against YubiHSM 2 emulator (connector HTTP, 2 sessions), the same OTPs through `ksm serve`; median of the interleaved runs.\n");
+    println!("| connections | YubiHSM 1 emulator req/s | p50 | p99 | YubiHSM 2 emulator req/s | p50 | p99 | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (c, cell) in conns.iter().zip(&cells) {
+        let (a, b) = (cell[0], cell[1]);
+        println!(
+            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.0}% |",
+            a.rps,
+            ms(a.p50),
+            ms(a.p99),
+            b.rps,
+            ms(b.p50),
+            ms(b.p99),
+            100.0 * b.rps / a.rps
+        );
+        if a.errors + b.errors > 0 {
+            println!(
+                "|   | non-2xx answers: YubiHSM 1 {}, YubiHSM 2 {} |",
+                a.errors, b.errors
+            );
         }
     }
 }

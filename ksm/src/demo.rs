@@ -62,7 +62,9 @@ pub fn run() -> Result<(), Error> {
         println!(
             "decode {} (key handle {kh}) -> {}",
             otp.public_id,
-            crate::daemon::answer::Outcome::Ok(decoded).answer().1
+            crate::daemon::answer::Outcome::Ok(decoded.counters())
+                .answer()
+                .1
         );
     }
     drop(hsm);

@@ -145,6 +145,11 @@ impl Hsm2Auth {
         }
     }
 
+    /// The session keys the password stands for (the daemon keeps them, not the text).
+    pub fn auth_key(&self) -> &AuthKey {
+        &self.key
+    }
+
     /// Reads the password from the first line of a private file (0600 or stricter: a file
     /// others may read is refused before it is read). The line ending is not part of it;
     /// an empty password is refused.

@@ -65,7 +65,10 @@ fn the_printed_toml_is_what_ksm_serve_reads() {
     assert_eq!(s.aead_dir, PathBuf::from("/var/cache/yubikey-ksm/aeads"));
     assert_eq!(
         s.key_handles,
-        vec![hsm_proto::KeyHandle(0x20), hsm_proto::KeyHandle(0x2000)]
+        vec![
+            aead_store::AeadKey::Handle(hsm_proto::KeyHandle(0x20)),
+            aead_store::AeadKey::Handle(hsm_proto::KeyHandle(0x2000))
+        ]
     );
     assert_eq!(s.pid_file, None);
     assert!(s.db.is_none());

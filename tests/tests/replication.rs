@@ -98,10 +98,10 @@ fn two_servers_one_rsync_cron() {
     );
     let sock1 = tmp.path().join("auth1.sock");
     let mut s1 = settings(vec![hsm1.path()], &dir1, Duration::from_secs(3));
-    s1.key_handles = vec![KH];
+    s1.key_handles = vec![KH.into()];
     s1.socket = Some(sock1.clone());
     let mut s2 = settings(vec![hsm2.path()], &dir2, Duration::from_secs(3));
-    s2.key_handles = vec![KH];
+    s2.key_handles = vec![KH.into()];
     let (auth1, auth2) = (Daemon::start(s1), Daemon::start(s2));
 
     generate(&sock1, &dir1, 1..=40);

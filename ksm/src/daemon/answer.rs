@@ -8,15 +8,18 @@
 //! (yubikey-val moves on to its next KSM either way: it only accepts a body starting `OK`).
 
 use axum::http::StatusCode;
-use hsm_proto::{DecodedOtp, Error as HsmError, Status};
+use hsm_proto::otp::OtpCounters;
+use hsm_proto::{Error as HsmError, Status};
+
+use hsm2_proto::ErrorCode;
 
 use crate::daemon::pool::PoolError;
 
 /// Every way a decode request can end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The HSM decoded the OTP.
-    Ok(DecodedOtp),
+    /// The HSM (a YubiHSM 1 or 2) decoded the OTP into these counters.
+    Ok(OtpCounters),
     /// No `otp` parameter.
     NoOtp,
     /// Not 32–48 modhex characters with a public id.
@@ -142,8 +145,7 @@ impl Outcome {
 /// The success line, exactly as pyhsm's and Yubico's PHP KSM write it and yubikey-val's
 /// `sscanf` parses it: `OK counter=%04x low=%04x high=%02x use=%02x`. Written digit by digit
 /// rather than through `format!`: it is on every successful request.
-pub fn push_ok_line(out: &mut String, d: &DecodedOtp) {
-    let c = d.counters();
+pub fn push_ok_line(out: &mut String, c: &OtpCounters) {
     out.push_str(ANSWERS[0].line);
     for (name, value, digits) in [
         (" counter=", u32::from(c.use_ctr), 4),
@@ -168,7 +170,11 @@ impl From<PoolError> for Outcome {
         match e {
             PoolError::Locked => Outcome::Locked,
             // Busy and Reopened concern tool leases, never decodes.
-            PoolError::Unavailable | PoolError::Busy | PoolError::Reopened => Outcome::Unavailable,
+            PoolError::Unavailable
+            | PoolError::Busy
+            | PoolError::Reopened
+            | PoolError::WrongKind
+            | PoolError::WrongPassword => Outcome::Unavailable,
             PoolError::Timeout => Outcome::Timeout,
             PoolError::Overloaded => Outcome::Overloaded,
             PoolError::Hsm(HsmError::Device { status, .. }) => match status {
@@ -177,6 +183,15 @@ impl From<PoolError> for Outcome {
                 _ => Outcome::HsmRefused,
             },
             PoolError::Hsm(HsmError::CorruptOtp) => Outcome::CorruptOtp,
+            // A YubiHSM 2 says `invalid-otp` both for an OTP that fails its checks and for
+            // an AEAD it cannot open; the first is what a validator sees every day (a
+            // mistyped or forged OTP), so it answers as a YubiHSM 1 does for it.
+            PoolError::Hsm2(e) => match e.code() {
+                Some(ErrorCode::InvalidOtp) => Outcome::CorruptOtp,
+                Some(ErrorCode::InvalidData | ErrorCode::WrongLength) => Outcome::CorruptAead,
+                Some(_) => Outcome::HsmRefused,
+                None => Outcome::Unavailable,
+            },
             PoolError::Hsm(HsmError::AeadAuth) => Outcome::CorruptAead,
             PoolError::Hsm(_) => Outcome::Unavailable,
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aead_store::NoncePolicy;
+use aead_store::{AeadKey, NoncePolicy};
 use clap::Args;
 use hsm_proto::emulator::{redact, SecretString};
 use hsm_proto::keyfile;
@@ -18,13 +18,13 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::daemon::serve::{DbSettings, Reload, Settings};
+use crate::daemon::serve::{DbSettings, Hsm2Settings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
 use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tls::TlsFiles;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device::DEFAULT_DEVICE;
-use crate::tools::{self, DEFAULT_AEAD_DIR};
+use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
 
 /// `--socket` value (and `socket` key) that turns the sharing socket off.
@@ -147,6 +147,24 @@ pub struct ServeOptions {
     #[arg(skip)]
     #[serde(default, skip_serializing)]
     pub db_password: Option<SecretString>,
+    /// The YubiHSM 2 authentication key (object id) the daemon's sessions use on every
+    /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector). Decimal or 0x hex.
+    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    pub hsm2_auth_key: Option<u16>,
+    /// A private file (mode 0600) whose first line is that key's password, for unattended
+    /// starts. Without it YubiHSM 2 devices answer `ERR HSM locked` until
+    /// `ksm keystore-unlock` hands the password to the daemon.
+    #[arg(long)]
+    pub hsm2_password_file: Option<PathBuf>,
+    /// YubiHSM 2 sessions the daemon keeps open per device (1 to 16; the device has 16
+    /// slots for all its clients).
+    #[arg(long)]
+    pub hsm2_sessions: Option<usize>,
+    /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
+    /// `db-password`).
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub hsm2_password: Option<SecretString>,
 }
 
 impl Default for ServeOptions {
@@ -178,6 +196,10 @@ impl Default for ServeOptions {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            hsm2_auth_key: None,
+            hsm2_password_file: None,
+            hsm2_sessions: Some(2),
+            hsm2_password: None,
         }
     }
 }
@@ -224,14 +246,20 @@ impl ServeOptions {
             Zeroizing::new(std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?);
         let opts: ServeOptions =
             toml::from_str(&text).map_err(|e| config_error(redact::toml_error(&e, &text)))?;
-        if opts.db_password.is_some() {
+        for (key, held) in [
+            ("db-password", opts.db_password.is_some()),
+            ("hsm2-password", opts.hsm2_password.is_some()),
+        ] {
+            if !held {
+                continue;
+            }
             let mode = std::fs::metadata(path)
                 .map_err(|e| config_error(e.to_string()))?
                 .permissions()
                 .mode();
             keyfile::check_private(path, mode).map_err(|_| {
                 config_error(format!(
-                    "holds db-password but has mode {:04o}, so other users may read it; run `chmod 600 {}` (or use db-password-file)",
+                    "holds {key} but has mode {:04o}, so other users may read it; run `chmod 600 {}` (or use {key}-file)",
                     mode & 0o7777,
                     path.display()
                 ))
@@ -270,6 +298,10 @@ impl ServeOptions {
             tls_cert: self.tls_cert.or(other.tls_cert),
             tls_key: self.tls_key.or(other.tls_key),
             tls_client_ca: self.tls_client_ca.or(other.tls_client_ca),
+            hsm2_auth_key: self.hsm2_auth_key.or(other.hsm2_auth_key),
+            hsm2_password_file: self.hsm2_password_file.or(other.hsm2_password_file),
+            hsm2_sessions: self.hsm2_sessions.or(other.hsm2_sessions),
+            hsm2_password: self.hsm2_password.or(other.hsm2_password),
         }
     }
 
@@ -325,7 +357,7 @@ impl ServeOptions {
             devices: set(&self.device, "device")?,
             demo,
             aead_dir: set(&self.aead_dir, "aead-dir")?,
-            key_handles: tools::key_handles(self.key_handles.as_deref().unwrap_or_default())?,
+            key_handles: aead_keys(self.key_handles.as_deref().unwrap_or_default())?,
             http: self.http()?,
             listen: SocketAddr::new(set(&self.addr, "addr")?, set(&self.port, "port")?),
             pid_file: self.pid_file.clone(),
@@ -334,7 +366,27 @@ impl ServeOptions {
             socket_policy: set(&self.socket_policy, "socket-policy")?,
             nonce_policy: nonce_policy(set(&self.random_nonce_aeads, "random-nonce-aeads")?),
             db: self.db()?,
+            hsm2: self.hsm2()?,
             reload: None,
+        })
+    }
+
+    /// The YubiHSM 2 settings, checked (the password file is read when the daemon starts).
+    fn hsm2(&self) -> Result<Hsm2Settings, Error> {
+        let sessions = set(&self.hsm2_sessions, "hsm2-sessions")?;
+        if !(1..=16).contains(&sessions) {
+            return Err(Error::Usage(
+                "--hsm2-sessions must be 1 to 16 (a YubiHSM 2 has 16 session slots)".into(),
+            ));
+        }
+        if self.hsm2_auth_key == Some(0) {
+            return Err(Error::Usage("--hsm2-auth-key must be 1 to 65535".into()));
+        }
+        Ok(Hsm2Settings {
+            auth_key: self.hsm2_auth_key.map(hsm2_proto::ObjectId),
+            password_file: self.hsm2_password_file.clone(),
+            password: self.hsm2_password.clone(),
+            sessions,
         })
     }
 
@@ -411,6 +463,36 @@ impl ServeArgs {
         }
         o.or(ServeOptions::default()).settings(self.demo)
     }
+}
+
+/// Parses `--key-handles` for the daemon: each argument may be comma-separated, each key a
+/// YubiHSM 1 key handle in any pyhsm spelling (`0x20`, `32`, `KSM1`) or a YubiHSM 2
+/// otp-aead-key (`otp-aead-key:0x0120`, `otp-aead-key:288`), tried in the order given.
+pub fn aead_keys(args: &[String]) -> Result<Vec<AeadKey>, Error> {
+    let mut out = Vec::new();
+    for a in args {
+        for part in a.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let key = match AeadKey::parse(part) {
+                Some(k) => k,
+                None if part.starts_with("otp-aead-key") => {
+                    return Err(Error::Usage(format!(
+                    "--key-handles {part:?}: a YubiHSM 2 key is otp-aead-key:N, N from 1 to 0xffff"
+                )))
+                }
+                // pyhsm's spellings, with the key-handle parser's own message.
+                None => AeadKey::from(hsm_proto::KeyHandle::parse(part)?),
+            };
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage(
+            "at least one key handle is needed (--key-handles)".into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// A `--db-url`, read as pyhsm's users write it; a bad one is a usage error that never
@@ -536,6 +618,77 @@ mod tests {
     }
 
     #[test]
+    fn the_yubihsm2_password_is_never_in_argv_and_only_in_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // No flag takes the password itself.
+        let cmd = ServeOptions::augment_args(clap::Command::new("serve"));
+        assert!(cmd
+            .get_arguments()
+            .all(|a| a.get_long() != Some("hsm2-password")));
+        // In ksm.toml only if that file is private, and never quoted.
+        let file = dir.path().join("ksm.toml");
+        std::fs::write(
+            &file,
+            "key-handles = [\"0x20\"]\nhsm2-auth-key = 2\nhsm2-password = \"Hunter2pw\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ServeOptions::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("hsm2-password") && err.contains("chmod 600"),
+            "{err}"
+        );
+        assert!(!err.contains("Hunter2pw"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = ServeOptions::load(&file)
+            .unwrap()
+            .or(ServeOptions::default())
+            .settings(false)
+            .unwrap();
+        assert_eq!(s.hsm2.auth_key, Some(hsm2_proto::ObjectId(2)));
+        assert_eq!(s.hsm2.sessions, 2);
+        assert!(!format!("{s:?}").contains("Hunter2pw"));
+        let from_toml = s.hsm2.auth().unwrap().unwrap();
+        assert_eq!(from_toml.key_id, hsm2_proto::ObjectId(2));
+        // A password file: refused unless private; its first line is the password.
+        let pw = dir.path().join("hsm2-password");
+        std::fs::write(&pw, "Hunter2pw\nignored\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let with_file = crate::daemon::serve::Hsm2Settings {
+            auth_key: Some(hsm2_proto::ObjectId(2)),
+            password_file: Some(pw.clone()),
+            ..Default::default()
+        };
+        let err = with_file.auth().unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("Hunter2pw"), "{err}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = with_file.auth().unwrap().unwrap();
+        assert_eq!(from_file.auth_key().enc(), from_toml.auth_key().enc());
+        assert_eq!(from_file.auth_key().mac(), from_toml.auth_key().mac());
+        // A password without the key it is for is a configuration error.
+        let no_id = crate::daemon::serve::Hsm2Settings {
+            auth_key: None,
+            ..with_file
+        };
+        assert!(no_id.auth().is_err());
+        // Out-of-range settings are refused.
+        let bad = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            ServeOptions::load(&file)
+                .unwrap()
+                .or(ServeOptions::default())
+                .settings(false)
+                .is_err()
+        };
+        assert!(!bad("key-handles = [\"0x20\"]\nhsm2-sessions = 16\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 17\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 0\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-auth-key = 0\n"));
+    }
+
+    #[test]
     fn flags_over_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ksm.toml");
@@ -557,6 +710,10 @@ mod tests {
         );
         assert_eq!(s.http.reqtimeout, Duration::from_secs(5));
         assert_eq!(s.socket.as_deref(), Some(Path::new(DEFAULT_SOCKET)));
+        assert_eq!(
+            flags(&["--hsm2-auth-key", "0x0a"]).options.hsm2_auth_key,
+            Some(10)
+        );
         let no_file = flags(&["--random-nonce-aeads", "--key-handles", "1"]);
         assert_eq!(no_file.options.random_nonce_aeads, Some(true));
         assert_eq!(flags(&[]).options.random_nonce_aeads, None);
@@ -611,8 +768,24 @@ mod tests {
         assert_eq!(s.socket, None);
         assert_eq!(
             s.key_handles,
-            vec![hsm_proto::KeyHandle(0x20), hsm_proto::KeyHandle(0x21)]
+            vec![
+                AeadKey::from(hsm_proto::KeyHandle(0x20)),
+                AeadKey::from(hsm_proto::KeyHandle(0x21))
+            ]
         );
+        // Both kinds, in the order given, any pyhsm spelling for a key handle.
+        assert_eq!(
+            aead_keys(&["otp-aead-key:0x0120,32".into(), "otp-aead-key:289".into()]).unwrap(),
+            vec![
+                AeadKey::OtpKey(hsm2_proto::ObjectId(0x120)),
+                AeadKey::from(hsm_proto::KeyHandle(0x20)),
+                AeadKey::OtpKey(hsm2_proto::ObjectId(0x121)),
+            ]
+        );
+        let err = aead_keys(&["otp-aead-key:x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("otp-aead-key:N"), "{err}");
         assert_eq!(s.aead_dir, demo_aead_dir());
         let s = flags(&["--demo", "--socket", "/tmp/x.sock"])
             .settings()

@@ -70,6 +70,21 @@ impl LineError {
         LineError::Io,
     ];
 
+    /// The kind of a YubiHSM 2 failure on the way to the device (or of a session it
+    /// could not open).
+    pub fn of_hsm2(e: &hsm2_proto::Error) -> LineError {
+        use hsm2_proto::Error as E;
+        match e {
+            E::Timeout { .. } => LineError::Timeout,
+            E::ConnectorUnreachable { .. } | E::DeviceGone | E::TransportPoisoned => {
+                LineError::Closed
+            }
+            E::NoDevice { .. } => LineError::Open,
+            E::ConnectorHttp { .. } | E::Usb(_) | E::Io(_) => LineError::Io,
+            _ => LineError::Garbage,
+        }
+    }
+
     /// The kind of a line error.
     pub fn of(e: &HsmError) -> LineError {
         match e {
@@ -97,10 +112,38 @@ impl LineError {
     }
 }
 
+/// Which kind of HSM a device is: each opens only AEADs of its own kind.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A YubiHSM 1 (serial line, or the in-process soft HSM).
+    YubiHsm1 = 0,
+    /// A YubiHSM 2 (through yubihsm-connector, or on USB).
+    YubiHsm2 = 1,
+}
+
+impl DeviceKind {
+    /// Its name in `/health`, `/metrics` and the sharing socket's device list.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::YubiHsm1 => "yubihsm1",
+            DeviceKind::YubiHsm2 => "yubihsm2",
+        }
+    }
+}
+
 /// What `/health` and `/metrics` read about a device.
 pub struct DeviceHealth {
-    /// Device name (path or `soft-hsm`).
+    /// Device name (path, connector URL or `soft-hsm`).
     pub name: String,
+    /// Which kind of HSM it is.
+    pub kind: DeviceKind,
+    /// YubiHSM 2 sessions open now (always 0 for a YubiHSM 1, which has none).
+    pub sessions_open: AtomicUsize,
+    /// YubiHSM 2 sessions opened again after one expired, was dropped by a device reset or
+    /// broke, and after the device itself was reopened: each costs a round of
+    /// authentication before the request that needed it.
+    pub reauthentications: AtomicU64,
     state: AtomicU8,
     /// Jobs waiting or running.
     pub queued: AtomicUsize,
@@ -114,10 +157,18 @@ pub struct DeviceHealth {
 }
 
 impl DeviceHealth {
-    /// A device not opened yet.
+    /// A YubiHSM 1 not opened yet.
     pub fn new(name: String) -> DeviceHealth {
+        DeviceHealth::of_kind(name, DeviceKind::YubiHsm1)
+    }
+
+    /// A device of `kind` not opened yet.
+    pub fn of_kind(name: String, kind: DeviceKind) -> DeviceHealth {
         DeviceHealth {
             name,
+            kind,
+            sessions_open: AtomicUsize::new(0),
+            reauthentications: AtomicU64::new(0),
             state: AtomicU8::new(DeviceState::Down as u8),
             queued: AtomicUsize::new(0),
             opens: AtomicU64::new(0),
@@ -150,8 +201,14 @@ impl DeviceHealth {
 
     /// Counts a line failure and keeps its text for `/health`.
     pub(crate) fn line_error(&self, e: &HsmError) {
-        self.line_errors[LineError::of(e) as usize].fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+        self.count_error(LineError::of(e), e.to_string());
+    }
+
+    /// Counts a failure of kind `kind` and keeps `text` (which names no secret) for
+    /// `/health`.
+    pub(crate) fn count_error(&self, kind: LineError, text: String) {
+        self.line_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
     /// Records the state; the first time it turns locked, says what to run.

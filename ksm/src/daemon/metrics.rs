@@ -8,7 +8,7 @@ use aead_store::Store;
 
 use crate::daemon::answer::{Outcome, ANSWERS, PYHSM_STATS};
 use crate::daemon::connections::Connections;
-use crate::daemon::health::{DeviceHealth, DeviceState};
+use crate::daemon::health::{DeviceHealth, DeviceKind, DeviceState};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -128,6 +128,30 @@ impl Metrics {
                 d.name,
                 d.opens.load(Ordering::Relaxed)
             );
+        }
+        let hsm2: Vec<_> = devices
+            .iter()
+            .filter(|d| d.kind == DeviceKind::YubiHsm2)
+            .collect();
+        if !hsm2.is_empty() {
+            let _ = writeln!(o, "# HELP ksm_hsm_sessions_open YubiHSM 2 sessions open on each device.\n# TYPE ksm_hsm_sessions_open gauge");
+            for d in &hsm2 {
+                let _ = writeln!(
+                    o,
+                    "ksm_hsm_sessions_open{{device=\"{}\"}} {}",
+                    d.name,
+                    d.sessions_open.load(Ordering::Relaxed)
+                );
+            }
+            let _ = writeln!(o, "# HELP ksm_hsm_reauthentications_total YubiHSM 2 sessions opened again (expired, dropped by a reset, broken, or the device reopened).\n# TYPE ksm_hsm_reauthentications_total counter");
+            for d in &hsm2 {
+                let _ = writeln!(
+                    o,
+                    "ksm_hsm_reauthentications_total{{device=\"{}\"}} {}",
+                    d.name,
+                    d.reauthentications.load(Ordering::Relaxed)
+                );
+            }
         }
         let _ = writeln!(o, "# HELP ksm_http_connections HTTP connections open.\n# TYPE ksm_http_connections gauge\nksm_http_connections {}", connections.open());
         let _ = writeln!(o, "# HELP ksm_http_connections_evicted_total Idle connections, and connections still receiving their request, closed to make room at --max-connections.\n# TYPE ksm_http_connections_evicted_total counter\nksm_http_connections_evicted_total {}", connections.evicted());

@@ -15,6 +15,11 @@
 //! (`AEAD_YUBIKEY_OTP_DECODE` leaves the buffer, nonce and temp key alone), so they keep
 //! flowing while a tool works. A lease also ends if the device is reopened under it (an
 //! unplug or power cycle wipes the buffer): the tool's next frame is refused.
+//!
+//! YubiHSM 2 devices sit in the same pool, each with its own owner thread
+//! ([`crate::daemon::hsm2_owner`]: a session pool, re-authentication, the locked state).
+//! Each AEAD names the kind of HSM that opens it ([`DecodeAead`]), and goes only to
+//! devices of that kind, with the same spreading and failover among them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,14 +27,15 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::emulator::{self, ResolvedConfig};
-use hsm_proto::otp::Otp;
-use hsm_proto::{
-    DecodedOtp, Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts, YubiKeyAead,
-};
+use hsm_proto::otp::{Otp, OtpCounters};
+use hsm_proto::{Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts, YubiKeyAead};
 use tokio::sync::{oneshot, OwnedMutexGuard};
+use zeroize::Zeroizing;
 
-use crate::daemon::health::{DeviceHealth, DeviceState};
+use crate::daemon::health::{DeviceHealth, DeviceKind, DeviceState};
+use crate::daemon::hsm2_owner::{self, Hsm2Backend, Unlocked};
 use crate::daemon::tool_frame::ToolFrame;
 use tracing::{info, warn};
 
@@ -40,6 +46,8 @@ pub enum Backend {
     Serial(PathBuf),
     /// An in-process soft HSM with these keys.
     Soft(Box<ResolvedConfig>),
+    /// A YubiHSM 2.
+    Hsm2(Hsm2Backend),
 }
 
 impl Backend {
@@ -47,6 +55,14 @@ impl Backend {
         match self {
             Backend::Serial(p) => p.display().to_string(),
             Backend::Soft(_) => "soft-hsm".into(),
+            Backend::Hsm2(b) => b.name.clone(),
+        }
+    }
+
+    fn kind(&self) -> DeviceKind {
+        match self {
+            Backend::Hsm2(_) => DeviceKind::YubiHsm2,
+            _ => DeviceKind::YubiHsm1,
         }
     }
 
@@ -54,6 +70,41 @@ impl Backend {
         match self {
             Backend::Serial(p) => Hsm::open_path(p, timeouts),
             Backend::Soft(cfg) => emulator::soft_hsm(cfg).map(|(h, _)| h),
+            Backend::Hsm2(_) => Err(HsmError::Open {
+                path: self.name(),
+                reason: "a YubiHSM 2 is not opened as a YubiHSM 1".into(),
+            }),
+        }
+    }
+}
+
+/// An AEAD as the device that opens it needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeAead {
+    /// A YubiHSM 1 AEAD (pyhsm's): its key handle, nonce and 30 bytes.
+    Hsm1 {
+        /// The key handle that sealed it.
+        key_handle: KeyHandle,
+        /// Its nonce.
+        nonce: Nonce,
+        /// The AEAD.
+        aead: YubiKeyAead,
+    },
+    /// A YubiHSM 2 OTP AEAD and the otp-aead-key that opens it.
+    Hsm2 {
+        /// The otp-aead-key's object id.
+        key_id: ObjectId,
+        /// The 36-byte AEAD.
+        aead: OtpAead,
+    },
+}
+
+impl DecodeAead {
+    /// The kind of HSM that opens it.
+    pub fn kind(&self) -> DeviceKind {
+        match self {
+            DecodeAead::Hsm1 { .. } => DeviceKind::YubiHsm1,
+            DecodeAead::Hsm2 { .. } => DeviceKind::YubiHsm2,
         }
     }
 }
@@ -76,11 +127,19 @@ pub enum PoolError {
     /// The device was reopened (unplugged, power-cycled, line failure) since the tool's
     /// lease began, so state its operation relies on may be gone.
     Reopened,
+    /// A YubiHSM 2 refused a command about this OTP or AEAD (or answered what the driver
+    /// could not use).
+    Hsm2(hsm2_proto::Error),
+    /// The job is for the other kind of HSM (a YubiHSM 1 frame sent to a YubiHSM 2, an
+    /// unlock password to a YubiHSM 1).
+    WrongKind,
+    /// The YubiHSM 2 refused the password `keystore-unlock` gave; it stays locked.
+    WrongPassword,
 }
 
 /// A job for a device's owner thread.
 pub enum Job {
-    /// Decode an OTP with an AEAD.
+    /// Decode an OTP with a YubiHSM 1 AEAD.
     Decode {
         /// The OTP.
         otp: Otp,
@@ -93,7 +152,30 @@ pub enum Job {
         /// Give up after this.
         deadline: Instant,
         /// Where the answer goes.
-        reply: oneshot::Sender<Result<DecodedOtp, PoolError>>,
+        reply: oneshot::Sender<Result<OtpCounters, PoolError>>,
+    },
+    /// Decode an OTP with a YubiHSM 2 AEAD.
+    Decode2 {
+        /// The OTP's 16 encrypted token bytes.
+        otp: [u8; 16],
+        /// The otp-aead-key that opens the AEAD.
+        key_id: ObjectId,
+        /// The AEAD.
+        aead: OtpAead,
+        /// Give up after this.
+        deadline: Instant,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<OtpCounters, PoolError>>,
+    },
+    /// Check a YubiHSM 2 authentication key's password (from `ksm keystore-unlock`) and,
+    /// if the device takes it, keep it.
+    Unlock {
+        /// The password, wiped when dropped.
+        password: Zeroizing<String>,
+        /// Give up after this.
+        deadline: Instant,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Unlocked, PoolError>>,
     },
     /// Run a raw request frame (for operator tools over the sharing socket) and return the
     /// response frame.
@@ -142,6 +224,8 @@ pub struct Lease {
 pub struct Pool {
     devices: Vec<Device>,
     next: AtomicUsize,
+    /// An AEAD came for a kind of HSM the daemon has none of (logged once per kind).
+    missing_kind_logged: [std::sync::atomic::AtomicBool; 2],
 }
 
 /// Pool settings.
@@ -173,7 +257,7 @@ impl Pool {
         let devices = backends
             .into_iter()
             .map(|b| {
-                let health = Arc::new(DeviceHealth::new(b.name()));
+                let health = Arc::new(DeviceHealth::of_kind(b.name(), b.kind()));
                 let lease = Arc::new(tokio::sync::Mutex::new(()));
                 if let Backend::Soft(_) = &b {
                     let mut hsm = None;
@@ -188,10 +272,14 @@ impl Pool {
                 }
                 let (tx, rx) = sync_channel(cfg.queue_depth);
                 let h = health.clone();
-                std::thread::Builder::new()
-                    .name(format!("hsm-owner {}", health.name))
-                    .spawn(move || owner(b, rx, h, cfg))
-                    .expect("spawn HSM owner thread");
+                let thread = std::thread::Builder::new().name(format!("hsm-owner {}", health.name));
+                match b {
+                    Backend::Hsm2(b2) => {
+                        thread.spawn(move || hsm2_owner::owner(b2, rx, h, cfg.reopen_interval))
+                    }
+                    b => thread.spawn(move || owner(b, rx, h, cfg)),
+                }
+                .expect("spawn HSM owner thread");
                 Device {
                     access: Access::Owner(tx),
                     health,
@@ -202,6 +290,7 @@ impl Pool {
         Pool {
             devices,
             next: AtomicUsize::new(0),
+            missing_kind_logged: Default::default(),
         }
     }
 
@@ -210,16 +299,23 @@ impl Pool {
         self.devices.iter().map(|d| d.health.clone()).collect()
     }
 
-    /// Devices to try, healthiest and least busy first, starting at a rotating index so load
-    /// spreads evenly.
-    fn order(&self) -> Vec<&Device> {
+    /// Devices of `kind` to try, healthiest and least busy first, starting at a rotating
+    /// index so load spreads evenly.
+    fn order(&self, kind: DeviceKind) -> Vec<&Device> {
         let n = self.devices.len();
         if n == 1 {
             // Nothing to spread: spare every request the shared counter.
-            return vec![&self.devices[0]];
+            return self
+                .devices
+                .iter()
+                .filter(|d| d.health.kind == kind)
+                .collect();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut v: Vec<&Device> = (0..n).map(|i| &self.devices[(start + i) % n]).collect();
+        let mut v: Vec<&Device> = (0..n)
+            .map(|i| &self.devices[(start + i) % n])
+            .filter(|d| d.health.kind == kind)
+            .collect();
         v.sort_by_key(|d| {
             (
                 d.health.state() as u8,
@@ -229,18 +325,25 @@ impl Pool {
         v
     }
 
-    /// Decodes an OTP on some device before `deadline`.
+    /// Decodes an OTP on some device that opens `aead` before `deadline`. No such device
+    /// configured is [`PoolError::Unavailable`]: another KSM may have one.
     pub async fn decode(
         &self,
         otp: Otp,
-        key_handle: KeyHandle,
-        nonce: Nonce,
-        aead: YubiKeyAead,
+        aead: DecodeAead,
         deadline: Instant,
-    ) -> Result<DecodedOtp, PoolError> {
+    ) -> Result<OtpCounters, PoolError> {
         let mut last = PoolError::Unavailable;
         let mut overloaded = 0;
-        let order = self.order();
+        let order = self.order(aead.kind());
+        if order.is_empty()
+            && !self.missing_kind_logged[aead.kind() as usize].swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                kind = aead.kind().name(),
+                "an AEAD only this kind of HSM opens was looked up, and no such device is configured (-D); such requests answer ERR HSM unavailable"
+            );
+        }
         for dev in &order {
             if dev.health.state() == DeviceState::Down
                 && order.iter().any(|d| d.health.state() != DeviceState::Down)
@@ -250,18 +353,33 @@ impl Pool {
             if Instant::now() >= deadline {
                 return Err(PoolError::Timeout);
             }
-            if let Access::Inline(m) = &dev.access {
-                let mut hsm = m.lock().unwrap_or_else(|p| p.into_inner());
-                return decode_on(&mut hsm, &dev.health, &otp, key_handle, nonce, &aead);
-            }
             let (reply, rx) = oneshot::channel();
-            let job = Job::Decode {
-                otp: otp.clone(),
-                key_handle,
-                nonce,
-                aead,
-                deadline,
-                reply,
+            let job = match aead {
+                DecodeAead::Hsm1 {
+                    key_handle,
+                    nonce,
+                    aead,
+                } => {
+                    if let Access::Inline(m) = &dev.access {
+                        let mut hsm = m.lock().unwrap_or_else(|p| p.into_inner());
+                        return decode_on(&mut hsm, &dev.health, &otp, key_handle, nonce, &aead);
+                    }
+                    Job::Decode {
+                        otp: otp.clone(),
+                        key_handle,
+                        nonce,
+                        aead,
+                        deadline,
+                        reply,
+                    }
+                }
+                DecodeAead::Hsm2 { key_id, aead } => Job::Decode2 {
+                    otp: otp.ciphertext,
+                    key_id,
+                    aead,
+                    deadline,
+                    reply,
+                },
             };
             match submit(dev, job) {
                 Ok(()) => {}
@@ -284,10 +402,40 @@ impl Pool {
                 Err(_) => return Err(PoolError::Timeout),
             }
         }
-        if overloaded > 0 && overloaded == self.devices.len() {
+        if overloaded > 0 && overloaded == order.len() {
             return Err(PoolError::Overloaded);
         }
         Err(last)
+    }
+
+    /// Hands a YubiHSM 2's authentication key password to device `index`
+    /// (`ksm keystore-unlock`), which checks it by opening a session and keeps it if the
+    /// device takes it.
+    pub async fn unlock(
+        &self,
+        index: usize,
+        password: Zeroizing<String>,
+        deadline: Instant,
+    ) -> Result<Unlocked, PoolError> {
+        let dev = self.devices.get(index).ok_or(PoolError::Unavailable)?;
+        if dev.health.kind != DeviceKind::YubiHsm2 {
+            return Err(PoolError::WrongKind);
+        }
+        let (reply, rx) = oneshot::channel();
+        submit(
+            dev,
+            Job::Unlock {
+                password,
+                deadline,
+                reply,
+            },
+        )?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(PoolError::Unavailable),
+            Err(_) => Err(PoolError::Timeout),
+        }
     }
 
     /// Reopens every device (SIGHUP): serial devices are closed and opened again by their
@@ -370,7 +518,7 @@ fn decode_on(
     key_handle: KeyHandle,
     nonce: Nonce,
     aead: &YubiKeyAead,
-) -> Result<DecodedOtp, PoolError> {
+) -> Result<OtpCounters, PoolError> {
     let Some(h) = hsm.as_mut() else {
         return Err(PoolError::Unavailable);
     };
@@ -379,7 +527,7 @@ fn decode_on(
             if health.state() == DeviceState::Locked {
                 health.set(DeviceState::Up);
             }
-            Ok(d)
+            Ok(d.counters())
         }
         Err(e) => Err(classify(e, hsm, health)),
     }
@@ -582,6 +730,13 @@ fn run_job(
         Job::Reopen => {
             *hsm = None;
             reopen(hsm);
+        }
+        // YubiHSM 2 work: the router never sends it here.
+        Job::Decode2 { reply, .. } => {
+            let _ = reply.send(Err(PoolError::WrongKind));
+        }
+        Job::Unlock { reply, .. } => {
+            let _ = reply.send(Err(PoolError::WrongKind));
         }
     }
 }

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aead_store::{CachedStore, DbStore, FsStore, NoncePolicy, Store};
-use hsm_proto::{KeyHandle, Timeouts};
+use aead_store::{AeadKey, CachedStore, DbStore, FsStore, NoncePolicy, Store};
+use hsm_proto::Timeouts;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::daemon::config::ServeArgs;
+use crate::daemon::hsm2_owner::Hsm2Backend;
 use crate::daemon::instance::{PidFile, SocketClaim};
 use crate::daemon::pool::{Backend, Pool, PoolConfig};
 use crate::daemon::server::{Access, AppState, HttpConfig};
@@ -19,6 +20,7 @@ use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tls::Tls;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
+use crate::hsm2_device::{Hsm2Auth, Hsm2Spec};
 use crate::Error;
 
 /// Everything `ksm serve` runs with, after flags and file are merged.
@@ -30,8 +32,9 @@ pub struct Settings {
     pub demo: bool,
     /// AEAD directory.
     pub aead_dir: PathBuf,
-    /// Key handles in lookup order.
-    pub key_handles: Vec<KeyHandle>,
+    /// Keys AEADs are looked up under, in order: YubiHSM 1 key handles and YubiHSM 2
+    /// otp-aead-keys (`--key-handles 0x20` / `otp-aead-key:0x0120`).
+    pub key_handles: Vec<AeadKey>,
     /// HTTP settings.
     pub http: HttpConfig,
     /// Listen address.
@@ -48,6 +51,8 @@ pub struct Settings {
     pub nonce_policy: NoncePolicy,
     /// AEADs in a database (`--db-url`) rather than `aead_dir`.
     pub db: Option<DbSettings>,
+    /// How YubiHSM 2 devices are authenticated to.
+    pub hsm2: Hsm2Settings,
     /// How to read the settings again (SIGHUP): the same flags over `ksm.toml` as it is
     /// now. `None`: nothing to reload (settings made in code).
     pub reload: Option<Reload>,
@@ -73,11 +78,11 @@ impl DbSettings {
     /// the request timeout.
     pub fn store_config(
         &self,
-        key_handles: Vec<KeyHandle>,
+        key_handles: Vec<AeadKey>,
         nonce_policy: NoncePolicy,
         timeout: std::time::Duration,
     ) -> aead_store::DbConfig {
-        let mut c = aead_store::DbConfig::new(self.url.clone(), key_handles);
+        let mut c = aead_store::DbConfig::with_keys(self.url.clone(), key_handles);
         c.password_file = self.password_file.clone();
         c.password = self
             .password
@@ -89,6 +94,53 @@ impl DbSettings {
         c.cache = true;
         c.serve_cached_when_down = self.serve_cached_when_down;
         c
+    }
+}
+
+/// How the daemon authenticates to its YubiHSM 2 devices.
+#[derive(Debug, Clone)]
+pub struct Hsm2Settings {
+    /// The authentication key's object id (required once a YubiHSM 2 is configured).
+    pub auth_key: Option<hsm2_proto::ObjectId>,
+    /// Private file whose first line is its password.
+    pub password_file: Option<PathBuf>,
+    /// The password itself, from a private `ksm.toml`.
+    pub password: Option<hsm_proto::emulator::SecretString>,
+    /// Sessions kept open per device.
+    pub sessions: usize,
+}
+
+impl Default for Hsm2Settings {
+    fn default() -> Self {
+        Hsm2Settings {
+            auth_key: None,
+            password_file: None,
+            password: None,
+            sessions: 2,
+        }
+    }
+}
+
+impl Hsm2Settings {
+    /// The authentication key and the session keys its configured password stands for;
+    /// `None` if no password is configured (the devices start locked). A password file must
+    /// be private; its first line is the password ([`Hsm2Auth::from_file`], as the tools
+    /// read theirs).
+    pub fn auth(&self) -> Result<Option<Hsm2Auth>, Error> {
+        let id = || {
+            self.auth_key.ok_or_else(|| {
+                Error::Usage(
+                    "a YubiHSM 2 password is configured but not the key it is for: set hsm2-auth-key".into(),
+                )
+            })
+        };
+        if let Some(p) = &self.password {
+            return Ok(Some(Hsm2Auth::from_password(id()?, p.expose().as_bytes())));
+        }
+        match &self.password_file {
+            Some(path) => Ok(Some(Hsm2Auth::from_file(id()?, path)?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -115,9 +167,36 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
         warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
+    let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
     s.devices
         .iter()
         .map(|d| {
+            let text = d.to_str().unwrap_or_default();
+            if Hsm2Spec::is_hsm2(text) {
+                let spec = Hsm2Spec::parse(text)?;
+                let auth_key_id = s.hsm2.auth_key.ok_or_else(|| {
+                    Error::Usage(format!(
+                        "-D {spec} is a YubiHSM 2: set hsm2-auth-key (the authentication key id) in ksm.toml or --hsm2-auth-key"
+                    ))
+                })?;
+                // Read (and derived) once for every YubiHSM 2 of the daemon.
+                let auth = match &hsm2_auth {
+                    Some(a) => a.clone(),
+                    None => hsm2_auth.insert(s.hsm2.auth()?).clone(),
+                };
+                if auth.is_none() {
+                    warn!(device = %spec, "no YubiHSM 2 password configured: the device answers ERR HSM locked until `ksm keystore-unlock`");
+                }
+                let timeout = s.http.reqtimeout;
+                let name = spec.to_string();
+                return Ok(Backend::Hsm2(Hsm2Backend {
+                    name,
+                    open: Arc::new(move || spec.transport(timeout)),
+                    auth_key_id,
+                    key: auth.map(|a| a.auth_key().clone()),
+                    sessions: s.hsm2.sessions,
+                }));
+            }
             if device::is_key_file(d) {
                 Ok(Backend::Soft(Box::new(device::load_key_file(d)?)))
             } else {
@@ -204,7 +283,7 @@ pub async fn serve(
             )
         }
         None => {
-            let store = FsStore::open(&s.aead_dir, s.key_handles.clone())?
+            let store = FsStore::open_keys(&s.aead_dir, s.key_handles.clone())?
                 .with_nonce_policy(s.nonce_policy);
             (
                 Arc::new(CachedStore::spawn(store, CachedStore::DEFAULT_MAX_ENTRIES)),

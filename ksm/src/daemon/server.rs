@@ -39,7 +39,7 @@ use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
 use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::pool::Pool;
+use crate::daemon::pool::{DecodeAead, Pool};
 use crate::daemon::tls::{Tls, TlsFiles};
 
 /// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
@@ -646,24 +646,29 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             return (outcome, id);
         }
     };
-    let aead_store::Sealed::Hsm1 {
-        key_handle,
-        nonce,
-        aead,
-    } = &stored.sealed
-    else {
-        warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is for a YubiHSM 2, which this daemon does not serve");
-        return (Outcome::HsmRefused, id);
+    // Each kind of AEAD goes to the kind of HSM that opens it.
+    let what = match &stored.sealed {
+        aead_store::Sealed::Hsm1 {
+            key_handle,
+            nonce,
+            aead,
+        } => {
+            let Ok(aead) = YubiKeyAead::try_from(aead) else {
+                warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
+                return (Outcome::CorruptAead, id);
+            };
+            DecodeAead::Hsm1 {
+                key_handle: *key_handle,
+                nonce: *nonce,
+                aead,
+            }
+        }
+        aead_store::Sealed::Hsm2 { key_id, aead } => DecodeAead::Hsm2 {
+            key_id: *key_id,
+            aead: *aead,
+        },
     };
-    let Ok(aead) = YubiKeyAead::try_from(aead) else {
-        warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
-        return (Outcome::CorruptAead, id);
-    };
-    let outcome = match st
-        .pool
-        .decode(otp, *key_handle, *nonce, aead, deadline)
-        .await
-    {
+    let outcome = match st.pool.decode(otp, what, deadline).await {
         Ok(d) => Outcome::Ok(d),
         Err(e) => Outcome::from(e),
     };
@@ -712,10 +717,13 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "status": status,
         "devices": devices.iter().map(|d| serde_json::json!({
             "name": d.name,
+            "kind": d.kind.name(),
             "state": d.state().name(),
             "queued": d.queued.load(Ordering::Relaxed),
             "opens": d.opens.load(Ordering::Relaxed),
             "last_error": d.last_error(),
+            "sessions_open": d.sessions_open.load(Ordering::Relaxed),
+            "reauthentications": d.reauthentications.load(Ordering::Relaxed),
             "line_errors": d.line_errors()
                 .map(|(k, n)| (k.name().to_string(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>(),

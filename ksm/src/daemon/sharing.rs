@@ -9,6 +9,12 @@
 //! | `01` | `00 len:u16be` + device list, one `name state` line each |
 //! | `02 device:u8 len:u8 frame[len]` | `00 len:u16be` + the response frame, or `01 len:u16be` + an error text |
 //! | `03 device:u8` | none: the tool's operation on that device has ended |
+//! | `04` | `00 len:u16be` + device list, one `kind state name` line each (`yubihsm1`, `yubihsm2`) |
+//! | `05 device:u8 len:u8 password[len]` | `00 len:u16be` + `unlocked` or `already unlocked`, or `01 len:u16be` + an error text |
+//!
+//! `05` is `ksm keystore-unlock` for a YubiHSM 2: the password of the authentication key
+//! the daemon's sessions use. The device's owner checks it by opening a session and keeps
+//! it in memory only; a wrong one is answered `wrong password` and the device stays locked.
 //!
 //! **One tool at a time per device.** A tool's first frame to a device takes the device's
 //! [`Lease`](crate::daemon::pool::Lease), waiting (up to [`SharingConfig::lease_wait`]) for the tool
@@ -51,6 +57,8 @@ pub const DEFAULT_SOCKET: &str = "/run/ksm/ksm.sock";
 const LIST: u8 = 1;
 const FRAME: u8 = 2;
 const RELEASE: u8 = 3;
+const LIST_KINDS: u8 = 4;
+const UNLOCK_HSM2: u8 = 5;
 const OK: u8 = 0;
 const ERR: u8 = 1;
 
@@ -162,6 +170,24 @@ async fn session(
                 lapsed.remove(&device);
                 continue;
             }
+            LIST_KINDS => {
+                let list: String = pool
+                    .health()
+                    .iter()
+                    .map(|d| format!("{} {} {}\n", d.kind.name(), d.state().name(), d.name))
+                    .collect();
+                (OK, Zeroizing::new(list.into_bytes()))
+            }
+            UNLOCK_HSM2 => {
+                let device = conn.read_u8().await?;
+                let len = conn.read_u8().await?;
+                let mut bytes = Zeroizing::new(vec![0u8; usize::from(len)]);
+                conn.read_exact(&mut bytes).await?;
+                match hand_over_password(pool, &cfg, device, &bytes).await {
+                    Ok(text) => (OK, Zeroizing::new(text.as_bytes().to_vec())),
+                    Err(why) => (ERR, Zeroizing::new(why.into_bytes())),
+                }
+            }
             other => {
                 warn!(tag = other, "unknown request on the sharing socket");
                 return Ok(());
@@ -172,6 +198,32 @@ async fn session(
         msg.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         msg.extend_from_slice(&payload);
         conn.write_all(&msg).await?;
+    }
+}
+
+/// Hands a YubiHSM 2 password to device `device`; the text is the tool's answer.
+async fn hand_over_password(
+    pool: &Pool,
+    cfg: &SharingConfig,
+    device: u8,
+    bytes: &[u8],
+) -> Result<&'static str, String> {
+    let password = std::str::from_utf8(bytes)
+        .map(|p| Zeroizing::new(p.to_string()))
+        .map_err(|_| "the password is not UTF-8 text".to_string())?;
+    if password.is_empty() {
+        return Err("no password given".into());
+    }
+    // Deriving the session keys from a password takes a moment (PBKDF2), then the session
+    // takes two commands: a frame's deadline and a little more.
+    let deadline = Instant::now() + cfg.reqtimeout + Duration::from_secs(5);
+    match pool.unlock(usize::from(device), password, deadline).await {
+        Ok(crate::daemon::hsm2_owner::Unlocked::Now) => {
+            info!(device, "YubiHSM 2 unlocked over the sharing socket");
+            Ok("unlocked")
+        }
+        Ok(crate::daemon::hsm2_owner::Unlocked::Already) => Ok("already unlocked"),
+        Err(e) => Err(pool_error_text(&e, cfg)),
     }
 }
 
@@ -276,6 +328,9 @@ fn pool_error_text(e: &PoolError, cfg: &SharingConfig) -> String {
             cfg.lease_wait.as_secs()
         ),
         PoolError::Reopened => "the device was reopened (unplugged, power-cycled or a line failure) during this tool's operation; run it again".into(),
+        PoolError::Hsm2(e) => e.to_string(),
+        PoolError::WrongKind => "this device is of the other kind of YubiHSM: a YubiHSM 1 takes frames and its master key, a YubiHSM 2 its authentication key's password".into(),
+        PoolError::WrongPassword => "wrong password: the YubiHSM 2 refused it, and stays locked".into(),
     }
 }
 
@@ -330,6 +385,41 @@ pub fn list_devices(socket: &Path) -> io::Result<Vec<(String, String)>> {
                 .map(|(n, st)| (n.to_string(), st.to_string()))
         })
         .collect())
+}
+
+/// The daemon's devices as `(kind, state, name)`, kind `yubihsm1` or `yubihsm2`.
+pub fn list_device_kinds(socket: &Path) -> io::Result<Vec<(String, String, String)>> {
+    let mut s = connect_trusted(socket)?;
+    s.write_all(&[LIST_KINDS])?;
+    let body = read_reply(&mut s)?;
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// Hands `password` to the daemon's YubiHSM 2 number `device`; `Ok` with the daemon's
+/// answer (`unlocked`, `already unlocked`), or the daemon's refusal as an error.
+pub fn unlock_hsm2(socket: &Path, device: u8, password: &str) -> io::Result<String> {
+    let len = u8::try_from(password.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the password is longer than 255 bytes",
+        )
+    })?;
+    let mut s = connect_trusted(socket)?;
+    let mut msg = Zeroizing::new(vec![UNLOCK_HSM2, device, len]);
+    msg.extend_from_slice(password.as_bytes());
+    s.write_all(&msg)?;
+    let body = read_reply(&mut s)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A [`Line`] to one of the daemon's devices through the sharing socket.
@@ -554,6 +644,63 @@ mod tests {
         assert!(err.contains("lease lapsed"), "{err}");
         first.write_all(&[RELEASE, 0]).unwrap();
         frame(&mut first).unwrap();
+    }
+
+    /// `ksm keystore-unlock` through the socket: a locked YubiHSM 2 takes its password
+    /// only if the device does, and YubiHSM 1 frames never reach it.
+    #[test]
+    fn keystore_unlock_hands_a_yubihsm2_its_password() {
+        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::tools::keystore_unlock::{unlock, Options};
+        let emu = emulator("");
+        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
+            assert!(Instant::now() < deadline, "never locked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            list_device_kinds(&path).unwrap(),
+            vec![("yubihsm2".into(), "locked".into(), emu.url())]
+        );
+        let run = |stdin: &str| {
+            let mut out = Vec::new();
+            let r = unlock(
+                &crate::device::ToolDevice::Daemon {
+                    socket: path.clone(),
+                    index: 0,
+                },
+                &Options {
+                    stdin: true,
+                    otp_stdin: false,
+                    no_otp: true,
+                },
+                hsm_proto::Timeouts::default(),
+                &mut std::io::Cursor::new(stdin.to_string()),
+                &mut out,
+            );
+            (
+                r.map_err(|e| e.to_string()),
+                String::from_utf8(out).unwrap(),
+            )
+        };
+        let (r, out) = run("not the password\n");
+        assert_eq!(r, Err("1 device(s) still locked".into()), "{out}");
+        assert!(out.contains("wrong password"), "{out}");
+        assert!(!out.contains("not the password"), "{out}");
+        assert_eq!(list_device_kinds(&path).unwrap()[0].1, "locked");
+        let (r, out) = run(&format!("{PASSWORD}\n"));
+        assert_eq!(r, Ok(()), "{out}");
+        assert_eq!(out, format!("{}: unlocked\n", emu.url()));
+        assert_eq!(list_device_kinds(&path).unwrap()[0].1, "up");
+        // Unlocked: nothing is asked for.
+        let (r, out) = run("");
+        assert_eq!(r, Ok(()), "{out}");
+        assert_eq!(out, format!("{}: already unlocked\n", emu.url()));
+        // A YubiHSM 1 frame means nothing to a YubiHSM 2: refused by its owner.
+        let mut tool = connect_trusted(&path).unwrap();
+        let err = frame(&mut tool).unwrap_err().to_string();
+        assert!(err.contains("other kind of YubiHSM"), "{err}");
     }
 
     #[test]

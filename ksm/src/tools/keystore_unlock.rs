@@ -5,6 +5,13 @@
 //! The master key is read from a no-echo prompt or standard input, never from argv or the
 //! environment. Through the daemon's sharing socket every device the daemon owns is
 //! unlocked in turn.
+//!
+//! A YubiHSM 2 has no key store to decrypt: what the daemon lacks after a boot is the
+//! password of the authentication key its sessions use (unless a private password file is
+//! configured). For each locked YubiHSM 2 of the daemon the tool asks for that password
+//! (no echo; or the next line of standard input with `--stdin`, after the lines the YubiHSM 1
+//! devices needed, if any) and hands it over the sharing socket; the daemon checks it by
+//! opening a session and answers whether the device took it.
 
 use std::io::BufRead;
 
@@ -30,7 +37,8 @@ pub struct UnlockArgs {
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct Options {
     /// Read the master key (hex) from the first line of standard input; an admin OTP may
-    /// follow on the second.
+    /// follow on the second. For the daemon's locked YubiHSM 2 devices, the next line is
+    /// their authentication key's password.
     #[arg(long)]
     pub stdin: bool,
     /// Read the admin YubiKey OTP from standard input.
@@ -113,6 +121,64 @@ fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
     Ok(bytes)
 }
 
+/// The YubiHSM 2 password from the terminal (not echoed) or the next line of standard
+/// input; taken as typed, spaces included, without its line end.
+fn read_password(opts: &Options, input: &mut dyn BufRead) -> Result<Zeroizing<String>, Error> {
+    let password = if opts.stdin {
+        match super::read_secret_line(input)? {
+            super::SecretLine::End => Zeroizing::new(String::new()),
+            super::SecretLine::Text(t) => t,
+            super::SecretLine::Invalid(why) => {
+                return Err(Error::Input(format!("standard input: {why}")))
+            }
+        }
+    } else {
+        Zeroizing::new(
+            rpassword::prompt_password("YubiHSM 2 authentication key password (not shown): ")
+                .map_err(|e| Error::io("read from the terminal", e))?,
+        )
+    };
+    if password.is_empty() {
+        return Err(Error::Input("Aborted: no YubiHSM 2 password given".into()));
+    }
+    Ok(password)
+}
+
+/// Hands the password to each locked YubiHSM 2 of the daemon; prints one line per device
+/// and returns how many stay locked.
+fn unlock_hsm2(
+    socket: &std::path::Path,
+    devices: &[(u8, String, String)],
+    opts: &Options,
+    input: &mut dyn BufRead,
+    out: &mut dyn std::io::Write,
+) -> Result<usize, Error> {
+    let mut password: Option<Zeroizing<String>> = None;
+    let mut failed = 0;
+    for (index, state, name) in devices {
+        if state != "locked" {
+            let _ = writeln!(out, "{name}: already unlocked");
+            continue;
+        }
+        let p = match &password {
+            Some(p) => p,
+            None => password.insert(read_password(opts, input)?),
+        };
+        match crate::daemon::sharing::unlock_hsm2(socket, *index, p) {
+            Ok(answer) => {
+                let _ = writeln!(out, "{name}: {answer}");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Other => {
+                // The daemon's refusal: "daemon: wrong password: …".
+                let _ = writeln!(out, "{name}: {e}");
+                failed += 1;
+            }
+            Err(e) => return Err(Error::io(format!("unlock {name}"), e)),
+        }
+    }
+    Ok(failed)
+}
+
 /// Unlocks every device; prints one line per device. Fails if any stays locked.
 pub fn unlock(
     dev: &ToolDevice,
@@ -121,27 +187,32 @@ pub fn unlock(
     input: &mut dyn BufRead,
     out: &mut dyn std::io::Write,
 ) -> Result<(), Error> {
+    let mut hsm2: Vec<(u8, String, String)> = Vec::new();
     let targets: Vec<(String, ToolDevice)> = match dev {
         ToolDevice::Path(p) => vec![(p.display().to_string(), dev.clone())],
-        ToolDevice::Daemon { socket, .. } => crate::daemon::sharing::list_devices(socket)
-            .map_err(|e| {
+        ToolDevice::Daemon { socket, .. } => {
+            let mut hsm1 = Vec::new();
+            let listed = crate::daemon::sharing::list_device_kinds(socket).map_err(|e| {
                 Error::io(
                     format!("daemon not running (no answer on {})", socket.display()),
                     e,
                 )
-            })?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, _))| {
-                (
-                    name,
-                    ToolDevice::Daemon {
-                        socket: socket.clone(),
-                        index: i as u8,
-                    },
-                )
-            })
-            .collect(),
+            })?;
+            for (i, (kind, state, name)) in listed.into_iter().enumerate() {
+                if kind == "yubihsm2" {
+                    hsm2.push((i as u8, state, name));
+                } else {
+                    hsm1.push((
+                        name,
+                        ToolDevice::Daemon {
+                            socket: socket.clone(),
+                            index: i as u8,
+                        },
+                    ));
+                }
+            }
+            hsm1
+        }
     };
     let mut secrets: Option<Secrets> = None;
     let mut failed = 0;
@@ -210,6 +281,9 @@ pub fn unlock(
         } else {
             let _ = writeln!(out, "{name}: unlocked");
         }
+    }
+    if let ToolDevice::Daemon { socket, .. } = dev {
+        failed += unlock_hsm2(socket, &hsm2, opts, input, out)?;
     }
     if failed > 0 {
         return Err(Error::StillLocked(failed));

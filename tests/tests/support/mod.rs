@@ -78,7 +78,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         demo: devices.is_empty(),
         devices,
         aead_dir: aead_dir.to_path_buf(),
-        key_handles: vec![KeyHandle(0x20), KeyHandle(0x21)],
+        key_handles: vec![KeyHandle(0x20).into(), KeyHandle(0x21).into()],
         http: HttpConfig {
             reqtimeout,
             ..HttpConfig::default()
@@ -91,6 +91,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         reload: None,
         nonce_policy: aead_store::NoncePolicy::PublicId,
         db: None,
+        hsm2: Default::default(),
     }
 }
 

@@ -1,0 +1,666 @@
+//! The owner thread of one YubiHSM 2: its transport, the authentication key its sessions
+//! are opened with, and a small pool of sessions.
+//!
+//! A YubiHSM 2 runs one command at a time, so, as for a YubiHSM 1, one thread owns the way
+//! to it (a yubihsm-connector's HTTP API, or USB) and takes jobs from the device's bounded
+//! queue ([`crate::daemon::pool`]). What differs is the session: every command a KSM sends
+//! runs inside an SCP03 session opened with an authentication key. The device drops a
+//! session after some idle time (30 s on a real device), when it is reset or power-cycled,
+//! and the host must drop one whose MAC chain broke (an answer lost in transit). So the
+//! owner keeps up to [`Hsm2Backend::sessions`] sessions, used in turn, and opens one again
+//! when the device says it is gone: the request that found it gone is repeated on the new
+//! one within its deadline, and `/metrics` counts the re-authentication. A session a reset
+//! dropped is the device's whole set gone, so all are dropped at once.
+//!
+//! The authentication key's password is the YubiHSM 2's unlock secret. Without it (no
+//! password file configured) the device is *locked*: the daemon answers `ERR HSM locked`,
+//! as for a YubiHSM 1 whose key store is locked, until `ksm keystore-unlock` hands the
+//! password over the sharing socket. The owner checks it by opening a session, keeps the
+//! keys derived from it only in this thread's memory (wiped when dropped), and forgets them
+//! if the device ever refuses them.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hsm2_proto::session::HostSession;
+use hsm2_proto::transport::Transport;
+use hsm2_proto::{AuthKey, Client, Error as Hsm2Error, ErrorCode, ObjectId, OtpAead};
+use hsm_proto::otp::OtpCounters;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
+use crate::daemon::pool::{Job, PoolError};
+
+/// Opens the way to a YubiHSM 2 (a connector URL, a USB device).
+pub type OpenTransport =
+    Arc<dyn Fn() -> Result<Box<dyn Transport>, crate::Error> + Send + Sync + 'static>;
+
+/// How a YubiHSM 2 is reached and authenticated to.
+#[derive(Clone)]
+pub struct Hsm2Backend {
+    /// Its name in logs, `/health` and `/metrics` (the connector URL, `usb`, …).
+    pub name: String,
+    /// Opens its transport.
+    pub open: OpenTransport,
+    /// The authentication key the daemon's sessions use.
+    pub auth_key_id: ObjectId,
+    /// That key, derived from its password: from a private file at start-up, or `None` to
+    /// stay locked until `ksm keystore-unlock` hands the password over.
+    pub key: Option<AuthKey>,
+    /// How many sessions to keep open (1 to 16; the device has 16 slots, shared with every
+    /// other client of the device).
+    pub sessions: usize,
+}
+
+/// What a successful unlock did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlocked {
+    /// The password opened a session; the device serves from now on.
+    Now,
+    /// The device already had a password that works; the one given was not needed.
+    Already,
+}
+
+/// How many times a decode is tried when its session or the transport fails under it.
+const DECODE_ATTEMPTS: u32 = 3;
+
+/// One YubiHSM 2, as its owner thread holds it.
+struct Hsm2Device {
+    backend: Hsm2Backend,
+    health: Arc<DeviceHealth>,
+    client: Option<Client<Box<dyn Transport>>>,
+    key: Option<AuthKey>,
+    sessions: Vec<Option<HostSession>>,
+    /// Slots that have held a session before: opening one again is a re-authentication.
+    used: Vec<bool>,
+    next: usize,
+}
+
+/// The owner thread of a YubiHSM 2: the only code that talks to it.
+pub(crate) fn owner(
+    backend: Hsm2Backend,
+    rx: Receiver<Job>,
+    health: Arc<DeviceHealth>,
+    reopen_interval: Duration,
+) {
+    let mut dev = Hsm2Device::new(backend, health.clone());
+    let mut next_open = Instant::now();
+    loop {
+        if dev.client.is_none() && Instant::now() >= next_open && !dev.open() {
+            next_open = Instant::now() + reopen_interval;
+        }
+        let wait = if dev.client.is_none() {
+            reopen_interval
+        } else {
+            Duration::from_secs(1)
+        };
+        let job = match rx.recv_timeout(wait) {
+            Ok(j) => j,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        dev.run(job);
+        health.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// True if the device refused the authentication key: a wrong password (the card
+/// cryptogram does not match) or a key it does not have.
+fn key_refused(e: &Hsm2Error) -> bool {
+    matches!(e, Hsm2Error::CardCryptogram)
+        || matches!(
+            e.code(),
+            Some(ErrorCode::AuthenticationFailed | ErrorCode::ObjectNotFound)
+        )
+}
+
+impl Hsm2Device {
+    fn new(backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2Device {
+        let n = backend.sessions.clamp(1, 16);
+        Hsm2Device {
+            key: backend.key.clone(),
+            backend,
+            health,
+            client: None,
+            sessions: (0..n).map(|_| None).collect(),
+            used: vec![false; n],
+            next: 0,
+        }
+    }
+
+    fn run(&mut self, job: Job) {
+        match job {
+            Job::Decode2 {
+                otp,
+                key_id,
+                aead,
+                deadline,
+                reply,
+            } => {
+                let _ = reply.send(self.decode(otp, key_id, aead, deadline));
+            }
+            Job::Unlock {
+                password,
+                deadline,
+                reply,
+            } => {
+                let _ = reply.send(self.unlock(&password, deadline));
+            }
+            Job::Reopen => {
+                self.close();
+                self.open();
+            }
+            // YubiHSM 1 work: the router never sends it here, and a tool's YubiHSM 1
+            // frame means nothing to a YubiHSM 2.
+            Job::Decode { reply, .. } => {
+                let _ = reply.send(Err(PoolError::WrongKind));
+            }
+            Job::Frame { reply, .. } => {
+                let _ = reply.send(Err(PoolError::WrongKind));
+            }
+        }
+    }
+
+    /// Opens the transport, then (if the password is known) a session, which tells whether
+    /// the device takes the password. False if the device cannot be reached.
+    fn open(&mut self) -> bool {
+        if !self.open_transport() {
+            return false;
+        }
+        if self.key.is_none() {
+            self.health.set(DeviceState::Locked);
+            return true;
+        }
+        match self.ensure_session(0) {
+            Ok(()) => {
+                self.health.set(DeviceState::Up);
+                true
+            }
+            Err(PoolError::Locked) => true,
+            Err(_) => self.client.is_some(),
+        }
+    }
+
+    fn open_transport(&mut self) -> bool {
+        match (self.backend.open)() {
+            Ok(t) => {
+                self.client = Some(Client::new(t));
+                self.health.opens.fetch_add(1, Ordering::SeqCst);
+                info!(device = %self.health.name, "YubiHSM 2 opened");
+                true
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.health.last_error() != text {
+                    warn!(device = %self.health.name, error = %e, "YubiHSM 2 unavailable; retrying");
+                }
+                self.health.count_error(LineError::Open, text);
+                self.health.set(DeviceState::Down);
+                false
+            }
+        }
+    }
+
+    /// Drops the transport and every session (without closing them: the device may be
+    /// gone; it drops them itself when they expire).
+    fn close(&mut self) {
+        self.client = None;
+        self.drop_sessions();
+    }
+
+    fn drop_sessions(&mut self) {
+        for s in &mut self.sessions {
+            if s.take().is_some() {
+                self.health.sessions_open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn drop_session(&mut self, slot: usize) {
+        if self.sessions[slot].take().is_some() {
+            self.health.sessions_open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The transport failed: drop it and its sessions; the owner loop reopens it.
+    fn transport_failed(&mut self, e: &Hsm2Error) -> PoolError {
+        warn!(device = %self.health.name, error = %e, "YubiHSM 2 transport failed; reopening");
+        self.health
+            .count_error(LineError::of_hsm2(e), e.to_string());
+        self.close();
+        self.health.set(DeviceState::Down);
+        if matches!(e, Hsm2Error::Timeout { .. }) {
+            PoolError::Timeout
+        } else {
+            PoolError::Unavailable
+        }
+    }
+
+    /// Makes sure session slot `slot` holds an open session.
+    fn ensure_session(&mut self, slot: usize) -> Result<(), PoolError> {
+        if self.sessions[slot].is_some() {
+            return Ok(());
+        }
+        let Some(key) = &self.key else {
+            self.health.set(DeviceState::Locked);
+            return Err(PoolError::Locked);
+        };
+        let Some(client) = self.client.as_mut() else {
+            return Err(PoolError::Unavailable);
+        };
+        match client.open_session(self.backend.auth_key_id, key) {
+            Ok(s) => {
+                if std::mem::replace(&mut self.used[slot], true) {
+                    self.health
+                        .reauthentications
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(device = %self.health.name, slot, "YubiHSM 2 session re-authenticated");
+                }
+                self.sessions[slot] = Some(s);
+                self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) if e.is_transport_error() => Err(self.transport_failed(&e)),
+            Err(e) if key_refused(&e) => {
+                warn!(device = %self.health.name, key = %self.backend.auth_key_id, error = %e,
+                    "the YubiHSM 2 refused the authentication key's password; run `ksm keystore-unlock`");
+                self.key = None;
+                self.drop_sessions();
+                self.health.set(DeviceState::Locked);
+                Err(PoolError::Locked)
+            }
+            Err(e) if e.code() == Some(ErrorCode::SessionsFull) => {
+                warn!(device = %self.health.name, "every YubiHSM 2 session slot is taken (by other clients of the device)");
+                self.health.count_error(LineError::Open, e.to_string());
+                Err(PoolError::Unavailable)
+            }
+            Err(e) => {
+                warn!(device = %self.health.name, error = %e, "YubiHSM 2 session could not be opened");
+                self.health.count_error(LineError::Garbage, e.to_string());
+                Err(PoolError::Hsm2(e))
+            }
+        }
+    }
+
+    /// Decodes `otp` (its 16 token bytes) with `aead` under otp-aead-key `key_id`.
+    fn decode(
+        &mut self,
+        otp: [u8; 16],
+        key_id: ObjectId,
+        aead: OtpAead,
+        deadline: Instant,
+    ) -> Result<OtpCounters, PoolError> {
+        let was_open = self.client.is_some();
+        let mut last = PoolError::Unavailable;
+        for attempt in 0..DECODE_ATTEMPTS {
+            if Instant::now() >= deadline {
+                return Err(PoolError::Timeout);
+            }
+            if self.client.is_none() {
+                // A device that was down before this request is the owner loop's to reopen;
+                // one that failed under it is reopened here while the deadline allows.
+                if !was_open || attempt == 0 || !self.open_transport() {
+                    return Err(last);
+                }
+            }
+            let slot = self.next % self.sessions.len();
+            self.next = self.next.wrapping_add(1);
+            match self.ensure_session(slot) {
+                Ok(()) => {}
+                // The transport failed opening the session: reopen it, unless it stalled
+                // (it would only stall again).
+                Err(PoolError::Unavailable) if self.client.is_none() => continue,
+                Err(e) => return Err(e),
+            }
+            let (Some(client), Some(session)) =
+                (self.client.as_mut(), self.sessions[slot].as_mut())
+            else {
+                return Err(PoolError::Unavailable);
+            };
+            match client.decrypt_otp(session, key_id, aead, otp) {
+                Ok(c) => {
+                    if self.health.state() != DeviceState::Up {
+                        self.health.set(DeviceState::Up);
+                    }
+                    return Ok(OtpCounters {
+                        use_ctr: c.use_ctr,
+                        session_ctr: c.session_ctr,
+                        ts_high: c.ts_high,
+                        ts_low: c.ts_low,
+                    });
+                }
+                Err(e) if e.is_transport_error() => {
+                    last = self.transport_failed(&e);
+                    if last == PoolError::Timeout {
+                        return Err(last);
+                    }
+                }
+                Err(e) if !session.is_usable() => {
+                    // The session is gone on the device (expired, or a reset dropped every
+                    // session) or its MAC chain broke: open another and repeat the request,
+                    // which changes nothing on the device.
+                    debug!(device = %self.health.name, error = %e, "YubiHSM 2 session lost");
+                    if e.code() == Some(ErrorCode::InvalidSession) {
+                        self.drop_sessions();
+                    } else {
+                        self.health.count_error(LineError::Garbage, e.to_string());
+                        self.drop_session(slot);
+                    }
+                    last = PoolError::Unavailable;
+                }
+                Err(e) => return Err(PoolError::Hsm2(e)),
+            }
+        }
+        Err(last)
+    }
+
+    /// Checks `password` by opening a session with it; kept if the device takes it.
+    fn unlock(
+        &mut self,
+        password: &Zeroizing<String>,
+        deadline: Instant,
+    ) -> Result<Unlocked, PoolError> {
+        if self.key.is_some() && self.health.state() == DeviceState::Up {
+            return Ok(Unlocked::Already);
+        }
+        if Instant::now() >= deadline {
+            return Err(PoolError::Timeout);
+        }
+        if self.client.is_none() && !self.open_transport() {
+            return Err(PoolError::Unavailable);
+        }
+        let key = AuthKey::from_password(password.as_bytes());
+        let Some(client) = self.client.as_mut() else {
+            return Err(PoolError::Unavailable);
+        };
+        match client.open_session(self.backend.auth_key_id, &key) {
+            Ok(s) => {
+                self.drop_sessions();
+                self.key = Some(key);
+                self.used[0] = true;
+                self.sessions[0] = Some(s);
+                self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
+                self.health.set(DeviceState::Up);
+                info!(device = %self.health.name, "YubiHSM 2 unlocked: its authentication key's password was given");
+                Ok(Unlocked::Now)
+            }
+            Err(e) if e.is_transport_error() => Err(self.transport_failed(&e)),
+            Err(e) if key_refused(&e) => {
+                warn!(device = %self.health.name, key = %self.backend.auth_key_id, "keystore-unlock: the YubiHSM 2 refused the password");
+                Err(PoolError::WrongPassword)
+            }
+            Err(e) => Err(PoolError::Hsm2(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::{Duration, Instant};
+
+    use hsm2_proto::emulator::{ConnectorEmulator, DeviceConfig};
+    use hsm2_proto::transport::{Connector, HttpTimeouts};
+    use hsm_proto::otp::Otp;
+    use hsm_proto::{Aead, KeyHandle, PublicId, YubiKeyAead};
+
+    use super::*;
+    use crate::daemon::answer::Outcome;
+    use crate::daemon::pool::{Backend, DecodeAead, Pool, PoolConfig};
+
+    /// Authentication key 2's password in `fixtures/emulator/yubihsm2-migrated.toml`.
+    pub(crate) const PASSWORD: &str = "ksm test password";
+
+    /// The YubiHSM 2 that took over the demo YubiHSM 1, with `extra` lines in front.
+    pub(crate) fn emulator(extra: &str) -> ConnectorEmulator {
+        let text = format!(
+            "{extra}\n{}",
+            test_support::emulator_fixture("yubihsm2-migrated.toml")
+                .replace("session-timeout = 30", "")
+        );
+        let cfg = DeviceConfig::parse(&text).unwrap();
+        ConnectorEmulator::start("127.0.0.1:0".parse().unwrap(), &cfg).unwrap()
+    }
+
+    /// A YubiHSM 2 backend on the connector at `url`, authenticating with key 2 and
+    /// `password` (none: locked until unlocked).
+    pub(crate) fn backend(url: String, password: Option<&str>, sessions: usize) -> Backend {
+        let target = url.clone();
+        let timeouts = HttpTimeouts {
+            connect: Duration::from_secs(2),
+            answer: Duration::from_millis(700),
+        };
+        Backend::Hsm2(Hsm2Backend {
+            name: url,
+            open: Arc::new(move || {
+                Ok(Box::new(Connector::open(&target, timeouts)?) as Box<dyn Transport>)
+            }),
+            auth_key_id: ObjectId(2),
+            key: password.map(|p| AuthKey::from_password(p.as_bytes())),
+            sessions,
+        })
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Yubikey vector `i`'s AEAD, for each kind of HSM.
+    fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
+        let v = test_support::otp_vectors();
+        let y = &v["yubikeys"][i];
+        let kh = y["key_handle"].as_u64().unwrap() as u32;
+        let nonce = PublicId::new(y["public_id"].as_str().unwrap())
+            .unwrap()
+            .to_nonce()
+            .unwrap();
+        let bytes: [u8; 30] = hex::decode(y["aead"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let aead = YubiKeyAead::try_from(&Aead::new(&bytes).unwrap()).unwrap();
+        (
+            DecodeAead::Hsm1 {
+                key_handle: KeyHandle(kh),
+                nonce,
+                aead,
+            },
+            DecodeAead::Hsm2 {
+                key_id: ObjectId(0x100 + kh as u16),
+                aead: OtpAead::from_yubihsm1(nonce.0, bytes),
+            },
+        )
+    }
+
+    fn line(r: Result<OtpCounters, PoolError>) -> String {
+        match r {
+            Ok(c) => Outcome::Ok(c).answer().1,
+            Err(e) => Outcome::from(e).answer().1,
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(3)
+    }
+
+    fn wait_for_state(pool: &Pool, state: DeviceState) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0].state() != state {
+            assert!(Instant::now() < deadline, "never {}", state.name());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The golden lines: every vector YubiKey's ykgenerate OTPs answer on the YubiHSM 2
+    /// exactly as on the YubiHSM 1 (the demo soft HSM), good and tampered alike.
+    #[test]
+    fn answers_are_the_yubihsm1_answers() {
+        let emu = emulator("");
+        let hsm2 = Pool::start(
+            vec![backend(emu.url(), Some(PASSWORD), 2)],
+            PoolConfig::default(),
+        );
+        let hsm1 = Pool::start(
+            vec![Backend::Soft(Box::new(
+                crate::device::demo_config().unwrap(),
+            ))],
+            PoolConfig::default(),
+        );
+        let rt = rt();
+        for i in 0..6 {
+            let (a1, a2) = aeads(i);
+            for (ctr, use_) in [(1, 0), (0x0123, 0x45), (0xfffe, 0xff)] {
+                let otp = Otp::parse(&test_support::vector_otp(i, ctr, use_)).unwrap();
+                let want = line(rt.block_on(hsm1.decode(otp.clone(), a1, soon())));
+                assert!(want.starts_with("OK counter="), "{want}");
+                let got = line(rt.block_on(hsm2.decode(otp.clone(), a2, soon())));
+                assert_eq!(got, want, "yubikey {i}");
+                // A token made with another key: the same refusal.
+                let mut bad = otp.clone();
+                bad.ciphertext[3] ^= 1;
+                assert_eq!(
+                    line(rt.block_on(hsm2.decode(bad.clone(), a2, soon()))),
+                    line(rt.block_on(hsm1.decode(bad, a1, soon())))
+                );
+            }
+        }
+        // Each AEAD goes to a device of its kind only.
+        let otp = Otp::parse(&test_support::vector_otp(0, 1, 1)).unwrap();
+        let (a1, a2) = aeads(0);
+        assert_eq!(
+            rt.block_on(hsm2.decode(otp.clone(), a1, soon())),
+            Err(PoolError::Unavailable)
+        );
+        assert_eq!(
+            rt.block_on(hsm1.decode(otp, a2, soon())),
+            Err(PoolError::Unavailable)
+        );
+        let h = &hsm2.health()[0];
+        assert_eq!(h.kind, crate::daemon::health::DeviceKind::YubiHsm2);
+        assert_eq!(h.sessions_open.load(Ordering::SeqCst), 2);
+        assert_eq!(h.reauthentications.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn locked_without_a_password_until_the_right_one_is_given() {
+        let emu = emulator("");
+        let pool = Pool::start(vec![backend(emu.url(), None, 1)], PoolConfig::default());
+        wait_for_state(&pool, DeviceState::Locked);
+        let rt = rt();
+        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
+        let (_, a2) = aeads(0);
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
+            "ERR HSM locked"
+        );
+        let wrong = Zeroizing::new("not the password".to_string());
+        assert_eq!(
+            rt.block_on(pool.unlock(0, wrong, soon())),
+            Err(PoolError::WrongPassword)
+        );
+        assert_eq!(pool.health()[0].state(), DeviceState::Locked);
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
+            "ERR HSM locked"
+        );
+        let right = Zeroizing::new(PASSWORD.to_string());
+        assert_eq!(
+            rt.block_on(pool.unlock(0, right.clone(), soon())),
+            Ok(Unlocked::Now)
+        );
+        assert_eq!(pool.health()[0].state(), DeviceState::Up);
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp, a2, soon()))),
+            "OK counter=0007 low=4242 high=17 use=07"
+        );
+        assert_eq!(
+            rt.block_on(pool.unlock(0, right, soon())),
+            Ok(Unlocked::Already)
+        );
+    }
+
+    #[test]
+    fn a_configured_password_the_device_refuses_leaves_it_locked() {
+        let emu = emulator("");
+        let pool = Pool::start(
+            vec![backend(emu.url(), Some("stale password"), 1)],
+            PoolConfig::default(),
+        );
+        wait_for_state(&pool, DeviceState::Locked);
+        let (_, a2) = aeads(0);
+        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
+        assert_eq!(
+            line(rt().block_on(pool.decode(otp, a2, soon()))),
+            "ERR HSM locked"
+        );
+        assert_eq!(pool.health()[0].sessions_open.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_reset_and_an_expiry_are_re_authenticated_within_the_request() {
+        let emu = emulator("session-timeout = 1");
+        let pool = Pool::start(
+            vec![backend(emu.url(), Some(PASSWORD), 1)],
+            PoolConfig::default(),
+        );
+        wait_for_state(&pool, DeviceState::Up);
+        let rt = rt();
+        let (_, a2) = aeads(1);
+        let decode = |ctr| {
+            let otp = Otp::parse(&test_support::vector_otp(1, ctr, 1)).unwrap();
+            line(rt.block_on(pool.decode(otp, a2, soon())))
+        };
+        let reauths = || pool.health()[0].reauthentications.load(Ordering::SeqCst);
+        assert_eq!(decode(1), "OK counter=0001 low=4242 high=17 use=01");
+        assert_eq!(reauths(), 0);
+        // A reset drops every session on the device.
+        emu.reset();
+        assert_eq!(decode(2), "OK counter=0002 low=4242 high=17 use=01");
+        assert_eq!(reauths(), 1);
+        // An idle session expires on the device (1 s here, 30 s on a real one).
+        std::thread::sleep(Duration::from_millis(2200));
+        assert_eq!(decode(3), "OK counter=0003 low=4242 high=17 use=01");
+        assert_eq!(reauths(), 2);
+        assert_eq!(pool.health()[0].sessions_open.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.health()[0].state(), DeviceState::Up);
+    }
+
+    #[test]
+    fn a_stalled_device_times_out_within_the_deadline_and_comes_back() {
+        let emu = emulator("");
+        let pool = Pool::start(
+            vec![backend(emu.url(), Some(PASSWORD), 1)],
+            PoolConfig::default(),
+        );
+        wait_for_state(&pool, DeviceState::Up);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        let otp = Otp::parse(&test_support::vector_otp(0, 9, 9)).unwrap();
+        emu.set_stall(true);
+        let deadline = Instant::now() + Duration::from_millis(400);
+        let r = rt.block_on(pool.decode(otp.clone(), a2, deadline));
+        assert_eq!(r, Err(PoolError::Timeout));
+        assert!(Instant::now() < deadline + Duration::from_millis(200));
+        emu.set_stall(false);
+        let mut last = String::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            last = line(rt.block_on(pool.decode(otp.clone(), a2, soon())));
+            if last.starts_with("OK") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(last, "OK counter=0009 low=4242 high=17 use=09");
+        // The request the stall caught failed on the way (its connection closed when the
+        // stall ended, or its answer timed out first): counted, and the transport reopened.
+        let h = &pool.health()[0];
+        assert!(h.line_errors().map(|(_, n)| n).sum::<u64>() > 0);
+        assert!(h.opens.load(Ordering::SeqCst) >= 2);
+    }
+}

@@ -1,0 +1,549 @@
+//! `ksm serve` on YubiHSM 2 devices, as an operator runs it: every piece a process of its
+//! own (`ksm emulate --hsm2` behind real connector HTTP, `ksm emulate --pty` for the
+//! YubiHSM 1, `ksm serve`, `ksm keystore-unlock`, `ksm migrate-aeads`), OTPs from Yubico's
+//! `ykgenerate`, and every answer line compared with the line the YubiHSM 1 path gives for
+//! the same OTP: the validator's view must not change.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use e2e_tests::{get, otp_vectors, vector_otp, ykgenerate, Answer};
+
+const KSM: &str = env!("CARGO_BIN_EXE_ksm");
+
+/// Authentication key 2's password in `fixtures/emulator/yubihsm2-migrated.toml`.
+const PASSWORD: &str = "ksm test password";
+
+/// A child process, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ksm emulate --hsm2` with the YubiHSM 2 that took over the demo YubiHSM 1.
+struct Hsm2 {
+    _proc: Proc,
+    url: String,
+    control: PathBuf,
+}
+
+impl Hsm2 {
+    fn start(dir: &Path) -> Hsm2 {
+        let config = dir.join("yubihsm2.toml");
+        std::fs::write(
+            &config,
+            std::fs::read(e2e_tests::fixtures().join("emulator/yubihsm2-migrated.toml")).unwrap(),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let control = dir.join("hsm2.ctl");
+        let mut child = Command::new(KSM)
+            .args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--control")
+            .arg(&control)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ksm emulate --hsm2");
+        let line = first_line(&mut child);
+        let url = line
+            .strip_prefix("emulated YubiHSM 2 at ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        e2e_tests::wait_for_path(&control);
+        Hsm2 {
+            _proc: Proc(child),
+            url,
+            control,
+        }
+    }
+
+    fn control(&self, line: &str) -> String {
+        e2e_tests::control(&self.control, line)
+    }
+}
+
+/// The first line a child prints, within 20 s; the rest of its output is drained.
+fn first_line(child: &mut Child) -> String {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(out).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("nothing printed within 20 s")
+        .expect("a first line")
+        .unwrap()
+}
+
+/// A running `ksm serve` with its sharing socket.
+struct Serve {
+    _proc: Proc,
+    addr: SocketAddr,
+    socket: PathBuf,
+}
+
+impl Serve {
+    /// `ksm serve ARGS` with a sharing socket in `dir`, on a free port.
+    fn start(dir: &Path, name: &str, args: &[&str]) -> Serve {
+        let socket = dir.join(format!("{name}.sock"));
+        let mut child = Command::new(KSM)
+            .arg("serve")
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--port", "0", "--reqtimeout", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ksm serve");
+        let line = first_line(&mut child);
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        Serve {
+            _proc: Proc(child),
+            addr,
+            socket,
+        }
+    }
+
+    fn decode(&self, otp: &str) -> Answer {
+        get(self.addr, &format!("/wsapi/decrypt?otp={otp}"))
+    }
+
+    fn health(&self) -> serde_json::Value {
+        serde_json::from_str(&get(self.addr, "/health").body).unwrap()
+    }
+
+    /// A metric's value (the first line starting with `prefix`).
+    fn metric(&self, prefix: &str) -> Option<u64> {
+        get(self.addr, "/metrics")
+            .body
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits until device `i` is in `state`.
+    fn wait_for_state(&self, i: usize, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.health()["devices"][i]["state"] != state {
+            assert!(Instant::now() < deadline, "{}", self.health());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `ksm keystore-unlock --stdin --no-otp` with `input` on its standard input.
+    fn unlock(&self, input: &str) -> Output {
+        let mut c = Command::new(KSM)
+            .args(["keystore-unlock", "--stdin", "--no-otp", "--socket"])
+            .arg(&self.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    e2e_tests::output_text(o)
+}
+
+/// A private file holding `content`.
+fn private_file(path: &Path, content: &str) {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// OTPs to compare: for each vector YubiKey, fresh `ykgenerate` OTPs (good ones, one of
+/// another YubiKey's key under this id), and the fixed vector OTPs.
+fn otps() -> Vec<String> {
+    let v = otp_vectors();
+    let mut all: Vec<String> = v["otps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["otp"].as_str().unwrap().to_string())
+        .collect();
+    for i in 0..6 {
+        all.push(vector_otp(i, 0x0123, 0x45));
+        all.push(vector_otp(i, 0xfffe, 0xff));
+        let y = &v["yubikeys"][i];
+        let other = &v["yubikeys"][(i + 1) % 6];
+        all.push(ykgenerate(
+            y["public_id"].as_str().unwrap(),
+            other["aes_key"].as_str().unwrap(),
+            other["uid"].as_str().unwrap(),
+            7,
+            1,
+            2,
+            3,
+        ));
+    }
+    // An unknown public id, and no OTP at all.
+    all.push(ykgenerate(
+        "cccccccccccb",
+        "00112233445566778899aabbccddeeff",
+        "010203040506",
+        1,
+        1,
+        1,
+        1,
+    ));
+    all.push(String::new());
+    all
+}
+
+/// Every answer of `d` to `otps`, `status body` per OTP.
+fn answers(d: &Serve, otps: &[String]) -> Vec<String> {
+    otps.iter()
+        .map(|o| {
+            let a = d.decode(o);
+            format!("{} {}", a.status, a.body)
+        })
+        .collect()
+}
+
+#[test]
+fn a_locked_yubihsm2_is_unlocked_by_keystore_unlock_and_refuses_a_wrong_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm2 = Hsm2::start(dir.path());
+    let store = e2e_tests::fixtures().join("aead-files/store");
+    let d = Serve::start(
+        dir.path(),
+        "ksm",
+        &[
+            "-D",
+            &hsm2.url,
+            "-B",
+            store.to_str().unwrap(),
+            "--key-handles",
+            "0x20",
+            "--hsm2-auth-key",
+            "2",
+        ],
+    );
+    d.wait_for_state(0, "locked");
+    let h = d.health();
+    assert_eq!(h["devices"][0]["kind"], "yubihsm2", "{h}");
+    assert_eq!(h["devices"][0]["name"], hsm2.url.as_str(), "{h}");
+    assert_eq!(h["status"], "locked", "{h}");
+    assert_eq!(get(d.addr, "/health").status, 503);
+    assert_eq!(
+        d.metric(&format!(
+            "ksm_hsm_state{{device=\"{}\",state=\"locked\"}}",
+            hsm2.url
+        )),
+        Some(1)
+    );
+
+    let o = d.unlock("not the password\n");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("wrong password"), "{}", text(&o));
+    assert!(!text(&o).contains("not the password"), "{}", text(&o));
+    assert_eq!(d.health()["devices"][0]["state"], "locked");
+
+    let o = d.unlock(&format!("{PASSWORD}\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("{}: unlocked\n", hsm2.url)
+    );
+    let h = d.health();
+    assert_eq!(h["devices"][0]["state"], "up", "{h}");
+    assert_eq!(h["devices"][0]["sessions_open"], 1, "{h}");
+    let sessions = format!("ksm_hsm_sessions_open{{device=\"{}\"}}", hsm2.url);
+    assert_eq!(d.metric(&sessions), Some(1));
+    // The device holds the daemon's session, and the one the wrong password created but
+    // could not authenticate (the device drops it when it has sat idle for its timeout).
+    assert!(
+        hsm2.control("status").starts_with("sessions=2 "),
+        "{}",
+        hsm2.control("status")
+    );
+}
+
+/// `ksm migrate-aeads` of key handle `kh` to otp-aead-key `id` in `aeads` (beside pyhsm's
+/// files), checked on the YubiHSM 2 with its factory key 1.
+fn migrate(hsm2: &Hsm2, dir: &Path, aeads: &Path, kh: &str, id: &str) {
+    let pw = dir.join("factory-password");
+    private_file(&pw, "password\n");
+    let o = Command::new(KSM)
+        .args(["migrate-aeads", "-B"])
+        .arg(aeads)
+        .args(["--key-handle", kh, "--to-key-id", id, "-D", &hsm2.url])
+        .args(["--auth-key-id", "1", "--password-file"])
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A private copy of the fixture AEADs (pyhsm's files of key handles 0x20 and 0x21).
+fn store_copy(dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    e2e_tests::copy_tree(&e2e_tests::fixtures().join("aead-files/store"), &to);
+    to
+}
+
+/// The migration as an operator runs it: the YubiHSM 1 daemon's answers are the golden
+/// lines; after `ksm migrate-aeads`, a daemon on the YubiHSM 2 alone gives the same lines for
+/// the same OTPs, before and after the device drops its sessions (a reset), and again with
+/// the AEADs as database rows (`ksm store db-import`, SQLite).
+#[test]
+fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm1 = e2e_tests::EmulateProcess::start(Path::new(KSM), &["--preset", "demo"], dir.path());
+    let hsm2 = Hsm2::start(dir.path());
+    let aeads = store_copy(dir.path(), "aeads");
+    let link = hsm1.link.to_str().unwrap().to_string();
+    let aeads_arg = aeads.to_str().unwrap().to_string();
+
+    let otps = otps();
+    let golden = {
+        let d1 = Serve::start(
+            dir.path(),
+            "hsm1",
+            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
+        );
+        answers(&d1, &otps)
+    };
+    // The golden lines are the contract's: the vectors' published answers, every good OTP
+    // decoded, the rest refused.
+    let v = otp_vectors();
+    for (o, line) in v["otps"].as_array().unwrap().iter().zip(&golden) {
+        assert_eq!(*line, format!("200 {}\n", o["expect"].as_str().unwrap()));
+    }
+    assert_eq!(
+        golden
+            .iter()
+            .filter(|l| l.starts_with("200 OK counter="))
+            .count(),
+        otps.len() - 8,
+        "{golden:#?}"
+    );
+    assert!(
+        golden.contains(&"200 ERR Corrupt OTP\n".to_string()),
+        "{golden:#?}"
+    );
+    assert!(golden.contains(&"200 ERR Unknown public_id\n".to_string()));
+    assert!(golden.contains(&"200 ERR No OTP provided\n".to_string()));
+
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let pw = dir.path().join("hsm2-password");
+    private_file(&pw, &format!("{PASSWORD}\n"));
+    // Only the YubiHSM 2 copies are listed: nothing can come from pyhsm's files.
+    let d2 = Serve::start(
+        dir.path(),
+        "hsm2",
+        &[
+            "-D",
+            &hsm2.url,
+            "-B",
+            &aeads_arg,
+            "--key-handles",
+            "otp-aead-key:0x0120,otp-aead-key:0x0121",
+            "--hsm2-auth-key",
+            "2",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    d2.wait_for_state(0, "up");
+    assert_eq!(answers(&d2, &otps), golden);
+    let reauths = format!("ksm_hsm_reauthentications_total{{device=\"{}\"}}", hsm2.url);
+    let before = d2.metric(&reauths).unwrap();
+    // The device drops every session (a power cycle): the daemon authenticates again
+    // inside the requests that find them gone, and nothing else changes.
+    assert_eq!(hsm2.control("reset"), "ok");
+    assert_eq!(answers(&d2, &otps), golden);
+    assert!(d2.metric(&reauths).unwrap() > before);
+    let h = d2.health();
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(
+        h["devices"][0]["reauthentications"].as_u64().unwrap() > 0,
+        "{h}"
+    );
+    drop(d2);
+
+    // The same AEADs as rows (`ksm store db-import`, SQLite): the same lines again.
+    let db = format!("sqlite:///{}", dir.path().join("aeads.db").display());
+    for args in [vec!["db-init", &db], vec!["db-import", &aeads_arg, &db]] {
+        let o = Command::new(KSM).arg("store").args(&args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let d3 = Serve::start(
+        dir.path(),
+        "hsm2-db",
+        &[
+            "-D",
+            &hsm2.url,
+            "--db-url",
+            &db,
+            "--key-handles",
+            "otp-aead-key:0x0120,otp-aead-key:0x0121",
+            "--hsm2-auth-key",
+            "2",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    d3.wait_for_state(0, "up");
+    assert_eq!(answers(&d3, &otps), golden);
+}
+
+/// During the move one daemon holds a YubiHSM 1 and a YubiHSM 2: key handle 0x20 is
+/// migrated, 0x21 not yet. Each AEAD goes to the device that opens it: the YubiHSM 2, still
+/// locked, refuses only 0x20's YubiKeys, and 0x21's keep decoding on the YubiHSM 1; once
+/// `ksm keystore-unlock` has handed the password over, every answer is the golden one, and a
+/// YubiHSM 2 gone away takes only its own YubiKeys down.
+#[test]
+fn a_mixed_daemon_serves_both_stores_during_the_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm1 = e2e_tests::EmulateProcess::start(Path::new(KSM), &["--preset", "demo"], dir.path());
+    let hsm2 = Hsm2::start(dir.path());
+    let aeads = store_copy(dir.path(), "aeads");
+    let link = hsm1.link.to_str().unwrap().to_string();
+    let aeads_arg = aeads.to_str().unwrap().to_string();
+    let otps = otps();
+    let golden = {
+        let d1 = Serve::start(
+            dir.path(),
+            "hsm1",
+            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
+        );
+        answers(&d1, &otps)
+    };
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    let d = Serve::start(
+        dir.path(),
+        "mixed",
+        &[
+            "-D",
+            &link,
+            "-D",
+            &hsm2.url,
+            "-B",
+            &aeads_arg,
+            "--key-handles",
+            "otp-aead-key:0x0120,0x20,0x21",
+            "--hsm2-auth-key",
+            "2",
+        ],
+    );
+    d.wait_for_state(0, "up");
+    d.wait_for_state(1, "locked");
+    let h = d.health();
+    assert_eq!(h["devices"][0]["kind"], "yubihsm1", "{h}");
+    assert_eq!(h["devices"][1]["kind"], "yubihsm2", "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    // Vector YubiKeys 0, 2, 4 are key handle 0x20's (now on the YubiHSM 2), 1, 3, 5 0x21's.
+    let v = otp_vectors();
+    let kh_of = |otp: &str| {
+        v["yubikeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|y| otp.starts_with(y["public_id"].as_str().unwrap()))
+            .map(|y| y["key_handle"].as_u64().unwrap())
+    };
+    let locked = answers(&d, &otps);
+    for ((otp, line), want) in otps.iter().zip(&locked).zip(&golden) {
+        match kh_of(otp) {
+            Some(0x20) => assert_eq!(line, "503 ERR HSM locked\n", "{otp}"),
+            _ => assert_eq!(line, want, "{otp}"),
+        }
+    }
+    // The YubiHSM 1 is unlocked already: the first line is the YubiHSM 2's password.
+    let o = d.unlock(&format!("{PASSWORD}\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        out,
+        format!("{link}: already unlocked\n{}: unlocked\n", hsm2.url)
+    );
+    assert_eq!(answers(&d, &otps), golden);
+    assert_eq!(d.health()["status"], "ok");
+
+    // The YubiHSM 2's connector goes away: only its own YubiKeys are affected.
+    assert_eq!(hsm2.control("refuse on"), "ok");
+    let cut = answers(&d, &otps);
+    for ((otp, line), want) in otps.iter().zip(&cut).zip(&golden) {
+        match kh_of(otp) {
+            Some(0x20) => assert_eq!(line, "503 ERR HSM unavailable\n", "{otp}"),
+            _ => assert_eq!(line, want, "{otp}"),
+        }
+    }
+    assert_eq!(hsm2.control("refuse off"), "ok");
+    d.wait_for_state(1, "up");
+    assert_eq!(answers(&d, &otps), golden);
+}
+
+/// A YubiHSM 2 without its authentication key, or with a password file others may read,
+/// stops `ksm serve` at once with a usage error that says what to fix and never shows the
+/// password.
+#[test]
+fn a_yubihsm2_misconfigured_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = e2e_tests::fixtures().join("aead-files/store");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(KSM);
+        cmd.args(["serve", "-D", "http://127.0.0.1:1", "-B"])
+            .arg(&store)
+            .args(["--key-handles", "otp-aead-key:0x0120", "--socket", "none"])
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        // Refused before it listens: it exits by itself.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("ksm serve did not exit")
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("hsm2-auth-key"), "{}", text(&o));
+
+    let pw = dir.path().join("hsm2-password");
+    std::fs::write(&pw, "Hunter2pw\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(&[
+        "--hsm2-auth-key",
+        "2",
+        "--hsm2-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    assert!(!text(&o).contains("Hunter2pw"), "{}", text(&o));
+
+    let o = run(&["-D", "http://127.0.0.1:1/path", "--hsm2-auth-key", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no path"), "{}", text(&o));
+}
