@@ -16,8 +16,15 @@
 //! password file configured) the device is *locked*: the daemon answers `ERR HSM locked`,
 //! as for a YubiHSM 1 whose key store is locked, until `ksm keystore-unlock` hands the
 //! password over the sharing socket. The owner checks it by opening a session, keeps the
-//! keys derived from it only in this thread's memory (wiped when dropped), and forgets them
-//! if the device ever refuses them.
+//! keys derived from it only in this thread's memory (wiped when dropped; the backend's copy
+//! is taken, not cloned, so no second copy outlives a refusal), and forgets them if the
+//! device ever refuses them. A password handed over while the device cannot be reached (a
+//! connector not up yet at boot) is kept unchecked and checked at the next open, so the
+//! operator need not wait for the connector before running `ksm keystore-unlock`.
+//!
+//! Sessions the daemon drops while the device still answers (a SIGHUP reopen, an unlock) are
+//! closed first: a session left open holds one of the device's 16 slots until it expires,
+//! and a few reloads in a row would otherwise fill them.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -29,7 +36,6 @@ use hsm2_proto::transport::Transport;
 use hsm2_proto::{AuthKey, Client, Error as Hsm2Error, ErrorCode, ObjectId, OtpAead};
 use hsm_proto::otp::OtpCounters;
 use tracing::{debug, info, warn};
-use zeroize::Zeroizing;
 
 use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
 use crate::daemon::pool::{Job, PoolError};
@@ -50,8 +56,8 @@ pub struct Hsm2Backend {
     /// That key, derived from its password: from a private file at start-up, or `None` to
     /// stay locked until `ksm keystore-unlock` hands the password over.
     pub key: Option<AuthKey>,
-    /// How many sessions to keep open (1 to 16; the device has 16 slots, shared with every
-    /// other client of the device).
+    /// How many sessions to keep open (1 to [`MAX_SESSIONS`]; the device has 16 slots,
+    /// shared with every other client of the device).
     pub sessions: usize,
 }
 
@@ -62,7 +68,20 @@ pub enum Unlocked {
     Now,
     /// The device already had a password that works; the one given was not needed.
     Already,
+    /// The device cannot be reached now: the password is kept, unchecked, and checked when
+    /// the device next answers (forgotten then if the device refuses it).
+    Pending,
 }
+
+/// Most sessions a daemon keeps per YubiHSM 2. The device has 16 slots, shared with
+/// `ksm` tools, yubihsm-shell and a second daemon during an upgrade, and a session the
+/// daemon loses track of (a lost answer, a crash) keeps its slot until it expires: a few
+/// sessions serve the one-command-at-a-time device as well as many.
+pub const MAX_SESSIONS: usize = 4;
+
+/// How long closing the sessions being dropped may take in all: a device that answers
+/// closes them in milliseconds, and one that does not must not hold up the reopen.
+const CLOSE_BUDGET: Duration = Duration::from_secs(1);
 
 /// How many times a decode is tried when its session or the transport fails under it.
 const DECODE_ATTEMPTS: u32 = 3;
@@ -118,10 +137,11 @@ fn key_refused(e: &Hsm2Error) -> bool {
 }
 
 impl Hsm2Device {
-    fn new(backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2Device {
-        let n = backend.sessions.clamp(1, 16);
+    fn new(mut backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2Device {
+        let n = backend.sessions.clamp(1, MAX_SESSIONS);
         Hsm2Device {
-            key: backend.key.clone(),
+            // Taken, not cloned: the owner's copy is the only one, so forgetting it forgets it.
+            key: backend.key.take(),
             backend,
             health,
             client: None,
@@ -143,13 +163,14 @@ impl Hsm2Device {
                 let _ = reply.send(self.decode(otp, key_id, aead, deadline));
             }
             Job::Unlock {
-                password,
+                key,
                 deadline,
                 reply,
             } => {
-                let _ = reply.send(self.unlock(&password, deadline));
+                let _ = reply.send(self.unlock(key, deadline));
             }
             Job::Reopen => {
+                self.close_sessions();
                 self.close();
                 self.open();
             }
@@ -209,6 +230,32 @@ impl Hsm2Device {
     fn close(&mut self) {
         self.client = None;
         self.drop_sessions();
+    }
+
+    /// Ends every open session on the device (`CloseSession`) before dropping it, so the
+    /// device's slots are free at once rather than when the sessions expire. Bounded by
+    /// [`CLOSE_BUDGET`] (and each command by the transport's answer timeout); a failure only
+    /// means the device drops the session itself later.
+    fn close_sessions(&mut self) {
+        let started = Instant::now();
+        for slot in 0..self.sessions.len() {
+            let Some(s) = self.sessions[slot].take() else {
+                continue;
+            };
+            self.health.sessions_open.fetch_sub(1, Ordering::SeqCst);
+            if !s.is_usable() || started.elapsed() >= CLOSE_BUDGET {
+                continue;
+            }
+            let Some(client) = self.client.as_mut() else {
+                continue;
+            };
+            if let Err(e) = client.close_session(s) {
+                debug!(device = %self.health.name, slot, error = %e, "YubiHSM 2 session not closed; it expires on the device");
+                if e.is_transport_error() {
+                    self.client = None;
+                }
+            }
+        }
     }
 
     fn drop_sessions(&mut self) {
@@ -357,12 +404,11 @@ impl Hsm2Device {
         Err(last)
     }
 
-    /// Checks `password` by opening a session with it; kept if the device takes it.
-    fn unlock(
-        &mut self,
-        password: &Zeroizing<String>,
-        deadline: Instant,
-    ) -> Result<Unlocked, PoolError> {
+    /// Checks `key` (derived from a password by the sharing task, off this thread) by
+    /// opening a session with it; kept if the device takes it. A device that cannot be
+    /// reached keeps it unchecked ([`Unlocked::Pending`]): [`Self::open`] checks it when the
+    /// device answers and forgets it if the device refuses it.
+    fn unlock(&mut self, key: AuthKey, deadline: Instant) -> Result<Unlocked, PoolError> {
         if self.key.is_some() && self.health.state() == DeviceState::Up {
             return Ok(Unlocked::Already);
         }
@@ -370,15 +416,14 @@ impl Hsm2Device {
             return Err(PoolError::Timeout);
         }
         if self.client.is_none() && !self.open_transport() {
-            return Err(PoolError::Unavailable);
+            return Ok(self.keep_unchecked(key));
         }
-        let key = AuthKey::from_password(password.as_bytes());
         let Some(client) = self.client.as_mut() else {
-            return Err(PoolError::Unavailable);
+            return Ok(self.keep_unchecked(key));
         };
         match client.open_session(self.backend.auth_key_id, &key) {
             Ok(s) => {
-                self.drop_sessions();
+                self.close_sessions();
                 self.key = Some(key);
                 self.used[0] = true;
                 self.sessions[0] = Some(s);
@@ -387,13 +432,25 @@ impl Hsm2Device {
                 info!(device = %self.health.name, "YubiHSM 2 unlocked: its authentication key's password was given");
                 Ok(Unlocked::Now)
             }
-            Err(e) if e.is_transport_error() => Err(self.transport_failed(&e)),
+            Err(e) if e.is_transport_error() => {
+                self.transport_failed(&e);
+                Ok(self.keep_unchecked(key))
+            }
             Err(e) if key_refused(&e) => {
                 warn!(device = %self.health.name, key = %self.backend.auth_key_id, "keystore-unlock: the YubiHSM 2 refused the password");
                 Err(PoolError::WrongPassword)
             }
             Err(e) => Err(PoolError::Hsm2(e)),
         }
+    }
+
+    /// Keeps `key` for a device that cannot be reached now; the owner loop's next open
+    /// checks it.
+    fn keep_unchecked(&mut self, key: AuthKey) -> Unlocked {
+        info!(device = %self.health.name, "YubiHSM 2 not reachable: the password given is kept, and checked when the device answers");
+        self.drop_sessions();
+        self.key = Some(key);
+        Unlocked::Pending
     }
 }
 
@@ -558,7 +615,7 @@ pub(crate) mod tests {
             line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
             "ERR HSM locked"
         );
-        let wrong = Zeroizing::new("not the password".to_string());
+        let wrong = AuthKey::from_password(b"not the password");
         assert_eq!(
             rt.block_on(pool.unlock(0, wrong, soon())),
             Err(PoolError::WrongPassword)
@@ -568,7 +625,7 @@ pub(crate) mod tests {
             line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
             "ERR HSM locked"
         );
-        let right = Zeroizing::new(PASSWORD.to_string());
+        let right = AuthKey::from_password(PASSWORD.as_bytes());
         assert_eq!(
             rt.block_on(pool.unlock(0, right.clone(), soon())),
             Ok(Unlocked::Now)
@@ -662,5 +719,91 @@ pub(crate) mod tests {
         let h = &pool.health()[0];
         assert!(h.line_errors().map(|(_, n)| n).sum::<u64>() > 0);
         assert!(h.opens.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// Every SIGHUP reopens the device: the sessions it drops are closed on the device, so
+    /// reloads in a row do not fill its 16 slots with sessions left to expire.
+    #[test]
+    fn reopens_close_their_sessions_on_the_device() {
+        let emu = emulator("");
+        let pool = Pool::start(
+            vec![backend(emu.url(), Some(PASSWORD), MAX_SESSIONS)],
+            PoolConfig::default(),
+        );
+        wait_for_state(&pool, DeviceState::Up);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        for ctr in 1..=6u16 {
+            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
+            assert!(line(rt.block_on(pool.decode(otp, a2, soon()))).starts_with("OK"));
+        }
+        assert_eq!(emu.with_device(|d| d.open_sessions()), MAX_SESSIONS);
+        for round in 0..6u16 {
+            pool.reopen_all();
+            wait_for_state(&pool, DeviceState::Up);
+            // A decode after the reopen goes through its queue, so the reopen is done.
+            let otp = Otp::parse(&test_support::vector_otp(0, 10 + round, 1)).unwrap();
+            assert!(line(rt.block_on(pool.decode(otp, a2, soon()))).starts_with("OK"));
+            let open = emu.with_device(|d| d.open_sessions());
+            assert!(open <= MAX_SESSIONS, "round {round}: {open} sessions open");
+        }
+    }
+
+    /// A password handed over while the connector is down (at boot) is kept unchecked and
+    /// checked when the device answers: then it serves, with nobody running the tool again.
+    #[test]
+    fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
+        let emu = emulator("");
+        emu.set_refuse(true);
+        let pool = Pool::start(
+            vec![backend(emu.url(), None, 1)],
+            PoolConfig {
+                reopen_interval: Duration::from_millis(100),
+                ..PoolConfig::default()
+            },
+        );
+        wait_for_state(&pool, DeviceState::Down);
+        let rt = rt();
+        let right = AuthKey::from_password(PASSWORD.as_bytes());
+        assert_eq!(
+            rt.block_on(pool.unlock(0, right, soon())),
+            Ok(Unlocked::Pending)
+        );
+        emu.set_refuse(false);
+        wait_for_state(&pool, DeviceState::Up);
+        let (_, a2) = aeads(0);
+        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp, a2, soon()))),
+            "OK counter=0007 low=4242 high=17 use=07"
+        );
+    }
+
+    /// A wrong password kept unchecked is forgotten when the device refuses it.
+    #[test]
+    fn a_wrong_password_given_while_the_device_is_down_is_forgotten_when_refused() {
+        let emu = emulator("");
+        emu.set_refuse(true);
+        let pool = Pool::start(
+            vec![backend(emu.url(), None, 1)],
+            PoolConfig {
+                reopen_interval: Duration::from_millis(100),
+                ..PoolConfig::default()
+            },
+        );
+        wait_for_state(&pool, DeviceState::Down);
+        let rt = rt();
+        let wrong = AuthKey::from_password(b"not the password");
+        assert_eq!(
+            rt.block_on(pool.unlock(0, wrong, soon())),
+            Ok(Unlocked::Pending)
+        );
+        emu.set_refuse(false);
+        wait_for_state(&pool, DeviceState::Locked);
+        let right = AuthKey::from_password(PASSWORD.as_bytes());
+        assert_eq!(
+            rt.block_on(pool.unlock(0, right, soon())),
+            Ok(Unlocked::Now)
+        );
     }
 }
