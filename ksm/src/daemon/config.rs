@@ -351,7 +351,7 @@ impl ServeOptions {
     }
 
     /// Every setting, checked: `self` with the defaults already under it.
-    fn settings(&self, demo: bool) -> Result<Settings, Error> {
+    pub(crate) fn settings(&self, demo: bool) -> Result<Settings, Error> {
         let socket = set(&self.socket, "socket")?;
         Ok(Settings {
             devices: set(&self.device, "device")?,
