@@ -22,6 +22,14 @@
 //! connector not up yet at boot) is kept unchecked and checked at the next open, so the
 //! operator need not wait for the connector before running `ksm keystore-unlock`.
 //!
+//! A password from the daemon's configuration is different: a single refusal (which a
+//! corrupted or spoofed connector answer can produce as well as a changed password) must
+//! not turn a passing fault into a lock that only a restart or an operator clears. So it is
+//! kept, and tried again after a backoff ([`REFUSED_RETRY`], doubling up to
+//! [`REFUSED_RETRY_MAX`]; each try may leave a half-open session for the device's 30 s, so
+//! tries are never closer than half of that), and a password file is read again on SIGHUP,
+//! so an operator can fix it without a restart.
+//!
 //! Sessions the daemon drops while the device still answers (a SIGHUP reopen, an unlock) are
 //! closed first: a session left open holds one of the device's 16 slots until it expires,
 //! and a few reloads in a row would otherwise fill them.
@@ -44,6 +52,16 @@ use crate::daemon::pool::{Job, PoolError};
 pub type OpenTransport =
     Arc<dyn Fn() -> Result<Box<dyn Transport>, crate::Error> + Send + Sync + 'static>;
 
+/// Reads a configured password file again and derives its keys.
+pub type ReloadKey = Arc<dyn Fn() -> Result<AuthKey, crate::Error> + Send + Sync + 'static>;
+
+/// First wait before a refused configured password is tried again: half the device's 30 s
+/// session timeout, so its retries leave at most two half-open sessions at any time.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(15);
+
+/// Longest wait between tries of a refused configured password.
+const REFUSED_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// How a YubiHSM 2 is reached and authenticated to.
 #[derive(Clone)]
 pub struct Hsm2Backend {
@@ -56,6 +74,12 @@ pub struct Hsm2Backend {
     /// That key, derived from its password: from a private file at start-up, or `None` to
     /// stay locked until `ksm keystore-unlock` hands the password over.
     pub key: Option<AuthKey>,
+    /// Reads the configured password again (its file, on SIGHUP); `None` if it did not
+    /// come from a file.
+    pub reload_key: Option<ReloadKey>,
+    /// How long a configured password the device refused waits before it is tried again
+    /// ([`REFUSED_RETRY`]; shorter in tests).
+    pub refused_retry: Duration,
     /// How many sessions to keep open (1 to [`MAX_SESSIONS`]; the device has 16 slots,
     /// shared with every other client of the device).
     pub sessions: usize,
@@ -92,6 +116,13 @@ struct Hsm2Device {
     health: Arc<DeviceHealth>,
     client: Option<Client<Box<dyn Transport>>>,
     key: Option<AuthKey>,
+    /// `key` came from the configuration (not from `keystore-unlock`): kept through a
+    /// refusal and tried again after `retry_wait`.
+    configured: bool,
+    /// A refused configured key is not tried before this (the device is not asked).
+    refused_until: Option<Instant>,
+    /// The wait after the next refusal.
+    retry_wait: Duration,
     sessions: Vec<Option<HostSession>>,
     /// Slots that have held a session before: opening one again is a re-authentication.
     used: Vec<bool>,
@@ -111,6 +142,7 @@ pub(crate) fn owner(
         if dev.client.is_none() && Instant::now() >= next_open && !dev.open() {
             next_open = Instant::now() + reopen_interval;
         }
+        dev.retry_refused();
         let wait = if dev.client.is_none() {
             reopen_interval
         } else {
@@ -142,6 +174,9 @@ impl Hsm2Device {
         Hsm2Device {
             // Taken, not cloned: the owner's copy is the only one, so forgetting it forgets it.
             key: backend.key.take(),
+            configured: true,
+            refused_until: None,
+            retry_wait: backend.refused_retry,
             backend,
             health,
             client: None,
@@ -172,6 +207,7 @@ impl Hsm2Device {
             Job::Reopen => {
                 self.close_sessions();
                 self.close();
+                self.reload_key();
                 self.open();
             }
             // YubiHSM 1 work: the router never sends it here, and a tool's YubiHSM 1
@@ -202,6 +238,36 @@ impl Hsm2Device {
             }
             Err(PoolError::Locked) => true,
             Err(_) => self.client.is_some(),
+        }
+    }
+
+    /// SIGHUP: a configured password file is read again (an operator may have fixed it),
+    /// and a refused configured key is tried at once. A file that cannot be read keeps the
+    /// key in use; the error names the file, never its content.
+    fn reload_key(&mut self) {
+        if !self.configured {
+            return;
+        }
+        if let Some(reload) = &self.backend.reload_key {
+            match reload() {
+                Ok(k) => self.key = Some(k),
+                Err(e) => {
+                    warn!(device = %self.health.name, error = %e, "SIGHUP: the YubiHSM 2 password file did not load; the password in use stays")
+                }
+            }
+        }
+        self.refused_until = None;
+        self.retry_wait = self.backend.refused_retry;
+    }
+
+    /// Tries a refused configured key again once its wait is over (the owner loop's tick).
+    fn retry_refused(&mut self) {
+        let due = self.refused_until.is_some_and(|t| Instant::now() >= t);
+        if due && self.client.is_some() && self.key.is_some() && self.sessions[0].is_none() {
+            self.refused_until = None;
+            if self.ensure_session(0).is_ok() {
+                self.health.set(DeviceState::Up);
+            }
         }
     }
 
@@ -295,6 +361,11 @@ impl Hsm2Device {
             self.health.set(DeviceState::Locked);
             return Err(PoolError::Locked);
         };
+        if self.refused_until.is_some() {
+            // A refused configured key waits for its retry: the device is not asked.
+            self.health.set(DeviceState::Locked);
+            return Err(PoolError::Locked);
+        }
         let Some(client) = self.client.as_mut() else {
             return Err(PoolError::Unavailable);
         };
@@ -308,9 +379,20 @@ impl Hsm2Device {
                 }
                 self.sessions[slot] = Some(s);
                 self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
+                self.retry_wait = self.backend.refused_retry;
                 Ok(())
             }
             Err(e) if e.is_transport_error() => Err(self.transport_failed(&e)),
+            Err(e) if key_refused(&e) && self.configured => {
+                let wait = self.retry_wait;
+                warn!(device = %self.health.name, key = %self.backend.auth_key_id, error = %e, retry_in_s = wait.as_secs(),
+                    "the YubiHSM 2 refused the configured password; kept and tried again later (fix the file and send SIGHUP, or run `ksm keystore-unlock`)");
+                self.refused_until = Some(Instant::now() + wait);
+                self.retry_wait = (wait * 2).min(REFUSED_RETRY_MAX);
+                self.drop_sessions();
+                self.health.set(DeviceState::Locked);
+                Err(PoolError::Locked)
+            }
             Err(e) if key_refused(&e) => {
                 warn!(device = %self.health.name, key = %self.backend.auth_key_id, error = %e,
                     "the YubiHSM 2 refused the authentication key's password; run `ksm keystore-unlock`");
@@ -425,6 +507,8 @@ impl Hsm2Device {
             Ok(s) => {
                 self.close_sessions();
                 self.key = Some(key);
+                self.configured = false;
+                self.refused_until = None;
                 self.used[0] = true;
                 self.sessions[0] = Some(s);
                 self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
@@ -450,6 +534,8 @@ impl Hsm2Device {
         info!(device = %self.health.name, "YubiHSM 2 not reachable: the password given is kept, and checked when the device answers");
         self.drop_sessions();
         self.key = Some(key);
+        self.configured = false;
+        self.refused_until = None;
         Unlocked::Pending
     }
 }
@@ -496,6 +582,8 @@ pub(crate) mod tests {
             }),
             auth_key_id: ObjectId(2),
             key: password.map(|p| AuthKey::from_password(p.as_bytes())),
+            reload_key: None,
+            refused_retry: REFUSED_RETRY,
             sessions,
         })
     }
@@ -804,6 +892,59 @@ pub(crate) mod tests {
         assert_eq!(
             rt.block_on(pool.unlock(0, right, soon())),
             Ok(Unlocked::Now)
+        );
+    }
+
+    /// A configured password the device refuses (a changed password, or a corrupted
+    /// answer that only looks like a refusal) is kept and tried again, with a backoff that
+    /// leaves the device's slots free; a SIGHUP reads the fixed file and serves at once.
+    #[test]
+    fn a_refused_password_file_is_kept_retried_with_backoff_and_read_again_on_sighup() {
+        let emu = emulator("");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hsm2-password");
+        std::fs::write(&file, "stale password\n").unwrap();
+        std::fs::set_permissions(
+            &file,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
+        let Backend::Hsm2(mut b) = backend(emu.url(), Some("stale password"), 1) else {
+            unreachable!()
+        };
+        let path = file.clone();
+        b.reload_key = Some(Arc::new(move || {
+            crate::hsm2_device::Hsm2Auth::from_file(ObjectId(2), &path)
+                .map(|a| a.auth_key().clone())
+        }));
+        b.refused_retry = Duration::from_millis(300);
+        let pool = Pool::start(vec![Backend::Hsm2(b)], PoolConfig::default());
+        wait_for_state(&pool, DeviceState::Locked);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        // Decodes meanwhile answer locked without asking the device; the retries back off
+        // (300 ms, 600 ms, 1.2 s, ...): a handful of tries in 2.5 s, not one per decode.
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut ctr = 1;
+        while Instant::now() < until {
+            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
+            assert_eq!(
+                line(rt.block_on(pool.decode(otp, a2, soon()))),
+                "ERR HSM locked"
+            );
+            ctr += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tries = emu.with_device(|d| d.open_sessions());
+        assert!((2..=5).contains(&tries), "{tries} half-open sessions");
+        // The operator fixes the file and reloads.
+        std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+        pool.reopen_all();
+        wait_for_state(&pool, DeviceState::Up);
+        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp, a2, soon()))),
+            "OK counter=0007 low=4242 high=17 use=07"
         );
     }
 }

@@ -199,11 +199,26 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
                 }
                 let timeout = s.http.reqtimeout;
                 let name = spec.to_string();
+                // A password file is read again on SIGHUP (one in ksm.toml comes back with
+                // a restart).
+                let reload_key: Option<crate::daemon::hsm2_owner::ReloadKey> =
+                    match (&s.hsm2.password, &s.hsm2.password_file) {
+                        (None, Some(path)) => {
+                            let path = path.clone();
+                            Some(Arc::new(move || {
+                                Hsm2Auth::from_file(auth_key_id, &path)
+                                    .map(|a| a.auth_key().clone())
+                            }))
+                        }
+                        _ => None,
+                    };
                 return Ok(Backend::Hsm2(Hsm2Backend {
                     name,
                     open: Arc::new(move || spec.transport(timeout)),
                     auth_key_id,
                     key: auth.map(|a| a.auth_key().clone()),
+                    reload_key,
+                    refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
                     sessions: s.hsm2.sessions,
                 }));
             }
