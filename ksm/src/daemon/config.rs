@@ -156,8 +156,8 @@ pub struct ServeOptions {
     /// `ksm keystore-unlock` hands the password to the daemon.
     #[arg(long)]
     pub hsm2_password_file: Option<PathBuf>,
-    /// YubiHSM 2 sessions the daemon keeps open per device (1 to 16; the device has 16
-    /// slots for all its clients).
+    /// YubiHSM 2 sessions the daemon keeps open per device (1 to 4: the device's 16 slots
+    /// are shared with the tools, yubihsm-shell and other clients).
     #[arg(long)]
     pub hsm2_sessions: Option<usize>,
     /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
