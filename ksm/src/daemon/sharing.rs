@@ -248,7 +248,10 @@ async fn hand_over_password(
     if password.is_empty() {
         return Err("no password given".into());
     }
-    if let Some(wait) = too_many_wrong(wrong, device, Instant::now()) {
+    // The attempt is counted before the device is asked, so tools trying at the same time
+    // cannot get past the limit together; it is uncounted unless the device refused it.
+    let attempt = Instant::now();
+    if let Some(wait) = too_many_wrong(wrong, device, attempt) {
         warn!(
             device,
             "keystore-unlock: too many wrong YubiHSM 2 passwords; attempt refused"
@@ -275,12 +278,22 @@ async fn hand_over_password(
         Ok(crate::daemon::hsm2_owner::Unlocked::Already) => Ok("already unlocked"),
         Ok(crate::daemon::hsm2_owner::Unlocked::Pending) => Ok(PENDING),
         Err(e) => {
-            if e == PoolError::WrongPassword {
-                if let Ok(mut w) = wrong.lock() {
-                    w.entry(device).or_default().push(Instant::now());
-                }
+            if e != PoolError::WrongPassword {
+                uncount(wrong, device, attempt);
             }
             Err(pool_error_text(&e, cfg))
+        }
+    }
+    .inspect(|_| uncount(wrong, device, attempt))
+}
+
+/// Takes back the attempt made at `at`: the device did not refuse it.
+fn uncount(wrong: &WrongPasswords, device: u8, at: Instant) {
+    if let Ok(mut w) = wrong.lock() {
+        if let Some(times) = w.get_mut(&device) {
+            if let Some(i) = times.iter().position(|t| *t == at) {
+                times.remove(i);
+            }
         }
     }
 }
@@ -289,12 +302,15 @@ async fn hand_over_password(
 pub const PENDING: &str = "not reachable now: password kept, checked when the device answers";
 
 /// How long until device `device` takes another password, if it had
-/// [`WRONG_PASSWORDS`] wrong ones within [`WRONG_PASSWORD_WINDOW`] before `now`.
+/// [`WRONG_PASSWORDS`] wrong ones (or attempts still being checked) within
+/// [`WRONG_PASSWORD_WINDOW`] before `now`; else `None`, and the attempt at `now` is counted
+/// (see [`uncount`]).
 fn too_many_wrong(wrong: &WrongPasswords, device: u8, now: Instant) -> Option<Duration> {
     let mut w = wrong.lock().ok()?;
     let times = w.entry(device).or_default();
     times.retain(|t| now.saturating_duration_since(*t) < WRONG_PASSWORD_WINDOW);
     if times.len() < WRONG_PASSWORDS {
+        times.push(now);
         return None;
     }
     let oldest = times.iter().min()?;
@@ -824,6 +840,10 @@ mod tests {
             Some(Duration::from_secs(5))
         );
         assert_eq!(too_many_wrong(&wrong, 2, t0), None);
+        // An attempt is counted while it is checked, and taken back unless refused.
+        assert_eq!(wrong.lock().unwrap()[&2].len(), 1);
+        uncount(&wrong, 2, t0);
+        assert!(wrong.lock().unwrap()[&2].is_empty());
         assert_eq!(
             too_many_wrong(&wrong, 1, t0 + Duration::from_secs(31)),
             None
