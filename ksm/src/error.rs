@@ -61,6 +61,12 @@ pub enum Error {
     /// `keystore-unlock`: devices left locked (each is named on standard output).
     #[error("{0} device(s) still locked")]
     StillLocked(usize),
+    /// `keystore-unlock`: YubiHSM 2 devices the daemon could not reach; each kept the
+    /// password unchecked, to check when it answers (each is named on standard output).
+    #[error(
+        "{0} YubiHSM 2 device(s) not reachable now: password kept, checked when the device answers"
+    )]
+    PasswordPending(usize),
     /// `import-keys`: lines rejected (each is named on standard error); the rest imported.
     #[error("{0} line(s) rejected")]
     LinesRejected(usize),
@@ -90,7 +96,8 @@ impl Error {
 
     /// The process's exit code for this error (the table in README.md): 1 a batch job that
     /// did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
-    /// 4 the AEAD store; 5 another daemon running.
+    /// 4 the AEAD store; 5 another daemon running; 6 a YubiHSM 2 password kept but not yet
+    /// checked (the device could not be reached).
     pub fn exit_code(&self) -> u8 {
         use hsm_proto::emulator::ConfigError;
         match self {
@@ -107,6 +114,7 @@ impl Error {
             Error::NoDevice { .. } | Error::DeviceAnswer(_) | Error::Hsm2(_) => 3,
             Error::Store(_) => 4,
             Error::AlreadyRunning { .. } => 5,
+            Error::PasswordPending(_) => 6,
         }
     }
 }
@@ -136,6 +144,7 @@ mod tests {
     fn exit_codes() {
         assert_eq!(Error::LinesRejected(1).exit_code(), 1);
         assert_eq!(Error::StillLocked(1).exit_code(), 1);
+        assert_eq!(Error::PasswordPending(1).exit_code(), 6);
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
         assert_eq!(
             Error::from(hsm_proto::Error::InvalidKeyHandle("x".into())).exit_code(),

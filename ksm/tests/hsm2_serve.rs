@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::{get, otp_vectors, vector_otp, ykgenerate, Answer};
@@ -93,6 +93,9 @@ struct Serve {
     _proc: Proc,
     addr: SocketAddr,
     socket: PathBuf,
+    /// Everything it logged (`--debug`, standard error), read as it comes so the pipe never
+    /// fills: tests check that no password ever reaches the log.
+    log: Arc<Mutex<String>>,
 }
 
 impl Serve {
@@ -104,11 +107,21 @@ impl Serve {
             .args(args)
             .arg("--socket")
             .arg(&socket)
-            .args(["--port", "0", "--reqtimeout", "3"])
+            .args(["--port", "0", "--reqtimeout", "3", "--debug"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("ksm serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
         let line = first_line(&mut child);
         let addr = line
             .split("http://")
@@ -120,7 +133,13 @@ impl Serve {
             _proc: Proc(child),
             addr,
             socket,
+            log,
         }
+    }
+
+    /// What it has logged so far.
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     fn decode(&self, otp: &str) -> Answer {
@@ -152,9 +171,15 @@ impl Serve {
 
     /// `ksm keystore-unlock --stdin --no-otp` with `input` on its standard input.
     fn unlock(&self, input: &str) -> Output {
+        self.unlock_with(input, &[])
+    }
+
+    /// The same with `args` added.
+    fn unlock_with(&self, input: &str, args: &[&str]) -> Output {
         let mut c = Command::new(KSM)
             .args(["keystore-unlock", "--stdin", "--no-otp", "--socket"])
             .arg(&self.socket)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -281,6 +306,60 @@ fn a_locked_yubihsm2_is_unlocked_by_keystore_unlock_and_refuses_a_wrong_password
         "{}",
         hsm2.control("status")
     );
+    // The daemon logged in detail, and neither password is in it.
+    let log = d.log();
+    assert!(log.contains("YubiHSM 2 unlocked"), "{log}");
+    assert!(!log.contains("not the password"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
+}
+
+/// At boot the connector may not be up yet: `ksm keystore-unlock` still hands the password
+/// over, says it could not be checked, and exits 6; the daemon checks it when the device
+/// answers, and serves then. A wrong one given that way is forgotten when refused.
+#[test]
+fn a_password_given_while_the_connector_is_down_is_checked_when_it_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm2 = Hsm2::start(dir.path());
+    let aeads = store_copy(dir.path(), "aeads");
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    assert_eq!(hsm2.control("refuse on"), "ok");
+    let d = Serve::start(
+        dir.path(),
+        "ksm",
+        &[
+            "-D",
+            &hsm2.url,
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handles",
+            "otp-aead-key:0x0120",
+            "--hsm2-auth-key",
+            "2",
+        ],
+    );
+    d.wait_for_state(0, "down");
+    let o = d.unlock("not the password\n");
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let pending = format!(
+        "{}: not reachable now: password kept, checked when the device answers\n",
+        hsm2.url
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), pending);
+    assert_eq!(hsm2.control("refuse off"), "ok");
+    d.wait_for_state(0, "locked");
+    // Gone again, the right one this time (the daemon, idle and locked, learns that the
+    // connector is gone only from this attempt).
+    assert_eq!(hsm2.control("refuse on"), "ok");
+    let o = d.unlock(&format!("{PASSWORD}\n"));
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), pending);
+    assert_eq!(hsm2.control("refuse off"), "ok");
+    d.wait_for_state(0, "up");
+    let a = d.decode(&vector_otp(0, 3, 3));
+    assert!(a.body.starts_with("OK counter=0003"), "{}", a.body);
+    let log = d.log();
+    assert!(!log.contains("not the password"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
 }
 
 /// `ksm migrate-aeads` of key handle `kh` to otp-aead-key `id` in `aeads` (beside pyhsm's
@@ -475,8 +554,22 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
             _ => assert_eq!(line, want, "{otp}"),
         }
     }
-    // The YubiHSM 1 is unlocked already: the first line is the YubiHSM 2's password.
+    // With a YubiHSM 1 in the daemon, standard input is the YubiHSM 1's (whether it is
+    // locked or not): a line there never reaches the YubiHSM 2 as its password.
     let o = d.unlock(&format!("{PASSWORD}\n"));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("wrong password"), "{}", text(&o));
+    assert_eq!(d.health()["devices"][1]["state"], "locked");
+    // A password file readable by others is refused, as every key file.
+    let pw = dir.path().join("hsm2-password");
+    private_file(&pw, &format!("{PASSWORD}\n"));
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o = d.unlock_with("", &["--hsm2-password-file", pw.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!text(&o).contains(PASSWORD), "{}", text(&o));
+    // Scripts give it in a private file.
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = d.unlock_with("", &["--hsm2-password-file", pw.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(

@@ -156,8 +156,8 @@ pub struct ServeOptions {
     /// `ksm keystore-unlock` hands the password to the daemon.
     #[arg(long)]
     pub hsm2_password_file: Option<PathBuf>,
-    /// YubiHSM 2 sessions the daemon keeps open per device (1 to 16; the device has 16
-    /// slots for all its clients).
+    /// YubiHSM 2 sessions the daemon keeps open per device (1 to 4: the device's 16 slots
+    /// are shared with the tools, yubihsm-shell and other clients).
     #[arg(long)]
     pub hsm2_sessions: Option<usize>,
     /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
@@ -351,7 +351,7 @@ impl ServeOptions {
     }
 
     /// Every setting, checked: `self` with the defaults already under it.
-    fn settings(&self, demo: bool) -> Result<Settings, Error> {
+    pub(crate) fn settings(&self, demo: bool) -> Result<Settings, Error> {
         let socket = set(&self.socket, "socket")?;
         Ok(Settings {
             devices: set(&self.device, "device")?,
@@ -374,10 +374,13 @@ impl ServeOptions {
     /// The YubiHSM 2 settings, checked (the password file is read when the daemon starts).
     fn hsm2(&self) -> Result<Hsm2Settings, Error> {
         let sessions = set(&self.hsm2_sessions, "hsm2-sessions")?;
-        if !(1..=16).contains(&sessions) {
-            return Err(Error::Usage(
-                "--hsm2-sessions must be 1 to 16 (a YubiHSM 2 has 16 session slots)".into(),
-            ));
+        // A YubiHSM 2 has 16 session slots, shared with the tools, yubihsm-shell and a
+        // second daemon during an upgrade; a few serve a one-command-at-a-time device fully.
+        let max = crate::daemon::hsm2_owner::MAX_SESSIONS;
+        if !(1..=max).contains(&sessions) {
+            return Err(Error::Usage(format!(
+                "--hsm2-sessions must be 1 to {max} (a YubiHSM 2's 16 session slots are shared with the tools and other clients)"
+            )));
         }
         if self.hsm2_auth_key == Some(0) {
             return Err(Error::Usage("--hsm2-auth-key must be 1 to 65535".into()));
@@ -682,8 +685,9 @@ mod tests {
                 .settings(false)
                 .is_err()
         };
-        assert!(!bad("key-handles = [\"0x20\"]\nhsm2-sessions = 16\n"));
-        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 17\n"));
+        assert!(!bad("key-handles = [\"0x20\"]\nhsm2-sessions = 4\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 5\n"));
+        assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 16\n"));
         assert!(bad("key-handles = [\"0x20\"]\nhsm2-sessions = 0\n"));
         assert!(bad("key-handles = [\"0x20\"]\nhsm2-auth-key = 0\n"));
     }

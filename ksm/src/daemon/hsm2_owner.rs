@@ -16,8 +16,23 @@
 //! password file configured) the device is *locked*: the daemon answers `ERR HSM locked`,
 //! as for a YubiHSM 1 whose key store is locked, until `ksm keystore-unlock` hands the
 //! password over the sharing socket. The owner checks it by opening a session, keeps the
-//! keys derived from it only in this thread's memory (wiped when dropped), and forgets them
-//! if the device ever refuses them.
+//! keys derived from it only in this thread's memory (wiped when dropped; the backend's copy
+//! is taken, not cloned, so no second copy outlives a refusal), and forgets them if the
+//! device ever refuses them. A password handed over while the device cannot be reached (a
+//! connector not up yet at boot) is kept unchecked and checked at the next open, so the
+//! operator need not wait for the connector before running `ksm keystore-unlock`.
+//!
+//! A password from the daemon's configuration is different: a single refusal (which a
+//! corrupted or spoofed connector answer can produce as well as a changed password) must
+//! not turn a passing fault into a lock that only a restart or an operator clears. So it is
+//! kept, and tried again after a backoff ([`REFUSED_RETRY`], doubling up to
+//! [`REFUSED_RETRY_MAX`]; each try may leave a half-open session for the device's 30 s, so
+//! tries are never closer than half of that), and a password file is read again on SIGHUP,
+//! so an operator can fix it without a restart.
+//!
+//! Sessions the daemon drops while the device still answers (a SIGHUP reopen, an unlock) are
+//! closed first: a session left open holds one of the device's 16 slots until it expires,
+//! and a few reloads in a row would otherwise fill them.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -29,7 +44,6 @@ use hsm2_proto::transport::Transport;
 use hsm2_proto::{AuthKey, Client, Error as Hsm2Error, ErrorCode, ObjectId, OtpAead};
 use hsm_proto::otp::OtpCounters;
 use tracing::{debug, info, warn};
-use zeroize::Zeroizing;
 
 use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
 use crate::daemon::pool::{Job, PoolError};
@@ -37,6 +51,16 @@ use crate::daemon::pool::{Job, PoolError};
 /// Opens the way to a YubiHSM 2 (a connector URL, a USB device).
 pub type OpenTransport =
     Arc<dyn Fn() -> Result<Box<dyn Transport>, crate::Error> + Send + Sync + 'static>;
+
+/// Reads a configured password file again and derives its keys.
+pub type ReloadKey = Arc<dyn Fn() -> Result<AuthKey, crate::Error> + Send + Sync + 'static>;
+
+/// First wait before a refused configured password is tried again: half the device's 30 s
+/// session timeout, so its retries leave at most two half-open sessions at any time.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(15);
+
+/// Longest wait between tries of a refused configured password.
+const REFUSED_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// How a YubiHSM 2 is reached and authenticated to.
 #[derive(Clone)]
@@ -50,8 +74,14 @@ pub struct Hsm2Backend {
     /// That key, derived from its password: from a private file at start-up, or `None` to
     /// stay locked until `ksm keystore-unlock` hands the password over.
     pub key: Option<AuthKey>,
-    /// How many sessions to keep open (1 to 16; the device has 16 slots, shared with every
-    /// other client of the device).
+    /// Reads the configured password again (its file, on SIGHUP); `None` if it did not
+    /// come from a file.
+    pub reload_key: Option<ReloadKey>,
+    /// How long a configured password the device refused waits before it is tried again
+    /// ([`REFUSED_RETRY`]; shorter in tests).
+    pub refused_retry: Duration,
+    /// How many sessions to keep open (1 to [`MAX_SESSIONS`]; the device has 16 slots,
+    /// shared with every other client of the device).
     pub sessions: usize,
 }
 
@@ -62,7 +92,20 @@ pub enum Unlocked {
     Now,
     /// The device already had a password that works; the one given was not needed.
     Already,
+    /// The device cannot be reached now: the password is kept, unchecked, and checked when
+    /// the device next answers (forgotten then if the device refuses it).
+    Pending,
 }
+
+/// Most sessions a daemon keeps per YubiHSM 2. The device has 16 slots, shared with
+/// `ksm` tools, yubihsm-shell and a second daemon during an upgrade, and a session the
+/// daemon loses track of (a lost answer, a crash) keeps its slot until it expires: a few
+/// sessions serve the one-command-at-a-time device as well as many.
+pub const MAX_SESSIONS: usize = 4;
+
+/// How long closing the sessions being dropped may take in all: a device that answers
+/// closes them in milliseconds, and one that does not must not hold up the reopen.
+const CLOSE_BUDGET: Duration = Duration::from_secs(1);
 
 /// How many times a decode is tried when its session or the transport fails under it.
 const DECODE_ATTEMPTS: u32 = 3;
@@ -73,6 +116,13 @@ struct Hsm2Device {
     health: Arc<DeviceHealth>,
     client: Option<Client<Box<dyn Transport>>>,
     key: Option<AuthKey>,
+    /// `key` came from the configuration (not from `keystore-unlock`): kept through a
+    /// refusal and tried again after `retry_wait`.
+    configured: bool,
+    /// A refused configured key is not tried before this (the device is not asked).
+    refused_until: Option<Instant>,
+    /// The wait after the next refusal.
+    retry_wait: Duration,
     sessions: Vec<Option<HostSession>>,
     /// Slots that have held a session before: opening one again is a re-authentication.
     used: Vec<bool>,
@@ -92,6 +142,7 @@ pub(crate) fn owner(
         if dev.client.is_none() && Instant::now() >= next_open && !dev.open() {
             next_open = Instant::now() + reopen_interval;
         }
+        dev.retry_refused();
         let wait = if dev.client.is_none() {
             reopen_interval
         } else {
@@ -118,10 +169,14 @@ fn key_refused(e: &Hsm2Error) -> bool {
 }
 
 impl Hsm2Device {
-    fn new(backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2Device {
-        let n = backend.sessions.clamp(1, 16);
+    fn new(mut backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2Device {
+        let n = backend.sessions.clamp(1, MAX_SESSIONS);
         Hsm2Device {
-            key: backend.key.clone(),
+            // Taken, not cloned: the owner's copy is the only one, so forgetting it forgets it.
+            key: backend.key.take(),
+            configured: true,
+            refused_until: None,
+            retry_wait: backend.refused_retry,
             backend,
             health,
             client: None,
@@ -143,14 +198,16 @@ impl Hsm2Device {
                 let _ = reply.send(self.decode(otp, key_id, aead, deadline));
             }
             Job::Unlock {
-                password,
+                key,
                 deadline,
                 reply,
             } => {
-                let _ = reply.send(self.unlock(&password, deadline));
+                let _ = reply.send(self.unlock(key, deadline));
             }
             Job::Reopen => {
+                self.close_sessions();
                 self.close();
+                self.reload_key();
                 self.open();
             }
             // YubiHSM 1 work: the router never sends it here, and a tool's YubiHSM 1
@@ -184,6 +241,36 @@ impl Hsm2Device {
         }
     }
 
+    /// SIGHUP: a configured password file is read again (an operator may have fixed it),
+    /// and a refused configured key is tried at once. A file that cannot be read keeps the
+    /// key in use; the error names the file, never its content.
+    fn reload_key(&mut self) {
+        if !self.configured {
+            return;
+        }
+        if let Some(reload) = &self.backend.reload_key {
+            match reload() {
+                Ok(k) => self.key = Some(k),
+                Err(e) => {
+                    warn!(device = %self.health.name, error = %e, "SIGHUP: the YubiHSM 2 password file did not load; the password in use stays")
+                }
+            }
+        }
+        self.refused_until = None;
+        self.retry_wait = self.backend.refused_retry;
+    }
+
+    /// Tries a refused configured key again once its wait is over (the owner loop's tick).
+    fn retry_refused(&mut self) {
+        let due = self.refused_until.is_some_and(|t| Instant::now() >= t);
+        if due && self.client.is_some() && self.key.is_some() && self.sessions[0].is_none() {
+            self.refused_until = None;
+            if self.ensure_session(0).is_ok() {
+                self.health.set(DeviceState::Up);
+            }
+        }
+    }
+
     fn open_transport(&mut self) -> bool {
         match (self.backend.open)() {
             Ok(t) => {
@@ -209,6 +296,32 @@ impl Hsm2Device {
     fn close(&mut self) {
         self.client = None;
         self.drop_sessions();
+    }
+
+    /// Ends every open session on the device (`CloseSession`) before dropping it, so the
+    /// device's slots are free at once rather than when the sessions expire. Bounded by
+    /// [`CLOSE_BUDGET`] (and each command by the transport's answer timeout); a failure only
+    /// means the device drops the session itself later.
+    fn close_sessions(&mut self) {
+        let started = Instant::now();
+        for slot in 0..self.sessions.len() {
+            let Some(s) = self.sessions[slot].take() else {
+                continue;
+            };
+            self.health.sessions_open.fetch_sub(1, Ordering::SeqCst);
+            if !s.is_usable() || started.elapsed() >= CLOSE_BUDGET {
+                continue;
+            }
+            let Some(client) = self.client.as_mut() else {
+                continue;
+            };
+            if let Err(e) = client.close_session(s) {
+                debug!(device = %self.health.name, slot, error = %e, "YubiHSM 2 session not closed; it expires on the device");
+                if e.is_transport_error() {
+                    self.client = None;
+                }
+            }
+        }
     }
 
     fn drop_sessions(&mut self) {
@@ -248,6 +361,11 @@ impl Hsm2Device {
             self.health.set(DeviceState::Locked);
             return Err(PoolError::Locked);
         };
+        if self.refused_until.is_some() {
+            // A refused configured key waits for its retry: the device is not asked.
+            self.health.set(DeviceState::Locked);
+            return Err(PoolError::Locked);
+        }
         let Some(client) = self.client.as_mut() else {
             return Err(PoolError::Unavailable);
         };
@@ -261,9 +379,20 @@ impl Hsm2Device {
                 }
                 self.sessions[slot] = Some(s);
                 self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
+                self.retry_wait = self.backend.refused_retry;
                 Ok(())
             }
             Err(e) if e.is_transport_error() => Err(self.transport_failed(&e)),
+            Err(e) if key_refused(&e) && self.configured => {
+                let wait = self.retry_wait;
+                warn!(device = %self.health.name, key = %self.backend.auth_key_id, error = %e, retry_in_s = wait.as_secs(),
+                    "the YubiHSM 2 refused the configured password; kept and tried again later (fix the file and send SIGHUP, or run `ksm keystore-unlock`)");
+                self.refused_until = Some(Instant::now() + wait);
+                self.retry_wait = (wait * 2).min(REFUSED_RETRY_MAX);
+                self.drop_sessions();
+                self.health.set(DeviceState::Locked);
+                Err(PoolError::Locked)
+            }
             Err(e) if key_refused(&e) => {
                 warn!(device = %self.health.name, key = %self.backend.auth_key_id, error = %e,
                     "the YubiHSM 2 refused the authentication key's password; run `ksm keystore-unlock`");
@@ -357,12 +486,11 @@ impl Hsm2Device {
         Err(last)
     }
 
-    /// Checks `password` by opening a session with it; kept if the device takes it.
-    fn unlock(
-        &mut self,
-        password: &Zeroizing<String>,
-        deadline: Instant,
-    ) -> Result<Unlocked, PoolError> {
+    /// Checks `key` (derived from a password by the sharing task, off this thread) by
+    /// opening a session with it; kept if the device takes it. A device that cannot be
+    /// reached keeps it unchecked ([`Unlocked::Pending`]): [`Self::open`] checks it when the
+    /// device answers and forgets it if the device refuses it.
+    fn unlock(&mut self, key: AuthKey, deadline: Instant) -> Result<Unlocked, PoolError> {
         if self.key.is_some() && self.health.state() == DeviceState::Up {
             return Ok(Unlocked::Already);
         }
@@ -370,16 +498,17 @@ impl Hsm2Device {
             return Err(PoolError::Timeout);
         }
         if self.client.is_none() && !self.open_transport() {
-            return Err(PoolError::Unavailable);
+            return Ok(self.keep_unchecked(key));
         }
-        let key = AuthKey::from_password(password.as_bytes());
         let Some(client) = self.client.as_mut() else {
-            return Err(PoolError::Unavailable);
+            return Ok(self.keep_unchecked(key));
         };
         match client.open_session(self.backend.auth_key_id, &key) {
             Ok(s) => {
-                self.drop_sessions();
+                self.close_sessions();
                 self.key = Some(key);
+                self.configured = false;
+                self.refused_until = None;
                 self.used[0] = true;
                 self.sessions[0] = Some(s);
                 self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
@@ -387,13 +516,27 @@ impl Hsm2Device {
                 info!(device = %self.health.name, "YubiHSM 2 unlocked: its authentication key's password was given");
                 Ok(Unlocked::Now)
             }
-            Err(e) if e.is_transport_error() => Err(self.transport_failed(&e)),
+            Err(e) if e.is_transport_error() => {
+                self.transport_failed(&e);
+                Ok(self.keep_unchecked(key))
+            }
             Err(e) if key_refused(&e) => {
                 warn!(device = %self.health.name, key = %self.backend.auth_key_id, "keystore-unlock: the YubiHSM 2 refused the password");
                 Err(PoolError::WrongPassword)
             }
             Err(e) => Err(PoolError::Hsm2(e)),
         }
+    }
+
+    /// Keeps `key` for a device that cannot be reached now; the owner loop's next open
+    /// checks it.
+    fn keep_unchecked(&mut self, key: AuthKey) -> Unlocked {
+        info!(device = %self.health.name, "YubiHSM 2 not reachable: the password given is kept, and checked when the device answers");
+        self.drop_sessions();
+        self.key = Some(key);
+        self.configured = false;
+        self.refused_until = None;
+        Unlocked::Pending
     }
 }
 
@@ -439,6 +582,8 @@ pub(crate) mod tests {
             }),
             auth_key_id: ObjectId(2),
             key: password.map(|p| AuthKey::from_password(p.as_bytes())),
+            reload_key: None,
+            refused_retry: REFUSED_RETRY,
             sessions,
         })
     }
@@ -558,7 +703,7 @@ pub(crate) mod tests {
             line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
             "ERR HSM locked"
         );
-        let wrong = Zeroizing::new("not the password".to_string());
+        let wrong = AuthKey::from_password(b"not the password");
         assert_eq!(
             rt.block_on(pool.unlock(0, wrong, soon())),
             Err(PoolError::WrongPassword)
@@ -568,7 +713,7 @@ pub(crate) mod tests {
             line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
             "ERR HSM locked"
         );
-        let right = Zeroizing::new(PASSWORD.to_string());
+        let right = AuthKey::from_password(PASSWORD.as_bytes());
         assert_eq!(
             rt.block_on(pool.unlock(0, right.clone(), soon())),
             Ok(Unlocked::Now)
@@ -662,5 +807,144 @@ pub(crate) mod tests {
         let h = &pool.health()[0];
         assert!(h.line_errors().map(|(_, n)| n).sum::<u64>() > 0);
         assert!(h.opens.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// Every SIGHUP reopens the device: the sessions it drops are closed on the device, so
+    /// reloads in a row do not fill its 16 slots with sessions left to expire.
+    #[test]
+    fn reopens_close_their_sessions_on_the_device() {
+        let emu = emulator("");
+        let pool = Pool::start(
+            vec![backend(emu.url(), Some(PASSWORD), MAX_SESSIONS)],
+            PoolConfig::default(),
+        );
+        wait_for_state(&pool, DeviceState::Up);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        for ctr in 1..=6u16 {
+            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
+            assert!(line(rt.block_on(pool.decode(otp, a2, soon()))).starts_with("OK"));
+        }
+        assert_eq!(emu.with_device(|d| d.open_sessions()), MAX_SESSIONS);
+        for round in 0..6u16 {
+            pool.reopen_all();
+            wait_for_state(&pool, DeviceState::Up);
+            // A decode after the reopen goes through its queue, so the reopen is done.
+            let otp = Otp::parse(&test_support::vector_otp(0, 10 + round, 1)).unwrap();
+            assert!(line(rt.block_on(pool.decode(otp, a2, soon()))).starts_with("OK"));
+            let open = emu.with_device(|d| d.open_sessions());
+            assert!(open <= MAX_SESSIONS, "round {round}: {open} sessions open");
+        }
+    }
+
+    /// A password handed over while the connector is down (at boot) is kept unchecked and
+    /// checked when the device answers: then it serves, with nobody running the tool again.
+    #[test]
+    fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
+        let emu = emulator("");
+        emu.set_refuse(true);
+        let pool = Pool::start(
+            vec![backend(emu.url(), None, 1)],
+            PoolConfig {
+                reopen_interval: Duration::from_millis(100),
+                ..PoolConfig::default()
+            },
+        );
+        wait_for_state(&pool, DeviceState::Down);
+        let rt = rt();
+        let right = AuthKey::from_password(PASSWORD.as_bytes());
+        assert_eq!(
+            rt.block_on(pool.unlock(0, right, soon())),
+            Ok(Unlocked::Pending)
+        );
+        emu.set_refuse(false);
+        wait_for_state(&pool, DeviceState::Up);
+        let (_, a2) = aeads(0);
+        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp, a2, soon()))),
+            "OK counter=0007 low=4242 high=17 use=07"
+        );
+    }
+
+    /// A wrong password kept unchecked is forgotten when the device refuses it.
+    #[test]
+    fn a_wrong_password_given_while_the_device_is_down_is_forgotten_when_refused() {
+        let emu = emulator("");
+        emu.set_refuse(true);
+        let pool = Pool::start(
+            vec![backend(emu.url(), None, 1)],
+            PoolConfig {
+                reopen_interval: Duration::from_millis(100),
+                ..PoolConfig::default()
+            },
+        );
+        wait_for_state(&pool, DeviceState::Down);
+        let rt = rt();
+        let wrong = AuthKey::from_password(b"not the password");
+        assert_eq!(
+            rt.block_on(pool.unlock(0, wrong, soon())),
+            Ok(Unlocked::Pending)
+        );
+        emu.set_refuse(false);
+        wait_for_state(&pool, DeviceState::Locked);
+        let right = AuthKey::from_password(PASSWORD.as_bytes());
+        assert_eq!(
+            rt.block_on(pool.unlock(0, right, soon())),
+            Ok(Unlocked::Now)
+        );
+    }
+
+    /// A configured password the device refuses (a changed password, or a corrupted
+    /// answer that only looks like a refusal) is kept and tried again, with a backoff that
+    /// leaves the device's slots free; a SIGHUP reads the fixed file and serves at once.
+    #[test]
+    fn a_refused_password_file_is_kept_retried_with_backoff_and_read_again_on_sighup() {
+        let emu = emulator("");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hsm2-password");
+        std::fs::write(&file, "stale password\n").unwrap();
+        std::fs::set_permissions(
+            &file,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
+        let Backend::Hsm2(mut b) = backend(emu.url(), Some("stale password"), 1) else {
+            unreachable!()
+        };
+        let path = file.clone();
+        b.reload_key = Some(Arc::new(move || {
+            crate::hsm2_device::Hsm2Auth::from_file(ObjectId(2), &path)
+                .map(|a| a.auth_key().clone())
+        }));
+        b.refused_retry = Duration::from_millis(300);
+        let pool = Pool::start(vec![Backend::Hsm2(b)], PoolConfig::default());
+        wait_for_state(&pool, DeviceState::Locked);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        // Decodes meanwhile answer locked without asking the device; the retries back off
+        // (300 ms, 600 ms, 1.2 s, ...): a handful of tries in 2.5 s, not one per decode.
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut ctr = 1;
+        while Instant::now() < until {
+            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
+            assert_eq!(
+                line(rt.block_on(pool.decode(otp, a2, soon()))),
+                "ERR HSM locked"
+            );
+            ctr += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tries = emu.with_device(|d| d.open_sessions());
+        assert!((2..=5).contains(&tries), "{tries} half-open sessions");
+        // The operator fixes the file and reloads.
+        std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+        pool.reopen_all();
+        wait_for_state(&pool, DeviceState::Up);
+        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
+        assert_eq!(
+            line(rt.block_on(pool.decode(otp, a2, soon()))),
+            "OK counter=0007 low=4242 high=17 use=07"
+        );
     }
 }

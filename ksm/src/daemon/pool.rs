@@ -32,7 +32,6 @@ use hsm_proto::emulator::{self, ResolvedConfig};
 use hsm_proto::otp::{Otp, OtpCounters};
 use hsm_proto::{Error as HsmError, Hsm, KeyHandle, Nonce, Status, Timeouts, YubiKeyAead};
 use tokio::sync::{oneshot, OwnedMutexGuard};
-use zeroize::Zeroizing;
 
 use crate::daemon::health::{DeviceHealth, DeviceKind, DeviceState};
 use crate::daemon::hsm2_owner::{self, Hsm2Backend, Unlocked};
@@ -170,8 +169,9 @@ pub enum Job {
     /// Check a YubiHSM 2 authentication key's password (from `ksm keystore-unlock`) and,
     /// if the device takes it, keep it.
     Unlock {
-        /// The password, wiped when dropped.
-        password: Zeroizing<String>,
+        /// The session keys derived from the password (by the caller, so the slow PBKDF2
+        /// does not hold up the device's decodes), wiped when dropped.
+        key: hsm2_proto::AuthKey,
         /// Give up after this.
         deadline: Instant,
         /// Where the answer goes.
@@ -408,13 +408,13 @@ impl Pool {
         Err(last)
     }
 
-    /// Hands a YubiHSM 2's authentication key password to device `index`
-    /// (`ksm keystore-unlock`), which checks it by opening a session and keeps it if the
-    /// device takes it.
+    /// Hands a YubiHSM 2's authentication key (derived from the password
+    /// `ksm keystore-unlock` gave) to device `index`, which checks it by opening a session
+    /// and keeps it if the device takes it, or unchecked if it cannot be reached now.
     pub async fn unlock(
         &self,
         index: usize,
-        password: Zeroizing<String>,
+        key: hsm2_proto::AuthKey,
         deadline: Instant,
     ) -> Result<Unlocked, PoolError> {
         let dev = self.devices.get(index).ok_or(PoolError::Unavailable)?;
@@ -425,7 +425,7 @@ impl Pool {
         submit(
             dev,
             Job::Unlock {
-                password,
+                key,
                 deadline,
                 reply,
             },

@@ -122,6 +122,12 @@ impl Default for Hsm2Settings {
 }
 
 impl Hsm2Settings {
+    /// Wipes the password given in `ksm.toml` (its keys are derived by then): no copy of it
+    /// stays in the settings for the daemon's life.
+    pub fn forget_password(&mut self) {
+        self.password = None;
+    }
+
     /// The authentication key and the session keys its configured password stands for;
     /// `None` if no password is configured (the devices start locked). A password file must
     /// be private; its first line is the password ([`Hsm2Auth::from_file`], as the tools
@@ -162,13 +168,17 @@ pub fn demo_otp() -> String {
     v["otps"][0]["otp"].as_str().unwrap_or_default().to_string()
 }
 
-fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
+/// The daemon's devices. The YubiHSM 2 password configured in `ksm.toml` is wiped from
+/// `s` once its keys are derived: the owner threads hold the only copy, so forgetting it
+/// there forgets it.
+fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
     if s.demo {
         warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
     let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
-    s.devices
+    let devices = s
+        .devices
         .iter()
         .map(|d| {
             let text = d.to_str().unwrap_or_default();
@@ -189,11 +199,26 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
                 }
                 let timeout = s.http.reqtimeout;
                 let name = spec.to_string();
+                // A password file is read again on SIGHUP (one in ksm.toml comes back with
+                // a restart).
+                let reload_key: Option<crate::daemon::hsm2_owner::ReloadKey> =
+                    match (&s.hsm2.password, &s.hsm2.password_file) {
+                        (None, Some(path)) => {
+                            let path = path.clone();
+                            Some(Arc::new(move || {
+                                Hsm2Auth::from_file(auth_key_id, &path)
+                                    .map(|a| a.auth_key().clone())
+                            }))
+                        }
+                        _ => None,
+                    };
                 return Ok(Backend::Hsm2(Hsm2Backend {
                     name,
                     open: Arc::new(move || spec.transport(timeout)),
                     auth_key_id,
                     key: auth.map(|a| a.auth_key().clone()),
+                    reload_key,
+                    refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
                     sessions: s.hsm2.sessions,
                 }));
             }
@@ -203,7 +228,9 @@ fn backends(s: &Settings) -> Result<Vec<Backend>, Error> {
                 Ok(Backend::Serial(d.clone()))
             }
         })
-        .collect()
+        .collect();
+    s.hsm2.forget_password();
+    devices
 }
 
 fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, (u64, u64)), Error> {
@@ -258,7 +285,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
 
 /// The daemon on an already-bound listener (tests bind `127.0.0.1:0`).
 pub async fn serve(
-    s: Settings,
+    mut s: Settings,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -292,7 +319,7 @@ pub async fn serve(
         }
     };
     let pool = Arc::new(Pool::start(
-        backends(&s)?,
+        backends(&mut s)?,
         PoolConfig {
             queue_depth: s.queue_depth,
             timeouts: Timeouts::default(),
@@ -460,6 +487,30 @@ fn connection_budget(wanted: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// The password from `ksm.toml` is not kept once the devices have their keys.
+    #[test]
+    fn the_configured_yubihsm2_password_is_wiped_once_derived() {
+        use crate::daemon::config::ServeOptions;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ksm.toml");
+        std::fs::write(
+            &file,
+            "device = [\"http://127.0.0.1:1\"]\nkey-handles = [\"otp-aead-key:0x0120\"]\nhsm2-auth-key = 2\nhsm2-password = \"pw\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut s = ServeOptions::load(&file)
+            .unwrap()
+            .or(ServeOptions::default())
+            .settings(false)
+            .unwrap();
+        assert!(s.hsm2.password.is_some());
+        let b = super::backends(&mut s).unwrap();
+        assert!(matches!(&b[0], crate::daemon::pool::Backend::Hsm2(h) if h.key.is_some()));
+        assert!(s.hsm2.password.is_none());
+    }
+
     #[test]
     fn the_demo_otp_is_there() {
         assert_eq!(super::demo_otp().len(), 44);

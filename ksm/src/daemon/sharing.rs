@@ -15,6 +15,15 @@
 //! `05` is `ksm keystore-unlock` for a YubiHSM 2: the password of the authentication key
 //! the daemon's sessions use. The device's owner checks it by opening a session and keeps
 //! it in memory only; a wrong one is answered `wrong password` and the device stays locked.
+//! A device that cannot be reached now (its connector not up yet) keeps the password
+//! unchecked and answers `not reachable now: password kept, checked when the device answers`.
+//! Each wrong password leaves a half-open session on the device until it expires, so after
+//! [`WRONG_PASSWORDS`] wrong ones within [`WRONG_PASSWORD_WINDOW`] a device refuses further
+//! attempts at once, without touching the device, until the oldest is that old.
+//!
+//! Only root and the daemon's own user may use the socket: its mode says so, and every
+//! connection's peer credentials (`SO_PEERCRED`) are checked too, so a socket made reachable
+//! by mistake (a loose directory mode, a bind mount) still takes no secrets from others.
 //!
 //! **One tool at a time per device.** A tool's first frame to a device takes the device's
 //! [`Lease`](crate::daemon::pool::Lease), waiting (up to [`SharingConfig::lease_wait`]) for the tool
@@ -62,6 +71,17 @@ const UNLOCK_HSM2: u8 = 5;
 const OK: u8 = 0;
 const ERR: u8 = 1;
 
+/// How many wrong YubiHSM 2 passwords a device takes within [`WRONG_PASSWORD_WINDOW`]
+/// before refusing further ones without asking it.
+pub const WRONG_PASSWORDS: usize = 3;
+
+/// A YubiHSM 2's session timeout: the half-open session a wrong password leaves holds a
+/// slot this long, so attempts are counted over it.
+pub const WRONG_PASSWORD_WINDOW: Duration = Duration::from_secs(30);
+
+/// When each device was last given wrong passwords, shared by every connection.
+type WrongPasswords = Arc<std::sync::Mutex<HashMap<u8, Vec<Instant>>>>;
+
 /// How long a tool waits for a reply: longer than a lease can be held idle plus a frame's
 /// deadline, so a tool queued behind another gets its turn rather than a timeout.
 const TOOL_READ_TIMEOUT: Duration = Duration::from_secs(150);
@@ -95,18 +115,25 @@ impl Default for SharingConfig {
 
 /// Accepts tool connections until the listener fails or the task is dropped.
 pub async fn serve(listener: UnixListener, pool: Arc<Pool>, cfg: SharingConfig) {
+    let wrong: WrongPasswords = Arc::default();
+    let me = nix::unistd::geteuid().as_raw();
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             return;
         };
-        let peer = conn
-            .peer_cred()
+        let cred = conn.peer_cred().ok();
+        let peer = cred
             .map(|c| format!("uid {} pid {}", c.uid(), c.pid().unwrap_or(0)))
-            .unwrap_or_else(|_| "unknown peer".into());
+            .unwrap_or_else(|| "unknown peer".into());
+        if !cred.is_some_and(|c| peer_trusted(c.uid(), me)) {
+            warn!(peer = %peer, "sharing socket: refused a tool that is neither root nor the daemon's user");
+            continue;
+        }
         info!(peer = %peer, "operator tool connected to the sharing socket");
         let pool = pool.clone();
+        let wrong = wrong.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(&mut conn, &pool, cfg).await {
+            if let Err(e) = session(&mut conn, &pool, cfg, &wrong).await {
                 debug!(error = %e, "sharing socket session ended");
             }
             debug!(peer = %peer, "operator tool disconnected");
@@ -114,11 +141,17 @@ pub async fn serve(listener: UnixListener, pool: Arc<Pool>, cfg: SharingConfig) 
     }
 }
 
+/// True for a peer allowed on the socket: root, or the user the daemon runs as.
+fn peer_trusted(uid: u32, me: u32) -> bool {
+    uid == 0 || uid == me
+}
+
 /// One tool connection: its leases live exactly as long as this function's state.
 async fn session(
     conn: &mut tokio::net::UnixStream,
     pool: &Pool,
     cfg: SharingConfig,
+    wrong: &WrongPasswords,
 ) -> io::Result<()> {
     let mut leases: HashMap<u8, Lease> = HashMap::new();
     let mut lapsed: HashSet<u8> = HashSet::new();
@@ -183,7 +216,7 @@ async fn session(
                 let len = conn.read_u8().await?;
                 let mut bytes = Zeroizing::new(vec![0u8; usize::from(len)]);
                 conn.read_exact(&mut bytes).await?;
-                match hand_over_password(pool, &cfg, device, &bytes).await {
+                match hand_over_password(pool, &cfg, wrong, device, &bytes).await {
                     Ok(text) => (OK, Zeroizing::new(text.as_bytes().to_vec())),
                     Err(why) => (ERR, Zeroizing::new(why.into_bytes())),
                 }
@@ -205,6 +238,7 @@ async fn session(
 async fn hand_over_password(
     pool: &Pool,
     cfg: &SharingConfig,
+    wrong: &WrongPasswords,
     device: u8,
     bytes: &[u8],
 ) -> Result<&'static str, String> {
@@ -214,17 +248,73 @@ async fn hand_over_password(
     if password.is_empty() {
         return Err("no password given".into());
     }
-    // Deriving the session keys from a password takes a moment (PBKDF2), then the session
-    // takes two commands: a frame's deadline and a little more.
-    let deadline = Instant::now() + cfg.reqtimeout + Duration::from_secs(5);
-    match pool.unlock(usize::from(device), password, deadline).await {
+    // The attempt is counted before the device is asked, so tools trying at the same time
+    // cannot get past the limit together; it is uncounted unless the device refused it.
+    let attempt = Instant::now();
+    if let Some(wait) = too_many_wrong(wrong, device, attempt) {
+        warn!(
+            device,
+            "keystore-unlock: too many wrong YubiHSM 2 passwords; attempt refused"
+        );
+        return Err(format!(
+            "too many wrong passwords; retry in {} s",
+            wait.as_secs().max(1)
+        ));
+    }
+    // The session keys come from the password by PBKDF2, which takes a moment (long in a
+    // debug build): derived here, off the device's owner thread, so its decodes go on.
+    let key = tokio::task::spawn_blocking(move || {
+        hsm2_proto::AuthKey::from_password(password.as_bytes())
+    })
+    .await
+    .map_err(|_| "the password could not be derived".to_string())?;
+    // Then the session takes two commands: a frame's deadline and a little more.
+    let deadline = Instant::now() + cfg.reqtimeout + Duration::from_secs(1);
+    match pool.unlock(usize::from(device), key, deadline).await {
         Ok(crate::daemon::hsm2_owner::Unlocked::Now) => {
             info!(device, "YubiHSM 2 unlocked over the sharing socket");
             Ok("unlocked")
         }
         Ok(crate::daemon::hsm2_owner::Unlocked::Already) => Ok("already unlocked"),
-        Err(e) => Err(pool_error_text(&e, cfg)),
+        Ok(crate::daemon::hsm2_owner::Unlocked::Pending) => Ok(PENDING),
+        Err(e) => {
+            if e != PoolError::WrongPassword {
+                uncount(wrong, device, attempt);
+            }
+            Err(pool_error_text(&e, cfg))
+        }
     }
+    .inspect(|_| uncount(wrong, device, attempt))
+}
+
+/// Takes back the attempt made at `at`: the device did not refuse it.
+fn uncount(wrong: &WrongPasswords, device: u8, at: Instant) {
+    if let Ok(mut w) = wrong.lock() {
+        if let Some(times) = w.get_mut(&device) {
+            if let Some(i) = times.iter().position(|t| *t == at) {
+                times.remove(i);
+            }
+        }
+    }
+}
+
+/// The daemon's answer when it kept a password it could not check yet.
+pub const PENDING: &str = "not reachable now: password kept, checked when the device answers";
+
+/// How long until device `device` takes another password, if it had
+/// [`WRONG_PASSWORDS`] wrong ones (or attempts still being checked) within
+/// [`WRONG_PASSWORD_WINDOW`] before `now`; else `None`, and the attempt at `now` is counted
+/// (see [`uncount`]).
+fn too_many_wrong(wrong: &WrongPasswords, device: u8, now: Instant) -> Option<Duration> {
+    let mut w = wrong.lock().ok()?;
+    let times = w.entry(device).or_default();
+    times.retain(|t| now.saturating_duration_since(*t) < WRONG_PASSWORD_WINDOW);
+    if times.len() < WRONG_PASSWORDS {
+        times.push(now);
+        return None;
+    }
+    let oldest = times.iter().min()?;
+    Some(WRONG_PASSWORD_WINDOW.saturating_sub(now.saturating_duration_since(*oldest)))
 }
 
 /// Checks a tool's frame, takes the device's lease if this session has not, and runs it.
@@ -701,6 +791,111 @@ mod tests {
         let mut tool = connect_trusted(&path).unwrap();
         let err = frame(&mut tool).unwrap_err().to_string();
         assert!(err.contains("other kind of YubiHSM"), "{err}");
+    }
+
+    /// Each wrong password leaves a half-open session on the device for its session
+    /// timeout: after three, further attempts are refused without reaching the device.
+    #[test]
+    fn a_fourth_wrong_password_within_the_window_never_reaches_the_device() {
+        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        let emu = emulator("");
+        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
+            assert!(Instant::now() < deadline, "never locked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..WRONG_PASSWORDS {
+            let e = unlock_hsm2(&path, 0, "not the password").unwrap_err();
+            assert!(e.to_string().contains("wrong password"), "{e}");
+        }
+        let half_open = emu.with_device(|d| d.open_sessions());
+        for _ in 0..3 {
+            let e = unlock_hsm2(&path, 0, "not the password").unwrap_err();
+            assert!(
+                e.to_string().contains("too many wrong passwords; retry in"),
+                "{e}"
+            );
+            // The right one too: the device is not asked until the window has passed.
+            let e = unlock_hsm2(&path, 0, PASSWORD).unwrap_err();
+            assert!(e.to_string().contains("too many wrong passwords"), "{e}");
+        }
+        assert_eq!(emu.with_device(|d| d.open_sessions()), half_open);
+    }
+
+    #[test]
+    fn the_wrong_password_window_counts_only_recent_attempts() {
+        let wrong = WrongPasswords::default();
+        let t0 = Instant::now();
+        wrong.lock().unwrap().insert(
+            1,
+            vec![
+                t0,
+                t0 + Duration::from_secs(10),
+                t0 + Duration::from_secs(20),
+            ],
+        );
+        assert_eq!(
+            too_many_wrong(&wrong, 1, t0 + Duration::from_secs(25)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(too_many_wrong(&wrong, 2, t0), None);
+        // An attempt is counted while it is checked, and taken back unless refused.
+        assert_eq!(wrong.lock().unwrap()[&2].len(), 1);
+        uncount(&wrong, 2, t0);
+        assert!(wrong.lock().unwrap()[&2].is_empty());
+        assert_eq!(
+            too_many_wrong(&wrong, 1, t0 + Duration::from_secs(31)),
+            None
+        );
+    }
+
+    #[test]
+    fn only_root_and_the_daemons_user_are_trusted_peers() {
+        assert!(peer_trusted(0, 1000));
+        assert!(peer_trusted(1000, 1000));
+        assert!(!peer_trusted(1001, 1000));
+    }
+
+    /// `ksm keystore-unlock` while the connector is not up (boot): the password is kept,
+    /// the tool says so and fails with exit code 6, and the device serves once it answers.
+    #[test]
+    fn keystore_unlock_on_a_device_that_is_down_keeps_the_password() {
+        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::tools::keystore_unlock::{unlock, Options};
+        let emu = emulator("");
+        emu.set_refuse(true);
+        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0].state() != crate::daemon::health::DeviceState::Down {
+            assert!(Instant::now() < deadline, "never down");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = Vec::new();
+        let r = unlock(
+            &crate::device::ToolDevice::Daemon {
+                socket: path.clone(),
+                index: 0,
+            },
+            &Options {
+                stdin: true,
+                otp_stdin: false,
+                no_otp: true,
+            },
+            hsm_proto::Timeouts::default(),
+            &mut std::io::Cursor::new(format!("{PASSWORD}\n")),
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        let e = r.unwrap_err();
+        assert_eq!(e.exit_code(), 6, "{e}");
+        assert_eq!(out, format!("{}: {PENDING}\n", emu.url()));
+        emu.set_refuse(false);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pool.health()[0].state() != crate::daemon::health::DeviceState::Up {
+            assert!(Instant::now() < deadline, "never up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

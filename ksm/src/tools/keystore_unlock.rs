@@ -8,10 +8,18 @@
 //!
 //! A YubiHSM 2 has no key store to decrypt: what the daemon lacks after a boot is the
 //! password of the authentication key its sessions use (unless a private password file is
-//! configured). For each locked YubiHSM 2 of the daemon the tool asks for that password
-//! (no echo; or the next line of standard input with `--stdin`, after the lines the YubiHSM 1
-//! devices needed, if any) and hands it over the sharing socket; the daemon checks it by
-//! opening a session and answers whether the device took it.
+//! configured). For each YubiHSM 2 of the daemon that is not `up` and unlocked (locked, or
+//! `down`: a connector not up yet at boot is normal) the tool reads that password and hands
+//! it over the sharing socket; the daemon checks it by opening a session and answers whether
+//! the device took it, or, if the device cannot be reached now, keeps it to check when it
+//! answers (the tool then says so and exits 6, so a script does not take it for done).
+//!
+//! Where the YubiHSM 2 password comes from, first that applies: `--hsm2-password-file`
+//! (private, first line); with `--stdin` and a daemon that has no YubiHSM 1, the first line
+//! of standard input; else a no-echo prompt. With `--stdin` and any YubiHSM 1 in the daemon,
+//! standard input is the YubiHSM 1's (master key, then admin OTP) and never the YubiHSM 2's:
+//! which lines a YubiHSM 1 consumes depends on whether it is locked, so a YubiHSM 2 password
+//! after them would be read from the wrong line whenever it is not.
 
 use std::io::BufRead;
 
@@ -31,14 +39,20 @@ pub struct UnlockArgs {
     /// Where the secrets come from.
     #[command(flatten)]
     pub opts: Options,
+    /// Read the YubiHSM 2 authentication key's password from the first line of this file
+    /// (refused unless only its owner may read it), for scripts.
+    #[arg(long, value_name = "FILE")]
+    pub hsm2_password_file: Option<std::path::PathBuf>,
 }
 
 /// Where the secrets come from.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct Options {
-    /// Read the master key (hex) from the first line of standard input; an admin OTP may
-    /// follow on the second. For the daemon's locked YubiHSM 2 devices, the next line is
-    /// their authentication key's password.
+    /// Read secrets from standard input. If any YubiHSM 1 is locked: line 1 its master key
+    /// (hex), line 2 an admin OTP (unless --no-otp). If the daemon has no YubiHSM 1 at all:
+    /// line 1 the YubiHSM 2 authentication key's password. With both kinds, standard input
+    /// is the YubiHSM 1's only: give the YubiHSM 2 password with --hsm2-password-file (else
+    /// it is asked on the terminal).
     #[arg(long)]
     pub stdin: bool,
     /// Read the admin YubiKey OTP from standard input.
@@ -53,9 +67,10 @@ pub struct Options {
 /// output.
 pub fn run(args: UnlockArgs) -> Result<(), Error> {
     let target = args.dev.choose()?;
-    unlock(
+    unlock_with(
         &target,
         &args.opts,
+        args.hsm2_password_file.as_deref(),
         args.dev.timeouts()?,
         &mut std::io::stdin().lock(),
         &mut std::io::stdout(),
@@ -121,10 +136,20 @@ fn master_key(hex_text: &str, max: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
     Ok(bytes)
 }
 
-/// The YubiHSM 2 password from the terminal (not echoed) or the next line of standard
-/// input; taken as typed, spaces included, without its line end.
-fn read_password(opts: &Options, input: &mut dyn BufRead) -> Result<Zeroizing<String>, Error> {
-    let password = if opts.stdin {
+/// The YubiHSM 2 password: from `file` (its first line), standard input's first line
+/// (`--stdin` on a daemon without a YubiHSM 1), or the terminal (not echoed); taken as
+/// typed, spaces included, without its line end.
+fn read_password(
+    opts: &Options,
+    file: Option<&std::path::Path>,
+    stdin_is_ours: bool,
+    input: &mut dyn BufRead,
+) -> Result<Zeroizing<String>, Error> {
+    let password = if let Some(path) = file {
+        let text = hsm_proto::keyfile::read_private(path)?;
+        let line = text.lines().next().unwrap_or_default();
+        Zeroizing::new(line.to_string())
+    } else if opts.stdin && stdin_is_ours {
         match super::read_secret_line(input)? {
             super::SecretLine::End => Zeroizing::new(String::new()),
             super::SecretLine::Text(t) => t,
@@ -144,28 +169,37 @@ fn read_password(opts: &Options, input: &mut dyn BufRead) -> Result<Zeroizing<St
     Ok(password)
 }
 
-/// Hands the password to each locked YubiHSM 2 of the daemon; prints one line per device
-/// and returns how many stay locked.
+/// Hands the password to each YubiHSM 2 of the daemon that is not `up` (a `down` one keeps
+/// it to check later); prints one line per device and returns how many stay locked and how
+/// many kept it unchecked.
 fn unlock_hsm2(
     socket: &std::path::Path,
     devices: &[(u8, String, String)],
     opts: &Options,
+    file: Option<&std::path::Path>,
+    stdin_is_ours: bool,
     input: &mut dyn BufRead,
     out: &mut dyn std::io::Write,
-) -> Result<usize, Error> {
+) -> Result<(usize, usize), Error> {
     let mut password: Option<Zeroizing<String>> = None;
     let mut failed = 0;
+    let mut pending = 0;
     for (index, state, name) in devices {
-        if state != "locked" {
+        // Only `up` means a session works with a password the daemon has; `locked`,
+        // `down` (a connector not up yet) and the rest need it.
+        if state == "up" {
             let _ = writeln!(out, "{name}: already unlocked");
             continue;
         }
         let p = match &password {
             Some(p) => p,
-            None => password.insert(read_password(opts, input)?),
+            None => password.insert(read_password(opts, file, stdin_is_ours, input)?),
         };
         match crate::daemon::sharing::unlock_hsm2(socket, *index, p) {
             Ok(answer) => {
+                if answer == crate::daemon::sharing::PENDING {
+                    pending += 1;
+                }
                 let _ = writeln!(out, "{name}: {answer}");
             }
             Err(e) if e.kind() == std::io::ErrorKind::Other => {
@@ -176,13 +210,27 @@ fn unlock_hsm2(
             Err(e) => return Err(Error::io(format!("unlock {name}"), e)),
         }
     }
-    Ok(failed)
+    Ok((failed, pending))
 }
 
 /// Unlocks every device; prints one line per device. Fails if any stays locked.
 pub fn unlock(
     dev: &ToolDevice,
     opts: &Options,
+    timeouts: Timeouts,
+    input: &mut dyn BufRead,
+    out: &mut dyn std::io::Write,
+) -> Result<(), Error> {
+    unlock_with(dev, opts, None, timeouts, input, out)
+}
+
+/// [`unlock`], the YubiHSM 2 password from `hsm2_password_file` if given. Fails with
+/// [`Error::StillLocked`] if any device stays locked, else with [`Error::PasswordPending`]
+/// if a YubiHSM 2 could not be reached and kept the password unchecked.
+pub fn unlock_with(
+    dev: &ToolDevice,
+    opts: &Options,
+    hsm2_password_file: Option<&std::path::Path>,
     timeouts: Timeouts,
     input: &mut dyn BufRead,
     out: &mut dyn std::io::Write,
@@ -214,6 +262,8 @@ pub fn unlock(
             hsm1
         }
     };
+    // With a YubiHSM 1 in the daemon, standard input is its (see the module doc).
+    let stdin_is_ours = targets.is_empty();
     let mut secrets: Option<Secrets> = None;
     let mut failed = 0;
     for (name, target) in targets {
@@ -282,11 +332,25 @@ pub fn unlock(
             let _ = writeln!(out, "{name}: unlocked");
         }
     }
+    let mut pending = 0;
     if let ToolDevice::Daemon { socket, .. } = dev {
-        failed += unlock_hsm2(socket, &hsm2, opts, input, out)?;
+        let (f, p) = unlock_hsm2(
+            socket,
+            &hsm2,
+            opts,
+            hsm2_password_file,
+            stdin_is_ours,
+            input,
+            out,
+        )?;
+        failed += f;
+        pending = p;
     }
     if failed > 0 {
         return Err(Error::StillLocked(failed));
+    }
+    if pending > 0 {
+        return Err(Error::PasswordPending(pending));
     }
     Ok(())
 }
