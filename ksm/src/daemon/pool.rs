@@ -137,6 +137,28 @@ pub enum PoolError {
     WrongPassword,
 }
 
+impl PoolError {
+    /// True if this is the device's verdict on the OTP or its AEAD, which any other device
+    /// holding the same key would repeat: the request ends with it. Anything else is about
+    /// the device (locked, unreachable, busy, or without the key the AEAD names), and the
+    /// next device may serve. Trying a forged OTP on every device would only multiply the
+    /// work a forger causes, and let a locked device's `ERR HSM locked` hide the verdict.
+    pub fn is_verdict(&self) -> bool {
+        match self {
+            PoolError::Hsm(_) => true,
+            PoolError::Hsm2(e) => matches!(
+                e.code(),
+                Some(
+                    hsm2_proto::ErrorCode::InvalidOtp
+                        | hsm2_proto::ErrorCode::InvalidData
+                        | hsm2_proto::ErrorCode::WrongLength
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A job for a device's owner thread.
 pub enum Job {
     /// Decode an OTP with a YubiHSM 1 AEAD.
@@ -396,7 +418,7 @@ impl Pool {
             match tokio::time::timeout(left, rx).await {
                 Ok(Ok(Ok(d))) => return Ok(d),
                 // A refusal about this OTP or AEAD is the answer; another device would agree.
-                Ok(Ok(Err(e @ PoolError::Hsm(_)))) => return Err(e),
+                Ok(Ok(Err(e))) if e.is_verdict() => return Err(e),
                 Ok(Ok(Err(e))) => last = e,
                 Ok(Err(_)) => last = PoolError::Unavailable,
                 Err(_) => return Err(PoolError::Timeout),
@@ -737,6 +759,137 @@ fn run_job(
         }
         Job::Unlock { reply, .. } => {
             let _ = reply.send(Err(PoolError::WrongKind));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use hsm_proto::{Aead, PublicId};
+
+    use super::*;
+    use crate::daemon::answer::Outcome;
+    use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Yubikey vector `i`'s AEAD, for each kind of HSM.
+    fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
+        let v = test_support::otp_vectors();
+        let y = &v["yubikeys"][i];
+        let kh = y["key_handle"].as_u64().unwrap() as u32;
+        let nonce = PublicId::new(y["public_id"].as_str().unwrap())
+            .unwrap()
+            .to_nonce()
+            .unwrap();
+        let bytes: [u8; 30] = hex::decode(y["aead"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let aead = YubiKeyAead::try_from(&Aead::new(&bytes).unwrap()).unwrap();
+        (
+            DecodeAead::Hsm1 {
+                key_handle: KeyHandle(kh),
+                nonce,
+                aead,
+            },
+            DecodeAead::Hsm2 {
+                key_id: ObjectId(0x100 + kh as u16),
+                aead: OtpAead::from_yubihsm1(nonce.0, bytes),
+            },
+        )
+    }
+
+    fn line(r: Result<OtpCounters, PoolError>) -> String {
+        match r {
+            Ok(c) => Outcome::Ok(c).answer().1,
+            Err(e) => Outcome::from(e).answer().1,
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(3)
+    }
+
+    fn wait_for(pool: &Pool, states: &[DeviceState]) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while pool
+            .health()
+            .iter()
+            .zip(states)
+            .any(|(h, s)| h.state() != *s)
+        {
+            assert!(Instant::now() < until, "devices never reached {states:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn verdicts_end_the_request_and_device_conditions_fail_over() {
+        use hsm2_proto::{CommandCode, Error as E, ErrorCode as C};
+        let dev = |code| {
+            PoolError::Hsm2(E::Device {
+                cmd: CommandCode::DecryptOtp,
+                code,
+            })
+        };
+        for code in [C::InvalidOtp, C::InvalidData, C::WrongLength] {
+            assert!(dev(code).is_verdict(), "{code:?}");
+        }
+        for code in [
+            C::ObjectNotFound,
+            C::InsufficientPermissions,
+            C::InvalidSession,
+            C::SessionsFull,
+        ] {
+            assert!(!dev(code).is_verdict(), "{code:?}");
+        }
+        assert!(!PoolError::Hsm2(E::Mac).is_verdict());
+        for e in [
+            PoolError::Locked,
+            PoolError::Unavailable,
+            PoolError::Overloaded,
+            PoolError::Timeout,
+        ] {
+            assert!(!e.is_verdict(), "{e:?}");
+        }
+    }
+
+    /// Two YubiHSM 2s, one locked: a tampered OTP gets the unlocked one's verdict, not the
+    /// locked one's state, whichever device the rotation starts with.
+    #[test]
+    fn a_forged_otp_is_refused_once_not_retried_on_a_locked_device() {
+        let up = emulator("");
+        let locked = emulator("");
+        let pool = Pool::start(
+            vec![
+                backend(up.url(), Some(PASSWORD), 1),
+                backend(locked.url(), None, 1),
+            ],
+            PoolConfig::default(),
+        );
+        wait_for(&pool, &[DeviceState::Up, DeviceState::Locked]);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        for ctr in 1..5 {
+            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
+            let mut bad = otp.clone();
+            bad.ciphertext[3] ^= 1;
+            assert_eq!(
+                line(rt.block_on(pool.decode(bad, a2, soon()))),
+                "ERR Corrupt OTP"
+            );
+            assert_eq!(
+                line(rt.block_on(pool.decode(otp, a2, soon()))),
+                format!("OK counter={ctr:04x} low=4242 high=17 use=01")
+            );
         }
     }
 }
