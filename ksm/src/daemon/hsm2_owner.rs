@@ -277,10 +277,15 @@ impl Hsm2Device {
                 self.health.count_error(LineError::Open, e.to_string());
                 Err(PoolError::Unavailable)
             }
+            // Anything else (another error code, a malformed or unauthenticated answer)
+            // comes before any session authenticated the device's bytes: it says nothing
+            // about the OTP, so it must never become the validator's verdict on it. As for
+            // a YubiHSM 1 the daemon cannot use, the device is unavailable (and another
+            // device may serve).
             Err(e) => {
                 warn!(device = %self.health.name, error = %e, "YubiHSM 2 session could not be opened");
-                self.health.count_error(LineError::Garbage, e.to_string());
-                Err(PoolError::Hsm2(e))
+                self.health.count_error(LineError::Open, e.to_string());
+                Err(PoolError::Unavailable)
             }
         }
     }

@@ -892,4 +892,49 @@ mod tests {
             );
         }
     }
+
+    /// A transport whose device answers every command with error frame `code`: what a
+    /// broken or hostile connector can send before any session authenticates it.
+    struct Refuses(u8);
+
+    impl hsm2_proto::transport::Transport for Refuses {
+        fn exchange(
+            &mut self,
+            _: &hsm2_proto::codec::Frame,
+        ) -> hsm2_proto::Result<hsm2_proto::codec::Frame> {
+            hsm2_proto::codec::Frame::parse(&[0x7f, 0x00, 0x01, self.0])
+        }
+    }
+
+    /// A session the device will not open, for any reason the owner does not handle, is
+    /// the device being unusable (503, counted as an open error), never a verdict on the
+    /// OTP made of unauthenticated bytes.
+    #[test]
+    fn an_unauthenticated_refusal_to_open_a_session_is_unavailable() {
+        for code in [0x0f, 0x02, 0x08, 0x01] {
+            let pool = Pool::start(
+                vec![Backend::Hsm2(crate::daemon::hsm2_owner::Hsm2Backend {
+                    name: format!("refuses {code:#x}"),
+                    open: Arc::new(move || {
+                        Ok(Box::new(Refuses(code)) as Box<dyn hsm2_proto::transport::Transport>)
+                    }),
+                    auth_key_id: ObjectId(2),
+                    key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
+                    sessions: 1,
+                })],
+                PoolConfig::default(),
+            );
+            let (_, a2) = aeads(0);
+            let otp = Otp::parse(&test_support::vector_otp(0, 1, 1)).unwrap();
+            let r = rt().block_on(pool.decode(otp, a2, soon()));
+            assert_eq!(r, Err(PoolError::Unavailable), "code {code:#x}");
+            assert_eq!(line(r), "ERR HSM unavailable");
+            let h = &pool.health()[0];
+            let opens = h
+                .line_errors()
+                .find(|(k, _)| *k == crate::daemon::health::LineError::Open)
+                .map(|(_, n)| n);
+            assert!(opens >= Some(1), "code {code:#x}: {opens:?}");
+        }
+    }
 }
