@@ -290,8 +290,31 @@ impl Hsm2Device {
         }
     }
 
-    /// Decodes `otp` (its 16 token bytes) with `aead` under otp-aead-key `key_id`.
+    /// Decodes `otp` (its 16 token bytes) with `aead` under otp-aead-key `key_id`. Every
+    /// exchange it makes (opening a session, the decode, on a transport reopened under it)
+    /// ends by `deadline`, so a stalled device frees this thread, and the jobs queued
+    /// behind it, when the request gives up, not a whole transport timeout per exchange
+    /// later.
     fn decode(
+        &mut self,
+        otp: [u8; 16],
+        key_id: ObjectId,
+        aead: OtpAead,
+        deadline: Instant,
+    ) -> Result<OtpCounters, PoolError> {
+        let r = self.decode_by(otp, key_id, aead, deadline);
+        self.set_deadline(None);
+        r
+    }
+
+    /// Bounds the transport's exchanges by `deadline` (`None`: its own timeout alone).
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        if let Some(client) = self.client.as_mut() {
+            client.transport_mut().set_deadline(deadline);
+        }
+    }
+
+    fn decode_by(
         &mut self,
         otp: [u8; 16],
         key_id: ObjectId,
@@ -311,6 +334,7 @@ impl Hsm2Device {
                     return Err(last);
                 }
             }
+            self.set_deadline(Some(deadline));
             let slot = self.next % self.sessions.len();
             self.next = self.next.wrapping_add(1);
             match self.ensure_session(slot) {

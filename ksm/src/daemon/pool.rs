@@ -937,4 +937,59 @@ mod tests {
             assert!(opens >= Some(1), "code {code:#x}: {opens:?}");
         }
     }
+
+    /// A stalled YubiHSM 2 holds its owner thread only until the request it serves gives
+    /// up, not a transport timeout (5 s here) per exchange: the device's queue is empty
+    /// again by the deadline, while the device still stalls, and once the stall ends the
+    /// next request is served at once.
+    #[test]
+    fn a_stalled_exchange_ends_at_the_request_deadline() {
+        use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
+        let emu = emulator("");
+        let url = emu.url();
+        let pool = Pool::start(
+            vec![Backend::Hsm2(crate::daemon::hsm2_owner::Hsm2Backend {
+                name: url.clone(),
+                open: Arc::new(move || {
+                    let timeouts = HttpTimeouts {
+                        connect: Duration::from_secs(2),
+                        answer: Duration::from_secs(5),
+                    };
+                    Ok(Box::new(Connector::open(&url, timeouts)?) as Box<dyn Transport>)
+                }),
+                auth_key_id: ObjectId(2),
+                key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
+                sessions: 1,
+            })],
+            PoolConfig::default(),
+        );
+        wait_for(&pool, &[DeviceState::Up]);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        let otp = Otp::parse(&test_support::vector_otp(0, 3, 3)).unwrap();
+        emu.set_stall(true);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let r = rt.block_on(pool.decode(otp.clone(), a2, deadline));
+        assert_eq!(r, Err(PoolError::Timeout));
+        let h = pool.health()[0].clone();
+        let until = deadline + Duration::from_millis(500);
+        while h.queued.load(Ordering::SeqCst) != 0 {
+            assert!(
+                Instant::now() < until,
+                "the owner thread is still waiting on the stalled device"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        emu.set_stall(false);
+        let start = Instant::now();
+        let mut got = String::new();
+        while start.elapsed() < Duration::from_secs(2) {
+            got = line(rt.block_on(pool.decode(otp.clone(), a2, soon())));
+            if got.starts_with("OK") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(got, "OK counter=0003 low=4242 high=17 use=03");
+    }
 }
