@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use hsm_proto::otp::Otp;
-use hsm_proto::YubiKeyAead;
+use hsm_proto::{PublicId, YubiKeyAead};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -39,7 +39,7 @@ use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
 use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::pool::{DecodeAead, Pool};
+use crate::daemon::pool::{DecodeAead, Pool, PoolError};
 use crate::daemon::tls::{Tls, TlsFiles};
 
 /// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
@@ -646,16 +646,78 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             return (outcome, id);
         }
     };
-    // Each kind of AEAD goes to the kind of HSM that opens it.
-    let what = match &stored.sealed {
+    let Some(what) = decode_aead(&otp.public_id, &stored) else {
+        return (Outcome::CorruptAead, id);
+    };
+    let first = st.pool.decode(otp.clone(), what, deadline).await;
+    let mut stored = stored;
+    let result = match first {
+        // The devices for this AEAD cannot serve now (a YubiHSM 2 locked after a reboot,
+        // down, or full) and there is time left: during a migration the YubiKey may have
+        // an AEAD for the other kind of HSM too, under a later configured key. Only device
+        // conditions fail over: a verdict on the OTP is the answer.
+        Err(PoolError::Locked | PoolError::Unavailable | PoolError::Overloaded)
+            if Instant::now() < deadline =>
+        {
+            let mut result = first;
+            let key = stored.key();
+            match st
+                .store
+                .fallbacks_until(&otp.public_id, key, deadline)
+                .await
+            {
+                Ok(more) => {
+                    for next in more {
+                        let Some(what) = decode_aead(&otp.public_id, &next) else {
+                            continue;
+                        };
+                        let r = st.pool.decode(otp.clone(), what, deadline).await;
+                        let again = matches!(
+                            r,
+                            Err(PoolError::Locked | PoolError::Unavailable | PoolError::Overloaded)
+                        );
+                        if !again {
+                            debug!(public_id = %otp.public_id, path = %next.source, "served by a later key's AEAD: the first one's devices could not");
+                            result = r;
+                            stored = next;
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!(public_id = %otp.public_id, error = %e, "no fallback AEAD");
+                }
+            }
+            result
+        }
+        r => r,
+    };
+    let outcome = match result {
+        Ok(d) => Outcome::Ok(d),
+        Err(e) => Outcome::from(e),
+    };
+    if matches!(outcome, Outcome::CorruptAead) {
+        // Which file is bad is what the operator needs; the HSM only says "invalid".
+        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.source, "AEAD rejected by the HSM (corrupt file, or made with another key)");
+    }
+    (outcome, id)
+}
+
+/// What the pool needs to open `stored`: each kind of AEAD goes to the kind of HSM that
+/// opens it. `None` (logged) for a YubiHSM 1 AEAD that is not a YubiKey's 30 bytes.
+fn decode_aead(id: &PublicId, stored: &aead_store::StoredAead) -> Option<DecodeAead> {
+    Some(match &stored.sealed {
         aead_store::Sealed::Hsm1 {
             key_handle,
             nonce,
             aead,
         } => {
             let Ok(aead) = YubiKeyAead::try_from(aead) else {
-                warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
-                return (Outcome::CorruptAead, id);
+                warn!(public_id = %id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
+                return None;
             };
             DecodeAead::Hsm1 {
                 key_handle: *key_handle,
@@ -667,16 +729,7 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             key_id: *key_id,
             aead: *aead,
         },
-    };
-    let outcome = match st.pool.decode(otp, what, deadline).await {
-        Ok(d) => Outcome::Ok(d),
-        Err(e) => Outcome::from(e),
-    };
-    if matches!(outcome, Outcome::CorruptAead) {
-        // Which file is bad is what the operator needs; the HSM only says "invalid".
-        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.source, "AEAD rejected by the HSM (corrupt file, or made with another key)");
-    }
-    (outcome, id)
+    })
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> Response {
