@@ -430,6 +430,48 @@ impl Pool {
         Err(last)
     }
 
+    /// [`Pool::decode`] with `first`, failing over to other AEADs of the same YubiKey: if
+    /// the devices for `first` cannot serve (locked, unavailable, overloaded) and time is
+    /// left, `fallbacks` is called (only then: it reads the store) and each AEAD it gives is
+    /// tried in turn, on devices of its own kind, until one is served or gets a verdict.
+    /// During a migration that keeps a YubiKey answering from its YubiHSM 1 AEAD while the
+    /// YubiHSM 2 is locked after a reboot. A verdict is never failed over (another key's
+    /// AEAD for the same YubiKey would only repeat it), nor a timeout (no time is left).
+    /// Returns the result and which fallback served (`None`: `first`, or none did, the
+    /// result then being `first`'s).
+    pub async fn decode_failover<F, Fut>(
+        &self,
+        otp: Otp,
+        first: DecodeAead,
+        fallbacks: F,
+        deadline: Instant,
+    ) -> (Result<OtpCounters, PoolError>, Option<usize>)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Vec<DecodeAead>>,
+    {
+        fn device_condition(r: &Result<OtpCounters, PoolError>) -> bool {
+            matches!(
+                r,
+                Err(PoolError::Locked | PoolError::Unavailable | PoolError::Overloaded)
+            )
+        }
+        let r = self.decode(otp.clone(), first, deadline).await;
+        if !device_condition(&r) || Instant::now() >= deadline {
+            return (r, None);
+        }
+        for (i, next) in fallbacks().await.into_iter().enumerate() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let again = self.decode(otp.clone(), next, deadline).await;
+            if !device_condition(&again) {
+                return (again, Some(i));
+            }
+        }
+        (r, None)
+    }
+
     /// Hands a YubiHSM 2's authentication key password to device `index`
     /// (`ksm keystore-unlock`), which checks it by opening a session and keeps it if the
     /// device takes it.
@@ -991,5 +1033,62 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(got, "OK counter=0003 low=4242 high=17 use=03");
+    }
+
+    /// A migrated YubiKey's YubiHSM 2 AEAD, the YubiHSM 2 locked: its YubiHSM 1 AEAD is
+    /// tried on the YubiHSM 1, good and tampered OTPs alike; with nothing to fall back on
+    /// it stays `ERR HSM locked`. Once the YubiHSM 2 serves, its verdict is the answer and
+    /// the store is not even asked for fallbacks.
+    #[test]
+    fn a_locked_yubihsm2_fails_over_to_the_yubikeys_yubihsm1_aead_never_on_a_verdict() {
+        use std::sync::atomic::AtomicBool;
+        let emu = emulator("");
+        let pool = Pool::start(
+            vec![
+                Backend::Soft(Box::new(crate::device::demo_config().unwrap())),
+                backend(emu.url(), None, 1),
+            ],
+            PoolConfig::default(),
+        );
+        wait_for(&pool, &[DeviceState::Up, DeviceState::Locked]);
+        let rt = rt();
+        let (a1, a2) = aeads(0);
+        let asked = AtomicBool::new(false);
+        let failover = |otp: Otp, more: Vec<DecodeAead>| {
+            asked.store(false, Ordering::SeqCst);
+            let (r, served) = rt.block_on(pool.decode_failover(
+                otp,
+                a2,
+                || async {
+                    asked.store(true, Ordering::SeqCst);
+                    more
+                },
+                soon(),
+            ));
+            (line(r), served)
+        };
+        let otp = Otp::parse(&test_support::vector_otp(0, 5, 1)).unwrap();
+        let mut bad = otp.clone();
+        bad.ciphertext[3] ^= 1;
+        let good = "OK counter=0005 low=4242 high=17 use=01".to_string();
+        assert_eq!(failover(otp.clone(), vec![a1]), (good.clone(), Some(0)));
+        assert_eq!(
+            failover(bad.clone(), vec![a1]),
+            ("ERR Corrupt OTP".into(), Some(0))
+        );
+        assert_eq!(
+            failover(otp.clone(), vec![]),
+            ("ERR HSM locked".into(), None)
+        );
+        assert!(asked.load(Ordering::SeqCst));
+        let password = zeroize::Zeroizing::new(PASSWORD.to_string());
+        assert!(rt.block_on(pool.unlock(1, password, soon())).is_ok());
+        assert_eq!(failover(otp, vec![a1]), (good, None));
+        assert!(!asked.load(Ordering::SeqCst));
+        assert_eq!(failover(bad, vec![a1]), ("ERR Corrupt OTP".into(), None));
+        assert!(
+            !asked.load(Ordering::SeqCst),
+            "a verdict is not failed over"
+        );
     }
 }

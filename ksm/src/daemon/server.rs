@@ -39,7 +39,7 @@ use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
 use crate::daemon::health::DeviceState;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::pool::{DecodeAead, Pool, PoolError};
+use crate::daemon::pool::{DecodeAead, Pool};
 use crate::daemon::tls::{Tls, TlsFiles};
 
 /// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
@@ -649,51 +649,38 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
     let Some(what) = decode_aead(&otp.public_id, &stored) else {
         return (Outcome::CorruptAead, id);
     };
-    let first = st.pool.decode(otp.clone(), what, deadline).await;
-    let mut stored = stored;
-    let result = match first {
-        // The devices for this AEAD cannot serve now (a YubiHSM 2 locked after a reboot,
-        // down, or full) and there is time left: during a migration the YubiKey may have
-        // an AEAD for the other kind of HSM too, under a later configured key. Only device
-        // conditions fail over: a verdict on the OTP is the answer.
-        Err(PoolError::Locked | PoolError::Unavailable | PoolError::Overloaded)
-            if Instant::now() < deadline =>
-        {
-            let mut result = first;
-            let key = stored.key();
-            match st
-                .store
-                .fallbacks_until(&otp.public_id, key, deadline)
-                .await
-            {
-                Ok(more) => {
-                    for next in more {
-                        let Some(what) = decode_aead(&otp.public_id, &next) else {
-                            continue;
-                        };
-                        let r = st.pool.decode(otp.clone(), what, deadline).await;
-                        let again = matches!(
-                            r,
-                            Err(PoolError::Locked | PoolError::Unavailable | PoolError::Overloaded)
-                        );
-                        if !again {
-                            debug!(public_id = %otp.public_id, path = %next.source, "served by a later key's AEAD: the first one's devices could not");
-                            result = r;
-                            stored = next;
-                            break;
-                        }
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    debug!(public_id = %otp.public_id, error = %e, "no fallback AEAD");
-                }
+    // The next configured keys' AEADs, read only if the devices for this one cannot
+    // serve (see `Pool::decode_failover`).
+    let mut later = Vec::new();
+    let public_id = otp.public_id.clone();
+    let first_key = stored.key();
+    let (sink, pid) = (&mut later, &public_id);
+    let fallbacks = move || async move {
+        match st.store.fallbacks_until(pid, first_key, deadline).await {
+            Ok(more) => more
+                .into_iter()
+                .filter_map(|s| {
+                    let d = decode_aead(pid, &s)?;
+                    sink.push(s);
+                    Some(d)
+                })
+                .collect(),
+            Err(e) => {
+                debug!(public_id = %pid, error = %e, "no fallback AEAD");
+                Vec::new()
             }
-            result
         }
-        r => r,
+    };
+    let (result, served) = st
+        .pool
+        .decode_failover(otp, what, fallbacks, deadline)
+        .await;
+    let stored = match served.and_then(|i| later.get(i)) {
+        Some(next) => {
+            debug!(public_id = %public_id, path = %next.source, "served with a later key's AEAD: the first one's devices could not");
+            next
+        }
+        None => &stored,
     };
     let outcome = match result {
         Ok(d) => Outcome::Ok(d),
