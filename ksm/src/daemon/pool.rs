@@ -19,7 +19,10 @@
 //! YubiHSM 2 devices sit in the same pool, each with its own owner thread
 //! ([`crate::daemon::hsm2_owner`]: a session pool, re-authentication, the locked state).
 //! Each AEAD names the kind of HSM that opens it ([`DecodeAead`]), and goes only to
-//! devices of that kind, with the same spreading and failover among them.
+//! devices of that kind, with the same spreading and failover among them. A verdict on the
+//! OTP or AEAD ([`PoolError::is_verdict`]) ends a request at once; only device conditions
+//! move it on. During a migration a YubiKey may have an AEAD under each kind's key: when the
+//! devices for the first cannot serve, [`Pool::decode_failover`] tries the next.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
