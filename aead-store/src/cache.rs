@@ -581,6 +581,12 @@ impl FsStore {
 }
 
 impl Store for CachedStore {
+    /// From disk: the cache holds the first AEAD of each id only, and fallbacks are asked
+    /// for only while a device is locked or down.
+    fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
+        self.disk().fallbacks(id, after)
+    }
+
     fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
         CachedStore::lookup(self, id)
     }
@@ -718,6 +724,33 @@ mod tests {
         };
         c.put(&id(1), &newer, true).unwrap();
         assert_eq!(c.lookup(&id(1)).unwrap().unwrap().sealed, newer);
+    }
+
+    /// The cache holds each id's first AEAD; the fallbacks behind it are the disk's, and
+    /// follow a change on disk at once.
+    #[test]
+    fn fallbacks_behind_a_cached_aead_are_the_disks() {
+        let d = tempfile::tempdir().unwrap();
+        let k5 = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+        let disk = FsStore::open_keys(d.path(), vec![k5, KH.into()]).unwrap();
+        let n = id(1).to_nonce().unwrap();
+        let sealed = Sealed::Hsm2 {
+            key_id: hsm2_proto::ObjectId(5),
+            aead: OtpAead::from_yubihsm1(n.0, [3; 30]),
+        };
+        disk.put(&id(1), &sealed, false).unwrap();
+        disk.write(KH, &id(1), &n, &aead(1, 1), false).unwrap();
+        let want = disk.fallbacks(&id(1), k5).unwrap();
+        assert_eq!(want.len(), 1);
+        let c = disk.watch();
+        assert_eq!(c.lookup(&id(1)).unwrap().unwrap().key(), k5);
+        assert_eq!(c.len(), 1);
+        assert_eq!(Store::fallbacks(&c, &id(1), k5).unwrap(), want);
+        c.write(KH, &id(1), &n, &aead(1, 2), true).unwrap();
+        assert_eq!(
+            Store::fallbacks(&c, &id(1), k5).unwrap()[0].hsm1_aead(),
+            Some(&aead(1, 2))
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use nix::fcntl::OFlag;
 use tempfile::TempPath;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::format::{self, AeadFile, FormatError};
 use crate::layout::{aead_path, aead_path_in, key_dir, KeyHandleDirs, Layout};
@@ -136,6 +136,34 @@ impl FsStore {
             }
         }
         Ok(None)
+    }
+
+    /// The fallbacks for `id` after key `after` (the key of what [`FsStore::lookup`] gave):
+    /// for each configured key after it in order, its first file present, if good. A bad
+    /// one is left out (logged) rather than an error: it was never going to be used unless
+    /// the devices for the AEADs before it could not serve, and the first file present,
+    /// which decides, was good. Each is read and checked as a lookup reads it (the nonce
+    /// rule included).
+    pub fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
+        let Some(pos) = self.keys.iter().position(|k| *k == after) else {
+            return Ok(Vec::new());
+        };
+        let dirs = KeyHandleDirs::read(&self.base)?;
+        let mut out = Vec::new();
+        for kh in &self.keys[pos + 1..] {
+            let first = dirs
+                .of(*kh)
+                .flat_map(|(_, dir)| Layout::READ_ORDER.map(|l| aead_path_in(dir, id, l)))
+                .find(|p| present(p).unwrap_or(false));
+            let Some(path) = first else { continue };
+            match self.read_file(&path, *kh, id) {
+                Ok(stored) => out.push(stored),
+                Err(e) => {
+                    warn!(public_id = %id, error = %e, "a fallback AEAD is unusable; left out");
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Reads and checks one AEAD file, trusting nothing: every symlink on the path must stay
@@ -474,6 +502,54 @@ mod tests {
             panic!("not a YubiHSM 2 key")
         };
         Sealed::Hsm2 { key_id, aead }
+    }
+
+    /// During a migration a YubiKey has an AEAD under an otp-aead-key and under its old
+    /// key handle: the lookup gives the first configured, the fallbacks the later good ones
+    /// in order. A bad first file is still the lookup's error; a bad later one (a corrupt
+    /// file, another id's AEAD copied in: the nonce rule) is left out.
+    #[test]
+    fn fallbacks_are_the_later_keys_good_aeads_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FsStore::open_keys(d.path(), vec![K5, KH20.into(), K6, KH21.into()]).unwrap();
+        let i = id("ccbbddeeffcc");
+        let n = nonce("ccbbddeeffcc");
+        s.put(&i, &hsm2(K5, otp(n, 1)), false).unwrap();
+        s.write(KH20, &i, &n, &aead(2), false).unwrap();
+        s.write(KH21, &i, &n, &aead(3), false).unwrap();
+        // K6's holds another id's AEAD (its nonce): not bound to this id, so left out.
+        put(
+            d.path(),
+            "otp-aead-key-0x0006",
+            "ccbbddeeffcc",
+            Layout::Code,
+            &format::write_v2(hsm2_proto::ObjectId(6), &otp(nonce("ccbbddeeffcd"), 4)),
+        );
+        assert!(matches!(
+            FsStore::open_keys(d.path(), vec![K6]).unwrap().lookup(&i),
+            Err(StoreError::NonceMismatch { .. })
+        ));
+        let first = s.lookup(&i).unwrap().unwrap();
+        assert_eq!(first.key(), K5);
+        let keys = |after| -> Vec<AeadKey> {
+            s.fallbacks(&i, after)
+                .unwrap()
+                .iter()
+                .map(StoredAead::key)
+                .collect()
+        };
+        assert_eq!(keys(K5), vec![KH20.into(), KH21.into()]);
+        assert_eq!(s.fallbacks(&i, K5).unwrap()[0].hsm1_aead(), Some(&aead(2)));
+        assert_eq!(keys(KH20.into()), vec![AeadKey::from(KH21)]);
+        assert_eq!(keys(KH21.into()), vec![]);
+        // A key not configured, or an id with nothing else: none.
+        assert_eq!(keys(AeadKey::OtpKey(hsm2_proto::ObjectId(9))), vec![]);
+        assert_eq!(s.fallbacks(&id("ccbbddeeffcd"), K5).unwrap(), vec![]);
+        // A bad later file (KH20's) is left out; a bad first one is the lookup's error.
+        fs::write(file(&s.fallbacks(&i, K5).unwrap()[0].source), b"junk").unwrap();
+        assert_eq!(keys(K5), vec![AeadKey::from(KH21)]);
+        fs::write(file(&first.source), b"junk").unwrap();
+        assert!(s.lookup(&i).is_err());
     }
 
     #[test]

@@ -182,6 +182,11 @@ pub type Lookup<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Option<StoredAead>, StoreError>> + Send + 'a>,
 >;
 
+/// A fallback lookup the daemon awaits ([`Store::fallbacks_until`]).
+pub type Fallbacks<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<StoredAead>, StoreError>> + Send + 'a>,
+>;
+
 /// What the daemon and the tools need from an AEAD store.
 // `len` is optional (`None`: nothing held in memory), so an `is_empty` would say nothing.
 #[allow(clippy::len_without_is_empty)]
@@ -196,6 +201,30 @@ pub trait Store {
     fn lookup_until<'a>(&'a self, id: &'a PublicId, deadline: std::time::Instant) -> Lookup<'a> {
         let _ = deadline;
         Box::pin(std::future::ready(self.lookup(id)))
+    }
+
+    /// The AEADs for `id` of the configured keys after `after` (the key of what
+    /// [`Store::lookup`] gave), in configured order, each that is good: during a migration
+    /// a YubiKey has an AEAD for each kind of HSM, and when the devices for the first cannot
+    /// serve (locked after a reboot, down, overloaded) the daemon tries the next. Only the
+    /// first AEAD present decides what a bad one means, so a bad fallback is left out, not
+    /// an error. Read past any cache: this is the rare path, and the store itself is the
+    /// truth. A store that gives none need not override it.
+    fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
+        let _ = (id, after);
+        Ok(Vec::new())
+    }
+
+    /// [`Store::fallbacks`] for the daemon, as [`Store::lookup_until`] is to
+    /// [`Store::lookup`].
+    fn fallbacks_until<'a>(
+        &'a self,
+        id: &'a PublicId,
+        after: AeadKey,
+        deadline: std::time::Instant,
+    ) -> Fallbacks<'a> {
+        let _ = deadline;
+        Box::pin(std::future::ready(self.fallbacks(id, after)))
     }
 
     /// Stores a YubiHSM 1 AEAD for (`kh`, `id`); an existing one is replaced only if
@@ -262,6 +291,10 @@ pub trait Store {
 impl Store for FsStore {
     fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
         FsStore::lookup(self, id)
+    }
+
+    fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
+        FsStore::fallbacks(self, id, after)
     }
 
     fn write(

@@ -493,10 +493,12 @@ fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
 }
 
 /// During the move one daemon holds a YubiHSM 1 and a YubiHSM 2: key handle 0x20 is
-/// migrated, 0x21 not yet. Each AEAD goes to the device that opens it: the YubiHSM 2, still
-/// locked, refuses only 0x20's YubiKeys, and 0x21's keep decoding on the YubiHSM 1; once
-/// `ksm keystore-unlock` has handed the password over, every answer is the golden one, and a
-/// YubiHSM 2 gone away takes only its own YubiKeys down.
+/// migrated, 0x21 not yet. Each AEAD goes to the device that opens it, and a migrated
+/// YubiKey that still has its YubiHSM 1 file fails over to the YubiHSM 1 while the YubiHSM 2
+/// is locked (after a reboot) or gone: every answer is the golden one. Only a YubiKey whose
+/// YubiHSM 1 file is gone (here vector YubiKey 0's) waits for the YubiHSM 2: `ERR HSM
+/// locked` until `ksm keystore-unlock` has handed the password over, `ERR HSM unavailable`
+/// while it is gone.
 #[test]
 fn a_mixed_daemon_serves_both_stores_during_the_move() {
     let dir = tempfile::tempdir().unwrap();
@@ -515,6 +517,11 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
         answers(&d1, &otps)
     };
     migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    // Vector YubiKey 0 exists only as a YubiHSM 2 AEAD from now on.
+    let v = otp_vectors();
+    let only_hsm2 = v["yubikeys"][0]["public_id"].as_str().unwrap().to_string();
+    let hsm1_file = aeads.join("0x20/cc/cc/de/ul/fb/vj").join(&only_hsm2);
+    std::fs::remove_file(&hsm1_file).unwrap();
     let d = Serve::start(
         dir.path(),
         "mixed",
@@ -537,23 +544,19 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
     assert_eq!(h["devices"][0]["kind"], "yubihsm1", "{h}");
     assert_eq!(h["devices"][1]["kind"], "yubihsm2", "{h}");
     assert_eq!(h["status"], "degraded", "{h}");
-    // Vector YubiKeys 0, 2, 4 are key handle 0x20's (now on the YubiHSM 2), 1, 3, 5 0x21's.
-    let v = otp_vectors();
-    let kh_of = |otp: &str| {
-        v["yubikeys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|y| otp.starts_with(y["public_id"].as_str().unwrap()))
-            .map(|y| y["key_handle"].as_u64().unwrap())
-    };
+    // Vector YubiKeys 0, 2, 4 are key handle 0x20's (now on the YubiHSM 2, and 2 and 4
+    // still on the YubiHSM 1), 1, 3, 5 0x21's.
     let locked = answers(&d, &otps);
+    let mut served_by_hsm1 = 0;
     for ((otp, line), want) in otps.iter().zip(&locked).zip(&golden) {
-        match kh_of(otp) {
-            Some(0x20) => assert_eq!(line, "503 ERR HSM locked\n", "{otp}"),
-            _ => assert_eq!(line, want, "{otp}"),
+        if otp.starts_with(&only_hsm2) {
+            assert_eq!(line, "503 ERR HSM locked\n", "{otp}");
+        } else {
+            assert_eq!(line, want, "{otp}");
+            served_by_hsm1 += 1;
         }
     }
+    assert!(served_by_hsm1 > 0 && locked.iter().any(|l| l == "503 ERR HSM locked\n"));
     // With a YubiHSM 1 in the daemon, standard input is the YubiHSM 1's (whether it is
     // locked or not): a line there never reaches the YubiHSM 2 as its password.
     let o = d.unlock(&format!("{PASSWORD}\n"));
@@ -583,9 +586,10 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
     assert_eq!(hsm2.control("refuse on"), "ok");
     let cut = answers(&d, &otps);
     for ((otp, line), want) in otps.iter().zip(&cut).zip(&golden) {
-        match kh_of(otp) {
-            Some(0x20) => assert_eq!(line, "503 ERR HSM unavailable\n", "{otp}"),
-            _ => assert_eq!(line, want, "{otp}"),
+        if otp.starts_with(&only_hsm2) {
+            assert_eq!(line, "503 ERR HSM unavailable\n", "{otp}");
+        } else {
+            assert_eq!(line, want, "{otp}");
         }
     }
     assert_eq!(hsm2.control("refuse off"), "ok");

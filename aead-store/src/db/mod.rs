@@ -558,6 +558,45 @@ impl Inner {
         Ok(found)
     }
 
+    /// The fallbacks for `id` after key `after` ([`Store::fallbacks`]), from the
+    /// database itself (the cache holds each id's first AEAD only).
+    async fn fetch_fallbacks(
+        &self,
+        id: &PublicId,
+        after: AeadKey,
+    ) -> Result<Vec<StoredAead>, StoreError> {
+        let Some(pos) = self.cfg.keys.iter().position(|k| *k == after) else {
+            return Ok(Vec::new());
+        };
+        let later = &self.cfg.keys[pos + 1..];
+        if later.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wants_otp = later.iter().any(|k| matches!(k, AeadKey::OtpKey(_)));
+        let pool = self.pool.get();
+        let rows = pool.rows_for(id.as_str()).await;
+        let otp_rows = match (&rows, wants_otp) {
+            (Ok(_), true) => pool.otp_rows_for(id.as_str()).await,
+            _ => Ok(Vec::new()),
+        };
+        let (rows, otp_rows) = match (rows, otp_rows) {
+            (Ok(r), Ok(o)) => (r, o),
+            (Err(e), _) | (_, Err(e)) => return Err(unavailable(&e)),
+        };
+        Ok(later
+            .iter()
+            .filter_map(
+                |key| match choose(&rows, &otp_rows, id, &[*key], self.cfg.nonce_policy) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        warn!(public_id = %id, error = %e, "a fallback AEAD is unusable; left out");
+                        None
+                    }
+                },
+            )
+            .collect())
+    }
+
     /// A notice: `""` means every row (a TRUNCATE), a heartbeat is no change.
     fn changed(&self, public_id: &str) {
         if let Some(hb) = public_id.strip_prefix(HEARTBEAT_TAG) {
@@ -851,6 +890,36 @@ impl Store for DbStore {
 
     fn lookup_until<'a>(&'a self, id: &'a PublicId, deadline: Instant) -> Lookup<'a> {
         Box::pin(self.lookup_by(id, deadline))
+    }
+
+    fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
+        let inner = self.inner.clone();
+        let key = id.clone();
+        self.block(async move { inner.fetch_fallbacks(&key, after).await })
+    }
+
+    /// Gives up at `deadline` with [`StoreError::Unavailable`]; a fallback not found in time
+    /// changes nothing about the database's health (the first lookup answered).
+    fn fallbacks_until<'a>(
+        &'a self,
+        id: &'a PublicId,
+        after: AeadKey,
+        deadline: Instant,
+    ) -> crate::Fallbacks<'a> {
+        Box::pin(async move {
+            let inner = self.inner.clone();
+            let key = id.clone();
+            let mut task = self
+                .rt()
+                .spawn(async move { inner.fetch_fallbacks(&key, after).await });
+            tokio::select! {
+                r = &mut task => r.unwrap_or_else(|_| Err(StoreError::Unavailable("lookup failed".into()))),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    task.abort();
+                    Err(StoreError::Unavailable("no answer within the request's deadline".into()))
+                }
+            }
+        })
     }
 
     fn write(

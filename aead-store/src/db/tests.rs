@@ -879,3 +879,63 @@ fn a_missing_yubihsm2_table_says_to_run_db_init() {
         }
     }
 }
+
+/// The rows give the same fallbacks as files do: each later configured key's good row, in
+/// configured order, a bad one (here another id's AEAD, against the nonce rule) left out;
+/// through the cache or not, and within a deadline for the daemon.
+#[test]
+fn fallbacks_are_the_later_keys_good_rows_in_order() {
+    let k5 = AeadKey::OtpKey(ObjectId(5));
+    let k6 = AeadKey::OtpKey(ObjectId(6));
+    let kh20 = AeadKey::Handle(KeyHandle(0x20));
+    let kh21 = AeadKey::Handle(KeyHandle(0x21));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for db in Db::all() {
+        keyed_store(&db, &[]).init().unwrap();
+        let i = id("ccccdeulfbvj");
+        let s = keyed_store(&db, &[k5, kh20, k6, kh21]);
+        let n = Nonce(nonce_of("ccccdeulfbvj"));
+        for (kh, v) in [(0x20, 1), (0x21, 2)] {
+            s.write(KeyHandle(kh), &i, &n, &Aead::new(&aead(v)).unwrap(), false)
+                .unwrap();
+        }
+        for (key_id, nonce_id, fill) in [(5, "ccccdeulfbvj", 3), (6, "cccccccccccb", 4)] {
+            s.put(
+                &i,
+                &Sealed::Hsm2 {
+                    key_id: ObjectId(key_id),
+                    aead: otp_aead(nonce_id, fill),
+                },
+                false,
+            )
+            .unwrap();
+        }
+        assert_eq!(s.lookup(&i).unwrap().unwrap().key(), k5);
+        let keys = |v: Vec<StoredAead>| v.iter().map(StoredAead::key).collect::<Vec<_>>();
+        assert_eq!(keys(s.fallbacks(&i, k5).unwrap()), [kh20, kh21]);
+        assert_eq!(
+            s.fallbacks(&i, k5).unwrap()[0].hsm1_aead(),
+            Some(&Aead::new(&aead(1)).unwrap())
+        );
+        assert_eq!(keys(s.fallbacks(&i, kh20).unwrap()), [kh21]);
+        assert_eq!(keys(s.fallbacks(&i, kh21).unwrap()), []);
+        assert_eq!(keys(s.fallbacks(&id("cccccccccccd"), k5).unwrap()), []);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            keys(rt.block_on(s.fallbacks_until(&i, k5, deadline)).unwrap()),
+            [kh20, kh21]
+        );
+        // Through the cache: the same.
+        let mut cfg = DbConfig::with_keys(
+            DbUrl::parse(&db.url()).expect("url"),
+            vec![k5, kh20, k6, kh21],
+        );
+        cfg.cache = true;
+        let cached = DbStore::open(cfg).expect("open");
+        assert_eq!(cached.lookup(&i).unwrap().unwrap().key(), k5);
+        assert_eq!(keys(cached.fallbacks(&i, k5).unwrap()), [kh20, kh21]);
+    }
+}

@@ -2,7 +2,7 @@
 //! raw frame; `GET /connector/status` with `key=value` lines (shared protocol notes §1.1).
 
 use std::io::ErrorKind;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::trace;
 
@@ -117,6 +117,8 @@ pub struct Connector {
     url: String,
     agent: ureq::Agent,
     timeouts: HttpTimeouts,
+    /// Set by [`Transport::set_deadline`]: API requests end by then.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -144,6 +146,7 @@ impl Connector {
             url: base_url.trim_end_matches('/').to_string(),
             agent: config.into(),
             timeouts,
+            deadline: None,
         }
     }
 
@@ -243,12 +246,23 @@ impl Transport for Connector {
             len = request.as_bytes().len(),
             "connector request"
         );
-        let mut resp = self
+        let mut req = self
             .agent
             .post(format!("{}/connector/api", self.url))
-            .header("Content-Type", "application/octet-stream")
-            .send(request.as_bytes())
-            .map_err(|e| self.error(e))?;
+            .header("Content-Type", "application/octet-stream");
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout {
+                    peer: format!("yubihsm-connector at {}", self.url),
+                    after: Duration::ZERO,
+                });
+            }
+            if left < self.timeouts.answer {
+                req = req.config().timeout_global(Some(left)).build();
+            }
+        }
+        let mut resp = req.send(request.as_bytes()).map_err(|e| self.error(e))?;
         self.check_status(resp.status().as_u16())?;
         let body = zeroize::Zeroizing::new(
             resp.body_mut()
@@ -259,5 +273,9 @@ impl Transport for Connector {
         );
         trace!(len = body.len(), "connector answer");
         Frame::parse(&body)
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 }

@@ -11,6 +11,8 @@ pub mod usb;
 
 pub use http::{Connector, ConnectorStatus, HttpTimeouts, DEFAULT_URL};
 
+use std::time::Instant;
+
 use crate::codec::Frame;
 use crate::Result;
 
@@ -24,10 +26,25 @@ use crate::Result;
 pub trait Transport: Send {
     /// Sends `request` and returns the device's answer, parsed as one frame.
     fn exchange(&mut self, request: &Frame) -> Result<Frame>;
+
+    /// Ends every later exchange by `deadline` at the latest, besides the transport's own
+    /// timeout (`None`: that timeout alone). A caller serving requests that each have a
+    /// deadline (the daemon) sets it, so a stalled device holds its caller no longer than
+    /// the request it serves still waits: a command takes several exchanges (a session
+    /// takes two), each of which could otherwise wait the full timeout. One with no time
+    /// left fails at once with [`crate::Error::Timeout`], sending nothing. A transport that
+    /// cannot shorten a wait may ignore it.
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        let _ = deadline;
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn exchange(&mut self, request: &Frame) -> Result<Frame> {
         (**self).exchange(request)
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        (**self).set_deadline(deadline)
     }
 }

@@ -67,6 +67,8 @@ mod device {
         handle: rusb::DeviceHandle<rusb::GlobalContext>,
         timeout: Duration,
         link: Link,
+        /// Set by [`Transport::set_deadline`]: transfers end by then.
+        deadline: Option<std::time::Instant>,
     }
 
     impl std::fmt::Debug for UsbTransport {
@@ -117,6 +119,7 @@ mod device {
                     handle,
                     timeout,
                     link: Link::default(),
+                    deadline: None,
                 });
             }
             Err(Error::Usb("no YubiHSM 2 found".into()))
@@ -125,7 +128,17 @@ mod device {
 
     impl Transport for UsbTransport {
         fn exchange(&mut self, request: &Frame) -> Result<Frame> {
-            let (handle, timeout) = (&self.handle, self.timeout);
+            let (handle, mut timeout) = (&self.handle, self.timeout);
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout {
+                        peer: "YubiHSM 2 on USB".into(),
+                        after: Duration::ZERO,
+                    });
+                }
+                timeout = timeout.min(left);
+            }
             self.link.exchange(|| {
                 let bytes = request.as_bytes();
                 let timed_out = |e: rusb::Error| match e {
@@ -149,6 +162,10 @@ mod device {
                     .map_err(timed_out)?;
                 Frame::parse(&buf[..n])
             })
+        }
+
+        fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+            self.deadline = deadline;
         }
     }
 }

@@ -406,16 +406,44 @@ impl Hsm2Device {
                 self.health.count_error(LineError::Open, e.to_string());
                 Err(PoolError::Unavailable)
             }
+            // Anything else (another error code, a malformed or unauthenticated answer)
+            // comes before any session authenticated the device's bytes: it says nothing
+            // about the OTP, so it must never become the validator's verdict on it. As for
+            // a YubiHSM 1 the daemon cannot use, the device is unavailable (and another
+            // device may serve).
             Err(e) => {
                 warn!(device = %self.health.name, error = %e, "YubiHSM 2 session could not be opened");
-                self.health.count_error(LineError::Garbage, e.to_string());
-                Err(PoolError::Hsm2(e))
+                self.health.count_error(LineError::Open, e.to_string());
+                Err(PoolError::Unavailable)
             }
         }
     }
 
-    /// Decodes `otp` (its 16 token bytes) with `aead` under otp-aead-key `key_id`.
+    /// Decodes `otp` (its 16 token bytes) with `aead` under otp-aead-key `key_id`. Every
+    /// exchange it makes (opening a session, the decode, on a transport reopened under it)
+    /// ends by `deadline`, so a stalled device frees this thread, and the jobs queued
+    /// behind it, when the request gives up, not a whole transport timeout per exchange
+    /// later.
     fn decode(
+        &mut self,
+        otp: [u8; 16],
+        key_id: ObjectId,
+        aead: OtpAead,
+        deadline: Instant,
+    ) -> Result<OtpCounters, PoolError> {
+        let r = self.decode_by(otp, key_id, aead, deadline);
+        self.set_deadline(None);
+        r
+    }
+
+    /// Bounds the transport's exchanges by `deadline` (`None`: its own timeout alone).
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        if let Some(client) = self.client.as_mut() {
+            client.transport_mut().set_deadline(deadline);
+        }
+    }
+
+    fn decode_by(
         &mut self,
         otp: [u8; 16],
         key_id: ObjectId,
@@ -435,6 +463,7 @@ impl Hsm2Device {
                     return Err(last);
                 }
             }
+            self.set_deadline(Some(deadline));
             let slot = self.next % self.sessions.len();
             self.next = self.next.wrapping_add(1);
             match self.ensure_session(slot) {

@@ -19,7 +19,10 @@
 //! YubiHSM 2 devices sit in the same pool, each with its own owner thread
 //! ([`crate::daemon::hsm2_owner`]: a session pool, re-authentication, the locked state).
 //! Each AEAD names the kind of HSM that opens it ([`DecodeAead`]), and goes only to
-//! devices of that kind, with the same spreading and failover among them.
+//! devices of that kind, with the same spreading and failover among them. A verdict on the
+//! OTP or AEAD ([`PoolError::is_verdict`]) ends a request at once; only device conditions
+//! move it on. During a migration a YubiKey may have an AEAD under each kind's key: when the
+//! devices for the first cannot serve, [`Pool::decode_failover`] tries the next.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,6 +137,28 @@ pub enum PoolError {
     WrongKind,
     /// The YubiHSM 2 refused the password `keystore-unlock` gave; it stays locked.
     WrongPassword,
+}
+
+impl PoolError {
+    /// True if this is the device's verdict on the OTP or its AEAD, which any other device
+    /// holding the same key would repeat: the request ends with it. Anything else is about
+    /// the device (locked, unreachable, busy, or without the key the AEAD names), and the
+    /// next device may serve. Trying a forged OTP on every device would only multiply the
+    /// work a forger causes, and let a locked device's `ERR HSM locked` hide the verdict.
+    pub fn is_verdict(&self) -> bool {
+        match self {
+            PoolError::Hsm(_) => true,
+            PoolError::Hsm2(e) => matches!(
+                e.code(),
+                Some(
+                    hsm2_proto::ErrorCode::InvalidOtp
+                        | hsm2_proto::ErrorCode::InvalidData
+                        | hsm2_proto::ErrorCode::WrongLength
+                )
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// A job for a device's owner thread.
@@ -396,7 +421,7 @@ impl Pool {
             match tokio::time::timeout(left, rx).await {
                 Ok(Ok(Ok(d))) => return Ok(d),
                 // A refusal about this OTP or AEAD is the answer; another device would agree.
-                Ok(Ok(Err(e @ PoolError::Hsm(_)))) => return Err(e),
+                Ok(Ok(Err(e))) if e.is_verdict() => return Err(e),
                 Ok(Ok(Err(e))) => last = e,
                 Ok(Err(_)) => last = PoolError::Unavailable,
                 Err(_) => return Err(PoolError::Timeout),
@@ -406,6 +431,48 @@ impl Pool {
             return Err(PoolError::Overloaded);
         }
         Err(last)
+    }
+
+    /// [`Pool::decode`] with `first`, failing over to other AEADs of the same YubiKey: if
+    /// the devices for `first` cannot serve (locked, unavailable, overloaded) and time is
+    /// left, `fallbacks` is called (only then: it reads the store) and each AEAD it gives is
+    /// tried in turn, on devices of its own kind, until one is served or gets a verdict.
+    /// During a migration that keeps a YubiKey answering from its YubiHSM 1 AEAD while the
+    /// YubiHSM 2 is locked after a reboot. A verdict is never failed over (another key's
+    /// AEAD for the same YubiKey would only repeat it), nor a timeout (no time is left).
+    /// Returns the result and which fallback served (`None`: `first`, or none did, the
+    /// result then being `first`'s).
+    pub async fn decode_failover<F, Fut>(
+        &self,
+        otp: Otp,
+        first: DecodeAead,
+        fallbacks: F,
+        deadline: Instant,
+    ) -> (Result<OtpCounters, PoolError>, Option<usize>)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Vec<DecodeAead>>,
+    {
+        fn device_condition(r: &Result<OtpCounters, PoolError>) -> bool {
+            matches!(
+                r,
+                Err(PoolError::Locked | PoolError::Unavailable | PoolError::Overloaded)
+            )
+        }
+        let r = self.decode(otp.clone(), first, deadline).await;
+        if !device_condition(&r) || Instant::now() >= deadline {
+            return (r, None);
+        }
+        for (i, next) in fallbacks().await.into_iter().enumerate() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let again = self.decode(otp.clone(), next, deadline).await;
+            if !device_condition(&again) {
+                return (again, Some(i));
+            }
+        }
+        (r, None)
     }
 
     /// Hands a YubiHSM 2's authentication key (derived from the password
@@ -738,5 +805,293 @@ fn run_job(
         Job::Unlock { reply, .. } => {
             let _ = reply.send(Err(PoolError::WrongKind));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use hsm_proto::{Aead, PublicId};
+
+    use super::*;
+    use crate::daemon::answer::Outcome;
+    use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Yubikey vector `i`'s AEAD, for each kind of HSM.
+    fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
+        let v = test_support::otp_vectors();
+        let y = &v["yubikeys"][i];
+        let kh = y["key_handle"].as_u64().unwrap() as u32;
+        let nonce = PublicId::new(y["public_id"].as_str().unwrap())
+            .unwrap()
+            .to_nonce()
+            .unwrap();
+        let bytes: [u8; 30] = hex::decode(y["aead"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let aead = YubiKeyAead::try_from(&Aead::new(&bytes).unwrap()).unwrap();
+        (
+            DecodeAead::Hsm1 {
+                key_handle: KeyHandle(kh),
+                nonce,
+                aead,
+            },
+            DecodeAead::Hsm2 {
+                key_id: ObjectId(0x100 + kh as u16),
+                aead: OtpAead::from_yubihsm1(nonce.0, bytes),
+            },
+        )
+    }
+
+    fn line(r: Result<OtpCounters, PoolError>) -> String {
+        match r {
+            Ok(c) => Outcome::Ok(c).answer().1,
+            Err(e) => Outcome::from(e).answer().1,
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(3)
+    }
+
+    fn wait_for(pool: &Pool, states: &[DeviceState]) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while pool
+            .health()
+            .iter()
+            .zip(states)
+            .any(|(h, s)| h.state() != *s)
+        {
+            assert!(Instant::now() < until, "devices never reached {states:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn verdicts_end_the_request_and_device_conditions_fail_over() {
+        use hsm2_proto::{CommandCode, Error as E, ErrorCode as C};
+        let dev = |code| {
+            PoolError::Hsm2(E::Device {
+                cmd: CommandCode::DecryptOtp,
+                code,
+            })
+        };
+        for code in [C::InvalidOtp, C::InvalidData, C::WrongLength] {
+            assert!(dev(code).is_verdict(), "{code:?}");
+        }
+        for code in [
+            C::ObjectNotFound,
+            C::InsufficientPermissions,
+            C::InvalidSession,
+            C::SessionsFull,
+        ] {
+            assert!(!dev(code).is_verdict(), "{code:?}");
+        }
+        assert!(!PoolError::Hsm2(E::Mac).is_verdict());
+        for e in [
+            PoolError::Locked,
+            PoolError::Unavailable,
+            PoolError::Overloaded,
+            PoolError::Timeout,
+        ] {
+            assert!(!e.is_verdict(), "{e:?}");
+        }
+    }
+
+    /// Two YubiHSM 2s, one locked: a tampered OTP gets the unlocked one's verdict, not the
+    /// locked one's state, whichever device the rotation starts with.
+    #[test]
+    fn a_forged_otp_is_refused_once_not_retried_on_a_locked_device() {
+        let up = emulator("");
+        let locked = emulator("");
+        let pool = Pool::start(
+            vec![
+                backend(up.url(), Some(PASSWORD), 1),
+                backend(locked.url(), None, 1),
+            ],
+            PoolConfig::default(),
+        );
+        wait_for(&pool, &[DeviceState::Up, DeviceState::Locked]);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        for ctr in 1..5 {
+            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
+            let mut bad = otp.clone();
+            bad.ciphertext[3] ^= 1;
+            assert_eq!(
+                line(rt.block_on(pool.decode(bad, a2, soon()))),
+                "ERR Corrupt OTP"
+            );
+            assert_eq!(
+                line(rt.block_on(pool.decode(otp, a2, soon()))),
+                format!("OK counter={ctr:04x} low=4242 high=17 use=01")
+            );
+        }
+    }
+
+    /// A transport whose device answers every command with error frame `code`: what a
+    /// broken or hostile connector can send before any session authenticates it.
+    struct Refuses(u8);
+
+    impl hsm2_proto::transport::Transport for Refuses {
+        fn exchange(
+            &mut self,
+            _: &hsm2_proto::codec::Frame,
+        ) -> hsm2_proto::Result<hsm2_proto::codec::Frame> {
+            hsm2_proto::codec::Frame::parse(&[0x7f, 0x00, 0x01, self.0])
+        }
+    }
+
+    /// A session the device will not open, for any reason the owner does not handle, is
+    /// the device being unusable (503, counted as an open error), never a verdict on the
+    /// OTP made of unauthenticated bytes.
+    #[test]
+    fn an_unauthenticated_refusal_to_open_a_session_is_unavailable() {
+        for code in [0x0f, 0x02, 0x08, 0x01] {
+            let pool = Pool::start(
+                vec![Backend::Hsm2(crate::daemon::hsm2_owner::Hsm2Backend {
+                    name: format!("refuses {code:#x}"),
+                    open: Arc::new(move || {
+                        Ok(Box::new(Refuses(code)) as Box<dyn hsm2_proto::transport::Transport>)
+                    }),
+                    auth_key_id: ObjectId(2),
+                    key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
+                    sessions: 1,
+                })],
+                PoolConfig::default(),
+            );
+            let (_, a2) = aeads(0);
+            let otp = Otp::parse(&test_support::vector_otp(0, 1, 1)).unwrap();
+            let r = rt().block_on(pool.decode(otp, a2, soon()));
+            assert_eq!(r, Err(PoolError::Unavailable), "code {code:#x}");
+            assert_eq!(line(r), "ERR HSM unavailable");
+            let h = &pool.health()[0];
+            let opens = h
+                .line_errors()
+                .find(|(k, _)| *k == crate::daemon::health::LineError::Open)
+                .map(|(_, n)| n);
+            assert!(opens >= Some(1), "code {code:#x}: {opens:?}");
+        }
+    }
+
+    /// A stalled YubiHSM 2 holds its owner thread only until the request it serves gives
+    /// up, not a transport timeout (5 s here) per exchange: the device's queue is empty
+    /// again by the deadline, while the device still stalls, and once the stall ends the
+    /// next request is served at once.
+    #[test]
+    fn a_stalled_exchange_ends_at_the_request_deadline() {
+        use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
+        let emu = emulator("");
+        let url = emu.url();
+        let pool = Pool::start(
+            vec![Backend::Hsm2(crate::daemon::hsm2_owner::Hsm2Backend {
+                name: url.clone(),
+                open: Arc::new(move || {
+                    let timeouts = HttpTimeouts {
+                        connect: Duration::from_secs(2),
+                        answer: Duration::from_secs(5),
+                    };
+                    Ok(Box::new(Connector::open(&url, timeouts)?) as Box<dyn Transport>)
+                }),
+                auth_key_id: ObjectId(2),
+                key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
+                sessions: 1,
+            })],
+            PoolConfig::default(),
+        );
+        wait_for(&pool, &[DeviceState::Up]);
+        let rt = rt();
+        let (_, a2) = aeads(0);
+        let otp = Otp::parse(&test_support::vector_otp(0, 3, 3)).unwrap();
+        emu.set_stall(true);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let r = rt.block_on(pool.decode(otp.clone(), a2, deadline));
+        assert_eq!(r, Err(PoolError::Timeout));
+        let h = pool.health()[0].clone();
+        let until = deadline + Duration::from_millis(500);
+        while h.queued.load(Ordering::SeqCst) != 0 {
+            assert!(
+                Instant::now() < until,
+                "the owner thread is still waiting on the stalled device"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        emu.set_stall(false);
+        let start = Instant::now();
+        let mut got = String::new();
+        while start.elapsed() < Duration::from_secs(2) {
+            got = line(rt.block_on(pool.decode(otp.clone(), a2, soon())));
+            if got.starts_with("OK") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(got, "OK counter=0003 low=4242 high=17 use=03");
+    }
+
+    /// A migrated YubiKey's YubiHSM 2 AEAD, the YubiHSM 2 locked: its YubiHSM 1 AEAD is
+    /// tried on the YubiHSM 1, good and tampered OTPs alike; with nothing to fall back on
+    /// it stays `ERR HSM locked`. Once the YubiHSM 2 serves, its verdict is the answer and
+    /// the store is not even asked for fallbacks.
+    #[test]
+    fn a_locked_yubihsm2_fails_over_to_the_yubikeys_yubihsm1_aead_never_on_a_verdict() {
+        use std::sync::atomic::AtomicBool;
+        let emu = emulator("");
+        let pool = Pool::start(
+            vec![
+                Backend::Soft(Box::new(crate::device::demo_config().unwrap())),
+                backend(emu.url(), None, 1),
+            ],
+            PoolConfig::default(),
+        );
+        wait_for(&pool, &[DeviceState::Up, DeviceState::Locked]);
+        let rt = rt();
+        let (a1, a2) = aeads(0);
+        let asked = AtomicBool::new(false);
+        let failover = |otp: Otp, more: Vec<DecodeAead>| {
+            asked.store(false, Ordering::SeqCst);
+            let (r, served) = rt.block_on(pool.decode_failover(
+                otp,
+                a2,
+                || async {
+                    asked.store(true, Ordering::SeqCst);
+                    more
+                },
+                soon(),
+            ));
+            (line(r), served)
+        };
+        let otp = Otp::parse(&test_support::vector_otp(0, 5, 1)).unwrap();
+        let mut bad = otp.clone();
+        bad.ciphertext[3] ^= 1;
+        let good = "OK counter=0005 low=4242 high=17 use=01".to_string();
+        assert_eq!(failover(otp.clone(), vec![a1]), (good.clone(), Some(0)));
+        assert_eq!(
+            failover(bad.clone(), vec![a1]),
+            ("ERR Corrupt OTP".into(), Some(0))
+        );
+        assert_eq!(
+            failover(otp.clone(), vec![]),
+            ("ERR HSM locked".into(), None)
+        );
+        assert!(asked.load(Ordering::SeqCst));
+        let password = zeroize::Zeroizing::new(PASSWORD.to_string());
+        assert!(rt.block_on(pool.unlock(1, password, soon())).is_ok());
+        assert_eq!(failover(otp, vec![a1]), (good, None));
+        assert!(!asked.load(Ordering::SeqCst));
+        assert_eq!(failover(bad, vec![a1]), ("ERR Corrupt OTP".into(), None));
+        assert!(
+            !asked.load(Ordering::SeqCst),
+            "a verdict is not failed over"
+        );
     }
 }

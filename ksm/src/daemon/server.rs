@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use hsm_proto::otp::Otp;
-use hsm_proto::YubiKeyAead;
+use hsm_proto::{PublicId, YubiKeyAead};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -646,16 +646,65 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             return (outcome, id);
         }
     };
-    // Each kind of AEAD goes to the kind of HSM that opens it.
-    let what = match &stored.sealed {
+    let Some(what) = decode_aead(&otp.public_id, &stored) else {
+        return (Outcome::CorruptAead, id);
+    };
+    // The next configured keys' AEADs, read only if the devices for this one cannot
+    // serve (see `Pool::decode_failover`).
+    let mut later = Vec::new();
+    let public_id = otp.public_id.clone();
+    let first_key = stored.key();
+    let (sink, pid) = (&mut later, &public_id);
+    let fallbacks = move || async move {
+        match st.store.fallbacks_until(pid, first_key, deadline).await {
+            Ok(more) => more
+                .into_iter()
+                .filter_map(|s| {
+                    let d = decode_aead(pid, &s)?;
+                    sink.push(s);
+                    Some(d)
+                })
+                .collect(),
+            Err(e) => {
+                debug!(public_id = %pid, error = %e, "no fallback AEAD");
+                Vec::new()
+            }
+        }
+    };
+    let (result, served) = st
+        .pool
+        .decode_failover(otp, what, fallbacks, deadline)
+        .await;
+    let stored = match served.and_then(|i| later.get(i)) {
+        Some(next) => {
+            debug!(public_id = %public_id, path = %next.source, "served with a later key's AEAD: the first one's devices could not");
+            next
+        }
+        None => &stored,
+    };
+    let outcome = match result {
+        Ok(d) => Outcome::Ok(d),
+        Err(e) => Outcome::from(e),
+    };
+    if matches!(outcome, Outcome::CorruptAead) {
+        // Which file is bad is what the operator needs; the HSM only says "invalid".
+        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.source, "AEAD rejected by the HSM (corrupt file, or made with another key)");
+    }
+    (outcome, id)
+}
+
+/// What the pool needs to open `stored`: each kind of AEAD goes to the kind of HSM that
+/// opens it. `None` (logged) for a YubiHSM 1 AEAD that is not a YubiKey's 30 bytes.
+fn decode_aead(id: &PublicId, stored: &aead_store::StoredAead) -> Option<DecodeAead> {
+    Some(match &stored.sealed {
         aead_store::Sealed::Hsm1 {
             key_handle,
             nonce,
             aead,
         } => {
             let Ok(aead) = YubiKeyAead::try_from(aead) else {
-                warn!(public_id = %otp.public_id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
-                return (Outcome::CorruptAead, id);
+                warn!(public_id = %id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
+                return None;
             };
             DecodeAead::Hsm1 {
                 key_handle: *key_handle,
@@ -667,16 +716,7 @@ async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome
             key_id: *key_id,
             aead: *aead,
         },
-    };
-    let outcome = match st.pool.decode(otp, what, deadline).await {
-        Ok(d) => Outcome::Ok(d),
-        Err(e) => Outcome::from(e),
-    };
-    if matches!(outcome, Outcome::CorruptAead) {
-        // Which file is bad is what the operator needs; the HSM only says "invalid".
-        warn!(public_id = %id.as_deref().unwrap_or("-"), path = %stored.source, "AEAD rejected by the HSM (corrupt file, or made with another key)");
-    }
-    (outcome, id)
+    })
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> Response {
