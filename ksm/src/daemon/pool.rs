@@ -966,6 +966,8 @@ mod tests {
                     auth_key_id: ObjectId(2),
                     key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
                     sessions: 1,
+                    reload_key: None,
+                    refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
                 })],
                 PoolConfig::default(),
             );
@@ -1005,6 +1007,8 @@ mod tests {
                 auth_key_id: ObjectId(2),
                 key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
                 sessions: 1,
+                reload_key: None,
+                refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
             })],
             PoolConfig::default(),
         );
@@ -1084,8 +1088,8 @@ mod tests {
             ("ERR HSM locked".into(), None)
         );
         assert!(asked.load(Ordering::SeqCst));
-        let password = zeroize::Zeroizing::new(PASSWORD.to_string());
-        assert!(rt.block_on(pool.unlock(1, password, soon())).is_ok());
+        let key = hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes());
+        assert!(rt.block_on(pool.unlock(1, key, soon())).is_ok());
         assert_eq!(failover(otp, vec![a1]), (good, None));
         assert!(!asked.load(Ordering::SeqCst));
         assert_eq!(failover(bad, vec![a1]), ("ERR Corrupt OTP".into(), None));
