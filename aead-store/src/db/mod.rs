@@ -1118,49 +1118,63 @@ impl Iterator for OtpRows<'_> {
 
 impl OtpRows<'_> {
     fn entry(&self, row: RawOtpRow) -> WalkEntry {
-        let id = PublicId::new(&row.public_id).ok();
         let key_id = row
             .key_id
             .and_then(|k| u16::try_from(k).ok())
             .filter(|k| *k != 0)
             .map(ObjectId);
-        let source = AeadSource::otp_row(&row.public_id, key_id.unwrap_or(ObjectId(0)));
-        let place = PathBuf::from(source.to_string());
-        let (result, nonce_differs) = match (&id, key_id) {
-            (None, _) => (
-                Err(StoreError::Malformed {
-                    path: place,
-                    reason: "public_id is not a modhex public id",
-                }),
-                false,
-            ),
-            (_, None) => (
-                Err(StoreError::Malformed {
-                    path: place,
-                    reason: "key_id is not a YubiHSM 2 object id (1 to 65535)",
-                }),
-                false,
-            ),
-            (Some(id), Some(key_id)) => {
-                let any = check_otp_row(&row, key_id, id, NoncePolicy::Any);
-                let differs = any
-                    .as_ref()
-                    .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce()));
-                let result = match any {
-                    Ok(_) => check_otp_row(&row, key_id, id, self.store.inner.cfg.nonce_policy),
-                    e => e,
-                };
-                (result, differs)
-            }
-        };
-        WalkEntry {
-            source,
-            dir_key: AeadKey::OtpKey(key_id.unwrap_or(ObjectId(0))),
-            id,
-            result,
-            misplaced: Vec::new(),
-            nonce_differs,
+        let k = key_id.unwrap_or(ObjectId(0));
+        row_entry(
+            AeadSource::otp_row(&row.public_id, k),
+            AeadKey::OtpKey(k),
+            &row.public_id,
+            key_id.is_some(),
+            "key_id is not a YubiHSM 2 object id (1 to 65535)",
+            self.store.inner.cfg.nonce_policy,
+            |id, policy| check_otp_row(&row, k, id, policy),
+        )
+    }
+}
+
+/// A row of either table as a walk reports it: malformed if its public id or its key
+/// (`key_ok`, else `bad_key` says why) does not read, else as `check` finds it under the
+/// store's nonce rule, noting apart a nonce that is not the public id.
+fn row_entry(
+    source: AeadSource,
+    dir_key: AeadKey,
+    public_id: &str,
+    key_ok: bool,
+    bad_key: &'static str,
+    policy: NoncePolicy,
+    check: impl Fn(&PublicId, NoncePolicy) -> Result<StoredAead, StoreError>,
+) -> WalkEntry {
+    let id = PublicId::new(public_id).ok();
+    let malformed = |reason| StoreError::Malformed {
+        path: PathBuf::from(source.to_string()),
+        reason,
+    };
+    let (result, nonce_differs) = match &id {
+        None => (Err(malformed("public_id is not a modhex public id")), false),
+        Some(_) if !key_ok => (Err(malformed(bad_key)), false),
+        Some(id) => {
+            let any = check(id, NoncePolicy::Any);
+            let differs = any
+                .as_ref()
+                .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce()));
+            let result = match any {
+                Ok(_) => check(id, policy),
+                e => e,
+            };
+            (result, differs)
         }
+    };
+    WalkEntry {
+        source,
+        dir_key,
+        id,
+        result,
+        misplaced: Vec::new(),
+        nonce_differs,
     }
 }
 
@@ -1236,44 +1250,16 @@ impl Iterator for Rows<'_> {
 
 impl Rows<'_> {
     fn entry(&self, row: RawRow) -> WalkEntry {
-        let id = PublicId::new(&row.public_id).ok();
         let kh = row.keyhandle.and_then(kh_from_sql).map(KeyHandle);
-        let source = AeadSource::row(&row.public_id, kh.unwrap_or(KeyHandle(0)));
-        let place = PathBuf::from(source.to_string());
-        let (result, nonce_differs) = match (&id, kh) {
-            (None, _) => (
-                Err(StoreError::Malformed {
-                    path: place,
-                    reason: "public_id is not a modhex public id",
-                }),
-                false,
-            ),
-            (_, None) => (
-                Err(StoreError::Malformed {
-                    path: place,
-                    reason: "keyhandle is not a 32-bit key handle",
-                }),
-                false,
-            ),
-            (Some(id), Some(kh)) => {
-                let any = check_row(&row, kh, id, NoncePolicy::Any);
-                let differs = any
-                    .as_ref()
-                    .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce()));
-                let result = match any {
-                    Ok(_) => check_row(&row, kh, id, self.store.inner.cfg.nonce_policy),
-                    e => e,
-                };
-                (result, differs)
-            }
-        };
-        WalkEntry {
-            source,
-            dir_key: AeadKey::Handle(kh.unwrap_or(KeyHandle(0))),
-            id,
-            result,
-            misplaced: Vec::new(),
-            nonce_differs,
-        }
+        let k = kh.unwrap_or(KeyHandle(0));
+        row_entry(
+            AeadSource::row(&row.public_id, k),
+            AeadKey::Handle(k),
+            &row.public_id,
+            kh.is_some(),
+            "keyhandle is not a 32-bit key handle",
+            self.store.inner.cfg.nonce_policy,
+            |id, policy| check_row(&row, k, id, policy),
+        )
     }
 }
