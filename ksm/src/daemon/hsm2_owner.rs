@@ -617,7 +617,7 @@ pub(crate) mod tests {
         })
     }
 
-    fn rt() -> tokio::runtime::Runtime {
+    pub(crate) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -625,7 +625,7 @@ pub(crate) mod tests {
     }
 
     /// Yubikey vector `i`'s AEAD, for each kind of HSM.
-    fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
+    pub(crate) fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
         let v = test_support::otp_vectors();
         let y = &v["yubikeys"][i];
         let kh = y["key_handle"].as_u64().unwrap() as u32;
@@ -651,14 +651,14 @@ pub(crate) mod tests {
         )
     }
 
-    fn line(r: Result<OtpCounters, PoolError>) -> String {
+    pub(crate) fn line(r: Result<OtpCounters, PoolError>) -> String {
         match r {
             Ok(c) => Outcome::Ok(c).answer().1,
             Err(e) => Outcome::from(e).answer().1,
         }
     }
 
-    fn soon() -> Instant {
+    pub(crate) fn soon() -> Instant {
         Instant::now() + Duration::from_secs(3)
     }
 

@@ -812,56 +812,8 @@ fn run_job(
 mod tests {
     use std::time::{Duration, Instant};
 
-    use hsm_proto::{Aead, PublicId};
-
     use super::*;
-    use crate::daemon::answer::Outcome;
-    use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    /// Yubikey vector `i`'s AEAD, for each kind of HSM.
-    fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
-        let v = test_support::otp_vectors();
-        let y = &v["yubikeys"][i];
-        let kh = y["key_handle"].as_u64().unwrap() as u32;
-        let nonce = PublicId::new(y["public_id"].as_str().unwrap())
-            .unwrap()
-            .to_nonce()
-            .unwrap();
-        let bytes: [u8; 30] = hex::decode(y["aead"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let aead = YubiKeyAead::try_from(&Aead::new(&bytes).unwrap()).unwrap();
-        (
-            DecodeAead::Hsm1 {
-                key_handle: KeyHandle(kh),
-                nonce,
-                aead,
-            },
-            DecodeAead::Hsm2 {
-                key_id: ObjectId(0x100 + kh as u16),
-                aead: OtpAead::from_yubihsm1(nonce.0, bytes),
-            },
-        )
-    }
-
-    fn line(r: Result<OtpCounters, PoolError>) -> String {
-        match r {
-            Ok(c) => Outcome::Ok(c).answer().1,
-            Err(e) => Outcome::from(e).answer().1,
-        }
-    }
-
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(3)
-    }
+    use crate::daemon::hsm2_owner::tests::{aeads, backend, emulator, line, rt, soon, PASSWORD};
 
     fn wait_for(pool: &Pool, states: &[DeviceState]) {
         let until = Instant::now() + Duration::from_secs(10);
