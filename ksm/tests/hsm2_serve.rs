@@ -31,10 +31,13 @@ impl Drop for Proc {
 }
 
 /// `ksm emulate --hsm2` with the YubiHSM 2 that took over the demo YubiHSM 1.
-struct Hsm2 {
-    _proc: Proc,
-    url: String,
-    control: PathBuf,
+struct Hsm2(e2e_tests::Hsm2EmulateProcess);
+
+impl std::ops::Deref for Hsm2 {
+    type Target = e2e_tests::Hsm2EmulateProcess;
+    fn deref(&self) -> &e2e_tests::Hsm2EmulateProcess {
+        &self.0
+    }
 }
 
 impl Hsm2 {
@@ -46,30 +49,11 @@ impl Hsm2 {
         )
         .unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let control = dir.join("hsm2.ctl");
-        let mut child = Command::new(KSM)
-            .args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--control")
-            .arg(&control)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("ksm emulate --hsm2");
-        let line = first_line(&mut child);
-        let url = line
-            .strip_prefix("emulated YubiHSM 2 at ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        e2e_tests::wait_for_path(&control);
-        Hsm2 {
-            _proc: Proc(child),
-            url,
-            control,
-        }
-    }
-
-    fn control(&self, line: &str) -> String {
-        e2e_tests::control(&self.control, line)
+        Hsm2(e2e_tests::Hsm2EmulateProcess::start(
+            Path::new(KSM),
+            Some(&config),
+            dir.join("hsm2.ctl"),
+        ))
     }
 }
 

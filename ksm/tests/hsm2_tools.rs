@@ -4,11 +4,10 @@
 //! emulated YubiHSM 2 through our own driver.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aead_store::{AeadKey, FsStore, NoncePolicy, Sealed};
@@ -22,39 +21,23 @@ const CAPS: &str = "decrypt-otp:create-otp-aead:randomize-otp-aead:rewrap-from-o
 
 /// A `ksm emulate --hsm2` process, killed on drop.
 struct Emulator {
-    child: Child,
+    _proc: e2e_tests::Hsm2EmulateProcess,
     url: String,
 }
 
 impl Emulator {
     fn start(dir: &Path, config: Option<&str>) -> Emulator {
-        let mut cmd = Command::new(KSM);
-        cmd.args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--control"])
-            .arg(dir.join("ctl"))
-            .stdout(Stdio::piped());
-        if let Some(text) = config {
+        let path = config.map(|text| {
             let path = dir.join("hsm2.toml");
             private(&path, text);
-            cmd.arg("--config").arg(path);
-        }
-        let mut child = cmd.spawn().expect("ksm emulate --hsm2");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
+            path
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("ksm emulate --hsm2 printed nothing within 20 s")
-            .expect("its first line")
-            .unwrap();
-        let url = line
-            .strip_prefix("emulated YubiHSM 2 at ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Emulator { child, url }
+        let p =
+            e2e_tests::Hsm2EmulateProcess::start(Path::new(KSM), path.as_deref(), dir.join("ctl"));
+        Emulator {
+            url: p.url.clone(),
+            _proc: p,
+        }
     }
 
     /// Our driver on it, in a session of the factory key.
@@ -66,13 +49,6 @@ impl Emulator {
             .open_session(ObjectId(1), &AuthKey::from_password(b"password"))
             .unwrap();
         (c, s)
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

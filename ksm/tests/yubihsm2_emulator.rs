@@ -8,67 +8,31 @@
 //! says loudly that it skipped.
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const KSM: &str = env!("CARGO_BIN_EXE_ksm");
 
 /// A `ksm emulate --hsm2` process, killed on drop.
-struct Emulator {
-    child: Child,
-    url: String,
-    control: PathBuf,
+struct Emulator(e2e_tests::Hsm2EmulateProcess);
+
+impl std::ops::Deref for Emulator {
+    type Target = e2e_tests::Hsm2EmulateProcess;
+    fn deref(&self) -> &e2e_tests::Hsm2EmulateProcess {
+        &self.0
+    }
 }
 
 impl Emulator {
     fn start(dir: &Path, config: Option<&Path>) -> Emulator {
-        let control = dir.join("ctl");
-        let mut cmd = Command::new(KSM);
-        cmd.args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--control"])
-            .arg(&control)
-            .stdout(Stdio::piped());
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        let mut child = cmd.spawn().expect("ksm emulate --hsm2");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            let _ = tx.send(lines.next());
-            // Keep reading so the emulator never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("ksm emulate --hsm2 printed nothing within 20 s")
-            .expect("its first line")
-            .unwrap();
-        let url = line
-            .strip_prefix("emulated YubiHSM 2 at ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        e2e_tests::wait_for_path(&control);
-        Emulator {
-            child,
-            url,
-            control,
-        }
-    }
-
-    fn control(&self, line: &str) -> String {
-        e2e_tests::control(&self.control, line)
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Emulator(e2e_tests::Hsm2EmulateProcess::start(
+            Path::new(KSM),
+            config,
+            dir.join("ctl"),
+        ))
     }
 }
 

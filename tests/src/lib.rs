@@ -130,6 +130,68 @@ impl Drop for EmulateProcess {
     }
 }
 
+/// A `ksm emulate --hsm2` process (spawned by a test that has the binary), killed on drop.
+pub struct Hsm2EmulateProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its connector URL (`http://127.0.0.1:PORT`), from the line it prints first.
+    pub url: String,
+    /// Its control socket.
+    pub control: PathBuf,
+}
+
+impl Hsm2EmulateProcess {
+    /// Runs `ksm emulate --hsm2 --listen 127.0.0.1:0 [--config CONFIG] --control CONTROL`
+    /// and waits (at most 20 s) for its URL and its control socket.
+    pub fn start(ksm: &Path, config: Option<&Path>, control: PathBuf) -> Hsm2EmulateProcess {
+        use std::io::BufRead as _;
+        let mut cmd = std::process::Command::new(ksm);
+        cmd.args(["emulate", "--hsm2", "--listen", "127.0.0.1:0", "--control"])
+            .arg(&control)
+            .stdout(std::process::Stdio::piped());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn().expect("ksm emulate --hsm2");
+        let out = child.stdout.take().expect("its stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(out).lines();
+            let _ = tx.send(lines.next());
+            // Keep reading so the emulator never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("ksm emulate --hsm2 printed nothing within 20 s")
+            .expect("its first line")
+            .expect("a line of text");
+        let url = line
+            .strip_prefix("emulated YubiHSM 2 at ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let emu = Hsm2EmulateProcess {
+            child,
+            url,
+            control,
+        };
+        wait_for_path(&emu.control);
+        emu
+    }
+
+    /// Sends one line to its control socket; the answer.
+    pub fn control(&self, line: &str) -> String {
+        control(&self.control, line)
+    }
+}
+
+impl Drop for Hsm2EmulateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits (up to 10 s) until `path` exists, a link or not.
 pub fn wait_for_path(path: &Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
