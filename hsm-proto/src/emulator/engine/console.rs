@@ -82,6 +82,9 @@ enum Question {
     Confirm,
 }
 
+/// The answer to a command the console does not know.
+const UNKNOWN_COMMAND: &str = "Unknown command";
+
 fn line(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -315,8 +318,10 @@ impl Engine {
                     }
                 }
             }
-            // The word typed is not repeated: a line typed out of turn may be a key.
-            _ => line(out, "Unknown command (help lists the commands)"),
+            // The word typed is not repeated: a line typed out of turn may be a key. The answer
+            // is short so that the prompt after it falls within the 50 bytes pyhsm reads to
+            // recognise a console (see `a_driver_probing_the_console_sees_a_prompt`).
+            _ => line(out, UNKNOWN_COMMAND),
         }
         true
     }
@@ -712,6 +717,51 @@ mod tests {
         let k2 = e.keys[&KeyHandle(2)].key.expose().to_vec();
         assert_ne!(k1, k2, "the first key was mistyped");
         assert_eq!(k2, [0xab; 32]);
+    }
+
+    /// pyhsm's config-mode probe (yubihsm1-protocol.md 1.6): a command frame sent to a
+    /// device that sits in its console is echoed; pyhsm reads one byte of it as half a
+    /// response header, writes `\r\r\r`, reads 50 bytes and looks for a line matching
+    /// `^(NO_CFG|WSAPI|HSM).*> .*`. Every prompt must show within those 50 bytes.
+    #[test]
+    fn a_driver_probing_the_console_sees_a_prompt() {
+        let looks_like_a_console = |line: &str| {
+            ["NO_CFG", "WSAPI", "HSM"]
+                .iter()
+                .any(|p| line.starts_with(p) && line.contains("> "))
+        };
+        let locked = || {
+            let mut e = blank();
+            type_(&mut e, "hsm ffffffff\r\r\rbadabada\ryes\rkeycommit\r");
+            e.power_cycle();
+            let _ = e.enter_console();
+            e
+        };
+        let changed = || {
+            let mut e = blank();
+            type_(&mut e, "hsm ffffffff\r\r\r\ryes\r");
+            type_(
+                &mut e,
+                &format!("keyload\r00000001,{}\r\x1b", "01".repeat(32)),
+            );
+            e
+        };
+        let states: [(&str, Engine); 3] = [
+            ("blank", blank()),
+            ("locked", locked()),
+            ("keys changed", changed()),
+        ];
+        for (state, mut e) in states {
+            // SYSTEM_INFO_QUERY (length 1, command 0x26), then the probe.
+            let mut seen = e.feed(b"\x01\x26");
+            seen.extend(e.feed(b"\r\r\r"));
+            let read = &seen[1..51.min(seen.len())];
+            let text = String::from_utf8_lossy(read);
+            assert!(
+                text.split('\n').any(looks_like_a_console),
+                "{state}: pyhsm's 50 bytes {text:?}"
+            );
+        }
     }
 
     #[test]
