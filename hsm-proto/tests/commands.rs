@@ -655,8 +655,11 @@ fn monitor_exit_only_in_debug_mode() {
     let dbg = Device::start(&cfg);
     let mut hsm = dbg.open();
     hsm.monitor_exit().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(dbg.emu.with_engine(|e| e.in_console()));
+    test_support::eventually(
+        "MONITOR_EXIT drops to the console",
+        std::time::Duration::from_secs(5),
+        || dbg.emu.with_engine(|e| e.in_console()),
+    );
     assert!(matches!(hsm.echo(b"x"), Err(Error::ConfigMode { .. })));
 }
 

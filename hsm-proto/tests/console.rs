@@ -171,11 +171,9 @@ fn configured_at_the_console_as_pyhsm_does_the_wire_sees_that_device() {
     assert!(seen[8].contains("00001 - inserted ok"));
     assert!(seen[9].contains("ftftftfteeee,0,0"));
     drop(ser);
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        !dev.emu.with_engine(|e| e.in_console()),
-        "exit left the console"
-    );
+    test_support::eventually("exit left the console", Duration::from_secs(5), || {
+        !dev.emu.with_engine(|e| e.in_console())
+    });
 
     // HSM mode: set up by hand, the store is open until the next power-on.
     let mut hsm = Hsm::open_path(dev.emu.link(), Timeouts::default()).unwrap();

@@ -201,6 +201,9 @@ fn pyhsm_test_setup_unlocks_as_pyhsms_suite_does() {
     assert_eq!(&*aead::open(&key, user_nonce, &n, &a).unwrap(), b"x");
     // `hsm ffffffff` includes FLAG_DEBUG: MONITOR_EXIT drops to the console.
     hsm.monitor_exit().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(dev.emu.with_engine(|e| e.in_console()));
+    test_support::eventually(
+        "MONITOR_EXIT drops to the console",
+        std::time::Duration::from_secs(5),
+        || dev.emu.with_engine(|e| e.in_console()),
+    );
 }

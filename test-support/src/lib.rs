@@ -9,8 +9,19 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Waits until `done` holds, asking every 10 ms, and panics naming `what` if it still does
+/// not after `within`: a test waits for the event it is about, never for a fixed time.
+pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// The project's `fixtures/`.
 pub fn fixtures() -> PathBuf {
