@@ -184,14 +184,22 @@ pub fn with_peer<B>(mut req: Request<B>, peer: SocketAddr) -> Request<B> {
 /// The longest request body (POST form) taken.
 const MAX_BODY: usize = 4096;
 
+/// The daemon's own pages, served whatever the flags say (the decode and stats paths may
+/// not take their place: checked in [`crate::daemon::config`]).
+pub const FIXED_PAGES: [&str; 2] = ["/health", "/metrics"];
+
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
     let p = state.http.serve_path.trim_end_matches('/').to_string();
-    let mut r = Router::new()
-        .route(&p, get(decode_get).post(decode_post))
+    let mut r = Router::new();
+    // A decode URL at the root (`-U /?otp=`) is the one path `/`.
+    if !p.is_empty() {
+        r = r.route(&p, get(decode_get).post(decode_post));
+    }
+    let mut r = r
         .route(&format!("{p}/"), get(decode_get).post(decode_post))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics));
+        .route(FIXED_PAGES[0], get(health))
+        .route(FIXED_PAGES[1], get(metrics));
     if let Some(s) = &state.http.stats_path {
         r = r.route(s, get(stats));
     }
