@@ -456,8 +456,9 @@ async fn on_hangup(
     }
 }
 
-/// Descriptors kept back from connections: AEAD files, devices, the watch, the sharing socket.
-const FD_RESERVE: u64 = 256;
+/// Descriptors kept back from connections: AEAD files, devices, the watch, the sharing socket,
+/// and the few connections of clients outside `--allow`.
+const FD_RESERVE: u64 = 256 + crate::daemon::server::OUTSIDER_SLOTS as u64;
 
 /// Each connection is a file descriptor, and running out of them would stop the daemon from
 /// opening AEAD files. So raise the soft open-file limit to the hard one (systemd's default

@@ -4,10 +4,13 @@
 //! `run` takes a bound listener, the shared state and a shutdown future, so tests start the
 //! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers and a
 //! cap on open connections that never makes the accept loop wait (see
-//! [`crate::daemon::connections`]), so a slow or abusive client costs little. Each request then goes
-//! through the same gate before any work is done for it: the allow-list, then the whole
-//! request (headers and body) received by its deadline; only then is it routed, by an axum
-//! router. Over TLS the allow-list comes before the handshake, which must be done within the
+//! [`crate::daemon::connections`]), so a slow or abusive client costs little. The allow-list
+//! is checked in the accept loop, before a connection takes a slot: a client outside it
+//! gets a slot among [`OUTSIDER_SLOTS`] of its own, so it never takes an allowed client's
+//! place. Each request then goes through the same gate before any work is done for it: the
+//! allow-list (a `403` for an outsider), then the whole request (headers and body) received
+//! by its deadline; only then is it routed, by an axum router. Over TLS an outsider is
+//! closed in the accept loop, before its handshake, which must otherwise be done within the
 //! header timeout of the connection's accept; the connection stays among those closed first
 //! to make room until its first request is in.
 
@@ -86,6 +89,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Connection slots (`max_connections`), open and evicted counts.
     pub connections: Arc<Connections>,
+    /// The slots of clients outside `--allow`, a table of their own ([`OUTSIDER_SLOTS`]):
+    /// they are told `403 ERR Forbidden` as before, but can only ever make room by closing
+    /// one another, never an allowed client's connection.
+    outsiders: Arc<Connections>,
     /// Who may connect and whose `X-Forwarded-For` is believed, as in force now:
     /// `http.allow` and `http.proxies` at start, replaced when SIGHUP reloads them. Read
     /// once per connection and per logged decode.
@@ -120,6 +127,7 @@ impl AppState {
             pool,
             store,
             connections: Connections::new(http.max_connections),
+            outsiders: Connections::new(OUTSIDER_SLOTS),
             access: RwLock::new(Arc::new(Access::of(&http))),
             http,
             metrics: Metrics::default(),
@@ -152,6 +160,12 @@ impl AppState {
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
     }
 }
+
+/// How many connections from clients outside `--allow` are kept open at once to be told
+/// `403 ERR Forbidden` (plain HTTP only: over TLS they are closed at once). Enough for a
+/// misconfigured validator or monitor to read why it is turned away; a flood from outside
+/// the list churns through these few and never reaches the slots of allowed clients.
+pub const OUTSIDER_SLOTS: usize = 16;
 
 /// The address a connection comes from, as every later use (allow-list, proxies, logs) sees
 /// it.
@@ -231,18 +245,33 @@ pub async fn run(
             },
         };
         let peer = Peer::new(peer);
+        // The peer cannot change: decided once, before anything is read, and before the
+        // connection takes a slot, so clients outside the list never count against
+        // --max-connections (nor close an allowed client's connection to make room).
+        let allowed = allowed(&state.access().allow, peer.ip());
+        let table = if allowed {
+            &state.connections
+        } else if state.tls().is_some() {
+            // Answering it would take a handshake, and so work, for a client the daemon
+            // is not to talk to: closed before a byte is read.
+            warn!(client = %peer.ip(), "TLS connection from a client outside the allow-list closed");
+            continue;
+        } else {
+            &state.outsiders
+        };
         // Never waits on a full table: at most HANDOVER_WAIT for a connection told to close.
         let slot = tokio::select! {
             _ = &mut shutdown => break,
-            s = state.connections.admit(Some(stream.as_raw_fd())) => s,
+            s = table.admit(Some(stream.as_raw_fd())) => s,
         };
         let Some(slot) = slot else {
-            debug!(client = %peer.ip(), "connection refused: every connection is answering a request");
+            debug!(client = %peer.ip(), allowed, "connection refused: every connection is answering a request");
             continue;
         };
         tokio::spawn(serve_connection(
             stream,
             peer,
+            allowed,
             Arc::new(slot),
             app.clone(),
             state.clone(),
@@ -252,7 +281,7 @@ pub async fn run(
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let deadline = Instant::now() + state.http.reqtimeout + Duration::from_secs(1);
-    while state.connections.open() > 0 && Instant::now() < deadline {
+    while state.connections.open() + state.outsiders.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -263,24 +292,17 @@ pub async fn run(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: Peer,
+    allowed: bool,
     slot: Arc<Slot>,
     app: Router,
     state: Arc<AppState>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    // The peer cannot change: decided once, before anything is read.
-    let allowed = allowed(&state.access().allow, peer.ip());
     let Some(tls) = state.tls() else {
         serve_http(stream, peer, allowed, slot, app, state, stop).await;
         return;
     };
-    if !allowed {
-        // Answering it would take a handshake, and so work, for a client the daemon is not
-        // to talk to: closed before a byte is read.
-        warn!(client = %peer.ip(), "TLS connection from a client outside the allow-list closed");
-        return;
-    }
     let Some(stream) = handshake(tls.acceptor(), stream, peer, &slot, &mut stop, &state.http).await
     else {
         return;
