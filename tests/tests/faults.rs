@@ -331,3 +331,54 @@ fn power_cycle_relocks_the_key_store_under_load() {
     assert_eq!(health(&d).1["status"], "ok");
     assert_no_panics();
 }
+
+/// A client that hangs up before its answer (its own timeout, or a validator that already
+/// has another KSM's answer) is counted as `abandoned`, in no other result, while the
+/// device stalls under its request.
+#[test]
+fn a_request_the_client_abandons_is_counted() {
+    let (dev, _aeads, _run, d, _) = serving(&emulator_config("demo.toml"));
+    let otp = vector_otp(0, 5, 5);
+    assert_eq!(d.decode(&otp).body, OK);
+    assert_eq!(metric(&d, "ksm_decodes_total{", "result=\"abandoned\""), 0);
+    let answered = |d: &Daemon| {
+        ["ok", "timeout", "unavailable"]
+            .iter()
+            .map(|r| metric(d, "ksm_decodes_total{", &format!("result=\"{r}\"")))
+            .sum::<u64>()
+    };
+    let before = answered(&d);
+    dev.emu.set_stall(true);
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(d.addr).unwrap();
+        write!(
+            c,
+            "GET /wsapi/decrypt?otp={otp} HTTP/1.1\r\nHost: ksm\r\n\r\n"
+        )
+        .unwrap();
+        // As `curl -m 0.3` does: no answer yet, so it gives up and closes.
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        assert!(c.read(&mut b).is_err(), "answered while the device stalls");
+    }
+    let until = Instant::now() + REQTIMEOUT + Duration::from_secs(5);
+    while metric(&d, "ksm_decodes_total{", "result=\"abandoned\"") == 0 {
+        assert!(
+            Instant::now() < until,
+            "never counted as abandoned:\n{}",
+            get(d.addr, "/metrics").body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&d, "ksm_decodes_total{", "result=\"abandoned\""), 1);
+    assert_eq!(
+        answered(&d),
+        before,
+        "an abandoned decode is in no other count"
+    );
+    dev.emu.set_stall(false);
+    assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
+    assert_no_panics();
+}

@@ -639,7 +639,14 @@ async fn decode_request(
 ) -> Response {
     let start = Instant::now();
     let raw = otp_param(query, &st.http.otp_param);
+    let abandoned = Abandoned {
+        st,
+        peer,
+        headers,
+        start,
+    };
     let (outcome, id) = decode(st, raw.as_deref(), start + st.http.reqtimeout).await;
+    std::mem::forget(abandoned);
     let took = start.elapsed();
     st.metrics.record(&outcome, took);
     info!(
@@ -651,6 +658,30 @@ async fn decode_request(
     );
     let (code, body) = outcome.body();
     text(code, body)
+}
+
+/// A decode in progress, counted and logged as abandoned if it is dropped before it is
+/// answered: when the client hangs up (a timeout of its own, or a validator that already
+/// has another KSM's answer), hyper drops the request's future, and this guard's drop is
+/// then the only code that runs. It holds nothing to release, so it is forgotten once the
+/// decode is done.
+struct Abandoned<'a> {
+    st: &'a AppState,
+    peer: SocketAddr,
+    headers: &'a HeaderMap,
+    start: Instant,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        self.st.metrics.record_abandoned();
+        debug!(
+            result = "abandoned",
+            latency_us = self.start.elapsed().as_micros() as u64,
+            client = %client_of(&self.st.access().proxies, self.peer.ip(), self.headers),
+            "decode abandoned by the client before its answer"
+        );
+    }
 }
 
 /// The decode itself; returns the outcome and the public id (for the log line; never the
