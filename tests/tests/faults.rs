@@ -382,3 +382,42 @@ fn a_request_the_client_abandons_is_counted() {
     assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
     assert_no_panics();
 }
+
+/// A power cycle that leaves the line open locks the key store behind the daemon's back;
+/// an idle daemon finds out by itself within seconds (its owner probes the lock state
+/// when no job came), so `/health` says `locked` with no decode asked for.
+#[test]
+fn an_idle_daemon_sees_a_power_cycle_lock_the_key_store() {
+    let (dev, _aeads, _run, d, socket) = serving(&with_master_key());
+    let otp = vector_otp(0, 5, 5);
+    keystore_unlock(&socket);
+    assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(5)).body, OK);
+    assert_eq!(health(&d).1["status"], "ok");
+    let decodes = |d: &Daemon| -> u64 {
+        e2e_tests::get(d.addr, "/metrics")
+            .body
+            .lines()
+            .filter(|l| l.starts_with("ksm_decodes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let asked = decodes(&d);
+    dev.emu.power_cycle();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, h) = health(&d);
+        if h["status"] == "locked" {
+            assert_eq!(code, 503, "{h}");
+            assert_eq!(h["devices"][0]["state"], "locked", "{h}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "still {h} 10 s after the power cycle"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&d, "ksm_hsm_state{", "state=\"locked\""), 1);
+    assert_eq!(decodes(&d), asked, "no decode was asked for");
+    assert_no_panics();
+}
