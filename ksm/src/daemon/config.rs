@@ -160,6 +160,11 @@ pub struct ServeOptions {
     /// are shared with the tools, yubihsm-shell and other clients).
     #[arg(long)]
     pub hsm2_sessions: Option<usize>,
+    /// Seconds a YubiHSM 2 session of the daemon may sit idle before the daemon sends an
+    /// authenticated no-op in it, so the device (which drops a session idle for 30 s) never
+    /// frees its slot for another client of the connector to take.
+    #[arg(long)]
+    pub hsm2_keepalive: Option<f64>,
     /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
     /// `db-password`).
     #[arg(skip)]
@@ -199,6 +204,7 @@ impl Default for ServeOptions {
             hsm2_auth_key: None,
             hsm2_password_file: None,
             hsm2_sessions: Some(2),
+            hsm2_keepalive: Some(10.0),
             hsm2_password: None,
         }
     }
@@ -301,6 +307,7 @@ impl ServeOptions {
             hsm2_auth_key: self.hsm2_auth_key.or(other.hsm2_auth_key),
             hsm2_password_file: self.hsm2_password_file.or(other.hsm2_password_file),
             hsm2_sessions: self.hsm2_sessions.or(other.hsm2_sessions),
+            hsm2_keepalive: self.hsm2_keepalive.or(other.hsm2_keepalive),
             hsm2_password: self.hsm2_password.or(other.hsm2_password),
         }
     }
@@ -391,6 +398,9 @@ impl ServeOptions {
             password_file: self.hsm2_password_file.clone(),
             password: self.hsm2_password.clone(),
             sessions,
+            // Well inside the device's 30 s, with room for the owner's 1 s tick and a slow
+            // answer.
+            keepalive: seconds(&self.hsm2_keepalive, "hsm2-keepalive", 0.1..=20.0)?,
         })
     }
 

@@ -937,6 +937,7 @@ mod tests {
                     sessions: 1,
                     reload_key: None,
                     refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
+                    keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
                 })],
                 PoolConfig::default(),
             );
@@ -978,6 +979,7 @@ mod tests {
                 sessions: 1,
                 reload_key: None,
                 refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
+                keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
             })],
             PoolConfig::default(),
         );

@@ -108,6 +108,8 @@ pub struct Hsm2Settings {
     pub password: Option<hsm_proto::emulator::SecretString>,
     /// Sessions kept open per device.
     pub sessions: usize,
+    /// Idle time after which a session gets a keep-alive command.
+    pub keepalive: std::time::Duration,
 }
 
 impl Default for Hsm2Settings {
@@ -117,6 +119,7 @@ impl Default for Hsm2Settings {
             password_file: None,
             password: None,
             sessions: 2,
+            keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
         }
     }
 }
@@ -220,6 +223,7 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
                     reload_key,
                     refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
                     sessions: s.hsm2.sessions,
+                    keepalive: s.hsm2.keepalive,
                 }));
             }
             if device::is_key_file(d) {
