@@ -516,8 +516,13 @@ mod tests {
         assert!(s.hsm2.password.is_none());
     }
 
+    /// The demo's `curl` line shows the first vector OTP, which the demo answers
+    /// `OK counter=0001 low=1234 high=56 use=00` (`ksm/tests/serve_cli.rs` decodes it).
     #[test]
-    fn the_demo_otp_is_there() {
-        assert_eq!(super::demo_otp().len(), 44);
+    fn the_demo_otp_is_the_first_vectors() {
+        let otp = super::demo_otp();
+        assert_eq!(otp, "ccccdeulfbvjktbbvtiekgclldvdnbhhccnjvvvfevri");
+        let parsed = hsm_proto::otp::Otp::parse(&otp).unwrap();
+        assert_eq!(parsed.public_id.to_string(), "ccccdeulfbvj");
     }
 }
