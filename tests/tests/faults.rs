@@ -225,7 +225,7 @@ fn unplugged_for_3s_under_load() {
     dev.emu.unplug(Duration::from_secs(3));
     let (code, h) = health_when(&d, Duration::from_secs(3), |_, h| h["status"] == "down");
     assert_eq!((code, h["status"].as_str()), (503, Some("down")), "{h}");
-    assert!(last_error(&h) != "", "{h}");
+    assert!(!last_error(&h).is_empty(), "{h}");
     assert_eq!(metric(&d, "ksm_hsm_state{", "state=\"down\""), 1);
     // Back after 3 s (powered up again, no master key: unlocked): served without a restart.
     assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
