@@ -628,3 +628,121 @@ fn a_yubihsm2_misconfigured_is_refused_at_start_up() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no path"), "{}", text(&o));
 }
+
+/// Anyone who can reach the connector may open sessions without a password. A local user
+/// who takes every slot the daemon does not hold, in a loop, finds nothing more to take:
+/// the daemon keeps its session alive past the device's idle timeout (2 s here) and, on
+/// SIGHUP, opens its new session before it lets the old one go, so decodes keep answering
+/// OK throughout.
+#[test]
+fn a_user_taking_every_free_session_slot_never_gets_the_daemons() {
+    use hsm2_proto::codec::Frame;
+    use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("yubihsm2.toml");
+    let text =
+        std::fs::read_to_string(e2e_tests::fixtures().join("emulator/yubihsm2-migrated.toml"))
+            .unwrap()
+            .replace("session-timeout = 30", "session-timeout = 2");
+    private_file(&config, &text);
+    let hsm2 = Hsm2(e2e_tests::Hsm2EmulateProcess::start(
+        Path::new(KSM),
+        Some(&config),
+        dir.path().join("hsm2.ctl"),
+    ));
+    let aeads = store_copy(dir.path(), "aeads");
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    let pw = dir.path().join("hsm2-password");
+    private_file(&pw, &format!("{PASSWORD}\n"));
+    let d = Serve::start(
+        dir.path(),
+        "ksm",
+        &[
+            "-D",
+            &hsm2.url,
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handles",
+            "otp-aead-key:0x0120",
+            "--hsm2-auth-key",
+            "2",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+            "--hsm2-sessions",
+            "1",
+            "--hsm2-keepalive",
+            "0.5",
+        ],
+    );
+    d.wait_for_state(0, "up");
+    let mut ctr = 1u16;
+    let mut decode_ok = |d: &Serve, when: &str| {
+        let a = d.decode(&vector_otp(0, ctr, 1));
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (
+                200,
+                format!("OK counter={ctr:04x} low=4242 high=17 use=01\n").as_str()
+            ),
+            "{when}: {}",
+            d.health()
+        );
+        ctr += 1;
+    };
+    decode_ok(&d, "before");
+
+    // The attacker: CreateSession (no password needed) in a loop, on its own connection.
+    let stop = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicU64::new(0));
+    let attacker = {
+        let (stop, taken, url) = (stop.clone(), taken.clone(), hsm2.url.clone());
+        std::thread::spawn(move || {
+            let timeouts = HttpTimeouts {
+                connect: Duration::from_secs(2),
+                answer: Duration::from_secs(2),
+            };
+            let mut t = Connector::open(&url, timeouts).unwrap();
+            let create = Frame::new(0x03, &[0x00, 0x02, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(answer) = t.exchange(&create) {
+                    if answer.cmd() == 0x83 {
+                        taken.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    // Every slot is taken: the daemon's one, and fifteen of the attacker's.
+    let until = Instant::now() + Duration::from_secs(20);
+    while !hsm2.control("status").starts_with("sessions=16 ") {
+        assert!(Instant::now() < until, "{}", hsm2.control("status"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Idle past the device's timeout, several times over, while the attacker keeps
+    // taking every slot that comes free.
+    let idle_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < idle_until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    decode_ok(&d, "after the idle timeout");
+    // A reload: the new transport and session first, the old ones closed after.
+    let opens = format!("ksm_hsm_opens_total{{device=\"{}\"}}", hsm2.url);
+    let before = d.metric(&opens).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d._proc.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while d.metric(&opens).unwrap() == before {
+        assert!(Instant::now() < until, "SIGHUP never reopened the device");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        decode_ok(&d, "after SIGHUP");
+    }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().unwrap();
+    assert!(taken.load(Ordering::Relaxed) >= 15);
+}

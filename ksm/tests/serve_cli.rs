@@ -104,3 +104,85 @@ fn config_file_flags_allow_list_pid_file_logs_and_sigterm() {
         "the OTP's token part must never be logged"
     );
 }
+
+/// `ksm serve --demo --port 0 ARGS`, which must refuse to start: its exit code and standard
+/// error. A daemon that started instead is killed after 20 s, and the test fails.
+fn refused_to_start(args: &[&str]) -> (Option<i32>, String) {
+    let child = Command::new(KSM)
+        .args(["serve", "--demo", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("ksm serve {args:?} is still running after 20 s");
+        }
+    }
+}
+
+/// A decode or stats path the router cannot take (another page's, or not a plain path) is
+/// a usage error before anything listens: exit 2 and a line that says which flag, never a
+/// panic after the listening line.
+#[test]
+fn paths_that_clash_or_are_not_paths_are_refused_at_start() {
+    for (args, flag) in [
+        (&["-S", "/health"][..], "--stats-url"),
+        (&["-S", "/metrics"], "--stats-url"),
+        (&["-S", "nostartslash"], "--stats-url"),
+        (&["-S", "/wsapi/decrypt"], "--stats-url"),
+        (&["-S", "/wsapi/decrypt/"], "--stats-url"),
+        (&["-S", "/{x}"], "--stats-url"),
+        (&["-U", "/metrics?otp="], "--serve-url"),
+        (&["-U", "/health/?otp="], "--serve-url"),
+        (&["-U", "/a:b?otp="], "--serve-url"),
+        (&["-U", "/stats?otp=", "-S", "/stats"], "--stats-url"),
+    ] {
+        let (code, err) = refused_to_start(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// pyhsm took any prefix as the decode URL, the root too: `-U /?otp=` serves decodes at `/`
+/// beside `/health`.
+#[test]
+fn a_decode_url_at_the_root_is_served() {
+    let mut child = Command::new(KSM)
+        .args([
+            "serve", "--demo", "--port", "0", "-U", "/?otp=", "-S", "/stats",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = listening_addr(&mut child);
+    let otp = otp_vectors()["otps"][0]["otp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = get(addr, &format!("/?otp={otp}"));
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (200, "OK counter=0001 low=1234 high=56 use=00\n")
+    );
+    assert_eq!(get(addr, "/health").status, 200);
+    assert_eq!(get(addr, "/stats").status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -134,6 +134,32 @@ fn health(d: &Daemon) -> (u16, serde_json::Value) {
     (h.status, v)
 }
 
+/// Waits (at most `within`) until `/health` satisfies `seen`, and returns it; fails the
+/// test with the last `/health` if it never does.
+fn health_when(
+    d: &Daemon,
+    within: Duration,
+    seen: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let until = Instant::now() + within;
+    loop {
+        let (code, h) = health(d);
+        if seen(code, &h) {
+            return (code, h);
+        }
+        assert!(
+            Instant::now() < until,
+            "not seen within {within:?}: {code} {h}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The device's last line error, as `/health` says it.
+fn last_error(h: &serde_json::Value) -> &str {
+    h["devices"][0]["last_error"].as_str().unwrap_or_default()
+}
+
 fn with_master_key() -> ResolvedConfig {
     let text = std::fs::read_to_string(fixtures().join("emulator/demo.toml")).unwrap();
     EmulatorConfig::parse(&format!("master_key = \"{MASTER_KEY}\"\n{text}"))
@@ -197,13 +223,9 @@ fn unplugged_for_3s_under_load() {
     let load = Load::start(d.addr, &otp);
     std::thread::sleep(Duration::from_millis(300));
     dev.emu.unplug(Duration::from_secs(3));
-    std::thread::sleep(Duration::from_millis(1000));
-    let (code, h) = health(&d);
+    let (code, h) = health_when(&d, Duration::from_secs(3), |_, h| h["status"] == "down");
     assert_eq!((code, h["status"].as_str()), (503, Some("down")), "{h}");
-    assert!(
-        h["devices"][0]["last_error"].as_str().unwrap_or_default() != "",
-        "{h}"
-    );
+    assert!(!last_error(&h).is_empty(), "{h}");
     assert_eq!(metric(&d, "ksm_hsm_state{", "state=\"down\""), 1);
     // Back after 3 s (powered up again, no master key: unlocked): served without a restart.
     assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
@@ -230,15 +252,10 @@ fn stalled_device_under_load() {
     let load = Load::start(d.addr, &otp);
     std::thread::sleep(Duration::from_millis(300));
     dev.emu.set_stall(true);
-    std::thread::sleep(Duration::from_millis(2500));
-    let (_, h) = health(&d);
-    assert!(
-        h["devices"][0]["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not respond"),
-        "{h}"
-    );
+    let (_, h) = health_when(&d, Duration::from_secs(10), |_, h| {
+        last_error(h).contains("did not respond")
+    });
+    assert!(last_error(&h).contains("did not respond"), "{h}");
     dev.emu.set_stall(false);
     assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
     std::thread::sleep(Duration::from_millis(300));
@@ -260,8 +277,16 @@ fn garbage_on_the_line_under_load_costs_no_request() {
     // Each burst costs the device about half a second (console probe, resync, reopen), so
     // they come one at a time.
     for n in [1, 7, 40, 200] {
+        let before = metric(&d, "ksm_hsm_line_errors_total{", "kind=\"garbage\"");
         dev.emu.inject_garbage(n);
-        std::thread::sleep(Duration::from_millis(1200));
+        // The next burst once the daemon has noticed this one and reopened the line.
+        let until = Instant::now() + Duration::from_secs(10);
+        while metric(&d, "ksm_hsm_line_errors_total{", "kind=\"garbage\"") == before
+            || health(&d).1["status"] != "ok"
+        {
+            assert!(Instant::now() < until, "burst of {n} never noticed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     // The driver notices, the owner resynchronises and repeats the decode: no client sees it.
     let seen = load.finish(&[]);
@@ -281,23 +306,23 @@ fn configuration_mode_under_load() {
     let load = Load::start(d.addr, &otp);
     std::thread::sleep(Duration::from_millis(300));
     dev.emu.enter_config_mode();
-    std::thread::sleep(Duration::from_millis(1500));
-    let (code, h) = health(&d);
+    let (code, h) = health_when(&d, Duration::from_secs(5), |_, h| {
+        h["status"] == "down" && last_error(h).contains("configuration mode")
+    });
     assert_eq!((code, h["status"].as_str()), (503, Some("down")), "{h}");
-    assert!(
-        h["devices"][0]["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("configuration mode"),
-        "{h}"
-    );
+    assert!(last_error(&h).contains("configuration mode"), "{h}");
     assert!(metric(&d, "ksm_hsm_line_errors_total{", "kind=\"config_mode\"") > 0);
+    // Clients are told so while it lasts.
+    let down = wait_for(&d, &otp, "ERR HSM unavailable\n", Duration::from_secs(5));
+    assert_eq!(
+        (down.status, down.body.as_str()),
+        (503, "ERR HSM unavailable\n")
+    );
     // The operator leaves the console (here: a power cycle, as replugging does).
     dev.emu.power_cycle();
     assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
     std::thread::sleep(Duration::from_millis(300));
-    let seen = load.finish(&["ERR HSM unavailable", "ERR Timeout"]);
-    assert!(seen[0].1 > 0, "{seen:?}");
+    load.finish(&["ERR HSM unavailable", "ERR Timeout"]);
     assert_eq!(health(&d).1["status"], "ok");
     assert_no_panics();
 }
@@ -319,9 +344,12 @@ fn power_cycle_relocks_the_key_store_under_load() {
     let (code, h) = health(&d);
     assert_eq!((code, h["status"].as_str()), (503, Some("locked")), "{h}");
     assert_eq!(metric(&d, "ksm_hsm_state{", "state=\"locked\""), 1);
-    // Nothing comes back by itself: the operator runs keystore-unlock.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.decode(&otp).body, "ERR HSM locked\n");
+    // Nothing comes back by itself: request after request (each one asks the device) stays
+    // locked until the operator runs keystore-unlock.
+    for _ in 0..5 {
+        assert_eq!(d.decode(&otp).body, "ERR HSM locked\n");
+    }
+    assert_eq!(health(&d).1["status"], "locked");
     keystore_unlock(&socket);
     assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(5)).body, OK);
     std::thread::sleep(Duration::from_millis(300));
@@ -329,5 +357,95 @@ fn power_cycle_relocks_the_key_store_under_load() {
     assert!(seen[0].1 > 0, "{seen:?}");
     assert!(metric(&d, "ksm_decodes_total{", "result=\"locked\"") > 0);
     assert_eq!(health(&d).1["status"], "ok");
+    assert_no_panics();
+}
+
+/// A client that hangs up before its answer (its own timeout, or a validator that already
+/// has another KSM's answer) is counted as `abandoned`, in no other result, while the
+/// device stalls under its request.
+#[test]
+fn a_request_the_client_abandons_is_counted() {
+    let (dev, _aeads, _run, d, _) = serving(&emulator_config("demo.toml"));
+    let otp = vector_otp(0, 5, 5);
+    assert_eq!(d.decode(&otp).body, OK);
+    assert_eq!(metric(&d, "ksm_decodes_total{", "result=\"abandoned\""), 0);
+    let answered = |d: &Daemon| {
+        ["ok", "timeout", "unavailable"]
+            .iter()
+            .map(|r| metric(d, "ksm_decodes_total{", &format!("result=\"{r}\"")))
+            .sum::<u64>()
+    };
+    let before = answered(&d);
+    dev.emu.set_stall(true);
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(d.addr).unwrap();
+        write!(
+            c,
+            "GET /wsapi/decrypt?otp={otp} HTTP/1.1\r\nHost: ksm\r\n\r\n"
+        )
+        .unwrap();
+        // As `curl -m 0.3` does: no answer yet, so it gives up and closes.
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        assert!(c.read(&mut b).is_err(), "answered while the device stalls");
+    }
+    let until = Instant::now() + REQTIMEOUT + Duration::from_secs(5);
+    while metric(&d, "ksm_decodes_total{", "result=\"abandoned\"") == 0 {
+        assert!(
+            Instant::now() < until,
+            "never counted as abandoned:\n{}",
+            get(d.addr, "/metrics").body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&d, "ksm_decodes_total{", "result=\"abandoned\""), 1);
+    assert_eq!(
+        answered(&d),
+        before,
+        "an abandoned decode is in no other count"
+    );
+    dev.emu.set_stall(false);
+    assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(8)).body, OK);
+    assert_no_panics();
+}
+
+/// A power cycle that leaves the line open locks the key store behind the daemon's back;
+/// an idle daemon finds out by itself within seconds (its owner probes the lock state
+/// when no job came), so `/health` says `locked` with no decode asked for.
+#[test]
+fn an_idle_daemon_sees_a_power_cycle_lock_the_key_store() {
+    let (dev, _aeads, _run, d, socket) = serving(&with_master_key());
+    let otp = vector_otp(0, 5, 5);
+    keystore_unlock(&socket);
+    assert_eq!(wait_for(&d, &otp, OK, Duration::from_secs(5)).body, OK);
+    assert_eq!(health(&d).1["status"], "ok");
+    let decodes = |d: &Daemon| -> u64 {
+        e2e_tests::get(d.addr, "/metrics")
+            .body
+            .lines()
+            .filter(|l| l.starts_with("ksm_decodes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let asked = decodes(&d);
+    dev.emu.power_cycle();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, h) = health(&d);
+        if h["status"] == "locked" {
+            assert_eq!(code, 503, "{h}");
+            assert_eq!(h["devices"][0]["state"], "locked", "{h}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "still {h} 10 s after the power cycle"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&d, "ksm_hsm_state{", "state=\"locked\""), 1);
+    assert_eq!(decodes(&d), asked, "no decode was asked for");
     assert_no_panics();
 }

@@ -42,11 +42,15 @@ pub fn json_error(e: &serde_json::Error) -> String {
     }
 }
 
-/// A parser's message with every quoted piece of input replaced by `…`, except quoted
-/// field names and punctuation (``unknown field `keys`, expected `key` ``, ``expected `=` ``),
-/// which say what is wrong without being secret; a long run of hex digits outside quotes
-/// is removed too. Names are words with at least one letter outside `a`–`f`, so a quoted
-/// hex key never passes for one.
+/// A parser's message with every quoted piece of input replaced by `…`, except punctuation
+/// and field names: the name right after `field` or `key` (``unknown field `keys` ``), and
+/// the names the parser lists after `expected` (``expected one of `key`, `firmware` ``,
+/// ``expected `=` ``). Those say what is wrong without being secret. A quoted value is never
+/// shown, whatever it looks like: a letters-only password typed into the wrong field
+/// (``unknown variant `Hunter` ``, `invalid type: string "Hunter"`) reads like a name, so
+/// only where a piece stands, not what it holds, makes it a name. A long run of hex digits
+/// outside quotes is removed too, and names are words with at least one letter outside
+/// `a`–`f`, so a quoted hex key never passes for one.
 pub fn scrub(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
@@ -74,8 +78,10 @@ pub fn scrub(msg: &str) -> String {
             return out;
         };
         let inner = &after[..end];
+        let before = &msg[..msg.len() - rest.len() + open];
+        let shown = is_punctuation(inner) || (names_here(before) && is_name(inner));
         out.push(quote);
-        out.push_str(if is_name(inner) { inner } else { "…" });
+        out.push_str(if shown { inner } else { "…" });
         out.push(quote);
         rest = &after[end + 1..];
     }
@@ -83,13 +89,23 @@ pub fn scrub(msg: &str) -> String {
     out
 }
 
-/// True for a quoted piece a message may show: punctuation, or a field or flag name.
+/// True where the message has a name at this point (`before` is the message up to the
+/// opening quote): right after `field` or `key`, or anywhere after `expected`, where the
+/// parser lists what it would have taken.
+fn names_here(before: &str) -> bool {
+    let before = before.trim_end();
+    before.ends_with(" field") || before.ends_with(" key") || before.contains("expected")
+}
+
+/// True for quoted punctuation (`=`, `.`): the parser's syntax, never input.
+fn is_punctuation(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_punctuation() || c == ' ')
+}
+
+/// True for a word that may be a field or flag name.
 fn is_name(s: &str) -> bool {
     if s.is_empty() || s.len() > 48 {
         return false;
-    }
-    if s.chars().all(|c| c.is_ascii_punctuation() || c == ' ') {
-        return true;
     }
     s.chars()
         .all(|c| c.is_ascii_alphabetic() || matches!(c, '_' | '-' | '.'))
@@ -139,6 +155,26 @@ mod tests {
         assert_eq!(scrub("open \"fd9198"), "open \"…");
         assert_eq!(scrub("bare 0123456789abcdef0123 end"), "bare … end");
         assert_eq!(scrub("line 12 ok"), "line 12 ok");
+    }
+
+    /// A letters-only secret in a field that wants something else reads like a name; it
+    /// is a value all the same, and never shown.
+    #[test]
+    fn scrub_never_shows_a_value_that_looks_like_a_name() {
+        assert_eq!(
+            scrub("unknown variant `Hunterpassword`, expected `tools` or `all`"),
+            "unknown variant `…`, expected `tools` or `all`"
+        );
+        assert_eq!(
+            scrub("invalid type: string \"Hunterpassword\", expected u32"),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(
+            scrub("invalid value: string \"Hunterpassword\", expected a key handle"),
+            "invalid value: string \"…\", expected a key handle"
+        );
+        assert_eq!(scrub("duplicate key `addr`"), "duplicate key `addr`");
+        assert_eq!(scrub("missing field `key`"), "missing field `key`");
     }
 
     #[test]

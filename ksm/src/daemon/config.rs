@@ -160,6 +160,11 @@ pub struct ServeOptions {
     /// are shared with the tools, yubihsm-shell and other clients).
     #[arg(long)]
     pub hsm2_sessions: Option<usize>,
+    /// Seconds a YubiHSM 2 session of the daemon may sit idle before the daemon sends an
+    /// authenticated no-op in it, so the device (which drops a session idle for 30 s) never
+    /// frees its slot for another client of the connector to take.
+    #[arg(long)]
+    pub hsm2_keepalive: Option<f64>,
     /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
     /// `db-password`).
     #[arg(skip)]
@@ -199,6 +204,7 @@ impl Default for ServeOptions {
             hsm2_auth_key: None,
             hsm2_password_file: None,
             hsm2_sessions: Some(2),
+            hsm2_keepalive: Some(10.0),
             hsm2_password: None,
         }
     }
@@ -301,6 +307,7 @@ impl ServeOptions {
             hsm2_auth_key: self.hsm2_auth_key.or(other.hsm2_auth_key),
             hsm2_password_file: self.hsm2_password_file.or(other.hsm2_password_file),
             hsm2_sessions: self.hsm2_sessions.or(other.hsm2_sessions),
+            hsm2_keepalive: self.hsm2_keepalive.or(other.hsm2_keepalive),
             hsm2_password: self.hsm2_password.or(other.hsm2_password),
         }
     }
@@ -319,6 +326,7 @@ impl ServeOptions {
     /// The HTTP settings, checked.
     fn http(&self) -> Result<HttpConfig, Error> {
         let (serve_path, otp_param) = split_serve_url(&set(&self.serve_url, "serve-url")?)?;
+        check_paths(&serve_path, self.stats_url.as_deref())?;
         Ok(HttpConfig {
             serve_path,
             otp_param,
@@ -390,6 +398,9 @@ impl ServeOptions {
             password_file: self.hsm2_password_file.clone(),
             password: self.hsm2_password.clone(),
             sessions,
+            // Well inside the device's 30 s, with room for the owner's 1 s tick and a slow
+            // answer.
+            keepalive: seconds(&self.hsm2_keepalive, "hsm2-keepalive", 0.1..=20.0)?,
         })
     }
 
@@ -527,6 +538,48 @@ pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
     Ok((path.to_string(), param.to_string()))
 }
 
+/// Checks the decode path (from `--serve-url`) and the stats page (`--stats-url`) before
+/// anything listens: each must be a plain absolute path (letters, digits, `-._~/`; the
+/// router reads `{`, `}`, `:` and `*` as patterns) and none may take another page's place
+/// (`/health`, `/metrics`, the decode path and the decode path with `/`). The router would
+/// otherwise refuse the overlap by panicking once the daemon is already up.
+fn check_paths(serve_path: &str, stats_path: Option<&str>) -> Result<(), Error> {
+    let plain = |flag: &str, path: &str| {
+        let ok = path.starts_with('/')
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '/'));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "--{flag}: the path must start with / and hold only letters, digits and -._~/"
+            )))
+        }
+    };
+    plain("serve-url", serve_path)?;
+    let decode = serve_path.trim_end_matches('/');
+    if crate::daemon::server::FIXED_PAGES.contains(&decode) {
+        return Err(Error::Usage(format!(
+            "--serve-url: {decode} is the daemon's own page; choose another decode path"
+        )));
+    }
+    let Some(stats) = stats_path else {
+        return Ok(());
+    };
+    plain("stats-url", stats)?;
+    let decode_pages = [
+        if decode.is_empty() { "/" } else { decode },
+        &format!("{decode}/"),
+    ];
+    if crate::daemon::server::FIXED_PAGES.contains(&stats) || decode_pages.contains(&stats) {
+        return Err(Error::Usage(format!(
+            "--stats-url: {stats} is already served (the decode URL, /health or /metrics); choose another path"
+        )));
+    }
+    Ok(())
+}
+
 /// Where the demo's AEADs are: beside an installed binary (`/usr/bin/ksm` finds
 /// `/usr/share/ksm/demo-aeads`, where the Debian package puts them), else
 /// `fixtures/aead-files/store` of this source tree.
@@ -582,6 +635,26 @@ mod tests {
             assert!(!err.to_string().contains("unknown field"), "{long}: {err}");
         }
         assert!(toml::from_str::<ServeOptions>("demo = true").is_err());
+    }
+
+    /// A password typed into the wrong key is still a password: a letters-only one reads
+    /// like a name to a parser, and the error names its line and column, never the value.
+    #[test]
+    fn a_letters_only_secret_in_another_key_is_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ksm.toml");
+        for line in [
+            "socket-policy = \"Hunterpassword\"",
+            "addr = \"Hunterpassword\"",
+            "port = \"Hunterpassword\"",
+            "key-handles = \"Hunterpassword\"",
+            "random-nonce-aeads = \"Hunterpassword\"",
+        ] {
+            std::fs::write(&file, format!("aead-dir = \"/x\"\n{line}\n")).unwrap();
+            let err = ServeOptions::load(&file).unwrap_err().to_string();
+            assert!(err.contains("line 2"), "{line}: {err}");
+            assert!(!err.to_lowercase().contains("hunter"), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -31,8 +31,19 @@
 //! so an operator can fix it without a restart.
 //!
 //! Sessions the daemon drops while the device still answers (a SIGHUP reopen, an unlock) are
-//! closed first: a session left open holds one of the device's 16 slots until it expires,
-//! and a few reloads in a row would otherwise fill them.
+//! closed: a session left open holds one of the device's 16 slots until it expires, and a
+//! few reloads in a row would otherwise fill them.
+//!
+//! The slots are also what anyone who can reach the connector can take: it has no access
+//! control, and `CreateSession` needs no password. So the daemon never lets go of the slots
+//! it holds: a session idle for [`Hsm2Backend::keepalive`] (well inside the device's 30 s)
+//! gets an authenticated `Echo`, which changes nothing, and when other clients hold every
+//! free slot, requests go to the sessions the daemon has. A SIGHUP opens the new transport and a
+//! session on it before it closes the old sessions, and keeps the old ones if no new one can
+//! be had. What stays possible for such a user: taking the slots while the daemon holds none
+//! (before its first start, after a device reset or power cycle, which drops every
+//! session), so the connector should be reachable by the daemon's user only (README, Trust
+//! model).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -59,6 +70,10 @@ pub type ReloadKey = Arc<dyn Fn() -> Result<AuthKey, crate::Error> + Send + Sync
 /// session timeout, so its retries leave at most two half-open sessions at any time.
 pub const REFUSED_RETRY: Duration = Duration::from_secs(15);
 
+/// How long a session may sit idle before the owner sends an authenticated no-op in it
+/// (`--hsm2-keepalive`): a third of the device's 30 s.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// Longest wait between tries of a refused configured password.
 const REFUSED_RETRY_MAX: Duration = Duration::from_secs(300);
 
@@ -83,6 +98,9 @@ pub struct Hsm2Backend {
     /// How many sessions to keep open (1 to [`MAX_SESSIONS`]; the device has 16 slots,
     /// shared with every other client of the device).
     pub sessions: usize,
+    /// Idle time after which a session gets a keep-alive ([`KEEPALIVE`]; shorter in tests,
+    /// against an emulator with a short session timeout).
+    pub keepalive: Duration,
 }
 
 /// What a successful unlock did.
@@ -126,6 +144,10 @@ struct Hsm2Device {
     sessions: Vec<Option<HostSession>>,
     /// Slots that have held a session before: opening one again is a re-authentication.
     used: Vec<bool>,
+    /// When each slot's session last ran a command (the device's idle clock).
+    last_used: Vec<Instant>,
+    /// The device's last answer to opening a session was that every slot is taken.
+    sessions_full: bool,
     next: usize,
 }
 
@@ -143,10 +165,11 @@ pub(crate) fn owner(
             next_open = Instant::now() + reopen_interval;
         }
         dev.retry_refused();
+        dev.keep_sessions();
         let wait = if dev.client.is_none() {
             reopen_interval
         } else {
-            Duration::from_secs(1)
+            dev.next_keepalive().min(Duration::from_secs(1))
         };
         let job = match rx.recv_timeout(wait) {
             Ok(j) => j,
@@ -182,6 +205,8 @@ impl Hsm2Device {
             client: None,
             sessions: (0..n).map(|_| None).collect(),
             used: vec![false; n],
+            last_used: vec![Instant::now(); n],
+            sessions_full: false,
             next: 0,
         }
     }
@@ -204,12 +229,7 @@ impl Hsm2Device {
             } => {
                 let _ = reply.send(self.unlock(key, deadline));
             }
-            Job::Reopen => {
-                self.close_sessions();
-                self.close();
-                self.reload_key();
-                self.open();
-            }
+            Job::Reopen => self.reopen(),
             // YubiHSM 1 work: the router never sends it here, and a tool's YubiHSM 1
             // frame means nothing to a YubiHSM 2.
             Job::Decode { reply, .. } => {
@@ -239,6 +259,84 @@ impl Hsm2Device {
             Err(PoolError::Locked) => true,
             Err(_) => self.client.is_some(),
         }
+    }
+
+    /// SIGHUP: the transport opened again (a replugged device, a restarted connector) and
+    /// the password file read again. The new transport and a session on it come first, and
+    /// only then are the old sessions closed: closing first would free slots that another
+    /// client of the connector could take before the new session is opened. If the new
+    /// transport opens but the device gives it no session (every slot taken), the old
+    /// transport and its sessions stay in use.
+    fn reopen(&mut self) {
+        self.reload_key();
+        let old_client = self.client.take();
+        let old_sessions: Vec<Option<HostSession>> =
+            self.sessions.iter_mut().map(Option::take).collect();
+        let opened = self.open_transport();
+        let served = opened && self.key.is_some() && self.ensure_session(0).is_ok();
+        let full = opened && self.client.is_some() && self.sessions_full && !served;
+        if full && old_client.is_some() && old_sessions.iter().any(Option::is_some) {
+            warn!(device = %self.health.name, "SIGHUP: the YubiHSM 2 has no free session slot for a new session; the sessions in use are kept");
+            self.client = old_client;
+            self.sessions = old_sessions;
+            return;
+        }
+        self.close_these(old_client, old_sessions);
+        if served {
+            self.health.set(DeviceState::Up);
+        } else if opened && self.key.is_none() {
+            self.health.set(DeviceState::Locked);
+        }
+    }
+
+    /// Keeps the daemon's sessions alive (the owner loop's tick, between jobs): a session
+    /// idle for [`Hsm2Backend::keepalive`] runs an `Echo`. A session the device no longer
+    /// knows is opened again at once, while its slot may still be free.
+    fn keep_sessions(&mut self) {
+        if self.client.is_none() || self.key.is_none() || self.refused_until.is_some() {
+            return;
+        }
+        for slot in 0..self.sessions.len() {
+            if self.client.is_none() {
+                return;
+            }
+            if self.sessions[slot].is_none()
+                || self.last_used[slot].elapsed() < self.backend.keepalive
+            {
+                continue;
+            }
+            let (Some(client), Some(session)) =
+                (self.client.as_mut(), self.sessions[slot].as_mut())
+            else {
+                continue;
+            };
+            let echo = hsm2_proto::cmd::Echo {
+                data: b"ksm".to_vec(),
+            };
+            match client.send(session, &echo) {
+                Ok(_) => self.last_used[slot] = Instant::now(),
+                Err(e) if e.is_transport_error() => {
+                    self.transport_failed(&e);
+                    return;
+                }
+                Err(e) => {
+                    debug!(device = %self.health.name, slot, error = %e, "YubiHSM 2 session lost while idle; opening it again");
+                    self.drop_session(slot);
+                    let _ = self.ensure_session(slot);
+                }
+            }
+        }
+    }
+
+    /// How long until the next session is due a keep-alive.
+    fn next_keepalive(&self) -> Duration {
+        self.sessions
+            .iter()
+            .zip(&self.last_used)
+            .filter(|(s, _)| s.is_some())
+            .map(|(_, t)| self.backend.keepalive.saturating_sub(t.elapsed()))
+            .min()
+            .unwrap_or(self.backend.keepalive)
     }
 
     /// SIGHUP: a configured password file is read again (an operator may have fixed it),
@@ -303,25 +401,40 @@ impl Hsm2Device {
     /// [`CLOSE_BUDGET`] (and each command by the transport's answer timeout); a failure only
     /// means the device drops the session itself later.
     fn close_sessions(&mut self) {
+        let sessions: Vec<Option<HostSession>> =
+            self.sessions.iter_mut().map(Option::take).collect();
+        let client = self.client.take();
+        let client = self.close_these(client, sessions);
+        self.client = client;
+    }
+
+    /// Closes `sessions` through `client` (see [`Self::close_sessions`]) and no longer
+    /// counts them; returns the client unless its transport failed.
+    fn close_these(
+        &self,
+        mut client: Option<Client<Box<dyn Transport>>>,
+        sessions: Vec<Option<HostSession>>,
+    ) -> Option<Client<Box<dyn Transport>>> {
         let started = Instant::now();
-        for slot in 0..self.sessions.len() {
-            let Some(s) = self.sessions[slot].take() else {
+        for (slot, s) in sessions.into_iter().enumerate() {
+            let Some(s) = s else {
                 continue;
             };
             self.health.sessions_open.fetch_sub(1, Ordering::SeqCst);
             if !s.is_usable() || started.elapsed() >= CLOSE_BUDGET {
                 continue;
             }
-            let Some(client) = self.client.as_mut() else {
+            let Some(c) = client.as_mut() else {
                 continue;
             };
-            if let Err(e) = client.close_session(s) {
+            if let Err(e) = c.close_session(s) {
                 debug!(device = %self.health.name, slot, error = %e, "YubiHSM 2 session not closed; it expires on the device");
                 if e.is_transport_error() {
-                    self.client = None;
+                    client = None;
                 }
             }
         }
+        client
     }
 
     fn drop_sessions(&mut self) {
@@ -378,6 +491,8 @@ impl Hsm2Device {
                     debug!(device = %self.health.name, slot, "YubiHSM 2 session re-authenticated");
                 }
                 self.sessions[slot] = Some(s);
+                self.last_used[slot] = Instant::now();
+                self.sessions_full = false;
                 self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
                 self.retry_wait = self.backend.refused_retry;
                 Ok(())
@@ -402,8 +517,13 @@ impl Hsm2Device {
                 Err(PoolError::Locked)
             }
             Err(e) if e.code() == Some(ErrorCode::SessionsFull) => {
-                warn!(device = %self.health.name, "every YubiHSM 2 session slot is taken (by other clients of the device)");
-                self.health.count_error(LineError::Open, e.to_string());
+                self.sessions_full = true;
+                let text = e.to_string();
+                // The keep-alive tick asks every second: said once, until it changes.
+                if self.health.last_error() != text {
+                    warn!(device = %self.health.name, "every YubiHSM 2 session slot is taken (by other clients of the device)");
+                }
+                self.health.count_error(LineError::Open, text);
                 Err(PoolError::Unavailable)
             }
             // Anything else (another error code, a malformed or unauthenticated answer)
@@ -464,21 +584,27 @@ impl Hsm2Device {
                 }
             }
             self.set_deadline(Some(deadline));
-            let slot = self.next % self.sessions.len();
+            let mut slot = self.next % self.sessions.len();
             self.next = self.next.wrapping_add(1);
             match self.ensure_session(slot) {
                 Ok(()) => {}
                 // The transport failed opening the session: reopen it, unless it stalled
                 // (it would only stall again).
                 Err(PoolError::Unavailable) if self.client.is_none() => continue,
-                Err(e) => return Err(e),
+                // Other clients took every free slot: a session the daemon holds serves.
+                Err(e) => match self.sessions.iter().position(Option::is_some) {
+                    Some(held) if self.sessions_full => slot = held,
+                    _ => return Err(e),
+                },
             }
             let (Some(client), Some(session)) =
                 (self.client.as_mut(), self.sessions[slot].as_mut())
             else {
                 return Err(PoolError::Unavailable);
             };
-            match client.decrypt_otp(session, key_id, aead, otp) {
+            let decrypted = client.decrypt_otp(session, key_id, aead, otp);
+            self.last_used[slot] = Instant::now();
+            match decrypted {
                 Ok(c) => {
                     if self.health.state() != DeviceState::Up {
                         self.health.set(DeviceState::Up);
@@ -540,6 +666,7 @@ impl Hsm2Device {
                 self.refused_until = None;
                 self.used[0] = true;
                 self.sessions[0] = Some(s);
+                self.last_used[0] = Instant::now();
                 self.health.sessions_open.fetch_add(1, Ordering::SeqCst);
                 self.health.set(DeviceState::Up);
                 info!(device = %self.health.name, "YubiHSM 2 unlocked: its authentication key's password was given");
@@ -613,6 +740,7 @@ pub(crate) mod tests {
             key: password.map(|p| AuthKey::from_password(p.as_bytes())),
             reload_key: None,
             refused_retry: REFUSED_RETRY,
+            keepalive: KEEPALIVE,
             sessions,
         })
     }

@@ -25,6 +25,9 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    /// Decodes whose client hung up before the answer (`result="abandoned"`): no answer
+    /// went out, so they are in no other count and not in the latency histogram.
+    abandoned: AtomicU64,
 }
 
 impl Metrics {
@@ -38,6 +41,11 @@ impl Metrics {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a decode its client gave up on before it was answered.
+    pub fn record_abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Each row of the answer table with its count.
@@ -76,6 +84,8 @@ impl Metrics {
         for (row, n) in self.counts() {
             let _ = writeln!(o, "ksm_decodes_total{{result=\"{}\"}} {n}", row.label);
         }
+        let abandoned = self.abandoned.load(Ordering::Relaxed);
+        let _ = writeln!(o, "ksm_decodes_total{{result=\"abandoned\"}} {abandoned}");
         let _ = writeln!(
             o,
             "# HELP ksm_decode_seconds Decode latency.\n# TYPE ksm_decode_seconds histogram"

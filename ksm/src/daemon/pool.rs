@@ -667,10 +667,18 @@ fn submit(dev: &Device, job: Job) -> Result<(), PoolError> {
 /// How many times a decode is tried on a line that fails under it (see `run_job`).
 const DECODE_ATTEMPTS: u32 = 3;
 
+/// How long an open device may sit without a job before its owner asks it whether its key
+/// store is locked. A power cycle (a brown-out, a hub that resets its port) can leave the
+/// line open and the key store locked: without the probe `/health` would say `up` until
+/// the next decode found out, and an idle KSM is exactly the one nobody decodes on.
+const IDLE_PROBE: Duration = Duration::from_secs(2);
+
 /// The owner thread: the only code that touches this device.
 fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: PoolConfig) {
     let mut hsm: Option<Hsm> = None;
     let mut next_open = Instant::now();
+    // When the device last answered a job or a probe.
+    let mut last_used = Instant::now();
     loop {
         if hsm.is_none() && Instant::now() >= next_open && !open(&backend, &cfg, &mut hsm, &health)
         {
@@ -679,16 +687,25 @@ fn owner(backend: Backend, rx: Receiver<Job>, health: Arc<DeviceHealth>, cfg: Po
         let wait = if hsm.is_none() {
             cfg.reopen_interval
         } else {
-            Duration::from_secs(1)
+            IDLE_PROBE.saturating_sub(last_used.elapsed())
         };
         let job = match rx.recv_timeout(wait) {
             Ok(j) => j,
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: the lock probe changes nothing on the device (see Hsm::is_locked),
+                // so it may run between a tool's frames too.
+                if hsm.is_some() && last_used.elapsed() >= IDLE_PROBE {
+                    probe_lock(&mut hsm, &health);
+                    last_used = Instant::now();
+                }
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => return,
         };
         run_job(job, &mut hsm, &health, &|hsm: &mut Option<Hsm>| {
             open(&backend, &cfg, hsm, &health)
         });
+        last_used = Instant::now();
         health.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -920,6 +937,7 @@ mod tests {
                     sessions: 1,
                     reload_key: None,
                     refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
+                    keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
                 })],
                 PoolConfig::default(),
             );
@@ -961,6 +979,7 @@ mod tests {
                 sessions: 1,
                 reload_key: None,
                 refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
+                keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
             })],
             PoolConfig::default(),
         );

@@ -108,6 +108,8 @@ pub struct Hsm2Settings {
     pub password: Option<hsm_proto::emulator::SecretString>,
     /// Sessions kept open per device.
     pub sessions: usize,
+    /// Idle time after which a session gets a keep-alive command.
+    pub keepalive: std::time::Duration,
 }
 
 impl Default for Hsm2Settings {
@@ -117,6 +119,7 @@ impl Default for Hsm2Settings {
             password_file: None,
             password: None,
             sessions: 2,
+            keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
         }
     }
 }
@@ -220,6 +223,7 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
                     reload_key,
                     refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
                     sessions: s.hsm2.sessions,
+                    keepalive: s.hsm2.keepalive,
                 }));
             }
             if device::is_key_file(d) {
@@ -456,8 +460,9 @@ async fn on_hangup(
     }
 }
 
-/// Descriptors kept back from connections: AEAD files, devices, the watch, the sharing socket.
-const FD_RESERVE: u64 = 256;
+/// Descriptors kept back from connections: AEAD files, devices, the watch, the sharing socket,
+/// and the few connections of clients outside `--allow`.
+const FD_RESERVE: u64 = 256 + crate::daemon::server::OUTSIDER_SLOTS as u64;
 
 /// Each connection is a file descriptor, and running out of them would stop the daemon from
 /// opening AEAD files. So raise the soft open-file limit to the hard one (systemd's default
@@ -511,8 +516,13 @@ mod tests {
         assert!(s.hsm2.password.is_none());
     }
 
+    /// The demo's `curl` line shows the first vector OTP, which the demo answers
+    /// `OK counter=0001 low=1234 high=56 use=00` (`ksm/tests/serve_cli.rs` decodes it).
     #[test]
-    fn the_demo_otp_is_there() {
-        assert_eq!(super::demo_otp().len(), 44);
+    fn the_demo_otp_is_the_first_vectors() {
+        let otp = super::demo_otp();
+        assert_eq!(otp, "ccccdeulfbvjktbbvtiekgclldvdnbhhccnjvvvfevri");
+        let parsed = hsm_proto::otp::Otp::parse(&otp).unwrap();
+        assert_eq!(parsed.public_id.to_string(), "ccccdeulfbvj");
     }
 }

@@ -4,10 +4,13 @@
 //! `run` takes a bound listener, the shared state and a shutdown future, so tests start the
 //! whole daemon on `127.0.0.1:0`. Connections are served by hyper with small buffers and a
 //! cap on open connections that never makes the accept loop wait (see
-//! [`crate::daemon::connections`]), so a slow or abusive client costs little. Each request then goes
-//! through the same gate before any work is done for it: the allow-list, then the whole
-//! request (headers and body) received by its deadline; only then is it routed, by an axum
-//! router. Over TLS the allow-list comes before the handshake, which must be done within the
+//! [`crate::daemon::connections`]), so a slow or abusive client costs little. The allow-list
+//! is checked in the accept loop, before a connection takes a slot: a client outside it
+//! gets a slot among [`OUTSIDER_SLOTS`] of its own, so it never takes an allowed client's
+//! place. Each request then goes through the same gate before any work is done for it: the
+//! allow-list (a `403` for an outsider), then the whole request (headers and body) received
+//! by its deadline; only then is it routed, by an axum router. Over TLS an outsider is
+//! closed in the accept loop, before its handshake, which must otherwise be done within the
 //! header timeout of the connection's accept; the connection stays among those closed first
 //! to make room until its first request is in.
 
@@ -86,6 +89,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Connection slots (`max_connections`), open and evicted counts.
     pub connections: Arc<Connections>,
+    /// The slots of clients outside `--allow`, a table of their own ([`OUTSIDER_SLOTS`]):
+    /// they are told `403 ERR Forbidden` as before, but can only ever make room by closing
+    /// one another, never an allowed client's connection.
+    outsiders: Arc<Connections>,
     /// Who may connect and whose `X-Forwarded-For` is believed, as in force now:
     /// `http.allow` and `http.proxies` at start, replaced when SIGHUP reloads them. Read
     /// once per connection and per logged decode.
@@ -120,6 +127,7 @@ impl AppState {
             pool,
             store,
             connections: Connections::new(http.max_connections),
+            outsiders: Connections::new(OUTSIDER_SLOTS),
             access: RwLock::new(Arc::new(Access::of(&http))),
             http,
             metrics: Metrics::default(),
@@ -153,6 +161,12 @@ impl AppState {
     }
 }
 
+/// How many connections from clients outside `--allow` are kept open at once to be told
+/// `403 ERR Forbidden` (plain HTTP only: over TLS they are closed at once). Enough for a
+/// misconfigured validator or monitor to read why it is turned away; a flood from outside
+/// the list churns through these few and never reaches the slots of allowed clients.
+pub const OUTSIDER_SLOTS: usize = 16;
+
 /// The address a connection comes from, as every later use (allow-list, proxies, logs) sees
 /// it.
 #[derive(Clone, Copy)]
@@ -184,14 +198,22 @@ pub fn with_peer<B>(mut req: Request<B>, peer: SocketAddr) -> Request<B> {
 /// The longest request body (POST form) taken.
 const MAX_BODY: usize = 4096;
 
+/// The daemon's own pages, served whatever the flags say (the decode and stats paths may
+/// not take their place: checked in [`crate::daemon::config`]).
+pub const FIXED_PAGES: [&str; 2] = ["/health", "/metrics"];
+
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
     let p = state.http.serve_path.trim_end_matches('/').to_string();
-    let mut r = Router::new()
-        .route(&p, get(decode_get).post(decode_post))
+    let mut r = Router::new();
+    // A decode URL at the root (`-U /?otp=`) is the one path `/`.
+    if !p.is_empty() {
+        r = r.route(&p, get(decode_get).post(decode_post));
+    }
+    let mut r = r
         .route(&format!("{p}/"), get(decode_get).post(decode_post))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics));
+        .route(FIXED_PAGES[0], get(health))
+        .route(FIXED_PAGES[1], get(metrics));
     if let Some(s) = &state.http.stats_path {
         r = r.route(s, get(stats));
     }
@@ -223,18 +245,33 @@ pub async fn run(
             },
         };
         let peer = Peer::new(peer);
+        // The peer cannot change: decided once, before anything is read, and before the
+        // connection takes a slot, so clients outside the list never count against
+        // --max-connections (nor close an allowed client's connection to make room).
+        let allowed = allowed(&state.access().allow, peer.ip());
+        let table = if allowed {
+            &state.connections
+        } else if state.tls().is_some() {
+            // Answering it would take a handshake, and so work, for a client the daemon
+            // is not to talk to: closed before a byte is read.
+            warn!(client = %peer.ip(), "TLS connection from a client outside the allow-list closed");
+            continue;
+        } else {
+            &state.outsiders
+        };
         // Never waits on a full table: at most HANDOVER_WAIT for a connection told to close.
         let slot = tokio::select! {
             _ = &mut shutdown => break,
-            s = state.connections.admit(Some(stream.as_raw_fd())) => s,
+            s = table.admit(Some(stream.as_raw_fd())) => s,
         };
         let Some(slot) = slot else {
-            debug!(client = %peer.ip(), "connection refused: every connection is answering a request");
+            debug!(client = %peer.ip(), allowed, "connection refused: every connection is answering a request");
             continue;
         };
         tokio::spawn(serve_connection(
             stream,
             peer,
+            allowed,
             Arc::new(slot),
             app.clone(),
             state.clone(),
@@ -244,7 +281,7 @@ pub async fn run(
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let deadline = Instant::now() + state.http.reqtimeout + Duration::from_secs(1);
-    while state.connections.open() > 0 && Instant::now() < deadline {
+    while state.connections.open() + state.outsiders.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -255,24 +292,17 @@ pub async fn run(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: Peer,
+    allowed: bool,
     slot: Arc<Slot>,
     app: Router,
     state: Arc<AppState>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    // The peer cannot change: decided once, before anything is read.
-    let allowed = allowed(&state.access().allow, peer.ip());
     let Some(tls) = state.tls() else {
         serve_http(stream, peer, allowed, slot, app, state, stop).await;
         return;
     };
-    if !allowed {
-        // Answering it would take a handshake, and so work, for a client the daemon is not
-        // to talk to: closed before a byte is read.
-        warn!(client = %peer.ip(), "TLS connection from a client outside the allow-list closed");
-        return;
-    }
     let Some(stream) = handshake(tls.acceptor(), stream, peer, &slot, &mut stop, &state.http).await
     else {
         return;
@@ -609,7 +639,14 @@ async fn decode_request(
 ) -> Response {
     let start = Instant::now();
     let raw = otp_param(query, &st.http.otp_param);
+    let abandoned = Abandoned {
+        st,
+        peer,
+        headers,
+        start,
+    };
     let (outcome, id) = decode(st, raw.as_deref(), start + st.http.reqtimeout).await;
+    std::mem::forget(abandoned);
     let took = start.elapsed();
     st.metrics.record(&outcome, took);
     info!(
@@ -621,6 +658,30 @@ async fn decode_request(
     );
     let (code, body) = outcome.body();
     text(code, body)
+}
+
+/// A decode in progress, counted and logged as abandoned if it is dropped before it is
+/// answered: when the client hangs up (a timeout of its own, or a validator that already
+/// has another KSM's answer), hyper drops the request's future, and this guard's drop is
+/// then the only code that runs. It holds nothing to release, so it is forgotten once the
+/// decode is done.
+struct Abandoned<'a> {
+    st: &'a AppState,
+    peer: SocketAddr,
+    headers: &'a HeaderMap,
+    start: Instant,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        self.st.metrics.record_abandoned();
+        debug!(
+            result = "abandoned",
+            latency_us = self.start.elapsed().as_micros() as u64,
+            client = %client_of(&self.st.access().proxies, self.peer.ip(), self.headers),
+            "decode abandoned by the client before its answer"
+        );
+    }
 }
 
 /// The decode itself; returns the outcome and the public id (for the log line; never the
