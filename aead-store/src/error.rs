@@ -73,6 +73,17 @@ pub enum StoreError {
         /// The public id it was looked up as.
         id: PublicId,
     },
+    /// A public id shorter than 6 bytes, in a store opened with
+    /// [`crate::NoncePolicy::PublicId`]: its zero-padded nonce is also the nonce of the
+    /// longer ids it is a prefix of (`vvvvvvvv` and `vvvvvvvvcccc`), so the nonce does not
+    /// bind it ([`crate::NoncePolicy::binds`]).
+    #[error("{path}: public id {id} is shorter than 6 bytes, so its nonce does not bind it (a longer id's AEAD copied to a shorter name?); stores of short public ids need --random-nonce-aeads")]
+    ShortId {
+        /// The file.
+        path: PathBuf,
+        /// The public id it was looked up as.
+        id: PublicId,
+    },
     /// A version-2 file names another otp-aead-key than the directory it lies in.
     #[error("{path}: file is for {in_file} but lies in the directory of {dir}")]
     KeyMismatch {
@@ -125,7 +136,8 @@ impl StoreError {
             | StoreError::UnknownVersion { path, .. }
             | StoreError::Malformed { path, .. }
             | StoreError::KeyHandleMismatch { path, .. }
-            | StoreError::NonceMismatch { path, .. } => path,
+            | StoreError::NonceMismatch { path, .. }
+            | StoreError::ShortId { path, .. } => path,
             StoreError::DbConfig(_) | StoreError::Unavailable(_) | StoreError::Unsupported(_) => {
                 Path::new("aead_table")
             }

@@ -749,6 +749,47 @@ mod tests {
         );
     }
 
+    /// `vvvvvvvv`, `vvvvvvvvcc` and `vvvvvvvvcccc` share one zero-padded nonce: a copy of
+    /// the long id's file under a shorter name is refused, as a version-1 or a version-0
+    /// file, while the long id's own file keeps working.
+    #[test]
+    fn a_copy_under_a_shorter_zero_padded_id_is_refused() {
+        let (d, s) = store(&[KH20]);
+        let long = id("vvvvvvvvcccc");
+        let good = file(
+            &s.write(KH20, &long, &long.to_nonce().unwrap(), &aead(1), false)
+                .unwrap(),
+        );
+        let v0 = put(
+            d.path(),
+            "0x20",
+            "vvvvvvvvcccb",
+            Layout::Code,
+            aead(2).as_bytes(),
+        );
+        for short in ["vvvvvvvv", "vvvvvvvvcc"] {
+            let short = id(short);
+            assert_eq!(short.to_nonce(), long.to_nonce(), "the same padded nonce");
+            let copy = aead_path(&d.path().join("0x20"), &short);
+            fs::create_dir_all(copy.parent().unwrap()).unwrap();
+            fs::copy(&good, &copy).unwrap();
+            assert_eq!(
+                s.lookup(&short),
+                Err(StoreError::ShortId {
+                    path: copy.clone(),
+                    id: short.clone()
+                })
+            );
+            // A version-0 file has no nonce of its own: the short name alone is refused.
+            fs::copy(&v0, &copy).unwrap();
+            assert!(matches!(s.lookup(&short), Err(StoreError::ShortId { .. })));
+            // Served only where the operator said the place is all that binds.
+            let any = s.clone().with_nonce_policy(NoncePolicy::Any);
+            assert_eq!(file(&any.lookup(&short).unwrap().unwrap().source), copy);
+        }
+        assert_eq!(file(&s.lookup(&long).unwrap().unwrap().source), good);
+    }
+
     #[test]
     fn a_write_through_a_symlink_out_of_the_store_creates_nothing_outside() {
         let (d, s) = store(&[KH20]);

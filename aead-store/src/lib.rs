@@ -158,6 +158,17 @@ pub enum NoncePolicy {
 }
 
 impl NoncePolicy {
+    /// Whether `nonce` binds `id`: it is the id's own 6 bytes. The device takes a 6-byte
+    /// nonce, and pyhsm zero-pads a shorter id to it, so `vvvvvvvv`, `vvvvvvvvcc` and
+    /// `vvvvvvvvcccc` share one padded nonce: a file copied to the shorter name would decode
+    /// the longer id's OTPs under another identity. The length is part of the binding, and
+    /// only a 6-byte id (12 modhex characters, what YubiKeys and pyhsm's tools use) is bound
+    /// by its nonce. Shorter ids are served only under [`NoncePolicy::Any`], where the file's
+    /// place is all that binds any AEAD.
+    pub fn binds(id: &PublicId, nonce: &Nonce) -> bool {
+        id.as_str().len() == 2 * NONCE_BYTES && id.to_nonce().is_ok_and(|n| n == *nonce)
+    }
+
     /// Checks the `nonce` of the file at `path`, looked up as `id`.
     pub fn check(
         self,
@@ -167,7 +178,13 @@ impl NoncePolicy {
     ) -> Result<(), StoreError> {
         match self {
             NoncePolicy::Any => Ok(()),
-            NoncePolicy::PublicId if id.to_nonce().is_ok_and(|n| n == *nonce) => Ok(()),
+            NoncePolicy::PublicId if NoncePolicy::binds(id, nonce) => Ok(()),
+            NoncePolicy::PublicId if id.to_nonce().is_ok_and(|n| n == *nonce) => {
+                Err(StoreError::ShortId {
+                    path: path.to_path_buf(),
+                    id: id.clone(),
+                })
+            }
             NoncePolicy::PublicId => Err(StoreError::NonceMismatch {
                 path: path.to_path_buf(),
                 nonce: *nonce,
@@ -176,6 +193,9 @@ impl NoncePolicy {
         }
     }
 }
+
+/// The length of a nonce, and so of the only public ids a nonce binds.
+const NONCE_BYTES: usize = 6;
 
 /// A lookup the daemon awaits ([`Store::lookup_until`]).
 pub type Lookup<'a> = std::pin::Pin<

@@ -159,9 +159,12 @@ impl Walk<'_> {
                 if !places.contains(&path) {
                     misplaced.push(format!("not at {}", places[0].display()));
                 }
-                NoncePolicy::PublicId.check(&path, &id, &s.nonce()).is_err()
+                !NoncePolicy::binds(&id, &s.nonce())
             }
-            Err(e) => matches!(e, StoreError::NonceMismatch { .. }),
+            Err(e) => matches!(
+                e,
+                StoreError::NonceMismatch { .. } | StoreError::ShortId { .. }
+            ),
         };
         WalkEntry {
             source: AeadSource::file(path),

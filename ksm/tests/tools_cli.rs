@@ -584,6 +584,69 @@ fn a_v1_aead_under_another_ids_path_is_refused_and_random_nonces_need_the_option
     );
 }
 
+/// `vvvvvvvv` pads to the nonce of `vvvvvvvvcccc`: the long id's AEAD copied to the shorter
+/// names does not decode the long id's OTPs relabelled with the short id (`ERR Corrupt
+/// AEAD`: a file is there, and it is not this id's), while the long id keeps decoding.
+#[test]
+fn an_aead_copied_to_a_shorter_zero_padded_id_does_not_decode() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let link = dev.path().display().to_string();
+    let v = otp_vectors();
+    let yk = &v["yubikeys"][0];
+    let (key, uid) = (yk["aes_key"].as_str().unwrap(), yk["uid"].as_str().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().display().to_string();
+    let o = ksm_stdin(
+        &[
+            "import-keys",
+            "-D",
+            &link,
+            "--key-handles",
+            "0x20",
+            "-O",
+            &b,
+        ],
+        &format!("# ykksm 1\n1,vvvvvvvvcccc,{uid},{key},000000000000,,,,,,\n"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let long = tmp.path().join("0x20/vv/vv/vv/vv/cc/cc/vvvvvvvvcccc");
+    for (short, copy) in [
+        ("vvvvvvvv", "0x20/vv/vv/vv/vv/vvvvvvvv"),
+        ("vvvvvvvvcc", "0x20/vv/vv/vv/vv/cc/vvvvvvvvcc"),
+    ] {
+        std::fs::copy(&long, tmp.path().join(copy)).unwrap();
+        let d = serve(&[
+            "-D",
+            &link,
+            "-B",
+            &b,
+            "--key-handles",
+            "0x20",
+            "--socket",
+            "none",
+        ]);
+        let decode = |otp: &str| get(d.1, &format!("/wsapi/decrypt?otp={otp}")).body;
+        assert_eq!(
+            decode(&ykgenerate(short, key, uid, 1, 2, 3, 4)),
+            "ERR Corrupt AEAD\n",
+            "{short}"
+        );
+        assert_eq!(
+            decode(&ykgenerate("vvvvvvvvcccc", key, uid, 1, 2, 3, 4)),
+            "OK counter=0001 low=0002 high=03 use=04\n"
+        );
+    }
+    // verify lists both copies on NONCE lines, saying why.
+    let o = ksm(&["store", "verify", "-B", &b]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("public id shorter than 6 bytes")
+            && text(&o).contains("2 nonce differs from public id"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// A soft-HSM key file (the demo device, `extra` first) with `mode`.
 fn soft_hsm(dir: &Path, name: &str, extra: &str, mode: u32) -> String {
     let demo = std::fs::read_to_string(e2e_tests::fixtures().join("emulator/demo.toml")).unwrap();
