@@ -58,6 +58,14 @@ pub enum StoreError {
     /// A symlink (anywhere on the path) that leads outside the store.
     #[error("{0}: symlink leads outside the AEAD directory")]
     SymlinkEscape(PathBuf),
+    /// A symlink where a write into the store goes through a directory. Writes follow no
+    /// symlink below the base (see `dir_handle.rs`); reads still follow those that stay
+    /// inside the store.
+    #[error("{0}: is a symlink; AEADs are written only through real directories of the store")]
+    SymlinkInWritePath(PathBuf),
+    /// Something other than a directory where a write into the store needs one.
+    #[error("{0}: not a directory")]
+    NotADirectory(PathBuf),
     /// An AEAD exists and replacing it was not asked for.
     #[error("{0}: AEAD already exists (use --force to replace it)")]
     AlreadyExists(PathBuf),
@@ -128,6 +136,8 @@ impl StoreError {
             StoreError::NoBase(p)
             | StoreError::NotAFile(p)
             | StoreError::SymlinkEscape(p)
+            | StoreError::SymlinkInWritePath(p)
+            | StoreError::NotADirectory(p)
             | StoreError::AlreadyExists(p)
             | StoreError::IdTooLong(p) => p,
             StoreError::Io { path, .. }

@@ -24,6 +24,7 @@
 mod cache;
 #[cfg(feature = "db")]
 pub mod db;
+mod dir_handle;
 mod error;
 pub mod format;
 mod fs_store;

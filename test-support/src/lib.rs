@@ -10,6 +10,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod unprivileged;
+
 use serde_json::Value;
 
 /// The project's `fixtures/`.
