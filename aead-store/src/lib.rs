@@ -14,7 +14,8 @@
 //!   database) can stand in; it speaks of AEADs and their [`AeadSource`], never of files;
 //! - `DbStore` (feature `db`): pyhsm's `aead_table` in PostgreSQL, MySQL/MariaDB or SQLite,
 //!   behind the same trait, with a cache kept true by notifications or bounded in time;
-//! - [`StoreError`]: the one error type; every variant names a path (or a row).
+//! - [`StoreError`]: the one error type; every variant names a path (or a row);
+//! - [`shown`]: a name from the store as it may be printed, what is not printable escaped.
 //!
 //! Nothing read from disk is trusted: every file is checked, and no path is built from
 //! anything but a validated [`PublicId`] and a listed key-handle directory.
@@ -31,6 +32,7 @@ mod fs_store;
 mod inotify_watch;
 mod key;
 pub mod layout;
+mod shown;
 mod source;
 mod walk;
 
@@ -42,6 +44,7 @@ pub use fs_store::{read_aead_file, FsStore};
 use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 pub use key::{AeadKey, OTP_KEY_DIR_PREFIX};
+pub use shown::{shown, Shown};
 pub use source::AeadSource;
 pub use walk::{stats, KhStats, Walk, WalkEntry};
 

@@ -157,7 +157,7 @@ impl Walk<'_> {
             Ok(s) => {
                 let places = Layout::READ_ORDER.map(|l| aead_path_in(kh_dir, &id, l));
                 if !places.contains(&path) {
-                    misplaced.push(format!("not at {}", places[0].display()));
+                    misplaced.push(format!("not at {}", crate::shown(&places[0])));
                 }
                 !NoncePolicy::binds(&id, &s.nonce())
             }

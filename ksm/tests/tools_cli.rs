@@ -647,6 +647,31 @@ fn an_aead_copied_to_a_shorter_zero_padded_id_does_not_decode() {
     );
 }
 
+/// A file name with a newline, an escape sequence and a byte that is not UTF-8 cannot forge
+/// or hide a line of `store verify`: it is shown escaped, on the one line that reports it.
+#[test]
+fn store_verify_escapes_names_it_did_not_make() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("0x20/cc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"cc\nBAD forged\x1b[2J\xff");
+    std::fs::write(dir.join(name), [1u8; 30]).unwrap();
+    let o = ksm(&["store", "verify", "-B", tmp.path().to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout.clone()).expect("printable output");
+    let want = format!(
+        "BAD {}: malformed AEAD file (file name is not a modhex public id)",
+        dir.join("cc\\nBAD forged\\u{1b}[2J\\xff").display()
+    );
+    assert!(out.lines().any(|l| l == want), "{out}");
+    assert!(!out.contains('\u{1b}'), "{out}");
+    assert!(
+        out.lines().all(|l| !l.starts_with("BAD forged")),
+        "a forged line: {out}"
+    );
+}
+
 /// A soft-HSM key file (the demo device, `extra` first) with `mode`.
 fn soft_hsm(dir: &Path, name: &str, extra: &str, mode: u32) -> String {
     let demo = std::fs::read_to_string(e2e_tests::fixtures().join("emulator/demo.toml")).unwrap();
