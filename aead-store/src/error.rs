@@ -14,10 +14,10 @@ use crate::AeadKey;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The store's base directory is missing or not a directory.
-    #[error("AEAD directory {0} does not exist or is not a directory")]
+    #[error("AEAD directory {} does not exist or is not a directory", crate::shown(.0))]
     NoBase(PathBuf),
     /// A file or directory could not be read or written.
-    #[error("{path}: {reason}")]
+    #[error("{}: {reason}", crate::shown(.path))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -27,7 +27,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The file starts with the AEAD marker but has a version we do not know.
-    #[error("{path}: unknown AEAD file format version {version}")]
+    #[error("{}: unknown AEAD file format version {version}", crate::shown(.path))]
     UnknownVersion {
         /// The file.
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum StoreError {
         version: u8,
     },
     /// The file's length (or name) does not fit its format.
-    #[error("{path}: malformed AEAD file ({reason})")]
+    #[error("{}: malformed AEAD file ({reason})", crate::shown(.path))]
     Malformed {
         /// The file.
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// A version-1 file names another key handle than the directory it lies in.
-    #[error("{path}: file is for key handle {in_file} but lies in the directory of {dir}")]
+    #[error("{}: file is for key handle {in_file} but lies in the directory of {dir}", crate::shown(.path))]
     KeyHandleMismatch {
         /// The file.
         path: PathBuf,
@@ -53,18 +53,26 @@ pub enum StoreError {
         dir: KeyHandle,
     },
     /// A directory (or a device, socket or pipe) where an AEAD file should be.
-    #[error("{0}: not a regular file")]
+    #[error("{}: not a regular file", crate::shown(.0))]
     NotAFile(PathBuf),
     /// A symlink (anywhere on the path) that leads outside the store.
-    #[error("{0}: symlink leads outside the AEAD directory")]
+    #[error("{}: symlink leads outside the AEAD directory", crate::shown(.0))]
     SymlinkEscape(PathBuf),
+    /// A symlink where a write into the store goes through a directory. Writes follow no
+    /// symlink below the base (see `dir_handle.rs`); reads still follow those that stay
+    /// inside the store.
+    #[error("{}: is a symlink; AEADs are written only through real directories of the store", crate::shown(.0))]
+    SymlinkInWritePath(PathBuf),
+    /// Something other than a directory where a write into the store needs one.
+    #[error("{}: not a directory", crate::shown(.0))]
+    NotADirectory(PathBuf),
     /// An AEAD exists and replacing it was not asked for.
-    #[error("{0}: AEAD already exists (use --force to replace it)")]
+    #[error("{}: AEAD already exists (use --force to replace it)", crate::shown(.0))]
     AlreadyExists(PathBuf),
     /// A version-1 file whose nonce is not the public id it was found under, in a store
     /// opened with [`crate::NoncePolicy::PublicId`]: most likely another YubiKey's file
     /// copied or renamed to this id's place.
-    #[error("{path}: nonce differs from public id (nonce {nonce}, public id {id}); a copied or renamed AEAD file? Stores made with --random-nonce need --random-nonce-aeads")]
+    #[error("{}: nonce differs from public id (nonce {nonce}, public id {id}); a copied or renamed AEAD file? Stores made with --random-nonce need --random-nonce-aeads", crate::shown(.path))]
     NonceMismatch {
         /// The file.
         path: PathBuf,
@@ -73,8 +81,19 @@ pub enum StoreError {
         /// The public id it was looked up as.
         id: PublicId,
     },
+    /// A public id shorter than 6 bytes, in a store opened with
+    /// [`crate::NoncePolicy::PublicId`]: its zero-padded nonce is also the nonce of the
+    /// longer ids it is a prefix of (`vvvvvvvv` and `vvvvvvvvcccc`), so the nonce does not
+    /// bind it ([`crate::NoncePolicy::binds`]).
+    #[error("{}: public id {id} is shorter than 6 bytes, so its nonce does not bind it (a longer id's AEAD copied to a shorter name?); stores of short public ids need --random-nonce-aeads", crate::shown(.path))]
+    ShortId {
+        /// The file.
+        path: PathBuf,
+        /// The public id it was looked up as.
+        id: PublicId,
+    },
     /// A version-2 file names another otp-aead-key than the directory it lies in.
-    #[error("{path}: file is for {in_file} but lies in the directory of {dir}")]
+    #[error("{}: file is for {in_file} but lies in the directory of {dir}", crate::shown(.path))]
     KeyMismatch {
         /// The file.
         path: PathBuf,
@@ -85,7 +104,7 @@ pub enum StoreError {
     },
     /// A file of one kind of HSM in the directory of the other (a version-2 file under a
     /// key handle, or a pyhsm file under an otp-aead-key).
-    #[error("{path}: a {found} AEAD file in the directory of {dir}")]
+    #[error("{}: a {found} AEAD file in the directory of {dir}", crate::shown(.path))]
     WrongKind {
         /// The file.
         path: PathBuf,
@@ -95,10 +114,10 @@ pub enum StoreError {
         dir: AeadKey,
     },
     /// What this store cannot do (a YubiHSM 2 AEAD in a store of YubiHSM 1 ones only).
-    #[error("{0}")]
+    #[error("{}", crate::shown(.0))]
     Unsupported(String),
     /// A version-0 file's nonce is its public id, which must then be at most 6 bytes.
-    #[error("{0}: public id longer than 6 bytes cannot be the nonce of a version-0 file")]
+    #[error("{}: public id longer than 6 bytes cannot be the nonce of a version-0 file", crate::shown(.0))]
     IdTooLong(PathBuf),
     /// The database store's settings: its URL (never repeated: it may hold what it should
     /// not), its password file, its pool.
@@ -117,6 +136,8 @@ impl StoreError {
             StoreError::NoBase(p)
             | StoreError::NotAFile(p)
             | StoreError::SymlinkEscape(p)
+            | StoreError::SymlinkInWritePath(p)
+            | StoreError::NotADirectory(p)
             | StoreError::AlreadyExists(p)
             | StoreError::IdTooLong(p) => p,
             StoreError::Io { path, .. }
@@ -125,7 +146,8 @@ impl StoreError {
             | StoreError::UnknownVersion { path, .. }
             | StoreError::Malformed { path, .. }
             | StoreError::KeyHandleMismatch { path, .. }
-            | StoreError::NonceMismatch { path, .. } => path,
+            | StoreError::NonceMismatch { path, .. }
+            | StoreError::ShortId { path, .. } => path,
             StoreError::DbConfig(_) | StoreError::Unavailable(_) | StoreError::Unsupported(_) => {
                 Path::new("aead_table")
             }

@@ -329,17 +329,42 @@ mod tests {
         }
     }
 
+    /// What every prefix of a good file, and pseudo-random junk, must parse to: not only no
+    /// panic, but the one error (or AEAD) the rules in [`parse`] give for that length.
     #[test]
-    fn no_bytes_make_it_panic() {
-        // Every prefix of both markers and of a good file, and pseudo-random junk.
+    fn every_prefix_and_junk_parse_to_the_error_their_length_gives() {
         let good = write_v1(KeyHandle(7), &Nonce([9; 6]), &notes_aead());
-        for n in 0..=good.len() {
-            let _ = parse(&good[..n]);
-        }
         let mut crlf = MARKER_CRLF.to_vec();
         crlf.extend_from_slice(&good[MARKER.len()..]);
-        for n in 0..=crlf.len() {
-            let _ = parse(&crlf[..n]);
+        for (file, marker) in [(&good, MARKER), (&crlf, MARKER_CRLF)] {
+            let header_end = marker.len() + HEADER_LEN;
+            for n in 0..=file.len() {
+                let cut = &file[..n];
+                let want = if n < marker.len() {
+                    // Part of a marker only: taken for a version-0 AEAD of that length.
+                    match Aead::new(cut) {
+                        Ok(a) => Ok(AeadFile::V0(a)),
+                        Err(_) => Err(FormatError::Malformed(
+                            "a version-0 file must be 8 to 72 bytes",
+                        )),
+                    }
+                } else if n == marker.len() {
+                    Err(FormatError::Malformed("marker without a version"))
+                } else if n < header_end {
+                    Err(FormatError::Malformed("version-1 header is cut short"))
+                } else if n - header_end < 8 {
+                    Err(FormatError::Malformed(
+                        "a version-1 AEAD must be 8 to 72 bytes",
+                    ))
+                } else {
+                    Ok(AeadFile::V1 {
+                        key_handle: KeyHandle(7),
+                        nonce: Nonce([9; 6]),
+                        aead: Aead::new(&cut[header_end..]).unwrap(),
+                    })
+                };
+                assert_eq!(parse(cut), want, "{n} bytes of {marker:?}");
+            }
         }
         let mut x: u32 = 0x1234_5678;
         for n in 0..300 {
@@ -351,10 +376,38 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            let _ = parse(&junk);
+            // Unmarked junk is a version-0 AEAD of 8 to 72 bytes, else that error.
+            if !junk.starts_with(MARKER) && !junk.starts_with(MARKER_CRLF) {
+                let want = if (8..=72).contains(&n) {
+                    Ok(AeadFile::V0(Aead::new(&junk).unwrap()))
+                } else {
+                    Err(FormatError::Malformed(
+                        "a version-0 file must be 8 to 72 bytes",
+                    ))
+                };
+                assert_eq!(parse(&junk), want, "{n} bytes of junk");
+            }
+            // Marked junk: the version byte decides, then the lengths.
             let mut marked = MARKER.to_vec();
             marked.extend_from_slice(&junk);
-            let _ = parse(&marked);
+            let want = match junk.first() {
+                None => Err(FormatError::Malformed("marker without a version")),
+                Some(&VERSION_1) if n < HEADER_LEN => {
+                    Err(FormatError::Malformed("version-1 header is cut short"))
+                }
+                Some(&VERSION_1) if !(8..=72).contains(&(n - HEADER_LEN)) => Err(
+                    FormatError::Malformed("a version-1 AEAD must be 8 to 72 bytes"),
+                ),
+                Some(&VERSION_2) if n < 3 => {
+                    Err(FormatError::Malformed("version-2 header is cut short"))
+                }
+                Some(&VERSION_2) if n != 3 + OtpAead::LEN => {
+                    Err(FormatError::Malformed("a version-2 AEAD must be 36 bytes"))
+                }
+                Some(&VERSION_1 | &VERSION_2) => continue,
+                Some(&v) => Err(FormatError::UnknownVersion(v)),
+            };
+            assert_eq!(parse(&marked), want, "{n} bytes of junk after the marker");
         }
     }
 }

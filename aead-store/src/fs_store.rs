@@ -1,18 +1,18 @@
 //! The AEAD directory on disk: safe reads, atomic rsync-safe writes, lookups in pyhsm's
 //! layouts.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use nix::fcntl::OFlag;
-use tempfile::TempPath;
 use tracing::{info, warn};
 
+use crate::dir_handle::Dir;
 use crate::format::{self, AeadFile, FormatError};
-use crate::layout::{aead_path, aead_path_in, key_dir, KeyHandleDirs, Layout};
+use crate::layout::{aead_path_in, write_names, KeyHandleDirs, Layout};
 use crate::{AeadKey, AeadSource, NoncePolicy, Sealed, StoreError, StoredAead};
 
 /// An AEAD directory in pyhsm's layout, read from disk on every lookup.
@@ -273,14 +273,19 @@ impl FsStore {
     /// Atomic: the bytes go to `.<public id>.tmp.XXXXXX` in the same directory (a dot-file,
     /// which no lookup, walk or watcher takes for an AEAD), are fsynced, then the file is
     /// moved into place and the directory fsynced. A reader, or an rsync run, sees no file or
-    /// a whole one, never half of one. The temp file is a [`tempfile::NamedTempFile`], so
-    /// it is removed on every early return; it is closed before it is moved.
+    /// a whole one, never half of one. The temp file is removed on every early return; it is
+    /// closed before it is moved.
+    ///
+    /// Every directory on the way is opened from the handle of the one above with
+    /// `O_NOFOLLOW`, and the temp file and its rename name entries of the one handle the AEAD
+    /// goes into, so a symlink swapped in anywhere below the base cannot redirect the write
+    /// (`dir_handle.rs`); a symlink found there fails it with
+    /// [`StoreError::SymlinkInWritePath`].
     ///
     /// An existing AEAD for (`kh`, `id`), under any spelling or layout, is kept and
-    /// [`StoreError::AlreadyExists`] returned, unless `force`. Without `force` the file is
-    /// put in place by [`tempfile::TempPath::persist_noclobber`]: a rename that does not
-    /// replace (`renameat2` with `RENAME_NOREPLACE`), or where the file system lacks it a
-    /// hard link, then the temp name's removal; either fails rather than replace a file that
+    /// [`StoreError::AlreadyExists`] returned, unless `force`. Without `force` the rename does
+    /// not replace (`renameat2` with `RENAME_NOREPLACE`, or where the file system lacks it a
+    /// hard link, then the temp name's removal): either fails rather than replace a file that
     /// appeared in the meantime. A file system with neither fails the write.
     pub fn write(
         &self,
@@ -313,26 +318,13 @@ impl FsStore {
                 return Err(StoreError::AlreadyExists(existing));
             }
         }
-        let path = aead_path(&key_dir(&self.base, key), id);
-        let Some(dir) = path.parent() else {
-            return Err(StoreError::NotAFile(path));
-        };
-        self.make_dirs_inside(dir)?;
-        // Opened here rather than by tempfile, for the mode (0644 less the umask) and for an
-        // error that names the temp file.
-        let mut tried = dir.to_path_buf();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{id}.tmp."))
-            .rand_bytes(6)
-            .make_in(dir, |p| {
-                tried = p.to_path_buf();
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(p)
-            })
-            .map_err(|e| StoreError::io(&tried, &e))?;
+        // Each level opened from the one above, never through a symlink (`dir_handle.rs`).
+        let (dirs, file_name) = write_names(key, id);
+        let mut dir = Dir::open_base(&self.base)?;
+        for name in &dirs {
+            dir = dir.child(name)?;
+        }
+        let mut tmp = dir.temp_file(&format!(".{id}.tmp."))?;
         let bytes = match sealed {
             Sealed::Hsm1 {
                 key_handle,
@@ -341,15 +333,13 @@ impl FsStore {
             } => format::write_v1(*key_handle, nonce, aead),
             Sealed::Hsm2 { key_id, aead } => format::write_v2(*key_id, aead),
         };
-        tmp.write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| StoreError::io(tmp.path(), &e))?;
-        // Closed before it is moved into place, so a watcher sees the AEAD's name only once
-        // the file is whole and closed.
-        place(tmp.into_temp_path(), &path, force)?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(dir, &e))?;
+        tmp.file()
+            .write_all(&bytes)
+            .and_then(|()| tmp.file().sync_all())
+            .map_err(|e| StoreError::io(&tmp.path(), &e))?;
+        tmp.place(file_name, force)?;
+        dir.sync()?;
+        let path = dir.path().join(file_name);
         Ok(AeadSource::file(path))
     }
 }
@@ -392,49 +382,6 @@ fn read_at(real: &Path, shown: &Path) -> Result<AeadFile, StoreError> {
     })
 }
 
-impl FsStore {
-    /// Creates `dir` (below the base) and its missing parents, one level at a time, checking
-    /// each level that exists before anything is created below it: a key-handle or layout
-    /// directory that is a symlink leading out of the store is refused
-    /// ([`StoreError::SymlinkEscape`]) while nothing has been created outside.
-    fn make_dirs_inside(&self, dir: &Path) -> Result<(), StoreError> {
-        let Ok(rel) = dir.strip_prefix(&self.base) else {
-            return Err(StoreError::SymlinkEscape(dir.to_path_buf()));
-        };
-        let mut at = self.base.clone();
-        for part in rel.components() {
-            at.push(part);
-            match fs::create_dir(&at) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError::io(&at, &e)),
-            }
-            // Created by us inside a checked directory, or there before: either way it must
-            // still resolve inside the store before anything goes below it.
-            let real = fs::canonicalize(&at).map_err(|e| StoreError::io(&at, &e))?;
-            if !real.starts_with(&self.base) {
-                return Err(StoreError::SymlinkEscape(at));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Moves the finished (written, fsynced and closed) temp file to `path`: replacing whatever
-/// is there if `force`, else only if nothing is. The temp file is gone afterwards either way.
-fn place(tmp: TempPath, path: &Path, force: bool) -> Result<(), StoreError> {
-    let placed = if force {
-        tmp.persist(path)
-    } else {
-        tmp.persist_noclobber(path)
-    };
-    // The error hands the temp path back; dropping it removes the file.
-    placed.map_err(|e| match e.error.kind() {
-        io::ErrorKind::AlreadyExists if !force => StoreError::AlreadyExists(path.to_path_buf()),
-        _ => StoreError::io(path, &e.error),
-    })
-}
-
 /// Whether anything (file, directory, dangling symlink) is at `path`. A missing path, or one
 /// whose parent is a file, is absent; any other failure (a directory we may not search) is an
 /// error naming the path.
@@ -450,6 +397,8 @@ fn present(path: &Path) -> Result<bool, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::aead_path;
+    use std::fs::File;
     use std::os::unix::fs::PermissionsExt;
 
     const KH20: KeyHandle = KeyHandle(0x20);
@@ -749,8 +698,52 @@ mod tests {
         );
     }
 
+    /// `vvvvvvvv`, `vvvvvvvvcc` and `vvvvvvvvcccc` share one zero-padded nonce: a copy of
+    /// the long id's file under a shorter name is refused, as a version-1 or a version-0
+    /// file, while the long id's own file keeps working.
     #[test]
-    fn a_write_through_a_symlink_out_of_the_store_creates_nothing_outside() {
+    fn a_copy_under_a_shorter_zero_padded_id_is_refused() {
+        let (d, s) = store(&[KH20]);
+        let long = id("vvvvvvvvcccc");
+        let good = file(
+            &s.write(KH20, &long, &long.to_nonce().unwrap(), &aead(1), false)
+                .unwrap(),
+        );
+        let v0 = put(
+            d.path(),
+            "0x20",
+            "vvvvvvvvcccb",
+            Layout::Code,
+            aead(2).as_bytes(),
+        );
+        for short in ["vvvvvvvv", "vvvvvvvvcc"] {
+            let short = id(short);
+            assert_eq!(short.to_nonce(), long.to_nonce(), "the same padded nonce");
+            let copy = aead_path(&d.path().join("0x20"), &short);
+            fs::create_dir_all(copy.parent().unwrap()).unwrap();
+            fs::copy(&good, &copy).unwrap();
+            assert_eq!(
+                s.lookup(&short),
+                Err(StoreError::ShortId {
+                    path: copy.clone(),
+                    id: short.clone()
+                })
+            );
+            // A version-0 file has no nonce of its own: the short name alone is refused.
+            fs::copy(&v0, &copy).unwrap();
+            assert!(matches!(s.lookup(&short), Err(StoreError::ShortId { .. })));
+            // Served only where the operator said the place is all that binds.
+            let any = s.clone().with_nonce_policy(NoncePolicy::Any);
+            assert_eq!(file(&any.lookup(&short).unwrap().unwrap().source), copy);
+        }
+        assert_eq!(file(&s.lookup(&long).unwrap().unwrap().source), good);
+    }
+
+    /// Writes open every directory from the one above without following symlinks: a
+    /// symlinked key or layout directory fails the write, wherever it leads, and nothing is
+    /// created where it points. (Reads still follow symlinks that stay inside the store.)
+    #[test]
+    fn a_write_through_a_symlinked_directory_fails_and_creates_nothing_there() {
         let (d, s) = store(&[KH20]);
         let outside = tempfile::tempdir().unwrap();
         let i = id("ccbbddeeffcc");
@@ -760,7 +753,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), &kh_dir).unwrap();
         assert_eq!(
             s.write(KH20, &i, &n, &aead(1), false),
-            Err(StoreError::SymlinkEscape(kh_dir.clone()))
+            Err(StoreError::SymlinkInWritePath(kh_dir.clone()))
         );
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
         // An id directory deeper down a symlink out.
@@ -769,16 +762,31 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), kh_dir.join("cc/bb/dd")).unwrap();
         assert_eq!(
             s.write(KH20, &i, &n, &aead(1), true),
-            Err(StoreError::SymlinkEscape(kh_dir.join("cc/bb/dd")))
+            Err(StoreError::SymlinkInWritePath(kh_dir.join("cc/bb/dd")))
         );
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
-        // A symlink that stays inside is fine.
+        // One that stays inside is refused for writing as well, and its target left alone.
         fs::remove_file(kh_dir.join("cc/bb/dd")).unwrap();
-        fs::create_dir(d.path().join("elsewhere")).unwrap();
-        std::os::unix::fs::symlink(d.path().join("elsewhere"), kh_dir.join("cc/bb/dd")).unwrap();
+        let elsewhere = d.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, kh_dir.join("cc/bb/dd")).unwrap();
+        assert_eq!(
+            s.write(KH20, &i, &n, &aead(1), false),
+            Err(StoreError::SymlinkInWritePath(kh_dir.join("cc/bb/dd")))
+        );
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // A file where a directory should be is refused, not replaced.
+        fs::remove_file(kh_dir.join("cc/bb/dd")).unwrap();
+        fs::write(kh_dir.join("cc/bb/dd"), b"x").unwrap();
+        assert_eq!(
+            s.write(KH20, &i, &n, &aead(1), false),
+            Err(StoreError::NotADirectory(kh_dir.join("cc/bb/dd")))
+        );
+        // With real directories the write goes through.
+        fs::remove_file(kh_dir.join("cc/bb/dd")).unwrap();
         let p = file(&s.write(KH20, &i, &n, &aead(1), false).unwrap());
+        assert_eq!(p, kh_dir.join("cc/bb/dd/ee/ff/cc/ccbbddeeffcc"));
         assert_eq!(file(&s.lookup(&i).unwrap().unwrap().source), p);
-        assert!(d.path().join("elsewhere/ee/ff/cc/ccbbddeeffcc").is_file());
     }
 
     #[test]
@@ -942,34 +950,6 @@ mod tests {
         assert!(s
             .write(KH21, &i, &nonce("ccbbddeeffcc"), &aead(3), false)
             .is_ok());
-    }
-
-    #[test]
-    fn a_file_appearing_after_the_check_is_not_replaced() {
-        let (d, _s) = store(&[KH20]);
-        let tmp = || {
-            let mut t = tempfile::Builder::new()
-                .prefix(".x.tmp.")
-                .tempfile_in(d.path())
-                .unwrap();
-            t.write_all(b"new").unwrap();
-            t.into_temp_path()
-        };
-        let path = d.path().join("x");
-        fs::write(&path, b"old").unwrap();
-        assert_eq!(
-            place(tmp(), &path, false),
-            Err(StoreError::AlreadyExists(path.clone()))
-        );
-        assert_eq!(fs::read(&path).unwrap(), b"old");
-        place(tmp(), &path, true).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new");
-        // No temp file is left behind, placed or not.
-        let names: Vec<_> = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, [std::ffi::OsString::from("x")]);
     }
 
     #[test]
@@ -1261,10 +1241,10 @@ mod tests {
             (got.hsm1_aead().unwrap().clone(), file(&got.source)),
             (aead(3), inner)
         );
-        // Writing through a symlinked directory that leaves the store is refused too.
+        // Writing through a symlinked directory is refused too.
         assert_eq!(
             s.write(KH20, &id("ccccccccccch"), &Nonce([0; 6]), &aead(1), true),
-            Err(StoreError::SymlinkEscape(up))
+            Err(StoreError::SymlinkInWritePath(up))
         );
     }
 
@@ -1273,14 +1253,37 @@ mod tests {
         let (d, s) = store(&[KH20]);
         let p = put(d.path(), "0x20", "cccccccccccb", Layout::Code, &[1u8; 30]);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap();
-        if nix::unistd::Uid::effective().is_root() {
-            // Root reads a mode-000 file, so that check only binds for other users.
+        // Root reads a mode-000 file, so as root the lookup runs on a thread that is nobody,
+        // with every directory on the way open to it: only the file's mode refuses.
+        let unreadable = {
+            let (s, p) = (s.clone(), p.clone());
+            move || {
+                let listed = fs::read_dir(p.parent().unwrap()).map(|_| ());
+                (listed, s.lookup(&id("cccccccccccb")))
+            }
+        };
+        let (listed, got) = if nix::unistd::Uid::effective().is_root() {
+            let mut dir = p.parent();
+            while let Some(at) = dir.filter(|at| at.starts_with(d.path())) {
+                fs::set_permissions(at, fs::Permissions::from_mode(0o755)).unwrap();
+                dir = at.parent();
+            }
+            test_support::unprivileged::as_nobody(unreadable)
         } else {
-            assert!(matches!(
-                s.lookup(&id("cccccccccccb")),
-                Err(StoreError::Io { path, kind: io::ErrorKind::PermissionDenied, .. }) if path == p
-            ));
-        }
+            unreadable()
+        };
+        assert!(
+            listed.is_ok(),
+            "{listed:?}: the temp directory {} must be reachable by nobody (set TMPDIR)",
+            d.path().display()
+        );
+        assert!(
+            matches!(
+                &got,
+                Err(StoreError::Io { path, kind: io::ErrorKind::PermissionDenied, .. }) if *path == p
+            ),
+            "{got:?}"
+        );
         // What fails to open even for root: a Unix socket (ENXIO), on the same code path.
         let sock = aead_path_in(&d.path().join("0x20"), &id("cccccccccccd"), Layout::Code);
         fs::create_dir_all(sock.parent().unwrap()).unwrap();

@@ -73,6 +73,17 @@ pub fn aead_path_in(kh_dir: &Path, id: &PublicId, layout: Layout) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The names a write walks from the base, for [`aead_path`] under [`key_dir`]: the key's
+/// directory and the 2-character groups of the id (the code layout), then the file's name.
+/// Writes open each directory relative to the one before ([`crate::FsStore::put`]), so they
+/// need the names rather than a path.
+pub(crate) fn write_names(key: AeadKey, id: &PublicId) -> (Vec<String>, &str) {
+    let s = id.as_str();
+    let mut dirs = vec![key.dir_name()];
+    dirs.extend((0..s.len()).step_by(2).map(|i| s[i..i + 2].to_string()));
+    (dirs, s)
+}
+
 /// The key-handle directory we write into: the canonical spelling (`0x20`).
 pub fn write_dir(base: &Path, kh: KeyHandle) -> PathBuf {
     key_dir(base, kh.into())
@@ -279,6 +290,23 @@ mod tests {
                 .count(),
             1 + 8 + 1
         );
+    }
+
+    #[test]
+    fn the_write_names_spell_the_write_path() {
+        for i in ["cb", "ccbbddeeffcc", "vvvvvvvvvvvvvvvv"] {
+            for key in [
+                AeadKey::from(KeyHandle(0x20)),
+                AeadKey::OtpKey(hsm2_proto::ObjectId(5)),
+            ] {
+                let i = id(i);
+                let (dirs, file) = write_names(key, &i);
+                let mut p = PathBuf::from("/s");
+                p.extend(&dirs);
+                p.push(file);
+                assert_eq!(p, aead_path(&key_dir(Path::new("/s"), key), &i));
+            }
+        }
     }
 
     #[test]

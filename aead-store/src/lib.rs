@@ -14,7 +14,8 @@
 //!   database) can stand in; it speaks of AEADs and their [`AeadSource`], never of files;
 //! - `DbStore` (feature `db`): pyhsm's `aead_table` in PostgreSQL, MySQL/MariaDB or SQLite,
 //!   behind the same trait, with a cache kept true by notifications or bounded in time;
-//! - [`StoreError`]: the one error type; every variant names a path (or a row).
+//! - [`StoreError`]: the one error type; every variant names a path (or a row);
+//! - [`shown`]: a name from the store as it may be printed, what is not printable escaped.
 //!
 //! Nothing read from disk is trusted: every file is checked, and no path is built from
 //! anything but a validated [`PublicId`] and a listed key-handle directory.
@@ -24,12 +25,14 @@
 mod cache;
 #[cfg(feature = "db")]
 pub mod db;
+mod dir_handle;
 mod error;
 pub mod format;
 mod fs_store;
 mod inotify_watch;
 mod key;
 pub mod layout;
+mod shown;
 mod source;
 mod walk;
 
@@ -41,6 +44,7 @@ pub use fs_store::{read_aead_file, FsStore};
 use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 pub use key::{AeadKey, OTP_KEY_DIR_PREFIX};
+pub use shown::{shown, Shown};
 pub use source::AeadSource;
 pub use walk::{stats, KhStats, Walk, WalkEntry};
 
@@ -158,6 +162,17 @@ pub enum NoncePolicy {
 }
 
 impl NoncePolicy {
+    /// Whether `nonce` binds `id`: it is the id's own 6 bytes. The device takes a 6-byte
+    /// nonce, and pyhsm zero-pads a shorter id to it, so `vvvvvvvv`, `vvvvvvvvcc` and
+    /// `vvvvvvvvcccc` share one padded nonce: a file copied to the shorter name would decode
+    /// the longer id's OTPs under another identity. The length is part of the binding, and
+    /// only a 6-byte id (12 modhex characters, what YubiKeys and pyhsm's tools use) is bound
+    /// by its nonce. Shorter ids are served only under [`NoncePolicy::Any`], where the file's
+    /// place is all that binds any AEAD.
+    pub fn binds(id: &PublicId, nonce: &Nonce) -> bool {
+        id.as_str().len() == 2 * NONCE_BYTES && id.to_nonce().is_ok_and(|n| n == *nonce)
+    }
+
     /// Checks the `nonce` of the file at `path`, looked up as `id`.
     pub fn check(
         self,
@@ -167,7 +182,13 @@ impl NoncePolicy {
     ) -> Result<(), StoreError> {
         match self {
             NoncePolicy::Any => Ok(()),
-            NoncePolicy::PublicId if id.to_nonce().is_ok_and(|n| n == *nonce) => Ok(()),
+            NoncePolicy::PublicId if NoncePolicy::binds(id, nonce) => Ok(()),
+            NoncePolicy::PublicId if id.to_nonce().is_ok_and(|n| n == *nonce) => {
+                Err(StoreError::ShortId {
+                    path: path.to_path_buf(),
+                    id: id.clone(),
+                })
+            }
             NoncePolicy::PublicId => Err(StoreError::NonceMismatch {
                 path: path.to_path_buf(),
                 nonce: *nonce,
@@ -176,6 +197,9 @@ impl NoncePolicy {
         }
     }
 }
+
+/// The length of a nonce, and so of the only public ids a nonce binds.
+const NONCE_BYTES: usize = 6;
 
 /// A lookup the daemon awaits ([`Store::lookup_until`]).
 pub type Lookup<'a> = std::pin::Pin<

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Where an AEAD was found or written: for messages and logs, shown with `Display`.
+/// Where an AEAD was found or written: for messages and logs, shown with `Display`, which
+/// escapes what is not printable in the name ([`crate::shown`]).
 ///
 /// For [`crate::FsStore`] it is a file and shows as its path; a database store would name a
 /// row. Callers of [`crate::Store`] only show it; the one store that made a source may look
@@ -64,17 +65,19 @@ impl AeadSource {
 impl fmt::Display for AeadSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Place::File(p) => p.display().fmt(f),
+            Place::File(p) => crate::shown(p).fmt(f),
             Place::Row {
                 public_id,
                 key_handle,
             } => write!(
                 f,
-                "aead_table row (public_id {public_id}, keyhandle {key_handle})"
+                "aead_table row (public_id {}, keyhandle {key_handle})",
+                crate::shown(public_id)
             ),
             Place::OtpRow { public_id, key_id } => write!(
                 f,
-                "ksm_otp_aead row (public_id {public_id}, key_id 0x{:04x})",
+                "ksm_otp_aead row (public_id {}, key_id 0x{:04x})",
+                crate::shown(public_id),
                 key_id.0
             ),
         }

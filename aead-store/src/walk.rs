@@ -157,11 +157,14 @@ impl Walk<'_> {
             Ok(s) => {
                 let places = Layout::READ_ORDER.map(|l| aead_path_in(kh_dir, &id, l));
                 if !places.contains(&path) {
-                    misplaced.push(format!("not at {}", places[0].display()));
+                    misplaced.push(format!("not at {}", crate::shown(&places[0])));
                 }
-                NoncePolicy::PublicId.check(&path, &id, &s.nonce()).is_err()
+                !NoncePolicy::binds(&id, &s.nonce())
             }
-            Err(e) => matches!(e, StoreError::NonceMismatch { .. }),
+            Err(e) => matches!(
+                e,
+                StoreError::NonceMismatch { .. } | StoreError::ShortId { .. }
+            ),
         };
         WalkEntry {
             source: AeadSource::file(path),

@@ -114,9 +114,14 @@ pub enum Error {
     /// framing, or noise).
     #[error("the configuration console sent binary data (is the device in HSM mode?)")]
     ConsoleBinary,
-    /// A key-handle string that none of pyhsm's spellings accepts.
-    #[error("could not parse key handle {0:?}")]
-    InvalidKeyHandle(String),
+    /// A key-handle string that none of pyhsm's spellings accepts. Only its length is kept:
+    /// a key or password pasted into the wrong argument must not reach the terminal or a
+    /// log, and a key handle is short enough that the operator sees the typo without a quote.
+    #[error("could not parse key handle (a value of {chars} characters given; expected decimal, 0x and hex, or four characters such as KSM1)")]
+    InvalidKeyHandle {
+        /// How many characters the refused value had.
+        chars: usize,
+    },
     /// A permission flag name or number that could not be parsed.
     #[error("unknown permission flag {0:?}")]
     InvalidFlag(String),

@@ -41,7 +41,9 @@ impl KeyHandle {
             let b = s.as_bytes();
             return Ok(KeyHandle(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         }
-        Err(Error::InvalidKeyHandle(s.chars().take(40).collect()))
+        Err(Error::InvalidKeyHandle {
+            chars: s.chars().count(),
+        })
     }
 }
 
@@ -82,6 +84,20 @@ mod tests {
         assert_eq!(KeyHandle::parse("0X10").unwrap(), KeyHandle(0x3031_5830));
         assert!(KeyHandle::parse("nope!").is_err());
         assert!(KeyHandle::parse("0x1_0000_0000").is_err());
+    }
+
+    #[test]
+    fn a_refused_value_is_not_quoted() {
+        // A 16-byte key pasted where a key handle belongs: none of it may be echoed.
+        let key = "0123456789abcdef0123456789abcdef";
+        let e = KeyHandle::parse(key).unwrap_err();
+        assert_eq!(e, Error::InvalidKeyHandle { chars: 32 });
+        let shown = e.to_string();
+        assert_eq!(
+            shown,
+            "could not parse key handle (a value of 32 characters given; expected decimal, 0x and hex, or four characters such as KSM1)"
+        );
+        assert!(!shown.contains("0123"), "{shown}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub enum Command {
     /// handle, little-endian), so the handle's AEADs open there; then prove it.
     ProvisionHsm2(ProvisionHsm2Args),
     /// Rewrite every YubiHSM 1 AEAD file of a key handle as a YubiHSM 2 file (no secret
-    /// leaves either HSM; resumable); a YubiHSM 2 checks a sample.
+    /// leaves either HSM; resumable); a YubiHSM 2 checks a sample, or all (`--check all`).
     MigrateAeads(MigrateArgs),
     /// Rotate YubiHSM 2 AEADs from one otp-aead-key to another with Rewrap OTP AEAD (inside
     /// the device; resumable; the old AEADs stay until removed).

@@ -124,7 +124,7 @@ impl Error {
 fn driver_exit_code(e: &hsm_proto::Error) -> u8 {
     use hsm_proto::Error as Hsm;
     match e {
-        Hsm::InvalidKeyHandle(_)
+        Hsm::InvalidKeyHandle { .. }
         | Hsm::InvalidFlag(_)
         | Hsm::InvalidModhex
         | Hsm::InvalidPublicId(_)
@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(Error::PasswordPending(1).exit_code(), 6);
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
         assert_eq!(
-            Error::from(hsm_proto::Error::InvalidKeyHandle("x".into())).exit_code(),
+            Error::from(hsm_proto::Error::InvalidKeyHandle { chars: 1 }).exit_code(),
             2
         );
         assert_eq!(Error::from(hsm_proto::Error::Closed).exit_code(), 3);

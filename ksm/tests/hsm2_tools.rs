@@ -892,3 +892,116 @@ fn a_device_that_renews_the_nonce_on_rewrap_cannot_break_a_public_id_store() {
         assert_eq!(decode(&emu, 0x31, new, k, 60 + i as u16), Ok(60 + i as u16));
     }
 }
+
+/// One AEAD made with another key among good ones, and first in the walk: the run names it
+/// (its file, not the key), counts it failed and not migrated, and exits 1, the same with
+/// a sample that takes it and with `--check all`, where it is not even written.
+#[test]
+fn a_wrong_key_aead_among_good_ones_is_named_and_counted_and_decides_the_exit_code() {
+    let d = tempfile::tempdir().unwrap();
+    let (soft, aeads, keys) = yubihsm1_store(d.path());
+    // Handle 0x20's file for cccccccccccb, sealed with the key of 0x21.
+    let other = d.path().join("other-soft-hsm.json");
+    private(&other, &format!("{{\"32\": \"{}\"}}", kh_key_hex("0x21")));
+    let other_dir = d.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let bad = Key {
+        id: "cccccccccccb".into(),
+        aes: keys[0].aes.clone(),
+        uid: keys[0].uid.clone(),
+    };
+    let o = ksm(
+        &[
+            "import-keys",
+            "-D",
+            other.to_str().unwrap(),
+            "--key-handles",
+            "0x20",
+            "-O",
+            other_dir.to_str().unwrap(),
+        ],
+        &ykksm(std::slice::from_ref(&bad)),
+    );
+    ok(&o);
+    let rel = "0x20/cc/cc/cc/cc/cc/cb/cccccccccccb";
+    std::fs::create_dir_all(aeads.join(rel).parent().unwrap()).unwrap();
+    std::fs::copy(other_dir.join(rel), aeads.join(rel)).unwrap();
+
+    let emu = Emulator::start(d.path(), None);
+    let pw = password_file(d.path());
+    let dev = ["-D", &emu.url, "--password-file", pw.to_str().unwrap()];
+    ok(&ksm(
+        &[
+            &["provision-hsm2"][..],
+            &dev,
+            &[
+                "--key-handle-key-file",
+                soft.to_str().unwrap(),
+                "--key-handle",
+                "0x20",
+                "--key-id",
+                "0x30",
+            ],
+        ]
+        .concat(),
+        "",
+    ));
+    for (name, extra) in [
+        ("sampled", &["--sample", "1000"][..]),
+        ("all", &["--check", "all"][..]),
+    ] {
+        let out = d.path().join(name);
+        std::fs::create_dir(&out).unwrap();
+        let o = ksm(
+            &[
+                &[
+                    "migrate-aeads",
+                    "-B",
+                    aeads.to_str().unwrap(),
+                    "--key-handle",
+                    "0x20",
+                    "--to-key-id",
+                    "48",
+                    "-O",
+                    out.to_str().unwrap(),
+                ][..],
+                &dev,
+                extra,
+            ]
+            .concat(),
+            "",
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        assert!(
+            stdout.contains(&format!(
+                "{} migrated, 0 skipped (already there), 1 failed",
+                keys.len()
+            )),
+            "{name}: {stdout}"
+        );
+        let failed: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("FAILED "))
+            .collect();
+        assert_eq!(failed.len(), 1, "{name}: {stdout}");
+        assert!(
+            failed[0].starts_with(&format!("FAILED {}: ", aeads.join(rel).display()))
+                && failed[0].contains("does not open this AEAD"),
+            "{name}: {stdout}"
+        );
+        assert!(
+            !text(&o).contains("was it made by `ksm provision-hsm2`"),
+            "{name}: the key is not to blame: {}",
+            text(&o)
+        );
+        // Every good one opened; a sample checks the first one twice (before writing).
+        let checked = keys.len() + usize::from(name == "sampled");
+        assert!(
+            stdout.contains(&format!("{checked} checked on the YubiHSM 2")),
+            "{name}: {stdout}"
+        );
+        let written = out.join("otp-aead-key-0x0030/cc/cc/cc/cc/cc/cb/cccccccccccb");
+        assert_eq!(written.exists(), name == "sampled", "{name}");
+    }
+}

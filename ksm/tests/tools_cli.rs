@@ -584,6 +584,94 @@ fn a_v1_aead_under_another_ids_path_is_refused_and_random_nonces_need_the_option
     );
 }
 
+/// `vvvvvvvv` pads to the nonce of `vvvvvvvvcccc`: the long id's AEAD copied to the shorter
+/// names does not decode the long id's OTPs relabelled with the short id (`ERR Corrupt
+/// AEAD`: a file is there, and it is not this id's), while the long id keeps decoding.
+#[test]
+fn an_aead_copied_to_a_shorter_zero_padded_id_does_not_decode() {
+    let dev = Device::start(&emulator_config("demo.toml"));
+    let link = dev.path().display().to_string();
+    let v = otp_vectors();
+    let yk = &v["yubikeys"][0];
+    let (key, uid) = (yk["aes_key"].as_str().unwrap(), yk["uid"].as_str().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().display().to_string();
+    let o = ksm_stdin(
+        &[
+            "import-keys",
+            "-D",
+            &link,
+            "--key-handles",
+            "0x20",
+            "-O",
+            &b,
+        ],
+        &format!("# ykksm 1\n1,vvvvvvvvcccc,{uid},{key},000000000000,,,,,,\n"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let long = tmp.path().join("0x20/vv/vv/vv/vv/cc/cc/vvvvvvvvcccc");
+    for (short, copy) in [
+        ("vvvvvvvv", "0x20/vv/vv/vv/vv/vvvvvvvv"),
+        ("vvvvvvvvcc", "0x20/vv/vv/vv/vv/cc/vvvvvvvvcc"),
+    ] {
+        std::fs::copy(&long, tmp.path().join(copy)).unwrap();
+        let d = serve(&[
+            "-D",
+            &link,
+            "-B",
+            &b,
+            "--key-handles",
+            "0x20",
+            "--socket",
+            "none",
+        ]);
+        let decode = |otp: &str| get(d.1, &format!("/wsapi/decrypt?otp={otp}")).body;
+        assert_eq!(
+            decode(&ykgenerate(short, key, uid, 1, 2, 3, 4)),
+            "ERR Corrupt AEAD\n",
+            "{short}"
+        );
+        assert_eq!(
+            decode(&ykgenerate("vvvvvvvvcccc", key, uid, 1, 2, 3, 4)),
+            "OK counter=0001 low=0002 high=03 use=04\n"
+        );
+    }
+    // verify lists both copies on NONCE lines, saying why.
+    let o = ksm(&["store", "verify", "-B", &b]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("public id shorter than 6 bytes")
+            && text(&o).contains("2 nonce differs from public id"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A file name with a newline, an escape sequence and a byte that is not UTF-8 cannot forge
+/// or hide a line of `store verify`: it is shown escaped, on the one line that reports it.
+#[test]
+fn store_verify_escapes_names_it_did_not_make() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("0x20/cc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"cc\nBAD forged\x1b[2J\xff");
+    std::fs::write(dir.join(name), [1u8; 30]).unwrap();
+    let o = ksm(&["store", "verify", "-B", tmp.path().to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout.clone()).expect("printable output");
+    let want = format!(
+        "BAD {}: malformed AEAD file (file name is not a modhex public id)",
+        dir.join("cc\\nBAD forged\\u{1b}[2J\\xff").display()
+    );
+    assert!(out.lines().any(|l| l == want), "{out}");
+    assert!(!out.contains('\u{1b}'), "{out}");
+    assert!(
+        out.lines().all(|l| !l.starts_with("BAD forged")),
+        "a forged line: {out}"
+    );
+}
+
 /// A soft-HSM key file (the demo device, `extra` first) with `mode`.
 fn soft_hsm(dir: &Path, name: &str, extra: &str, mode: u32) -> String {
     let demo = std::fs::read_to_string(e2e_tests::fixtures().join("emulator/demo.toml")).unwrap();

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod unprivileged;
+
 use serde_json::Value;
 
 /// Waits until `done` holds, asking every 10 ms, and panics naming `what` if it still does

@@ -1160,7 +1160,7 @@ fn row_entry(
             let any = check(id, NoncePolicy::Any);
             let differs = any
                 .as_ref()
-                .is_ok_and(|s| id.to_nonce().ok() != Some(s.nonce()));
+                .is_ok_and(|s| !NoncePolicy::binds(id, &s.nonce()));
             let result = match any {
                 Ok(_) => check(id, policy),
                 e => e,

@@ -222,7 +222,7 @@ pub fn decrypt(
             Ok(p) => p,
             Err((p, why)) => {
                 failed += 1;
-                let _ = writeln!(err, "{}: {why}", p.display());
+                let _ = writeln!(err, "{}: {why}", aead_store::shown(&p));
                 if opts.fail_fast {
                     break;
                 }
@@ -243,7 +243,7 @@ pub fn decrypt(
             Ok((nonce, plain)) => {
                 done += 1;
                 let prefix = if opts.print_filename {
-                    format!("{} ", path.display())
+                    format!("{} ", aead_store::shown(&path))
                 } else {
                     String::new()
                 };
@@ -265,7 +265,7 @@ pub fn decrypt(
                         let _ = writeln!(
                             err,
                             "{}: not a YubiKey secret ({} bytes)",
-                            path.display(),
+                            aead_store::shown(&path),
                             plain.len()
                         );
                     }
@@ -279,7 +279,7 @@ pub fn decrypt(
             }
             Err(e) => {
                 failed += 1;
-                let _ = writeln!(err, "{}: {e}", path.display());
+                let _ = writeln!(err, "{}: {e}", aead_store::shown(&path));
                 if opts.fail_fast {
                     break;
                 }
@@ -313,7 +313,7 @@ fn read(
         }
         AeadFile::Hsm2 { .. } => Err(Error::Usage(format!(
             "{}: a YubiHSM 2 AEAD file; decrypt-aead reads YubiHSM 1 files only",
-            path.display()
+            aead_store::shown(&path)
         ))),
     }
 }

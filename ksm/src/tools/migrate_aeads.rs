@@ -9,17 +9,24 @@
 //!
 //! Each file is written atomically (a temp file renamed into place), the YubiHSM 1 files are
 //! left as they are, and a run resumes: a target that is already there and readable is
-//! skipped, a broken one is written again. The YubiHSM 2 checks the result: the first AEAD
-//! before anything is written (a wrong key or nonce id stops the run with nothing written),
-//! then a random sample of all of them at the end, each rewrapped to its own key (see
-//! `store verify --hsm`; the key needs the rewrap capabilities).
+//! skipped, a broken one is written again. The YubiHSM 2 checks the result, each AEAD
+//! rewrapped to its own key (see `store verify --hsm`; the key needs the rewrap
+//! capabilities): the first AEADs before anything is written, until one opens (if the first
+//! three are all refused, or every one is, the key or its nonce id is wrong: the run stops
+//! with nothing written); then either a random sample of all of them at the end
+//! (`--check sample`, the default) or every AEAD before it is written (`--check all`).
+//!
+//! An AEAD the device refuses once the key has opened another is that AEAD's fault (made
+//! with another key, or corrupt), not the key's: it is named on a `FAILED` line and counted
+//! as failed, not migrated, in the counts, which are printed after every check, so they and
+//! the exit status always agree.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use aead_store::{AeadKey, FsStore, NoncePolicy, Sealed, Store, StoreError};
+use aead_store::{AeadKey, AeadSource, FsStore, NoncePolicy, Sealed, Store, StoreError};
 use hsm2_proto::{ObjectId, OtpAead};
-use hsm_proto::{KeyHandle, PublicId};
+use hsm_proto::KeyHandle;
 use rand::Rng;
 
 use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
@@ -42,15 +49,19 @@ pub struct MigrateArgs {
     /// YubiHSM 1 ones in -B.
     #[arg(short = 'O', long = "output-dir")]
     pub output_dir: Option<PathBuf>,
-    /// The YubiHSM 2 that checks a sample (http://host:port, usb, usb:SERIAL).
+    /// The YubiHSM 2 that checks them (http://host:port, usb, usb:SERIAL).
     #[arg(short = 'D', long = "device", required_unless_present = "no_check")]
     pub device: Option<String>,
     /// Its authentication key and password.
     #[command(flatten)]
     pub hsm2: Hsm2AuthArgs,
-    /// How many AEADs, chosen at random, the YubiHSM 2 checks at the end.
+    /// How many AEADs, chosen at random, the YubiHSM 2 checks at the end (`--check sample`).
     #[arg(long, default_value_t = 16)]
     pub sample: usize,
+    /// What the YubiHSM 2 checks: a random sample of the migrated AEADs at the end
+    /// (`--sample`), or every AEAD before it is written.
+    #[arg(long, value_enum, default_value_t = CheckWhat::Sample, conflicts_with = "no_check")]
+    pub check: CheckWhat,
     /// Check nothing on a YubiHSM 2 (no -D needed).
     #[arg(long)]
     pub no_check: bool,
@@ -59,6 +70,28 @@ pub struct MigrateArgs {
     pub timeout: u64,
 }
 
+/// What `--check` asks the YubiHSM 2 to prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckWhat {
+    /// A random sample (`--sample N`) of the AEADs, after they are written.
+    Sample,
+    /// Every AEAD, before it is written: a refused one is not written.
+    All,
+}
+
+/// What the YubiHSM 2 checks in [`migrate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// This many AEADs chosen at random, at the end.
+    Sample(usize),
+    /// Every AEAD, before it is written.
+    All,
+}
+
+/// How many AEADs in a row, before any opened, the device may refuse before the key (not
+/// the AEADs) is taken to be wrong.
+const REFUSED_BEFORE_BLAMING_THE_KEY: usize = 3;
+
 /// Counts of a run.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Migrated {
@@ -66,7 +99,8 @@ pub struct Migrated {
     pub migrated: usize,
     /// Targets already there and readable (an earlier run).
     pub skipped: usize,
-    /// YubiHSM 1 files that are not usable YubiKey AEADs, or could not be written: named.
+    /// YubiHSM 1 files that are not usable YubiKey AEADs, could not be written, or whose
+    /// AEAD the YubiHSM 2 refused: named.
     pub failed: usize,
     /// AEADs the YubiHSM 2 opened.
     pub checked: usize,
@@ -88,13 +122,17 @@ pub fn run(args: MigrateArgs) -> Result<(), Error> {
         )?),
         _ => None,
     };
+    let check = match args.check {
+        CheckWhat::Sample => Check::Sample(args.sample),
+        CheckWhat::All => Check::All,
+    };
     let r = migrate(
         &from,
         kh,
         &target,
         to,
         dev.as_mut(),
-        args.sample,
+        check,
         &mut std::io::stdout(),
     );
     if let Some(d) = dev {
@@ -108,21 +146,27 @@ pub fn run(args: MigrateArgs) -> Result<(), Error> {
 }
 
 /// Migrates every AEAD of `kh` in `from` into `target` under otp-aead-key `to`, printing
-/// each failure and the counts. With a device, the first AEAD is checked before anything is
-/// written and `sample` more at random at the end.
+/// each failure and then the counts. With a device, the first AEADs are checked before
+/// anything is written (until one opens), then what `check` says.
 pub fn migrate(
     from: &dyn Store,
     kh: KeyHandle,
     target: &dyn Store,
     to: ObjectId,
     mut dev: Option<&mut Hsm2Device>,
-    sample: usize,
+    check: Check,
     out: &mut dyn Write,
 ) -> Result<Migrated, Error> {
     let mut m = Migrated::default();
-    let mut first_checked = false;
+    // Refused before any AEAD opened: the key's fault or theirs, not known yet.
+    let mut refused_first: Vec<(AeadSource, Error)> = Vec::new();
+    let mut key_opens = false;
+    let sample = match check {
+        Check::Sample(n) => n,
+        Check::All => 0,
+    };
     // Reservoir sampling: every AEAD has the same chance, whatever the store's size.
-    let mut reservoir: Vec<(PublicId, OtpAead)> = Vec::with_capacity(sample);
+    let mut reservoir: Vec<Sampled> = Vec::with_capacity(sample);
     let mut seen = 0usize;
     let to_key = AeadKey::OtpKey(to);
     for e in from.entries() {
@@ -152,10 +196,38 @@ pub fn migrate(
             );
             continue;
         };
-        if let (Some(d), false) = (dev.as_deref_mut(), first_checked) {
-            check_on_hsm2(d, to, aead).map_err(|err| refused(&e.source, to, kh, &err))?;
-            first_checked = true;
-            m.checked += 1;
+        if let Some(d) = dev.as_deref_mut() {
+            if !key_opens || check == Check::All {
+                match check_on_hsm2(d, to, aead) {
+                    Ok(()) => {
+                        m.checked += 1;
+                        if !key_opens {
+                            key_opens = true;
+                            // The key opens AEADs: those refused before are theirs to blame.
+                            for (source, err) in refused_first.drain(..) {
+                                m.failed += 1;
+                                let _ = writeln!(out, "FAILED {source}: {}", not_opened(to, &err));
+                            }
+                        }
+                    }
+                    Err(Error::Hsm2(err)) if err.is_transport_error() => {
+                        return Err(Error::Hsm2(err))
+                    }
+                    Err(err) if key_opens => {
+                        m.failed += 1;
+                        let _ = writeln!(out, "FAILED {}: {}", e.source, not_opened(to, &err));
+                        continue;
+                    }
+                    Err(err) => {
+                        refused_first.push((e.source.clone(), err));
+                        if refused_first.len() >= REFUSED_BEFORE_BLAMING_THE_KEY {
+                            let (source, err) = &refused_first[0];
+                            return Err(refused(source, to, kh, err));
+                        }
+                        continue;
+                    }
+                }
+            }
         }
         let sealed = Sealed::Hsm2 { key_id: to, aead };
         let wrote = match target.exists_under(to_key, &id)? {
@@ -179,23 +251,56 @@ pub fn migrate(
             },
             false => target.put(&id, &sealed, false).map(|_| true),
         };
-        match wrote {
-            Ok(true) => m.migrated += 1,
-            Ok(false) => m.skipped += 1,
+        let written = match wrote {
+            Ok(true) => {
+                m.migrated += 1;
+                true
+            }
+            Ok(false) => {
+                m.skipped += 1;
+                false
+            }
             Err(err @ StoreError::Unavailable(_)) => return Err(err.into()),
             Err(err) => {
                 m.failed += 1;
                 let _ = writeln!(out, "FAILED {}: {err}", e.source);
                 continue;
             }
-        }
+        };
         seen += 1;
+        let s = Sampled {
+            source: e.source,
+            aead,
+            written,
+        };
         if reservoir.len() < sample {
-            reservoir.push((id, aead));
+            reservoir.push(s);
         } else if sample > 0 {
             let j = rand::thread_rng().gen_range(0..seen);
             if j < sample {
-                reservoir[j] = (id, aead);
+                reservoir[j] = s;
+            }
+        }
+    }
+    if let Some((source, err)) = refused_first.first() {
+        // Every AEAD there was refused, and nothing was written.
+        return Err(refused(source, to, kh, err));
+    }
+    if let Some(d) = dev.as_deref_mut() {
+        for s in &reservoir {
+            match check_on_hsm2(d, to, s.aead) {
+                Ok(()) => m.checked += 1,
+                Err(Error::Hsm2(err)) if err.is_transport_error() => return Err(Error::Hsm2(err)),
+                Err(err) => {
+                    // Written (or there) but refused: a failure, not a migration.
+                    if s.written {
+                        m.migrated -= 1;
+                    } else {
+                        m.skipped -= 1;
+                    }
+                    m.failed += 1;
+                    let _ = writeln!(out, "FAILED {}: {}", s.source, not_opened(to, &err));
+                }
             }
         }
     }
@@ -204,11 +309,7 @@ pub fn migrate(
         "{} migrated, {} skipped (already there), {} failed",
         m.migrated, m.skipped, m.failed
     );
-    if let Some(d) = dev {
-        for (id, aead) in &reservoir {
-            check_on_hsm2(d, to, *aead).map_err(|err| refused(id, to, kh, &err))?;
-            m.checked += 1;
-        }
+    if dev.is_some() {
         let _ = writeln!(
             out,
             "{} checked on the YubiHSM 2 under otp-aead-key {:#06x}",
@@ -216,6 +317,22 @@ pub fn migrate(
         );
     }
     Ok(m)
+}
+
+/// An AEAD kept for the final check, with the YubiHSM 1 file it came from (which names it
+/// if refused) and whether this run wrote it.
+struct Sampled {
+    source: AeadSource,
+    aead: OtpAead,
+    written: bool,
+}
+
+/// Why one AEAD failed the check, once the key has opened others: that AEAD is wrong.
+fn not_opened(to: ObjectId, err: &Error) -> String {
+    format!(
+        "the YubiHSM 2 does not open this AEAD under otp-aead-key {:#06x} ({err}), though it opens others: made with another key, or corrupt",
+        to.0
+    )
 }
 
 /// The YubiHSM 2 form of a YubiHSM 1 YubiKey AEAD: its nonce in front of its 30 bytes.
@@ -244,7 +361,7 @@ fn refused(what: &dyn std::fmt::Display, to: ObjectId, kh: KeyHandle, err: &Erro
 mod tests {
     use super::*;
     use aead_store::format;
-    use hsm_proto::{Aead, Nonce};
+    use hsm_proto::{Aead, Nonce, PublicId};
 
     fn put(base: &std::path::Path, kh_dir: &str, id: &str, bytes: &[u8]) {
         let p = aead_store::layout::aead_path(&base.join(kh_dir), &PublicId::new(id).unwrap());
@@ -285,7 +402,16 @@ mod tests {
         let from = FsStore::open(d.path(), vec![kh]).unwrap();
         let to = FsStore::open_keys(d.path(), vec![AeadKey::OtpKey(ObjectId(9))]).unwrap();
         let mut out = Vec::new();
-        let m = migrate(&from, kh, &to, ObjectId(9), None, 4, &mut out).unwrap();
+        let m = migrate(
+            &from,
+            kh,
+            &to,
+            ObjectId(9),
+            None,
+            Check::Sample(4),
+            &mut out,
+        )
+        .unwrap();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
             m,

@@ -365,11 +365,19 @@ pub fn verify(
             let nonce = match &e.result {
                 Ok(s) => Some(s.nonce()),
                 Err(StoreError::NonceMismatch { nonce, .. }) => Some(*nonce),
+                Err(StoreError::ShortId { id, .. }) => id.to_nonce().ok(),
                 Err(_) => None,
+            };
+            // A short id whose padded bytes are the nonce: the length is what does not bind.
+            let why = match (&e.id, nonce) {
+                (Some(id), Some(n)) if id.to_nonce().is_ok_and(|p| p == n) => {
+                    "public id shorter than 6 bytes, not bound by its zero-padded nonce"
+                }
+                _ => "nonce differs from public id",
             };
             let _ = writeln!(
                 out,
-                "NONCE {}: nonce differs from public id (nonce {}, public id {})",
+                "NONCE {}: {why} (nonce {}, public id {})",
                 e.source,
                 nonce.map_or_else(|| "?".into(), |n| n.to_string()),
                 e.id.as_ref().map_or_else(|| "?".into(), |i| i.to_string()),
@@ -377,7 +385,7 @@ pub fn verify(
         }
         match &e.result {
             // Listed above, on a line of its own.
-            Err(StoreError::NonceMismatch { .. }) => {}
+            Err(StoreError::NonceMismatch { .. } | StoreError::ShortId { .. }) => {}
             Err(err) => {
                 r.bad += 1;
                 let _ = writeln!(out, "BAD {err}");
