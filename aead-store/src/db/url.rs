@@ -101,6 +101,50 @@ impl DbUrl {
         }
     }
 
+    /// `url` without any password it carries, and whether it carried one: the password of
+    /// the user part (read as [`DbUrl::parse`] reads it, up to the last `@`) and every
+    /// parameter whose name holds `pass` (`password`, `passwd`, `sslpassword`), in any case
+    /// and percent-encoding. For printing a URL someone else wrote (`ksm config
+    /// import-pyhsm`): nothing of the password is kept.
+    pub fn without_password(url: &str) -> (String, bool) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return (url.to_string(), false);
+        };
+        let mut had = false;
+        // A SQLite URL is a path: it has no user part, and a path may hold `@` and `:`.
+        let sqlite = scheme.to_ascii_lowercase().starts_with("sqlite");
+        let rest = match rest.rsplit_once('@').filter(|_| !sqlite) {
+            Some((user, host)) => match user.split_once(':') {
+                Some((name, _)) => {
+                    had = true;
+                    format!("{name}@{host}")
+                }
+                None => rest.to_string(),
+            },
+            None => rest.to_string(),
+        };
+        let rest = match rest.split_once('?') {
+            Some((before, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|kv| {
+                        let key = percent_decoded(kv.split('=').next().unwrap_or_default())
+                            .to_ascii_lowercase();
+                        let secret = key.windows(4).any(|w| w == b"pass");
+                        had |= secret;
+                        !secret
+                    })
+                    .collect();
+                match kept.is_empty() {
+                    true => before.to_string(),
+                    false => format!("{before}?{}", kept.join("&")),
+                }
+            }
+            None => rest,
+        };
+        (format!("{scheme}://{rest}"), had)
+    }
+
     /// The engine.
     pub fn engine(&self) -> Engine {
         match self {
