@@ -503,8 +503,11 @@ fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
     db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
     let s = cached_store(&db);
     let kid = id("cccccccccccb");
-    // Long enough for a LISTEN to be in place, if one were trusted.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The store finds the trigger missing, and says so, rather than trusting a LISTEN.
+    eventually("the trigger check", Duration::from_secs(10), || {
+        s.unwatched().is_some()
+    });
+    assert!(s.unwatched().unwrap_or_default().contains("aead_table"));
     assert!(!s.is_listening());
     assert!(s.lookup(&kid).unwrap().is_some());
     db.sql("DELETE FROM aead_table;");
@@ -696,7 +699,9 @@ fn on_postgresql_a_new_row_of_an_earlier_key_handle_wins_at_once() {
     cfg.cache = true;
     cfg.ttl = Duration::from_millis(300);
     let old = DbStore::open(cfg).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    eventually("the trigger check", Duration::from_secs(10), || {
+        old.unwatched().is_some()
+    });
     assert!(!old.is_listening(), "an older trigger is not trusted");
     drop(old);
     // db-init replaces it; with an hour's TTL only its notices keep the cache true.
