@@ -1,6 +1,8 @@
 //! What the store takes from the database only once it has checked it: heartbeats on the
 //! shared change channel, the triggers that announce changes, and the size of what it reads.
-//! Against the real servers on 127.0.0.1, as `tests.rs`.
+//! Against the real servers on 127.0.0.1, as `tests.rs`. The change channel is the whole
+//! database's, shared by every test running at once: the tests that watch a cached AEAD
+//! stay use public ids no other test writes, so no other test's notice drops it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -55,8 +57,8 @@ fn notify(db: &Db, payload: &str) {
 fn on_postgresql_forged_or_copied_heartbeats_do_not_keep_a_silent_listen_trusted() {
     let db = Db::pg();
     let s = listening_pg_store(&db, &[0x20]);
-    let kid = id("cccccccccccb");
-    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    let kid = id("cccctkrnhjub");
+    db.insert("cccctkrnhjub", 0x20, &nonce_of("cccctkrnhjub"), &aead(1));
     cache_it(&s, &kid);
     let real = overhear_heartbeat(&db, &s);
     let token = format!("{:016x}", s.inner.token);
@@ -120,8 +122,8 @@ fn on_postgresql_a_listen_is_trusted_only_while_every_table_read_announces_every
     let db = Db::pg();
     let s = listening_store_of_both_tables(&db);
     assert_eq!(s.unwatched(), None);
-    let yubihsm1 = id("cccccccccccb");
-    let yubihsm2 = id("cccccccccccd");
+    let yubihsm1 = id("cccctkrnhjud");
+    let yubihsm2 = id("cccctkrnhjue");
     // Each way to fall short, and a change it would not announce.
     for (table, breaks, change) in [
         // Enabled the default way, on origin only: a replica session's change is missed.
@@ -146,12 +148,12 @@ fn on_postgresql_a_listen_is_trusted_only_while_every_table_read_announces_every
             "SET session_replication_role = replica; TRUNCATE ksm_otp_aead;",
         ),
     ] {
-        db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+        db.insert("cccctkrnhjud", 0x20, &nonce_of("cccctkrnhjud"), &aead(1));
         s.put(
             &yubihsm2,
             &Sealed::Hsm2 {
                 key_id: ObjectId(5),
-                aead: otp_aead("cccccccccccd", 2),
+                aead: otp_aead("cccctkrnhjue", 2),
             },
             false,
         )
@@ -189,8 +191,8 @@ fn on_postgresql_a_listen_is_trusted_only_while_every_table_read_announces_every
 fn on_postgresql_a_delete_in_a_replica_session_stops_decoding_at_once() {
     let db = Db::pg();
     let s = listening_store_of_both_tables(&db);
-    let kid = id("cccccccccccb");
-    db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
+    let kid = id("cccctkrnhjuf");
+    db.insert("cccctkrnhjuf", 0x20, &nonce_of("cccctkrnhjuf"), &aead(1));
     cache_it(&s, &kid);
     db.sql("SET session_replication_role = replica; DELETE FROM aead_table;");
     eventually("deleted row", Duration::from_secs(1), || {
