@@ -305,6 +305,18 @@ pub trait Store {
         None
     }
 
+    /// Notices of changes the store ignored as not its own or not trustworthy (copied or
+    /// made-up heartbeats on a database's change channel), if it listens for any.
+    fn ignored_notices(&self) -> Option<u64> {
+        None
+    }
+
+    /// Why changes are not being watched although the store could watch them (a change
+    /// trigger missing or not firing always), when it knows.
+    fn unwatched(&self) -> Option<String> {
+        None
+    }
+
     /// Whether the store can be read now. A daemon serving from memory would not notice a
     /// directory it can no longer read until a lookup missed the cache; monitoring should.
     fn check(&self) -> Result<(), StoreError> {

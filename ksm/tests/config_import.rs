@@ -100,3 +100,48 @@ fn a_file_ksm_cannot_follow_fails_with_exit_2_and_prints_no_toml() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/yhsm-yubikey-ksm"));
 }
+
+/// Issue 20, items 28a and 13c: a secret left in the file is never printed, and never quoted
+/// in a warning: not a password parameter of the database URL, not a password holding the
+/// characters that end a URL's parts, not a word of `DAEMON_ARGS` that is no flag (a
+/// passphrase put there). The warnings say where, and the URL keeps everything else.
+#[test]
+fn no_secret_in_the_file_is_printed_or_quoted() {
+    for (db_url, printed) in [
+        // sqlx reads no parameter of a SQLite URL, so ksm takes this one as it is.
+        (
+            "sqlite:////var/lib/ksm/a@b:c.db?password=Xq7pw0",
+            "sqlite:////var/lib/ksm/a@b:c.db",
+        ),
+        (
+            "postgresql://ksm@db1/ksm?sslmode=require&password=Xq7pw1&PassWd=Xq7pw2&ssl%70assword=Xq7pw3",
+            "postgresql://ksm@db1/ksm?sslmode=require",
+        ),
+        (
+            "mysql://root:Xq7?pw/4#x@127.0.0.1:3306/test",
+            "mysql://root@127.0.0.1:3306/test",
+        ),
+    ] {
+        let (out, _dir, _) = import(&format!(
+            "export KSM_DB=\"{db_url}\"\n\
+             DAEMON_ARGS=\"$DAEMON_ARGS --db-url env:KSM_DB\"\n\
+             DAEMON_ARGS=\"$DAEMON_ARGS Xq7word1 --Xq7word2 -Xq7word3 -vXq7word4\"\n\
+             DAEMON_ARGS=\"$DAEMON_ARGS --key-handles 0x20\"\n"
+        ));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{stderr}");
+        let both = format!("{stdout}{stderr}").to_lowercase();
+        assert!(!both.contains("xq7"), "{db_url}: {both}");
+        let toml: toml::Table = toml::from_str(&stdout).unwrap();
+        assert_eq!(toml["db-url"].as_str(), Some(printed), "{stdout}");
+        assert!(stderr.contains("--db-url carries a password"), "{stderr}");
+        // After the init script's own `--pid-file PATH` and `--db-url env:KSM_DB`.
+        for word in 5..9 {
+            assert!(
+                stderr.contains(&format!("word {word} of DAEMON_ARGS")),
+                "word {word}: {stderr}"
+            );
+        }
+    }
+}

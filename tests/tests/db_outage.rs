@@ -1,5 +1,6 @@
-//! The AEAD database down, slow, and restarted under load. A test binary of its own: one
-//! test restarts the machine's PostgreSQL (`pg_ctlcluster 15 main restart`), and cargo runs
+//! The AEAD database down, refusing, slow, and restarted under load. A test binary of its
+//! own: one test restarts the machine's PostgreSQL (`pg_ctlcluster VERSION NAME restart`, for
+//! the cluster on port 5432, whichever version is installed), and cargo runs
 //! test binaries one after another, so no other database test sees it. Within this binary,
 //! the tests that need the real server take [`PG`] first.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
@@ -113,9 +114,59 @@ fn a_database_that_does_not_answer_gives_store_unavailable_within_the_deadline()
     assert!(get(d.addr, "/metrics").body.contains("ksm_store_up 0\n"));
 }
 
+/// A database whose port nobody listens on refuses at once: the answer comes at once too,
+/// not after `--reqtimeout` (30 s here), and `/health` says why.
+#[test]
+fn a_database_that_refuses_connections_gives_store_unavailable_at_once() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reqtimeout = Duration::from_secs(30);
+    let mut s = settings(vec![], dir.path(), reqtimeout);
+    s.db = Some(db_settings(&format!(
+        "postgresql://postgres@127.0.0.1:{port}/test"
+    )));
+    let d = Daemon::start(s);
+    for counter in 1..4 {
+        let start = Instant::now();
+        assert_answer(
+            &d.decode(&vector_otp(0, counter, 1)),
+            503,
+            "ERR Store unavailable",
+        );
+        // Far below the request timeout, however loaded the machine.
+        assert!(start.elapsed() < reqtimeout / 3, "{:?}", start.elapsed());
+    }
+    let health = get(d.addr, "/health").body;
+    assert!(
+        health.contains("AEAD database unavailable: connection refused"),
+        "{health}"
+    );
+    assert!(get(d.addr, "/metrics").body.contains("ksm_store_up 0\n"));
+}
+
+/// The machine's PostgreSQL cluster on port 5432 (version and name), as `pg_lsclusters`
+/// lists it: whichever version Debian installed.
+fn pg_cluster() -> (String, String) {
+    let o = std::process::Command::new("pg_lsclusters")
+        .arg("--no-header")
+        .output()
+        .expect("pg_lsclusters (postgresql-common)");
+    assert!(o.status.success(), "{}", output_text(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.get(2) == Some(&"5432"))
+        .map(|w| (w[0].to_string(), w[1].to_string()))
+        .unwrap_or_else(|| panic!("no PostgreSQL cluster on port 5432 in pg_lsclusters: {text}"))
+}
+
 fn pg_restart() {
+    let (version, name) = pg_cluster();
     let o = std::process::Command::new("pg_ctlcluster")
-        .args(["15", "main", "restart"])
+        .args([version.as_str(), name.as_str(), "restart"])
         .output()
         .expect("pg_ctlcluster (postgresql-common)");
     assert!(o.status.success(), "{}", output_text(&o));
@@ -129,6 +180,7 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
     let _pg = pg_to_myself();
     let pg = PgSchema::new();
     fill_from_fixtures(&pg.url());
+    let started = pg.sql("SELECT pg_postmaster_start_time();");
     let dir = tempfile::tempdir().unwrap();
     let reqtimeout = Duration::from_secs(2);
     let mut s = settings(vec![], dir.path(), reqtimeout);
@@ -137,6 +189,12 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
     let otps: Vec<String> = (0..6).map(|i| vector_otp(i, 7, 7)).collect();
     for o in &otps {
         assert_answer(&d.decode(o), 200, "OK counter=0007 low=4242 high=17 use=07");
+    }
+    // The LISTEN in place before the restart, so that its loss is the restart's doing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(d.addr, "/health").body.contains("\"watching\":true") {
+        assert!(Instant::now() < deadline, "no LISTEN");
+        std::thread::sleep(Duration::from_millis(50));
     }
     let stop = AtomicBool::new(false);
     let (ok, unavailable, other, late) = (
@@ -174,6 +232,16 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
                 }
             });
         }
+        // Watches /health from before the restart until decoding is back: the daemon must
+        // notice the restart (its LISTEN lost), not only come through it.
+        let watch_health = sc.spawn(|| {
+            let mut saw_lost = false;
+            while !stop.load(Ordering::SeqCst) {
+                saw_lost |= get(d.addr, "/health").body.contains("\"watching\":false");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            saw_lost
+        });
         std::thread::sleep(Duration::from_millis(300));
         pg_restart();
         // Back within 10 s of the restart: the last 50 answers of one client are all OK.
@@ -192,6 +260,10 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
             };
         }
         stop.store(true, Ordering::SeqCst);
+        assert!(
+            watch_health.join().unwrap(),
+            "the restart was never noticed: /health never said \"watching\":false"
+        );
     });
     assert_eq!(
         *other.lock().unwrap(),
@@ -200,6 +272,11 @@ fn postgresql_restarted_under_load_recovers_by_itself() {
     );
     assert_eq!(late.load(Ordering::SeqCst), 0, "answers past the deadline");
     assert!(ok.load(Ordering::SeqCst) > 0);
+    assert_ne!(
+        pg.sql("SELECT pg_postmaster_start_time();"),
+        started,
+        "the server was restarted"
+    );
     eprintln!(
         "restart under load: {} OK, {} ERR Store unavailable",
         ok.load(Ordering::SeqCst),

@@ -15,22 +15,39 @@
 //!   its row changes. Each time the LISTEN is (re)established or lost the cache is emptied,
 //!   since notices sent meanwhile are lost;
 //! - a LISTEN is trusted only while it proves itself: every [`HEARTBEAT_EVERY`] the store
-//!   notifies the channel with a heartbeat of its own (`#hb TOKEN MS`, never a public id),
-//!   and cached AEADs are trusted only if a heartbeat sent at most [`HEARTBEAT_TRUST`] ago
-//!   came back through the LISTEN. Notices reach a listener in commit order, so a heartbeat
-//!   back means every change committed before it was sent has been heard. A LISTEN whose
-//!   connection died or went silent trusts nothing after [`HEARTBEAT_TRUST`] (lookups go to
-//!   the database) and is replaced after [`HEARTBEAT_GIVE_UP`]. A heartbeat is sent only
-//!   while `aead_table` has the trigger, enabled: a trigger dropped or disabled stops the
-//!   trust as a silent connection does;
+//!   notifies the channel with a heartbeat of its own (`#hb TOKEN MS VALUE`, never a public
+//!   id), and cached AEADs are trusted only if a heartbeat sent at most [`HEARTBEAT_TRUST`]
+//!   ago came back through the LISTEN. Notices reach a listener in commit order, so a
+//!   heartbeat back means every change committed before it was sent has been heard. A LISTEN
+//!   whose connection died or went silent trusts nothing after [`HEARTBEAT_TRUST`] (lookups
+//!   go to the database) and is replaced after [`HEARTBEAT_GIVE_UP`];
+//! - anyone who may connect to the database may LISTEN and NOTIFY on the channel too, so a
+//!   heartbeat counts only if this store sent it and has not seen it back before: each
+//!   carries a random 128-bit VALUE the store keeps until it returns, and the time of
+//!   sending is the store's own record, never the notice's. A copy of a heartbeat, a made-up
+//!   one, or anything on the channel that is neither a heartbeat nor a public id is ignored
+//!   and counted ([`DbStore::ignored_notices`]); other KSMs' heartbeats (another TOKEN) are
+//!   ignored;
+//! - a heartbeat is sent only while every table the store reads (`aead_table`, and
+//!   `ksm_otp_aead` when an otp-aead-key is configured) has `db-init`'s triggers for INSERT,
+//!   UPDATE, DELETE and TRUNCATE, enabled ALWAYS: a trigger dropped, disabled or firing on
+//!   origin only (which misses the changes of a `session_replication_role = replica`
+//!   session) stops the trust as a silent connection does, is logged once and shown by
+//!   [`DbStore::unwatched`];
 //! - without a LISTEN (MySQL, SQLite, a PostgreSQL hot standby, which takes no LISTEN, or the
 //!   listener lost), a cached AEAD is used for at most the TTL (`DbConfig::ttl`, 0.5 s)
 //!   after it was read, then read again;
 //! - a lookup that started before a change was noticed does not put what it read into the
 //!   cache (an epoch counts the changes noticed).
 //!
+//! A query reads a `nonce` or `aead` value only if it is at most 128 bytes (longer reads as
+//! a malformed row, and is never sent over), and at most 64 rows for one public id.
+//!
 //! When the database cannot be reached, a lookup fails with [`StoreError::Unavailable`]
-//! within its deadline (`ERR Store unavailable`). Cached AEADs keep decoding then only with
+//! within its deadline (`ERR Store unavailable`). A server that refuses connections is
+//! known at once, where the driver would retry until the deadline: after a failure the
+//! store tries a connection of its own beside each check, and while the server refuses,
+//! lookups fail at once ("connection refused") until a check gets through. Cached AEADs keep decoding then only with
 //! `serve_cached_when_down`: a row deleted during the outage is not noticed until it ends.
 //! Connections left waiting on a server that vanished mid-query do not keep the pool from
 //! reaching its standby: a pool whose connections stop coming free is replaced
@@ -43,9 +60,11 @@
 mod sql;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;
 mod url;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -58,7 +77,7 @@ use tokio::runtime::Runtime;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use self::sql::{kh_from_sql, Pool, RawOtpRow, RawRow};
+use self::sql::{kh_from_sql, Binary, Pool, RawOtpRow, RawRow};
 pub use self::url::{DbUrl, Engine};
 use crate::{
     AeadKey, AeadSource, Lookup, NoncePolicy, Sealed, Store, StoreError, StoredAead, WalkEntry,
@@ -165,6 +184,11 @@ const HEARTBEAT_TRUST: Duration = Duration::from_millis(800);
 const HEARTBEAT_GIVE_UP: Duration = Duration::from_secs(2);
 /// What starts a heartbeat's payload; a public id is modhex and never starts so.
 const HEARTBEAT_TAG: &str = "#hb ";
+/// How long a heartbeat sent is remembered while it has not come back: one back later
+/// would not make the LISTEN trusted anyway, and is counted as not ours.
+const HEARTBEAT_FORGET: Duration = Duration::from_secs(10);
+/// Most heartbeats remembered (more than [`HEARTBEAT_FORGET`] holds at [`HEARTBEAT_EVERY`]).
+const HEARTBEATS_KEPT: usize = 64;
 /// Rows per page of a walk.
 const PAGE: i64 = 5_000;
 /// How old a pool must be before it is replaced for want of a free connection
@@ -231,11 +255,25 @@ struct Inner {
     listening: AtomicBool,
     /// When the store started, the origin of the heartbeats' times.
     born: Instant,
-    /// Tells this store's heartbeats from other KSMs' on the same channel.
+    /// Tells this store's heartbeats from other KSMs' on the same channel (not a secret:
+    /// every listener sees it).
     token: u64,
+    /// The heartbeats sent and not seen back yet: their random value, and when (ms after
+    /// `born`) each was sent. The one secret of a heartbeat is its value, so only this
+    /// store can make a notice that counts.
+    sent: Mutex<VecDeque<(u128, u64)>>,
     /// When (ms after `born`) the newest heartbeat that came back was sent, or the LISTEN
     /// started.
     heartbeat: AtomicU64,
+    /// Notices on the channel ignored: heartbeats under this store's token it did not send
+    /// or had seen back already, and payloads that are neither a heartbeat nor a public id.
+    ignored_notices: AtomicU64,
+    /// The tables read whose changes would not all be announced (their triggers missing,
+    /// disabled or not enabled ALWAYS), when the last check found any: no LISTEN is trusted.
+    silent_tables: Mutex<Option<String>>,
+    /// The server refused the store's last connection (and no check got through since):
+    /// lookups fail at once instead of waiting on the driver's retries.
+    refused: tokio::sync::watch::Sender<bool>,
     /// The LISTEN's server process (0: none), for the logs and the tests.
     listener_pid: AtomicI32,
     /// Why the database was last found unreachable, if it was (cleared by the next success).
@@ -266,6 +304,9 @@ fn unavailable(e: &sqlx::Error) -> StoreError {
         e => e.to_string(),
     })
 }
+
+/// Why lookups fail while the server refuses connections.
+const REFUSED: &str = "connection refused by the database server";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -316,7 +357,11 @@ impl DbStore {
                     .build_hasher()
                     .finish()
             },
+            sent: Mutex::default(),
             heartbeat: AtomicU64::new(0),
+            ignored_notices: AtomicU64::new(0),
+            silent_tables: Mutex::new(None),
+            refused: tokio::sync::watch::Sender::new(false),
             listener_pid: AtomicI32::new(0),
             down: Mutex::new(None),
             queries: AtomicU64::new(0),
@@ -379,6 +424,21 @@ impl DbStore {
         self.inner.queries.load(Ordering::Relaxed)
     }
 
+    /// Notices on the change channel ignored so far: heartbeats that claimed to be this
+    /// store's but were not sent by it, or came back a second time (copies, forgeries), and
+    /// payloads that are neither a heartbeat nor a public id.
+    pub fn ignored_notices(&self) -> u64 {
+        self.inner.ignored_notices.load(Ordering::Relaxed)
+    }
+
+    /// Why no LISTEN is trusted although one could be (PostgreSQL): the tables read whose
+    /// triggers would not announce every change.
+    pub fn unwatched(&self) -> Option<String> {
+        lock(&self.inner.silent_tables).as_ref().map(|t| {
+            format!("change trigger missing, disabled or not enabled ALWAYS on {t} (run `ksm store db-init`)")
+        })
+    }
+
     /// The AEAD for `id`, waiting for the database at most until `deadline`.
     pub async fn lookup_by(
         &self,
@@ -391,11 +451,22 @@ impl DbStore {
         if let Some(hit) = self.inner.cached_while_down(id) {
             return Ok(Some(hit));
         }
+        let mut refused = self.inner.refused.subscribe();
+        if *refused.borrow_and_update() {
+            return self
+                .inner
+                .or_stale(id, Err(StoreError::Unavailable(REFUSED.into())));
+        }
         let inner = self.inner.clone();
         let key = id.clone();
         let mut task = self.rt().spawn(async move { inner.fetch(&key).await });
         let r = tokio::select! {
             r = &mut task => r.unwrap_or_else(|_| Err(StoreError::Unavailable("lookup failed".into()))),
+            // The server refuses connections: the driver would retry until the deadline.
+            Ok(_) = refused.wait_for(|r| *r) => {
+                task.abort();
+                Err(StoreError::Unavailable(REFUSED.into()))
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 task.abort();
                 let inner = self.inner.clone();
@@ -533,6 +604,16 @@ impl Inner {
         };
         let (rows, otp_rows) = match rows.await {
             Ok(rows) => rows,
+            Err(e) if sql::too_many_rows(&e).is_some() => {
+                self.set_up();
+                return Err(StoreError::Malformed {
+                    path: PathBuf::from(format!(
+                        "{} rows (public_id {id})",
+                        sql::too_many_rows(&e).unwrap_or_default()
+                    )),
+                    reason: "more rows for one public id than a lookup reads",
+                });
+            }
             Err(e) => {
                 if matches!(e, sqlx::Error::PoolTimedOut) {
                     self.pool.starved();
@@ -597,17 +678,99 @@ impl Inner {
             .collect())
     }
 
-    /// A notice: `""` means every row (a TRUNCATE), a heartbeat is no change.
+    /// A heartbeat's payload and the time it carries, remembered as sent (before it is: it
+    /// may come back before the query that sends it returns).
+    fn new_heartbeat(&self) -> (String, u64) {
+        let value: u128 = rand::random();
+        let now = self.now_ms();
+        let mut sent = lock(&self.sent);
+        let forget = u64::try_from(HEARTBEAT_FORGET.as_millis()).unwrap_or(u64::MAX);
+        while sent
+            .front()
+            .is_some_and(|(_, at)| now.saturating_sub(*at) > forget)
+            || sent.len() >= HEARTBEATS_KEPT
+        {
+            sent.pop_front();
+        }
+        sent.push_back((value, now));
+        (
+            format!("{HEARTBEAT_TAG}{:016x} {now} {value:032x}", self.token),
+            now,
+        )
+    }
+
+    /// A heartbeat that came back (`hb`: the payload after the tag): if it is one this
+    /// store sent and has not seen back, the LISTEN has heard everything committed before
+    /// it was sent. Other KSMs' are no concern of this one; anything else under this
+    /// store's token is a copy or a forgery, ignored and counted.
+    fn heartbeat_back(&self, hb: &str) {
+        let mut words = hb.split(' ');
+        if words.next().and_then(|t| u64::from_str_radix(t, 16).ok()) != Some(self.token) {
+            return;
+        }
+        let sent_at = words.next().and_then(|w| w.parse::<u64>().ok());
+        let value = words.next().and_then(|w| u128::from_str_radix(w, 16).ok());
+        let ours = match (sent_at, value, words.next()) {
+            (Some(sent_at), Some(value), None) => {
+                let mut sent = lock(&self.sent);
+                let pos = sent.iter().position(|s| *s == (value, sent_at));
+                pos.and_then(|i| sent.remove(i))
+            }
+            _ => None,
+        };
+        match ours {
+            Some((_, sent_at)) => {
+                self.heartbeat.fetch_max(sent_at, Ordering::SeqCst);
+            }
+            None => self.ignored_notice(),
+        }
+    }
+
+    fn ignored_notice(&self) {
+        if self.ignored_notices.fetch_add(1, Ordering::Relaxed) == 0 {
+            warn!("a notice on the AEAD change channel that this KSM did not send (a copied or made-up heartbeat?): ignored, and counted");
+        }
+    }
+
+    /// Records which tables read would not announce every change (`None`: all would),
+    /// logging when that changes rather than at every check.
+    fn set_silent_tables(&self, silent: Option<String>) {
+        let mut s = lock(&self.silent_tables);
+        if *s == silent {
+            return;
+        }
+        match &silent {
+            Some(t) => {
+                warn!(tables = %t, "change trigger missing, disabled or not enabled ALWAYS for INSERT, UPDATE, DELETE and TRUNCATE (run `ksm store db-init`): no LISTEN is trusted, cached AEADs are used for at most {} ms", self.cfg.ttl.as_millis())
+            }
+            None => info!("change triggers in place on every table read"),
+        }
+        *s = silent;
+    }
+
+    /// The tables lookups read, for the trigger check.
+    fn tables(&self) -> Vec<String> {
+        let mut t = vec!["aead_table".to_string()];
+        if self
+            .cfg
+            .keys
+            .iter()
+            .any(|k| matches!(k, AeadKey::OtpKey(_)))
+        {
+            t.push("ksm_otp_aead".to_string());
+        }
+        t
+    }
+
+    /// A notice: `""` means every row (a TRUNCATE), a heartbeat is no change, and what is
+    /// neither a heartbeat nor a public id is ignored (and counted).
     fn changed(&self, public_id: &str) {
         if let Some(hb) = public_id.strip_prefix(HEARTBEAT_TAG) {
-            // Ours, or another KSM's (ignored).
-            if let Some((token, sent)) = hb.split_once(' ') {
-                if u64::from_str_radix(token, 16) == Ok(self.token) {
-                    if let Ok(sent) = sent.parse::<u64>() {
-                        self.heartbeat.fetch_max(sent, Ordering::SeqCst);
-                    }
-                }
-            }
+            self.heartbeat_back(hb);
+            return;
+        }
+        if !public_id.is_empty() && PublicId::new(public_id).is_err() {
+            self.ignored_notice();
             return;
         }
         let mut c = lock(&self.cache);
@@ -662,19 +825,16 @@ fn check_otp_row(
 ) -> Result<StoredAead, StoreError> {
     let source = AeadSource::otp_row(id.as_str(), key_id);
     let place = PathBuf::from(source.to_string());
-    let aead = match row.aead.as_deref() {
-        Some(b) => <[u8; OtpAead::LEN]>::try_from(b)
+    let malformed = |reason| StoreError::Malformed {
+        path: place.clone(),
+        reason,
+    };
+    let aead = match &row.aead {
+        Binary::Bytes(b) => <[u8; OtpAead::LEN]>::try_from(b.as_slice())
             .map(OtpAead)
-            .map_err(|_| StoreError::Malformed {
-                path: place.clone(),
-                reason: "AEAD is not 36 bytes",
-            })?,
-        None => {
-            return Err(StoreError::Malformed {
-                path: place,
-                reason: "AEAD is NULL or not binary",
-            })
-        }
+            .map_err(|_| malformed("AEAD is not 36 bytes"))?,
+        Binary::TooLong => return Err(malformed("AEAD is not 36 bytes")),
+        Binary::Other => return Err(malformed("AEAD is NULL or not binary")),
     };
     let sealed = Sealed::Hsm2 { key_id, aead };
     policy.check(&place, id, &sealed.nonce())?;
@@ -694,15 +854,17 @@ fn check_row(
         path: place.clone(),
         reason,
     };
-    let nonce = match row.nonce.as_deref() {
-        Some(b) => <[u8; 6]>::try_from(b)
+    let nonce = match &row.nonce {
+        Binary::Bytes(b) => <[u8; 6]>::try_from(b.as_slice())
             .map(Nonce)
             .map_err(|_| malformed("nonce is not 6 bytes"))?,
-        None => return Err(malformed("nonce is NULL or not binary")),
+        Binary::TooLong => return Err(malformed("nonce is not 6 bytes")),
+        Binary::Other => return Err(malformed("nonce is NULL or not binary")),
     };
-    let aead = match row.aead.as_deref() {
-        Some(b) => Aead::new(b).map_err(|_| malformed("AEAD is not 8 to 72 bytes"))?,
-        None => return Err(malformed("AEAD is NULL or not binary")),
+    let aead = match &row.aead {
+        Binary::Bytes(b) => Aead::new(b).map_err(|_| malformed("AEAD is not 8 to 72 bytes"))?,
+        Binary::TooLong => return Err(malformed("AEAD is not 8 to 72 bytes")),
+        Binary::Other => return Err(malformed("AEAD is NULL or not binary")),
     };
     policy.check(&place, id, &nonce)?;
     Ok(StoredAead {
@@ -715,6 +877,24 @@ fn check_row(
     })
 }
 
+/// Whether a connection error is the server refusing it.
+fn is_refused(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// How one check of [`watch`] ended.
+enum Check {
+    /// The ping (on PostgreSQL the heartbeat) answered: with the tables read whose changes
+    /// would not all be announced, if any (then no heartbeat was sent).
+    Answered(Option<String>),
+    /// The ping failed.
+    Failed(sqlx::Error),
+    /// No answer in time.
+    NoAnswer,
+    /// The server refused a connection of the store's own.
+    Refused,
+}
+
 /// Keeps the cache true: checks every [`PING_EVERY`] that the database answers and, on
 /// PostgreSQL, keeps a LISTEN for the trigger's notices in place.
 async fn watch(inner: Arc<Inner>) {
@@ -723,30 +903,57 @@ async fn watch(inner: Arc<Inner>) {
     let pg = matches!(inner.pool.get(), Pool::Pg(_));
     // When the oldest heartbeat sent since the newest that came back was sent (ms).
     let mut unanswered: Option<u64> = None;
+    // Whether the last check got through: until one has, a connection of the store's own
+    // goes beside each check, to tell a refusal at once.
+    let mut answered = false;
     loop {
-        let sent_at = inner.now_ms();
+        let (payload, sent_at) = match pg {
+            true => inner.new_heartbeat(),
+            false => (String::new(), inner.now_ms()),
+        };
         let ping = tokio::time::timeout(
             PING_EVERY.max(inner.cfg.timeout.min(Duration::from_secs(2))),
             async {
                 match (inner.pool.get(), inner.watch_pool.as_ref().map(|w| w.get())) {
                     (Pool::Pg(_), Some(Pool::Pg(p))) => {
-                        // The ping is the heartbeat; none is sent without the trigger.
-                        let payload = format!("{HEARTBEAT_TAG}{:016x} {sent_at}", inner.token);
-                        sqlx::query(&sql::heartbeat())
+                        // The ping is the heartbeat; none is sent unless every table read
+                        // announces its changes.
+                        // Its first column: the tables that would not announce changes.
+                        sqlx::query_scalar::<_, Option<String>>(&sql::heartbeat())
+                            .bind(inner.tables())
                             .bind(payload)
-                            .fetch_optional(&p)
+                            .fetch_one(&p)
                             .await
-                            .map(|sent| sent.is_some())
                     }
-                    (pool, _) => pool.ping().await.map(|()| true),
+                    (pool, _) => pool.ping().await.map(|()| None),
                 }
             },
-        )
-        .await;
-        match ping {
-            Ok(Ok(sent)) => {
+        );
+        let refused = async {
+            if answered {
+                return std::future::pending().await;
+            }
+            match inner.pool.get().connect_once().await {
+                Err(e) if is_refused(&e) => (),
+                _ => std::future::pending().await,
+            }
+        };
+        let check = tokio::select! {
+            r = ping => match r {
+                Ok(Ok(silent)) => Check::Answered(silent),
+                Ok(Err(e)) => Check::Failed(e),
+                Err(_) => Check::NoAnswer,
+            },
+            () = refused => Check::Refused,
+        };
+        answered = matches!(check, Check::Answered(_));
+        inner.refused.send_replace(matches!(check, Check::Refused));
+        match check {
+            Check::Answered(silent) => {
                 inner.set_up();
                 if let Some(Pool::Pg(pg)) = inner.watch_pool.as_ref().map(|w| w.get()) {
+                    let sent = silent.is_none();
+                    inner.set_silent_tables(silent);
                     let listening = inner.listening.load(Ordering::SeqCst);
                     let back = inner.heartbeat.load(Ordering::SeqCst);
                     if !listening || unanswered.is_some_and(|u| back >= u) {
@@ -761,8 +968,6 @@ async fn watch(inner: Arc<Inner>) {
                     if listening && (silent || !sent) {
                         if silent {
                             warn!("no heartbeat back through the LISTEN for AEAD changes: replacing it; cached AEADs are not used meanwhile");
-                        } else {
-                            warn!("aead_table's change trigger is gone or disabled (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
                         }
                         if let Some(l) = listener.take() {
                             l.abort();
@@ -783,16 +988,20 @@ async fn watch(inner: Arc<Inner>) {
                     }
                 }
             }
-            Ok(Err(e)) => {
+            Check::Failed(e) => {
                 if matches!(e, sqlx::Error::PoolTimedOut) {
                     inner.watch_pool.as_ref().unwrap_or(&inner.pool).starved();
                 }
                 inner.set_down(&unavailable(&e).to_string());
                 drop_listener(&inner, &mut listener);
             }
-            Err(_) => {
+            Check::NoAnswer => {
                 inner.watch_pool.as_ref().unwrap_or(&inner.pool).starved();
                 inner.set_down("no answer to a ping");
+                drop_listener(&inner, &mut listener);
+            }
+            Check::Refused => {
+                inner.set_down(REFUSED);
                 drop_listener(&inner, &mut listener);
             }
         }
@@ -824,25 +1033,25 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool, failures: u32) {
         let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
         l.eager_reconnect(false);
         l.listen(sql::CHANNEL).await?;
-        // A LISTEN without the trigger (a table made by hand, db-init not run) would hear
+        // A LISTEN without the triggers (a table made by hand, db-init not run) would hear
         // nothing and keep revoked AEADs cached for ever: then it is no LISTEN at all.
-        let trigger = sqlx::query(&sql::has_trigger())
-            .fetch_optional(&mut l)
+        let silent: Option<String> = sqlx::query_scalar(sql::silent_tables())
+            .bind(inner.tables())
+            .fetch_one(&mut l)
             .await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut l)
             .await?;
-        Ok::<_, sqlx::Error>((l, trigger.is_some(), pid))
+        Ok::<_, sqlx::Error>((l, silent, pid))
     };
     let mut l = match tokio::time::timeout(inner.cfg.timeout, connect).await {
-        Ok(Ok((l, true, pid))) => {
+        Ok(Ok((l, None, pid))) => {
+            inner.set_silent_tables(None);
             inner.listener_pid.store(pid, Ordering::SeqCst);
             l
         }
-        Ok(Ok((_, false, _))) => {
-            if failures == 0 {
-                warn!("aead_table has no enabled change trigger (run `ksm store db-init`): cached AEADs are used for at most {} ms", inner.cfg.ttl.as_millis());
-            }
+        Ok(Ok((_, silent, _))) => {
+            inner.set_silent_tables(silent);
             // Asked again at the next check: db-init may run meanwhile.
             tokio::time::sleep(Duration::from_secs(5)).await;
             return;
@@ -1034,6 +1243,15 @@ impl Store for DbStore {
 
     fn watching(&self) -> Option<bool> {
         (self.inner.cfg.cache && self.engine() == Engine::Postgres).then(|| self.is_listening())
+    }
+
+    fn ignored_notices(&self) -> Option<u64> {
+        (self.inner.cfg.cache && self.engine() == Engine::Postgres)
+            .then(|| DbStore::ignored_notices(self))
+    }
+
+    fn unwatched(&self) -> Option<String> {
+        DbStore::unwatched(self)
     }
 
     fn check(&self) -> Result<(), StoreError> {

@@ -17,13 +17,45 @@ use crate::db::url::DbUrl;
 /// Connections of the LISTEN's own pool (see [`Pool::watch_pool`]).
 pub(crate) const WATCH_CONNECTIONS: u32 = 3;
 
+/// Longest `nonce` or `aead` value a query brings back, in bytes: a 6-byte nonce and an
+/// AEAD of at most 72 bytes fit with room to spare. A longer value is left in the database
+/// (the query sends only its length), so a row of many megabytes costs the daemon nothing
+/// and reads as the malformed row it is.
+pub(crate) const MAX_VALUE: i64 = 128;
+
+/// Most rows a lookup reads for one public id. pyhsm's primary key allows one per key
+/// handle; a table without it could hold any number, and more than this are refused
+/// ([`Pool::rows_for`]) rather than read.
+pub(crate) const MAX_ROWS_PER_ID: i64 = 64;
+
+/// A binary column as a query gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Binary {
+    /// Its bytes, at most [`MAX_VALUE`] of them.
+    Bytes(Vec<u8>),
+    /// Longer than [`MAX_VALUE`]: not read.
+    TooLong,
+    /// NULL, or a value of another type.
+    Other,
+}
+
+impl Binary {
+    fn read(value: Option<Vec<u8>>, len: Option<i64>) -> Binary {
+        match (value, len) {
+            (Some(b), _) => Binary::Bytes(b),
+            (None, Some(n)) if n > MAX_VALUE => Binary::TooLong,
+            (None, _) => Binary::Other,
+        }
+    }
+}
+
 /// One row as the database gave it, before any check: a row is untrusted input.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRow {
     pub public_id: String,
     pub keyhandle: Option<i64>,
-    pub nonce: Option<Vec<u8>>,
-    pub aead: Option<Vec<u8>>,
+    pub nonce: Binary,
+    pub aead: Binary,
 }
 
 /// One row of our YubiHSM 2 table (`ksm_otp_aead`) as the database gave it, unchecked.
@@ -31,7 +63,7 @@ pub(crate) struct RawRow {
 pub(crate) struct RawOtpRow {
     pub public_id: String,
     pub key_id: Option<i64>,
-    pub aead: Option<Vec<u8>>,
+    pub aead: Binary,
 }
 
 // Our table of YubiHSM 2 AEADs, `ksm_otp_aead`, lies beside pyhsm's `aead_table`: pyhsm's
@@ -47,35 +79,109 @@ pub(crate) enum Pool {
     Lite(SqlitePool),
 }
 
-/// The column list every read selects, with the key handle widened to a 64-bit integer so
-/// one Rust type reads it whatever the column's declared width.
-const COLS_PG: &str = "public_id, keyhandle::int8 AS keyhandle, nonce, aead";
-const COLS_MY: &str = "public_id, CAST(keyhandle AS SIGNED) AS keyhandle, nonce, aead";
-const COLS_LITE: &str = "public_id, CAST(keyhandle AS INTEGER) AS keyhandle, nonce, aead";
-const OTP_COLS_PG: &str = "public_id, key_id::int8 AS key_id, aead";
-const OTP_COLS_MY: &str = "public_id, CAST(key_id AS SIGNED) AS key_id, aead";
-const OTP_COLS_LITE: &str = "public_id, CAST(key_id AS INTEGER) AS key_id, aead";
+/// The column list every read selects, in the engine's dialect (`len` its function for a
+/// value's length in bytes, `int8` its cast to a 64-bit integer): the key widened so one
+/// Rust type reads it whatever the column's declared width, and each binary value only if
+/// it is at most [`MAX_VALUE`] bytes, with its length beside it (`nonce_len`, `aead_len`).
+fn columns(otp: bool, len: &str, int8: impl Fn(&str) -> String) -> String {
+    let bounded = |c: &str| {
+        format!(
+            "CASE WHEN {len}({c}) <= {MAX_VALUE} THEN {c} END AS {c}, {} AS {c}_len",
+            int8(&format!("{len}({c})"))
+        )
+    };
+    match otp {
+        false => format!(
+            "public_id, {} AS keyhandle, {}, {}",
+            int8("keyhandle"),
+            bounded("nonce"),
+            bounded("aead")
+        ),
+        true => format!(
+            "public_id, {} AS key_id, {}",
+            int8("key_id"),
+            bounded("aead")
+        ),
+    }
+}
+
+fn cols_pg(otp: bool) -> String {
+    columns(otp, "octet_length", |e| format!("({e})::int8"))
+}
+
+fn cols_my(otp: bool) -> String {
+    columns(otp, "OCTET_LENGTH", |e| format!("CAST({e} AS SIGNED)"))
+}
+
+/// SQLite's `length` counts the bytes of a blob (without reading it) and the characters of
+/// a text, which is never a good value anyway.
+fn cols_lite(otp: bool) -> String {
+    columns(otp, "length", |e| format!("CAST({e} AS INTEGER)"))
+}
 
 /// The PostgreSQL channel the trigger installed by `db-init` notifies: the payload is the
 /// public id of a row inserted, changed or deleted, or empty after a `TRUNCATE`.
 pub(crate) const CHANNEL: &str = "ksm_aead";
 
-/// `db-init`'s trigger on `aead_table` (the one the search path finds now, by oid), there
-/// and firing in an ordinary session: `tgenabled` `O` (origin, the default) or `A` (always,
-/// as `db-init` makes it); not `D` (disabled) nor `R` (replica sessions only). It must fire
-/// on INSERT, UPDATE and DELETE (`tgtype` bits 4, 16 and 8): an older `db-init`'s fired on
-/// UPDATE and DELETE only.
-const TRIGGER_FIRES: &str = "FROM pg_trigger WHERE tgname = 'ksm_aead_notify' AND tgrelid = to_regclass('aead_table') AND tgenabled IN ('O', 'A') AND tgtype::int & 28 = 28";
+/// Of the tables bound as `$1` (a text array: `aead_table`, and `ksm_otp_aead` when it is
+/// read), those whose changes would not all be announced, as one comma-separated text
+/// (NULL when every one would). A table announces every change when it has (the one the
+/// search path finds now, by oid) a row trigger and a TRUNCATE trigger calling
+/// `ksm_aead_notify()`, after the change, for every row (no `WHEN`, no column list), with
+/// the row trigger on INSERT, UPDATE and DELETE (`tgtype` bits 1, 4, 8 and 16, not 2,
+/// BEFORE), and both enabled ALWAYS (`tgenabled` `A`, as `db-init` makes them): a trigger
+/// enabled the default way (`O`) does not fire in a `session_replication_role = replica`
+/// session (logical replication, restore tools), whose changes would go unannounced.
+const SILENT_TABLES: &str = "SELECT string_agg(t.name, ', ' ORDER BY t.name) AS silent FROM unnest($1::text[]) AS t(name) WHERE NOT (
+  EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = to_regclass(t.name) AND g.tgfoid = to_regproc('ksm_aead_notify') AND g.tgenabled = 'A' AND g.tgqual IS NULL AND g.tgattr::text = '' AND g.tgtype::int & 31 = 29)
+  AND EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = to_regclass(t.name) AND g.tgfoid = to_regproc('ksm_aead_notify') AND g.tgenabled = 'A' AND g.tgqual IS NULL AND g.tgtype::int & 32 = 32))";
 
-/// Whether `aead_table` has `db-init`'s trigger, firing.
-pub(crate) fn has_trigger() -> String {
-    format!("SELECT 1 {TRIGGER_FIRES}")
+/// The tables of `$1` whose changes would not all be announced (column `silent`, see
+/// [`SILENT_TABLES`]).
+pub(crate) fn silent_tables() -> &'static str {
+    SILENT_TABLES
 }
 
-/// A heartbeat: a notice on [`CHANNEL`] with the payload bound as `$1`, sent only while the
-/// trigger is there and fires, so that a LISTEN is not trusted past the trigger.
+/// A heartbeat: a notice on [`CHANNEL`] with the payload bound as `$2`, sent only while
+/// every table of `$1` announces its changes, so that a LISTEN is not trusted past its
+/// triggers; column `silent` names the tables that would not (and then nothing was sent).
 pub(crate) fn heartbeat() -> String {
-    format!("SELECT pg_notify('ksm_aead', $1) {TRIGGER_FIRES}")
+    format!("SELECT s.silent, CASE WHEN s.silent IS NULL THEN pg_notify('ksm_aead', $2)::text END AS sent FROM ({SILENT_TABLES}) AS s")
+}
+
+/// More rows for one public id than a lookup reads ([`MAX_ROWS_PER_ID`]): a table without
+/// pyhsm's primary key, filled wrongly. An error of the query, so the lookup fails with it
+/// rather than choosing among rows it did not all read.
+#[derive(Debug)]
+pub(crate) struct TooManyRows(pub &'static str);
+
+impl std::fmt::Display for TooManyRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} has more than {MAX_ROWS_PER_ID} rows for one public_id (is its primary key (public_id, key) missing?)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooManyRows {}
+
+/// Which table had too many rows, if that is what `e` is.
+pub(crate) fn too_many_rows(e: &sqlx::Error) -> Option<&'static str> {
+    match e {
+        sqlx::Error::Decode(e) => e.downcast_ref::<TooManyRows>().map(|t| t.0),
+        _ => None,
+    }
+}
+
+impl TooManyRows {
+    fn check<T>(rows: Vec<T>, table: &'static str) -> Result<Vec<T>, sqlx::Error> {
+        match rows.len() as i64 > MAX_ROWS_PER_ID {
+            true => Err(sqlx::Error::Decode(Box::new(TooManyRows(table)))),
+            false => Ok(rows),
+        }
+    }
 }
 
 /// Keeps what a column gives only if it is the type we expect; a wrongly typed value is a
@@ -89,8 +195,14 @@ macro_rules! raw {
         RawRow {
             public_id: col($row.try_get::<Option<String>, _>("public_id")).unwrap_or_default(),
             keyhandle: col($row.try_get::<Option<i64>, _>("keyhandle")),
-            nonce: col($row.try_get::<Option<Vec<u8>>, _>("nonce")),
-            aead: col($row.try_get::<Option<Vec<u8>>, _>("aead")),
+            nonce: Binary::read(
+                col($row.try_get::<Option<Vec<u8>>, _>("nonce")),
+                col($row.try_get::<Option<i64>, _>("nonce_len")),
+            ),
+            aead: Binary::read(
+                col($row.try_get::<Option<Vec<u8>>, _>("aead")),
+                col($row.try_get::<Option<i64>, _>("aead_len")),
+            ),
         }
     };
 }
@@ -100,7 +212,10 @@ macro_rules! raw_otp {
         RawOtpRow {
             public_id: col($row.try_get::<Option<String>, _>("public_id")).unwrap_or_default(),
             key_id: col($row.try_get::<Option<i64>, _>("key_id")),
-            aead: col($row.try_get::<Option<Vec<u8>>, _>("aead")),
+            aead: Binary::read(
+                col($row.try_get::<Option<Vec<u8>>, _>("aead")),
+                col($row.try_get::<Option<i64>, _>("aead_len")),
+            ),
         }
     };
 }
@@ -110,28 +225,28 @@ macro_rules! raw_otp {
 /// `otp` first, ours), and its `?` parameters, numbered for PostgreSQL, are bound in order.
 macro_rules! select_rows {
     (otp, $pool:expr, $sql:expr $(, $bind:expr)*) => {
-        select_rows!(@ $pool, [OTP_COLS_PG, OTP_COLS_MY, OTP_COLS_LITE], raw_otp, RawOtpRow, $sql $(, $bind)*)
+        select_rows!(@ $pool, [cols_pg(true), cols_my(true), cols_lite(true)], raw_otp, RawOtpRow, $sql $(, $bind)*)
     };
     ($pool:expr, $sql:expr $(, $bind:expr)*) => {
-        select_rows!(@ $pool, [COLS_PG, COLS_MY, COLS_LITE], raw, RawRow, $sql $(, $bind)*)
+        select_rows!(@ $pool, [cols_pg(false), cols_my(false), cols_lite(false)], raw, RawRow, $sql $(, $bind)*)
     };
     (@ $pool:expr, [$pg:expr, $my:expr, $lite:expr], $conv:ident, $ty:ty, $sql:expr $(, $bind:expr)*) => {
         match $pool {
-            Pool::Pg(p) => sqlx::query(&numbered(&$sql.replace("{cols}", $pg)))
+            Pool::Pg(p) => sqlx::query(&numbered(&$sql.replace("{cols}", &$pg)))
                 $(.bind($bind))*
                 .fetch_all(p)
                 .await?
                 .iter()
                 .map(|r| $conv!(r))
                 .collect::<Vec<$ty>>(),
-            Pool::My(p) => sqlx::query(&$sql.replace("{cols}", $my))
+            Pool::My(p) => sqlx::query(&$sql.replace("{cols}", &$my))
                 $(.bind($bind))*
                 .fetch_all(p)
                 .await?
                 .iter()
                 .map(|r| $conv!(r))
                 .collect::<Vec<$ty>>(),
-            Pool::Lite(p) => sqlx::query(&$sql.replace("{cols}", $lite))
+            Pool::Lite(p) => sqlx::query(&$sql.replace("{cols}", &$lite))
                 $(.bind($bind))*
                 .fetch_all(p)
                 .await?
@@ -299,13 +414,16 @@ impl Pool {
         }
     }
 
-    /// Every row for `public_id`.
+    /// Every row for `public_id`, or [`TooManyRows`] when it has more than
+    /// [`MAX_ROWS_PER_ID`] (of which one more than that is read, and no more).
     pub(crate) async fn rows_for(&self, public_id: &str) -> Result<Vec<RawRow>, sqlx::Error> {
-        Ok(select_rows!(
+        let rows = select_rows!(
             self,
-            "SELECT {cols} FROM aead_table WHERE public_id = ?",
-            public_id
-        ))
+            "SELECT {cols} FROM aead_table WHERE public_id = ? ORDER BY keyhandle LIMIT ?",
+            public_id,
+            MAX_ROWS_PER_ID + 1
+        );
+        TooManyRows::check(rows, "aead_table")
     }
 
     /// Up to `limit` rows after (`public_id`, `keyhandle`) in key order: a walk over a
@@ -391,12 +509,14 @@ impl Pool {
         &self,
         public_id: &str,
     ) -> Result<Vec<RawOtpRow>, sqlx::Error> {
-        Ok(select_rows!(
+        let rows = select_rows!(
             otp,
             self,
-            "SELECT {cols} FROM ksm_otp_aead WHERE public_id = ?",
-            public_id
-        ))
+            "SELECT {cols} FROM ksm_otp_aead WHERE public_id = ? ORDER BY key_id LIMIT ?",
+            public_id,
+            MAX_ROWS_PER_ID + 1
+        );
+        TooManyRows::check(rows, "ksm_otp_aead")
     }
 
     /// [`Pool::page`] of our YubiHSM 2 table, in (`public_id`, `key_id`) order.
@@ -459,6 +579,18 @@ impl Pool {
                 Ok(false)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// One connection of its own, outside the pool, opened and closed. The pool takes a
+    /// refused connection for a server starting up and retries until its deadline; this
+    /// says at once whether the server refuses (a SQLite file refuses nothing).
+    pub(crate) async fn connect_once(&self) -> Result<(), sqlx::Error> {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        match self {
+            Pool::Pg(p) => p.connect_options().connect().await?.close().await,
+            Pool::My(p) => p.connect_options().connect().await?.close().await,
+            Pool::Lite(_) => Ok(()),
         }
     }
 

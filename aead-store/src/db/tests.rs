@@ -11,27 +11,27 @@ use super::*;
 
 /// One database of each engine, reached both by SQL typed into its own client (as pyhsm's
 /// importer or an operator would fill it) and by the store.
-enum Db {
+pub(super) enum Db {
     Pg(PgSchema),
     My(MyDatabase),
     Lite(tempfile::TempDir),
 }
 
 impl Db {
-    fn all() -> Vec<Db> {
+    pub(super) fn all() -> Vec<Db> {
         vec![Db::pg(), Db::my(), Db::lite()]
     }
-    fn pg() -> Db {
+    pub(super) fn pg() -> Db {
         Db::Pg(PgSchema::new())
     }
-    fn my() -> Db {
+    pub(super) fn my() -> Db {
         Db::My(MyDatabase::new())
     }
-    fn lite() -> Db {
+    pub(super) fn lite() -> Db {
         Db::Lite(tempfile::tempdir().expect("tempdir"))
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         match self {
             Db::Pg(s) => s.url(),
             Db::My(d) => d.url(),
@@ -40,7 +40,7 @@ impl Db {
         }
     }
 
-    fn sql(&self, sql: &str) -> String {
+    pub(super) fn sql(&self, sql: &str) -> String {
         match self {
             Db::Pg(s) => s.sql(sql),
             Db::My(d) => d.sql(sql),
@@ -65,7 +65,7 @@ impl Db {
         }
     }
 
-    fn bytes(&self, b: &[u8]) -> String {
+    pub(super) fn bytes(&self, b: &[u8]) -> String {
         match self {
             Db::Pg(_) => pg_bytes(b),
             _ => blob(b),
@@ -73,7 +73,7 @@ impl Db {
     }
 
     /// pyhsm's schema as its users create it.
-    fn pyhsm_table(&self) {
+    pub(super) fn pyhsm_table(&self) {
         self.sql(match self {
             Db::Pg(_) => PYHSM_SCHEMA_PG,
             _ => PYHSM_SCHEMA,
@@ -82,7 +82,7 @@ impl Db {
 
     /// A row as pyhsm's `yhsm-db-import` inserts it: public id, key handle as an integer,
     /// the raw nonce and the raw AEAD.
-    fn insert(&self, id: &str, kh: i64, nonce: &[u8], aead: &[u8]) {
+    pub(super) fn insert(&self, id: &str, kh: i64, nonce: &[u8], aead: &[u8]) {
         self.sql(&format!(
             "INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES ('{id}', {kh}, {}, {});",
             self.bytes(nonce),
@@ -90,7 +90,7 @@ impl Db {
         ));
     }
 
-    fn store(&self, khs: &[u32], cache: bool) -> DbStore {
+    pub(super) fn store(&self, khs: &[u32], cache: bool) -> DbStore {
         let mut cfg = DbConfig::new(
             DbUrl::parse(&self.url()).expect("url"),
             khs.iter().map(|k| KeyHandle(*k)).collect(),
@@ -101,19 +101,19 @@ impl Db {
     }
 }
 
-fn id(s: &str) -> PublicId {
+pub(super) fn id(s: &str) -> PublicId {
     PublicId::new(s).expect("id")
 }
 
-fn nonce_of(s: &str) -> [u8; 6] {
+pub(super) fn nonce_of(s: &str) -> [u8; 6] {
     id(s).to_nonce().expect("nonce").0
 }
 
-fn aead(v: u8) -> Vec<u8> {
+pub(super) fn aead(v: u8) -> Vec<u8> {
     vec![v; 30]
 }
 
-fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+pub(super) fn eventually(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < within, "{what}: not within {within:?}");
@@ -503,8 +503,11 @@ fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
     db.insert("cccccccccccb", 0x20, &nonce_of("cccccccccccb"), &aead(1));
     let s = cached_store(&db);
     let kid = id("cccccccccccb");
-    // Long enough for a LISTEN to be in place, if one were trusted.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The store finds the trigger missing, and says so, rather than trusting a LISTEN.
+    eventually("the trigger check", Duration::from_secs(10), || {
+        s.unwatched().is_some()
+    });
+    assert!(s.unwatched().unwrap_or_default().contains("aead_table"));
     assert!(!s.is_listening());
     assert!(s.lookup(&kid).unwrap().is_some());
     db.sql("DELETE FROM aead_table;");
@@ -515,7 +518,7 @@ fn on_postgresql_without_the_trigger_the_cache_falls_back_on_the_ttl() {
 
 /// A PostgreSQL store as the daemon has it, its table made by `db-init`, with a TTL of an
 /// hour: only a trusted LISTEN or its loss can make the cache let go in time.
-fn listening_pg_store(db: &Db, khs: &[u32]) -> DbStore {
+pub(super) fn listening_pg_store(db: &Db, khs: &[u32]) -> DbStore {
     let mut cfg = DbConfig::new(
         DbUrl::parse(&db.url()).unwrap(),
         khs.iter().map(|k| KeyHandle(*k)).collect(),
@@ -530,7 +533,7 @@ fn listening_pg_store(db: &Db, khs: &[u32]) -> DbStore {
 
 /// Caches `kid`'s AEAD and checks it is served from the cache (the notice of the row's own
 /// INSERT may come while it is read, and keep that read out of the cache).
-fn cache_it(s: &DbStore, kid: &PublicId) {
+pub(super) fn cache_it(s: &DbStore, kid: &PublicId) {
     eventually("served from the cache", Duration::from_secs(2), || {
         assert!(s.lookup(kid).unwrap().is_some());
         let q = s.queries();
@@ -540,10 +543,10 @@ fn cache_it(s: &DbStore, kid: &PublicId) {
 }
 
 /// Resumes a stopped PostgreSQL server process when dropped, whatever the test did.
-struct Stopped(i32);
+pub(super) struct Stopped(i32);
 
 impl Stopped {
-    fn new(pid: i32) -> Stopped {
+    pub(super) fn new(pid: i32) -> Stopped {
         signal("-STOP", pid);
         Stopped(pid)
     }
@@ -696,7 +699,9 @@ fn on_postgresql_a_new_row_of_an_earlier_key_handle_wins_at_once() {
     cfg.cache = true;
     cfg.ttl = Duration::from_millis(300);
     let old = DbStore::open(cfg).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    eventually("the trigger check", Duration::from_secs(10), || {
+        old.unwatched().is_some()
+    });
     assert!(!old.is_listening(), "an older trigger is not trusted");
     drop(old);
     // db-init replaces it; with an hour's TTL only its notices keep the cache true.
@@ -751,11 +756,11 @@ fn on_postgresql_the_listen_takes_no_connection_of_the_lookups() {
 }
 
 /// A YubiHSM 2 AEAD whose nonce is `id`'s.
-fn otp_aead(id_: &str, fill: u8) -> OtpAead {
+pub(super) fn otp_aead(id_: &str, fill: u8) -> OtpAead {
     OtpAead::from_yubihsm1(nonce_of(id_), [fill; 30])
 }
 
-fn keyed_store(db: &Db, keys: &[AeadKey]) -> DbStore {
+pub(super) fn keyed_store(db: &Db, keys: &[AeadKey]) -> DbStore {
     let mut cfg = DbConfig::with_keys(DbUrl::parse(&db.url()).expect("url"), keys.to_vec());
     cfg.timeout = Duration::from_secs(5);
     DbStore::open(cfg).expect("open")

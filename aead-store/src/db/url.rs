@@ -101,6 +101,50 @@ impl DbUrl {
         }
     }
 
+    /// `url` without any password it carries, and whether it carried one: the password of
+    /// the user part (read as [`DbUrl::parse`] reads it, up to the last `@`) and every
+    /// parameter whose name holds `pass` (`password`, `passwd`, `sslpassword`), in any case
+    /// and percent-encoding. For printing a URL someone else wrote (`ksm config
+    /// import-pyhsm`): nothing of the password is kept.
+    pub fn without_password(url: &str) -> (String, bool) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return (url.to_string(), false);
+        };
+        let mut had = false;
+        // A SQLite URL is a path: it has no user part, and a path may hold `@` and `:`.
+        let sqlite = scheme.to_ascii_lowercase().starts_with("sqlite");
+        let rest = match rest.rsplit_once('@').filter(|_| !sqlite) {
+            Some((user, host)) => match user.split_once(':') {
+                Some((name, _)) => {
+                    had = true;
+                    format!("{name}@{host}")
+                }
+                None => rest.to_string(),
+            },
+            None => rest.to_string(),
+        };
+        let rest = match rest.split_once('?') {
+            Some((before, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|kv| {
+                        let key = percent_decoded(kv.split('=').next().unwrap_or_default())
+                            .to_ascii_lowercase();
+                        let secret = key.windows(4).any(|w| w == b"pass");
+                        had |= secret;
+                        !secret
+                    })
+                    .collect();
+                match kept.is_empty() {
+                    true => before.to_string(),
+                    false => format!("{before}?{}", kept.join("&")),
+                }
+            }
+            None => rest,
+        };
+        (format!("{scheme}://{rest}"), had)
+    }
+
     /// The engine.
     pub fn engine(&self) -> Engine {
         match self {
@@ -111,15 +155,22 @@ impl DbUrl {
     }
 }
 
+/// The user part of `rest` (what follows `scheme://`), before anything else is read: all
+/// that comes before its last `@`. A host has no `@`, while a password typed into a URL may
+/// hold any character (`?`, `#`, `/` and `@` included), so reading the query or the path
+/// first would cut a password in two and take its second half for a parameter (which an
+/// error then quotes). An `@` in the path or the parameters only makes the user part longer:
+/// a password is never missed, and at worst a URL without one is refused.
+fn user_info(rest: &str) -> Option<&str> {
+    rest.rsplit_once('@').map(|(user, _)| user)
+}
+
 /// Refuses a password in the user part or in a query parameter named in `params`.
 fn refuse_password(rest: &str, params: &[&str]) -> Result<(), StoreError> {
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = before_query.split('/').next().unwrap_or_default();
-    if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        if userinfo.contains(':') {
-            return Err(bad(NO_PASSWORD));
-        }
+    if user_info(rest).is_some_and(|u| u.contains(':')) {
+        return Err(bad(NO_PASSWORD));
     }
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
     // Keys as the driver reads them: percent-decoded (`pass%77ord` is `password`).
     let named = query.split('&').any(|kv| {
         let key = percent_decoded(kv.split('=').next().unwrap_or_default());
@@ -293,6 +344,33 @@ mod tests {
         assert_eq!(percent_decoded("%zz%41"), b"%zzA");
         // An @ in the path or parameters is not a user part.
         assert!(DbUrl::parse("postgresql://ksm@db1/ksm?application_name=a:b").is_ok());
+    }
+
+    /// Issue 20, item 11: a password holding the characters that end the other parts of a
+    /// URL is refused as a password, and no piece of it is quoted.
+    #[test]
+    fn a_password_with_url_delimiters_is_refused_without_quoting_any_of_it() {
+        for password in [
+            "Qz?Jq",
+            "Qz#Jq",
+            "Qz/Jq",
+            "Qz@Jq",
+            "Qz?Jq#Xv/Wk@Zy",
+            "?Jq=Xv&Wk",
+        ] {
+            for url in [
+                format!("postgresql://ksm:{password}@db1/ksm"),
+                format!("postgresql://ksm:{password}@db1/ksm?sslmode=require"),
+                format!("mysql://root:{password}@127.0.0.1:3306/test"),
+            ] {
+                let text = DbUrl::parse(&url).unwrap_err().to_string();
+                assert_eq!(text, bad(NO_PASSWORD).to_string(), "{url}");
+                let lower = text.to_lowercase();
+                for piece in ["qz", "jq", "xv", "wk", "zy"] {
+                    assert!(!lower.contains(piece), "{url}: {text}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -183,6 +183,9 @@ impl Metrics {
         if let Some(w) = store.watching() {
             let _ = writeln!(o, "# HELP ksm_store_watching Whether changes to the AEAD store are watched and lookups are cached (1) or every lookup reads the store (0).\n# TYPE ksm_store_watching gauge\nksm_store_watching {}", u8::from(w));
         }
+        if let Some(n) = store.ignored_notices() {
+            let _ = writeln!(o, "# HELP ksm_store_notices_ignored_total Notices on the AEAD database's change channel ignored: heartbeats this KSM did not send or had seen back already (copies, forgeries), and payloads that are neither a heartbeat nor a public id.\n# TYPE ksm_store_notices_ignored_total counter\nksm_store_notices_ignored_total {n}");
+        }
         // A directory that cannot be listed, a database that does not answer.
         let _ = writeln!(o, "# HELP ksm_store_up Whether the AEAD store can be read (1) or not (0).\n# TYPE ksm_store_up gauge\nksm_store_up {}", u8::from(store.check().is_ok()));
         o

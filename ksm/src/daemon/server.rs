@@ -832,6 +832,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "store": {
             "aeads": st.store.len(),
             "watching": st.store.watching(),
+            "unwatched": st.store.unwatched(),
+            "ignored_notices": st.store.ignored_notices(),
             "error": store.err().map(|e| e.to_string()),
         },
         "http": {

@@ -154,7 +154,8 @@ const fn flag(short: Option<char>, long: &'static [&'static str], takes: Takes) 
 /// wins, as with argparse.
 type Given = std::collections::BTreeMap<&'static str, Vec<String>>;
 
-/// Parses `DAEMON_ARGS` as argparse would parse `yhsm-yubikey-ksm`'s argv.
+/// Parses `DAEMON_ARGS` as argparse would parse `yhsm-yubikey-ksm`'s argv. A word that is
+/// not a known flag is named by its place, never quoted: it may be a passphrase put there.
 fn parse_daemon_args(words: &[&str], warnings: &mut Vec<String>) -> Given {
     let mut given = Given::new();
     let mut i = 0;
@@ -162,6 +163,7 @@ fn parse_daemon_args(words: &[&str], warnings: &mut Vec<String>) -> Given {
     while i < words.len() {
         let word = words[i];
         i += 1;
+        let place = format!("word {i} of DAEMON_ARGS (after the file is read)");
         let (flag, attached) = if let Some(long) = word.strip_prefix("--") {
             let (name, value) = match long.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
@@ -176,7 +178,7 @@ fn parse_daemon_args(words: &[&str], warnings: &mut Vec<String>) -> Given {
                 (Some(f), _) if !name.is_empty() => (f, value),
                 (None, [f]) if !name.is_empty() => (*f, value),
                 _ => {
-                    warnings.push(format!("DAEMON_ARGS has {word:?}, which is not a flag of yhsm-yubikey-ksm (pyhsm would not start with it); ignored"));
+                    warnings.push(format!("{place} is not a flag of yhsm-yubikey-ksm (pyhsm would not start with it); ignored"));
                     continue;
                 }
             }
@@ -186,28 +188,38 @@ fn parse_daemon_args(words: &[&str], warnings: &mut Vec<String>) -> Given {
                 .next()
                 .and_then(|c| FLAGS.iter().find(|f| f.short == Some(c)))
             else {
-                warnings.push(format!("DAEMON_ARGS has {word:?}, which is not a flag of yhsm-yubikey-ksm (pyhsm would not start with it); ignored"));
+                warnings.push(format!("{place} is not a flag of yhsm-yubikey-ksm (pyhsm would not start with it); ignored"));
                 continue;
             };
             let rest: String = shorts.collect();
             if f.takes == Takes::Nothing && !rest.is_empty() {
                 // -vd: several flags without values.
+                let mut unknown = false;
                 for c in rest.chars() {
-                    match FLAGS.iter().find(|g| g.short == Some(c) && g.takes == Takes::Nothing) {
+                    match FLAGS
+                        .iter()
+                        .find(|g| g.short == Some(c) && g.takes == Takes::Nothing)
+                    {
                         Some(g) => {
                             given.insert(g.long[0], Vec::new());
                         }
-                        None => warnings.push(format!(
-                            "DAEMON_ARGS has -{c} in {word:?}, which yhsm-yubikey-ksm does not take there; ignored"
-                        )),
+                        None => unknown = true,
                     }
+                }
+                if unknown {
+                    warnings.push(format!(
+                        "{place} bundles with -{} letters that are not flags yhsm-yubikey-ksm takes there; they are ignored",
+                        f.short.unwrap_or('?')
+                    ));
                 }
                 (f, None)
             } else {
                 (f, (!rest.is_empty()).then_some(rest))
             }
         } else {
-            warnings.push(format!("DAEMON_ARGS has {word:?} where a flag was expected (pyhsm would not start with it); ignored"));
+            warnings.push(format!(
+                "{place} is where a flag was expected (pyhsm would not start with it); ignored"
+            ));
             continue;
         };
         let mut values: Vec<String> = attached.into_iter().collect();
@@ -473,18 +485,9 @@ fn db_url(url: &str, s: &Sourced, warnings: &mut Vec<String>) -> Result<String, 
         },
         None => url.to_string(),
     };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Ok(url);
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if let Some((userinfo, host)) = authority.rsplit_once('@') {
-        if let Some((user, _password)) = userinfo.split_once(':') {
-            warnings.push("--db-url carries a password: not copied. Put it in a file only ksm can read (mode 0600, owner ksm) and set db-password-file, or use ~/.pgpass or peer authentication".into());
-            return Ok(format!("{scheme}://{user}@{host}{path}"));
-        }
+    let (url, had_password) = aead_store::DbUrl::without_password(&url);
+    if had_password {
+        warnings.push("--db-url carries a password (in its user part or a password parameter): not copied. Put it in a file only ksm can read (mode 0600, owner ksm) and set db-password-file, or use ~/.pgpass or peer authentication".into());
     }
     Ok(url)
 }
@@ -652,7 +655,15 @@ DAEMON_ARGS="$DAEMON_ARGS --port 8003"
             "a helper variable DAEMON_ARGS reads is used: {w}"
         );
         assert!(w.contains("line 5 sets RUNASUSER"), "{w}");
-        assert!(w.contains("--frobnicate"), "{w}");
+        assert!(
+            // After the init script's `--pid-file PATH`, and `-B /srv/a`.
+            w.contains("word 5 of DAEMON_ARGS (after the file is read) is not a flag"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("frobnicate"),
+            "an unknown word is not quoted: {w}"
+        );
         assert!(w.contains("line 9"), "{w}");
         assert!(
             w.contains("line 6 sets YHSM_KSM_DEVICE, but no line adds it to DAEMON_ARGS"),
