@@ -57,7 +57,8 @@ use tokio::net::UnixListener;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use crate::daemon::pool::{Lease, Pool, PoolError};
+use crate::daemon::owner::PoolError;
+use crate::daemon::pool::{Lease, Pool};
 use crate::daemon::tool_frame::{SocketPolicy, ToolFrame};
 
 /// Where the daemon listens, and the tools look, unless told otherwise.
@@ -271,12 +272,12 @@ async fn hand_over_password(
     // Then the session takes two commands: a frame's deadline and a little more.
     let deadline = Instant::now() + cfg.reqtimeout + Duration::from_secs(1);
     match pool.unlock(usize::from(device), key, deadline).await {
-        Ok(crate::daemon::hsm2_owner::Unlocked::Now) => {
+        Ok(crate::daemon::owner::Unlocked::Now) => {
             info!(device, "YubiHSM 2 unlocked over the sharing socket");
             Ok("unlocked")
         }
-        Ok(crate::daemon::hsm2_owner::Unlocked::Already) => Ok("already unlocked"),
-        Ok(crate::daemon::hsm2_owner::Unlocked::Pending) => Ok(PENDING),
+        Ok(crate::daemon::owner::Unlocked::Already) => Ok("already unlocked"),
+        Ok(crate::daemon::owner::Unlocked::Pending) => Ok(PENDING),
         Err(e) => {
             if e != PoolError::WrongPassword {
                 uncount(wrong, device, attempt);
@@ -740,7 +741,7 @@ mod tests {
     /// only if the device does, and YubiHSM 1 frames never reach it.
     #[test]
     fn keystore_unlock_hands_a_yubihsm2_its_password() {
-        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
         use crate::tools::keystore_unlock::{unlock, Options};
         let emu = emulator("");
         let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
@@ -797,7 +798,7 @@ mod tests {
     /// timeout: after three, further attempts are refused without reaching the device.
     #[test]
     fn a_fourth_wrong_password_within_the_window_never_reaches_the_device() {
-        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
         let emu = emulator("");
         let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -861,7 +862,7 @@ mod tests {
     /// the tool says so and fails with exit code 6, and the device serves once it answers.
     #[test]
     fn keystore_unlock_on_a_device_that_is_down_keeps_the_password() {
-        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
         use crate::tools::keystore_unlock::{unlock, Options};
         let emu = emulator("");
         emu.set_refuse(true);
