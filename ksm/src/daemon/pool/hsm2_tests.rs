@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hsm2_proto::emulator::ConnectorEmulator;
 use hsm2_proto::{AuthKey, ObjectId};
 use hsm_proto::otp::Otp;
 
@@ -218,10 +219,9 @@ fn reopens_close_their_sessions_on_the_device() {
     }
 }
 
-/// A password handed over while the connector is down (at boot) is kept unchecked and
-/// checked when the device answers: then it serves, with nobody running the tool again.
-#[test]
-fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
+/// A YubiHSM 2 whose connector refuses connections (at boot) is handed `password`, which
+/// it keeps unchecked; then the connector answers.
+fn given_while_down(password: &[u8]) -> (ConnectorEmulator, Pool, tokio::runtime::Runtime) {
     let emu = emulator("");
     emu.set_refuse(true);
     let pool = Pool::start(
@@ -233,12 +233,20 @@ fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
     );
     wait_for_state(&pool, DeviceState::Down);
     let rt = rt();
-    let right = AuthKey::from_password(PASSWORD.as_bytes());
+    let key = AuthKey::from_password(password);
     assert_eq!(
-        rt.block_on(pool.unlock(0, right, soon())),
+        rt.block_on(pool.unlock(0, key, soon())),
         Ok(Unlocked::Pending)
     );
     emu.set_refuse(false);
+    (emu, pool, rt)
+}
+
+/// A password handed over while the connector is down (at boot) is kept unchecked and
+/// checked when the device answers: then it serves, with nobody running the tool again.
+#[test]
+fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
+    let (_emu, pool, rt) = given_while_down(PASSWORD.as_bytes());
     wait_for_state(&pool, DeviceState::Up);
     let (_, a2) = aeads(0);
     let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
@@ -251,23 +259,7 @@ fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
 /// A wrong password kept unchecked is forgotten when the device refuses it.
 #[test]
 fn a_wrong_password_given_while_the_device_is_down_is_forgotten_when_refused() {
-    let emu = emulator("");
-    emu.set_refuse(true);
-    let pool = Pool::start(
-        vec![backend(emu.url(), None, 1)],
-        PoolConfig {
-            reopen_interval: Duration::from_millis(100),
-            ..PoolConfig::default()
-        },
-    );
-    wait_for_state(&pool, DeviceState::Down);
-    let rt = rt();
-    let wrong = AuthKey::from_password(b"not the password");
-    assert_eq!(
-        rt.block_on(pool.unlock(0, wrong, soon())),
-        Ok(Unlocked::Pending)
-    );
-    emu.set_refuse(false);
+    let (_emu, pool, rt) = given_while_down(b"not the password");
     wait_for_state(&pool, DeviceState::Locked);
     let right = AuthKey::from_password(PASSWORD.as_bytes());
     assert_eq!(

@@ -14,7 +14,7 @@ use hsm_proto::{Aead, KeyHandle, PublicId, YubiKeyAead};
 use crate::daemon::answer::Outcome;
 use crate::daemon::health::DeviceState;
 use crate::daemon::hsm1_owner::Hsm1Aead;
-use crate::daemon::hsm2_owner::{Hsm2Aead, Hsm2Backend, KEEPALIVE, REFUSED_RETRY};
+use crate::daemon::hsm2_owner::{Hsm2Aead, Hsm2Backend, OpenTransport, KEEPALIVE, REFUSED_RETRY};
 use crate::daemon::owner::PoolError;
 use crate::daemon::pool::{Backend, DecodeAead, Pool, PoolConfig};
 
@@ -35,16 +35,31 @@ pub(crate) fn emulator(extra: &str) -> ConnectorEmulator {
 /// A YubiHSM 2 backend on the connector at `url`, authenticating with key 2 and
 /// `password` (none: locked until unlocked).
 pub(crate) fn backend(url: String, password: Option<&str>, sessions: usize) -> Backend {
+    connector(url, Duration::from_millis(700), password, sessions)
+}
+
+/// A YubiHSM 2 backend on the connector at `url`, each answer awaited up to `answer`.
+fn connector(url: String, answer: Duration, password: Option<&str>, sessions: usize) -> Backend {
     let target = url.clone();
     let timeouts = HttpTimeouts {
         connect: Duration::from_secs(2),
-        answer: Duration::from_millis(700),
+        answer,
     };
+    let open: OpenTransport =
+        Arc::new(move || Ok(Box::new(Connector::open(&target, timeouts)?) as Box<dyn Transport>));
+    reached_by(url, open, password, sessions)
+}
+
+/// A YubiHSM 2 backend named `name` whose transport `open` makes.
+fn reached_by(
+    name: String,
+    open: OpenTransport,
+    password: Option<&str>,
+    sessions: usize,
+) -> Backend {
     Backend::Hsm2(Hsm2Backend {
-        name: url,
-        open: Arc::new(move || {
-            Ok(Box::new(Connector::open(&target, timeouts)?) as Box<dyn Transport>)
-        }),
+        name,
+        open,
         auth_key_id: ObjectId(2),
         key: password.map(|p| AuthKey::from_password(p.as_bytes())),
         reload_key: None,
@@ -193,19 +208,15 @@ impl hsm2_proto::transport::Transport for Refuses {
 #[test]
 fn an_unauthenticated_refusal_to_open_a_session_is_unavailable() {
     for code in [0x0f, 0x02, 0x08, 0x01] {
+        let open: OpenTransport =
+            Arc::new(move || Ok(Box::new(Refuses(code)) as Box<dyn Transport>));
         let pool = Pool::start(
-            vec![Backend::Hsm2(crate::daemon::hsm2_owner::Hsm2Backend {
-                name: format!("refuses {code:#x}"),
-                open: Arc::new(move || {
-                    Ok(Box::new(Refuses(code)) as Box<dyn hsm2_proto::transport::Transport>)
-                }),
-                auth_key_id: ObjectId(2),
-                key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
-                sessions: 1,
-                reload_key: None,
-                refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
-                keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
-            })],
+            vec![reached_by(
+                format!("refuses {code:#x}"),
+                open,
+                Some(PASSWORD),
+                1,
+            )],
             PoolConfig::default(),
         );
         let (_, a2) = aeads(0);
@@ -228,26 +239,14 @@ fn an_unauthenticated_refusal_to_open_a_session_is_unavailable() {
 /// next request is served at once.
 #[test]
 fn a_stalled_exchange_ends_at_the_request_deadline() {
-    use hsm2_proto::transport::{Connector, HttpTimeouts, Transport};
     let emu = emulator("");
-    let url = emu.url();
     let pool = Pool::start(
-        vec![Backend::Hsm2(crate::daemon::hsm2_owner::Hsm2Backend {
-            name: url.clone(),
-            open: Arc::new(move || {
-                let timeouts = HttpTimeouts {
-                    connect: Duration::from_secs(2),
-                    answer: Duration::from_secs(5),
-                };
-                Ok(Box::new(Connector::open(&url, timeouts)?) as Box<dyn Transport>)
-            }),
-            auth_key_id: ObjectId(2),
-            key: Some(hsm2_proto::AuthKey::from_password(PASSWORD.as_bytes())),
-            sessions: 1,
-            reload_key: None,
-            refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
-            keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
-        })],
+        vec![connector(
+            emu.url(),
+            Duration::from_secs(5),
+            Some(PASSWORD),
+            1,
+        )],
         PoolConfig::default(),
     );
     wait_for(&pool, &[DeviceState::Up]);
