@@ -287,7 +287,7 @@ fn a_refused_password_file_is_kept_retried_with_backoff_and_read_again_on_sighup
     };
     let path = file.clone();
     b.reload_key = Some(Arc::new(move || {
-        crate::hsm2_device::Hsm2Auth::from_file(ObjectId(2), &path).map(|a| a.auth_key().clone())
+        crate::device::hsm2::Hsm2Auth::from_file(ObjectId(2), &path).map(|a| a.auth_key().clone())
     }));
     b.refused_retry = Duration::from_millis(300);
     let pool = Pool::start(vec![Backend::Hsm2(b)], PoolConfig::default());
