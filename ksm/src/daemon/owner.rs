@@ -1,17 +1,18 @@
 //! The owner loop: the one thread that talks to a device, for every kind of HSM.
 //!
 //! An HSM runs one command at a time, so each device gets one owner thread that holds the
-//! way to it; everything else talks to that thread through the device's bounded queue
-//! ([`crate::daemon::pool`]). What every kind has in common is written here, once: taking
-//! jobs from the queue, giving up on a job whose deadline passed, opening a device that is
-//! not open (again every reopen interval while it cannot be reached), repeating a decode
-//! whose line failed under it, the idle tick between jobs, and the health that `/health`
-//! and `/metrics` read (opens, line failures, the state). What differs between kinds sits
-//! behind [`Device`]: how the line is opened, what one decode is, and what the idle tick
-//! does (a YubiHSM 1's lock probe, a YubiHSM 2's session keep-alive). A YubiHSM 2 keeps its
-//! sessions, re-authentication and the password `keystore-unlock` hands over inside its
-//! implementation ([`crate::daemon::hsm2_owner`]); a YubiHSM 1, serial or soft, is
-//! [`crate::daemon::hsm1_owner`].
+//! way to it; everything else (the pool) talks to that thread through the device's bounded
+//! queue. What every kind has in common is written here, once: taking jobs from the queue,
+//! giving up on a job whose deadline passed, opening a device that is not open (again every
+//! reopen interval while it cannot be reached), repeating a decode whose line failed under
+//! it, the idle tick between jobs, and the health that `/health` and `/metrics` read (opens,
+//! line failures, the state). What differs between kinds sits behind [`Device`]: how the
+//! line is opened, what one decode is, and what the idle tick does (a YubiHSM 1's lock
+//! probe, a YubiHSM 2's session keep-alive). Each kind implements it in a file of its own
+//! (`hsm1_owner.rs` for a YubiHSM 1, serial or soft; `hsm2_owner.rs` for a YubiHSM 2, which
+//! keeps its sessions, re-authentication and the password `keystore-unlock` hands over
+//! inside); the arrows run one way, from the pool to this loop and the devices, and from
+//! the devices to this trait.
 //!
 //! The loop is generic, not a trait object: each kind's loop and decode path are compiled
 //! for that kind, so a decode costs no indirect call.
