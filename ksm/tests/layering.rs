@@ -3,6 +3,7 @@
 //! opening it, the sharing socket's client) is used by the daemon and the tools and uses
 //! neither; the owner loop and the device kinds it drives are used by the pool and never
 //! name it back.
+#![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 
