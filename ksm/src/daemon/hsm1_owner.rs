@@ -109,15 +109,15 @@ impl Hsm1 {
 }
 
 impl Device for Hsm1 {
-    type Aead = Hsm1Aead;
     const LABEL: &'static str = "YubiHSM";
-
-    fn health(&self) -> &DeviceHealth {
-        &self.health
-    }
+    type Aead = Hsm1Aead;
 
     fn is_open(&self) -> bool {
         self.hsm.is_some()
+    }
+
+    fn health(&self) -> &DeviceHealth {
+        &self.health
     }
 
     /// Opens the line and probes the lock state.
