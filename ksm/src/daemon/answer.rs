@@ -13,7 +13,7 @@ use hsm_proto::{Error as HsmError, Status};
 
 use hsm2_proto::ErrorCode;
 
-use crate::daemon::pool::PoolError;
+use crate::daemon::owner::PoolError;
 
 /// Every way a decode request can end.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use zeroize::Zeroizing;
 
 use crate::daemon::serve::{DbSettings, Hsm2Settings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
-use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tls::TlsFiles;
 use crate::daemon::tool_frame::SocketPolicy;
+use crate::device::sharing::DEFAULT_SOCKET;
 use crate::device::DEFAULT_DEVICE;
 use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
@@ -149,7 +149,7 @@ pub struct ServeOptions {
     pub db_password: Option<SecretString>,
     /// The YubiHSM 2 authentication key (object id) the daemon's sessions use on every
     /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector). Decimal or 0x hex.
-    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
     pub hsm2_auth_key: Option<u16>,
     /// A private file (mode 0600) whose first line is that key's password, for unattended
     /// starts. Without it YubiHSM 2 devices answer `ERR HSM locked` until

@@ -20,7 +20,7 @@ use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tls::Tls;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
-use crate::hsm2_device::{Hsm2Auth, Hsm2Spec};
+use crate::device::hsm2::{Hsm2Auth, Hsm2Spec};
 use crate::Error;
 
 /// Everything `ksm serve` runs with, after flags and file are merged.
