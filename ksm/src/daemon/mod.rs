@@ -7,6 +7,7 @@
 //!   cap, its answer lines and counters; [`tls`]: the API over TLS;
 //! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue ([`hsm2_owner`]:
 //!   a YubiHSM 2's thread, with its sessions), and [`health`]: what is known of each;
+//! - [`systemd`]: the listening socket systemd passes and the readiness notices;
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
 //!   [`tool_frame`]: what it forwards.
 
@@ -21,5 +22,6 @@ pub mod pool;
 pub mod serve;
 pub mod server;
 pub mod sharing;
+pub mod systemd;
 pub mod tls;
 pub mod tool_frame;

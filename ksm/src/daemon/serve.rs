@@ -260,24 +260,48 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The socket systemd bound (`ksm.socket`), as the daemon's listener. `addr`/`port` of the
+/// configuration are not used then: the socket unit's `ListenStream=` is what clients
+/// reach, so a difference is worth a warning, not a refusal to serve.
+fn take_inherited(l: std::net::TcpListener, configured: SocketAddr) -> Result<TcpListener, Error> {
+    l.set_nonblocking(true)
+        .map_err(|e| Error::io("the socket systemd passed", e))?;
+    let l = TcpListener::from_std(l).map_err(|e| Error::io("the socket systemd passed", e))?;
+    let addr = l
+        .local_addr()
+        .map_err(|e| Error::io("the socket systemd passed", e))?;
+    if configured != addr && configured.port() != 0 {
+        warn!(socket = %addr, configured = %configured, "serving on the socket systemd passed (ksm.socket's ListenStream=); addr and port of the configuration are not used");
+    } else {
+        info!(socket = %addr, "serving on the socket systemd passed");
+    }
+    Ok(l)
+}
+
 /// `ksm serve`: runs the daemon with `args` until SIGTERM/SIGINT.
 pub fn run(args: ServeArgs) -> Result<(), Error> {
     if args.daemon {
         warn!("-d/--daemon is ignored: run ksm under systemd (see ksm/dist/ksm.service)");
     }
     let s = args.settings()?;
+    // Before the runtime's threads start: it clears the activation variables.
+    let inherited = crate::daemon::systemd::inherited_listener()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("start runtime", e))?;
     rt.block_on(async move {
-        let listener = listen(s.listen).map_err(|e| Error::io(format!("bind {}", s.listen), e))?;
+        let listener = match inherited {
+            Some(l) => take_inherited(l, s.listen)?,
+            None => listen(s.listen).map_err(|e| Error::io(format!("bind {}", s.listen), e))?,
+        };
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+            crate::daemon::systemd::stopping();
         };
         serve(s, listener, shutdown).await
     })
@@ -384,6 +408,7 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
+    crate::daemon::systemd::ready(&format!("serving on {scheme}://{addr}"));
     let hangup = tokio::spawn(on_hangup(
         hup,
         pool.clone(),
@@ -423,6 +448,7 @@ async fn on_hangup(
         return;
     };
     while hup.recv().await.is_some() {
+        crate::daemon::systemd::reloading();
         info!("SIGHUP: reopening the HSMs and probing their lock state");
         pool.reopen_all();
         if let Some(tls) = state.tls() {
@@ -435,23 +461,30 @@ async fn on_hangup(
                 }
             }
         }
-        let Some(reload) = &reload else { continue };
-        match (reload.0)() {
-            Ok(new) => {
-                if new.http.tls.as_ref() != state.tls().map(|t| t.files()) {
-                    warn!("SIGHUP: the configuration names other TLS files (or turns TLS on or off); that takes a restart, the files in use stay");
-                }
-                let access = Access::of(&new.http);
-                info!(
-                    allow = access.allow.len(),
-                    proxies = access.proxies.len(),
-                    "SIGHUP: allow-list and proxies reloaded"
-                );
-                state.set_access(access);
+        if let Some(reload) = &reload {
+            reload_access(reload, &state);
+        }
+        crate::daemon::systemd::ready("reloaded");
+    }
+}
+
+/// SIGHUP's part of the configuration: the allow-list and proxies, read again.
+fn reload_access(reload: &Reload, state: &AppState) {
+    match (reload.0)() {
+        Ok(new) => {
+            if new.http.tls.as_ref() != state.tls().map(|t| t.files()) {
+                warn!("SIGHUP: the configuration names other TLS files (or turns TLS on or off); that takes a restart, the files in use stay");
             }
-            Err(e) => {
-                warn!(error = %e, "SIGHUP: the configuration did not load; the old allow-list and proxies stay")
-            }
+            let access = Access::of(&new.http);
+            info!(
+                allow = access.allow.len(),
+                proxies = access.proxies.len(),
+                "SIGHUP: allow-list and proxies reloaded"
+            );
+            state.set_access(access);
+        }
+        Err(e) => {
+            warn!(error = %e, "SIGHUP: the configuration did not load; the old allow-list and proxies stay")
         }
     }
 }
