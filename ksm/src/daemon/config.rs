@@ -23,6 +23,7 @@ use crate::daemon::server::HttpConfig;
 use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tls::TlsFiles;
 use crate::daemon::tool_frame::SocketPolicy;
+use crate::demo_aeads::DemoAeads;
 use crate::device::DEFAULT_DEVICE;
 use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
@@ -37,7 +38,8 @@ pub struct ServeArgs {
     /// ksm.toml with defaults for every flag.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Use the built-in demo: soft HSM with the public test keys and the AEADs of fixtures/.
+    /// Use the built-in demo: a soft HSM with the public test keys and their AEADs, both
+    /// compiled into the binary (nothing read from fixtures/ or another directory).
     #[arg(long)]
     pub demo: bool,
     /// The flags that are also `ksm.toml` keys.
@@ -305,11 +307,14 @@ impl ServeOptions {
         }
     }
 
-    /// The demo's own defaults, where `self` says nothing: the AEADs of `fixtures/` under
-    /// their key handles, and no sharing socket (its soft HSM is never locked, and /run/ksm
-    /// may not be writable for whoever tries it).
-    fn or_demo(mut self) -> ServeOptions {
-        self.aead_dir.get_or_insert_with(demo_aead_dir);
+    /// The demo's own defaults, where `self` says nothing: its AEADs (`aeads`, the copy of
+    /// the compiled-in ones) under their key handles, and no sharing socket (its soft HSM is
+    /// never locked, and /run/ksm may not be writable for whoever tries it).
+    fn or_demo(mut self, aeads: Option<&DemoAeads>) -> ServeOptions {
+        if let Some(aeads) = aeads {
+            self.aead_dir
+                .get_or_insert_with(|| aeads.path().to_path_buf());
+        }
         self.key_handles
             .get_or_insert_with(|| vec!["0x20".into(), "0x21".into()]);
         self.socket.get_or_insert_with(|| PathBuf::from(NO_SOCKET));
@@ -368,6 +373,7 @@ impl ServeOptions {
             db: self.db()?,
             hsm2: self.hsm2()?,
             reload: None,
+            demo_aeads: None,
         })
     }
 
@@ -461,10 +467,17 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             o = o.or(ServeOptions::load(path)?);
         }
+        // The demo's compiled-in AEADs, unless an AEAD directory is named.
+        let demo_aeads = match (self.demo, &o.aead_dir) {
+            (true, None) => Some(Arc::new(DemoAeads::write()?)),
+            _ => None,
+        };
         if self.demo {
-            o = o.or_demo();
+            o = o.or_demo(demo_aeads.as_deref());
         }
-        o.or(ServeOptions::default()).settings(self.demo)
+        let mut s = o.or(ServeOptions::default()).settings(self.demo)?;
+        s.demo_aeads = demo_aeads;
+        Ok(s)
     }
 }
 
@@ -525,24 +538,6 @@ pub fn split_serve_url(url: &str) -> Result<(String, String), Error> {
         )));
     }
     Ok((path.to_string(), param.to_string()))
-}
-
-/// Where the demo's AEADs are: beside an installed binary (`/usr/bin/ksm` finds
-/// `/usr/share/ksm/demo-aeads`, where the Debian package puts them), else
-/// `fixtures/aead-files/store` of this source tree.
-pub fn demo_aead_dir() -> PathBuf {
-    let installed = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/ksm/demo-aeads")));
-    if let Some(dir) = installed.filter(|d| d.is_dir()) {
-        return dir;
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
-    if built.is_dir() {
-        built.canonicalize().unwrap_or(built)
-    } else {
-        PathBuf::from("fixtures/aead-files/store")
-    }
 }
 
 #[cfg(test)]
@@ -790,7 +785,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("otp-aead-key:N"), "{err}");
-        assert_eq!(s.aead_dir, demo_aead_dir());
+        let demo = s.demo_aeads.as_ref().expect("the demo's AEADs");
+        assert_eq!(s.aead_dir, demo.path());
+        assert!(s.aead_dir.join("0x20").is_dir());
         let s = flags(&["--demo", "--socket", "/tmp/x.sock"])
             .settings()
             .unwrap();

@@ -28,10 +28,13 @@ use crate::Error;
 pub struct Settings {
     /// Devices, or empty for the demo soft HSM.
     pub devices: Vec<PathBuf>,
-    /// Use the built-in demo soft HSM and `fixtures/` AEADs.
+    /// Use the built-in demo soft HSM and the AEADs compiled in with it.
     pub demo: bool,
     /// AEAD directory.
     pub aead_dir: PathBuf,
+    /// The demo's compiled-in AEADs, written out for this daemon (then `aead_dir`): kept
+    /// here so the directory lives as long as the settings that name it.
+    pub demo_aeads: Option<Arc<crate::demo_aeads::DemoAeads>>,
     /// Keys AEADs are looked up under, in order: YubiHSM 1 key handles and YubiHSM 2
     /// otp-aead-keys (`--key-handles 0x20` / `otp-aead-key:0x0120`).
     pub key_handles: Vec<AeadKey>,
@@ -173,7 +176,7 @@ pub fn demo_otp() -> String {
 /// there forgets it.
 fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
     if s.demo {
-        warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
+        warn!("DEMO mode: soft HSM with the public test keys compiled into ksm; never use for real YubiKeys");
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
     let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
