@@ -558,14 +558,21 @@ mod tests {
         let c: ServeOptions =
             toml::from_str(include_str!("../../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
         assert_eq!(c.port, Some(8002));
-        assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
+        // The package has no key handles until the operator gives them.
+        assert_eq!(c.key_handles, None);
         assert_eq!(c.random_nonce_aeads, Some(false));
         // "the values shown are the defaults unless marked example"
-        let example = ServeOptions {
-            key_handles: c.key_handles.clone(),
-            ..ServeOptions::default()
-        };
-        assert_eq!(c, example);
+        assert_eq!(c, ServeOptions::default());
+        // The packaged socket unit listens where the example says the daemon does.
+        let socket_unit = include_str!("../../dist/ksm.socket");
+        let listen = format!(
+            "ListenStream={}",
+            SocketAddr::new(c.addr.unwrap(), c.port.unwrap())
+        );
+        assert!(
+            socket_unit.lines().any(|l| l == listen),
+            "ksm/dist/ksm.socket lacks {listen}"
+        );
     }
 
     #[test]
