@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Use the built-in demo: a soft HSM with the public test keys and their AEADs, both
-    /// compiled into the binary (nothing read from fixtures/ or another directory).
+    /// compiled into the binary (it reads no other file).
     #[arg(long)]
     pub demo: bool,
     /// The flags that are also `ksm.toml` keys.
@@ -573,6 +573,18 @@ mod tests {
             socket_unit.lines().any(|l| l == listen),
             "ksm/dist/ksm.socket lacks {listen}"
         );
+    }
+
+    #[test]
+    fn the_demo_flag_says_its_aeads_are_compiled_in() {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        let demo = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some("demo"))
+            .unwrap();
+        let help = demo.get_help().unwrap().to_string();
+        assert!(help.contains("compiled into the binary"), "{help}");
+        assert!(!help.contains("fixtures/"), "{help}");
     }
 
     #[test]
