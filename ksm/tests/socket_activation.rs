@@ -224,3 +224,40 @@ fn tls_is_served_on_the_socket_systemd_passes() {
         "{seen:?}"
     );
 }
+
+/// A socket unit with another kind of socket (a unix path) is a configuration error the
+/// daemon names and exits on, rather than serving nothing.
+#[test]
+fn a_passed_socket_that_is_not_tcp_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ksm-api.sock");
+    let mut child = Command::new(SOCKET_ACTIVATE)
+        .arg(format!("--listen={}", path.display()))
+        .arg(KSM)
+        .args(["serve", "--demo"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.starts_with("Listening on"), "{first}");
+    // The first connection execs the daemon on the socket.
+    let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not exit within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(2), "{rest}");
+    assert!(rest.contains("not a listening TCP socket"), "{rest}");
+}
