@@ -158,7 +158,12 @@ fn the_daemon_serves_on_the_socket_systemd_passes_and_says_when_it_is_ready() {
         seen.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
         "{seen:?}"
     );
-    wait_notice(&notify, "READY=1");
+    let seen = wait_notice(&notify, "READY=1");
+    assert!(
+        seen.iter()
+            .any(|l| l == &format!("STATUS=serving on http://{}", d.addr)),
+        "{seen:?}"
+    );
     assert_eq!(
         get(d.addr, "/health").status,
         200,

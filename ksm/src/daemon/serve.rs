@@ -411,12 +411,14 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
-    crate::daemon::systemd::ready(&format!("serving on {scheme}://{addr}"));
+    let status = format!("serving on {scheme}://{addr}");
+    crate::daemon::systemd::ready(&status);
     let hangup = tokio::spawn(on_hangup(
         hup,
         pool.clone(),
         state.clone(),
         s.reload.clone(),
+        status,
     ));
     let result = crate::daemon::server::run(listener, state, shutdown)
         .await
@@ -439,12 +441,14 @@ pub async fn serve(
 /// certificate); if one of them is unusable the old ones stay, and the log says why.
 /// Everything else (devices, AEAD directory, addresses, limits, which TLS files) needs a
 /// restart: changing it under a running daemon could not be done without dropping requests.
-/// A configuration that no longer parses is logged and the old lists kept.
+/// A configuration that no longer parses is logged and the old lists kept. systemd is told
+/// of the reload (`RELOADING=1`, then `READY=1` with `status` again).
 async fn on_hangup(
     hup: std::io::Result<tokio::signal::unix::Signal>,
     pool: Arc<Pool>,
     state: Arc<AppState>,
     reload: Option<Reload>,
+    status: String,
 ) {
     let Ok(mut hup) = hup else {
         warn!("cannot handle SIGHUP");
@@ -467,7 +471,7 @@ async fn on_hangup(
         if let Some(reload) = &reload {
             reload_access(reload, &state);
         }
-        crate::daemon::systemd::ready("reloaded");
+        crate::daemon::systemd::ready(&status);
     }
 }
 
