@@ -7,13 +7,15 @@
 //!   URL or `usb`), opening it, and the client side of the daemon's sharing socket;
 //! - [`tools`]: keystore unlock, key generation and import, AEAD decryption, store checks,
 //!   provisioning a spare YubiHSM at its console;
-//! - [`emulate`], [`demo`], [`info`]: the software YubiHSM on a pty, the demo, device info.
+//! - [`emulate`], [`demo`], [`info`]: the software YubiHSM on a pty, the demo, device info;
+//!   [`demo_aeads`]: the AEADs `ksm serve --demo` serves, compiled in.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod daemon;
 pub mod demo;
+pub mod demo_aeads;
 pub mod device;
 pub mod emulate;
 mod error;

@@ -9,6 +9,7 @@
 //!   is owned by one thread behind a bounded queue ([`owner`]: the loop every kind runs,
 //!   [`hsm1_owner`]: a YubiHSM 1, serial or soft, [`hsm2_owner`]: a YubiHSM 2 with its
 //!   sessions), and [`health`]: what is known of each;
+//! - [`systemd`]: the listening socket systemd passes and the readiness notices;
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
 //!   [`tool_frame`]: what it forwards.
 
@@ -25,5 +26,6 @@ pub mod pool;
 pub mod serve;
 pub mod server;
 pub mod sharing;
+pub mod systemd;
 pub mod tls;
 pub mod tool_frame;

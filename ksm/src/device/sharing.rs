@@ -15,7 +15,8 @@
 //! [`SharedLine`] carries the driver's frames, so every tool runs the same driver code
 //! against a shared device as against `/dev/ttyACM0`; the driver's
 //! [`end_operation`](hsm_proto::line::Line::end_operation) sends `03`. Tools talk only to a
-//! socket served by root or by their own user, since they send it master keys and secrets.
+//! socket served by root, by their own user, or (root's tools) by the user root gave the
+//! socket's directory to ([`trusted_daemon`]), since they send it master keys and secrets.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -51,25 +52,59 @@ pub const PENDING: &str = "not reachable now: password kept, checked when the de
 /// deadline, so a tool queued behind another gets its turn rather than a timeout.
 const TOOL_READ_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// Connects to the daemon's socket, refusing one served by anybody but root or this user:
-/// tools send it master keys and YubiKey secrets. A socket we may not open says so
-/// ("permission denied"), rather than looking like no daemon at all.
+/// Connects to the daemon's socket, refusing one served by anybody but a user this tool
+/// trusts with master keys and YubiKey secrets ([`trusted_daemon`]). A socket we may not
+/// open says so ("permission denied"), rather than looking like no daemon at all.
 pub(crate) fn connect_trusted(socket: &Path) -> io::Result<UnixStream> {
     let stream = UnixStream::connect(socket)?;
     let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(io::Error::from)?;
     let me = nix::unistd::geteuid().as_raw();
-    if cred.uid() != 0 && cred.uid() != me {
+    if !trusted_daemon(cred.uid(), me, socket) {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "it is served by uid {}, neither root nor this user (uid {me}): refusing to send it secrets",
-                cred.uid()
+                "it is served by uid {}, neither root nor this user (uid {me}){}: refusing to send it secrets",
+                cred.uid(),
+                if me == 0 {
+                    " nor the user its root-made directory was given to"
+                } else {
+                    ""
+                }
             ),
         ));
     }
     stream.set_read_timeout(Some(TOOL_READ_TIMEOUT))?;
     Ok(stream)
+}
+
+/// Whether a tool run by `me` may send secrets to the daemon of uid `peer` on `socket`.
+///
+/// Any tool trusts root and its own user. Root's tools also trust the user that root gave
+/// the socket's directory to: its owner, when the directory above it belongs to root and
+/// only root may write there, so that nobody but root could have made the directory and
+/// handed it over. That is what systemd does for the packaged unit (`RuntimeDirectory=ksm`
+/// with `User=ksm` makes `/run/ksm` in root's `/run`, owned by `ksm`), so `sudo ksm
+/// keystore-unlock` reaches the daemon of the user the unit names. A user's own daemon
+/// cannot pass for it: any directory a user can make is in one that is not root's alone
+/// (`/tmp`, a home), and a socket swapped in after the check is served by another uid than
+/// the directory's owner, which is refused.
+fn trusted_daemon(peer: u32, me: u32, socket: &Path) -> bool {
+    peer == 0 || peer == me || (me == 0 && directory_given_by_root(socket) == Some(peer))
+}
+
+/// The owner of the directory holding `socket`, if root made it for that owner (see
+/// [`trusted_daemon`]).
+fn directory_given_by_root(socket: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let above = std::fs::metadata(dir.parent()?).ok()?;
+    let root_only = above.uid() == 0 && above.mode() & 0o022 == 0;
+    root_only.then(|| std::fs::metadata(&dir).ok().map(|m| m.uid()))?
 }
 
 pub(crate) fn read_reply(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
