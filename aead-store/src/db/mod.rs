@@ -1131,51 +1131,30 @@ impl Store for DbStore {
         })
     }
 
-    fn write(
-        &self,
-        kh: KeyHandle,
-        id: &PublicId,
-        nonce: &Nonce,
-        aead: &Aead,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        let inner = self.inner.clone();
-        let (key, n, a) = (id.as_str().to_string(), nonce.0, aead.as_bytes().to_vec());
-        let changed = self.block(async move {
-            inner
-                .pool
-                .get()
-                .put(&key, kh.0, &n, &a, force)
-                .await
-                .map_err(|e| unavailable(&e))
-        })?;
-        let source = AeadSource::row(id.as_str(), kh);
-        if !changed && !force {
-            return Err(StoreError::AlreadyExists(PathBuf::from(source.to_string())));
-        }
-        Ok(source)
-    }
-
+    /// A YubiHSM 1 AEAD goes to pyhsm's `aead_table`, a YubiHSM 2 one to `ksm_otp_aead`.
     fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
-        let (key_id, aead) = match sealed {
-            Sealed::Hsm1 {
-                key_handle,
-                nonce,
-                aead,
-            } => return self.write(*key_handle, id, nonce, aead, force),
-            Sealed::Hsm2 { key_id, aead } => (*key_id, *aead),
-        };
         let inner = self.inner.clone();
         let key = id.as_str().to_string();
+        let source = match sealed {
+            Sealed::Hsm1 { key_handle, .. } => AeadSource::row(id.as_str(), *key_handle),
+            Sealed::Hsm2 { key_id, .. } => AeadSource::otp_row(id.as_str(), *key_id),
+        };
+        let sealed = sealed.clone();
         let changed = self.block(async move {
-            inner
-                .pool
-                .get()
-                .put_otp(&key, key_id.0, &aead.0, force)
-                .await
-                .map_err(|e| unavailable(&e))
+            let pool = inner.pool.get();
+            match sealed {
+                Sealed::Hsm1 {
+                    key_handle,
+                    nonce,
+                    aead,
+                } => {
+                    pool.put(&key, key_handle.0, &nonce.0, aead.as_bytes(), force)
+                        .await
+                }
+                Sealed::Hsm2 { key_id, aead } => pool.put_otp(&key, key_id.0, &aead.0, force).await,
+            }
+            .map_err(|e| unavailable(&e))
         })?;
-        let source = AeadSource::otp_row(id.as_str(), key_id);
         if !changed && !force {
             return Err(StoreError::AlreadyExists(PathBuf::from(source.to_string())));
         }

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use aead_store::format::AeadFile;
-use aead_store::{read_aead_file, FsStore};
+use aead_store::{read_aead_file, FsStore, Store as _};
 use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 
 use crate::tools;
