@@ -194,45 +194,29 @@ impl FsStore {
                     aead,
                 }
             }
-            (
-                AeadFile::V1 {
-                    key_handle,
-                    nonce,
-                    aead,
-                },
-                AeadKey::Handle(dir_kh),
-            ) => {
-                if key_handle != dir_kh {
-                    return Err(StoreError::KeyHandleMismatch {
-                        path: path.to_path_buf(),
-                        in_file: key_handle,
-                        dir: dir_kh,
-                    });
-                }
-                Sealed::Hsm1 {
-                    key_handle,
-                    nonce,
-                    aead,
-                }
+            (AeadFile::Keyed(sealed), _) if sealed.key() == dir_key => sealed,
+            (AeadFile::Keyed(Sealed::Hsm1 { key_handle, .. }), AeadKey::Handle(dir_kh)) => {
+                return Err(StoreError::KeyHandleMismatch {
+                    path: path.to_path_buf(),
+                    in_file: key_handle,
+                    dir: dir_kh,
+                })
             }
-            (AeadFile::Hsm2 { key_id, aead }, AeadKey::OtpKey(dir_id)) => {
-                if key_id != dir_id {
-                    return Err(StoreError::KeyMismatch {
-                        path: path.to_path_buf(),
-                        in_file: AeadKey::OtpKey(key_id),
-                        dir: dir_key,
-                    });
-                }
-                Sealed::Hsm2 { key_id, aead }
+            (AeadFile::Keyed(Sealed::Hsm2 { key_id, .. }), AeadKey::OtpKey(_)) => {
+                return Err(StoreError::KeyMismatch {
+                    path: path.to_path_buf(),
+                    in_file: AeadKey::OtpKey(key_id),
+                    dir: dir_key,
+                })
             }
-            (AeadFile::Hsm2 { .. }, AeadKey::Handle(_)) => {
+            (AeadFile::Keyed(Sealed::Hsm2 { .. }), AeadKey::Handle(_)) => {
                 return Err(StoreError::WrongKind {
                     path: path.to_path_buf(),
                     found: "YubiHSM 2",
                     dir: dir_key,
                 })
             }
-            (AeadFile::V0(_) | AeadFile::V1 { .. }, AeadKey::OtpKey(_)) => {
+            (AeadFile::V0(_) | AeadFile::Keyed(Sealed::Hsm1 { .. }), AeadKey::OtpKey(_)) => {
                 return Err(StoreError::WrongKind {
                     path: path.to_path_buf(),
                     found: "YubiHSM 1",
@@ -846,7 +830,10 @@ mod tests {
         );
         let v1 = d.path().join("v1");
         fs::write(&v1, format::write_v1(KH20, &Nonce([1; 6]), &aead(1))).unwrap();
-        assert!(matches!(read_aead_file(&v1), Ok(AeadFile::V1 { .. })));
+        assert!(matches!(
+            read_aead_file(&v1),
+            Ok(AeadFile::Keyed(Sealed::Hsm1 { .. }))
+        ));
     }
 
     #[test]
