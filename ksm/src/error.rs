@@ -94,8 +94,8 @@ impl Error {
         }
     }
 
-    /// The process's exit code for this error (the table in README.md): 1 a batch job that
-    /// did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
+    /// The process's exit code for this error (the table in docs/operator-tools.md): 1 a batch
+    /// job that did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
     /// 4 the AEAD store; 5 another daemon running; 6 a YubiHSM 2 password kept but not yet
     /// checked (the device could not be reached).
     pub fn exit_code(&self) -> u8 {
