@@ -20,7 +20,7 @@ use crate::tools::rewrap::RewrapArgs;
 use crate::tools::store_cmd::StoreArgs;
 use crate::{daemon, demo, emulate, info, tools, Error};
 
-/// YubiKey KSM backed by a YubiHSM 1.
+/// YubiKey KSM backed by a YubiHSM 1 or YubiHSM 2.
 #[derive(Debug, Parser)]
 #[command(name = "ksm", version, about)]
 pub struct Cli {

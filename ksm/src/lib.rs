@@ -3,22 +3,22 @@
 //!
 //! - [`cli`]: the `ksm` command line (one subcommand per job);
 //! - [`daemon`]: `ksm serve`, its HTTP API, the HSM pool and the sharing socket;
-//! - [`device`]: opening a YubiHSM from a `-D` argument;
-//! - [`hsm2_device`]: a YubiHSM 2 from `-D http://…`/`usb`, its authentication key and a
-//!   session;
+//! - [`device`]: what `-D` names (a serial YubiHSM, a soft HSM file, a YubiHSM 2's connector
+//!   URL or `usb`), opening it, and the client side of the daemon's sharing socket;
 //! - [`tools`]: keystore unlock, key generation and import, AEAD decryption, store checks,
 //!   provisioning a spare YubiHSM at its console;
-//! - [`emulate`], [`demo`], [`info`]: the software YubiHSM on a pty, the demo, device info.
+//! - [`emulate`], [`demo`], [`info`]: the software YubiHSM on a pty, the demo, device info;
+//!   [`demo_aeads`]: the AEADs `ksm serve --demo` serves, compiled in.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod daemon;
 pub mod demo;
+pub mod demo_aeads;
 pub mod device;
 pub mod emulate;
 mod error;
-pub mod hsm2_device;
 pub mod info;
 pub mod logging;
 pub mod process;

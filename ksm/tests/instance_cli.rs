@@ -2,7 +2,7 @@
 //! dumps, a closed stdout, and who the tools trust on the sharing socket.
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -95,7 +95,6 @@ fn a_second_daemon_leaves_the_first_ones_socket_and_pid_file_alone() {
         text(&o)
     );
     assert_eq!(std::fs::read_to_string(&pid).unwrap(), first_pid);
-    use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&sock).unwrap().ino(), socket_before.ino());
     let info = Command::new(KSM)
         .args(["info", "--socket", s(&sock)])
@@ -179,18 +178,60 @@ fn sighup_reloads_the_allow_list_and_keeps_it_when_the_file_is_broken() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("ksm.toml");
     std::fs::write(&conf, "allow = [\"192.0.2.0/24\"]\n").unwrap();
-    let d = serve(&["--demo", "--config", s(&conf)]);
+    let mut cmd = Command::new(KSM);
+    cmd.stderr(Stdio::piped());
+    let mut child = cmd
+        .args(["serve", "--port", "0", "--demo", "--config", s(&conf)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Log::follow(child.stderr.take().unwrap());
+    let mut d = Serve {
+        addr: listening_addr(&mut child),
+        child,
+    };
     assert_eq!(get(d.addr, "/health").status, 403);
     std::fs::write(&conf, "allow = [\"127.0.0.0/8\"]\n").unwrap();
     signal(&d.child, nix::sys::signal::Signal::SIGHUP);
     wait_for("the new allow-list", || {
         get(d.addr, "/health").status == 200
     });
-    // A file that no longer parses changes nothing, and ends nothing.
+    // A file that no longer parses changes nothing, and ends nothing: once the daemon has
+    // read it (and said it keeps the old lists), the allowed client is still served.
     std::fs::write(&conf, "allow = [\n").unwrap();
     signal(&d.child, nix::sys::signal::Signal::SIGHUP);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the daemon to read the broken file", || {
+        log.has("the configuration did not load; the old allow-list and proxies stay")
+    });
     assert_eq!(get(d.addr, "/health").status, 200);
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the SIGHUP ended the daemon"
+    );
+}
+
+/// What a daemon wrote on standard error so far, read as it comes.
+struct Log(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Log {
+    fn follow(stderr: std::process::ChildStderr) -> Log {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = text.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                let mut t = into.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        Log(text)
+    }
+
+    fn has(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().contains(needle)
+    }
 }
 
 #[test]
@@ -234,10 +275,43 @@ fn shared_dir() -> tempfile::TempDir {
     d
 }
 
+/// True where the test can run processes as another user (as root). Elsewhere it is
+/// skipped with a line, except in CI (`CI` set), where a skip would hide that the test never
+/// ran: there it fails.
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root (it runs daemons as nobody); CI runs the tests as root"
+    );
+    eprintln!("skipped {test}: needs root to run processes as another user");
+    false
+}
+
+/// Runs `ksm keystore-unlock --socket SOCK` (root's tool) with nothing on standard input.
+fn root_unlock(sock: &Path) -> Output {
+    let mut unlock = Command::new(KSM)
+        .args([
+            "keystore-unlock",
+            "--stdin",
+            "--no-otp",
+            "--socket",
+            s(sock),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(unlock.stdin.take());
+    unlock.wait_with_output().unwrap()
+}
+
 #[test]
 fn tools_say_permission_denied_and_trust_only_root_or_their_own_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run processes as another user");
+    if !root_or_skip("tools_say_permission_denied_and_trust_only_root_or_their_own_user") {
         return;
     }
     let (_bin_dir, bin) = e2e_tests::runnable_copy(Path::new(KSM));
@@ -260,21 +334,59 @@ fn tools_say_permission_denied_and_trust_only_root_or_their_own_user() {
     let dir = shared_dir();
     let sock: PathBuf = dir.path().join("ksm.sock");
     let _nobody_daemon = serve_with(as_nobody(&[]), &["--demo", "--socket", s(&sock)]);
-    let mut unlock = Command::new(KSM)
-        .args([
-            "keystore-unlock",
-            "--stdin",
-            "--no-otp",
-            "--socket",
-            s(&sock),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(unlock.stdin.take());
-    let o = unlock.wait_with_output().unwrap();
+    let o = root_unlock(&sock);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("refusing to send it secrets"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The packaged daemon runs as `ksm`, its socket in `/run/ksm`, which systemd made in root's
+/// `/run` and gave to `ksm`: root's `keystore-unlock` talks to it. The same user's daemon in
+/// a directory it could have made itself (under `/tmp`) gets nothing.
+#[test]
+fn root_trusts_the_daemon_of_the_user_root_gave_the_socket_directory_to() {
+    if !root_or_skip("root_trusts_the_daemon_of_the_user_root_gave_the_socket_directory_to") {
+        return;
+    }
+    let (_bin_dir, bin) = e2e_tests::runnable_copy(Path::new(KSM));
+    let nobody_serve = |sock: &Path| {
+        let mut c = Command::new(&bin);
+        c.uid(NOBODY).gid(NOBODY);
+        serve_with(c, &["--demo", "--socket", s(sock)])
+    };
+    let chown_nobody = |p: &Path| {
+        nix::unistd::chown(p, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    };
+
+    // As systemd lays it out: a root-only directory (like /run), in it one given to nobody.
+    let run = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let given = run.path().join("ksm");
+    std::fs::create_dir(&given).unwrap();
+    std::fs::set_permissions(&given, std::fs::Permissions::from_mode(0o750)).unwrap();
+    chown_nobody(&given);
+    let sock = given.join("ksm.sock");
+    let d = nobody_serve(&sock);
+    let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{pid}")).unwrap().uid(),
+        NOBODY,
+        "the daemon runs as nobody"
+    );
+    let o = root_unlock(&sock);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("already unlocked"), "{}", text(&o));
+    drop(d);
+
+    // nobody's own directory in /tmp (writable by all): nobody could have made it.
+    let own = tempfile::tempdir().unwrap();
+    chown_nobody(own.path());
+    let sock = own.path().join("ksm.sock");
+    let _d = nobody_serve(&sock);
+    let o = root_unlock(&sock);
     assert!(!o.status.success());
     assert!(
         text(&o).contains("refusing to send it secrets"),

@@ -14,7 +14,7 @@ use otp_core::Error as CoreError;
 
 use hsm2_proto::ErrorCode;
 
-use crate::daemon::pool::PoolError;
+use crate::daemon::owner::PoolError;
 
 /// Every way a decode request can end.
 #[derive(Debug, Clone, PartialEq, Eq)]

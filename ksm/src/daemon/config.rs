@@ -19,9 +19,10 @@ use zeroize::Zeroizing;
 
 use crate::daemon::serve::{DbSettings, Hsm2Settings, Reload, Settings};
 use crate::daemon::server::HttpConfig;
-use crate::daemon::sharing::DEFAULT_SOCKET;
 use crate::daemon::tls::TlsFiles;
 use crate::daemon::tool_frame::SocketPolicy;
+use crate::demo_aeads::DemoAeads;
+use crate::device::sharing::DEFAULT_SOCKET;
 use crate::device::DEFAULT_DEVICE;
 use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
@@ -36,7 +37,8 @@ pub struct ServeArgs {
     /// ksm.toml with defaults for every flag.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Use the built-in demo: soft HSM with the public test keys and the AEADs of fixtures/.
+    /// Use the built-in demo: a soft HSM with the public test keys and their AEADs, both
+    /// compiled into the binary (it reads no other file).
     #[arg(long)]
     pub demo: bool,
     /// The flags that are also `ksm.toml` keys.
@@ -148,7 +150,7 @@ pub struct ServeOptions {
     pub db_password: Option<SecretString>,
     /// The YubiHSM 2 authentication key (object id) the daemon's sessions use on every
     /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector). Decimal or 0x hex.
-    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
     pub hsm2_auth_key: Option<u16>,
     /// A private file (mode 0600) whose first line is that key's password, for unattended
     /// starts. Without it YubiHSM 2 devices answer `ERR HSM locked` until
@@ -311,11 +313,14 @@ impl ServeOptions {
         }
     }
 
-    /// The demo's own defaults, where `self` says nothing: the AEADs of `fixtures/` under
-    /// their key handles, and no sharing socket (its soft HSM is never locked, and /run/ksm
-    /// may not be writable for whoever tries it).
-    fn or_demo(mut self) -> ServeOptions {
-        self.aead_dir.get_or_insert_with(demo_aead_dir);
+    /// The demo's own defaults, where `self` says nothing: its AEADs (`aeads`, the copy of
+    /// the compiled-in ones) under their key handles, and no sharing socket (its soft HSM is
+    /// never locked, and /run/ksm may not be writable for whoever tries it).
+    fn or_demo(mut self, aeads: Option<&DemoAeads>) -> ServeOptions {
+        if let Some(aeads) = aeads {
+            self.aead_dir
+                .get_or_insert_with(|| aeads.path().to_path_buf());
+        }
         self.key_handles
             .get_or_insert_with(|| vec!["0x20".into(), "0x21".into()]);
         self.socket.get_or_insert_with(|| PathBuf::from(NO_SOCKET));
@@ -375,6 +380,7 @@ impl ServeOptions {
             db: self.db()?,
             hsm2: self.hsm2()?,
             reload: None,
+            demo_aeads: None,
         })
     }
 
@@ -471,10 +477,17 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             o = o.or(ServeOptions::load(path)?);
         }
+        // The demo's compiled-in AEADs, unless an AEAD directory is named.
+        let demo_aeads = match (self.demo, &o.aead_dir) {
+            (true, None) => Some(Arc::new(DemoAeads::write()?)),
+            _ => None,
+        };
         if self.demo {
-            o = o.or_demo();
+            o = o.or_demo(demo_aeads.as_deref());
         }
-        o.or(ServeOptions::default()).settings(self.demo)
+        let mut s = o.or(ServeOptions::default()).settings(self.demo)?;
+        s.demo_aeads = demo_aeads;
+        Ok(s)
     }
 }
 
@@ -579,24 +592,6 @@ fn check_paths(serve_path: &str, stats_path: Option<&str>) -> Result<(), Error> 
     Ok(())
 }
 
-/// Where the demo's AEADs are: beside an installed binary (`/usr/bin/ksm` finds
-/// `/usr/share/ksm/demo-aeads`, where the Debian package puts them), else
-/// `fixtures/aead-files/store` of this source tree.
-pub fn demo_aead_dir() -> PathBuf {
-    let installed = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/ksm/demo-aeads")));
-    if let Some(dir) = installed.filter(|d| d.is_dir()) {
-        return dir;
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/aead-files/store");
-    if built.is_dir() {
-        built.canonicalize().unwrap_or(built)
-    } else {
-        PathBuf::from("fixtures/aead-files/store")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,14 +610,33 @@ mod tests {
         let c: ServeOptions =
             toml::from_str(include_str!("../../dist/ksm.toml")).expect("ksm/dist/ksm.toml");
         assert_eq!(c.port, Some(8002));
-        assert_eq!(c.key_handles, Some(vec!["0x20".to_string()]));
+        // The package has no key handles until the operator gives them.
+        assert_eq!(c.key_handles, None);
         assert_eq!(c.random_nonce_aeads, Some(false));
         // "the values shown are the defaults unless marked example"
-        let example = ServeOptions {
-            key_handles: c.key_handles.clone(),
-            ..ServeOptions::default()
-        };
-        assert_eq!(c, example);
+        assert_eq!(c, ServeOptions::default());
+        // The packaged socket unit listens where the example says the daemon does.
+        let socket_unit = include_str!("../../dist/ksm.socket");
+        let listen = format!(
+            "ListenStream={}",
+            SocketAddr::new(c.addr.unwrap(), c.port.unwrap())
+        );
+        assert!(
+            socket_unit.lines().any(|l| l == listen),
+            "ksm/dist/ksm.socket lacks {listen}"
+        );
+    }
+
+    #[test]
+    fn the_demo_flag_says_its_aeads_are_compiled_in() {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        let demo = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some("demo"))
+            .unwrap();
+        let help = demo.get_help().unwrap().to_string();
+        assert!(help.contains("compiled into the binary"), "{help}");
+        assert!(!help.contains("fixtures/"), "{help}");
     }
 
     #[test]
@@ -862,7 +876,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("otp-aead-key:N"), "{err}");
-        assert_eq!(s.aead_dir, demo_aead_dir());
+        let demo = s.demo_aeads.as_ref().expect("the demo's AEADs");
+        assert_eq!(s.aead_dir, demo.path());
+        assert!(s.aead_dir.join("0x20").is_dir());
         let s = flags(&["--demo", "--socket", "/tmp/x.sock"])
             .settings()
             .unwrap();

@@ -199,11 +199,6 @@ impl DeviceHealth {
             .clone()
     }
 
-    /// Counts a line failure and keeps its text for `/health`.
-    pub(crate) fn line_error(&self, e: &HsmError) {
-        self.count_error(LineError::of(e), e.to_string());
-    }
-
     /// Counts a failure of kind `kind` and keeps `text` (which names no secret) for
     /// `/health`.
     pub(crate) fn count_error(&self, kind: LineError, text: String) {

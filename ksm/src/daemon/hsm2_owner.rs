@@ -1,9 +1,9 @@
-//! The owner thread of one YubiHSM 2: its transport, the authentication key its sessions
-//! are opened with, and a small pool of sessions.
+//! A YubiHSM 2 as its owner holds it ([`crate::daemon::owner`]): its transport, the
+//! authentication key its sessions are opened with, and a small pool of sessions.
 //!
 //! A YubiHSM 2 runs one command at a time, so, as for a YubiHSM 1, one thread owns the way
 //! to it (a yubihsm-connector's HTTP API, or USB) and takes jobs from the device's bounded
-//! queue ([`crate::daemon::pool`]). What differs is the session: every command a KSM sends
+//! queue. What differs is the session: every command a KSM sends
 //! runs inside an SCP03 session opened with an authentication key. The device drops a
 //! session after some idle time (30 s on a real device), when it is reset or power-cycled,
 //! and the host must drop one whose MAC chain broke (an answer lost in transit). So the
@@ -46,18 +46,17 @@
 //! model).
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hsm2_proto::session::HostSession;
 use hsm2_proto::transport::Transport;
 use hsm2_proto::{AuthKey, Client, Error as Hsm2Error, ErrorCode, ObjectId, OtpAead};
-use hsm_proto::otp::OtpCounters;
+use hsm_proto::otp::{Otp, OtpCounters};
 use tracing::{debug, info, warn};
 
 use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
-use crate::daemon::pool::{Job, PoolError};
+use crate::daemon::owner::{self, Device, PoolError, Try, Unlocked};
 
 /// Opens the way to a YubiHSM 2 (a connector URL, a USB device).
 pub type OpenTransport =
@@ -103,16 +102,13 @@ pub struct Hsm2Backend {
     pub keepalive: Duration,
 }
 
-/// What a successful unlock did.
+/// A YubiHSM 2 OTP AEAD and the otp-aead-key that opens it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unlocked {
-    /// The password opened a session; the device serves from now on.
-    Now,
-    /// The device already had a password that works; the one given was not needed.
-    Already,
-    /// The device cannot be reached now: the password is kept, unchecked, and checked when
-    /// the device next answers (forgotten then if the device refuses it).
-    Pending,
+pub struct Hsm2Aead {
+    /// The otp-aead-key's object id.
+    pub key_id: ObjectId,
+    /// The 36-byte AEAD.
+    pub aead: OtpAead,
 }
 
 /// Most sessions a daemon keeps per YubiHSM 2. The device has 16 slots, shared with
@@ -125,11 +121,8 @@ pub const MAX_SESSIONS: usize = 4;
 /// closes them in milliseconds, and one that does not must not hold up the reopen.
 const CLOSE_BUDGET: Duration = Duration::from_secs(1);
 
-/// How many times a decode is tried when its session or the transport fails under it.
-const DECODE_ATTEMPTS: u32 = 3;
-
 /// One YubiHSM 2, as its owner thread holds it.
-struct Hsm2Device {
+pub struct Hsm2 {
     backend: Hsm2Backend,
     health: Arc<DeviceHealth>,
     client: Option<Client<Box<dyn Transport>>>,
@@ -151,36 +144,6 @@ struct Hsm2Device {
     next: usize,
 }
 
-/// The owner thread of a YubiHSM 2: the only code that talks to it.
-pub(crate) fn owner(
-    backend: Hsm2Backend,
-    rx: Receiver<Job>,
-    health: Arc<DeviceHealth>,
-    reopen_interval: Duration,
-) {
-    let mut dev = Hsm2Device::new(backend, health.clone());
-    let mut next_open = Instant::now();
-    loop {
-        if dev.client.is_none() && Instant::now() >= next_open && !dev.open() {
-            next_open = Instant::now() + reopen_interval;
-        }
-        dev.retry_refused();
-        dev.keep_sessions();
-        let wait = if dev.client.is_none() {
-            reopen_interval
-        } else {
-            dev.next_keepalive().min(Duration::from_secs(1))
-        };
-        let job = match rx.recv_timeout(wait) {
-            Ok(j) => j,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        dev.run(job);
-        health.queued.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// True if the device refused the authentication key: a wrong password (the card
 /// cryptogram does not match) or a key it does not have.
 fn key_refused(e: &Hsm2Error) -> bool {
@@ -191,10 +154,11 @@ fn key_refused(e: &Hsm2Error) -> bool {
         )
 }
 
-impl Hsm2Device {
-    fn new(mut backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2Device {
+impl Hsm2 {
+    /// The device `backend` reaches, not opened yet.
+    pub fn new(mut backend: Hsm2Backend, health: Arc<DeviceHealth>) -> Hsm2 {
         let n = backend.sessions.clamp(1, MAX_SESSIONS);
-        Hsm2Device {
+        Hsm2 {
             // Taken, not cloned: the owner's copy is the only one, so forgetting it forgets it.
             key: backend.key.take(),
             configured: true,
@@ -208,84 +172,6 @@ impl Hsm2Device {
             last_used: vec![Instant::now(); n],
             sessions_full: false,
             next: 0,
-        }
-    }
-
-    fn run(&mut self, job: Job) {
-        match job {
-            Job::Decode2 {
-                otp,
-                key_id,
-                aead,
-                deadline,
-                reply,
-            } => {
-                let _ = reply.send(self.decode(otp, key_id, aead, deadline));
-            }
-            Job::Unlock {
-                key,
-                deadline,
-                reply,
-            } => {
-                let _ = reply.send(self.unlock(key, deadline));
-            }
-            Job::Reopen => self.reopen(),
-            // YubiHSM 1 work: the router never sends it here, and a tool's YubiHSM 1
-            // frame means nothing to a YubiHSM 2.
-            Job::Decode { reply, .. } => {
-                let _ = reply.send(Err(PoolError::WrongKind));
-            }
-            Job::Frame { reply, .. } => {
-                let _ = reply.send(Err(PoolError::WrongKind));
-            }
-        }
-    }
-
-    /// Opens the transport, then (if the password is known) a session, which tells whether
-    /// the device takes the password. False if the device cannot be reached.
-    fn open(&mut self) -> bool {
-        if !self.open_transport() {
-            return false;
-        }
-        if self.key.is_none() {
-            self.health.set(DeviceState::Locked);
-            return true;
-        }
-        match self.ensure_session(0) {
-            Ok(()) => {
-                self.health.set(DeviceState::Up);
-                true
-            }
-            Err(PoolError::Locked) => true,
-            Err(_) => self.client.is_some(),
-        }
-    }
-
-    /// SIGHUP: the transport opened again (a replugged device, a restarted connector) and
-    /// the password file read again. The new transport and a session on it come first, and
-    /// only then are the old sessions closed: closing first would free slots that another
-    /// client of the connector could take before the new session is opened. If the new
-    /// transport opens but the device gives it no session (every slot taken), the old
-    /// transport and its sessions stay in use.
-    fn reopen(&mut self) {
-        self.reload_key();
-        let old_client = self.client.take();
-        let old_sessions: Vec<Option<HostSession>> =
-            self.sessions.iter_mut().map(Option::take).collect();
-        let opened = self.open_transport();
-        let served = opened && self.key.is_some() && self.ensure_session(0).is_ok();
-        let full = opened && self.client.is_some() && self.sessions_full && !served;
-        if full && old_client.is_some() && old_sessions.iter().any(Option::is_some) {
-            warn!(device = %self.health.name, "SIGHUP: the YubiHSM 2 has no free session slot for a new session; the sessions in use are kept");
-            self.client = old_client;
-            self.sessions = old_sessions;
-            return;
-        }
-        self.close_these(old_client, old_sessions);
-        if served {
-            self.health.set(DeviceState::Up);
-        } else if opened && self.key.is_none() {
-            self.health.set(DeviceState::Locked);
         }
     }
 
@@ -373,17 +259,11 @@ impl Hsm2Device {
         match (self.backend.open)() {
             Ok(t) => {
                 self.client = Some(Client::new(t));
-                self.health.opens.fetch_add(1, Ordering::SeqCst);
-                info!(device = %self.health.name, "YubiHSM 2 opened");
+                owner::opened::<Self>(&self.health);
                 true
             }
             Err(e) => {
-                let text = e.to_string();
-                if self.health.last_error() != text {
-                    warn!(device = %self.health.name, error = %e, "YubiHSM 2 unavailable; retrying");
-                }
-                self.health.count_error(LineError::Open, text);
-                self.health.set(DeviceState::Down);
+                owner::open_failed::<Self>(&self.health, LineError::Open, e.to_string());
                 false
             }
         }
@@ -453,16 +333,13 @@ impl Hsm2Device {
 
     /// The transport failed: drop it and its sessions; the owner loop reopens it.
     fn transport_failed(&mut self, e: &Hsm2Error) -> PoolError {
-        warn!(device = %self.health.name, error = %e, "YubiHSM 2 transport failed; reopening");
-        self.health
-            .count_error(LineError::of_hsm2(e), e.to_string());
         self.close();
-        self.health.set(DeviceState::Down);
-        if matches!(e, Hsm2Error::Timeout { .. }) {
-            PoolError::Timeout
-        } else {
-            PoolError::Unavailable
-        }
+        owner::line_failed::<Self>(
+            &self.health,
+            LineError::of_hsm2(e),
+            e.to_string(),
+            matches!(e, Hsm2Error::Timeout { .. }),
+        )
     }
 
     /// Makes sure session slot `slot` holds an open session.
@@ -539,23 +416,6 @@ impl Hsm2Device {
         }
     }
 
-    /// Decodes `otp` (its 16 token bytes) with `aead` under otp-aead-key `key_id`. Every
-    /// exchange it makes (opening a session, the decode, on a transport reopened under it)
-    /// ends by `deadline`, so a stalled device frees this thread, and the jobs queued
-    /// behind it, when the request gives up, not a whole transport timeout per exchange
-    /// later.
-    fn decode(
-        &mut self,
-        otp: [u8; 16],
-        key_id: ObjectId,
-        aead: OtpAead,
-        deadline: Instant,
-    ) -> Result<OtpCounters, PoolError> {
-        let r = self.decode_by(otp, key_id, aead, deadline);
-        self.set_deadline(None);
-        r
-    }
-
     /// Bounds the transport's exchanges by `deadline` (`None`: its own timeout alone).
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         if let Some(client) = self.client.as_mut() {
@@ -563,87 +423,161 @@ impl Hsm2Device {
         }
     }
 
-    fn decode_by(
-        &mut self,
-        otp: [u8; 16],
-        key_id: ObjectId,
-        aead: OtpAead,
-        deadline: Instant,
-    ) -> Result<OtpCounters, PoolError> {
-        let was_open = self.client.is_some();
-        let mut last = PoolError::Unavailable;
-        for attempt in 0..DECODE_ATTEMPTS {
-            if Instant::now() >= deadline {
-                return Err(PoolError::Timeout);
+    /// One try of [`Device::try_decode`], in the next session slot.
+    fn decode_in_session(&mut self, otp: [u8; 16], aead: &Hsm2Aead) -> Try {
+        let mut slot = self.next % self.sessions.len();
+        self.next = self.next.wrapping_add(1);
+        match self.ensure_session(slot) {
+            Ok(()) => {}
+            // The transport failed opening the session: reopen it, unless it stalled
+            // (it would only stall again).
+            Err(PoolError::Unavailable) if self.client.is_none() => {
+                return Try::Again(PoolError::Unavailable)
             }
-            if self.client.is_none() {
-                // A device that was down before this request is the owner loop's to reopen;
-                // one that failed under it is reopened here while the deadline allows.
-                if !was_open || attempt == 0 || !self.open_transport() {
-                    return Err(last);
-                }
-            }
-            self.set_deadline(Some(deadline));
-            let mut slot = self.next % self.sessions.len();
-            self.next = self.next.wrapping_add(1);
-            match self.ensure_session(slot) {
-                Ok(()) => {}
-                // The transport failed opening the session: reopen it, unless it stalled
-                // (it would only stall again).
-                Err(PoolError::Unavailable) if self.client.is_none() => continue,
-                // Other clients took every free slot: a session the daemon holds serves.
-                Err(e) => match self.sessions.iter().position(Option::is_some) {
-                    Some(held) if self.sessions_full => slot = held,
-                    _ => return Err(e),
-                },
-            }
-            let (Some(client), Some(session)) =
-                (self.client.as_mut(), self.sessions[slot].as_mut())
-            else {
-                return Err(PoolError::Unavailable);
-            };
-            let decrypted = client.decrypt_otp(session, key_id, aead, otp);
-            self.last_used[slot] = Instant::now();
-            match decrypted {
-                Ok(c) => {
-                    if self.health.state() != DeviceState::Up {
-                        self.health.set(DeviceState::Up);
-                    }
-                    return Ok(OtpCounters {
-                        use_ctr: c.use_ctr,
-                        session_ctr: c.session_ctr,
-                        ts_high: c.ts_high,
-                        ts_low: c.ts_low,
-                    });
-                }
-                Err(e) if e.is_transport_error() => {
-                    last = self.transport_failed(&e);
-                    if last == PoolError::Timeout {
-                        return Err(last);
-                    }
-                }
-                Err(e) if !session.is_usable() => {
-                    // The session is gone on the device (expired, or a reset dropped every
-                    // session) or its MAC chain broke: open another and repeat the request,
-                    // which changes nothing on the device.
-                    debug!(device = %self.health.name, error = %e, "YubiHSM 2 session lost");
-                    if e.code() == Some(ErrorCode::InvalidSession) {
-                        self.drop_sessions();
-                    } else {
-                        self.health.count_error(LineError::Garbage, e.to_string());
-                        self.drop_session(slot);
-                    }
-                    last = PoolError::Unavailable;
-                }
-                Err(e) => return Err(PoolError::Hsm2(e)),
-            }
+            // Other clients took every free slot: a session the daemon holds serves.
+            Err(e) => match self.sessions.iter().position(Option::is_some) {
+                Some(held) if self.sessions_full => slot = held,
+                _ => return Try::Done(Err(e)),
+            },
         }
-        Err(last)
+        let (Some(client), Some(session)) = (self.client.as_mut(), self.sessions[slot].as_mut())
+        else {
+            return Try::Done(Err(PoolError::Unavailable));
+        };
+        let decrypted = client.decrypt_otp(session, aead.key_id, aead.aead, otp);
+        self.last_used[slot] = Instant::now();
+        match decrypted {
+            Ok(c) => Try::Done(Ok(OtpCounters {
+                use_ctr: c.use_ctr,
+                session_ctr: c.session_ctr,
+                ts_high: c.ts_high,
+                ts_low: c.ts_low,
+            })),
+            Err(e) if e.is_transport_error() => match self.transport_failed(&e) {
+                PoolError::Timeout => Try::Done(Err(PoolError::Timeout)),
+                e => Try::Again(e),
+            },
+            Err(e) if !session.is_usable() => {
+                // The session is gone on the device (expired, or a reset dropped every
+                // session) or its MAC chain broke: open another and repeat the request,
+                // which changes nothing on the device.
+                debug!(device = %self.health.name, error = %e, "YubiHSM 2 session lost");
+                if e.code() == Some(ErrorCode::InvalidSession) {
+                    self.drop_sessions();
+                } else {
+                    self.health.count_error(LineError::Garbage, e.to_string());
+                    self.drop_session(slot);
+                }
+                Try::Again(PoolError::Unavailable)
+            }
+            Err(e) => Try::Done(Err(PoolError::Hsm2(e))),
+        }
+    }
+
+    /// Keeps `key` for a device that cannot be reached now; the owner loop's next open
+    /// checks it.
+    fn keep_unchecked(&mut self, key: AuthKey) -> Unlocked {
+        info!(device = %self.health.name, "YubiHSM 2 not reachable: the password given is kept, and checked when the device answers");
+        self.drop_sessions();
+        self.key = Some(key);
+        self.configured = false;
+        self.refused_until = None;
+        Unlocked::Pending
+    }
+}
+
+impl Device for Hsm2 {
+    type Aead = Hsm2Aead;
+    const LABEL: &'static str = "YubiHSM 2";
+
+    fn health(&self) -> &DeviceHealth {
+        &self.health
+    }
+
+    fn is_open(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Opens the transport, then (if the password is known) a session, which tells whether
+    /// the device takes the password. False if the device cannot be reached.
+    fn open(&mut self) -> bool {
+        if !self.open_transport() {
+            return false;
+        }
+        if self.key.is_none() {
+            self.health.set(DeviceState::Locked);
+            return true;
+        }
+        match self.ensure_session(0) {
+            Ok(()) => {
+                self.health.set(DeviceState::Up);
+                true
+            }
+            Err(PoolError::Locked) => true,
+            Err(_) => self.client.is_some(),
+        }
+    }
+
+    fn reconnect(&mut self) -> bool {
+        self.open_transport()
+    }
+
+    /// Decodes `otp` (its 16 token bytes) with `aead` under its otp-aead-key, once. Every
+    /// exchange it makes (opening a session, the decode) ends by `deadline`, so a stalled
+    /// device frees this thread, and the jobs queued behind it, when the request gives up,
+    /// not a whole transport timeout per exchange later.
+    fn try_decode(&mut self, otp: &Otp, aead: &Hsm2Aead, deadline: Instant) -> Try {
+        self.set_deadline(Some(deadline));
+        let r = self.decode_in_session(otp.ciphertext, aead);
+        self.set_deadline(None);
+        r
+    }
+
+    /// Tries a refused configured password again when its wait is over, and keeps the
+    /// sessions alive.
+    fn tick(&mut self, _idle: Duration) -> bool {
+        self.retry_refused();
+        self.keep_sessions();
+        false
+    }
+
+    /// Until the next session is due a keep-alive, and at most a second (a refused
+    /// password's retry is checked then).
+    fn idle_wait(&self, _idle: Duration) -> Duration {
+        self.next_keepalive().min(Duration::from_secs(1))
+    }
+
+    /// SIGHUP: the transport opened again (a replugged device, a restarted connector) and
+    /// the password file read again. The new transport and a session on it come first, and
+    /// only then are the old sessions closed: closing first would free slots that another
+    /// client of the connector could take before the new session is opened. If the new
+    /// transport opens but the device gives it no session (every slot taken), the old
+    /// transport and its sessions stay in use.
+    fn reload(&mut self) {
+        self.reload_key();
+        let old_client = self.client.take();
+        let old_sessions: Vec<Option<HostSession>> =
+            self.sessions.iter_mut().map(Option::take).collect();
+        let opened = self.open_transport();
+        let served = opened && self.key.is_some() && self.ensure_session(0).is_ok();
+        let full = opened && self.client.is_some() && self.sessions_full && !served;
+        if full && old_client.is_some() && old_sessions.iter().any(Option::is_some) {
+            warn!(device = %self.health.name, "SIGHUP: the YubiHSM 2 has no free session slot for a new session; the sessions in use are kept");
+            self.client = old_client;
+            self.sessions = old_sessions;
+            return;
+        }
+        self.close_these(old_client, old_sessions);
+        if served {
+            self.health.set(DeviceState::Up);
+        } else if opened && self.key.is_none() {
+            self.health.set(DeviceState::Locked);
+        }
     }
 
     /// Checks `key` (derived from a password by the sharing task, off this thread) by
     /// opening a session with it; kept if the device takes it. A device that cannot be
-    /// reached keeps it unchecked ([`Unlocked::Pending`]): [`Self::open`] checks it when the
+    /// reached keeps it unchecked ([`Unlocked::Pending`]): [`Device::open`] checks it when the
     /// device answers and forgets it if the device refuses it.
     fn unlock(&mut self, key: AuthKey, deadline: Instant) -> Result<Unlocked, PoolError> {
         if self.key.is_some() && self.health.state() == DeviceState::Up {
@@ -682,426 +616,5 @@ impl Hsm2Device {
             }
             Err(e) => Err(PoolError::Hsm2(e)),
         }
-    }
-
-    /// Keeps `key` for a device that cannot be reached now; the owner loop's next open
-    /// checks it.
-    fn keep_unchecked(&mut self, key: AuthKey) -> Unlocked {
-        info!(device = %self.health.name, "YubiHSM 2 not reachable: the password given is kept, and checked when the device answers");
-        self.drop_sessions();
-        self.key = Some(key);
-        self.configured = false;
-        self.refused_until = None;
-        Unlocked::Pending
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use std::time::{Duration, Instant};
-
-    use hsm2_proto::emulator::{ConnectorEmulator, DeviceConfig};
-    use hsm2_proto::transport::{Connector, HttpTimeouts};
-    use hsm_proto::otp::Otp;
-    use hsm_proto::{Aead, KeyHandle, PublicId, YubiKeyAead};
-
-    use super::*;
-    use crate::daemon::answer::Outcome;
-    use crate::daemon::pool::{Backend, DecodeAead, Pool, PoolConfig};
-
-    /// Authentication key 2's password in `fixtures/emulator/yubihsm2-migrated.toml`.
-    pub(crate) const PASSWORD: &str = "ksm test password";
-
-    /// The YubiHSM 2 that took over the demo YubiHSM 1, with `extra` lines in front.
-    pub(crate) fn emulator(extra: &str) -> ConnectorEmulator {
-        let text = format!(
-            "{extra}\n{}",
-            test_support::emulator_fixture("yubihsm2-migrated.toml")
-                .replace("session-timeout = 30", "")
-        );
-        let cfg = DeviceConfig::parse(&text).unwrap();
-        ConnectorEmulator::start("127.0.0.1:0".parse().unwrap(), &cfg).unwrap()
-    }
-
-    /// A YubiHSM 2 backend on the connector at `url`, authenticating with key 2 and
-    /// `password` (none: locked until unlocked).
-    pub(crate) fn backend(url: String, password: Option<&str>, sessions: usize) -> Backend {
-        let target = url.clone();
-        let timeouts = HttpTimeouts {
-            connect: Duration::from_secs(2),
-            answer: Duration::from_millis(700),
-        };
-        Backend::Hsm2(Hsm2Backend {
-            name: url,
-            open: Arc::new(move || {
-                Ok(Box::new(Connector::open(&target, timeouts)?) as Box<dyn Transport>)
-            }),
-            auth_key_id: ObjectId(2),
-            key: password.map(|p| AuthKey::from_password(p.as_bytes())),
-            reload_key: None,
-            refused_retry: REFUSED_RETRY,
-            keepalive: KEEPALIVE,
-            sessions,
-        })
-    }
-
-    pub(crate) fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    /// Yubikey vector `i`'s AEAD, for each kind of HSM.
-    pub(crate) fn aeads(i: usize) -> (DecodeAead, DecodeAead) {
-        let v = test_support::otp_vectors();
-        let y = &v["yubikeys"][i];
-        let kh = y["key_handle"].as_u64().unwrap() as u32;
-        let nonce = PublicId::new(y["public_id"].as_str().unwrap())
-            .unwrap()
-            .to_nonce()
-            .unwrap();
-        let bytes: [u8; 30] = hex::decode(y["aead"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let aead = YubiKeyAead::try_from(&Aead::new(&bytes).unwrap()).unwrap();
-        (
-            DecodeAead::Hsm1 {
-                key_handle: KeyHandle(kh),
-                nonce,
-                aead,
-            },
-            DecodeAead::Hsm2 {
-                key_id: ObjectId(0x100 + kh as u16),
-                aead: OtpAead::from_yubihsm1(nonce.0, bytes),
-            },
-        )
-    }
-
-    pub(crate) fn line(r: Result<OtpCounters, PoolError>) -> String {
-        match r {
-            Ok(c) => Outcome::Ok(c).answer().1,
-            Err(e) => Outcome::from(e).answer().1,
-        }
-    }
-
-    pub(crate) fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(3)
-    }
-
-    fn wait_for_state(pool: &Pool, state: DeviceState) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.health()[0].state() != state {
-            assert!(Instant::now() < deadline, "never {}", state.name());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The golden lines: every vector YubiKey's ykgenerate OTPs answer on the YubiHSM 2
-    /// exactly as on the YubiHSM 1 (the demo soft HSM), good and tampered alike.
-    #[test]
-    fn answers_are_the_yubihsm1_answers() {
-        let emu = emulator("");
-        let hsm2 = Pool::start(
-            vec![backend(emu.url(), Some(PASSWORD), 2)],
-            PoolConfig::default(),
-        );
-        let hsm1 = Pool::start(
-            vec![Backend::Soft(Box::new(
-                crate::device::demo_config().unwrap(),
-            ))],
-            PoolConfig::default(),
-        );
-        let rt = rt();
-        for i in 0..6 {
-            let (a1, a2) = aeads(i);
-            for (ctr, use_) in [(1, 0), (0x0123, 0x45), (0xfffe, 0xff)] {
-                let otp = Otp::parse(&test_support::vector_otp(i, ctr, use_)).unwrap();
-                let want = line(rt.block_on(hsm1.decode(otp.clone(), a1, soon())));
-                assert!(want.starts_with("OK counter="), "{want}");
-                let got = line(rt.block_on(hsm2.decode(otp.clone(), a2, soon())));
-                assert_eq!(got, want, "yubikey {i}");
-                // A token made with another key: the same refusal.
-                let mut bad = otp.clone();
-                bad.ciphertext[3] ^= 1;
-                assert_eq!(
-                    line(rt.block_on(hsm2.decode(bad.clone(), a2, soon()))),
-                    line(rt.block_on(hsm1.decode(bad, a1, soon())))
-                );
-            }
-        }
-        // Each AEAD goes to a device of its kind only.
-        let otp = Otp::parse(&test_support::vector_otp(0, 1, 1)).unwrap();
-        let (a1, a2) = aeads(0);
-        assert_eq!(
-            rt.block_on(hsm2.decode(otp.clone(), a1, soon())),
-            Err(PoolError::Unavailable)
-        );
-        assert_eq!(
-            rt.block_on(hsm1.decode(otp, a2, soon())),
-            Err(PoolError::Unavailable)
-        );
-        let h = &hsm2.health()[0];
-        assert_eq!(h.kind, crate::daemon::health::DeviceKind::YubiHsm2);
-        assert_eq!(h.sessions_open.load(Ordering::SeqCst), 2);
-        assert_eq!(h.reauthentications.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn locked_without_a_password_until_the_right_one_is_given() {
-        let emu = emulator("");
-        let pool = Pool::start(vec![backend(emu.url(), None, 1)], PoolConfig::default());
-        wait_for_state(&pool, DeviceState::Locked);
-        let rt = rt();
-        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
-        let (_, a2) = aeads(0);
-        assert_eq!(
-            line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
-            "ERR HSM locked"
-        );
-        let wrong = AuthKey::from_password(b"not the password");
-        assert_eq!(
-            rt.block_on(pool.unlock(0, wrong, soon())),
-            Err(PoolError::WrongPassword)
-        );
-        assert_eq!(pool.health()[0].state(), DeviceState::Locked);
-        assert_eq!(
-            line(rt.block_on(pool.decode(otp.clone(), a2, soon()))),
-            "ERR HSM locked"
-        );
-        let right = AuthKey::from_password(PASSWORD.as_bytes());
-        assert_eq!(
-            rt.block_on(pool.unlock(0, right.clone(), soon())),
-            Ok(Unlocked::Now)
-        );
-        assert_eq!(pool.health()[0].state(), DeviceState::Up);
-        assert_eq!(
-            line(rt.block_on(pool.decode(otp, a2, soon()))),
-            "OK counter=0007 low=4242 high=17 use=07"
-        );
-        assert_eq!(
-            rt.block_on(pool.unlock(0, right, soon())),
-            Ok(Unlocked::Already)
-        );
-    }
-
-    #[test]
-    fn a_configured_password_the_device_refuses_leaves_it_locked() {
-        let emu = emulator("");
-        let pool = Pool::start(
-            vec![backend(emu.url(), Some("stale password"), 1)],
-            PoolConfig::default(),
-        );
-        wait_for_state(&pool, DeviceState::Locked);
-        let (_, a2) = aeads(0);
-        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
-        assert_eq!(
-            line(rt().block_on(pool.decode(otp, a2, soon()))),
-            "ERR HSM locked"
-        );
-        assert_eq!(pool.health()[0].sessions_open.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn a_reset_and_an_expiry_are_re_authenticated_within_the_request() {
-        let emu = emulator("session-timeout = 1");
-        let pool = Pool::start(
-            vec![backend(emu.url(), Some(PASSWORD), 1)],
-            PoolConfig::default(),
-        );
-        wait_for_state(&pool, DeviceState::Up);
-        let rt = rt();
-        let (_, a2) = aeads(1);
-        let decode = |ctr| {
-            let otp = Otp::parse(&test_support::vector_otp(1, ctr, 1)).unwrap();
-            line(rt.block_on(pool.decode(otp, a2, soon())))
-        };
-        let reauths = || pool.health()[0].reauthentications.load(Ordering::SeqCst);
-        assert_eq!(decode(1), "OK counter=0001 low=4242 high=17 use=01");
-        assert_eq!(reauths(), 0);
-        // A reset drops every session on the device.
-        emu.reset();
-        assert_eq!(decode(2), "OK counter=0002 low=4242 high=17 use=01");
-        assert_eq!(reauths(), 1);
-        // An idle session expires on the device (1 s here, 30 s on a real one).
-        std::thread::sleep(Duration::from_millis(2200));
-        assert_eq!(decode(3), "OK counter=0003 low=4242 high=17 use=01");
-        assert_eq!(reauths(), 2);
-        assert_eq!(pool.health()[0].sessions_open.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.health()[0].state(), DeviceState::Up);
-    }
-
-    #[test]
-    fn a_stalled_device_times_out_within_the_deadline_and_comes_back() {
-        let emu = emulator("");
-        let pool = Pool::start(
-            vec![backend(emu.url(), Some(PASSWORD), 1)],
-            PoolConfig::default(),
-        );
-        wait_for_state(&pool, DeviceState::Up);
-        let rt = rt();
-        let (_, a2) = aeads(0);
-        let otp = Otp::parse(&test_support::vector_otp(0, 9, 9)).unwrap();
-        emu.set_stall(true);
-        let deadline = Instant::now() + Duration::from_millis(400);
-        let r = rt.block_on(pool.decode(otp.clone(), a2, deadline));
-        assert_eq!(r, Err(PoolError::Timeout));
-        assert!(Instant::now() < deadline + Duration::from_millis(200));
-        emu.set_stall(false);
-        let mut last = String::new();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            last = line(rt.block_on(pool.decode(otp.clone(), a2, soon())));
-            if last.starts_with("OK") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(last, "OK counter=0009 low=4242 high=17 use=09");
-        // The request the stall caught failed on the way (its connection closed when the
-        // stall ended, or its answer timed out first): counted, and the transport reopened.
-        let h = &pool.health()[0];
-        assert!(h.line_errors().map(|(_, n)| n).sum::<u64>() > 0);
-        assert!(h.opens.load(Ordering::SeqCst) >= 2);
-    }
-
-    /// Every SIGHUP reopens the device: the sessions it drops are closed on the device, so
-    /// reloads in a row do not fill its 16 slots with sessions left to expire.
-    #[test]
-    fn reopens_close_their_sessions_on_the_device() {
-        let emu = emulator("");
-        let pool = Pool::start(
-            vec![backend(emu.url(), Some(PASSWORD), MAX_SESSIONS)],
-            PoolConfig::default(),
-        );
-        wait_for_state(&pool, DeviceState::Up);
-        let rt = rt();
-        let (_, a2) = aeads(0);
-        for ctr in 1..=6u16 {
-            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
-            assert!(line(rt.block_on(pool.decode(otp, a2, soon()))).starts_with("OK"));
-        }
-        assert_eq!(emu.with_device(|d| d.open_sessions()), MAX_SESSIONS);
-        for round in 0..6u16 {
-            pool.reopen_all();
-            wait_for_state(&pool, DeviceState::Up);
-            // A decode after the reopen goes through its queue, so the reopen is done.
-            let otp = Otp::parse(&test_support::vector_otp(0, 10 + round, 1)).unwrap();
-            assert!(line(rt.block_on(pool.decode(otp, a2, soon()))).starts_with("OK"));
-            let open = emu.with_device(|d| d.open_sessions());
-            assert!(open <= MAX_SESSIONS, "round {round}: {open} sessions open");
-        }
-    }
-
-    /// A password handed over while the connector is down (at boot) is kept unchecked and
-    /// checked when the device answers: then it serves, with nobody running the tool again.
-    #[test]
-    fn a_password_given_while_the_device_is_down_is_checked_when_it_answers() {
-        let emu = emulator("");
-        emu.set_refuse(true);
-        let pool = Pool::start(
-            vec![backend(emu.url(), None, 1)],
-            PoolConfig {
-                reopen_interval: Duration::from_millis(100),
-                ..PoolConfig::default()
-            },
-        );
-        wait_for_state(&pool, DeviceState::Down);
-        let rt = rt();
-        let right = AuthKey::from_password(PASSWORD.as_bytes());
-        assert_eq!(
-            rt.block_on(pool.unlock(0, right, soon())),
-            Ok(Unlocked::Pending)
-        );
-        emu.set_refuse(false);
-        wait_for_state(&pool, DeviceState::Up);
-        let (_, a2) = aeads(0);
-        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
-        assert_eq!(
-            line(rt.block_on(pool.decode(otp, a2, soon()))),
-            "OK counter=0007 low=4242 high=17 use=07"
-        );
-    }
-
-    /// A wrong password kept unchecked is forgotten when the device refuses it.
-    #[test]
-    fn a_wrong_password_given_while_the_device_is_down_is_forgotten_when_refused() {
-        let emu = emulator("");
-        emu.set_refuse(true);
-        let pool = Pool::start(
-            vec![backend(emu.url(), None, 1)],
-            PoolConfig {
-                reopen_interval: Duration::from_millis(100),
-                ..PoolConfig::default()
-            },
-        );
-        wait_for_state(&pool, DeviceState::Down);
-        let rt = rt();
-        let wrong = AuthKey::from_password(b"not the password");
-        assert_eq!(
-            rt.block_on(pool.unlock(0, wrong, soon())),
-            Ok(Unlocked::Pending)
-        );
-        emu.set_refuse(false);
-        wait_for_state(&pool, DeviceState::Locked);
-        let right = AuthKey::from_password(PASSWORD.as_bytes());
-        assert_eq!(
-            rt.block_on(pool.unlock(0, right, soon())),
-            Ok(Unlocked::Now)
-        );
-    }
-
-    /// A configured password the device refuses (a changed password, or a corrupted
-    /// answer that only looks like a refusal) is kept and tried again, with a backoff that
-    /// leaves the device's slots free; a SIGHUP reads the fixed file and serves at once.
-    #[test]
-    fn a_refused_password_file_is_kept_retried_with_backoff_and_read_again_on_sighup() {
-        let emu = emulator("");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hsm2-password");
-        std::fs::write(&file, "stale password\n").unwrap();
-        std::fs::set_permissions(
-            &file,
-            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
-        )
-        .unwrap();
-        let Backend::Hsm2(mut b) = backend(emu.url(), Some("stale password"), 1) else {
-            unreachable!()
-        };
-        let path = file.clone();
-        b.reload_key = Some(Arc::new(move || {
-            crate::hsm2_device::Hsm2Auth::from_file(ObjectId(2), &path)
-                .map(|a| a.auth_key().clone())
-        }));
-        b.refused_retry = Duration::from_millis(300);
-        let pool = Pool::start(vec![Backend::Hsm2(b)], PoolConfig::default());
-        wait_for_state(&pool, DeviceState::Locked);
-        let rt = rt();
-        let (_, a2) = aeads(0);
-        // Decodes meanwhile answer locked without asking the device; the retries back off
-        // (300 ms, 600 ms, 1.2 s, ...): a handful of tries in 2.5 s, not one per decode.
-        let until = Instant::now() + Duration::from_millis(2500);
-        let mut ctr = 1;
-        while Instant::now() < until {
-            let otp = Otp::parse(&test_support::vector_otp(0, ctr, 1)).unwrap();
-            assert_eq!(
-                line(rt.block_on(pool.decode(otp, a2, soon()))),
-                "ERR HSM locked"
-            );
-            ctr += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let tries = emu.with_device(|d| d.open_sessions());
-        assert!((2..=5).contains(&tries), "{tries} half-open sessions");
-        // The operator fixes the file and reloads.
-        std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
-        pool.reopen_all();
-        wait_for_state(&pool, DeviceState::Up);
-        let otp = Otp::parse(&test_support::vector_otp(0, 7, 7)).unwrap();
-        assert_eq!(
-            line(rt.block_on(pool.decode(otp, a2, soon()))),
-            "OK counter=0007 low=4242 high=17 use=07"
-        );
     }
 }

@@ -5,8 +5,11 @@
 //!   start-up and shut-down; [`instance`]: one daemon per socket and PID file;
 //! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
 //!   cap, its answer lines and counters; [`tls`]: the API over TLS;
-//! - [`pool`]: the HSMs, each owned by one thread behind a bounded queue ([`hsm2_owner`]:
-//!   a YubiHSM 2's thread, with its sessions), and [`health`]: what is known of each;
+//! - [`pool`]: the HSMs, spreading and failover between them, and tools' leases; each device
+//!   is owned by one thread behind a bounded queue ([`owner`]: the loop every kind runs,
+//!   [`hsm1_owner`]: a YubiHSM 1, serial or soft, [`hsm2_owner`]: a YubiHSM 2 with its
+//!   sessions), and [`health`]: what is known of each;
+//! - [`systemd`]: the listening socket systemd passes and the readiness notices;
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
 //!   [`tool_frame`]: what it forwards.
 
@@ -14,12 +17,15 @@ pub mod answer;
 pub mod config;
 pub mod connections;
 pub mod health;
+pub mod hsm1_owner;
 pub mod hsm2_owner;
 pub mod instance;
 pub mod metrics;
+pub mod owner;
 pub mod pool;
 pub mod serve;
 pub mod server;
 pub mod sharing;
+pub mod systemd;
 pub mod tls;
 pub mod tool_frame;

@@ -20,7 +20,7 @@ use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tls::Tls;
 use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
-use crate::hsm2_device::{Hsm2Auth, Hsm2Spec};
+use crate::device::hsm2::{Hsm2Auth, Hsm2Spec};
 use crate::Error;
 
 /// Everything `ksm serve` runs with, after flags and file are merged.
@@ -28,10 +28,13 @@ use crate::Error;
 pub struct Settings {
     /// Devices, or empty for the demo soft HSM.
     pub devices: Vec<PathBuf>,
-    /// Use the built-in demo soft HSM and `fixtures/` AEADs.
+    /// Use the built-in demo soft HSM and the AEADs compiled in with it.
     pub demo: bool,
     /// AEAD directory.
     pub aead_dir: PathBuf,
+    /// The demo's compiled-in AEADs, written out for this daemon (then `aead_dir`): kept
+    /// here so the directory lives as long as the settings that name it.
+    pub demo_aeads: Option<Arc<crate::demo_aeads::DemoAeads>>,
     /// Keys AEADs are looked up under, in order: YubiHSM 1 key handles and YubiHSM 2
     /// otp-aead-keys (`--key-handles 0x20` / `otp-aead-key:0x0120`).
     pub key_handles: Vec<AeadKey>,
@@ -176,7 +179,7 @@ pub fn demo_otp() -> String {
 /// there forgets it.
 fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
     if s.demo {
-        warn!("DEMO mode: soft HSM with the public test keys of fixtures/; never use for real YubiKeys");
+        warn!("DEMO mode: soft HSM with the public test keys compiled into ksm; never use for real YubiKeys");
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
     let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
@@ -264,24 +267,48 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The socket systemd bound (`ksm.socket`), as the daemon's listener. `addr`/`port` of the
+/// configuration are not used then: the socket unit's `ListenStream=` is what clients
+/// reach, so a difference is worth a warning, not a refusal to serve.
+fn take_inherited(l: std::net::TcpListener, configured: SocketAddr) -> Result<TcpListener, Error> {
+    l.set_nonblocking(true)
+        .map_err(|e| Error::io("the socket systemd passed", e))?;
+    let l = TcpListener::from_std(l).map_err(|e| Error::io("the socket systemd passed", e))?;
+    let addr = l
+        .local_addr()
+        .map_err(|e| Error::io("the socket systemd passed", e))?;
+    if configured != addr && configured.port() != 0 {
+        warn!(socket = %addr, configured = %configured, "serving on the socket systemd passed (ksm.socket's ListenStream=); addr and port of the configuration are not used");
+    } else {
+        info!(socket = %addr, "serving on the socket systemd passed");
+    }
+    Ok(l)
+}
+
 /// `ksm serve`: runs the daemon with `args` until SIGTERM/SIGINT.
 pub fn run(args: ServeArgs) -> Result<(), Error> {
     if args.daemon {
         warn!("-d/--daemon is ignored: run ksm under systemd (see ksm/dist/ksm.service)");
     }
     let s = args.settings()?;
+    // Before the runtime's threads start: it clears the activation variables.
+    let inherited = crate::daemon::systemd::inherited_listener()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("start runtime", e))?;
     rt.block_on(async move {
-        let listener = listen(s.listen).map_err(|e| Error::io(format!("bind {}", s.listen), e))?;
+        let listener = match inherited {
+            Some(l) => take_inherited(l, s.listen)?,
+            None => listen(s.listen).map_err(|e| Error::io(format!("bind {}", s.listen), e))?,
+        };
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+            crate::daemon::systemd::stopping();
         };
         serve(s, listener, shutdown).await
     })
@@ -388,11 +415,14 @@ pub async fn serve(
     }
     let _ = out.flush();
     drop(out);
+    let status = format!("serving on {scheme}://{addr}");
+    crate::daemon::systemd::ready(&status);
     let hangup = tokio::spawn(on_hangup(
         hup,
         pool.clone(),
         state.clone(),
         s.reload.clone(),
+        status,
     ));
     let result = crate::daemon::server::run(listener, state, shutdown)
         .await
@@ -415,18 +445,21 @@ pub async fn serve(
 /// certificate); if one of them is unusable the old ones stay, and the log says why.
 /// Everything else (devices, AEAD directory, addresses, limits, which TLS files) needs a
 /// restart: changing it under a running daemon could not be done without dropping requests.
-/// A configuration that no longer parses is logged and the old lists kept.
+/// A configuration that no longer parses is logged and the old lists kept. systemd is told
+/// of the reload (`RELOADING=1`, then `READY=1` with `status` again).
 async fn on_hangup(
     hup: std::io::Result<tokio::signal::unix::Signal>,
     pool: Arc<Pool>,
     state: Arc<AppState>,
     reload: Option<Reload>,
+    status: String,
 ) {
     let Ok(mut hup) = hup else {
         warn!("cannot handle SIGHUP");
         return;
     };
     while hup.recv().await.is_some() {
+        crate::daemon::systemd::reloading();
         info!("SIGHUP: reopening the HSMs and probing their lock state");
         pool.reopen_all();
         if let Some(tls) = state.tls() {
@@ -439,23 +472,30 @@ async fn on_hangup(
                 }
             }
         }
-        let Some(reload) = &reload else { continue };
-        match (reload.0)() {
-            Ok(new) => {
-                if new.http.tls.as_ref() != state.tls().map(|t| t.files()) {
-                    warn!("SIGHUP: the configuration names other TLS files (or turns TLS on or off); that takes a restart, the files in use stay");
-                }
-                let access = Access::of(&new.http);
-                info!(
-                    allow = access.allow.len(),
-                    proxies = access.proxies.len(),
-                    "SIGHUP: allow-list and proxies reloaded"
-                );
-                state.set_access(access);
+        if let Some(reload) = &reload {
+            reload_access(reload, &state);
+        }
+        crate::daemon::systemd::ready(&status);
+    }
+}
+
+/// SIGHUP's part of the configuration: the allow-list and proxies, read again.
+fn reload_access(reload: &Reload, state: &AppState) {
+    match (reload.0)() {
+        Ok(new) => {
+            if new.http.tls.as_ref() != state.tls().map(|t| t.files()) {
+                warn!("SIGHUP: the configuration names other TLS files (or turns TLS on or off); that takes a restart, the files in use stay");
             }
-            Err(e) => {
-                warn!(error = %e, "SIGHUP: the configuration did not load; the old allow-list and proxies stay")
-            }
+            let access = Access::of(&new.http);
+            info!(
+                allow = access.allow.len(),
+                proxies = access.proxies.len(),
+                "SIGHUP: allow-list and proxies reloaded"
+            );
+            state.set_access(access);
+        }
+        Err(e) => {
+            warn!(error = %e, "SIGHUP: the configuration did not load; the old allow-list and proxies stay")
         }
     }
 }

@@ -41,6 +41,8 @@ use tracing::{debug, info, warn};
 use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
 use crate::daemon::health::DeviceState;
+use crate::daemon::hsm1_owner::Hsm1Aead;
+use crate::daemon::hsm2_owner::Hsm2Aead;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::pool::{DecodeAead, Pool};
 use crate::daemon::tls::{Tls, TlsFiles};
@@ -767,16 +769,16 @@ fn decode_aead(id: &PublicId, stored: &aead_store::StoredAead) -> Option<DecodeA
                 warn!(public_id = %id, path = %stored.source, "AEAD is not a 30-byte YubiKey AEAD");
                 return None;
             };
-            DecodeAead::Hsm1 {
+            DecodeAead::Hsm1(Hsm1Aead {
                 key_handle: *key_handle,
                 nonce: *nonce,
                 aead,
-            }
+            })
         }
-        aead_store::Sealed::Hsm2 { key_id, aead } => DecodeAead::Hsm2 {
+        aead_store::Sealed::Hsm2 { key_id, aead } => DecodeAead::Hsm2(Hsm2Aead {
             key_id: *key_id,
             aead: *aead,
-        },
+        }),
     })
 }
 

@@ -2,15 +2,8 @@
 //! `yhsm-daemon` did. The daemon stays the only owner of each serial line; a tool's request
 //! frames are queued to a device's owner thread like any decode.
 //!
-//! Protocol on a unix socket (mode 0600, so only the daemon's user and root get in):
-//!
-//! | request | reply |
-//! |---------|-------|
-//! | `01` | `00 len:u16be` + device list, one `name state` line each |
-//! | `02 device:u8 len:u8 frame[len]` | `00 len:u16be` + the response frame, or `01 len:u16be` + an error text |
-//! | `03 device:u8` | none: the tool's operation on that device has ended |
-//! | `04` | `00 len:u16be` + device list, one `kind state name` line each (`yubihsm1`, `yubihsm2`) |
-//! | `05 device:u8 len:u8 password[len]` | `00 len:u16be` + `unlocked` or `already unlocked`, or `01 len:u16be` + an error text |
+//! The socket is a unix socket (mode 0600, so only the daemon's user and root get in); its
+//! protocol is written down once, with the tools' side of it, in [`crate::device::sharing`].
 //!
 //! `05` is `ksm keystore-unlock` for a YubiHSM 2: the password of the authentication key
 //! the daemon's sessions use. The device's owner checks it by opening a session and keeps
@@ -37,39 +30,22 @@
 //! Every frame is checked ([`ToolFrame`]) before it is queued: a malformed frame or a
 //! command outside the [`SocketPolicy`] is answered with an error and never reaches the
 //! device, so it cannot be mistaken for a fault of the device.
-//!
-//! On the tool's side [`SharedLine`] carries the driver's frames, so every tool runs the same
-//! driver code against a shared device as against `/dev/ttyACM0`; the driver's
-//! [`end_operation`](hsm_proto::line::Line::end_operation) sends `03`. Tools talk only to a
-//! socket served by root or by their own user, since they send it master keys and secrets.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hsm_proto::codec::Assembler;
-use hsm_proto::line::Line;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use crate::daemon::pool::{Lease, Pool, PoolError};
+use crate::daemon::owner::PoolError;
+use crate::daemon::pool::{Lease, Pool};
 use crate::daemon::tool_frame::{SocketPolicy, ToolFrame};
-
-/// Where the daemon listens, and the tools look, unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/ksm/ksm.sock";
-
-const LIST: u8 = 1;
-const FRAME: u8 = 2;
-const RELEASE: u8 = 3;
-const LIST_KINDS: u8 = 4;
-const UNLOCK_HSM2: u8 = 5;
-const OK: u8 = 0;
-const ERR: u8 = 1;
+use crate::device::sharing::{ERR, FRAME, LIST, LIST_KINDS, OK, PENDING, RELEASE, UNLOCK_HSM2};
 
 /// How many wrong YubiHSM 2 passwords a device takes within [`WRONG_PASSWORD_WINDOW`]
 /// before refusing further ones without asking it.
@@ -81,10 +57,6 @@ pub const WRONG_PASSWORD_WINDOW: Duration = Duration::from_secs(30);
 
 /// When each device was last given wrong passwords, shared by every connection.
 type WrongPasswords = Arc<std::sync::Mutex<HashMap<u8, Vec<Instant>>>>;
-
-/// How long a tool waits for a reply: longer than a lease can be held idle plus a frame's
-/// deadline, so a tool queued behind another gets its turn rather than a timeout.
-const TOOL_READ_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// How the socket treats tools.
 #[derive(Debug, Clone, Copy)]
@@ -271,12 +243,12 @@ async fn hand_over_password(
     // Then the session takes two commands: a frame's deadline and a little more.
     let deadline = Instant::now() + cfg.reqtimeout + Duration::from_secs(1);
     match pool.unlock(usize::from(device), key, deadline).await {
-        Ok(crate::daemon::hsm2_owner::Unlocked::Now) => {
+        Ok(crate::daemon::owner::Unlocked::Now) => {
             info!(device, "YubiHSM 2 unlocked over the sharing socket");
             Ok("unlocked")
         }
-        Ok(crate::daemon::hsm2_owner::Unlocked::Already) => Ok("already unlocked"),
-        Ok(crate::daemon::hsm2_owner::Unlocked::Pending) => Ok(PENDING),
+        Ok(crate::daemon::owner::Unlocked::Already) => Ok("already unlocked"),
+        Ok(crate::daemon::owner::Unlocked::Pending) => Ok(PENDING),
         Err(e) => {
             if e != PoolError::WrongPassword {
                 uncount(wrong, device, attempt);
@@ -297,9 +269,6 @@ fn uncount(wrong: &WrongPasswords, device: u8, at: Instant) {
         }
     }
 }
-
-/// The daemon's answer when it kept a password it could not check yet.
-pub const PENDING: &str = "not reachable now: password kept, checked when the device answers";
 
 /// How long until device `device` takes another password, if it had
 /// [`WRONG_PASSWORDS`] wrong ones (or attempts still being checked) within
@@ -424,198 +393,14 @@ fn pool_error_text(e: &PoolError, cfg: &SharingConfig) -> String {
     }
 }
 
-/// Connects to the daemon's socket, refusing one served by anybody but root or this user:
-/// tools send it master keys and YubiKey secrets. A socket we may not open says so
-/// ("permission denied"), rather than looking like no daemon at all.
-fn connect_trusted(socket: &Path) -> io::Result<UnixStream> {
-    let stream = UnixStream::connect(socket)?;
-    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(io::Error::from)?;
-    let me = nix::unistd::geteuid().as_raw();
-    if cred.uid() != 0 && cred.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "it is served by uid {}, neither root nor this user (uid {me}): refusing to send it secrets",
-                cred.uid()
-            ),
-        ));
-    }
-    stream.set_read_timeout(Some(TOOL_READ_TIMEOUT))?;
-    Ok(stream)
-}
-
-fn read_reply(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
-    let mut head = [0u8; 3];
-    s.read_exact(&mut head)?;
-    let mut body = Zeroizing::new(vec![
-        0u8;
-        usize::from(u16::from_be_bytes([head[1], head[2]]))
-    ]);
-    s.read_exact(&mut body)?;
-    if head[0] == OK {
-        Ok(body)
-    } else {
-        Err(io::Error::other(format!(
-            "daemon: {}",
-            String::from_utf8_lossy(&body)
-        )))
-    }
-}
-
-/// The daemon's devices as `(name, state)`.
-pub fn list_devices(socket: &Path) -> io::Result<Vec<(String, String)>> {
-    let mut s = connect_trusted(socket)?;
-    s.write_all(&[LIST])?;
-    let body = read_reply(&mut s)?;
-    Ok(String::from_utf8_lossy(&body)
-        .lines()
-        .filter_map(|l| {
-            l.rsplit_once(' ')
-                .map(|(n, st)| (n.to_string(), st.to_string()))
-        })
-        .collect())
-}
-
-/// The daemon's devices as `(kind, state, name)`, kind `yubihsm1` or `yubihsm2`.
-pub fn list_device_kinds(socket: &Path) -> io::Result<Vec<(String, String, String)>> {
-    let mut s = connect_trusted(socket)?;
-    s.write_all(&[LIST_KINDS])?;
-    let body = read_reply(&mut s)?;
-    Ok(String::from_utf8_lossy(&body)
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, ' ');
-            Some((
-                parts.next()?.to_string(),
-                parts.next()?.to_string(),
-                parts.next()?.to_string(),
-            ))
-        })
-        .collect())
-}
-
-/// Hands `password` to the daemon's YubiHSM 2 number `device`; `Ok` with the daemon's
-/// answer (`unlocked`, `already unlocked`), or the daemon's refusal as an error.
-pub fn unlock_hsm2(socket: &Path, device: u8, password: &str) -> io::Result<String> {
-    let len = u8::try_from(password.len()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the password is longer than 255 bytes",
-        )
-    })?;
-    let mut s = connect_trusted(socket)?;
-    let mut msg = Zeroizing::new(vec![UNLOCK_HSM2, device, len]);
-    msg.extend_from_slice(password.as_bytes());
-    s.write_all(&msg)?;
-    let body = read_reply(&mut s)?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A [`Line`] to one of the daemon's devices through the sharing socket.
-///
-/// It frames what the driver writes: zero bytes between frames (the driver's resync burst)
-/// are the daemon's business and are dropped; each complete request frame goes to the
-/// daemon, and its response frame is what the driver reads next.
-pub struct SharedLine {
-    stream: UnixStream,
-    device: u8,
-    pending: Assembler,
-    /// The last response, read from `read_at` on; wiped once read.
-    out: Zeroizing<Vec<u8>>,
-    read_at: usize,
-    error: Option<io::Error>,
-    /// A frame went out since the last `end_operation`: the daemon holds our lease.
-    in_operation: bool,
-}
-
-impl SharedLine {
-    /// Connects to `socket` for device `device`.
-    pub fn connect(socket: &Path, device: u8) -> io::Result<SharedLine> {
-        Ok(SharedLine {
-            stream: connect_trusted(socket)?,
-            device,
-            pending: Assembler::new(),
-            out: Zeroizing::new(Vec::new()),
-            read_at: 0,
-            error: None,
-            in_operation: false,
-        })
-    }
-
-    fn send_frame(&mut self, frame: &[u8]) {
-        let mut msg = Zeroizing::new(vec![FRAME, self.device, frame.len() as u8]);
-        msg.extend_from_slice(frame);
-        self.in_operation = true;
-        let result = self
-            .stream
-            .write_all(&msg)
-            .and_then(|_| read_reply(&mut self.stream));
-        match result {
-            Ok(resp) => self.out.extend_from_slice(&resp),
-            Err(e) => self.error = Some(e),
-        }
-    }
-}
-
-impl Write for SharedLine {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for &b in buf {
-            if let Some(frame) = self.pending.push(b) {
-                self.send_frame(frame.as_bytes());
-            }
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for SharedLine {
-    /// Replies arrive whole with the request, so an empty queue means "nothing more".
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        let left = &self.out[self.read_at..];
-        if left.is_empty() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        let n = buf.len().min(left.len());
-        buf[..n].copy_from_slice(&left[..n]);
-        self.read_at += n;
-        if self.read_at == self.out.len() {
-            zeroize::Zeroize::zeroize(&mut *self.out);
-            self.read_at = 0;
-        }
-        Ok(n)
-    }
-}
-
-impl Line for SharedLine {
-    fn set_read_timeout(&mut self, _t: Duration) -> io::Result<()> {
-        Ok(())
-    }
-    fn clear_input(&mut self) -> io::Result<()> {
-        zeroize::Zeroize::zeroize(&mut *self.out);
-        self.read_at = 0;
-        self.pending.clear();
-        Ok(())
-    }
-    /// Lets other tools use the device again (`03`).
-    fn end_operation(&mut self) -> io::Result<()> {
-        if std::mem::take(&mut self.in_operation) {
-            self.stream.write_all(&[RELEASE, self.device])?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
     use super::*;
     use crate::daemon::pool::{Backend, PoolConfig};
+    use crate::device::sharing::{connect_trusted, list_device_kinds, read_reply, unlock_hsm2};
     use std::sync::mpsc;
 
     /// A daemon's sharing socket over `backend`, with short lease times.
@@ -740,7 +525,7 @@ mod tests {
     /// only if the device does, and YubiHSM 1 frames never reach it.
     #[test]
     fn keystore_unlock_hands_a_yubihsm2_its_password() {
-        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
         use crate::tools::keystore_unlock::{unlock, Options};
         let emu = emulator("");
         let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
@@ -797,7 +582,7 @@ mod tests {
     /// timeout: after three, further attempts are refused without reaching the device.
     #[test]
     fn a_fourth_wrong_password_within_the_window_never_reaches_the_device() {
-        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
         let emu = emulator("");
         let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -861,7 +646,7 @@ mod tests {
     /// the tool says so and fails with exit code 6, and the device serves once it answers.
     #[test]
     fn keystore_unlock_on_a_device_that_is_down_keeps_the_password() {
-        use crate::daemon::hsm2_owner::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
         use crate::tools::keystore_unlock::{unlock, Options};
         let emu = emulator("");
         emu.set_refuse(true);

@@ -60,6 +60,9 @@ mod tests {
         let page = std::fs::read_to_string(man_dir.join("ksm-serve.1")).unwrap();
         assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
         assert!(page.contains("key\\-handles"), "{page}");
+        // The NAME line says what ksm is for: both kinds of YubiHSM.
+        let top = std::fs::read_to_string(man_dir.join("ksm.1")).unwrap();
+        assert!(top.contains("YubiHSM 1 or YubiHSM 2"), "{top}");
         for name in ["ksm.1", "ksm-config-import-pyhsm.1", "ksm-store-verify.1"] {
             assert!(man_dir.join(name).is_file(), "{name}");
         }

@@ -22,8 +22,8 @@ use hsm2_proto::{ObjectId, Secret};
 use hsm_proto::cmd::DbYubikeyAeadStore;
 use hsm_proto::{Hsm, KeyHandle, Nonce, PublicId, YubiKeySecret};
 
+use crate::device::hsm2::{Hsm2AuthArgs, Hsm2Device};
 use crate::device::DeviceArgs;
-use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
 use crate::tools::{self, KeyHandleArgs, OutputDirArgs};
 use crate::Error;
 
@@ -38,7 +38,7 @@ pub struct ImportArgs {
     pub key_handles: KeyHandleArgs,
     /// YubiHSM 2: the otp-aead-key to seal under, instead of key handles (-D names the
     /// YubiHSM 2; needs --random-nonce, as the device chooses every nonce).
-    #[arg(long, conflicts_with_all = ["key_handles", "internal_db"], value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, conflicts_with_all = ["key_handles", "internal_db"], value_parser = crate::device::hsm2::object_id_arg)]
     pub key_id: Option<u16>,
     /// YubiHSM 2: its authentication key and password.
     #[command(flatten)]

@@ -195,9 +195,9 @@ fn unlock_hsm2(
             Some(p) => p,
             None => password.insert(read_password(opts, file, stdin_is_ours, input)?),
         };
-        match crate::daemon::sharing::unlock_hsm2(socket, *index, p) {
+        match crate::device::sharing::unlock_hsm2(socket, *index, p) {
             Ok(answer) => {
-                if answer == crate::daemon::sharing::PENDING {
+                if answer == crate::device::sharing::PENDING {
                     pending += 1;
                 }
                 let _ = writeln!(out, "{name}: {answer}");
@@ -240,7 +240,7 @@ pub fn unlock_with(
         ToolDevice::Path(p) => vec![(p.display().to_string(), dev.clone())],
         ToolDevice::Daemon { socket, .. } => {
             let mut hsm1 = Vec::new();
-            let listed = crate::daemon::sharing::list_device_kinds(socket).map_err(|e| {
+            let listed = crate::device::sharing::list_device_kinds(socket).map_err(|e| {
                 Error::io(
                     format!("daemon not running (no answer on {})", socket.display()),
                     e,

@@ -29,7 +29,7 @@ use hsm2_proto::{ObjectId, OtpAead};
 use hsm_proto::KeyHandle;
 use rand::Rng;
 
-use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
+use crate::device::hsm2::{Hsm2AuthArgs, Hsm2Device};
 use crate::tools::store_cmd::check_on_hsm2;
 use crate::Error;
 
@@ -43,7 +43,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub key_handle: String,
     /// The otp-aead-key made of that handle's key (`ksm provision-hsm2 --key-id`).
-    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
     pub to_key_id: u16,
     /// Write the YubiHSM 2 files to this directory (must exist) instead of beside the
     /// YubiHSM 1 ones in -B.

@@ -90,7 +90,7 @@ impl OutputDirArgs {
 pub fn hsm2_device_arg(dev: &crate::device::DeviceArgs) -> Result<String, Error> {
     let given = dev.device.as_ref().and_then(|d| d.to_str());
     match given {
-        Some(d) if crate::hsm2_device::Hsm2Spec::is_hsm2(d) => Ok(d.to_string()),
+        Some(d) if crate::device::hsm2::Hsm2Spec::is_hsm2(d) => Ok(d.to_string()),
         _ => Err(Error::Usage(
             "--key-id is for a YubiHSM 2: give -D http://HOST:PORT (its connector), usb or usb:SERIAL".into(),
         )),

@@ -27,7 +27,7 @@ use hsm_proto::otp::{OtpCounters, Token};
 use hsm_proto::{AesKey, KeyHandle, Nonce, YubiKeySecret};
 use rand::RngCore;
 
-use crate::hsm2_device::{Hsm2Args, Hsm2Device};
+use crate::device::hsm2::{Hsm2Args, Hsm2Device};
 use crate::Error;
 
 /// What an otp-aead-key made by this tool may do unless told otherwise: decode OTPs (the
@@ -52,7 +52,7 @@ pub struct ProvisionHsm2Args {
     #[arg(long)]
     pub key_handle: String,
     /// The otp-aead-key object id to create on the YubiHSM 2.
-    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
     pub key_id: u16,
     /// Its capabilities (yubihsm-shell's spelling, colon-separated).
     #[arg(long, default_value = DEFAULT_CAPABILITIES)]

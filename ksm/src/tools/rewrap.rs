@@ -20,7 +20,7 @@ use std::io::Write;
 use aead_store::{AeadKey, NoncePolicy, Sealed, Store, StoreError};
 use hsm2_proto::ObjectId;
 
-use crate::hsm2_device::{Hsm2Args, Hsm2Device};
+use crate::device::hsm2::{Hsm2Args, Hsm2Device};
 use crate::tools::store_cmd::AeadDirArgs;
 use crate::Error;
 
@@ -28,11 +28,11 @@ use crate::Error;
 #[derive(Debug, clap::Args)]
 pub struct RewrapArgs {
     /// The otp-aead-key the AEADs are under now.
-    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
     pub from_key: u16,
     /// The otp-aead-key to move them to (needs rewrap-to-otp-aead-key; A needs
     /// rewrap-from-otp-aead-key, and so does the authentication key, both).
-    #[arg(long, value_parser = crate::hsm2_device::object_id_arg)]
+    #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
     pub to_key: u16,
     /// The AEAD directory (or --db-url).
     #[command(flatten)]

@@ -18,8 +18,8 @@ use aead_store::{
 use hsm_proto::{Hsm, KeyHandle, YubiKeyAead};
 
 use crate::daemon::config::{db_url, nonce_policy};
+use crate::device::hsm2::{Hsm2AuthArgs, Hsm2Device};
 use crate::device::DeviceArgs;
-use crate::hsm2_device::{Hsm2AuthArgs, Hsm2Device};
 use crate::tools::DEFAULT_AEAD_DIR;
 use crate::Error;
 
@@ -197,7 +197,7 @@ pub fn run(args: StoreArgs) -> Result<(), Error> {
                 .device
                 .as_ref()
                 .and_then(|d| d.to_str())
-                .is_some_and(crate::hsm2_device::Hsm2Spec::is_hsm2);
+                .is_some_and(crate::device::hsm2::Hsm2Spec::is_hsm2);
             let r = if is_hsm2 {
                 let device = crate::tools::hsm2_device_arg(&dev)?;
                 let mut d = hsm2.open(&device, crate::tools::hsm2_timeout(&dev)?)?;

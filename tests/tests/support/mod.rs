@@ -78,6 +78,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         demo: devices.is_empty(),
         devices,
         aead_dir: aead_dir.to_path_buf(),
+        demo_aeads: None,
         key_handles: vec![KeyHandle(0x20).into(), KeyHandle(0x21).into()],
         http: HttpConfig {
             reqtimeout,

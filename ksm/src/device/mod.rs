@@ -1,6 +1,12 @@
-//! Opening a YubiHSM for a command.
+//! The devices `-D` names, and opening them for a command.
 //!
-//! pyhsm's rule is kept: a regular file as the device means a soft HSM whose keys are in that
+//! - this module: a YubiHSM 1, a soft HSM and the preset devices compiled in, and the
+//!   device a tool uses;
+//! - [`hsm2`]: a YubiHSM 2 (`-D http://…`, `usb`), its authentication key and a session;
+//! - [`sharing`]: the client side of the daemon's sharing socket, through which tools use
+//!   the daemon's devices while it owns them.
+//!
+//! For a YubiHSM 1 pyhsm's rule is kept: a regular file as the device means a soft HSM whose keys are in that
 //! file (our emulator TOML, or pyhsm's JSON key file); anything else is a serial device (a
 //! real YubiHSM at `/dev/ttyACM0`, or the emulator's pty link). Operator tools given no
 //! device use the running daemon's sharing socket when there is one, so they work while the
@@ -13,19 +19,23 @@ use hsm_proto::emulator::{self, EmulatorConfig, ResolvedConfig};
 use hsm_proto::{Hsm, Timeouts};
 use tracing::warn;
 
-use crate::daemon::sharing::{SharedLine, DEFAULT_SOCKET};
 use crate::Error;
+use sharing::{SharedLine, DEFAULT_SOCKET};
+
+pub mod hsm2;
+pub mod sharing;
 
 /// The demo device compiled into the binary: the public test keys of `fixtures/`.
-pub const DEMO_DEVICE: &str = include_str!("../../fixtures/emulator/demo.toml");
+pub const DEMO_DEVICE: &str = include_str!("../../../fixtures/emulator/demo.toml");
 
 /// pyhsm's hardware test device compiled into the binary (`fixtures/emulator/
 /// pyhsm-test-setup.toml`): public test keys, so a clone runs it without the key-file rule.
-pub const PYHSM_TEST_DEVICE: &str = include_str!("../../fixtures/emulator/pyhsm-test-setup.toml");
+pub const PYHSM_TEST_DEVICE: &str =
+    include_str!("../../../fixtures/emulator/pyhsm-test-setup.toml");
 
 /// A zapped device at its configuration console, compiled into the binary
 /// (`fixtures/emulator/blank.toml`).
-pub const BLANK_DEVICE: &str = include_str!("../../fixtures/emulator/blank.toml");
+pub const BLANK_DEVICE: &str = include_str!("../../../fixtures/emulator/blank.toml");
 
 /// A public test device compiled into the binary, for `ksm emulate --preset`.
 ///
@@ -151,7 +161,7 @@ pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error>
         return Ok(ToolDevice::Path(d.to_path_buf()));
     }
     if socket.exists() {
-        match crate::daemon::sharing::list_devices(socket) {
+        match sharing::list_devices(socket) {
             Ok(_) => {
                 return Ok(ToolDevice::Daemon {
                     socket: socket.to_path_buf(),
