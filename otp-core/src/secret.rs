@@ -69,6 +69,7 @@ impl YubiKeySecret {
     pub const LEN: usize = 22;
 
     /// `key ‖ uid`, the AEAD plaintext.
+    #[inline]
     pub fn to_bytes(&self) -> Zeroizing<[u8; 22]> {
         let mut b = Zeroizing::new([0u8; 22]);
         b[..16].copy_from_slice(&self.key);
@@ -77,6 +78,7 @@ impl YubiKeySecret {
     }
 
     /// Splits a 22-byte AEAD plaintext.
+    #[inline]
     pub fn from_bytes(b: &[u8]) -> Result<YubiKeySecret> {
         if b.len() != Self::LEN {
             return Err(Error::TooLong {
