@@ -6,8 +6,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use hsm2_proto::ObjectId;
-use hsm_proto::{KeyHandle, PublicId};
+use otp_core::{KeyHandle, ObjectId, PublicId};
 
 use super::sql::{self, kh_from_sql, Pool, RawOtpRow, RawRow};
 use super::{check_otp_row, check_row, unavailable, DbStore, PAGE};

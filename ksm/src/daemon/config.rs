@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use aead_store::{AeadKey, NoncePolicy};
 use clap::Args;
-use hsm_proto::emulator::{redact, SecretString};
-use hsm_proto::keyfile;
 use ipnet::IpNet;
+use otp_core::{keyfile, redact, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
