@@ -532,33 +532,6 @@ impl CachedStore {
         self.shared.lookup(id)
     }
 
-    /// [`FsStore::write`], then drops `id` from the cache at once (the watcher would too,
-    /// a moment later).
-    pub fn write(
-        &self,
-        kh: KeyHandle,
-        id: &PublicId,
-        nonce: &Nonce,
-        aead: &Aead,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        let written = self.shared.disk.write(kh, id, nonce, aead, force);
-        self.shared.forget(Forget::Id(key(id)));
-        written
-    }
-
-    /// [`FsStore::put`], then drops `id` from the cache at once.
-    pub fn put(
-        &self,
-        id: &PublicId,
-        sealed: &Sealed,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        let written = self.shared.disk.put(id, sealed, force);
-        self.shared.forget(Forget::Id(key(id)));
-        written
-    }
-
     #[cfg(test)]
     fn inject(&self, event: Event) {
         let _ = self.tx.send(Msg::Event { epoch: None, event });
@@ -590,23 +563,16 @@ impl Store for CachedStore {
         CachedStore::lookup(self, id)
     }
 
-    fn write(
-        &self,
-        kh: KeyHandle,
-        id: &PublicId,
-        nonce: &Nonce,
-        aead: &Aead,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        CachedStore::write(self, kh, id, nonce, aead, force)
-    }
-
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
         Ok(self.disk().existing(kh.into(), id).is_some())
     }
 
+    /// The store on disk's `put`, then drops `id` from the cache at once (the watcher would
+    /// too, a moment later). [`Store::write`] comes here too.
     fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
-        CachedStore::put(self, id, sealed, force)
+        let written = self.shared.disk.put(id, sealed, force);
+        self.shared.forget(Forget::Id(key(id)));
+        written
     }
 
     fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {

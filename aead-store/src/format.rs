@@ -21,6 +21,8 @@
 
 use otp_core::{Aead, KeyHandle, Nonce, ObjectId, OtpAead};
 
+use crate::Sealed;
+
 /// The version-1 marker line (13 bytes).
 pub const MARKER: &[u8] = b"YubiHSM AEAD\n";
 /// The marker as pyhsm wrote it on Windows (14 bytes).
@@ -41,22 +43,9 @@ pub const MAX_FILE: usize = 1024;
 pub enum AeadFile {
     /// Version 0: the AEAD only.
     V0(Aead),
-    /// Version 1 (either marker): key handle, nonce and AEAD.
-    V1 {
-        /// Key handle that sealed it.
-        key_handle: KeyHandle,
-        /// Its nonce.
-        nonce: Nonce,
-        /// The AEAD.
-        aead: Aead,
-    },
-    /// Version 2: a YubiHSM 2 OTP AEAD and its otp-aead-key.
-    Hsm2 {
-        /// The otp-aead-key it is sealed under.
-        key_id: ObjectId,
-        /// The 36-byte AEAD, its nonce first.
-        aead: OtpAead,
-    },
+    /// A file that names the key it is sealed under: version 1 (either marker) holds a
+    /// [`Sealed::Hsm1`], version 2 a [`Sealed::Hsm2`].
+    Keyed(Sealed),
 }
 
 /// Why bytes are not an AEAD file. The store adds the path ([`crate::StoreError`]).
@@ -105,11 +94,11 @@ pub fn parse(bytes: &[u8]) -> Result<AeadFile, FormatError> {
     nonce_bytes.copy_from_slice(nonce);
     let aead = Aead::new(aead)
         .map_err(|_| FormatError::Malformed("a version-1 AEAD must be 8 to 72 bytes"))?;
-    Ok(AeadFile::V1 {
+    Ok(AeadFile::Keyed(Sealed::Hsm1 {
         key_handle: KeyHandle(u32::from_le_bytes(kh_bytes)),
         nonce: Nonce(nonce_bytes),
         aead,
-    })
+    }))
 }
 
 /// A version-2 body after the version byte: key id, then exactly 36 bytes of AEAD.
@@ -119,10 +108,10 @@ fn parse_v2(rest: &[u8]) -> Result<AeadFile, FormatError> {
     };
     let aead = <[u8; OtpAead::LEN]>::try_from(aead)
         .map_err(|_| FormatError::Malformed("a version-2 AEAD must be 36 bytes"))?;
-    Ok(AeadFile::Hsm2 {
+    Ok(AeadFile::Keyed(Sealed::Hsm2 {
         key_id: ObjectId(u16::from_be_bytes([id[0], id[1]])),
         aead: OtpAead(aead),
-    })
+    }))
 }
 
 /// The bytes of a version-2 file: a YubiHSM 2 AEAD under otp-aead-key `key_id`.
@@ -160,11 +149,11 @@ mod tests {
     }
 
     fn v1(kh: u32, nonce: [u8; 6], aead: &Aead) -> AeadFile {
-        AeadFile::V1 {
+        AeadFile::Keyed(Sealed::Hsm1 {
             key_handle: KeyHandle(kh),
             nonce: Nonce(nonce),
             aead: aead.clone(),
-        }
+        })
     }
 
     #[test]
@@ -207,10 +196,10 @@ mod tests {
         assert_eq!(bytes.len(), V2_LEN);
         assert_eq!(
             parse(&bytes),
-            Ok(AeadFile::Hsm2 {
+            Ok(AeadFile::Keyed(Sealed::Hsm2 {
                 key_id: ObjectId(0x0102),
                 aead: notes_otp_aead()
-            })
+            }))
         );
     }
 
@@ -356,11 +345,11 @@ mod tests {
                         "a version-1 AEAD must be 8 to 72 bytes",
                     ))
                 } else {
-                    Ok(AeadFile::V1 {
+                    Ok(AeadFile::Keyed(Sealed::Hsm1 {
                         key_handle: KeyHandle(7),
                         nonce: Nonce([9; 6]),
                         aead: Aead::new(&cut[header_end..]).unwrap(),
-                    })
+                    }))
                 };
                 assert_eq!(parse(cut), want, "{n} bytes of {marker:?}");
             }

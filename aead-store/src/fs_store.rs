@@ -7,13 +7,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use otp_core::{Aead, KeyHandle, Nonce, PublicId};
+use otp_core::{KeyHandle, PublicId};
 use tracing::{info, warn};
 
 use crate::dir_handle::Dir;
 use crate::format::{self, AeadFile, FormatError};
 use crate::layout::{aead_path_in, write_names, KeyHandleDirs, Layout};
-use crate::{AeadKey, AeadSource, NoncePolicy, Sealed, StoreError, StoredAead};
+use crate::{AeadKey, AeadSource, NoncePolicy, Sealed, Store, StoreError, StoredAead, WalkEntry};
 
 /// An AEAD directory in pyhsm's layout, read from disk on every lookup.
 ///
@@ -194,45 +194,29 @@ impl FsStore {
                     aead,
                 }
             }
-            (
-                AeadFile::V1 {
-                    key_handle,
-                    nonce,
-                    aead,
-                },
-                AeadKey::Handle(dir_kh),
-            ) => {
-                if key_handle != dir_kh {
-                    return Err(StoreError::KeyHandleMismatch {
-                        path: path.to_path_buf(),
-                        in_file: key_handle,
-                        dir: dir_kh,
-                    });
-                }
-                Sealed::Hsm1 {
-                    key_handle,
-                    nonce,
-                    aead,
-                }
+            (AeadFile::Keyed(sealed), _) if sealed.key() == dir_key => sealed,
+            (AeadFile::Keyed(Sealed::Hsm1 { key_handle, .. }), AeadKey::Handle(dir_kh)) => {
+                return Err(StoreError::KeyHandleMismatch {
+                    path: path.to_path_buf(),
+                    in_file: key_handle,
+                    dir: dir_kh,
+                })
             }
-            (AeadFile::Hsm2 { key_id, aead }, AeadKey::OtpKey(dir_id)) => {
-                if key_id != dir_id {
-                    return Err(StoreError::KeyMismatch {
-                        path: path.to_path_buf(),
-                        in_file: AeadKey::OtpKey(key_id),
-                        dir: dir_key,
-                    });
-                }
-                Sealed::Hsm2 { key_id, aead }
+            (AeadFile::Keyed(Sealed::Hsm2 { key_id, .. }), AeadKey::OtpKey(_)) => {
+                return Err(StoreError::KeyMismatch {
+                    path: path.to_path_buf(),
+                    in_file: AeadKey::OtpKey(key_id),
+                    dir: dir_key,
+                })
             }
-            (AeadFile::Hsm2 { .. }, AeadKey::Handle(_)) => {
+            (AeadFile::Keyed(Sealed::Hsm2 { .. }), AeadKey::Handle(_)) => {
                 return Err(StoreError::WrongKind {
                     path: path.to_path_buf(),
                     found: "YubiHSM 2",
                     dir: dir_key,
                 })
             }
-            (AeadFile::V0(_) | AeadFile::V1 { .. }, AeadKey::OtpKey(_)) => {
+            (AeadFile::V0(_) | AeadFile::Keyed(Sealed::Hsm1 { .. }), AeadKey::OtpKey(_)) => {
                 return Err(StoreError::WrongKind {
                     path: path.to_path_buf(),
                     found: "YubiHSM 1",
@@ -266,9 +250,25 @@ impl FsStore {
             .find(|p| fs::symlink_metadata(p).is_ok());
         found
     }
+}
 
-    /// Writes an AEAD as a version-1 file at the canonical path
-    /// (`BASE/0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc`), creating directories as needed.
+impl Store for FsStore {
+    fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
+        FsStore::lookup(self, id)
+    }
+
+    fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
+        FsStore::fallbacks(self, id, after)
+    }
+
+    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.existing(kh.into(), id).is_some())
+    }
+
+    /// Writes an AEAD at the canonical path (`BASE/0x20/cc/bb/dd/ee/ff/cc/ccbbddeeffcc`),
+    /// creating directories as needed: a YubiHSM 1 one as a version-1 file under its key
+    /// handle's directory, a YubiHSM 2 one as a version-2 file under `otp-aead-key-0x....`,
+    /// same layout. [`crate::Store::write`] comes here too.
     ///
     /// Atomic: the bytes go to `.<public id>.tmp.XXXXXX` in the same directory (a dot-file,
     /// which no lookup, walk or watcher takes for an AEAD), are fsynced, then the file is
@@ -282,36 +282,12 @@ impl FsStore {
     /// (`dir_handle.rs`); a symlink found there fails it with
     /// [`StoreError::SymlinkInWritePath`].
     ///
-    /// An existing AEAD for (`kh`, `id`), under any spelling or layout, is kept and
+    /// An existing AEAD for (key, `id`), under any spelling or layout, is kept and
     /// [`StoreError::AlreadyExists`] returned, unless `force`. Without `force` the rename does
     /// not replace (`renameat2` with `RENAME_NOREPLACE`, or where the file system lacks it a
     /// hard link, then the temp name's removal): either fails rather than replace a file that
     /// appeared in the meantime. A file system with neither fails the write.
-    pub fn write(
-        &self,
-        kh: KeyHandle,
-        id: &PublicId,
-        nonce: &Nonce,
-        aead: &Aead,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        let sealed = Sealed::Hsm1 {
-            key_handle: kh,
-            nonce: *nonce,
-            aead: aead.clone(),
-        };
-        self.put(id, &sealed, force)
-    }
-
-    /// [`FsStore::write`] for an AEAD of either kind: a YubiHSM 1 one as a version-1 file
-    /// under its key handle's directory, a YubiHSM 2 one as a version-2 file under
-    /// `otp-aead-key-0x....`, same layout, same atomic and no-clobber rules.
-    pub fn put(
-        &self,
-        id: &PublicId,
-        sealed: &Sealed,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
+    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
         let key = sealed.key();
         if !force {
             if let Some(existing) = self.existing(key, id) {
@@ -341,6 +317,21 @@ impl FsStore {
         dir.sync()?;
         let path = dir.path().join(file_name);
         Ok(AeadSource::file(path))
+    }
+
+    fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
+        Ok(self.existing(key, id).is_some())
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
+        Box::new(FsStore::entries(self))
+    }
+
+    /// The base directory can be listed.
+    fn check(&self) -> Result<(), StoreError> {
+        std::fs::read_dir(self.base())
+            .map(|_| ())
+            .map_err(|e| StoreError::io(self.base(), &e))
     }
 }
 
@@ -398,6 +389,7 @@ fn present(path: &Path) -> Result<bool, StoreError> {
 mod tests {
     use super::*;
     use crate::layout::aead_path;
+    use otp_core::{Aead, Nonce};
     use std::fs::File;
     use std::os::unix::fs::PermissionsExt;
 
@@ -838,7 +830,10 @@ mod tests {
         );
         let v1 = d.path().join("v1");
         fs::write(&v1, format::write_v1(KH20, &Nonce([1; 6]), &aead(1))).unwrap();
-        assert!(matches!(read_aead_file(&v1), Ok(AeadFile::V1 { .. })));
+        assert!(matches!(
+            read_aead_file(&v1),
+            Ok(AeadFile::Keyed(Sealed::Hsm1 { .. }))
+        ));
     }
 
     #[test]

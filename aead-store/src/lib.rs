@@ -251,7 +251,8 @@ pub trait Store {
     }
 
     /// Stores a YubiHSM 1 AEAD for (`kh`, `id`); an existing one is replaced only if
-    /// `force`, else [`StoreError::AlreadyExists`]. Returns where it was stored.
+    /// `force`, else [`StoreError::AlreadyExists`]. Returns where it was stored. Every store
+    /// writes through [`Store::put`], so this one path serves them all.
     fn write(
         &self,
         kh: KeyHandle,
@@ -259,26 +260,23 @@ pub trait Store {
         nonce: &Nonce,
         aead: &Aead,
         force: bool,
-    ) -> Result<AeadSource, StoreError>;
+    ) -> Result<AeadSource, StoreError> {
+        let sealed = Sealed::Hsm1 {
+            key_handle: kh,
+            nonce: *nonce,
+            aead: aead.clone(),
+        };
+        self.put(id, &sealed, force)
+    }
 
     /// Whether anything, good or bad, is stored for (`kh`, `id`): what resumable tools skip.
     fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError>;
 
-    /// Stores an AEAD of either kind for `id`, under its own key, as [`Store::write`] does.
-    /// A store that holds only YubiHSM 1 AEADs need not override it: it refuses YubiHSM 2
-    /// ones with [`StoreError::Unsupported`].
-    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
-        match sealed {
-            Sealed::Hsm1 {
-                key_handle,
-                nonce,
-                aead,
-            } => self.write(*key_handle, id, nonce, aead, force),
-            Sealed::Hsm2 { .. } => Err(StoreError::Unsupported(
-                "this store holds no YubiHSM 2 AEADs".to_string(),
-            )),
-        }
-    }
+    /// Stores an AEAD of either kind for `id`, under its own key; an existing one is replaced
+    /// only if `force`, else [`StoreError::AlreadyExists`]. Returns where it was stored. A
+    /// store that holds only YubiHSM 1 AEADs refuses YubiHSM 2 ones with
+    /// [`StoreError::Unsupported`].
+    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError>;
 
     /// [`Store::exists`] for a key of either kind.
     fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
@@ -320,49 +318,5 @@ pub trait Store {
     /// directory it can no longer read until a lookup missed the cache; monitoring should.
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
-    }
-}
-
-impl Store for FsStore {
-    fn lookup(&self, id: &PublicId) -> Result<Option<StoredAead>, StoreError> {
-        FsStore::lookup(self, id)
-    }
-
-    fn fallbacks(&self, id: &PublicId, after: AeadKey) -> Result<Vec<StoredAead>, StoreError> {
-        FsStore::fallbacks(self, id, after)
-    }
-
-    fn write(
-        &self,
-        kh: KeyHandle,
-        id: &PublicId,
-        nonce: &Nonce,
-        aead: &Aead,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        FsStore::write(self, kh, id, nonce, aead, force)
-    }
-
-    fn exists(&self, kh: KeyHandle, id: &PublicId) -> Result<bool, StoreError> {
-        Ok(self.existing(kh.into(), id).is_some())
-    }
-
-    fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
-        FsStore::put(self, id, sealed, force)
-    }
-
-    fn exists_under(&self, key: AeadKey, id: &PublicId) -> Result<bool, StoreError> {
-        Ok(self.existing(key, id).is_some())
-    }
-
-    fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
-        Box::new(FsStore::entries(self))
-    }
-
-    /// The base directory can be listed.
-    fn check(&self) -> Result<(), StoreError> {
-        std::fs::read_dir(self.base())
-            .map(|_| ())
-            .map_err(|e| StoreError::io(self.base(), &e))
     }
 }

@@ -245,6 +245,7 @@ impl Iterator for Walk<'_> {
 mod tests {
     use super::*;
     use crate::format;
+    use crate::Store as _;
     use otp_core::{Aead, Nonce};
 
     const KH20: KeyHandle = KeyHandle(0x20);

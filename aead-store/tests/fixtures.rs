@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aead_store::{format, FsStore, Store, WalkEntry};
+use aead_store::{format, FsStore, Sealed, Store, WalkEntry};
 use otp_core::{aead, AesKey, KeyHandle, PublicId};
 use serde_json::Value;
 
@@ -52,8 +52,10 @@ fn each_file_is_in_the_format_the_readme_says() {
         let parsed = format::parse(&bytes).unwrap();
         match (fmt, parsed) {
             ("v0", format::AeadFile::V0(a)) => assert_eq!(a.as_bytes().len(), 30),
-            ("v1", format::AeadFile::V1 { .. }) => assert!(bytes.starts_with(format::MARKER)),
-            ("v1-crlf", format::AeadFile::V1 { .. }) => {
+            ("v1", format::AeadFile::Keyed(Sealed::Hsm1 { .. })) => {
+                assert!(bytes.starts_with(format::MARKER))
+            }
+            ("v1-crlf", format::AeadFile::Keyed(Sealed::Hsm1 { .. })) => {
                 assert!(bytes.starts_with(format::MARKER_CRLF))
             }
             (f, p) => panic!("{file}: expected {f}, parsed {p:?}"),

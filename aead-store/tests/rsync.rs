@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use aead_store::layout::{aead_path, write_dir};
-use aead_store::{CachedStore, FsStore};
+use aead_store::{CachedStore, FsStore, Store as _};
 use otp_core::{Aead, KeyHandle, PublicId};
 
 const KH: KeyHandle = KeyHandle(0x20);

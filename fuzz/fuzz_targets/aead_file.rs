@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use aead_store::format::{self, AeadFile, MARKER, MARKER_CRLF};
+use aead_store::Sealed;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,11 +22,11 @@ fuzz_target!(|data: &[u8]| {
     match &parsed {
         Err(_) => {}
         Ok(AeadFile::V0(aead)) => assert_eq!(aead.as_bytes(), data),
-        Ok(AeadFile::V1 {
+        Ok(AeadFile::Keyed(Sealed::Hsm1 {
             key_handle,
             nonce,
             aead,
-        }) => {
+        })) => {
             let written = format::write_v1(*key_handle, nonce, aead);
             assert_eq!(format::parse(&written), parsed);
             let body = data
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 .expect("a version-1 file starts with a marker");
             assert_eq!(&written[MARKER.len()..], body);
         }
-        Ok(AeadFile::Hsm2 { key_id, aead }) => {
+        Ok(AeadFile::Keyed(Sealed::Hsm2 { key_id, aead })) => {
             assert_eq!(format::write_v2(*key_id, aead), data);
         }
     }

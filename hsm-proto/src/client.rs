@@ -494,54 +494,26 @@ fn is_timeout(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scripted_line::{FarEnd, Scripted};
     use std::collections::VecDeque;
-    use std::io::{self, Read};
 
-    /// A line that answers every write with the next scripted reply.
-    struct Scripted {
-        replies: VecDeque<Vec<u8>>,
-        out: VecDeque<u8>,
-    }
+    /// A device that answers every frame with the next scripted reply.
+    struct Replies(VecDeque<Vec<u8>>);
 
-    impl Read for Scripted {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            match self.out.pop_front() {
-                Some(b) => {
-                    buf[0] = b;
-                    Ok(1)
-                }
-                None => Err(ErrorKind::TimedOut.into()),
-            }
-        }
-    }
-
-    impl Write for Scripted {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    impl FarEnd for Replies {
+        fn answer(&mut self, written: &[u8], out: &mut VecDeque<u8>) {
             // Resync bursts get no answer; frames get the next scripted reply.
-            if buf.iter().any(|b| *b != 0) {
-                if let Some(r) = self.replies.pop_front() {
-                    self.out.extend(r);
+            if written.iter().any(|b| *b != 0) {
+                if let Some(r) = self.0.pop_front() {
+                    out.extend(r);
                 }
             }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Line for Scripted {
-        fn set_read_timeout(&mut self, _t: Duration) -> io::Result<()> {
-            Ok(())
         }
     }
 
     fn hsm(replies: Vec<Vec<u8>>) -> Hsm {
         Hsm {
-            line: Box::new(Scripted {
-                replies: replies.into(),
-                out: VecDeque::new(),
-            }),
+            line: Box::new(Scripted::new(Replies(replies.into()))),
             timeouts: Timeouts::default(),
             info: cmd::SystemInfo {
                 version_major: 1,
@@ -590,10 +562,7 @@ mod tests {
         let mut info = vec![0x11, 0xa6, 1, 0, 4, 2];
         info.extend_from_slice(&[0; 12]);
         let r = Hsm::open(
-            Box::new(Scripted {
-                replies: vec![info].into(),
-                out: VecDeque::new(),
-            }),
+            Box::new(Scripted::new(Replies(vec![info].into()))),
             Timeouts::default(),
         );
         assert_eq!(r.err(), Some(Error::ProtocolVersion(2)));

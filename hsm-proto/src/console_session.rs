@@ -513,14 +513,15 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use crate::console::{keyload_banner, stored_ok, KeyLoadLine, ASK_MASTER_KEY};
+    use crate::scripted_line::{FarEnd, Scripted};
     use crate::{AesKey, Flags, KeyHandle};
 
     const KEY: &str = "fd919884f2db9928396eb20fd8f82b80b5cbc112c4d0af880e3280f08101ca70";
 
     /// A scripted console: echoes what is typed (ESC not echoed, CR as CR LF), then answers
-    /// each line through `answer`; bytes go out one per read, as a slow serial line would.
+    /// each line through `answer`; behind a [`Scripted`] line, its bytes go out one per
+    /// read, as a slow serial line would.
     struct Console {
-        out: VecDeque<u8>,
         typed: Vec<u8>,
         answer: Box<dyn FnMut(&str) -> String + Send>,
         /// Echo this instead of what was typed (a line's echo gone wrong).
@@ -529,61 +530,38 @@ mod tests {
     }
 
     impl Console {
-        fn new(answer: impl FnMut(&str) -> String + Send + 'static) -> Console {
-            Console {
-                out: VecDeque::new(),
+        fn new(answer: impl FnMut(&str) -> String + Send + 'static) -> Scripted<Console> {
+            Scripted::new(Console {
                 typed: Vec::new(),
                 answer: Box::new(answer),
                 echo_override: None,
                 log: Arc::new(Mutex::new(Vec::new())),
-            }
+            })
         }
     }
 
-    impl Read for Console {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            match self.out.pop_front() {
-                Some(b) => {
-                    buf[0] = b;
-                    Ok(1)
-                }
-                None => Err(ErrorKind::TimedOut.into()),
-            }
-        }
-    }
-
-    impl Write for Console {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    impl FarEnd for Console {
+        fn answer(&mut self, buf: &[u8], out: &mut VecDeque<u8>) {
             self.log.lock().unwrap().extend_from_slice(buf);
             for &b in buf {
                 match b {
                     ESC => {
                         let a = (self.answer)("<ESC>");
-                        self.out.extend(a.bytes());
+                        out.extend(a.bytes());
                     }
                     b'\r' => {
                         let line = String::from_utf8(std::mem::take(&mut self.typed)).unwrap();
                         match self.echo_override.take() {
-                            Some(e) => self.out.extend(e),
-                            None => self.out.extend(line.bytes()),
+                            Some(e) => out.extend(e),
+                            None => out.extend(line.bytes()),
                         }
-                        self.out.extend(b"\r\n");
+                        out.extend(b"\r\n");
                         let a = (self.answer)(&line);
-                        self.out.extend(a.bytes());
+                        out.extend(a.bytes());
                     }
                     _ => self.typed.push(b),
                 }
             }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Line for Console {
-        fn set_read_timeout(&mut self, _t: Duration) -> io::Result<()> {
-            Ok(())
         }
     }
 
@@ -620,7 +598,7 @@ mod tests {
     }
 
     /// A device at `NO_CFG> ` that stores keys: what the tool sees of `keyload`.
-    fn keyload_console() -> Console {
+    fn keyload_console() -> Scripted<Console> {
         Console::new(|line| match line {
             "" => "NO_CFG> ".into(),
             "keyload" => format!("{}\r\n", keyload_banner(Flags(0x40))),
@@ -635,7 +613,7 @@ mod tests {
     #[test]
     fn the_echo_of_a_key_line_never_reaches_the_transcript() {
         let console = keyload_console();
-        let log = console.log.clone();
+        let log = console.far.log.clone();
         let mut s = ConsoleSession::new(Box::new(console));
         assert_eq!(s.probe(T).unwrap(), Prompt::NoConfig);
         let banner = s.send(&Typed::line("keyload"), &Expect::Answer, T).unwrap();
@@ -665,7 +643,7 @@ mod tests {
         // The device echoes a line that differs from what was typed in one digit.
         let mut wrong = format!("00000020,{KEY}").into_bytes();
         wrong[20] = b'0';
-        console.echo_override = Some(wrong.clone());
+        console.far.echo_override = Some(wrong.clone());
         let mut s = ConsoleSession::new(Box::new(console));
         let r = s.send(&key_line(0x20), &Expect::Answer, T).unwrap();
         let wrong = String::from_utf8(wrong).unwrap();

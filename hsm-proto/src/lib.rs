@@ -25,6 +25,8 @@ mod error;
 pub mod flags;
 pub mod line;
 mod opcode;
+#[cfg(test)]
+mod scripted_line;
 mod status;
 
 pub use client::{DecodedOtp, Hsm, Timeouts};

@@ -63,6 +63,7 @@ mod tests;
 #[cfg(test)]
 mod trust_tests;
 mod url;
+mod walk;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -78,6 +79,7 @@ use zeroize::Zeroizing;
 
 use self::sql::{kh_from_sql, Binary, Pool, RawOtpRow, RawRow};
 pub use self::url::{DbUrl, Engine};
+use self::walk::Rows;
 use crate::{
     AeadKey, AeadSource, Lookup, NoncePolicy, Sealed, Store, StoreError, StoredAead, WalkEntry,
 };
@@ -1130,51 +1132,30 @@ impl Store for DbStore {
         })
     }
 
-    fn write(
-        &self,
-        kh: KeyHandle,
-        id: &PublicId,
-        nonce: &Nonce,
-        aead: &Aead,
-        force: bool,
-    ) -> Result<AeadSource, StoreError> {
-        let inner = self.inner.clone();
-        let (key, n, a) = (id.as_str().to_string(), nonce.0, aead.as_bytes().to_vec());
-        let changed = self.block(async move {
-            inner
-                .pool
-                .get()
-                .put(&key, kh.0, &n, &a, force)
-                .await
-                .map_err(|e| unavailable(&e))
-        })?;
-        let source = AeadSource::row(id.as_str(), kh);
-        if !changed && !force {
-            return Err(StoreError::AlreadyExists(PathBuf::from(source.to_string())));
-        }
-        Ok(source)
-    }
-
+    /// A YubiHSM 1 AEAD goes to pyhsm's `aead_table`, a YubiHSM 2 one to `ksm_otp_aead`.
     fn put(&self, id: &PublicId, sealed: &Sealed, force: bool) -> Result<AeadSource, StoreError> {
-        let (key_id, aead) = match sealed {
-            Sealed::Hsm1 {
-                key_handle,
-                nonce,
-                aead,
-            } => return self.write(*key_handle, id, nonce, aead, force),
-            Sealed::Hsm2 { key_id, aead } => (*key_id, *aead),
-        };
         let inner = self.inner.clone();
         let key = id.as_str().to_string();
+        let source = match sealed {
+            Sealed::Hsm1 { key_handle, .. } => AeadSource::row(id.as_str(), *key_handle),
+            Sealed::Hsm2 { key_id, .. } => AeadSource::otp_row(id.as_str(), *key_id),
+        };
+        let sealed = sealed.clone();
         let changed = self.block(async move {
-            inner
-                .pool
-                .get()
-                .put_otp(&key, key_id.0, &aead.0, force)
-                .await
-                .map_err(|e| unavailable(&e))
+            let pool = inner.pool.get();
+            match sealed {
+                Sealed::Hsm1 {
+                    key_handle,
+                    nonce,
+                    aead,
+                } => {
+                    pool.put(&key, key_handle.0, &nonce.0, aead.as_bytes(), force)
+                        .await
+                }
+                Sealed::Hsm2 { key_id, aead } => pool.put_otp(&key, key_id.0, &aead.0, force).await,
+            }
+            .map_err(|e| unavailable(&e))
         })?;
-        let source = AeadSource::otp_row(id.as_str(), key_id);
         if !changed && !force {
             return Err(StoreError::AlreadyExists(PathBuf::from(source.to_string())));
         }
@@ -1216,21 +1197,7 @@ impl Store for DbStore {
     }
 
     fn entries(&self) -> Box<dyn Iterator<Item = WalkEntry> + '_> {
-        let otp_rows = OtpRows {
-            store: self,
-            after: None,
-            page: Vec::new().into_iter(),
-            done: false,
-        };
-        Box::new(
-            Rows {
-                store: self,
-                after: None,
-                page: Vec::new().into_iter(),
-                done: false,
-            }
-            .chain(otp_rows),
-        )
+        Box::new(Rows::<RawRow>::new(self).chain(Rows::<RawOtpRow>::new(self)))
     }
 
     fn len(&self) -> Option<usize> {
@@ -1258,225 +1225,5 @@ impl Store for DbStore {
             Some(why) => Err(StoreError::Unavailable(why)),
             None => Ok(()),
         }
-    }
-}
-
-/// Every row of `ksm_otp_aead`, a page at a time, checked as a lookup checks it. A database
-/// whose `db-init` predates the table has none: that is no rows, not an error.
-struct OtpRows<'a> {
-    store: &'a DbStore,
-    after: Option<(String, i64)>,
-    page: std::vec::IntoIter<RawOtpRow>,
-    done: bool,
-}
-
-impl Iterator for OtpRows<'_> {
-    type Item = WalkEntry;
-
-    fn next(&mut self) -> Option<WalkEntry> {
-        loop {
-            if let Some(row) = self.page.next() {
-                return Some(self.entry(row));
-            }
-            if self.done {
-                return None;
-            }
-            let inner = self.store.inner.clone();
-            let after = self.after.clone();
-            let r = self.store.block(async move {
-                inner
-                    .pool
-                    .get()
-                    .otp_page(after.as_ref().map(|(id, k)| (id.as_str(), *k)), PAGE)
-                    .await
-                    .or_else(|e| match sql::is_missing_table(&e) {
-                        true => Ok(Vec::new()),
-                        false => Err(unavailable(&e)),
-                    })
-            });
-            let no_key = AeadKey::OtpKey(ObjectId(0));
-            match r {
-                Ok(rows) => {
-                    self.done = rows.len() < PAGE as usize;
-                    if let Some(last) = rows.last() {
-                        let next = Some((last.public_id.clone(), last.key_id.unwrap_or(0)));
-                        if next == self.after {
-                            self.done = true;
-                            return Some(WalkEntry {
-                                source: AeadSource::otp_row(&last.public_id, ObjectId(0)),
-                                dir_key: no_key,
-                                id: None,
-                                result: Err(StoreError::DbConfig(
-                                    "the walk cannot go on: a public_id or key_id value of ksm_otp_aead is not text or an integer".into(),
-                                )),
-                                misplaced: Vec::new(),
-                                nonce_differs: false,
-                            });
-                        }
-                        self.after = next;
-                    }
-                    self.page = rows.into_iter();
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(WalkEntry {
-                        source: AeadSource::otp_row("", ObjectId(0)),
-                        dir_key: no_key,
-                        id: None,
-                        result: Err(e),
-                        misplaced: Vec::new(),
-                        nonce_differs: false,
-                    });
-                }
-            }
-        }
-    }
-}
-
-impl OtpRows<'_> {
-    fn entry(&self, row: RawOtpRow) -> WalkEntry {
-        let key_id = row
-            .key_id
-            .and_then(|k| u16::try_from(k).ok())
-            .filter(|k| *k != 0)
-            .map(ObjectId);
-        let k = key_id.unwrap_or(ObjectId(0));
-        row_entry(
-            AeadSource::otp_row(&row.public_id, k),
-            AeadKey::OtpKey(k),
-            &row.public_id,
-            key_id.is_some(),
-            "key_id is not a YubiHSM 2 object id (1 to 65535)",
-            self.store.inner.cfg.nonce_policy,
-            |id, policy| check_otp_row(&row, k, id, policy),
-        )
-    }
-}
-
-/// A row of either table as a walk reports it: malformed if its public id or its key
-/// (`key_ok`, else `bad_key` says why) does not read, else as `check` finds it under the
-/// store's nonce rule, noting apart a nonce that is not the public id.
-fn row_entry(
-    source: AeadSource,
-    dir_key: AeadKey,
-    public_id: &str,
-    key_ok: bool,
-    bad_key: &'static str,
-    policy: NoncePolicy,
-    check: impl Fn(&PublicId, NoncePolicy) -> Result<StoredAead, StoreError>,
-) -> WalkEntry {
-    let id = PublicId::new(public_id).ok();
-    let malformed = |reason| StoreError::Malformed {
-        path: PathBuf::from(source.to_string()),
-        reason,
-    };
-    let (result, nonce_differs) = match &id {
-        None => (Err(malformed("public_id is not a modhex public id")), false),
-        Some(_) if !key_ok => (Err(malformed(bad_key)), false),
-        Some(id) => {
-            let any = check(id, NoncePolicy::Any);
-            let differs = any
-                .as_ref()
-                .is_ok_and(|s| !NoncePolicy::binds(id, &s.nonce()));
-            let result = match any {
-                Ok(_) => check(id, policy),
-                e => e,
-            };
-            (result, differs)
-        }
-    };
-    WalkEntry {
-        source,
-        dir_key,
-        id,
-        result,
-        misplaced: Vec::new(),
-        nonce_differs,
-    }
-}
-
-/// Every row, a page at a time, checked as a lookup checks it.
-struct Rows<'a> {
-    store: &'a DbStore,
-    after: Option<(String, i64)>,
-    page: std::vec::IntoIter<RawRow>,
-    done: bool,
-}
-
-impl Iterator for Rows<'_> {
-    type Item = WalkEntry;
-
-    fn next(&mut self) -> Option<WalkEntry> {
-        loop {
-            if let Some(row) = self.page.next() {
-                return Some(self.entry(row));
-            }
-            if self.done {
-                return None;
-            }
-            let inner = self.store.inner.clone();
-            let after = self.after.clone();
-            let r = self.store.block(async move {
-                inner
-                    .pool
-                    .get()
-                    .page(after.as_ref().map(|(id, kh)| (id.as_str(), *kh)), PAGE)
-                    .await
-                    .map_err(|e| unavailable(&e))
-            });
-            match r {
-                Ok(rows) => {
-                    self.done = rows.len() < PAGE as usize;
-                    if let Some(last) = rows.last() {
-                        let next = Some((last.public_id.clone(), last.keyhandle.unwrap_or(0)));
-                        // A key that could not be read (a column of another type than
-                        // pyhsm's) reads as the same key again: the next page would be this
-                        // one, for ever. Stop and say so.
-                        if next == self.after {
-                            self.done = true;
-                            return Some(WalkEntry {
-                                source: AeadSource::row(&last.public_id, KeyHandle(0)),
-                                dir_key: AeadKey::Handle(KeyHandle(0)),
-                                id: None,
-                                result: Err(StoreError::DbConfig(
-                                    "the walk cannot go on: a public_id or keyhandle value is not text or an integer (are the columns pyhsm's?)".into(),
-                                )),
-                                misplaced: Vec::new(),
-                                nonce_differs: false,
-                            });
-                        }
-                        self.after = next;
-                    }
-                    self.page = rows.into_iter();
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(WalkEntry {
-                        source: AeadSource::row("", KeyHandle(0)),
-                        dir_key: AeadKey::Handle(KeyHandle(0)),
-                        id: None,
-                        result: Err(e),
-                        misplaced: Vec::new(),
-                        nonce_differs: false,
-                    });
-                }
-            }
-        }
-    }
-}
-
-impl Rows<'_> {
-    fn entry(&self, row: RawRow) -> WalkEntry {
-        let kh = row.keyhandle.and_then(kh_from_sql).map(KeyHandle);
-        let k = kh.unwrap_or(KeyHandle(0));
-        row_entry(
-            AeadSource::row(&row.public_id, k),
-            AeadKey::Handle(k),
-            &row.public_id,
-            kh.is_some(),
-            "keyhandle is not a 32-bit key handle",
-            self.store.inner.cfg.nonce_policy,
-            |id, policy| check_row(&row, k, id, policy),
-        )
     }
 }

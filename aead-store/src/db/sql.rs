@@ -83,7 +83,7 @@ pub(crate) enum Pool {
 /// value's length in bytes, `int8` its cast to a 64-bit integer): the key widened so one
 /// Rust type reads it whatever the column's declared width, and each binary value only if
 /// it is at most [`MAX_VALUE`] bytes, with its length beside it (`nonce_len`, `aead_len`).
-fn columns(otp: bool, len: &str, int8: impl Fn(&str) -> String) -> String {
+fn column_list(otp: bool, len: &str, int8: impl Fn(&str) -> String) -> String {
     let bounded = |c: &str| {
         format!(
             "CASE WHEN {len}({c}) <= {MAX_VALUE} THEN {c} END AS {c}, {} AS {c}_len",
@@ -103,20 +103,6 @@ fn columns(otp: bool, len: &str, int8: impl Fn(&str) -> String) -> String {
             bounded("aead")
         ),
     }
-}
-
-fn cols_pg(otp: bool) -> String {
-    columns(otp, "octet_length", |e| format!("({e})::int8"))
-}
-
-fn cols_my(otp: bool) -> String {
-    columns(otp, "OCTET_LENGTH", |e| format!("CAST({e} AS SIGNED)"))
-}
-
-/// SQLite's `length` counts the bytes of a blob (without reading it) and the characters of
-/// a text, which is never a good value anyway.
-fn cols_lite(otp: bool) -> String {
-    columns(otp, "length", |e| format!("CAST({e} AS INTEGER)"))
 }
 
 /// The PostgreSQL channel the trigger installed by `db-init` notifies: the payload is the
@@ -220,41 +206,48 @@ macro_rules! raw_otp {
     };
 }
 
-/// Runs a row SELECT on whichever pool this is (three pool types, so a macro rather than a
-/// function): `{cols}` in `sql` becomes the engine's column list (pyhsm's table's, or with
-/// `otp` first, ours), and its `?` parameters, numbered for PostgreSQL, are bound in order.
-macro_rules! select_rows {
-    (otp, $pool:expr, $sql:expr $(, $bind:expr)*) => {
-        select_rows!(@ $pool, [cols_pg(true), cols_my(true), cols_lite(true)], raw_otp, RawOtpRow, $sql $(, $bind)*)
-    };
-    ($pool:expr, $sql:expr $(, $bind:expr)*) => {
-        select_rows!(@ $pool, [cols_pg(false), cols_my(false), cols_lite(false)], raw, RawRow, $sql $(, $bind)*)
-    };
-    (@ $pool:expr, [$pg:expr, $my:expr, $lite:expr], $conv:ident, $ty:ty, $sql:expr $(, $bind:expr)*) => {
+/// Runs `$body` with `$p` bound to whichever engine's pool `$pool` is (three pool types, so a
+/// macro rather than a function): for what is the same call on every engine. With `$wrap`,
+/// that engine's [`Pool`] variant is bound too, to wrap a new pool of the same engine.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident $(, $wrap:ident)?| $body:expr) => {
         match $pool {
-            Pool::Pg(p) => sqlx::query(&numbered(&$sql.replace("{cols}", &$pg)))
-                $(.bind($bind))*
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| $conv!(r))
-                .collect::<Vec<$ty>>(),
-            Pool::My(p) => sqlx::query(&$sql.replace("{cols}", &$my))
-                $(.bind($bind))*
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| $conv!(r))
-                .collect::<Vec<$ty>>(),
-            Pool::Lite(p) => sqlx::query(&$sql.replace("{cols}", &$lite))
-                $(.bind($bind))*
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| $conv!(r))
-                .collect::<Vec<$ty>>(),
+            Pool::Pg($p) => {
+                $(let $wrap = Pool::Pg;)?
+                $body
+            }
+            Pool::My($p) => {
+                $(let $wrap = Pool::My;)?
+                $body
+            }
+            Pool::Lite($p) => {
+                $(let $wrap = Pool::Lite;)?
+                $body
+            }
         }
     };
+}
+
+/// Runs a row SELECT on whichever pool this is: `{cols}` in `sql` becomes the engine's
+/// column list (pyhsm's table's, or with `otp` first, ours), and its `?` parameters are
+/// bound in order.
+macro_rules! select_rows {
+    (otp, $pool:expr, $sql:expr $(, $bind:expr)*) => {
+        select_rows!(@ $pool, true, raw_otp, $sql $(, $bind)*)
+    };
+    ($pool:expr, $sql:expr $(, $bind:expr)*) => {
+        select_rows!(@ $pool, false, raw, $sql $(, $bind)*)
+    };
+    (@ $pool:expr, $otp:expr, $conv:ident, $sql:expr $(, $bind:expr)*) => {{
+        let sql = $pool.dialect($sql.replace("{cols}", &$pool.columns($otp)));
+        on_pool!($pool, |p| sqlx::query(&sql)
+            $(.bind($bind))*
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(|r| $conv!(r))
+            .collect::<Vec<_>>())
+    }};
 }
 
 /// `sql` with its `?` parameters numbered `$1`, `$2`, … as PostgreSQL wants them.
@@ -296,7 +289,44 @@ pub(crate) fn kh_from_sql(v: i64) -> Option<u32> {
         .map(|i| u32::from_ne_bytes(i.to_ne_bytes()))
 }
 
+/// What an INSERT of [`Pool::put`] or [`Pool::put_otp`] came to: whether the table changed.
+/// Without `replace` the statement is a plain INSERT whose duplicate key is the answer
+/// "exists" (an upsert that changes nothing cannot say so on MySQL, whose driver counts the
+/// rows matched, not changed).
+fn inserted(r: Result<(), sqlx::Error>) -> Result<bool, sqlx::Error> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Pool {
+    /// The column list every read selects ([`column_list`]), in this pool's dialect.
+    fn columns(&self, otp: bool) -> String {
+        match self {
+            Pool::Pg(_) => column_list(otp, "octet_length", |e| format!("({e})::int8")),
+            Pool::My(_) => column_list(otp, "OCTET_LENGTH", |e| format!("CAST({e} AS SIGNED)")),
+            // SQLite's `length` counts the bytes of a blob (without reading it) and the
+            // characters of a text, which is never a good value anyway.
+            Pool::Lite(_) => column_list(otp, "length", |e| format!("CAST({e} AS INTEGER)")),
+        }
+    }
+
+    /// `sql`, written with `?` parameters, as this pool's engine takes it: PostgreSQL's
+    /// numbered (see [`numbered`]), the others' as they are.
+    fn dialect(&self, sql: String) -> String {
+        match self {
+            Pool::Pg(_) => numbered(&sql),
+            Pool::My(_) | Pool::Lite(_) => sql,
+        }
+    }
+
     /// A pool of at most `size` connections that connects lazily (a daemon starts while its
     /// database is down) and waits at most `acquire` for a connection.
     pub(crate) fn new(url: &DbUrl, password: Option<&str>, size: u32, acquire: Duration) -> Pool {
@@ -342,47 +372,23 @@ impl Pool {
     /// A pool with this one's settings and no connection yet, to take its place (see
     /// `Replaceable` in the module above). Made inside the store's runtime.
     pub(crate) fn fresh(&self) -> Pool {
-        match self {
-            Pool::Pg(p) => Pool::Pg(
-                p.options()
-                    .clone()
-                    .connect_lazy_with((*p.connect_options()).clone()),
-            ),
-            Pool::My(p) => Pool::My(
-                p.options()
-                    .clone()
-                    .connect_lazy_with((*p.connect_options()).clone()),
-            ),
-            Pool::Lite(p) => Pool::Lite(
-                p.options()
-                    .clone()
-                    .connect_lazy_with((*p.connect_options()).clone()),
-            ),
-        }
+        on_pool!(self, |p, wrap| wrap(
+            p.options()
+                .clone()
+                .connect_lazy_with((*p.connect_options()).clone())
+        ))
     }
 
     /// Every connection the pool may have is open (or opening) and none is free.
     pub(crate) fn saturated(&self) -> bool {
-        fn full(size: u32, idle: usize, max: u32) -> bool {
-            size >= max && idle == 0
-        }
-        match self {
-            Pool::Pg(p) => full(p.size(), p.num_idle(), p.options().get_max_connections()),
-            Pool::My(p) => full(p.size(), p.num_idle(), p.options().get_max_connections()),
-            Pool::Lite(p) => full(p.size(), p.num_idle(), p.options().get_max_connections()),
-        }
+        on_pool!(self, |p| p.size() >= p.options().get_max_connections()
+            && p.num_idle() == 0)
     }
 
     /// Closes the pool without waiting: connections still out are closed as they come back,
     /// and one that never comes back is given up with its socket, by the kernel.
     pub(crate) fn close_in_background(self) {
-        tokio::spawn(async move {
-            match self {
-                Pool::Pg(p) => p.close().await,
-                Pool::My(p) => p.close().await,
-                Pool::Lite(p) => p.close().await,
-            }
-        });
+        tokio::spawn(async move { on_pool!(self, |p| p.close().await) });
     }
 
     /// On PostgreSQL, the small pool the LISTEN and its heartbeat use, so that they take no
@@ -457,51 +463,22 @@ impl Pool {
         replace: bool,
     ) -> Result<bool, sqlx::Error> {
         let kh = kh_to_sql(kh);
-        // Without `replace`, a plain INSERT whose duplicate key is the answer "exists" (an
-        // upsert that changes nothing cannot say so on MySQL, whose driver counts the rows
-        // matched, not changed).
-        let r = match self {
-            Pool::Pg(p) => {
-                let on = if replace {
-                    " ON CONFLICT (public_id, keyhandle) DO UPDATE SET nonce = excluded.nonce, aead = excluded.aead"
-                } else {
-                    ""
-                };
-                sqlx::query(&format!("INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES ($1, $2, $3, $4){on}"))
-                    .bind(public_id).bind(kh).bind(nonce).bind(aead)
-                    .execute(p).await.map(|_| ())
-            }
-            Pool::My(p) => {
-                let on = if replace {
-                    " ON DUPLICATE KEY UPDATE nonce = VALUES(nonce), aead = VALUES(aead)"
-                } else {
-                    ""
-                };
-                sqlx::query(&format!("INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES (?, ?, ?, ?){on}"))
-                    .bind(public_id).bind(kh).bind(nonce).bind(aead)
-                    .execute(p).await.map(|_| ())
-            }
-            Pool::Lite(p) => {
-                let on = if replace {
-                    " ON CONFLICT (public_id, keyhandle) DO UPDATE SET nonce = excluded.nonce, aead = excluded.aead"
-                } else {
-                    ""
-                };
-                sqlx::query(&format!("INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES (?, ?, ?, ?){on}"))
-                    .bind(public_id).bind(kh).bind(nonce).bind(aead)
-                    .execute(p).await.map(|_| ())
-            }
+        let on = match (replace, self) {
+            (false, _) => "",
+            (true, Pool::My(_)) => " ON DUPLICATE KEY UPDATE nonce = VALUES(nonce), aead = VALUES(aead)",
+            (true, Pool::Pg(_) | Pool::Lite(_)) => " ON CONFLICT (public_id, keyhandle) DO UPDATE SET nonce = excluded.nonce, aead = excluded.aead",
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_unique_violation()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        let sql = self.dialect(format!(
+            "INSERT INTO aead_table (public_id, keyhandle, nonce, aead) VALUES (?, ?, ?, ?){on}"
+        ));
+        inserted(on_pool!(self, |p| sqlx::query(&sql)
+            .bind(public_id)
+            .bind(kh)
+            .bind(nonce)
+            .bind(aead)
+            .execute(p)
+            .await
+            .map(|_| ())))
     }
 
     /// Every row of our YubiHSM 2 table for `public_id`.
@@ -547,39 +524,23 @@ impl Pool {
         replace: bool,
     ) -> Result<bool, sqlx::Error> {
         let key = i32::from(key_id);
-        let on_pg_lite = if replace {
-            " ON CONFLICT (public_id, key_id) DO UPDATE SET aead = excluded.aead"
-        } else {
-            ""
-        };
-        let r = match self {
-            Pool::Pg(p) => sqlx::query(&format!("INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES ($1, $2, $3){on_pg_lite}"))
-                .bind(public_id).bind(key).bind(aead)
-                .execute(p).await.map(|_| ()),
-            Pool::My(p) => {
-                let on = if replace {
-                    " ON DUPLICATE KEY UPDATE aead = VALUES(aead)"
-                } else {
-                    ""
-                };
-                sqlx::query(&format!("INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES (?, ?, ?){on}"))
-                    .bind(public_id).bind(key).bind(aead)
-                    .execute(p).await.map(|_| ())
+        let on = match (replace, self) {
+            (false, _) => "",
+            (true, Pool::My(_)) => " ON DUPLICATE KEY UPDATE aead = VALUES(aead)",
+            (true, Pool::Pg(_) | Pool::Lite(_)) => {
+                " ON CONFLICT (public_id, key_id) DO UPDATE SET aead = excluded.aead"
             }
-            Pool::Lite(p) => sqlx::query(&format!("INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES (?, ?, ?){on_pg_lite}"))
-                .bind(public_id).bind(key).bind(aead)
-                .execute(p).await.map(|_| ()),
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_unique_violation()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        let sql = self.dialect(format!(
+            "INSERT INTO ksm_otp_aead (public_id, key_id, aead) VALUES (?, ?, ?){on}"
+        ));
+        inserted(on_pool!(self, |p| sqlx::query(&sql)
+            .bind(public_id)
+            .bind(key)
+            .bind(aead)
+            .execute(p)
+            .await
+            .map(|_| ())))
     }
 
     /// One connection of its own, outside the pool, opened and closed. The pool takes a
@@ -596,14 +557,11 @@ impl Pool {
 
     /// A round trip.
     pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Pool::Pg(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-            Pool::My(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-            Pool::Lite(p) => sqlx::query("SELECT 1 FROM aead_table LIMIT 1")
-                .execute(p)
-                .await
-                .map(|_| ()),
-        }
+        let sql = match self {
+            Pool::Pg(_) | Pool::My(_) => "SELECT 1",
+            Pool::Lite(_) => "SELECT 1 FROM aead_table LIMIT 1",
+        };
+        on_pool!(self, |p| sqlx::query(sql).execute(p).await.map(|_| ()))
     }
 
     /// `ksm store db-init`: pyhsm's table as `doc/db_schema` has it (on PostgreSQL, which

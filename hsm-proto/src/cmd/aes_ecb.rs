@@ -1,7 +1,7 @@
 //! `YSM_AES_ECB_BLOCK_ENCRYPT` (0x0d), `_DECRYPT` (0x0e) and `_DECRYPT_CMP` (0x0f): one AES
 //! block with a key handle's key.
 
-use super::{echo_eq, Command, Message, Response};
+use super::{echo_key_handle, Command, Message, Response};
 use crate::codec::{Reader, Writer};
 use crate::{KeyHandle, Opcode, Result, SecretBytes, Status};
 
@@ -147,12 +147,7 @@ impl Command for AesEcbBlockEncrypt {
     const OPCODE: Opcode = Opcode::AesEcbBlockEncrypt;
     type Response = AesEcbResponse;
     fn check_echo(&self, resp: &AesEcbResponse) -> Result<()> {
-        echo_eq(
-            Self::OPCODE,
-            "key handle",
-            &self.key_handle,
-            &resp.key_handle,
-        )
+        echo_key_handle(Self::OPCODE, self.key_handle, resp.key_handle)
     }
 }
 
@@ -160,12 +155,7 @@ impl Command for AesEcbBlockDecrypt {
     const OPCODE: Opcode = Opcode::AesEcbBlockDecrypt;
     type Response = AesEcbResponse;
     fn check_echo(&self, resp: &AesEcbResponse) -> Result<()> {
-        echo_eq(
-            Self::OPCODE,
-            "key handle",
-            &self.key_handle,
-            &resp.key_handle,
-        )
+        echo_key_handle(Self::OPCODE, self.key_handle, resp.key_handle)
     }
 }
 
@@ -173,11 +163,6 @@ impl Command for AesEcbBlockDecryptCmp {
     const OPCODE: Opcode = Opcode::AesEcbBlockDecryptCmp;
     type Response = AesEcbCmpResponse;
     fn check_echo(&self, resp: &AesEcbCmpResponse) -> Result<()> {
-        echo_eq(
-            Self::OPCODE,
-            "key handle",
-            &self.key_handle,
-            &resp.key_handle,
-        )
+        echo_key_handle(Self::OPCODE, self.key_handle, resp.key_handle)
     }
 }

@@ -3,6 +3,7 @@
 
 use otp_core::otp::OtpCounters;
 
+use super::otp_decode::{read_counters, write_counters};
 use super::{echo_eq, Command, Message, Response};
 use crate::codec::{Reader, Writer};
 use crate::{Nonce, Opcode, Result, Status};
@@ -41,28 +42,14 @@ impl Message for DbOtpValidate {
 
 impl Message for DbOtpValidateResponse {
     fn encode(&self, w: &mut Writer) {
-        let c = &self.counters;
-        w.nonce(&self.public_id)
-            .u16(c.use_ctr)
-            .u8(c.session_ctr)
-            .u8(c.ts_high)
-            .u16(c.ts_low)
-            .status(self.status);
+        w.nonce(&self.public_id);
+        write_counters(w, &self.counters);
+        w.status(self.status);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self> {
-        let public_id = r.nonce()?;
-        let use_ctr = r.u16()?;
-        let session_ctr = r.u8()?;
-        let ts_high = r.u8()?;
-        let ts_low = r.u16()?;
         Ok(DbOtpValidateResponse {
-            public_id,
-            counters: OtpCounters {
-                use_ctr,
-                session_ctr,
-                ts_high,
-                ts_low,
-            },
+            public_id: r.nonce()?,
+            counters: read_counters(r)?,
             status: r.status()?,
         })
     }

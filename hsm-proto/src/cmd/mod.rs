@@ -6,6 +6,7 @@
 
 mod aead_decrypt_cmp;
 mod aead_generate;
+mod aead_status;
 mod aes_ecb;
 mod buffer;
 mod db_otp_validate;
@@ -24,6 +25,7 @@ pub use aead_decrypt_cmp::{AeadDecryptCmp, AeadDecryptCmpResponse};
 pub use aead_generate::{
     AeadGenerate, AeadGenerateResponse, BufferAeadGenerate, RandomAeadGenerate,
 };
+pub use aead_status::AeadStatusResponse;
 pub use aes_ecb::{
     AesEcbBlockDecrypt, AesEcbBlockDecryptCmp, AesEcbBlockEncrypt, AesEcbCmpResponse,
     AesEcbResponse,
@@ -42,7 +44,7 @@ pub use temp_key_load::{TempKeyLoad, TempKeyLoadResponse};
 pub use unlock::{HsmUnlock, KeyStorageUnlock, KeyStoreDecrypt, StatusResponse};
 
 use crate::codec::{Frame, Reader, Writer};
-use crate::{Error, Opcode, Result, Status};
+use crate::{Error, KeyHandle, Opcode, Result, Status};
 
 /// A message body with a fixed layout.
 pub trait Message: Sized + std::fmt::Debug {
@@ -81,6 +83,11 @@ pub(crate) fn echo_eq<T: PartialEq>(cmd: Opcode, field: &'static str, a: &T, b: 
     } else {
         Err(Error::EchoMismatch { cmd, field })
     }
+}
+
+/// [`echo_eq`] on the key handle a command names, which most responses echo.
+pub(crate) fn echo_key_handle(cmd: Opcode, sent: KeyHandle, echoed: KeyHandle) -> Result<()> {
+    echo_eq(cmd, "key handle", &sent, &echoed)
 }
 
 /// Encodes a request frame: `bcnt, cmd, payload`.

@@ -3,7 +3,8 @@
 
 use otp_core::otp::OtpCounters;
 
-use super::{echo_eq, Command, Message, Response};
+use super::aead_status::echo_aead_names;
+use super::{Command, Message, Response};
 use crate::codec::{Reader, Writer};
 use crate::{KeyHandle, Nonce, Opcode, Result, Status};
 
@@ -53,34 +54,37 @@ impl Message for AeadOtpDecode {
 
 impl Message for AeadOtpDecodeResponse {
     fn encode(&self, w: &mut Writer) {
-        let c = &self.counters;
         w.nonce(&self.public_id).key_handle(self.key_handle);
-        w.u16(c.use_ctr)
-            .u8(c.session_ctr)
-            .u8(c.ts_high)
-            .u16(c.ts_low)
-            .status(self.status);
+        write_counters(w, &self.counters);
+        w.status(self.status);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self> {
-        let public_id = r.nonce()?;
-        let key_handle = r.key_handle()?;
-        let use_ctr = r.u16()?;
-        let session_ctr = r.u8()?;
-        let ts_high = r.u8()?;
-        let ts_low = r.u16()?;
-        let status = r.status()?;
         Ok(AeadOtpDecodeResponse {
-            public_id,
-            key_handle,
-            counters: OtpCounters {
-                use_ctr,
-                session_ctr,
-                ts_high,
-                ts_low,
-            },
-            status,
+            public_id: r.nonce()?,
+            key_handle: r.key_handle()?,
+            counters: read_counters(r)?,
+            status: r.status()?,
         })
     }
+}
+
+/// The token's counters as both OTP commands' responses carry them (`useCtr`, `sessionCtr`,
+/// `tstph`, `tstpl`), here and in `YSM_DB_OTP_VALIDATE_RESP`.
+pub(super) fn write_counters(w: &mut Writer, c: &OtpCounters) {
+    w.u16(c.use_ctr)
+        .u8(c.session_ctr)
+        .u8(c.ts_high)
+        .u16(c.ts_low);
+}
+
+/// Reads what [`write_counters`] writes.
+pub(super) fn read_counters(r: &mut Reader<'_>) -> Result<OtpCounters> {
+    Ok(OtpCounters {
+        use_ctr: r.u16()?,
+        session_ctr: r.u8()?,
+        ts_high: r.u8()?,
+        ts_low: r.u16()?,
+    })
 }
 
 impl Response for AeadOtpDecodeResponse {
@@ -93,12 +97,11 @@ impl Command for AeadOtpDecode {
     const OPCODE: Opcode = Opcode::AeadYubikeyOtpDecode;
     type Response = AeadOtpDecodeResponse;
     fn check_echo(&self, resp: &AeadOtpDecodeResponse) -> Result<()> {
-        echo_eq(
+        echo_aead_names(
             Self::OPCODE,
-            "key handle",
-            &self.key_handle,
-            &resp.key_handle,
-        )?;
-        echo_eq(Self::OPCODE, "public id", &self.public_id, &resp.public_id)
+            "public id",
+            (self.key_handle, &self.public_id),
+            (resp.key_handle, &resp.public_id),
+        )
     }
 }

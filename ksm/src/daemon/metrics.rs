@@ -230,12 +230,10 @@ mod tests {
         ) -> Result<Option<aead_store::StoredAead>, aead_store::StoreError> {
             Ok(None)
         }
-        fn write(
+        fn put(
             &self,
-            _: hsm_proto::KeyHandle,
             _: &hsm_proto::PublicId,
-            _: &hsm_proto::Nonce,
-            _: &hsm_proto::Aead,
+            _: &aead_store::Sealed,
             _: bool,
         ) -> Result<aead_store::AeadSource, aead_store::StoreError> {
             Err(aead_store::StoreError::NoBase("none".into()))

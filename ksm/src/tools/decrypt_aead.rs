@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use aead_store::format::AeadFile;
-use aead_store::{read_aead_file, FsStore};
+use aead_store::{read_aead_file, FsStore, Sealed, Store as _};
 use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
 
 use crate::tools;
@@ -301,17 +301,17 @@ fn read(
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     match read_aead_file(path)? {
-        AeadFile::V1 {
+        AeadFile::Keyed(Sealed::Hsm1 {
             key_handle,
             nonce,
             aead,
-        } => Ok((key_handle, nonce, aead)),
+        }) => Ok((key_handle, nonce, aead)),
         AeadFile::V0(a) => {
             let kh = kh_for_v0
                 .ok_or_else(|| Error::Usage("version-0 file: --key-handle is needed".into()))?;
             Ok((kh, PublicId::new(name)?.to_nonce()?, a))
         }
-        AeadFile::Hsm2 { .. } => Err(Error::Usage(format!(
+        AeadFile::Keyed(Sealed::Hsm2 { .. }) => Err(Error::Usage(format!(
             "{}: a YubiHSM 2 AEAD file; decrypt-aead reads YubiHSM 1 files only",
             aead_store::shown(&path)
         ))),
