@@ -4,9 +4,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon::config::ServeArgs;
 use crate::emulate::EmulateArgs;
 use crate::info::InfoArgs;
+use crate::settings::options::ServeArgs;
 use crate::tools::config_import::ConfigArgs;
 use crate::tools::decrypt_aead::DecryptArgs;
 use crate::tools::docs::OutDirArgs;

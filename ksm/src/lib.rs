@@ -3,6 +3,8 @@
 //!
 //! - [`cli`]: the `ksm` command line (one subcommand per job);
 //! - [`daemon`]: `ksm serve`, its HTTP API, the HSM pool and the sharing socket;
+//! - [`settings`]: `ksm.toml`'s schema and defaults and the options the daemon and the tools
+//!   share;
 //! - [`device`]: what `-D` names (a serial YubiHSM, a soft HSM file, a YubiHSM 2's connector
 //!   URL or `usb`), opening it, and the client side of the daemon's sharing socket;
 //! - [`tools`]: keystore unlock, key generation and import, AEAD decryption, store checks,
@@ -22,6 +24,7 @@ mod error;
 pub mod info;
 pub mod logging;
 pub mod process;
+pub mod settings;
 pub mod tools;
 
 pub use error::Error;

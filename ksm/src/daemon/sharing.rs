@@ -44,8 +44,9 @@ use zeroize::Zeroizing;
 
 use crate::daemon::owner::PoolError;
 use crate::daemon::pool::{Lease, Pool};
-use crate::daemon::tool_frame::{SocketPolicy, ToolFrame};
+use crate::daemon::tool_frame::ToolFrame;
 use crate::device::sharing::{ERR, FRAME, LIST, LIST_KINDS, OK, PENDING, RELEASE, UNLOCK_HSM2};
+use crate::settings::socket_policy::SocketPolicy;
 
 /// How many wrong YubiHSM 2 passwords a device takes within [`WRONG_PASSWORD_WINDOW`]
 /// before refusing further ones without asking it.
