@@ -98,7 +98,7 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
 }
 
 fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, (u64, u64)), Error> {
-    let (std_listener, id) = crate::daemon::sharing::bind_private(path)?;
+    let (std_listener, id) = crate::private_socket::bind_private(path)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("socket", e))?;
@@ -287,7 +287,7 @@ pub async fn serve(
     hangup.abort();
     if let (Some((task, id)), Some(p)) = (sharing, &s.socket) {
         task.abort();
-        crate::daemon::sharing::remove_if_ours(p, id);
+        crate::private_socket::remove_if_ours(p, id);
     }
     drop(socket_claim);
     drop(pid_file);
