@@ -47,14 +47,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::inotify_watch::{Change, Event, RecursiveWatch};
-use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+use otp_core::{Aead, KeyHandle, Nonce, OtpAead, PublicId};
 use tracing::{debug, warn};
 
 use crate::fs_store::Found;
 use crate::layout::{aead_path_in, classify, KeyHandleDirs, Layout, Place};
 use crate::walk::Walk;
 use crate::{AeadKey, AeadSource, FsStore, Sealed, Store, StoreError, StoredAead, WalkEntry};
-use hsm2_proto::OtpAead;
 
 /// Measured memory per cached AEAD, map overhead included (see the `memory_per_entry`
 /// test): 1,000,000 AEADs take 71 MB (random ids) to 93 MB (sequential ids).
@@ -699,10 +698,10 @@ mod tests {
     #[test]
     fn yubihsm2_aeads_are_cached_and_come_back_as_they_were_read() {
         let d = tempfile::tempdir().unwrap();
-        let k5 = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+        let k5 = AeadKey::OtpKey(otp_core::ObjectId(5));
         let disk = FsStore::open_keys(d.path(), vec![k5, KH.into()]).unwrap();
         let sealed = Sealed::Hsm2 {
-            key_id: hsm2_proto::ObjectId(5),
+            key_id: otp_core::ObjectId(5),
             aead: OtpAead::from_yubihsm1(id(1).to_nonce().unwrap().0, [3; 30]),
         };
         let written = disk.put(&id(1), &sealed, false).unwrap();
@@ -719,7 +718,7 @@ mod tests {
         assert_eq!(c.lookup(&id(2)).unwrap().unwrap().key(), KH.into());
         // Put through the cache: dropped at once, the new one read.
         let newer = Sealed::Hsm2 {
-            key_id: hsm2_proto::ObjectId(5),
+            key_id: otp_core::ObjectId(5),
             aead: OtpAead::from_yubihsm1(id(1).to_nonce().unwrap().0, [4; 30]),
         };
         c.put(&id(1), &newer, true).unwrap();
@@ -731,11 +730,11 @@ mod tests {
     #[test]
     fn fallbacks_behind_a_cached_aead_are_the_disks() {
         let d = tempfile::tempdir().unwrap();
-        let k5 = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+        let k5 = AeadKey::OtpKey(otp_core::ObjectId(5));
         let disk = FsStore::open_keys(d.path(), vec![k5, KH.into()]).unwrap();
         let n = id(1).to_nonce().unwrap();
         let sealed = Sealed::Hsm2 {
-            key_id: hsm2_proto::ObjectId(5),
+            key_id: otp_core::ObjectId(5),
             aead: OtpAead::from_yubihsm1(n.0, [3; 30]),
         };
         disk.put(&id(1), &sealed, false).unwrap();

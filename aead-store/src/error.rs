@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hsm_proto::{KeyHandle, Nonce, PublicId};
+use otp_core::{KeyHandle, Nonce, PublicId};
 
 use crate::AeadKey;
 

@@ -19,8 +19,7 @@
 //! marker to `0d 0a`; that cannot be undone reliably, so such a file parses with a longer
 //! AEAD that the HSM then refuses.
 
-use hsm2_proto::{ObjectId, OtpAead};
-use hsm_proto::{Aead, KeyHandle, Nonce};
+use otp_core::{Aead, KeyHandle, Nonce, ObjectId, OtpAead};
 
 /// The version-1 marker line (13 bytes).
 pub const MARKER: &[u8] = b"YubiHSM AEAD\n";

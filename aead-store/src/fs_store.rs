@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
 use nix::fcntl::OFlag;
+use otp_core::{Aead, KeyHandle, Nonce, PublicId};
 use tracing::{info, warn};
 
 use crate::dir_handle::Dir;
@@ -438,15 +438,15 @@ mod tests {
         p
     }
 
-    const K5: AeadKey = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
-    const K6: AeadKey = AeadKey::OtpKey(hsm2_proto::ObjectId(6));
+    const K5: AeadKey = AeadKey::OtpKey(otp_core::ObjectId(5));
+    const K6: AeadKey = AeadKey::OtpKey(otp_core::ObjectId(6));
 
     /// A YubiHSM 2 AEAD whose nonce is `nonce`.
-    fn otp(nonce: Nonce, fill: u8) -> hsm2_proto::OtpAead {
-        hsm2_proto::OtpAead::from_yubihsm1(nonce.0, [fill; 30])
+    fn otp(nonce: Nonce, fill: u8) -> otp_core::OtpAead {
+        otp_core::OtpAead::from_yubihsm1(nonce.0, [fill; 30])
     }
 
-    fn hsm2(key: AeadKey, aead: hsm2_proto::OtpAead) -> Sealed {
+    fn hsm2(key: AeadKey, aead: otp_core::OtpAead) -> Sealed {
         let AeadKey::OtpKey(key_id) = key else {
             panic!("not a YubiHSM 2 key")
         };
@@ -472,7 +472,7 @@ mod tests {
             "otp-aead-key-0x0006",
             "ccbbddeeffcc",
             Layout::Code,
-            &format::write_v2(hsm2_proto::ObjectId(6), &otp(nonce("ccbbddeeffcd"), 4)),
+            &format::write_v2(otp_core::ObjectId(6), &otp(nonce("ccbbddeeffcd"), 4)),
         );
         assert!(matches!(
             FsStore::open_keys(d.path(), vec![K6]).unwrap().lookup(&i),
@@ -492,7 +492,7 @@ mod tests {
         assert_eq!(keys(KH20.into()), vec![AeadKey::from(KH21)]);
         assert_eq!(keys(KH21.into()), vec![]);
         // A key not configured, or an id with nothing else: none.
-        assert_eq!(keys(AeadKey::OtpKey(hsm2_proto::ObjectId(9))), vec![]);
+        assert_eq!(keys(AeadKey::OtpKey(otp_core::ObjectId(9))), vec![]);
         assert_eq!(s.fallbacks(&id("ccbbddeeffcd"), K5).unwrap(), vec![]);
         // A bad later file (KH20's) is left out; a bad first one is the lookup's error.
         fs::write(file(&s.fallbacks(&i, K5).unwrap()[0].source), b"junk").unwrap();
@@ -516,7 +516,7 @@ mod tests {
         );
         assert_eq!(
             fs::read(&p).unwrap(),
-            format::write_v2(hsm2_proto::ObjectId(5), &otp(nonce("ccbbddeeffcc"), 7))
+            format::write_v2(otp_core::ObjectId(5), &otp(nonce("ccbbddeeffcc"), 7))
         );
         let got = s.lookup(&i).unwrap().unwrap();
         assert_eq!((got.sealed, got.source), (sealed.clone(), source));
@@ -570,7 +570,7 @@ mod tests {
         let n = nonce("ccbbddeeffcc");
         // A YubiHSM 2 file under a key handle, a pyhsm file under an otp-aead-key, and a
         // version-2 file for key 6 in key 5's directory.
-        let v2 = format::write_v2(hsm2_proto::ObjectId(6), &otp(n, 1));
+        let v2 = format::write_v2(otp_core::ObjectId(6), &otp(n, 1));
         let p = put(d.path(), "0x20", "ccbbddeeffcc", Layout::Code, &v2);
         assert_eq!(
             store_at(d.path(), &[KH20.into()]).lookup(&i),

@@ -7,8 +7,7 @@
 
 use std::fmt;
 
-use hsm2_proto::ObjectId;
-use hsm_proto::KeyHandle;
+use otp_core::{KeyHandle, ObjectId};
 
 /// What a directory name must start with to hold YubiHSM 2 AEADs (`otp-aead-key-0x0005`).
 ///

@@ -20,7 +20,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use hsm_proto::{modhex, KeyHandle, PublicId};
+use otp_core::{modhex, KeyHandle, PublicId};
 
 use crate::{AeadKey, StoreError};
 
@@ -297,7 +297,7 @@ mod tests {
         for i in ["cb", "ccbbddeeffcc", "vvvvvvvvvvvvvvvv"] {
             for key in [
                 AeadKey::from(KeyHandle(0x20)),
-                AeadKey::OtpKey(hsm2_proto::ObjectId(5)),
+                AeadKey::OtpKey(otp_core::ObjectId(5)),
             ] {
                 let i = id(i);
                 let (dirs, file) = write_names(key, &i);
@@ -397,7 +397,7 @@ mod tests {
         let dirs = KeyHandleDirs::read(d.path()).unwrap();
         let keys: Vec<String> = dirs.iter().map(|(k, _)| k.dir_name()).collect();
         assert_eq!(keys, ["0x20", "otp-aead-key-0x0005", "otp-aead-key-0x0006"]);
-        let five = AeadKey::OtpKey(hsm2_proto::ObjectId(5));
+        let five = AeadKey::OtpKey(otp_core::ObjectId(5));
         assert_eq!(
             dirs.of(five)
                 .map(|(_, p)| p.to_path_buf())

@@ -20,12 +20,12 @@ enum Place {
     /// A row of pyhsm's `aead_table`, by its primary key.
     Row {
         public_id: String,
-        key_handle: hsm_proto::KeyHandle,
+        key_handle: otp_core::KeyHandle,
     },
     /// A row of our `ksm_otp_aead` (YubiHSM 2 AEADs), by its primary key.
     OtpRow {
         public_id: String,
-        key_id: hsm2_proto::ObjectId,
+        key_id: otp_core::ObjectId,
     },
 }
 
@@ -37,7 +37,7 @@ impl AeadSource {
 
     /// The row of `aead_table` with this primary key.
     #[cfg(feature = "db")]
-    pub(crate) fn row(public_id: &str, key_handle: hsm_proto::KeyHandle) -> AeadSource {
+    pub(crate) fn row(public_id: &str, key_handle: otp_core::KeyHandle) -> AeadSource {
         AeadSource(Place::Row {
             public_id: public_id.to_string(),
             key_handle,
@@ -46,7 +46,7 @@ impl AeadSource {
 
     /// The row of `ksm_otp_aead` with this primary key.
     #[cfg(feature = "db")]
-    pub(crate) fn otp_row(public_id: &str, key_id: hsm2_proto::ObjectId) -> AeadSource {
+    pub(crate) fn otp_row(public_id: &str, key_id: otp_core::ObjectId) -> AeadSource {
         AeadSource(Place::OtpRow {
             public_id: public_id.to_string(),
             key_id,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hsm_proto::{KeyHandle, PublicId};
+use otp_core::{KeyHandle, PublicId};
 
 use crate::layout::{aead_path_in, KeyHandleDirs, Layout};
 use crate::{AeadKey, AeadSource, FsStore, NoncePolicy, StoreError, StoredAead};
@@ -245,7 +245,7 @@ impl Iterator for Walk<'_> {
 mod tests {
     use super::*;
     use crate::format;
-    use hsm_proto::{Aead, Nonce};
+    use otp_core::{Aead, Nonce};
 
     const KH20: KeyHandle = KeyHandle(0x20);
 

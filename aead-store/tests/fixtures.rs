@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use aead_store::{format, FsStore, Store, WalkEntry};
-use hsm_proto::{aead, AesKey, KeyHandle, PublicId};
+use otp_core::{aead, AesKey, KeyHandle, PublicId};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {

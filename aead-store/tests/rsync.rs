@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aead_store::layout::{aead_path, write_dir};
 use aead_store::{CachedStore, FsStore};
-use hsm_proto::{Aead, KeyHandle, PublicId};
+use otp_core::{Aead, KeyHandle, PublicId};
 
 const KH: KeyHandle = KeyHandle(0x20);
 /// Ids the readers ask for: some never exist.

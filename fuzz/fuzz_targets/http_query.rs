@@ -28,12 +28,12 @@ use aead_store::FsStore;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::Router;
-use hsm_proto::KeyHandle;
 use ksm::daemon::pool::{Backend, Pool, PoolConfig};
 use ksm::daemon::server::{router, with_peer, AppState};
 use ksm::settings::http::HttpConfig;
 use ksm_fuzz::{device_config, AEAD_STORE, DEMO_DEVICE};
 use libfuzzer_sys::fuzz_target;
+use otp_core::KeyHandle;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 

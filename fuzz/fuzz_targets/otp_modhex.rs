@@ -15,9 +15,9 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use hsm_proto::otp::{self, Otp, Token};
-use hsm_proto::{modhex, PublicId, YubiKeySecret};
 use libfuzzer_sys::fuzz_target;
+use otp_core::otp::{self, Otp, Token};
+use otp_core::{modhex, PublicId, YubiKeySecret};
 
 fn check_modhex_bytes(data: &[u8]) {
     let text = modhex::encode(data);

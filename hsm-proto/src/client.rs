@@ -5,12 +5,12 @@ use std::io::{ErrorKind, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use otp_core::otp::{Otp, OtpCounters};
 use tracing::{debug, trace};
 
 use crate::cmd::{self, Command, Response};
 use crate::codec::{Frame, MAX_PAYLOAD};
 use crate::line::{open_serial, Line};
-use crate::otp::{Otp, OtpCounters};
 use crate::{
     Aead, Error, KeyHandle, Nonce, Opcode, PublicId, Result, SecretBytes, Status, YubiKeyAead,
     RESPONSE_BIT,

@@ -7,6 +7,7 @@
 //! and arrays and fails (never panics) when bytes run out, and [`Reader::finish`] rejects
 //! trailing bytes; a [`Writer`] appends.
 
+use otp_core::cursor::Cursor;
 use zeroize::Zeroizing;
 
 use crate::{Error, KeyHandle, Nonce, Opcode, Result, Status, RESPONSE_BIT};
@@ -136,33 +137,30 @@ impl Assembler {
     }
 }
 
-/// Reads one message's payload.
+/// Reads one message's payload, little-endian, through the core's bounded
+/// [`Cursor`]; running out of bytes is [`Error::Truncated`] for the message's opcode.
 pub struct Reader<'a> {
-    buf: &'a [u8],
+    cur: Cursor<'a>,
     op: Opcode,
 }
 
 impl<'a> Reader<'a> {
     /// A reader over `buf`, the payload of an `op` message (named in errors).
     pub fn new(op: Opcode, buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, op }
+        Reader {
+            cur: Cursor::new(buf),
+            op,
+        }
     }
 
     /// The next `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() < n {
-            return Err(Error::Truncated(self.op));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
+        self.cur.take(n).ok_or(Error::Truncated(self.op))
     }
 
     /// The next `N` bytes as an array.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.bytes(N)?);
-        Ok(a)
+        self.cur.array().ok_or(Error::Truncated(self.op))
     }
 
     /// A byte.
@@ -203,12 +201,12 @@ impl<'a> Reader<'a> {
 
     /// Everything left.
     pub fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
+        self.cur.rest()
     }
 
     /// Fails if bytes are left over.
     pub fn finish(self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.cur.remaining() == 0 {
             Ok(())
         } else {
             Err(Error::TrailingBytes(self.op))

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::{Opcode, Status};
 
 /// Everything that can go wrong talking to or computing for a YubiHSM 1 (the emulator's
-/// configuration has its own error, `emulator::ConfigError`).
+/// configuration has its own error, `emulator::ConfigError`); what the core refuses is
+/// [`Error::Core`].
 ///
 /// `PartialEq` so tests compare errors with `assert_eq!`. No variant ever carries key
 /// material or an OTP's ciphertext.
@@ -114,47 +115,14 @@ pub enum Error {
     /// framing, or noise).
     #[error("the configuration console sent binary data (is the device in HSM mode?)")]
     ConsoleBinary,
-    /// A key-handle string that none of pyhsm's spellings accepts. Only its length is kept:
-    /// a key or password pasted into the wrong argument must not reach the terminal or a
-    /// log, and a key handle is short enough that the operator sees the typo without a quote.
-    #[error("could not parse key handle (a value of {chars} characters given; expected decimal, 0x and hex, or four characters such as KSM1)")]
-    InvalidKeyHandle {
-        /// How many characters the refused value had.
-        chars: usize,
-    },
     /// A permission flag name or number that could not be parsed.
     #[error("unknown permission flag {0:?}")]
     InvalidFlag(String),
-    /// Text that is not modhex.
-    #[error("not modhex")]
-    InvalidModhex,
-    /// Not a valid public id.
-    #[error("invalid public id {0:?}")]
-    InvalidPublicId(String),
-    /// An OTP string of the wrong shape (length, alphabet).
-    #[error("invalid OTP format: {0}")]
-    InvalidOtp(&'static str),
-    /// The OTP decrypted, but its CRC or uid is wrong.
-    #[error("corrupt OTP (CRC or uid mismatch)")]
-    CorruptOtp,
-    /// An AEAD's MAC did not verify (software CCM).
-    #[error("AEAD integrity check failed")]
-    AeadAuth,
-    /// A key of a length AES cannot use.
-    #[error("unsupported key length {0} (16, 24 or 32 bytes)")]
-    KeyLength(usize),
-    /// Hex text could not be decoded.
-    #[error("invalid hex in {0}")]
-    InvalidHex(&'static str),
-    /// A file holding keys in clear is not private, not a file, unreadable or too long
-    /// (see [`crate::keyfile`]). The reason never quotes the file's text.
-    #[error("{}: {reason}", path.display())]
-    KeyFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A value the core refused: a key handle, public id, OTP, key or AEAD of the wrong
+    /// shape, an OTP or AEAD that does not open, a key file that is not private. Its text
+    /// is the core's.
+    #[error(transparent)]
+    Core(#[from] otp_core::Error),
 }
 
 impl Error {

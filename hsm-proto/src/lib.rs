@@ -1,17 +1,17 @@
 //! YubiHSM 1 wire protocol, driver and (with the `emulator` feature) software emulator.
 //!
 //! Table of contents:
-//! - edge types parsed once: [`KeyHandle`], [`PublicId`], [`Nonce`], [`Aead`], [`Flags`];
+//! - the YubiHSM 1's own edge type: [`Flags`]; the ones it shares with the YubiHSM 2 and the
+//!   store ([`KeyHandle`], [`PublicId`], [`Nonce`], [`Aead`], [`YubiKeyAead`], the AEAD
+//!   and OTP crypto, key material that redacts and zeroizes) are `otp_core`'s, re-exported
+//!   here under the paths this crate's users already name;
 //! - wire tables: [`Opcode`], [`Status`], [`flags::FLAG_NAMES`]; the frame layout:
 //!   [`codec::Frame`], [`codec::Assembler`];
-//! - pure crypto shared by driver, emulator and offline tools: [`aead`], [`otp`];
-//! - key material that redacts and zeroizes: [`AesKey`], [`YubiKeySecret`];
+//! - one request and one response type per command: [`cmd`]; the driver: [`Hsm`];
 //! - the configuration console's texts ([`console`]) and a client that types at it
 //!   ([`console_session`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-
-mod table;
 
 pub mod cmd;
 pub mod codec;
@@ -20,27 +20,19 @@ pub mod console_session;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 
-pub mod aead;
 mod client;
 mod error;
 pub mod flags;
-mod key_handle;
-pub mod keyfile;
 pub mod line;
-pub mod modhex;
-mod nonce;
 mod opcode;
-pub mod otp;
-mod secret;
 mod status;
 
-pub use aead::{Aead, YubiKeyAead};
 pub use client::{DecodedOtp, Hsm, Timeouts};
 pub use error::{Error, Result};
 pub use flags::Flags;
-pub use key_handle::KeyHandle;
-pub use modhex::PublicId;
-pub use nonce::Nonce;
 pub use opcode::{Opcode, RESPONSE_BIT};
-pub use secret::{AesKey, SecretBytes, YubiKeySecret};
+pub use otp_core::{aead, keyfile, modhex, otp};
+pub use otp_core::{
+    Aead, AesKey, KeyHandle, Nonce, PublicId, SecretBytes, YubiKeyAead, YubiKeySecret,
+};
 pub use status::Status;

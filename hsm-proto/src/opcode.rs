@@ -1,10 +1,10 @@
 //! Command codes (`YSM_*` in `YubiHSM_if.h`).
 
-use crate::table::wire_enum;
+use otp_core::wire_enum;
 
 wire_enum! {
     /// A YubiHSM 1 command code. A response carries the code with bit 0x80 set.
-    Opcode(u8) {
+    Opcode {
         /// Resync: 96 zero bytes, no reply.
         Null = 0x00 => "YSM_NULL",
         /// Encrypt caller data into an AEAD.

@@ -1,10 +1,10 @@
 //! Status codes (`YSM_STATUS_*` in `YubiHSM_if.h`).
 
-use crate::table::wire_enum;
+use otp_core::wire_enum;
 
 wire_enum! {
     /// The one-byte result code most responses carry.
-    Status(u8) {
+    Status {
         /// Success.
         Ok = 0x80 => "YSM_STATUS_OK",
         /// No such key handle.

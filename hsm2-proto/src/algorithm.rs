@@ -1,7 +1,7 @@
 //! Algorithms: one byte naming what a key is for; `DeviceInfo` lists those a device
 //! supports.
 
-use crate::table::wire_enum;
+use otp_core::wire_enum;
 
 wire_enum! {
     /// An algorithm id. Values and names as `python-yubihsm`'s `ALGORITHM` table (kept

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::table::wire_enum;
+use otp_core::wire_enum;
 
 wire_enum! {
     /// One capability, as its bit number. Names and numbers as `python-yubihsm`'s

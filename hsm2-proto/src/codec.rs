@@ -7,6 +7,7 @@
 //! out integers and arrays and fails (never panics) when bytes run out is all the parser
 //! needed; [`Reader::finish`] refuses trailing bytes. A [`Writer`] appends.
 
+use otp_core::cursor::Cursor;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{CommandCode, Error, Result};
@@ -100,16 +101,20 @@ impl Frame {
     }
 }
 
-/// Reads one message's data.
+/// Reads one message's data, big-endian, through the core's bounded [`Cursor`];
+/// running out of bytes is [`Error::Truncated`] for the message's command.
 pub struct Reader<'a> {
-    buf: &'a [u8],
+    cur: Cursor<'a>,
     cmd: CommandCode,
 }
 
 impl<'a> Reader<'a> {
     /// A reader over `buf`, the data of a `cmd` message (named in errors).
     pub fn new(cmd: CommandCode, buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, cmd }
+        Reader {
+            cur: Cursor::new(buf),
+            cmd,
+        }
     }
 
     /// The command whose data this is.
@@ -119,19 +124,12 @@ impl<'a> Reader<'a> {
 
     /// The next `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() < n {
-            return Err(Error::Truncated(self.cmd));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
+        self.cur.take(n).ok_or(Error::Truncated(self.cmd))
     }
 
     /// The next `N` bytes as an array.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.bytes(N)?);
-        Ok(a)
+        self.cur.array().ok_or(Error::Truncated(self.cmd))
     }
 
     /// A byte.
@@ -156,12 +154,12 @@ impl<'a> Reader<'a> {
 
     /// Bytes left.
     pub fn remaining(&self) -> usize {
-        self.buf.len()
+        self.cur.remaining()
     }
 
     /// Everything left.
     pub fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
+        self.cur.rest()
     }
 
     /// An [`Error::InvalidField`] for this message.
@@ -174,7 +172,7 @@ impl<'a> Reader<'a> {
 
     /// Fails if bytes are left over.
     pub fn finish(self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.cur.remaining() == 0 {
             Ok(())
         } else {
             Err(Error::TrailingBytes(self.cmd))

@@ -1,6 +1,6 @@
 //! Command codes: the first byte of every frame.
 
-use crate::table::wire_enum;
+use otp_core::wire_enum;
 
 /// Set in the command byte of a successful response (`cmd | 0x80`).
 pub const RESPONSE_BIT: u8 = 0x80;

@@ -1,6 +1,6 @@
 //! The device's error codes: the byte after `7f 00 01`.
 
-use crate::table::wire_enum;
+use otp_core::wire_enum;
 
 wire_enum! {
     /// Why the device refused a command. Values and names as `python-yubihsm`'s `ERROR`

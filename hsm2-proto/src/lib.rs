@@ -6,11 +6,14 @@
 //!   the set [`Capabilities`]), [`Algorithm`], [`ObjectType`]; the frame layout:
 //!   [`codec::Frame`];
 //! - one request and one response type per command: [`cmd`];
-//! - edge types: [`ObjectId`], [`Domains`], [`Label`], [`NonceId`], [`OtpAead`];
+//! - edge types: [`Domains`], [`Label`]; the ones it shares with the YubiHSM 1 and the
+//!   store ([`ObjectId`], [`NonceId`], [`OtpAead`], [`OtpCounters`], [`Secret`],
+//!   [`SecretBytes`]) are `otp_core`'s, re-exported here under the paths this crate's users
+//!   already name;
 //! - sessions: [`session`] (both sides: the driver's [`session::HostSession`], the
 //!   emulator's [`session::DeviceSession`]);
-//! - key material that redacts and zeroizes: [`AuthKey`] (with the password derivation),
-//!   [`OtpAeadKeyBytes`], [`Secret`], [`SecretBytes`];
+//! - the keys the device stores, redacted and zeroized: [`AuthKey`] (with the password
+//!   derivation), [`OtpAeadKeyBytes`];
 //! - the transport seam: [`transport::Transport`], [`transport::Connector`];
 //! - the driver: [`Client`];
 //! - with the `emulator` feature, a software YubiHSM 2 behind a connector HTTP API:
@@ -30,8 +33,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod table;
-
 mod algorithm;
 mod capability;
 mod client;
@@ -43,9 +44,8 @@ pub mod emulator;
 mod error;
 mod error_code;
 mod object;
-mod otp;
-mod secret;
 pub mod session;
+mod stored_keys;
 pub mod transport;
 
 pub use algorithm::Algorithm;
@@ -54,8 +54,6 @@ pub use client::Client;
 pub use command_code::{CommandCode, RESPONSE_BIT};
 pub use error::{Error, Result};
 pub use error_code::ErrorCode;
-pub use object::{Domains, Label, ObjectId, ObjectType, Origin};
-pub use otp::{NonceId, OtpAead, OtpCounters};
-pub use secret::{
-    AuthKey, OtpAeadKeyBytes, Secret, SecretBytes, PASSWORD_ITERATIONS, PASSWORD_SALT,
-};
+pub use object::{Domains, Label, ObjectType, Origin};
+pub use otp_core::{NonceId, ObjectId, OtpAead, OtpCounters, Secret, SecretBytes};
+pub use stored_keys::{AuthKey, OtpAeadKeyBytes, PASSWORD_ITERATIONS, PASSWORD_SALT};

@@ -1,20 +1,10 @@
-//! What identifies and describes an object: its id, type, domains, label and origin.
+//! What describes an object besides its id (`otp_core::ObjectId`): its type, domains, label
+//! and origin.
 
 use std::fmt;
 
-use crate::table::wire_enum;
 use crate::{Error, Result};
-
-/// An object id (u16). Id 0 in a Put or Generate request asks the device to choose one;
-/// the response names the id used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct ObjectId(pub u16);
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "0x{:04x}", self.0)
-    }
-}
+use otp_core::wire_enum;
 
 wire_enum! {
     /// The kind of an object; an id is unique per type.

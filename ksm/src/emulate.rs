@@ -158,7 +158,7 @@ fn hsm2_error(e: hsm2_proto::emulator::EmulatorError) -> Error {
     use hsm2_proto::emulator::EmulatorError as E;
     match e {
         E::Config(what) => Error::Emulator(hsm_proto::emulator::ConfigError::Invalid(what)),
-        E::KeyFile(e) => Error::Device(e),
+        E::KeyFile(e) => Error::from(e),
         E::Io(what) => Error::io(what, std::io::Error::other("failed")),
     }
 }

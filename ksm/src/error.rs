@@ -95,8 +95,8 @@ impl Error {
         }
     }
 
-    /// The process's exit code for this error (the table in README.md): 1 a batch job that
-    /// did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
+    /// The process's exit code for this error (the table in docs/operator-tools.md): 1 a batch
+    /// job that did part of its work, or an I/O error; 2 usage, configuration or input; 3 the HSM;
     /// 4 the AEAD store; 5 another daemon running; 6 a YubiHSM 2 password kept but not yet
     /// checked (the device could not be reached).
     pub fn exit_code(&self) -> u8 {
@@ -120,19 +120,30 @@ impl Error {
     }
 }
 
+/// A value the core refused (a key handle, public id, OTP, AEAD or key file) is the
+/// driver's [`hsm_proto::Error::Core`], so its text and exit code are the driver's.
+impl From<otp_core::Error> for Error {
+    fn from(e: otp_core::Error) -> Error {
+        Error::Device(e.into())
+    }
+}
+
 /// 2 for the driver's parsers of what the operator gives us (key handles, public ids, key
 /// files), 3 for the device.
 fn driver_exit_code(e: &hsm_proto::Error) -> u8 {
     use hsm_proto::Error as Hsm;
+    use otp_core::Error as Core;
     match e {
-        Hsm::InvalidKeyHandle { .. }
-        | Hsm::InvalidFlag(_)
-        | Hsm::InvalidModhex
-        | Hsm::InvalidPublicId(_)
-        | Hsm::InvalidOtp(_)
-        | Hsm::InvalidHex(_)
-        | Hsm::KeyLength(_)
-        | Hsm::KeyFile { .. } => 2,
+        Hsm::InvalidFlag(_)
+        | Hsm::Core(
+            Core::InvalidKeyHandle { .. }
+            | Core::InvalidModhex
+            | Core::InvalidPublicId(_)
+            | Core::InvalidOtp(_)
+            | Core::InvalidHex(_)
+            | Core::KeyLength(_)
+            | Core::KeyFile { .. },
+        ) => 2,
         _ => 3,
     }
 }
@@ -148,7 +159,7 @@ mod tests {
         assert_eq!(Error::PasswordPending(1).exit_code(), 6);
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
         assert_eq!(
-            Error::from(hsm_proto::Error::InvalidKeyHandle { chars: 1 }).exit_code(),
+            Error::from(otp_core::Error::InvalidKeyHandle { chars: 1 }).exit_code(),
             2
         );
         assert_eq!(Error::from(hsm_proto::Error::Closed).exit_code(), 3);

@@ -521,7 +521,7 @@ fn with_pgpass(c: &PgCluster, pgpass: Option<&Path>, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// TLS to PostgreSQL as the README documents it (`?sslmode=verify-full&sslrootcert=CA`), on a
+/// TLS to PostgreSQL as docs/database.md documents it (`?sslmode=verify-full&sslrootcert=CA`), on a
 /// server that refuses connections without TLS: the tools connect with the CA that signed the
 /// server's certificate, and are refused with another CA, or without TLS.
 #[test]

@@ -959,7 +959,7 @@ fn decrypt_aead_survives_fifos_huge_files_and_symlink_loops() {
     assert!(err.contains("error: 4/5 AEADs failed"), "{err}");
 }
 
-/// The exit codes README.md documents: 1 a batch job's partial failure, 2 usage or
+/// The exit codes docs/operator-tools.md documents: 1 a batch job's partial failure, 2 usage or
 /// configuration, 3 the HSM, 4 the AEAD store.
 #[test]
 fn exit_codes_say_what_failed() {

@@ -1,4 +1,4 @@
-//! A KSM reading its AEADs from a PostgreSQL hot standby: the deployment the README sketches
+//! A KSM reading its AEADs from a PostgreSQL hot standby: the deployment docs/database.md sketches
 //! (one primary that the key tools write to, standbys near the KSMs), which the machine's own
 //! server (no replication) cannot show, so the test makes a primary and a standby of its own
 //! ([`test_support::db::PgCluster`]).
@@ -23,8 +23,8 @@ fn soon(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// The KSM decodes from a hot standby, which is read-only and takes no LISTEN; a row the key
-/// tools delete on the primary stops decoding through the standby within the second the
-/// README promises for engines without notifications.
+/// tools delete on the primary stops decoding through the standby within the second that
+/// docs/database.md promises for engines without notifications.
 #[test]
 fn a_ksm_reading_a_hot_standby_decodes_and_sees_a_revocation_within_a_second() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,8 +71,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hsm2_proto::{ObjectId, OtpAead};
-use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+use otp_core::{Aead, KeyHandle, Nonce, ObjectId, OtpAead, PublicId};
 use tokio::runtime::Runtime;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
@@ -490,7 +489,7 @@ impl Drop for DbStore {
 }
 
 fn read_password(path: &Path) -> Result<Zeroizing<String>, StoreError> {
-    let text = hsm_proto::keyfile::read_private(path)
+    let text = otp_core::keyfile::read_private(path)
         .map_err(|e| StoreError::DbConfig(format!("password file: {e}")))?;
     let first = text.lines().next().unwrap_or_default();
     if first.is_empty() {

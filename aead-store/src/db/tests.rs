@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hsm_proto::{Aead, KeyHandle, Nonce, PublicId};
+use otp_core::{Aead, KeyHandle, Nonce, PublicId};
 use test_support::db::{blob, pg_bytes, MyDatabase, PgSchema, PYHSM_SCHEMA, PYHSM_SCHEMA_PG};
 
 use super::*;

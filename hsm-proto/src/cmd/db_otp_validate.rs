@@ -1,9 +1,10 @@
 //! `YSM_DB_OTP_VALIDATE` (0x07): validate an OTP against the internal database, with the
 //! device's own replay check.
 
+use otp_core::otp::OtpCounters;
+
 use super::{echo_eq, Command, Message, Response};
 use crate::codec::{Reader, Writer};
-use crate::otp::OtpCounters;
 use crate::{Nonce, Opcode, Result, Status};
 
 /// `YSM_DB_OTP_VALIDATE_REQ`.

@@ -1,22 +1,12 @@
-//! `YSM_ECHO` (0x23): bytes out, same bytes back; the link test.
+//! `YSM_ECHO` (0x23): bytes out, same bytes back; the link test. The two messages are the
+//! core's ([`otp_core::echo`], the same for both devices); here is their YubiHSM 1 layout,
+//! `YSM_ECHO_REQ` and `YSM_ECHO_RESP`: a length byte, then up to 95 bytes.
+
+pub use otp_core::echo::{Echo, EchoResponse};
 
 use super::{Command, Message, Response};
 use crate::codec::{Reader, Writer};
 use crate::{Opcode, Result};
-
-/// `YSM_ECHO_REQ`: up to 95 bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Echo {
-    /// The bytes.
-    pub data: Vec<u8>,
-}
-
-/// `YSM_ECHO_RESP`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EchoResponse {
-    /// The bytes, echoed.
-    pub data: Vec<u8>,
-}
 
 impl Message for Echo {
     fn encode(&self, w: &mut Writer) {

@@ -1,9 +1,10 @@
 //! `YSM_AEAD_YUBIKEY_OTP_DECODE` (0x06): the KSM primitive. The device opens the AEAD,
 //! decrypts the OTP with the key inside, checks CRC and uid, and returns only counters.
 
+use otp_core::otp::OtpCounters;
+
 use super::{echo_eq, Command, Message, Response};
 use crate::codec::{Reader, Writer};
-use crate::otp::OtpCounters;
 use crate::{KeyHandle, Nonce, Opcode, Result, Status};
 
 /// `YSM_AEAD_YUBIKEY_OTP_DECODE_REQ`. The `public_id` field doubles as the AEAD nonce, so

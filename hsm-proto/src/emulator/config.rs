@@ -5,49 +5,17 @@
 //! suite configures.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::redact::{json_error, scrub, toml_error};
+use otp_core::keyfile;
+use otp_core::redact::{json_error, scrub, toml_error};
+use otp_core::SecretString;
+
 use super::ConfigError;
-use crate::keyfile;
 use crate::{AesKey, Flags, KeyHandle, PublicId, Result, YubiKeySecret};
-
-/// A key (hex) as written in a configuration: wiped when dropped, never shown by `Debug`.
-///
-/// The text it was parsed from is wiped by whoever read it (see [`keyfile::read_private`]);
-/// the parsers' own transient copies are beyond reach, but every copy we keep is this type.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// The text, for decoding.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for SecretString {
-    fn from(s: String) -> SecretString {
-        SecretString(s)
-    }
-}
-
-impl Drop for SecretString {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretString(redacted)")
-    }
-}
 
 /// A parsed configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -177,7 +145,7 @@ impl HandleSpec {
     pub fn resolve(&self) -> Result<KeyHandle> {
         match self {
             HandleSpec::Number(n) => Ok(KeyHandle(*n)),
-            HandleSpec::Text(t) => KeyHandle::parse(t),
+            HandleSpec::Text(t) => Ok(KeyHandle::parse(t)?),
         }
     }
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use hmac::{Hmac, Mac};
+use otp_core::otp::{self, OtpCounters};
+use otp_core::{aead, Aead, AesKey, KeyHandle, Nonce, SecretBytes, YubiKeySecret};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha1::Sha1;
@@ -16,10 +18,7 @@ use subtle::ConstantTimeEq;
 use super::config::ResolvedConfig;
 use crate::cmd::{self, Command, HmacFlags};
 use crate::codec::{Assembler, Frame};
-use crate::otp::{self, OtpCounters};
-use crate::{
-    aead, Aead, AesKey, Flags, KeyHandle, Nonce, Opcode, SecretBytes, Status, YubiKeySecret,
-};
+use crate::{Flags, Opcode, Status};
 
 /// Capacity of the internal YubiKey database (per Yubico's documentation).
 pub const DB_CAPACITY: usize = 1024;

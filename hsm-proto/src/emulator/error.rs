@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 /// Why an emulator could not be configured or started. No variant ever carries key
-/// material: parser messages go through [`super::redact`] first.
+/// material: parser messages go through [`otp_core::redact`] first.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration's text or one of its values is wrong; says where (file, line,
@@ -19,4 +19,11 @@ pub enum ConfigError {
     /// pty failing.
     #[error(transparent)]
     Hsm(#[from] crate::Error),
+}
+
+/// A key file or key the core refused, as the driver's error of the same name.
+impl From<otp_core::Error> for ConfigError {
+    fn from(e: otp_core::Error) -> ConfigError {
+        ConfigError::Hsm(e.into())
+    }
 }

@@ -52,12 +52,10 @@ mod config;
 mod engine;
 mod error;
 mod pty;
-pub mod redact;
 mod soft;
 
 pub use config::{
-    EmulatorConfig, FaultConfig, FlagSpec, HandleSpec, KeyConfig, ResolvedConfig, SecretString,
-    YubiKeyConfig,
+    EmulatorConfig, FaultConfig, FlagSpec, HandleSpec, KeyConfig, ResolvedConfig, YubiKeyConfig,
 };
 pub use engine::{Engine, DB_CAPACITY};
 pub use error::ConfigError;

@@ -1,23 +1,12 @@
 //! Echo (`0x01`): bytes out, the same bytes back. Works plain and inside a session; the
-//! link test.
+//! link test. The two messages are the core's ([`otp_core::echo`], the same for both
+//! devices); here is their YubiHSM 2 layout: the bytes alone, the frame gives the length.
+
+pub use otp_core::echo::{Echo, EchoResponse};
 
 use super::{echo_eq, Command, Message};
 use crate::codec::{Reader, Writer};
 use crate::{CommandCode, Result};
-
-/// Echo request: any bytes (up to the frame limit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Echo {
-    /// The bytes.
-    pub data: Vec<u8>,
-}
-
-/// Echo response: the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EchoResponse {
-    /// The bytes, echoed.
-    pub data: Vec<u8>,
-}
 
 impl Message for Echo {
     fn encode(&self, w: &mut Writer) {

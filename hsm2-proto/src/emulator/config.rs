@@ -24,16 +24,16 @@
 //! domains = "1"
 //! ```
 //!
-//! The file holds keys in clear, so it is read by [`hsm_proto::keyfile::read_private`]
+//! The file holds keys in clear, so it is read by [`otp_core::keyfile::read_private`]
 //! (refused if the group or others may access it, bounded, wiped), and no error quotes its
-//! text: a parser's message goes through [`hsm_proto::emulator::redact`], and a value's
+//! text: a parser's message goes through [`otp_core::redact`], and a value's
 //! error names the table, its position and the field.
 
 use std::path::Path;
 use std::time::Duration;
 
-use hsm_proto::emulator::redact::toml_error;
-use hsm_proto::emulator::SecretString;
+use otp_core::redact::toml_error;
+use otp_core::SecretString;
 use serde::Deserialize;
 
 use super::{EmulatorError, MAX_OBJECTS};
@@ -163,7 +163,7 @@ impl DeviceConfig {
 
     /// Reads a private TOML file (see the module doc).
     pub fn load(path: &Path) -> Result<DeviceConfig, EmulatorError> {
-        let text = hsm_proto::keyfile::read_private(path)?;
+        let text = otp_core::keyfile::read_private(path)?;
         DeviceConfig::parse(&text).map_err(|e| match e {
             EmulatorError::Config(what) => {
                 EmulatorError::Config(format!("{}: {what}", path.display()))

@@ -2,14 +2,14 @@
 //!
 //! It decodes the driver's request types and encodes its response types
 //! ([`crate::cmd`]), and runs sessions with [`DeviceSession`]; the layouts and the session
-//! cryptography exist once, in the crate. The OTP AEAD and OTP cryptography is the
-//! YubiHSM 1 crate's (`hsm_proto::aead`, `hsm_proto::otp`): a YubiHSM 2 AEAD is a YubiHSM 1
-//! AEAD whose key handle bytes are the nonce id (shared notes §5.2).
+//! cryptography exist once, in the crate. The OTP AEAD and OTP cryptography is the core's
+//! (`otp_core::otp_aead`, `otp_core::otp`): a YubiHSM 2 AEAD is a YubiHSM 1 AEAD whose key
+//! handle bytes are the nonce id (shared notes §5.2).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hsm_proto::{Aead, AesKey, KeyHandle, Nonce, YubiKeySecret};
+use otp_core::{otp, otp_aead, AesKey, YubiKeySecret};
 use rand::RngCore;
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
@@ -20,7 +20,7 @@ use crate::codec::Frame;
 use crate::session::{Challenge, DeviceSession, SessionId};
 use crate::{
     Algorithm, AuthKey, Capabilities, Capability, CommandCode, Domains, Error, ErrorCode, Label,
-    NonceId, ObjectId, ObjectType, Origin, OtpAead, OtpAeadKeyBytes, OtpCounters, SecretBytes,
+    NonceId, ObjectId, ObjectType, Origin, OtpAead, OtpAeadKeyBytes, SecretBytes,
 };
 
 /// Sessions a device holds at once (libyubihsm's `YH_MAX_SESSIONS`).
@@ -480,16 +480,9 @@ impl Device {
             C::DecryptOtp => answer::<cmd::DecryptOtp>(inner, |req| {
                 let (nonce_id, key) = self.otp_key(caller, req.key_id, Capability::DecryptOtp)?;
                 let secret = open(key, nonce_id, &req.aead).ok_or(ErrorCode::InvalidOtp)?;
-                let c = hsm_proto::otp::decrypt(&secret, req.otp.expose())
-                    .map_err(|_| ErrorCode::InvalidOtp)?;
-                Ok(cmd::DecryptOtpResponse {
-                    counters: OtpCounters {
-                        use_ctr: c.use_ctr,
-                        session_ctr: c.session_ctr,
-                        ts_high: c.ts_high,
-                        ts_low: c.ts_low,
-                    },
-                })
+                let counters =
+                    otp::decrypt(&secret, req.otp.expose()).map_err(|_| ErrorCode::InvalidOtp)?;
+                Ok(cmd::DecryptOtpResponse { counters })
             }),
             _ => cmd::error_frame(ErrorCode::InvalidCommand),
         }
@@ -644,41 +637,20 @@ fn fresh_nonce() -> [u8; 6] {
     n
 }
 
-/// The YubiHSM 1 key handle whose little-endian bytes are `nonce_id`: the CCM nonce both
-/// devices build starts with those four bytes.
-fn handle_of(nonce_id: NonceId) -> KeyHandle {
-    KeyHandle(u32::from_le_bytes(nonce_id.0))
-}
-
-/// Seals a YubiKey's key and private id: nonce in clear, then CCM under the otp-aead-key.
+/// Seals a YubiKey's key and private id under an otp-aead-key; a failure is the device's
+/// `invalid-data`.
 fn seal(
     key: &AesKey,
     nonce_id: NonceId,
     nonce: [u8; 6],
     secret: &YubiKeySecret,
 ) -> Answer<OtpAead> {
-    let plain = secret.to_bytes();
-    let sealed = hsm_proto::aead::seal(key, handle_of(nonce_id), &Nonce(nonce), &*plain)
-        .map_err(|_| ErrorCode::InvalidData)?;
-    let body: [u8; 30] = sealed
-        .as_bytes()
-        .try_into()
-        .map_err(|_| ErrorCode::InvalidData)?;
-    Ok(OtpAead::from_yubihsm1(nonce, body))
+    otp_aead::seal(key, nonce_id, nonce, secret).map_err(|_| ErrorCode::InvalidData)
 }
 
 /// Opens an OTP AEAD; `None` if it does not authenticate under this key and nonce id.
 fn open(key: &AesKey, nonce_id: NonceId, aead: &OtpAead) -> Option<YubiKeySecret> {
-    let body = Aead::new(&aead.0[6..]).ok()?;
-    let plain =
-        hsm_proto::aead::open(key, handle_of(nonce_id), &Nonce(aead.nonce()), &body).ok()?;
-    let mut secret = YubiKeySecret {
-        key: [0; 16],
-        uid: [0; 6],
-    };
-    secret.key.copy_from_slice(plain.get(..16)?);
-    secret.uid.copy_from_slice(plain.get(16..22)?);
-    Some(secret)
+    otp_aead::open(key, nonce_id, aead).ok()
 }
 
 #[cfg(test)]

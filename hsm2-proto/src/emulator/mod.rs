@@ -77,7 +77,7 @@ pub enum EmulatorError {
     Config(String),
     /// The key file could not be read or is not private.
     #[error(transparent)]
-    KeyFile(#[from] hsm_proto::Error),
+    KeyFile(#[from] otp_core::Error),
     /// The socket, the thread or the runtime could not be set up.
     #[error("YubiHSM 2 emulator: {0}")]
     Io(String),

@@ -10,6 +10,7 @@
 use axum::http::StatusCode;
 use hsm_proto::otp::OtpCounters;
 use hsm_proto::{Error as HsmError, Status};
+use otp_core::Error as CoreError;
 
 use hsm2_proto::ErrorCode;
 
@@ -182,7 +183,7 @@ impl From<PoolError> for Outcome {
                 Status::AeadInvalid | Status::InvalidParameter => Outcome::CorruptAead,
                 _ => Outcome::HsmRefused,
             },
-            PoolError::Hsm(HsmError::CorruptOtp) => Outcome::CorruptOtp,
+            PoolError::Hsm(HsmError::Core(CoreError::CorruptOtp)) => Outcome::CorruptOtp,
             // A YubiHSM 2 says `invalid-otp` both for an OTP that fails its checks and for
             // an AEAD it cannot open; the first is what a validator sees every day (a
             // mistyped or forged OTP), so it answers as a YubiHSM 1 does for it.
@@ -192,7 +193,7 @@ impl From<PoolError> for Outcome {
                 Some(_) => Outcome::HsmRefused,
                 None => Outcome::Unavailable,
             },
-            PoolError::Hsm(HsmError::AeadAuth) => Outcome::CorruptAead,
+            PoolError::Hsm(HsmError::Core(CoreError::AeadAuth)) => Outcome::CorruptAead,
             PoolError::Hsm(_) => Outcome::Unavailable,
         }
     }

@@ -42,8 +42,8 @@
 //! session on it before it closes the old sessions, and keeps the old ones if no new one can
 //! be had. What stays possible for such a user: taking the slots while the daemon holds none
 //! (before its first start, after a device reset or power cycle, which drops every
-//! session), so the connector should be reachable by the daemon's user only (README, Trust
-//! model).
+//! session), so the connector should be reachable by the daemon's user only
+//! (docs/trust-model.md).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

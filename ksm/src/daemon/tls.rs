@@ -21,7 +21,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use hsm_proto::keyfile;
+use otp_core::keyfile;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -145,8 +145,8 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error>
 /// from then on the key lives only in the signing key ring makes of it.
 fn read_key(path: &Path) -> Result<Arc<dyn rustls::sign::SigningKey>, Error> {
     let text = keyfile::read_private(path).map_err(|e| match e {
-        hsm_proto::Error::KeyFile { path, reason } => Error::Config { path, reason },
-        other => Error::Device(other),
+        otp_core::Error::KeyFile { path, reason } => Error::Config { path, reason },
+        other => Error::from(other),
     })?;
     // The parser's errors are not shown: they can quote a line of the file.
     let mut der = PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|_| {

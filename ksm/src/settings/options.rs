@@ -8,9 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use hsm_proto::emulator::{redact, SecretString};
-use hsm_proto::keyfile;
 use ipnet::IpNet;
+use otp_core::{keyfile, redact, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

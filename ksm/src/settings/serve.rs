@@ -61,7 +61,7 @@ pub struct DbSettings {
     /// Private file with its password.
     pub password_file: Option<PathBuf>,
     /// The password itself, from a private `ksm.toml`.
-    pub password: Option<hsm_proto::emulator::SecretString>,
+    pub password: Option<otp_core::SecretString>,
     /// Most connections.
     pub pool_size: u32,
     /// Keep decoding cached AEADs while the database cannot be reached.
@@ -100,7 +100,7 @@ pub struct Hsm2Settings {
     /// Private file whose first line is its password.
     pub password_file: Option<PathBuf>,
     /// The password itself, from a private `ksm.toml`.
-    pub password: Option<hsm_proto::emulator::SecretString>,
+    pub password: Option<otp_core::SecretString>,
     /// Sessions kept open per device.
     pub sessions: usize,
     /// Idle time after which a session gets a keep-alive command.

@@ -136,7 +136,7 @@ pub fn public_id_arg(s: &str, chars: usize) -> Result<PublicId, Error> {
 pub fn read_key_file(path: &Path) -> Result<AesKey, Error> {
     let text = hsm_proto::keyfile::read_private(path)?;
     AesKey::from_hex(text.trim()).map_err(|e| {
-        Error::Device(hsm_proto::Error::KeyFile {
+        Error::from(otp_core::Error::KeyFile {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })

@@ -925,6 +925,12 @@ impl From<HsmError> for Disproof {
     }
 }
 
+impl From<otp_core::Error> for Disproof {
+    fn from(e: otp_core::Error) -> Disproof {
+        Disproof::Device(e.into())
+    }
+}
+
 impl std::fmt::Display for Disproof {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let differs = "the device's key differs from the configuration's";
@@ -999,7 +1005,7 @@ fn run_proof(hsm: &mut Hsm, kh: KeyHandle, key: &AesKey, flag: Flags) -> Result<
                 block: SecretBytes::new(PROOF_BLOCK),
             })?;
             let cipher = aes::Aes256::new_from_slice(key.expose())
-                .map_err(|_| HsmError::KeyLength(key.expose().len()))?;
+                .map_err(|_| otp_core::Error::KeyLength(key.expose().len()))?;
             let mut block = aes::Block::from(PROOF_BLOCK);
             cipher.encrypt_block(&mut block);
             if r.block.expose() != block.as_slice() {
@@ -1013,7 +1019,7 @@ fn run_proof(hsm: &mut Hsm, kh: KeyHandle, key: &AesKey, flag: Flags) -> Result<
                 data: SecretBytes::new(PROOF_DATA),
             })?;
             let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(key.expose())
-                .map_err(|_| HsmError::KeyLength(key.expose().len()))?;
+                .map_err(|_| otp_core::Error::KeyLength(key.expose().len()))?;
             mac.update(PROOF_DATA);
             if mac.finalize().into_bytes().as_slice() != r.hash.as_slice() {
                 return Err(Disproof::Differs);

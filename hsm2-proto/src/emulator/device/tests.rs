@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::transport::Transport;
-use crate::{Client, Error, Result, Secret};
+use crate::{Client, Error, OtpCounters, Result, Secret};
 
 struct InProcess {
     device: Device,

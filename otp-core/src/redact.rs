@@ -2,10 +2,14 @@
 //! the field name, never the input. The parsers' own messages quote it (toml's display
 //! prints the offending line, serde's "invalid type: string \"…\"" the value), and in a key
 //! file the offending line is usually the key.
+//!
+//! [`scrub`] works on any message; `toml_error` and `json_error` read the position
+//! from their parser's error (features `toml` and `json`).
 
 use zeroize::Zeroize;
 
 /// 1-based line and column of byte `offset` of `text`.
+#[cfg_attr(not(feature = "toml"), allow(dead_code))]
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
@@ -15,6 +19,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// A TOML error as `line N, column M: <what>`, without the input toml's display quotes.
+#[cfg(feature = "toml")]
 pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
     let what = scrub(e.message().trim());
     match e.span() {
@@ -27,6 +32,7 @@ pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
 }
 
 /// A JSON error as `line N, column M: <what>`, without the values serde_json may quote.
+#[cfg(feature = "json")]
 pub fn json_error(e: &serde_json::Error) -> String {
     let full = e.to_string();
     // serde_json appends " at line L column C" to every message that has a position.

@@ -12,6 +12,7 @@ impl Nonce {
     pub const ZERO: Nonce = Nonce([0; 6]);
 
     /// Builds a nonce from up to 6 bytes, right-padded with zeros as pyhsm pads.
+    #[inline]
     pub fn padded(b: &[u8]) -> Option<Nonce> {
         if b.len() > 6 {
             return None;

@@ -25,6 +25,7 @@ pub struct Otp {
 impl Otp {
     /// Parses an OTP string: lower-case modhex, 32 to 48 characters, the last 32 the token and
     /// the rest (non-empty, even length) the public id.
+    #[inline]
     pub fn parse(s: &str) -> Result<Otp> {
         if s.len() < MIN_CHARS || s.len() > MAX_CHARS {
             return Err(Error::InvalidOtp("length must be 32 to 48 characters"));
@@ -81,6 +82,7 @@ pub struct Token {
 }
 
 /// CRC-16 (ISO 13239) as the YubiKey computes it: init 0xffff, reflected poly 0x8408.
+#[inline]
 pub fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0xffff;
     for &b in data {
@@ -115,6 +117,7 @@ impl Token {
     }
 
     /// Parses a decrypted token, checking the CRC.
+    #[inline]
     pub fn from_bytes(b: &[u8; 16]) -> Result<Token> {
         if crc16(b) != CRC_RESIDUAL {
             return Err(Error::CorruptOtp);
@@ -136,6 +139,7 @@ impl Token {
 
 /// Decrypts an OTP with a YubiKey's secret and checks CRC and uid, as the HSM's
 /// `AEAD_YUBIKEY_OTP_DECODE` does after opening the AEAD.
+#[inline]
 pub fn decrypt(secret: &YubiKeySecret, ciphertext: &[u8; 16]) -> Result<OtpCounters> {
     let cipher = Aes128::new_from_slice(&secret.key).map_err(|_| Error::KeyLength(16))?;
     let mut block = Zeroizing::new(*ciphertext);

@@ -8,6 +8,7 @@ use crate::Error;
 const ALPHABET: &[u8; 16] = b"cbdefghijklnrtuv";
 
 /// Encodes bytes as lower-case modhex.
+#[inline]
 pub fn encode(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -30,6 +31,7 @@ const DIGITS: [u8; 256] = {
 };
 const NOT_MODHEX: u8 = 0xff;
 
+#[inline]
 fn digit(c: u8) -> Option<u8> {
     Some(DIGITS[usize::from(c)]).filter(|d| *d != NOT_MODHEX)
 }
@@ -46,6 +48,7 @@ pub fn decode(s: &str) -> Result<Vec<u8>, Error> {
 
 /// Decodes lower-case modhex into `out`, which it must fill exactly (no allocation: the
 /// OTP's token part is decoded on every request).
+#[inline]
 pub fn decode_into(s: &str, out: &mut [u8]) -> Result<(), Error> {
     let b = s.as_bytes();
     if b.len() != out.len() * 2 {
@@ -62,6 +65,7 @@ pub fn decode_into(s: &str, out: &mut [u8]) -> Result<(), Error> {
 
 /// True if every character is in the modhex alphabet (lower case only, as pyhsm and the PHP
 /// KSM require).
+#[inline]
 pub fn is_modhex(s: &str) -> bool {
     s.bytes().all(|c| digit(c).is_some())
 }
@@ -78,6 +82,7 @@ impl PublicId {
     pub const MAX_CHARS: usize = 16;
 
     /// Validates `s` as a public id.
+    #[inline]
     pub fn new(s: &str) -> Result<PublicId, Error> {
         if s.is_empty() || s.len() > Self::MAX_CHARS || s.len() % 2 != 0 || !is_modhex(s) {
             return Err(Error::InvalidPublicId(s.chars().take(20).collect()));
@@ -104,11 +109,13 @@ impl PublicId {
     }
 
     /// The modhex text.
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The raw bytes.
+    #[inline]
     pub fn to_bytes(&self) -> Vec<u8> {
         // Validated at construction, so decoding cannot fail.
         decode(&self.0).unwrap_or_default()
@@ -123,6 +130,7 @@ impl PublicId {
 
     /// The id as the 6-byte AEAD nonce / `publicId` wire field: right-padded with zeros, as
     /// pyhsm pads short ids. Ids longer than 6 bytes cannot be a nonce.
+    #[inline]
     pub fn to_nonce(&self) -> Result<crate::Nonce, Error> {
         let b = self.to_bytes();
         if b.len() > 6 {
@@ -139,6 +147,7 @@ impl PublicId {
 
 impl FromStr for PublicId {
     type Err = Error;
+    #[inline]
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         PublicId::new(s)
     }

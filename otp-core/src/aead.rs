@@ -36,6 +36,7 @@ pub struct YubiKeyAead([u8; YUBIKEY_AEAD_LEN]);
 
 impl YubiKeyAead {
     /// The bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8; YUBIKEY_AEAD_LEN] {
         &self.0
     }
@@ -44,6 +45,7 @@ impl YubiKeyAead {
 impl TryFrom<&Aead> for YubiKeyAead {
     type Error = Error;
 
+    #[inline]
     fn try_from(a: &Aead) -> Result<YubiKeyAead> {
         a.as_bytes()
             .try_into()
@@ -64,6 +66,7 @@ impl fmt::Debug for YubiKeyAead {
 
 impl Aead {
     /// Wraps AEAD bytes, checking the length (8..=72).
+    #[inline]
     pub fn new(bytes: &[u8]) -> Result<Aead> {
         if bytes.len() < MAC_LEN {
             return Err(Error::TooLong {
@@ -83,11 +86,13 @@ impl Aead {
     }
 
     /// The bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// Length of the plaintext inside.
+    #[inline]
     pub fn plaintext_len(&self) -> usize {
         self.0.len() - MAC_LEN
     }
@@ -99,6 +104,7 @@ impl fmt::Debug for Aead {
     }
 }
 
+#[inline]
 fn ccm_nonce(kh: KeyHandle, nonce: &Nonce) -> [u8; 13] {
     let mut n = [0u8; 13];
     n[..4].copy_from_slice(&kh.0.to_le_bytes());
@@ -149,6 +155,7 @@ pub fn seal(key: &AesKey, kh: KeyHandle, nonce: &Nonce, plaintext: &[u8]) -> Res
 
 /// Opens an AEAD; the plaintext is wiped when dropped. A wrong key, handle, nonce or a
 /// modified AEAD gives [`Error::AeadAuth`].
+#[inline]
 pub fn open(key: &AesKey, kh: KeyHandle, nonce: &Nonce, aead: &Aead) -> Result<Zeroizing<Vec<u8>>> {
     let n = ccm_nonce(kh, nonce);
     let (ct, tag) = aead.0.split_at(aead.0.len() - MAC_LEN);

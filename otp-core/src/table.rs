@@ -1,10 +1,14 @@
-//! The macro that turns a table of one-byte wire codes into an enum.
+//! The macro that turns a table of one-byte wire codes into an enum, for both drivers.
 //!
-//! Command codes, device error codes, object types and algorithms are each written once, as
-//! a table. A byte the table does not name decodes to `Unknown(n)` and prints in hex, so a
-//! value a newer firmware sends is kept rather than refused, and every encoded value comes
-//! back unchanged.
+//! Command codes, status and error codes, object types and algorithms are each written
+//! once, as a table. A byte the table does not name decodes to `Unknown(n)` and prints in
+//! hex, so a value a newer firmware sends is kept rather than refused, and every encoded
+//! value comes back unchanged.
 
+/// Writes an enum from a table of `Variant = byte => "name",` rows: `to_u8`, `from_u8`
+/// (never fails: unknown bytes are `Unknown(n)`), `name`, `from_name`, `ALL`, and
+/// `Display`/`Debug` as the name.
+#[macro_export]
 macro_rules! wire_enum {
     (
         $(#[$meta:meta])*
@@ -40,12 +44,13 @@ macro_rules! wire_enum {
                 }
             }
 
-            /// The name Yubico's tools use (`python-yubihsm`'s, lower case with dashes), or
-            /// the byte in hex for an unknown value.
-            pub fn name(self) -> std::borrow::Cow<'static, str> {
+            /// The name Yubico gives the value (the YubiHSM 1 interface header's `YSM_*`,
+            /// python-yubihsm's lower case with dashes for a YubiHSM 2), or the byte in
+            /// hex for an unknown value.
+            pub fn name(self) -> ::std::borrow::Cow<'static, str> {
                 match self {
-                    $( $name::$variant => std::borrow::Cow::Borrowed($text), )*
-                    $name::Unknown(v) => std::borrow::Cow::Owned(format!("0x{v:02x}")),
+                    $( $name::$variant => ::std::borrow::Cow::Borrowed($text), )*
+                    $name::Unknown(v) => ::std::borrow::Cow::Owned(::std::format!("0x{v:02x}")),
                 }
             }
 
@@ -55,18 +60,16 @@ macro_rules! wire_enum {
             }
         }
 
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.name())
             }
         }
 
-        impl std::fmt::Debug for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.name())
             }
         }
     };
 }
-
-pub(crate) use wire_enum;

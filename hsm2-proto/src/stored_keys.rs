@@ -1,4 +1,6 @@
-//! Key material and plaintexts: `Debug` prints no byte of them, and they are wiped on drop.
+//! The keys a YubiHSM 2 stores for a KSM: authentication keys (with the password
+//! derivation) and otp-aead-keys. Like every secret (`otp_core::secret`), `Debug` prints no
+//! byte of them, they are wiped on drop and compared in constant time.
 
 use std::fmt;
 
@@ -14,69 +16,6 @@ pub const PASSWORD_SALT: &[u8] = b"Yubico";
 
 /// PBKDF2 iterations of the password-to-key derivation (python-yubihsm, libyubihsm).
 pub const PASSWORD_ITERATIONS: u32 = 10_000;
-
-/// Fixed-size secret bytes: a YubiKey AES key, a private id, an OTP, a cryptogram-bearing
-/// key half. Compared in constant time.
-#[derive(Clone, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct Secret<const N: usize>(pub [u8; N]);
-
-impl<const N: usize> PartialEq for Secret<N> {
-    fn eq(&self, other: &Self) -> bool {
-        bool::from(self.0.ct_eq(&other.0))
-    }
-}
-
-impl<const N: usize> Secret<N> {
-    /// The bytes.
-    pub fn expose(&self) -> &[u8; N] {
-        &self.0
-    }
-}
-
-impl<const N: usize> fmt::Debug for Secret<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{N} secret bytes>")
-    }
-}
-
-/// Variable-length secret bytes (random output, a key of 16/24/32 bytes). Compared in
-/// constant time for a given length (the length is not secret).
-#[derive(Clone, Eq, Default, Zeroize, ZeroizeOnDrop)]
-pub struct SecretBytes(Vec<u8>);
-
-impl PartialEq for SecretBytes {
-    fn eq(&self, other: &Self) -> bool {
-        bool::from(self.0.ct_eq(&other.0))
-    }
-}
-
-impl SecretBytes {
-    /// Wraps bytes.
-    pub fn new(b: impl Into<Vec<u8>>) -> SecretBytes {
-        SecretBytes(b.into())
-    }
-
-    /// The bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Length.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{} secret bytes>", self.0.len())
-    }
-}
 
 /// A symmetric authentication key: the static K-ENC and K-MAC (AES-128 each) that open
 /// sessions, as stored in an `aes128-yubico-authentication` object. Compared in constant
@@ -190,11 +129,6 @@ mod tests {
     fn debug_shows_no_key_bytes() {
         let k = AuthKey::new([0xab; 16], [0xcd; 16]);
         assert_eq!(format!("{k:?}"), "AuthKey(redacted)");
-        assert_eq!(format!("{:?}", Secret([0xab_u8; 6])), "<6 secret bytes>");
-        assert_eq!(
-            format!("{:?}", SecretBytes::new(vec![0xab; 3])),
-            "<3 secret bytes>"
-        );
         let o = OtpAeadKeyBytes::new(&[0xab; 32]).unwrap();
         assert!(!format!("{o:?}").contains("ab"));
         assert!(matches!(
@@ -213,15 +147,6 @@ mod tests {
         b.mac[15] ^= 1;
         assert_ne!(a, b);
         assert_ne!(a, AuthKey::new([0; 16], [2; 16]));
-        assert_eq!(Secret([7u8; 6]), Secret([7u8; 6]));
-        assert_ne!(Secret([7u8; 6]), Secret([7, 7, 7, 7, 7, 8]));
-        assert_eq!(SecretBytes::new(vec![1, 2]), SecretBytes::new(vec![1, 2]));
-        assert_ne!(SecretBytes::new(vec![1, 2]), SecretBytes::new(vec![1, 3]));
-        assert_ne!(
-            SecretBytes::new(vec![1, 2]),
-            SecretBytes::new(vec![1, 2, 0])
-        );
-        assert_eq!(SecretBytes::default(), SecretBytes::new(vec![]));
         let k = OtpAeadKeyBytes::new(&[9; 16]).unwrap();
         assert_eq!(k, OtpAeadKeyBytes::new(&[9; 16]).unwrap());
         assert_ne!(k, OtpAeadKeyBytes::new(&[9; 32]).unwrap());
