@@ -2,11 +2,11 @@
 //! its own module. Flag names follow pyhsm's tools where they have an equivalent (`-D`,
 //! `-B/--aead-dir`, `--key-handles`, `-U`, `-S`, …), so operators' scripts keep working.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::daemon::config::ServeArgs;
 use crate::emulate::EmulateArgs;
 use crate::info::InfoArgs;
+use crate::settings::options::ServeArgs;
 use crate::tools::config_import::ConfigArgs;
 use crate::tools::decrypt_aead::DecryptArgs;
 use crate::tools::docs::OutDirArgs;
@@ -103,7 +103,51 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),
         Command::Config(args) => tools::config_import::run(args),
-        Command::GenerateMan(args) => tools::docs::man(args),
-        Command::GenerateCompletions(args) => tools::docs::completions(args),
+        Command::GenerateMan(args) => tools::docs::man(Cli::command(), args),
+        Command::GenerateCompletions(args) => tools::docs::completions(Cli::command(), args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::tools::docs::{completions, man};
+
+    #[test]
+    fn pages_for_every_visible_command_and_three_shells() {
+        let dir = tempfile::tempdir().unwrap();
+        let man_dir = dir.path().join("man");
+        man(
+            Cli::command(),
+            OutDirArgs {
+                dir: man_dir.clone(),
+            },
+        )
+        .unwrap();
+        let page = std::fs::read_to_string(man_dir.join("ksm-serve.1")).unwrap();
+        assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+        assert!(page.contains("key\\-handles"), "{page}");
+        // The NAME line says what ksm is for: both kinds of YubiHSM.
+        let top = std::fs::read_to_string(man_dir.join("ksm.1")).unwrap();
+        assert!(top.contains("YubiHSM 1 or YubiHSM 2"), "{top}");
+        for name in ["ksm.1", "ksm-config-import-pyhsm.1", "ksm-store-verify.1"] {
+            assert!(man_dir.join(name).is_file(), "{name}");
+        }
+        for hidden in ["ksm-generate-man.1", "ksm-generate-completions.1"] {
+            assert!(!man_dir.join(hidden).exists(), "{hidden} is hidden");
+        }
+
+        let comp_dir = dir.path().join("completions");
+        completions(
+            Cli::command(),
+            OutDirArgs {
+                dir: comp_dir.clone(),
+            },
+        )
+        .unwrap();
+        let bash = std::fs::read_to_string(comp_dir.join("ksm.bash")).unwrap();
+        assert!(bash.contains("import-pyhsm") && bash.contains("--key-handles"));
+        assert!(comp_dir.join("_ksm").is_file() && comp_dir.join("ksm.fish").is_file());
     }
 }

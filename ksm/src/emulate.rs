@@ -108,7 +108,7 @@ pub fn run(args: EmulateArgs) -> Result<(), Error> {
     termination.wait();
     info!("stopping the emulator");
     if let (Some(path), Some(id)) = (&args.control, bound) {
-        crate::daemon::sharing::remove_if_ours(path, id);
+        crate::private_socket::remove_if_ours(path, id);
     }
     drop(emu);
     let _ = std::fs::remove_file(&pty);
@@ -146,7 +146,7 @@ fn run_hsm2(args: EmulateArgs) -> Result<(), Error> {
     termination.wait();
     info!("stopping the YubiHSM 2 emulator");
     if let (Some(path), Some(id)) = (&args.control, bound) {
-        crate::daemon::sharing::remove_if_ours(path, id);
+        crate::private_socket::remove_if_ours(path, id);
     }
     drop(emu);
     Ok(())
@@ -207,7 +207,7 @@ fn serve_control_socket(
     path: &std::path::Path,
     apply: impl Fn(&str) -> Result<String, String> + Clone + Send + 'static,
 ) -> Result<(u64, u64), Error> {
-    let (listener, id) = crate::daemon::sharing::bind_private(path)?;
+    let (listener, id) = crate::private_socket::bind_private(path)?;
     println!("control socket at {}", path.display());
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {

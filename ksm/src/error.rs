@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::device::DEFAULT_DEVICE;
-
 /// What can make a `ksm` command fail. Texts never contain key material or OTPs: input the
 /// operator gives is described, never quoted.
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +28,13 @@ pub enum Error {
     #[error(transparent)]
     Hsm2(#[from] hsm2_proto::Error),
     /// No HSM to use: no `-D`, no daemon on the socket, no `/dev/ttyACM0`.
-    #[error("device not found: no -D given, daemon not running (no answer on {}), and no {DEFAULT_DEVICE}", socket.display())]
+    #[error("device not found: no -D given, daemon not running (no answer on {}), and no {}", socket.display(), default.display())]
     NoDevice {
         /// The sharing socket that did not answer.
         socket: PathBuf,
+        /// The device tried last, `-D`'s default (named by the device module, which says
+        /// what `-D` means, so this file need not name it).
+        default: PathBuf,
     },
     /// The device's answer was well-formed but not what the command needs.
     #[error("{0}")]

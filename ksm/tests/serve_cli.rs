@@ -186,3 +186,31 @@ fn a_decode_url_at_the_root_is_served() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `ksm serve --help` shows each default, from the one place they are written.
+#[test]
+fn help_shows_the_defaults() {
+    let help = <ksm::cli::Cli as clap::CommandFactory>::command()
+        .find_subcommand_mut("serve")
+        .unwrap()
+        .render_long_help()
+        .to_string();
+    for shown in [
+        "[default: 8002]",
+        "[default: 5]",
+        "[default: 256]",
+        "[default: 2048]",
+        "[default: /wsapi/decrypt?otp=]",
+        "[default: /run/ksm/ksm.sock]",
+        "[default: /dev/ttyACM0]",
+        "[default: 127.0.0.1]",
+        "[default: tools]",
+    ] {
+        assert!(help.contains(shown), "{shown} in {help}");
+    }
+    assert!(!help.contains("[default: false]"), "{help}");
+    assert_eq!(
+        ksm::settings::http::HttpConfig::default().max_connections,
+        2048
+    );
+}

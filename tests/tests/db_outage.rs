@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use aead_store::DbUrl;
 use e2e_tests::*;
-use ksm::daemon::serve::DbSettings;
+use ksm::settings::serve::DbSettings;
 use support::{assert_answer, fill_from_fixtures, settings, Daemon};
 use test_support::db::PgSchema;
 

@@ -55,7 +55,7 @@ fn a_ksm_reading_a_hot_standby_decodes_and_sees_a_revocation_within_a_second() {
 
     let aeads = tempfile::tempdir().unwrap();
     let mut s = settings(vec![], aeads.path(), Duration::from_millis(1000));
-    s.db = Some(ksm::daemon::serve::DbSettings {
+    s.db = Some(ksm::settings::serve::DbSettings {
         url: aead_store::DbUrl::parse(&standby.url()).unwrap(),
         password_file: None,
         password: None,

@@ -57,6 +57,7 @@ use tracing::{debug, info, warn};
 
 use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
 use crate::daemon::owner::{self, Device, PoolError, Try, Unlocked};
+use crate::settings::serve::MAX_SESSIONS;
 
 /// Opens the way to a YubiHSM 2 (a connector URL, a USB device).
 pub type OpenTransport =
@@ -110,12 +111,6 @@ pub struct Hsm2Aead {
     /// The 36-byte AEAD.
     pub aead: OtpAead,
 }
-
-/// Most sessions a daemon keeps per YubiHSM 2. The device has 16 slots, shared with
-/// `ksm` tools, yubihsm-shell and a second daemon during an upgrade, and a session the
-/// daemon loses track of (a lost answer, a crash) keeps its slot until it expires: a few
-/// sessions serve the one-command-at-a-time device as well as many.
-pub const MAX_SESSIONS: usize = 4;
 
 /// How long closing the sessions being dropped may take in all: a device that answers
 /// closes them in milliseconds, and one that does not must not hold up the reopen.

@@ -1,8 +1,8 @@
 //! `ksm serve`: the daemon validation servers call, and the socket operator tools share
 //! its HSMs through.
 //!
-//! - [`config`]: flags, `ksm.toml` and defaults, one type for all three; [`serve`]:
-//!   start-up and shut-down; [`instance`]: one daemon per socket and PID file;
+//! - [`serve`]: start-up and shut-down, with the settings of [`crate::settings`];
+//!   [`instance`]: one daemon per socket and PID file;
 //! - [`server`], [`connections`], [`answer`], [`metrics`]: the HTTP API, its connection
 //!   cap, its answer lines and counters; [`tls`]: the API over TLS;
 //! - [`pool`]: the HSMs, spreading and failover between them, and tools' leases; each device
@@ -14,7 +14,6 @@
 //!   [`tool_frame`]: what it forwards.
 
 pub mod answer;
-pub mod config;
 pub mod connections;
 pub mod health;
 pub mod hsm1_owner;

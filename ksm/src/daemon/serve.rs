@@ -1,170 +1,27 @@
 //! `ksm serve`: the daemon. Takes its [`Settings`] from flags and `ksm.toml`
-//! ([`crate::daemon::config`]), opens the HSMs and the AEAD store, binds, serves until
+//! ([`crate::settings`]), opens the HSMs and the AEAD store, binds, serves until
 //! SIGTERM, then drains and cleans up.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use aead_store::{AeadKey, CachedStore, DbStore, FsStore, NoncePolicy, Store};
+use aead_store::{CachedStore, DbStore, FsStore, NoncePolicy, Store};
 use hsm_proto::Timeouts;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::daemon::config::ServeArgs;
 use crate::daemon::hsm2_owner::Hsm2Backend;
 use crate::daemon::instance::{PidFile, SocketClaim};
 use crate::daemon::pool::{Backend, Pool, PoolConfig};
-use crate::daemon::server::{Access, AppState, HttpConfig};
+use crate::daemon::server::{Access, AppState};
 use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tls::Tls;
-use crate::daemon::tool_frame::SocketPolicy;
 use crate::device;
 use crate::device::hsm2::{Hsm2Auth, Hsm2Spec};
+use crate::settings::options::ServeArgs;
+use crate::settings::serve::{Reload, Settings};
 use crate::Error;
-
-/// Everything `ksm serve` runs with, after flags and file are merged.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Devices, or empty for the demo soft HSM.
-    pub devices: Vec<PathBuf>,
-    /// Use the built-in demo soft HSM and the AEADs compiled in with it.
-    pub demo: bool,
-    /// AEAD directory.
-    pub aead_dir: PathBuf,
-    /// The demo's compiled-in AEADs, written out for this daemon (then `aead_dir`): kept
-    /// here so the directory lives as long as the settings that name it.
-    pub demo_aeads: Option<Arc<crate::demo_aeads::DemoAeads>>,
-    /// Keys AEADs are looked up under, in order: YubiHSM 1 key handles and YubiHSM 2
-    /// otp-aead-keys (`--key-handles 0x20` / `otp-aead-key:0x0120`).
-    pub key_handles: Vec<AeadKey>,
-    /// HTTP settings.
-    pub http: HttpConfig,
-    /// Listen address.
-    pub listen: SocketAddr,
-    /// PID file.
-    pub pid_file: Option<PathBuf>,
-    /// Sharing socket (`None`: off).
-    pub socket: Option<PathBuf>,
-    /// Queue depth per device.
-    pub queue_depth: usize,
-    /// Which commands the sharing socket forwards.
-    pub socket_policy: SocketPolicy,
-    /// Which AEAD nonces are served (`--random-nonce-aeads`: any).
-    pub nonce_policy: NoncePolicy,
-    /// AEADs in a database (`--db-url`) rather than `aead_dir`.
-    pub db: Option<DbSettings>,
-    /// How YubiHSM 2 devices are authenticated to.
-    pub hsm2: Hsm2Settings,
-    /// How to read the settings again (SIGHUP): the same flags over `ksm.toml` as it is
-    /// now. `None`: nothing to reload (settings made in code).
-    pub reload: Option<Reload>,
-}
-
-/// Where and how the daemon reads AEADs from a database.
-#[derive(Debug, Clone)]
-pub struct DbSettings {
-    /// The database.
-    pub url: aead_store::DbUrl,
-    /// Private file with its password.
-    pub password_file: Option<PathBuf>,
-    /// The password itself, from a private `ksm.toml`.
-    pub password: Option<otp_core::SecretString>,
-    /// Most connections.
-    pub pool_size: u32,
-    /// Keep decoding cached AEADs while the database cannot be reached.
-    pub serve_cached_when_down: bool,
-}
-
-impl DbSettings {
-    /// The store's configuration for the daemon: cached and kept true, each wait bounded by
-    /// the request timeout.
-    pub fn store_config(
-        &self,
-        key_handles: Vec<AeadKey>,
-        nonce_policy: NoncePolicy,
-        timeout: std::time::Duration,
-    ) -> aead_store::DbConfig {
-        let mut c = aead_store::DbConfig::with_keys(self.url.clone(), key_handles);
-        c.password_file = self.password_file.clone();
-        c.password = self
-            .password
-            .as_ref()
-            .map(|p| aead_store::DbPassword::new(p.expose()));
-        c.nonce_policy = nonce_policy;
-        c.pool_size = self.pool_size;
-        c.timeout = timeout;
-        c.cache = true;
-        c.serve_cached_when_down = self.serve_cached_when_down;
-        c
-    }
-}
-
-/// How the daemon authenticates to its YubiHSM 2 devices.
-#[derive(Debug, Clone)]
-pub struct Hsm2Settings {
-    /// The authentication key's object id (required once a YubiHSM 2 is configured).
-    pub auth_key: Option<hsm2_proto::ObjectId>,
-    /// Private file whose first line is its password.
-    pub password_file: Option<PathBuf>,
-    /// The password itself, from a private `ksm.toml`.
-    pub password: Option<otp_core::SecretString>,
-    /// Sessions kept open per device.
-    pub sessions: usize,
-    /// Idle time after which a session gets a keep-alive command.
-    pub keepalive: std::time::Duration,
-}
-
-impl Default for Hsm2Settings {
-    fn default() -> Self {
-        Hsm2Settings {
-            auth_key: None,
-            password_file: None,
-            password: None,
-            sessions: 2,
-            keepalive: crate::daemon::hsm2_owner::KEEPALIVE,
-        }
-    }
-}
-
-impl Hsm2Settings {
-    /// Wipes the password given in `ksm.toml` (its keys are derived by then): no copy of it
-    /// stays in the settings for the daemon's life.
-    pub fn forget_password(&mut self) {
-        self.password = None;
-    }
-
-    /// The authentication key and the session keys its configured password stands for;
-    /// `None` if no password is configured (the devices start locked). A password file must
-    /// be private; its first line is the password ([`Hsm2Auth::from_file`], as the tools
-    /// read theirs).
-    pub fn auth(&self) -> Result<Option<Hsm2Auth>, Error> {
-        let id = || {
-            self.auth_key.ok_or_else(|| {
-                Error::Usage(
-                    "a YubiHSM 2 password is configured but not the key it is for: set hsm2-auth-key".into(),
-                )
-            })
-        };
-        if let Some(p) = &self.password {
-            return Ok(Some(Hsm2Auth::from_password(id()?, p.expose().as_bytes())));
-        }
-        match &self.password_file {
-            Some(path) => Ok(Some(Hsm2Auth::from_file(id()?, path)?)),
-            None => Ok(None),
-        }
-    }
-}
-
-/// Merges the settings again from their sources.
-#[derive(Clone)]
-pub struct Reload(pub Arc<dyn Fn() -> Result<Settings, Error> + Send + Sync>);
-
-impl std::fmt::Debug for Reload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Reload")
-    }
-}
 
 /// The first OTP vector, for the demo's `curl` line.
 pub fn demo_otp() -> String {
@@ -241,7 +98,7 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
 }
 
 fn bind_socket(path: &Path) -> Result<(tokio::net::UnixListener, (u64, u64)), Error> {
-    let (std_listener, id) = crate::daemon::sharing::bind_private(path)?;
+    let (std_listener, id) = crate::private_socket::bind_private(path)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("socket", e))?;
@@ -430,7 +287,7 @@ pub async fn serve(
     hangup.abort();
     if let (Some((task, id)), Some(p)) = (sharing, &s.socket) {
         task.abort();
-        crate::daemon::sharing::remove_if_ours(p, id);
+        crate::private_socket::remove_if_ours(p, id);
     }
     drop(socket_claim);
     drop(pid_file);
@@ -535,7 +392,7 @@ mod tests {
     /// The password from `ksm.toml` is not kept once the devices have their keys.
     #[test]
     fn the_configured_yubihsm2_password_is_wiped_once_derived() {
-        use crate::daemon::config::ServeOptions;
+        use crate::settings::options::ServeOptions;
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ksm.toml");

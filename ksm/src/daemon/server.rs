@@ -45,39 +45,8 @@ use crate::daemon::hsm1_owner::Hsm1Aead;
 use crate::daemon::hsm2_owner::Hsm2Aead;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::pool::{DecodeAead, Pool};
-use crate::daemon::tls::{Tls, TlsFiles};
-
-/// HTTP settings of the daemon, checked (see [`crate::daemon::config`]; its `Default` is
-/// `ksm serve`'s with no flags).
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Path of the decode URL (`/wsapi/decrypt`); `…/` is served too.
-    pub serve_path: String,
-    /// Query parameter holding the OTP (`otp`).
-    pub otp_param: String,
-    /// pyhsm-style stats page path, if enabled.
-    pub stats_path: Option<String>,
-    /// Deadline for one decode (`--reqtimeout`).
-    pub reqtimeout: Duration,
-    /// Peers whose `X-Forwarded-For` is believed, for logs only.
-    pub proxies: Vec<IpAddr>,
-    /// If non-empty, only these networks may talk to the daemon at all: the decode API and
-    /// also `/health`, `/metrics` and the stats page. One list rather than a second one for
-    /// monitoring: those pages tell an outsider which HSMs are up or locked, how many keys
-    /// there are and how busy the KSM is, and a single boundary is one an operator can check
-    /// at a glance (add the monitoring host to it). Checked per request before anything
-    /// else, a body included, is read.
-    pub allow: Vec<IpNet>,
-    /// Most connections open at once. When all are taken, the longest-idle one is closed
-    /// to make room (see [`crate::daemon::connections`]).
-    pub max_connections: usize,
-    /// Time a client has to send a whole request, headers and body, counted from when its
-    /// connection began to wait for it (so it is also how long an idle keep-alive connection
-    /// stays open).
-    pub header_timeout: Duration,
-    /// Serve over TLS with these files (see [`crate::daemon::tls`]); `None`: plain HTTP.
-    pub tls: Option<TlsFiles>,
-}
+use crate::daemon::tls::Tls;
+use crate::settings::http::{HttpConfig, FIXED_PAGES};
 
 /// Everything a request handler needs.
 pub struct AppState {
@@ -199,10 +168,6 @@ pub fn with_peer<B>(mut req: Request<B>, peer: SocketAddr) -> Request<B> {
 
 /// The longest request body (POST form) taken.
 const MAX_BODY: usize = 4096;
-
-/// The daemon's own pages, served whatever the flags say (the decode and stats paths may
-/// not take their place: checked in [`crate::daemon::config`]).
-pub const FIXED_PAGES: [&str; 2] = ["/health", "/metrics"];
 
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {

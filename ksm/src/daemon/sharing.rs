@@ -33,7 +33,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +43,9 @@ use zeroize::Zeroizing;
 
 use crate::daemon::owner::PoolError;
 use crate::daemon::pool::{Lease, Pool};
-use crate::daemon::tool_frame::{SocketPolicy, ToolFrame};
+use crate::daemon::tool_frame::ToolFrame;
 use crate::device::sharing::{ERR, FRAME, LIST, LIST_KINDS, OK, PENDING, RELEASE, UNLOCK_HSM2};
+use crate::settings::socket_policy::SocketPolicy;
 
 /// How many wrong YubiHSM 2 passwords a device takes within [`WRONG_PASSWORD_WINDOW`]
 /// before refusing further ones without asking it.
@@ -325,56 +325,6 @@ async fn tool_frame(
     }
 }
 
-/// Binds a unix socket only its owner can use (mode 0600), replacing a stale socket file.
-/// It never exists with wider permissions, whatever the umask: it is bound inside a fresh
-/// mode-0700 directory beside `path`, narrowed there, and then renamed over `path`.
-/// Returns the listener and the socket file's identity (see [`remove_if_ours`]).
-pub fn bind_private(
-    path: &Path,
-) -> Result<(std::os::unix::net::UnixListener, (u64, u64)), crate::Error> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return Err(crate::Error::Usage(format!(
-                "{} exists and is not a socket",
-                path.display()
-            )));
-        }
-    }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let dir = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| crate::Error::io(format!("create {}", dir.display()), e))?;
-    let inner = dir.join("s");
-    let bound = std::os::unix::net::UnixListener::bind(&inner)
-        .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))
-        .and_then(|l| {
-            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| crate::Error::io(format!("chmod {}", path.display()), e))?;
-            std::fs::rename(&inner, path)
-                .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))?;
-            let m = std::fs::symlink_metadata(path)
-                .map_err(|e| crate::Error::io(format!("bind {}", path.display()), e))?;
-            Ok((l, (m.dev(), m.ino())))
-        });
-    let _ = std::fs::remove_dir_all(&dir);
-    bound
-}
-
-/// Removes the socket file at `path` if it is still the one this process bound (`id` from
-/// [`bind_private`]): never another daemon's.
-pub fn remove_if_ours(path: &Path, id: (u64, u64)) {
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if (m.dev(), m.ino()) == id {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 fn pool_error_text(e: &PoolError, cfg: &SharingConfig) -> String {
     match e {
         PoolError::Hsm(e) => e.to_string(),
@@ -394,23 +344,23 @@ fn pool_error_text(e: &PoolError, cfg: &SharingConfig) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
     use super::*;
     use crate::daemon::pool::{Backend, PoolConfig};
-    use crate::device::sharing::{connect_trusted, list_device_kinds, read_reply, unlock_hsm2};
+    use crate::device::sharing::{connect_trusted, read_reply, unlock_hsm2};
     use std::sync::mpsc;
 
     /// A daemon's sharing socket over `backend`, with short lease times.
-    fn daemon_on(
+    pub(crate) fn daemon_on(
         backend: Backend,
         lease_idle: Duration,
     ) -> (tempfile::TempDir, std::path::PathBuf, Arc<Pool>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ksm.sock");
-        let (listener, _) = bind_private(&path).unwrap();
+        let (listener, _) = crate::private_socket::bind_private(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
         let pool = Arc::new(Pool::start(vec![backend], PoolConfig::default()));
         let p = pool.clone();
@@ -437,7 +387,8 @@ mod tests {
 
     const SYSTEM_INFO: [u8; 2] = [1, 0x26];
 
-    fn frame(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
+    /// Sends a SYSTEM_INFO frame as a tool would, and reads the reply.
+    pub(crate) fn frame(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
         s.write_all(&[FRAME, 0, SYSTEM_INFO.len() as u8])?;
         s.write_all(&SYSTEM_INFO)?;
         read_reply(s)
@@ -454,7 +405,7 @@ mod tests {
             .add(dir.path(), WatchMask::CREATE | WatchMask::MOVED_TO)
             .unwrap();
         let path = dir.path().join("ksm.sock");
-        let (_listener, _) = bind_private(&path).unwrap();
+        let (_listener, _) = crate::private_socket::bind_private(&path).unwrap();
         let mut buf = [0u8; 4096];
         let events: Vec<(EventMask, String)> = watch
             .read_events(&mut buf)
@@ -521,63 +472,6 @@ mod tests {
         frame(&mut first).unwrap();
     }
 
-    /// `ksm keystore-unlock` through the socket: a locked YubiHSM 2 takes its password
-    /// only if the device does, and YubiHSM 1 frames never reach it.
-    #[test]
-    fn keystore_unlock_hands_a_yubihsm2_its_password() {
-        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
-        use crate::tools::keystore_unlock::{unlock, Options};
-        let emu = emulator("");
-        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
-            assert!(Instant::now() < deadline, "never locked");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            list_device_kinds(&path).unwrap(),
-            vec![("yubihsm2".into(), "locked".into(), emu.url())]
-        );
-        let run = |stdin: &str| {
-            let mut out = Vec::new();
-            let r = unlock(
-                &crate::device::ToolDevice::Daemon {
-                    socket: path.clone(),
-                    index: 0,
-                },
-                &Options {
-                    stdin: true,
-                    otp_stdin: false,
-                    no_otp: true,
-                },
-                hsm_proto::Timeouts::default(),
-                &mut std::io::Cursor::new(stdin.to_string()),
-                &mut out,
-            );
-            (
-                r.map_err(|e| e.to_string()),
-                String::from_utf8(out).unwrap(),
-            )
-        };
-        let (r, out) = run("not the password\n");
-        assert_eq!(r, Err("1 device(s) still locked".into()), "{out}");
-        assert!(out.contains("wrong password"), "{out}");
-        assert!(!out.contains("not the password"), "{out}");
-        assert_eq!(list_device_kinds(&path).unwrap()[0].1, "locked");
-        let (r, out) = run(&format!("{PASSWORD}\n"));
-        assert_eq!(r, Ok(()), "{out}");
-        assert_eq!(out, format!("{}: unlocked\n", emu.url()));
-        assert_eq!(list_device_kinds(&path).unwrap()[0].1, "up");
-        // Unlocked: nothing is asked for.
-        let (r, out) = run("");
-        assert_eq!(r, Ok(()), "{out}");
-        assert_eq!(out, format!("{}: already unlocked\n", emu.url()));
-        // A YubiHSM 1 frame means nothing to a YubiHSM 2: refused by its owner.
-        let mut tool = connect_trusted(&path).unwrap();
-        let err = frame(&mut tool).unwrap_err().to_string();
-        assert!(err.contains("other kind of YubiHSM"), "{err}");
-    }
-
     /// Each wrong password leaves a half-open session on the device for its session
     /// timeout: after three, further attempts are refused without reaching the device.
     #[test]
@@ -640,47 +534,6 @@ mod tests {
         assert!(peer_trusted(0, 1000));
         assert!(peer_trusted(1000, 1000));
         assert!(!peer_trusted(1001, 1000));
-    }
-
-    /// `ksm keystore-unlock` while the connector is not up (boot): the password is kept,
-    /// the tool says so and fails with exit code 6, and the device serves once it answers.
-    #[test]
-    fn keystore_unlock_on_a_device_that_is_down_keeps_the_password() {
-        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
-        use crate::tools::keystore_unlock::{unlock, Options};
-        let emu = emulator("");
-        emu.set_refuse(true);
-        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.health()[0].state() != crate::daemon::health::DeviceState::Down {
-            assert!(Instant::now() < deadline, "never down");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut out = Vec::new();
-        let r = unlock(
-            &crate::device::ToolDevice::Daemon {
-                socket: path.clone(),
-                index: 0,
-            },
-            &Options {
-                stdin: true,
-                otp_stdin: false,
-                no_otp: true,
-            },
-            hsm_proto::Timeouts::default(),
-            &mut std::io::Cursor::new(format!("{PASSWORD}\n")),
-            &mut out,
-        );
-        let out = String::from_utf8(out).unwrap();
-        let e = r.unwrap_err();
-        assert_eq!(e.exit_code(), 6, "{e}");
-        assert_eq!(out, format!("{}: {PENDING}\n", emu.url()));
-        emu.set_refuse(false);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while pool.health()[0].state() != crate::daemon::health::DeviceState::Up {
-            assert!(Instant::now() < deadline, "never up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use otp_core::keyfile;
@@ -30,23 +30,12 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroize;
 
+use crate::settings::http::TlsFiles;
 use crate::Error;
 
 /// Longest certificate or CA file read: a chain is a few kilobytes; this leaves room for a
 /// CA bundle.
 const MAX_CERT_FILE: u64 = 4 << 20;
-
-/// Where the certificate, its key and (for mutual TLS) the validators' CA are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The server's certificate chain (PEM), its own certificate first.
-    pub cert: PathBuf,
-    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1), mode 0600.
-    pub key: PathBuf,
-    /// CA certificates (PEM) a client's certificate must chain to; `None`: no client
-    /// certificates are asked for.
-    pub client_ca: Option<PathBuf>,
-}
 
 /// The TLS configuration in force, and the files it is read from again on SIGHUP.
 pub struct Tls {

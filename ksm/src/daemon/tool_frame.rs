@@ -8,29 +8,7 @@
 use hsm_proto::codec::Frame;
 use hsm_proto::{KeyHandle, Opcode};
 
-/// Which commands the sharing socket forwards.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Deserialize,
-    serde::Serialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum SocketPolicy {
-    /// Only what the `ksm` tools send (the list is `TOOL_COMMANDS`); the lock probe's AES
-    /// block only on key handle 0.
-    #[default]
-    Tools,
-    /// Every command a YubiHSM 1 answers (raw AES-ECB, HMAC, temp keys, …), for other
-    /// tools of the daemon's user. `NULL` and `MONITOR_EXIT` never: they would leave the
-    /// line in a state its owner does not expect.
-    All,
-}
+use crate::settings::socket_policy::SocketPolicy;
 
 /// The commands the tools need, and why:
 /// opening a device (`SYSTEM_INFO_QUERY`, `ECHO`), the lock probe (`AES_ECB_BLOCK_ENCRYPT`

@@ -188,6 +188,7 @@ pub fn choose(device: Option<&Path>, socket: &Path) -> Result<ToolDevice, Error>
     }
     Err(Error::NoDevice {
         socket: socket.to_path_buf(),
+        default: PathBuf::from(DEFAULT_DEVICE),
     })
 }
 

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::shell_vars::{self, Sourced};
-use crate::daemon::config::{ServeArgs, ServeOptions};
+use crate::settings::options::{ServeArgs, ServeOptions};
 use crate::Error;
 
 /// `ksm config`: configuration helpers.

@@ -160,13 +160,7 @@ pub fn generate_hsm2(
         tracing::info!(path = %path, "AEAD written");
         s.generated += 1;
     }
-    bar.finish_and_clear();
-    let _ = writeln!(
-        out,
-        "Done: {} generated, {} already present, {} incomplete",
-        s.generated, s.skipped, s.incomplete
-    );
-    Ok(s)
+    Ok(s.done(bar, out))
 }
 
 fn progress(count: u64) -> ProgressBar {
@@ -204,6 +198,19 @@ pub struct Summary {
     pub skipped: u64,
     /// Ids with AEADs for some handles only (an interrupted earlier run): left alone.
     pub incomplete: u64,
+}
+
+impl Summary {
+    /// Ends a run of either kind of device: clears the progress bar and prints the count.
+    fn done(self, bar: ProgressBar, out: &mut dyn Write) -> Summary {
+        bar.finish_and_clear();
+        let _ = writeln!(
+            out,
+            "Done: {} generated, {} already present, {} incomplete",
+            self.generated, self.skipped, self.incomplete
+        );
+        self
+    }
 }
 
 /// Generates the planned keys into `store`, with a progress bar on stderr.
@@ -275,11 +282,5 @@ pub fn generate(
         }
         s.generated += 1;
     }
-    bar.finish_and_clear();
-    let _ = writeln!(
-        out,
-        "Done: {} generated, {} already present, {} incomplete",
-        s.generated, s.skipped, s.incomplete
-    );
-    Ok(s)
+    Ok(s.done(bar, out))
 }

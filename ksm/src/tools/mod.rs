@@ -20,10 +20,8 @@ use std::path::{Path, PathBuf};
 use hsm_proto::{AesKey, KeyHandle, PublicId};
 use zeroize::Zeroizing;
 
+use crate::settings::options::DEFAULT_AEAD_DIR;
 use crate::Error;
-
-/// pyhsm's default AEAD directory (`-B`, `-O`).
-pub const DEFAULT_AEAD_DIR: &str = "/var/cache/yubikey-ksm/aeads";
 
 /// `--key-handles` of the tools that seal AEADs.
 #[derive(Debug, clap::Args)]

@@ -502,30 +502,30 @@ pub fn plan(cfg: &ResolvedConfig, fw: Firmware, opts: &Options) -> Result<Vec<St
             "ends dbload (counters start at 0)",
         ));
     }
-    s.push(Step::new(
-        Typed::line("keylist"),
-        Expect::Prompt,
-        Check::KeyList,
-        "checked: the TOML's handles, flags and disabled keys",
-    ));
-    s.push(Step::new(
-        Typed::line("dblist"),
-        Expect::Prompt,
-        Check::DbList,
-        "checked: the TOML's YubiKeys",
-    ));
-    s.push(Step::new(
-        Typed::line("sysinfo"),
-        Expect::Prompt,
-        Check::SysInfo,
-        "",
-    ));
-    s.push(Step::new(
-        Typed::line("exit"),
-        Expect::Nothing,
-        Check::None,
-        "back to HSM mode, where each key proves itself",
-    ));
+    // The read-back, then out of configuration mode.
+    for (line, expect, check, note) in [
+        (
+            "keylist",
+            Expect::Prompt,
+            Check::KeyList,
+            "checked: the TOML's handles, flags and disabled keys",
+        ),
+        (
+            "dblist",
+            Expect::Prompt,
+            Check::DbList,
+            "checked: the TOML's YubiKeys",
+        ),
+        ("sysinfo", Expect::Prompt, Check::SysInfo, ""),
+        (
+            "exit",
+            Expect::Nothing,
+            Check::None,
+            "back to HSM mode, where each key proves itself",
+        ),
+    ] {
+        s.push(Step::new(Typed::line(line), expect, check, note));
+    }
     Ok(s)
 }
 

@@ -69,7 +69,7 @@ pub fn run(args: RewrapArgs) -> Result<(), Error> {
     let keys = vec![AeadKey::OtpKey(to), AeadKey::OtpKey(from)];
     let store = args.dir.open_keys(keys, NoncePolicy::Any)?;
     let mut dev = args.hsm2.open()?;
-    let policy = crate::daemon::config::nonce_policy(args.random_nonce_aeads);
+    let policy = crate::settings::parse::nonce_policy(args.random_nonce_aeads);
     let r = rewrap(&*store, from, to, policy, &mut dev, &mut std::io::stdout());
     dev.close();
     let r = r?;

@@ -17,10 +17,10 @@ use aead_store::{
 };
 use hsm_proto::{Hsm, KeyHandle, YubiKeyAead};
 
-use crate::daemon::config::{db_url, nonce_policy};
 use crate::device::hsm2::{Hsm2AuthArgs, Hsm2Device};
 use crate::device::DeviceArgs;
-use crate::tools::DEFAULT_AEAD_DIR;
+use crate::settings::options::DEFAULT_AEAD_DIR;
+use crate::settings::parse::{db_url, nonce_policy};
 use crate::Error;
 
 /// `ksm store`'s arguments.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use e2e_tests::*;
 use hsm_proto::KeyHandle;
-use ksm::daemon::serve::Settings;
-use ksm::daemon::server::HttpConfig;
+use ksm::settings::http::HttpConfig;
+use ksm::settings::serve::Settings;
 
 pub struct Daemon {
     pub addr: SocketAddr,

@@ -11,9 +11,9 @@ use hsm_proto::otp::Otp;
 
 use super::tests::{aeads, backend, emulator, line, rt, soon, PASSWORD};
 use crate::daemon::health::DeviceState;
-use crate::daemon::hsm2_owner::MAX_SESSIONS;
 use crate::daemon::owner::{PoolError, Unlocked};
 use crate::daemon::pool::{Backend, Pool, PoolConfig};
+use crate::settings::serve::MAX_SESSIONS;
 
 fn wait_for_state(pool: &Pool, state: DeviceState) {
     let deadline = Instant::now() + Duration::from_secs(10);

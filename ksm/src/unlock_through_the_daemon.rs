@@ -1,0 +1,105 @@
+//! `ksm keystore-unlock` through a running daemon's sharing socket: the tool and the daemon
+//! together, so the test sits above both (the daemon names no tool).
+
+use std::time::{Duration, Instant};
+
+use crate::daemon::sharing::tests::{daemon_on, frame};
+use crate::device::sharing::{connect_trusted, list_device_kinds, PENDING};
+
+/// `ksm keystore-unlock` through the socket: a locked YubiHSM 2 takes its password
+/// only if the device does, and YubiHSM 1 frames never reach it.
+#[test]
+fn keystore_unlock_hands_a_yubihsm2_its_password() {
+    use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
+    use crate::tools::keystore_unlock::{unlock, Options};
+    let emu = emulator("");
+    let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
+        assert!(Instant::now() < deadline, "never locked");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        list_device_kinds(&path).unwrap(),
+        vec![("yubihsm2".into(), "locked".into(), emu.url())]
+    );
+    let run = |stdin: &str| {
+        let mut out = Vec::new();
+        let r = unlock(
+            &crate::device::ToolDevice::Daemon {
+                socket: path.clone(),
+                index: 0,
+            },
+            &Options {
+                stdin: true,
+                otp_stdin: false,
+                no_otp: true,
+            },
+            hsm_proto::Timeouts::default(),
+            &mut std::io::Cursor::new(stdin.to_string()),
+            &mut out,
+        );
+        (
+            r.map_err(|e| e.to_string()),
+            String::from_utf8(out).unwrap(),
+        )
+    };
+    let (r, out) = run("not the password\n");
+    assert_eq!(r, Err("1 device(s) still locked".into()), "{out}");
+    assert!(out.contains("wrong password"), "{out}");
+    assert!(!out.contains("not the password"), "{out}");
+    assert_eq!(list_device_kinds(&path).unwrap()[0].1, "locked");
+    let (r, out) = run(&format!("{PASSWORD}\n"));
+    assert_eq!(r, Ok(()), "{out}");
+    assert_eq!(out, format!("{}: unlocked\n", emu.url()));
+    assert_eq!(list_device_kinds(&path).unwrap()[0].1, "up");
+    // Unlocked: nothing is asked for.
+    let (r, out) = run("");
+    assert_eq!(r, Ok(()), "{out}");
+    assert_eq!(out, format!("{}: already unlocked\n", emu.url()));
+    // A YubiHSM 1 frame means nothing to a YubiHSM 2: refused by its owner.
+    let mut tool = connect_trusted(&path).unwrap();
+    let err = frame(&mut tool).unwrap_err().to_string();
+    assert!(err.contains("other kind of YubiHSM"), "{err}");
+}
+
+/// `ksm keystore-unlock` while the connector is not up (boot): the password is kept,
+/// the tool says so and fails with exit code 6, and the device serves once it answers.
+#[test]
+fn keystore_unlock_on_a_device_that_is_down_keeps_the_password() {
+    use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
+    use crate::tools::keystore_unlock::{unlock, Options};
+    let emu = emulator("");
+    emu.set_refuse(true);
+    let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.health()[0].state() != crate::daemon::health::DeviceState::Down {
+        assert!(Instant::now() < deadline, "never down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = Vec::new();
+    let r = unlock(
+        &crate::device::ToolDevice::Daemon {
+            socket: path.clone(),
+            index: 0,
+        },
+        &Options {
+            stdin: true,
+            otp_stdin: false,
+            no_otp: true,
+        },
+        hsm_proto::Timeouts::default(),
+        &mut std::io::Cursor::new(format!("{PASSWORD}\n")),
+        &mut out,
+    );
+    let out = String::from_utf8(out).unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(e.exit_code(), 6, "{e}");
+    assert_eq!(out, format!("{}: {PENDING}\n", emu.url()));
+    emu.set_refuse(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pool.health()[0].state() != crate::daemon::health::DeviceState::Up {
+        assert!(Instant::now() < deadline, "never up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
