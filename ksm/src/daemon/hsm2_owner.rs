@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use hsm2_proto::session::HostSession;
 use hsm2_proto::transport::Transport;
 use hsm2_proto::{AuthKey, Client, Error as Hsm2Error, ErrorCode, ObjectId, OtpAead};
-use hsm_proto::otp::{Otp, OtpCounters};
+use hsm_proto::otp::Otp;
 use tracing::{debug, info, warn};
 
 use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
@@ -442,12 +442,7 @@ impl Hsm2 {
         let decrypted = client.decrypt_otp(session, aead.key_id, aead.aead, otp);
         self.last_used[slot] = Instant::now();
         match decrypted {
-            Ok(c) => Try::Done(Ok(OtpCounters {
-                use_ctr: c.use_ctr,
-                session_ctr: c.session_ctr,
-                ts_high: c.ts_high,
-                ts_low: c.ts_low,
-            })),
+            Ok(counters) => Try::Done(Ok(counters)),
             Err(e) if e.is_transport_error() => match self.transport_failed(&e) {
                 PoolError::Timeout => Try::Done(Err(PoolError::Timeout)),
                 e => Try::Again(e),
