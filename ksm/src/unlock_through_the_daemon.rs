@@ -3,46 +3,46 @@
 
 use std::time::{Duration, Instant};
 
-use crate::daemon::sharing::tests::{daemon_on, frame};
+use crate::daemon::health::DeviceState;
+use crate::daemon::sharing::tests::{frame, hsm2_daemon_in};
 use crate::device::sharing::{connect_trusted, list_device_kinds, PENDING};
+
+/// `ksm keystore-unlock --stdin --no-otp` on the daemon's first device at `socket`, fed
+/// `stdin`: its result and what it printed.
+fn unlock_via(socket: &std::path::Path, stdin: &str) -> (Result<(), crate::Error>, String) {
+    use crate::tools::keystore_unlock::{unlock, Options};
+    let mut out = Vec::new();
+    let r = unlock(
+        &crate::device::ToolDevice::Daemon {
+            socket: socket.to_path_buf(),
+            index: 0,
+        },
+        &Options {
+            stdin: true,
+            otp_stdin: false,
+            no_otp: true,
+        },
+        hsm_proto::Timeouts::default(),
+        &mut std::io::Cursor::new(stdin.to_string()),
+        &mut out,
+    );
+    (r, String::from_utf8(out).unwrap())
+}
 
 /// `ksm keystore-unlock` through the socket: a locked YubiHSM 2 takes its password
 /// only if the device does, and YubiHSM 1 frames never reach it.
 #[test]
 fn keystore_unlock_hands_a_yubihsm2_its_password() {
-    use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
-    use crate::tools::keystore_unlock::{unlock, Options};
+    use crate::daemon::pool::tests::{emulator, PASSWORD};
     let emu = emulator("");
-    let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
-        assert!(Instant::now() < deadline, "never locked");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (_dir, path, _pool) = hsm2_daemon_in(&emu, DeviceState::Locked);
     assert_eq!(
         list_device_kinds(&path).unwrap(),
         vec![("yubihsm2".into(), "locked".into(), emu.url())]
     );
     let run = |stdin: &str| {
-        let mut out = Vec::new();
-        let r = unlock(
-            &crate::device::ToolDevice::Daemon {
-                socket: path.clone(),
-                index: 0,
-            },
-            &Options {
-                stdin: true,
-                otp_stdin: false,
-                no_otp: true,
-            },
-            hsm_proto::Timeouts::default(),
-            &mut std::io::Cursor::new(stdin.to_string()),
-            &mut out,
-        );
-        (
-            r.map_err(|e| e.to_string()),
-            String::from_utf8(out).unwrap(),
-        )
+        let (r, out) = unlock_via(&path, stdin);
+        (r.map_err(|e| e.to_string()), out)
     };
     let (r, out) = run("not the password\n");
     assert_eq!(r, Err("1 device(s) still locked".into()), "{out}");
@@ -67,38 +67,17 @@ fn keystore_unlock_hands_a_yubihsm2_its_password() {
 /// the tool says so and fails with exit code 6, and the device serves once it answers.
 #[test]
 fn keystore_unlock_on_a_device_that_is_down_keeps_the_password() {
-    use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
-    use crate::tools::keystore_unlock::{unlock, Options};
+    use crate::daemon::pool::tests::{emulator, PASSWORD};
     let emu = emulator("");
     emu.set_refuse(true);
-    let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pool.health()[0].state() != crate::daemon::health::DeviceState::Down {
-        assert!(Instant::now() < deadline, "never down");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut out = Vec::new();
-    let r = unlock(
-        &crate::device::ToolDevice::Daemon {
-            socket: path.clone(),
-            index: 0,
-        },
-        &Options {
-            stdin: true,
-            otp_stdin: false,
-            no_otp: true,
-        },
-        hsm_proto::Timeouts::default(),
-        &mut std::io::Cursor::new(format!("{PASSWORD}\n")),
-        &mut out,
-    );
-    let out = String::from_utf8(out).unwrap();
+    let (_dir, path, pool) = hsm2_daemon_in(&emu, DeviceState::Down);
+    let (r, out) = unlock_via(&path, &format!("{PASSWORD}\n"));
     let e = r.unwrap_err();
     assert_eq!(e.exit_code(), 6, "{e}");
     assert_eq!(out, format!("{}: {PENDING}\n", emu.url()));
     emu.set_refuse(false);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while pool.health()[0].state() != crate::daemon::health::DeviceState::Up {
+    while pool.health()[0].state() != DeviceState::Up {
         assert!(Instant::now() < deadline, "never up");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -388,6 +388,22 @@ pub(crate) mod tests {
     const SYSTEM_INFO: [u8; 2] = [1, 0x26];
 
     /// Sends a SYSTEM_INFO frame as a tool would, and reads the reply.
+    /// A daemon whose one device is a YubiHSM 2 emulator (`emu`), returned once that device
+    /// is in `state` (at most 10 s).
+    pub(crate) fn hsm2_daemon_in(
+        emu: &hsm2_proto::emulator::ConnectorEmulator,
+        state: crate::daemon::health::DeviceState,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Arc<Pool>) {
+        let backend = crate::daemon::pool::tests::backend(emu.url(), None, 1);
+        let (dir, path, pool) = daemon_on(backend, Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.health()[0].state() != state {
+            assert!(Instant::now() < deadline, "never {state:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (dir, path, pool)
+    }
+
     pub(crate) fn frame(s: &mut UnixStream) -> io::Result<Zeroizing<Vec<u8>>> {
         s.write_all(&[FRAME, 0, SYSTEM_INFO.len() as u8])?;
         s.write_all(&SYSTEM_INFO)?;
@@ -476,14 +492,9 @@ pub(crate) mod tests {
     /// timeout: after three, further attempts are refused without reaching the device.
     #[test]
     fn a_fourth_wrong_password_within_the_window_never_reaches_the_device() {
-        use crate::daemon::pool::tests::{backend, emulator, PASSWORD};
+        use crate::daemon::pool::tests::{emulator, PASSWORD};
         let emu = emulator("");
-        let (_dir, path, pool) = daemon_on(backend(emu.url(), None, 1), Duration::from_secs(30));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.health()[0].state() != crate::daemon::health::DeviceState::Locked {
-            assert!(Instant::now() < deadline, "never locked");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (_dir, path, _pool) = hsm2_daemon_in(&emu, crate::daemon::health::DeviceState::Locked);
         for _ in 0..WRONG_PASSWORDS {
             let e = unlock_hsm2(&path, 0, "not the password").unwrap_err();
             assert!(e.to_string().contains("wrong password"), "{e}");
