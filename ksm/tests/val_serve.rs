@@ -440,3 +440,56 @@ fn a_database_down_or_too_slow_answers_backend_error() {
         "OK"
     );
 }
+
+/// `--val-ksm-url`: OTPs decoded by remote KSMs (yubikey-val's `otp2ksmurls`), asked
+/// together, the first `OK` winning, a dead one beside it ignored; with no KSM reachable,
+/// `BACKEND_ERROR`. The validator's own AEAD directory is empty, so an `OK` can only come
+/// from the remote KSM.
+#[test]
+fn remote_ksms_decode_when_named() {
+    let pg = database();
+    let ksm = Validator::start(&pg.url(), &[]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let empty = tempfile::tempdir().unwrap();
+    let remote = format!("http://{}/wsapi/decrypt?otp=", ksm.addr);
+    let dead = format!("http://127.0.0.1:{dead}/wsapi/decrypt?otp=");
+    let b = empty.path().to_str().unwrap();
+    let own = Validator::start(&pg.url(), &["-B", b]);
+    assert_eq!(
+        own.verify(&params(&otp(1, 0), "nonceaaaaaaaaaaaaaaa"))["status"],
+        "BAD_OTP",
+        "the validator's own store has no AEAD"
+    );
+    let val = Validator::start(&pg.url(), &["-B", b, "--val-ksm-url", &dead, &remote]);
+    assert_eq!(
+        val.verify(&params(&otp(2, 0), "noncebbbbbbbbbbbbbbb"))["status"],
+        "OK"
+    );
+    assert_eq!(
+        metric(ksm.addr, "ksm_decodes_total", "result=\"ok\""),
+        Some(1)
+    );
+    // An OTP the KSM answers with an ERR line: BAD_OTP.
+    let foreign = test_support::ykgenerate(
+        "ccccdeulfbvj",
+        "00000000000000000000000000000000",
+        "4f27a712b157",
+        3,
+        0,
+        0,
+        0,
+    );
+    assert_eq!(
+        val.verify(&params(&foreign, "noncecccccccccccccccc"))["status"],
+        "BAD_OTP"
+    );
+    let only_dead = Validator::start(&pg.url(), &["-B", b, "--val-ksm-url", &dead]);
+    assert_eq!(
+        only_dead.verify(&params(&otp(4, 0), "noncedddddddddddddddd"))["status"],
+        "BACKEND_ERROR"
+    );
+}

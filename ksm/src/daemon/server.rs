@@ -261,7 +261,9 @@ async fn verify_request(
     };
     let client = client_of(&st.access().proxies, peer.ip(), headers);
     let query = String::from_utf8_lossy(query);
-    let (code, body) = crate::daemon::val::verify(st, val, protocol, &query, &client).await;
+    let deadline = Instant::now() + st.http.reqtimeout;
+    let local = |otp: Otp| async move { decode(st, Some(&otp.to_modhex()), deadline).await.0 };
+    let (code, body) = crate::daemon::val::verify(val, protocol, &query, &client, local).await;
     text(code, body)
 }
 
@@ -730,11 +732,7 @@ impl Drop for Abandoned<'_> {
 
 /// The decode itself; returns the outcome and the public id (for the log line; never the
 /// OTP's token part).
-pub(crate) async fn decode(
-    st: &AppState,
-    raw: Option<&str>,
-    deadline: Instant,
-) -> (Outcome, Option<String>) {
+async fn decode(st: &AppState, raw: Option<&str>, deadline: Instant) -> (Outcome, Option<String>) {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return (Outcome::NoOtp, None);
     };

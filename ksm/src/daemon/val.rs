@@ -8,6 +8,7 @@
 //! the OTP's token part) and counts them for `/metrics`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,7 +20,6 @@ use ykval::{Decoded, Outcome as Verified, Protocol, Status, ValDb};
 
 use crate::daemon::answer::Outcome;
 use crate::daemon::metrics::BUCKETS;
-use crate::daemon::server::AppState;
 
 /// The validation server: its counter database, where OTPs are decoded, and its counts.
 pub struct Validator {
@@ -55,12 +55,14 @@ impl Validator {
         }
     }
 
-    /// Decodes `otp` with this daemon's HSMs, or the remote KSMs.
-    async fn decode(&self, st: &AppState, otp: Otp, deadline: Instant) -> Decoded {
+    /// Decodes `otp` with this daemon's HSMs (`local`), or the remote KSMs.
+    async fn decode<F, Fut>(&self, otp: Otp, local: F) -> Decoded
+    where
+        F: FnOnce(Otp) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
         if self.remote.is_empty() {
-            let (outcome, _) =
-                crate::daemon::server::decode(st, Some(&otp.to_modhex()), deadline).await;
-            return decoded(&outcome);
+            return decoded(&local(otp).await);
         }
         self.decode_remote(otp.to_modhex()).await
     }
@@ -140,20 +142,21 @@ fn decoded(outcome: &Outcome) -> Decoded {
 }
 
 /// Serves one verify request: `query` on `protocol`'s path from `client` (the address the
-/// log names).
-pub async fn verify(
-    st: &AppState,
+/// log names), decoding with `local` (the daemon's own decode, within the request's
+/// deadline) unless remote KSMs are configured.
+pub async fn verify<F, Fut>(
     val: &Validator,
     protocol: Protocol,
     query: &str,
     client: &str,
-) -> (StatusCode, String) {
+    local: F,
+) -> (StatusCode, String)
+where
+    F: FnOnce(Otp) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
     let start = Instant::now();
-    let deadline = start + st.http.reqtimeout;
-    let v = ykval::verify(&val.db, protocol, query, |otp| {
-        val.decode(st, otp, deadline)
-    })
-    .await;
+    let v = ykval::verify(&val.db, protocol, query, |otp| val.decode(otp, local)).await;
     let took = start.elapsed();
     val.metrics.record(&v, took);
     let id = v.client.map_or_else(|| "-".to_string(), |c| c.to_string());
