@@ -25,8 +25,13 @@ sdist_sha256=a2c93c487d40a16f4fb57ef56fa699eab8fbc60f37371143cf1946fbf4670d97
 pytest_pin=pytest==8.4.2
 
 python=${PYTHON:-python3}
+if [ ! -x "$work/venv/bin/pytest" ]; then
+  "$python" -m venv "$work/venv"
+  "$work/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "yubihsm[http]==$version" "$pytest_pin"
+fi
 if [ ! -f "$work/$sdist" ]; then
-  "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
+  "$work/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
     --no-binary :all: -d "$work" "yubihsm==$version"
 fi
 echo "$sdist_sha256  $work/$sdist" | sha256sum --check --quiet
@@ -35,11 +40,6 @@ mkdir "$work/src"
 tar -xzf "$work/$sdist" -C "$work/src"
 suite="$work/src/yubihsm-$version"
 
-if [ ! -x "$work/venv/bin/pytest" ]; then
-  "$python" -m venv "$work/venv"
-  "$work/venv/bin/pip" install --quiet --disable-pip-version-check \
-    "yubihsm[http]==$version" "$pytest_pin"
-fi
 
 # The deselect list: blank lines and comments skipped, the node id is the first word.
 deselect=()
