@@ -284,4 +284,36 @@ mod tests {
         let p = Params::parse("otp=a%20b&id=1&h=xyz&id=2");
         assert_eq!(p.signed(), vec![("otp", "a b"), ("id", "2")]);
     }
+
+    /// Whatever bytes a query holds, reading it ends in a request or a status, never a
+    /// panic, and an answer can be written for either.
+    #[test]
+    fn any_query_is_read_without_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+        let alphabet = b"idotpncesmhaurlv=&%+2F0aAcbdefghijklnrtuv19 \\\xc3\xa9";
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..120);
+            let q: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let q = String::from_utf8_lossy(&q);
+            for protocol in [Protocol::V1, Protocol::V2] {
+                let status = match Request::parse(protocol, Params::parse(&q)) {
+                    Ok(r) => {
+                        assert!(r.id > 0 && r.otp.len() >= OTP_MIN);
+                        Status::Ok
+                    }
+                    Err(e) => e.status,
+                };
+                let text = crate::response::answer(
+                    status,
+                    &crate::response::Extra::default(),
+                    &crate::sign::ClientKey::empty(),
+                    "t",
+                );
+                assert!(text.ends_with("\r\n\r\n"));
+            }
+        }
+    }
 }

@@ -161,24 +161,37 @@ where
     val.metrics.record(&v, took);
     let id = v.client.map_or_else(|| "-".to_string(), |c| c.to_string());
     let public_id = v.public_id.as_deref().unwrap_or("-");
-    info!(
-        client_id = %id,
-        public_id = %public_id,
-        status = %v.status,
-        latency_us = took.as_micros() as u64,
-        client = %client,
-        "verify"
-    );
-    if let Some(why) = &v.why {
-        warn!(client_id = %id, public_id = %public_id, reason = %why, "verify: backend error");
-    }
-    if let Some(c) = v.clock.filter(|c| c.failed) {
-        warn!(
+    let latency_us = took.as_micros() as u64;
+    // One line per verification; a backend error's reason, and a clock that disagrees
+    // past yubikey-val's tolerances, are fields of it (and make it a warning).
+    match (&v.why, v.clock.filter(|c| c.failed)) {
+        (Some(why), _) => warn!(
+            client_id = %id,
             public_id = %public_id,
+            status = %v.status,
+            latency_us,
+            client = %client,
+            reason = %why,
+            "verify"
+        ),
+        (None, Some(c)) => warn!(
+            client_id = %id,
+            public_id = %public_id,
+            status = %v.status,
+            latency_us,
+            client = %client,
             key_secs = c.key_secs,
             server_secs = c.server_secs,
-            "verify: the YubiKey's clock and the server's disagree past yubikey-val's tolerances (an OTP held back and replayed later?); answered OK as yubikey-val does"
-        );
+            "verify: the YubiKey's clock and the server's disagree past yubikey-val's tolerances (an OTP held back and replayed later?); answered as yubikey-val does"
+        ),
+        (None, None) => info!(
+            client_id = %id,
+            public_id = %public_id,
+            status = %v.status,
+            latency_us,
+            client = %client,
+            "verify"
+        ),
     }
     (StatusCode::OK, v.body)
 }
