@@ -104,8 +104,15 @@ const DVORAK: &str = "jxe.uidchtnbpygk";
 const MODHEX: &str = "cbdefghijklnrtuv";
 
 /// An OTP typed on a Dvorak keyboard, read back to modhex (one typed otherwise as it is).
+/// Twelve of the sixteen letters are both modhex and Dvorak keys, so about one OTP in ten
+/// thousand is made of them alone: yubikey-val converts such an OTP too, and so breaks an
+/// OTP typed on a US keyboard. Here only an OTP that is not modhex already is converted
+/// (one with `.`, `p`, `x` or `y`), so the US keyboard wins the tie.
 fn from_dvorak(otp: &str) -> String {
-    if otp.is_empty() || !otp.chars().all(|c| DVORAK.contains(c)) {
+    if otp.is_empty()
+        || otp_core::modhex::is_modhex(otp)
+        || !otp.chars().all(|c| DVORAK.contains(c))
+    {
         return otp.to_string();
     }
     otp.chars()
@@ -277,6 +284,10 @@ mod tests {
             .collect();
         let r = v2(&format!("id=1&otp={dvorak}&nonce={NONCE}")).expect("good");
         assert_eq!(r.otp, OTP);
+        // Made only of letters both layouts share: taken as modhex, as typed.
+        let shared = "cccccccccccbcbdeghijkntucbdeghijkntucbdeghij";
+        let r = v2(&format!("id=1&otp={shared}&nonce={NONCE}")).expect("good");
+        assert_eq!(r.otp, shared);
     }
 
     #[test]
