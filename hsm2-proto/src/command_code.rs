@@ -19,14 +19,23 @@ wire_enum! {
         SessionMessage = 0x05 => "session-message",
         /// Firmware version, serial number, algorithms.
         DeviceInfo = 0x06 => "device-info",
+        /// Factory reset: every object but the default authentication key deleted, then a
+        /// reboot.
+        ResetDevice = 0x08 => "reset-device",
         /// Ends a session.
         CloseSession = 0x40 => "close-session",
         /// Imports an authentication key (K-ENC and K-MAC).
         PutAuthenticationKey = 0x44 => "put-authentication-key",
         /// Lists objects, optionally filtered.
         ListObjects = 0x48 => "list-objects",
+        /// The audit log's entries and its unlogged-event counters.
+        GetLogEntries = 0x4d => "get-log-entries",
         /// One object's metadata.
         GetObjectInfo = 0x4e => "get-object-info",
+        /// Sets a device option.
+        SetOption = 0x4f => "set-option",
+        /// Reads a device option.
+        GetOption = 0x50 => "get-option",
         /// Random bytes from the device.
         GetPseudoRandom = 0x51 => "get-pseudo-random",
         /// Deletes an object.
@@ -43,6 +52,10 @@ wire_enum! {
         PutOtpAeadKey = 0x65 => "put-otp-aead-key",
         /// Has the device generate an otp-aead-key.
         GenerateOtpAeadKey = 0x66 => "generate-otp-aead-key",
+        /// Frees the audit log up to an entry the host has kept.
+        SetLogIndex = 0x67 => "set-log-index",
+        /// Replaces the session's own authentication key.
+        ChangeAuthenticationKey = 0x6c => "change-authentication-key",
         /// Marks an error response: `7f 00 01 <error code>`.
         Error = 0x7f => "error",
     }

@@ -10,6 +10,7 @@
 //! it).
 
 mod authenticate_session;
+mod change_authentication_key;
 mod close_session;
 mod create_session;
 mod decrypt_otp;
@@ -19,13 +20,17 @@ mod echo;
 mod get_object_info;
 mod get_pseudo_random;
 mod list_objects;
+mod log;
 mod new_object;
+mod option;
 mod otp_aead;
 mod otp_aead_key;
 mod put_authentication_key;
+mod reset_device;
 mod session_message;
 
 pub use authenticate_session::AuthenticateSession;
+pub use change_authentication_key::ChangeAuthenticationKey;
 pub use close_session::CloseSession;
 pub use create_session::{CreateSession, CreateSessionResponse};
 pub use decrypt_otp::{DecryptOtp, DecryptOtpResponse};
@@ -35,10 +40,13 @@ pub use echo::{Echo, EchoResponse};
 pub use get_object_info::{GetObjectInfo, ObjectInfo};
 pub use get_pseudo_random::{GetPseudoRandom, PseudoRandomResponse};
 pub use list_objects::{ListObjects, ListObjectsResponse, ListedObject, ObjectFilter};
+pub use log::{GetLogEntries, LogEntries, LogEntry, SetLogIndex};
 pub use new_object::{NewObject, ObjectIdResponse};
+pub use option::{AuditSetting, DeviceOption, GetOption, OptionValue, SetOption};
 pub use otp_aead::{CreateOtpAead, OtpAeadResponse, RandomizeOtpAead, RewrapOtpAead};
 pub use otp_aead_key::{GenerateOtpAeadKey, PutOtpAeadKey};
 pub use put_authentication_key::PutAuthenticationKey;
+pub use reset_device::ResetDevice;
 pub use session_message::{SessionMessage, SessionMessageResponse};
 
 use crate::codec::{Frame, Reader, Writer};
@@ -173,7 +181,8 @@ macro_rules! with_command {
             Echo, CreateSession, AuthenticateSession, SessionMessage, DeviceInfo, CloseSession,
             PutAuthenticationKey, ListObjects, GetObjectInfo, GetPseudoRandom, DeleteObject,
             DecryptOtp, CreateOtpAead, RandomizeOtpAead, RewrapOtpAead, PutOtpAeadKey,
-            GenerateOtpAeadKey)
+            GenerateOtpAeadKey, ResetDevice, GetLogEntries, SetLogIndex, SetOption, GetOption,
+            ChangeAuthenticationKey)
     };
     (@list $code:expr, $f:ident $args:tt, $other:expr; $($ty:ident),*) => {
         match $code {
@@ -187,3 +196,6 @@ macro_rules! with_command {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;
