@@ -15,6 +15,12 @@ use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
 use super::config::{AuthKeyConfig, DeviceConfig, OtpAeadKeyConfig};
+
+mod hmac;
+mod objects;
+mod opaque;
+mod symmetric;
+mod wrap;
 use crate::cmd::{self, Command, EmptyResponse, ObjectFilter, ObjectInfo};
 use crate::codec::Frame;
 use crate::session::{Challenge, DeviceSession, SessionId};
@@ -50,6 +56,10 @@ const ALGORITHMS: [Algorithm; 4] = [
 enum KeyMaterial {
     Auth(AuthKey),
     Otp { nonce_id: NonceId, key: AesKey },
+    Opaque(Vec<u8>),
+    Wrap(SecretBytes),
+    Hmac(SecretBytes),
+    Symmetric(SecretBytes),
 }
 
 /// One stored object: its metadata (the very type Get Object Info answers) and its key.
@@ -377,11 +387,10 @@ impl Device {
             }),
             C::DeleteObject => answer::<cmd::DeleteObject>(inner, |req| {
                 self.visible(caller, req.id, req.object_type)?;
-                let cap = match req.object_type {
-                    ObjectType::AuthenticationKey => Capability::DeleteAuthenticationKey,
-                    _ => Capability::DeleteOtpAeadKey,
-                };
-                need(caller.capabilities, cap)?;
+                need(
+                    caller.capabilities,
+                    objects::delete_capability(req.object_type),
+                )?;
                 self.objects.remove(&(req.id.0, req.object_type.to_u8()));
                 Ok(EmptyResponse)
             }),
@@ -484,7 +493,13 @@ impl Device {
                     otp::decrypt(&secret, req.otp.expose()).map_err(|_| ErrorCode::InvalidOtp)?;
                 Ok(cmd::DecryptOtpResponse { counters })
             }),
-            _ => cmd::error_frame(ErrorCode::InvalidCommand),
+            // Opaque objects, wrap, HMAC and symmetric keys: one file each (`device/`).
+            _ => self
+                .opaque_command(caller, inner)
+                .or_else(|| self.wrap_command(caller, inner))
+                .or_else(|| self.hmac_command(caller, inner))
+                .or_else(|| self.symmetric_command(caller, inner))
+                .unwrap_or_else(|| cmd::error_frame(ErrorCode::InvalidCommand)),
         }
     }
 
@@ -504,7 +519,7 @@ impl Device {
         need(obj.info.capabilities, cap)?;
         match &obj.key {
             KeyMaterial::Otp { nonce_id, key } => Ok((*nonce_id, key)),
-            KeyMaterial::Auth(_) => Err(ErrorCode::ObjectNotFound),
+            _ => Err(ErrorCode::ObjectNotFound),
         }
     }
 
