@@ -201,4 +201,40 @@ impl<T: Transport> Client<T> {
             },
         )
     }
+
+    /// The audit log: its unlogged-event counters and the entries not yet released, oldest
+    /// first. The digests are not checked here: a caller that keeps the last entry it saw
+    /// checks the chain with [`cmd::LogEntry::follows`].
+    pub fn get_log_entries(&mut self, session: &mut HostSession) -> Result<cmd::LogEntries> {
+        self.send(session, &cmd::GetLogEntries)
+    }
+
+    /// Releases the audit log's entries up to number `index` (the last one kept), so that a
+    /// device with `force-audit` on has room again.
+    pub fn set_log_index(&mut self, session: &mut HostSession, index: u16) -> Result<()> {
+        self.send(session, &cmd::SetLogIndex { index }).map(drop)
+    }
+
+    /// A device option's raw value.
+    pub fn get_option(
+        &mut self,
+        session: &mut HostSession,
+        option: cmd::DeviceOption,
+    ) -> Result<cmd::OptionValue> {
+        self.send(session, &cmd::GetOption { option })
+    }
+
+    /// Sets a device option.
+    pub fn set_option(&mut self, session: &mut HostSession, req: &cmd::SetOption) -> Result<()> {
+        self.send(session, req).map(drop)
+    }
+
+    /// The `force-audit` option.
+    pub fn force_audit(&mut self, session: &mut HostSession) -> Result<cmd::AuditSetting> {
+        let v = self.get_option(session, cmd::DeviceOption::ForceAudit)?;
+        v.audit_setting().ok_or(crate::Error::InvalidField {
+            cmd: crate::CommandCode::GetOption,
+            field: "force-audit value",
+        })
+    }
 }

@@ -19,6 +19,9 @@ wire_enum! {
         SessionMessage = 0x05 => "session-message",
         /// Firmware version, serial number, algorithms.
         DeviceInfo = 0x06 => "device-info",
+        /// Factory reset: every object but the default authentication key deleted, then a
+        /// reboot.
+        ResetDevice = 0x08 => "reset-device",
         /// Ends a session.
         CloseSession = 0x40 => "close-session",
         /// Stores opaque data.
@@ -35,8 +38,14 @@ wire_enum! {
         ImportWrapped = 0x4b => "import-wrapped",
         /// Imports a wrap key.
         PutWrapKey = 0x4c => "put-wrap-key",
+        /// The audit log's entries and its unlogged-event counters.
+        GetLogEntries = 0x4d => "get-log-entries",
         /// One object's metadata.
         GetObjectInfo = 0x4e => "get-object-info",
+        /// Sets a device option.
+        SetOption = 0x4f => "set-option",
+        /// Reads a device option.
+        GetOption = 0x50 => "get-option",
         /// Random bytes from the device.
         GetPseudoRandom = 0x51 => "get-pseudo-random",
         /// Imports an HMAC key.
@@ -63,10 +72,14 @@ wire_enum! {
         PutOtpAeadKey = 0x65 => "put-otp-aead-key",
         /// Has the device generate an otp-aead-key.
         GenerateOtpAeadKey = 0x66 => "generate-otp-aead-key",
+        /// Frees the audit log up to an entry the host has kept.
+        SetLogIndex = 0x67 => "set-log-index",
         /// Encrypts data under a wrap key (AES-CCM).
         WrapData = 0x68 => "wrap-data",
         /// Decrypts data wrapped under a wrap key.
         UnwrapData = 0x69 => "unwrap-data",
+        /// Replaces the session's own authentication key.
+        ChangeAuthenticationKey = 0x6c => "change-authentication-key",
         /// Imports an AES key.
         PutSymmetricKey = 0x6d => "put-symmetric-key",
         /// Has the device generate an AES key.

@@ -10,6 +10,7 @@
 //! it).
 
 mod authenticate_session;
+mod change_authentication_key;
 mod close_session;
 mod create_session;
 mod decrypt_otp;
@@ -20,17 +21,21 @@ mod get_object_info;
 mod get_pseudo_random;
 mod hmac;
 mod list_objects;
+mod log;
 mod new_object;
 mod opaque;
+mod option;
 mod otp_aead;
 mod otp_aead_key;
 mod put_authentication_key;
+mod reset_device;
 mod session_message;
 mod symmetric;
 mod wrap_key;
 mod wrapped;
 
 pub use authenticate_session::AuthenticateSession;
+pub use change_authentication_key::ChangeAuthenticationKey;
 pub use close_session::CloseSession;
 pub use create_session::{CreateSession, CreateSessionResponse};
 pub use decrypt_otp::{DecryptOtp, DecryptOtpResponse};
@@ -41,11 +46,14 @@ pub use get_object_info::{GetObjectInfo, ObjectInfo};
 pub use get_pseudo_random::{GetPseudoRandom, PseudoRandomResponse};
 pub use hmac::{GenerateHmacKey, HmacResponse, PutHmacKey, SignHmac, VerifyHmac, VerifyResponse};
 pub use list_objects::{ListObjects, ListObjectsResponse, ListedObject, ObjectFilter};
+pub use log::{GetLogEntries, LogEntries, LogEntry, SetLogIndex};
 pub use new_object::{NewObject, ObjectIdResponse};
 pub use opaque::{GetOpaque, OpaqueResponse, PutOpaque};
+pub use option::{AuditSetting, DeviceOption, GetOption, OptionValue, SetOption};
 pub use otp_aead::{CreateOtpAead, OtpAeadResponse, RandomizeOtpAead, RewrapOtpAead};
 pub use otp_aead_key::{GenerateOtpAeadKey, PutOtpAeadKey};
 pub use put_authentication_key::PutAuthenticationKey;
+pub use reset_device::ResetDevice;
 pub use session_message::{SessionMessage, SessionMessageResponse};
 pub use symmetric::{
     AesCbc, AesEcb, AesResponse, DecryptCbc, DecryptEcb, EncryptCbc, EncryptEcb,
@@ -192,7 +200,8 @@ macro_rules! with_command {
             GenerateOtpAeadKey, PutOpaque, GetOpaque, PutWrapKey, GenerateWrapKey, ExportWrapped,
             ImportWrapped, WrapData, UnwrapData, PutHmacKey, GenerateHmacKey, SignHmac,
             VerifyHmac, PutSymmetricKey, GenerateSymmetricKey, EncryptEcb, DecryptEcb,
-            EncryptCbc, DecryptCbc)
+            EncryptCbc, DecryptCbc,
+            ResetDevice, GetLogEntries, SetLogIndex, SetOption, GetOption, ChangeAuthenticationKey)
     };
     (@list $code:expr, $f:ident $args:tt, $other:expr; $($ty:ident),*) => {
         match $code {
@@ -206,3 +215,6 @@ macro_rules! with_command {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;

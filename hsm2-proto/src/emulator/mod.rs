@@ -65,7 +65,9 @@ pub use config::{
     AuthKeyConfig, DeviceConfig, OtpAeadKeyConfig, DEFAULT_SERIAL, DEFAULT_SESSION_TIMEOUT,
     FACTORY_KEY_ID, FACTORY_LABEL, FACTORY_PASSWORD,
 };
-pub use device::{Device, FIRMWARE, MAX_OBJECTS, MAX_RANDOM, MAX_SESSIONS};
+pub use device::{
+    Device, AUDITABLE_COMMANDS, FIRMWARE, LOG_CAPACITY, MAX_OBJECTS, MAX_RANDOM, MAX_SESSIONS,
+};
 pub use http::{ConnectorEmulator, CONNECTOR_VERSION};
 
 /// Why an emulator could not be configured or started. No variant carries key material:

@@ -1,5 +1,5 @@
 //! What the object kinds added beside authentication and otp-aead-keys share: storing a
-//! new one, finding one a command may use, and the capability that deletes each type.
+//! new one, finding one a command may use.
 
 use rand::RngCore;
 use zeroize::Zeroizing;
@@ -66,21 +66,6 @@ impl KeyMaterial {
             other => other.body(Capabilities::NONE).len(),
         };
         u16::try_from(len).unwrap_or(u16::MAX)
-    }
-}
-
-/// The capability Delete Object needs for an object of `t`.
-pub(super) fn delete_capability(t: ObjectType) -> Capability {
-    match t {
-        ObjectType::Opaque => Capability::DeleteOpaque,
-        ObjectType::AuthenticationKey => Capability::DeleteAuthenticationKey,
-        ObjectType::AsymmetricKey => Capability::DeleteAsymmetricKey,
-        ObjectType::WrapKey => Capability::DeleteWrapKey,
-        ObjectType::HmacKey => Capability::DeleteHmacKey,
-        ObjectType::Template => Capability::DeleteTemplate,
-        ObjectType::SymmetricKey => Capability::DeleteSymmetricKey,
-        ObjectType::PublicWrapKey => Capability::PublicWrapKeyDelete,
-        _ => Capability::DeleteOtpAeadKey,
     }
 }
 
