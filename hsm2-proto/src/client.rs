@@ -6,7 +6,9 @@ use tracing::debug;
 use crate::cmd::{self, Command};
 use crate::session::{Challenge, HostSession};
 use crate::transport::Transport;
-use crate::{AuthKey, ObjectId, OtpAead, OtpCounters, Result, Secret};
+use crate::{
+    AuthKey, Capabilities, ObjectId, ObjectType, OtpAead, OtpCounters, Result, Secret, SecretBytes,
+};
 
 /// A connection to one YubiHSM 2 through a [`Transport`].
 ///
@@ -136,6 +138,68 @@ impl<T: Transport> Client<T> {
         Ok(self
             .send(session, &cmd::RewrapOtpAead { from, to, aead })?
             .aead)
+    }
+
+    /// Metadata of object `id` of `object_type`.
+    pub fn object_info(
+        &mut self,
+        session: &mut HostSession,
+        id: ObjectId,
+        object_type: ObjectType,
+    ) -> Result<cmd::ObjectInfo> {
+        self.send(session, &cmd::GetObjectInfo { id, object_type })
+    }
+
+    /// Imports the AES-CCM wrap key `key` (16, 24 or 32 bytes, `object.algorithm` to
+    /// match) with `delegated` capabilities: the most an object exported or imported
+    /// under it may have. Returns the id it got.
+    pub fn put_wrap_key(
+        &mut self,
+        session: &mut HostSession,
+        object: cmd::NewObject,
+        delegated: Capabilities,
+        key: SecretBytes,
+    ) -> Result<ObjectId> {
+        let req = cmd::PutWrapKey {
+            object,
+            delegated,
+            key,
+        };
+        Ok(self.send(session, &req)?.id)
+    }
+
+    /// Object `id` of `object_type` encrypted under wrap key `wrap_key_id`: bytes that
+    /// only a device holding the same wrap key can import.
+    pub fn export_wrapped(
+        &mut self,
+        session: &mut HostSession,
+        wrap_key_id: ObjectId,
+        object_type: ObjectType,
+        id: ObjectId,
+    ) -> Result<Vec<u8>> {
+        let req = cmd::ExportWrapped {
+            wrap_key_id,
+            object_type,
+            id,
+        };
+        Ok(self.send(session, &req)?.wrapped)
+    }
+
+    /// Imports what [`Client::export_wrapped`] gave, under wrap key `wrap_key_id`; returns
+    /// the new object's type and id (those it was exported with).
+    pub fn import_wrapped(
+        &mut self,
+        session: &mut HostSession,
+        wrap_key_id: ObjectId,
+        wrapped: Vec<u8>,
+    ) -> Result<cmd::ImportedObject> {
+        self.send(
+            session,
+            &cmd::ImportWrapped {
+                wrap_key_id,
+                wrapped,
+            },
+        )
     }
 
     /// The audit log: its unlogged-event counters and the entries not yet released, oldest

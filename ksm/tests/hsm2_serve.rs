@@ -366,6 +366,17 @@ fn migrate(hsm2: &Hsm2, dir: &Path, aeads: &Path, kh: &str, id: &str) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// The answers of a daemon on the YubiHSM 1 at `link` with the fixture AEADs in `aeads`: the
+/// golden lines a YubiHSM 2 daemon must give for the same OTPs.
+fn yubihsm1_answers(dir: &Path, link: &str, aeads: &str, otps: &[String]) -> Vec<String> {
+    let d1 = Serve::start(
+        dir,
+        "hsm1",
+        &["-D", link, "-B", aeads, "--key-handles", "0x20,0x21"],
+    );
+    answers(&d1, otps)
+}
+
 /// A private copy of the fixture AEADs (pyhsm's files of key handles 0x20 and 0x21).
 fn store_copy(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join(name);
@@ -387,14 +398,7 @@ fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
     let aeads_arg = aeads.to_str().unwrap().to_string();
 
     let otps = otps();
-    let golden = {
-        let d1 = Serve::start(
-            dir.path(),
-            "hsm1",
-            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
-        );
-        answers(&d1, &otps)
-    };
+    let golden = yubihsm1_answers(dir.path(), &link, &aeads_arg, &otps);
     // The golden lines are the contract's: the vectors' published answers, every good OTP
     // decoded, the rest refused.
     let v = otp_vectors();
@@ -496,14 +500,7 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
     let link = hsm1.link.to_str().unwrap().to_string();
     let aeads_arg = aeads.to_str().unwrap().to_string();
     let otps = otps();
-    let golden = {
-        let d1 = Serve::start(
-            dir.path(),
-            "hsm1",
-            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
-        );
-        answers(&d1, &otps)
-    };
+    let golden = yubihsm1_answers(dir.path(), &link, &aeads_arg, &otps);
     migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
     // Vector YubiKey 0 exists only as a YubiHSM 2 AEAD from now on.
     let v = otp_vectors();
@@ -938,4 +935,159 @@ fn without_an_audit_log_health_warns_before_a_forced_log_refuses_and_decodes_fai
         assert!(a.body.starts_with("OK counter="), "{} {}", a.status, a.body);
     }
     assert!(d.metric(&refusals).unwrap() > 0);
+}
+
+/// Issue 23 item 2: a site rotates to a key its first YubiHSM 2 generated (`ksm rewrap`),
+/// clones that key to its second YubiHSM 2 with `ksm clone-hsm2` under a wrap key both hold,
+/// and both devices then give, through a `ksm serve` each, the YubiHSM 1's answer to every
+/// OTP. The keys that may not leave the source are named and counted, and a second run
+/// finds the key there and changes nothing.
+#[test]
+fn a_key_rewrapped_on_one_yubihsm2_and_cloned_to_another_decodes_on_both() {
+    use hsm2_proto::cmd::{GenerateOtpAeadKey, NewObject};
+    use hsm2_proto::transport::{Connector, HttpTimeouts};
+    use hsm2_proto::{Algorithm, AuthKey, Capabilities, Client, Domains, Label, NonceId};
+    use hsm2_proto::{ObjectId, SecretBytes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let hsm1 = e2e_tests::EmulateProcess::start(Path::new(KSM), &["--preset", "demo"], dir.path());
+    let a = Hsm2::start(&a_dir);
+    let b = e2e_tests::Hsm2EmulateProcess::start(Path::new(KSM), None, b_dir.join("hsm2.ctl"));
+    let aeads = store_copy(dir.path(), "aeads");
+    let aeads_arg = aeads.to_str().unwrap().to_string();
+    let otps = otps();
+    let golden = yubihsm1_answers(dir.path(), hsm1.link.to_str().unwrap(), &aeads_arg, &otps);
+    migrate(&a, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&a, dir.path(), &aeads, "0x21", "0x0121");
+
+    // As docs/yubihsm2.md has the operator do it: the source generates the new key (it may
+    // leave under wrap), and the same wrap key goes on both devices.
+    let session = |url: &str| {
+        let t: Box<dyn hsm2_proto::transport::Transport> =
+            Box::new(Connector::open(url, HttpTimeouts::default()).unwrap());
+        let mut c = Client::new(t);
+        let s = c
+            .open_session(ObjectId(1), &AuthKey::from_password(b"password"))
+            .unwrap();
+        (c, s)
+    };
+    let caps = |names: &str| Capabilities::parse(names).unwrap();
+    let head = |id: u16, algorithm, capabilities| NewObject {
+        id: ObjectId(id),
+        label: Label::new("ksm clone test").unwrap(),
+        domains: Domains(1),
+        capabilities,
+        algorithm,
+    };
+    let delegated = caps(
+        "decrypt-otp:create-otp-aead:randomize-otp-aead:rewrap-from-otp-aead-key:rewrap-to-otp-aead-key:exportable-under-wrap",
+    );
+    let mut wrap_key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut wrap_key);
+    let (mut ca, mut sa) = session(&a.url);
+    ca.send(
+        &mut sa,
+        &GenerateOtpAeadKey {
+            object: head(
+                0x0200,
+                Algorithm::Aes256YubicoOtp,
+                caps("decrypt-otp:create-otp-aead:rewrap-to-otp-aead-key:exportable-under-wrap"),
+            ),
+            nonce_id: NonceId([0, 2, 0, 0]),
+        },
+    )
+    .unwrap();
+    let (mut cb, mut sb) = session(&b.url);
+    for (c, s, cap) in [
+        (&mut ca, &mut sa, "export-wrapped"),
+        (&mut cb, &mut sb, "import-wrapped"),
+    ] {
+        c.put_wrap_key(
+            s,
+            head(0x0300, Algorithm::Aes256CcmWrap, caps(cap)),
+            delegated,
+            SecretBytes::new(wrap_key.to_vec()),
+        )
+        .unwrap();
+    }
+
+    let pw = dir.path().join("factory-password");
+    private_file(&pw, "password\n");
+    for from in ["0x0120", "0x0121"] {
+        let o = Command::new(KSM)
+            .args(["rewrap", "--from-key", from, "--to-key", "0x0200", "-B"])
+            .arg(&aeads)
+            .args(["-D", &a.url, "--password-file"])
+            .arg(&pw)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+
+    let clone = |extra: &[&str]| {
+        Command::new(KSM)
+            .args(["clone-hsm2", "--from", &a.url, "--to", &b.url])
+            .args(["--wrap-key-id", "0x0300", "--from-password-file"])
+            .arg(&pw)
+            .arg("--to-password-file")
+            .arg(&pw)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Every otp-aead-key the source has: the two it got from the YubiHSM 1 may not leave.
+    let o = clone(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("copied otp-aead-key 0x0200"), "{out}");
+    assert!(
+        out.contains("checked: an AEAD made on the source decodes an OTP on the target"),
+        "{out}"
+    );
+    for id in ["0x0120", "0x0121"] {
+        assert!(
+            out.contains(&format!(
+                "FAILED otp-aead-key {id}: it lacks exportable-under-wrap"
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("1 copied (0 not checked), 0 already on the target, 2 failed"),
+        "{out}"
+    );
+    // Again, for the one key: it is there, the same key, and nothing changes.
+    let o = clone(&["--key-ids", "0x0200"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("0 copied (0 not checked), 1 already on the target, 0 failed"),
+        "{out}"
+    );
+
+    // Both devices, each behind its own daemon, give the YubiHSM 1's answers.
+    let pw_arg = pw.to_str().unwrap();
+    for (name, url) in [("clone-a", &a.url), ("clone-b", &b.url)] {
+        let d = Serve::start(
+            dir.path(),
+            name,
+            &[
+                "-D",
+                url,
+                "-B",
+                &aeads_arg,
+                "--key-handles",
+                "otp-aead-key:0x0200",
+                "--hsm2-auth-key",
+                "1",
+                "--hsm2-password-file",
+                pw_arg,
+            ],
+        );
+        d.wait_for_state(0, "up");
+        assert_eq!(answers(&d, &otps), golden, "{name}");
+    }
 }

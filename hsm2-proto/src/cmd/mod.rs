@@ -19,15 +19,20 @@ mod device_info;
 mod echo;
 mod get_object_info;
 mod get_pseudo_random;
+mod hmac;
 mod list_objects;
 mod log;
 mod new_object;
+mod opaque;
 mod option;
 mod otp_aead;
 mod otp_aead_key;
 mod put_authentication_key;
 mod reset_device;
 mod session_message;
+mod symmetric;
+mod wrap_key;
+mod wrapped;
 
 pub use authenticate_session::AuthenticateSession;
 pub use change_authentication_key::ChangeAuthenticationKey;
@@ -39,15 +44,26 @@ pub use device_info::{DeviceInfo, DeviceInfoResponse};
 pub use echo::{Echo, EchoResponse};
 pub use get_object_info::{GetObjectInfo, ObjectInfo};
 pub use get_pseudo_random::{GetPseudoRandom, PseudoRandomResponse};
+pub use hmac::{GenerateHmacKey, HmacResponse, PutHmacKey, SignHmac, VerifyHmac, VerifyResponse};
 pub use list_objects::{ListObjects, ListObjectsResponse, ListedObject, ObjectFilter};
 pub use log::{GetLogEntries, LogEntries, LogEntry, SetLogIndex};
 pub use new_object::{NewObject, ObjectIdResponse};
+pub use opaque::{GetOpaque, OpaqueResponse, PutOpaque};
 pub use option::{AuditSetting, DeviceOption, GetOption, OptionValue, SetOption};
 pub use otp_aead::{CreateOtpAead, OtpAeadResponse, RandomizeOtpAead, RewrapOtpAead};
 pub use otp_aead_key::{GenerateOtpAeadKey, PutOtpAeadKey};
 pub use put_authentication_key::PutAuthenticationKey;
 pub use reset_device::ResetDevice;
 pub use session_message::{SessionMessage, SessionMessageResponse};
+pub use symmetric::{
+    AesCbc, AesEcb, AesResponse, DecryptCbc, DecryptEcb, EncryptCbc, EncryptEcb,
+    GenerateSymmetricKey, PutSymmetricKey,
+};
+pub use wrap_key::{GenerateWrapKey, PutWrapKey};
+pub use wrapped::{
+    ExportWrapped, ImportWrapped, ImportedObject, UnwrapData, UnwrappedResponse, WrapData,
+    WrappedResponse, WRAP_NONCE_LEN, WRAP_TAG_LEN,
+};
 
 use crate::codec::{Frame, Reader, Writer};
 use crate::{CommandCode, Error, ErrorCode, Result};
@@ -181,8 +197,11 @@ macro_rules! with_command {
             Echo, CreateSession, AuthenticateSession, SessionMessage, DeviceInfo, CloseSession,
             PutAuthenticationKey, ListObjects, GetObjectInfo, GetPseudoRandom, DeleteObject,
             DecryptOtp, CreateOtpAead, RandomizeOtpAead, RewrapOtpAead, PutOtpAeadKey,
-            GenerateOtpAeadKey, ResetDevice, GetLogEntries, SetLogIndex, SetOption, GetOption,
-            ChangeAuthenticationKey)
+            GenerateOtpAeadKey, PutOpaque, GetOpaque, PutWrapKey, GenerateWrapKey, ExportWrapped,
+            ImportWrapped, WrapData, UnwrapData, PutHmacKey, GenerateHmacKey, SignHmac,
+            VerifyHmac, PutSymmetricKey, GenerateSymmetricKey, EncryptEcb, DecryptEcb,
+            EncryptCbc, DecryptCbc,
+            ResetDevice, GetLogEntries, SetLogIndex, SetOption, GetOption, ChangeAuthenticationKey)
     };
     (@list $code:expr, $f:ident $args:tt, $other:expr; $($ty:ident),*) => {
         match $code {

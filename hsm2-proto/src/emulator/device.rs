@@ -54,6 +54,10 @@ const AUTH_KEY_SIZE: u16 = 40;
 enum KeyMaterial {
     Auth(AuthKey),
     Otp { nonce_id: NonceId, key: AesKey },
+    Opaque(Vec<u8>),
+    Wrap(SecretBytes),
+    Hmac(SecretBytes),
+    Symmetric(SecretBytes),
 }
 
 /// One stored object: its metadata (the very type Get Object Info answers) and its key.
@@ -643,7 +647,13 @@ impl Device {
                 obj.key = KeyMaterial::Auth(req.key.clone());
                 Ok(cmd::ObjectIdResponse { id: req.id })
             }),
-            _ => cmd::error_frame(ErrorCode::InvalidCommand),
+            // Opaque objects, wrap, HMAC and symmetric keys: one file each (`device/`).
+            _ => self
+                .opaque_command(caller, inner)
+                .or_else(|| self.wrap_command(caller, inner))
+                .or_else(|| self.hmac_command(caller, inner))
+                .or_else(|| self.symmetric_command(caller, inner))
+                .unwrap_or_else(|| cmd::error_frame(ErrorCode::InvalidCommand)),
         }
     }
 
@@ -664,7 +674,7 @@ impl Device {
         need(obj.info.capabilities, cap)?;
         match &obj.key {
             KeyMaterial::Otp { nonce_id, key } => Ok((*nonce_id, key)),
-            KeyMaterial::Auth(_) => Err(ErrorCode::ObjectNotFound),
+            _ => Err(ErrorCode::ObjectNotFound),
         }
     }
 
@@ -833,6 +843,12 @@ fn open(key: &AesKey, nonce_id: NonceId, aead: &OtpAead) -> Option<YubiKeySecret
 }
 
 mod audit;
+// Opaque objects, wrap, HMAC and symmetric keys: one file per kind.
+mod hmac;
+mod objects;
+mod opaque;
+mod symmetric;
+mod wrap;
 
 #[cfg(test)]
 mod tests;

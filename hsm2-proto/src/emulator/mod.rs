@@ -17,6 +17,27 @@
 //! - objects: authentication keys and otp-aead-keys, with label, domains, capabilities,
 //!   delegated capabilities, sequence and origin; Put Authentication Key, Put and Generate
 //!   OTP AEAD Key, Delete Object, Get Object Info, List Objects (every filter);
+//! - opaque objects (`opaque-data`, `opaque-x509-certificate`): Put and Get Opaque;
+//!   HMAC keys (`hmac-sha1/256/384/512`, a key of 1 byte up to the hash's block size):
+//!   Put and Generate HMAC Key, Sign and Verify HMAC; AES keys (`aes128/192/256`) as
+//!   firmware 2.3 has them: Put and Generate Symmetric Key, Encrypt and Decrypt ECB and CBC
+//!   over whole blocks (`invalid-data` for anything else);
+//! - wrap keys (`aes128/192/256-ccm-wrap`): Put and Generate Wrap Key, Wrap and Unwrap
+//!   Data, Export and Import Wrapped of every type modelled here (otp-aead-keys and
+//!   authentication keys included, so keys can be cloned between devices). What a wrap
+//!   key encrypts is `nonce (13) ‖ AES-CCM ciphertext ‖ tag (16)`, no associated data, a
+//!   fresh random nonce each time; an exported object's plaintext is the 59-byte header of
+//!   Yubico's `yubihsm-wrap` (the wrap key's algorithm, then the object's capabilities,
+//!   id, body length, domains, type, algorithm, sequence, origin and label) and its body
+//!   (for authentication and wrap keys their delegated capabilities first, as
+//!   `yubihsm-wrap` writes them). Export needs `export-wrapped` on the session and the wrap
+//!   key, `exportable-under-wrap` on the object, and every capability of the object among
+//!   the wrap key's delegated ones; import needs `import-wrapped` on both, the object's
+//!   capabilities among the wrap key's delegated ones and its domains among the session's
+//!   (`insufficient-permissions` for each), a free id (`object-exists`), and a blob that
+//!   authenticates under the key and names the key's algorithm (`invalid-data`). The
+//!   imported object keeps its id, label, capabilities and origin, with the wrapped flag
+//!   (`0x10`) added;
 //! - the OTP AEAD commands of the shared notes §4.3/§5: Create, Randomize and Rewrap OTP
 //!   AEAD and Decrypt OTP, the CCM nonce being the key's 4 nonce-id bytes as received,
 //!   then the AEAD's 6-byte nonce, then three zero bytes; AES-128, -192 and -256 keys;
@@ -35,10 +56,22 @@
 //!   reset (every session dropped).
 //!
 //! # What it does not model (and what it chose where the sources are silent)
-//! - every other object type and command (asymmetric, HMAC, wrap keys, opaque objects,
-//!   options, the audit log, attestation, Device Info page 1, Reset Device, Change
-//!   Authentication Key, asymmetric authentication): other command codes answer
-//!   `invalid-command`, in a session or not; session commands sent outside a session too;
+//! - every other object type and command: asymmetric keys (and with them RSA wrap keys,
+//!   public wrap keys, SSH templates and signing), attestation, the FIPS mode, Device Info
+//!   page 1, asymmetric authentication; their command codes answer `invalid-command`, in a
+//!   session or not; session commands sent outside a session too. Import Wrapped of an
+//!   object of such a type is `invalid-data`;
+//! - where Yubico documents no layout or rule, this emulator chose: an exported
+//!   otp-aead-key's body is its nonce id (4 bytes, as received) then its key; an exported
+//!   HMAC key's body is its key as stored (`yubihsm-wrap`'s own HMAC layout is not
+//!   reproduced); Get Object Info's size of an opaque object,
+//!   HMAC, symmetric or wrap key is the length of that body (so 8 more than the key for a
+//!   wrap key, as 40 for an authentication key), an otp-aead-key's its key's length; a
+//!   generated HMAC key is one block of random bytes; Wrap Data and Sign HMAC refuse empty
+//!   data; an imported object gets this device's next sequence number for its id;
+//! - the code for a wrap key that lacks `wrap-data` or `unwrap-data`: `invalid-data`, as
+//!   firmware before 2.5 answers (python-yubihsm's `test_wrap_data_many`); every other
+//!   key lacking a capability is `insufficient-permissions`;
 //! - state across restarts: objects live as long as the process; reset keeps them;
 //! - which capability the firmware checks where (shared notes §7.3): here both the
 //!   session's key and the target otp-aead-key; Rewrap needs `rewrap-from-otp-aead-key`

@@ -1,6 +1,7 @@
 //! Operator tools: key generation and import, offline AEAD decryption, store checks,
 //! keystore unlock, provisioning a spare YubiHSM at its console. Each is a subcommand of `ksm`; flags follow pyhsm's tools.
 
+pub mod clone_hsm2;
 pub mod config_import;
 pub mod decrypt_aead;
 pub mod docs;
