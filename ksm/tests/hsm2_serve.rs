@@ -876,6 +876,25 @@ fn a_forced_audit_log_drained_by_the_daemon_never_stops_decodes() {
     assert!(lines
         .iter()
         .all(|l| l["result"] != 0x7f || l["command"] != "decrypt-otp"));
+    // A file whose last line was altered: the device's next entries do not follow it, and
+    // the tool says so (exit 1) after printing them.
+    let text_of_file = std::fs::read_to_string(&file).unwrap();
+    let last = text_of_file.lines().last().unwrap();
+    let digest = serde_json::from_str::<serde_json::Value>(last).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    private_file(&file, &text_of_file.replace(&digest, &"0".repeat(32)));
+    let o = Command::new(KSM)
+        .args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(&pw)
+        .arg("--audit-log")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("BROKEN"), "{}", text(&o));
+    assert!(text(&o).contains("digest chain is broken"), "{}", text(&o));
 }
 
 /// Issue 23 item 3, without --hsm2-audit-log: the daemon reads the log's use, /health

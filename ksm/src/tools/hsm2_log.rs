@@ -91,9 +91,6 @@ pub fn run(args: Hsm2LogArgs) -> Result<(), Error> {
     if breaks.is_empty() {
         Ok(())
     } else {
-        Err(Error::DeviceAnswer(format!(
-            "the audit log's digest chain is broken at entry {}: entries were lost, overwritten or altered, or the device was reset",
-            breaks[0]
-        )))
+        Err(Error::AuditChainBroken(breaks[0]))
     }
 }
