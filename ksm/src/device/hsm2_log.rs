@@ -351,7 +351,11 @@ mod tests {
         let mut altered = all[6..8].to_vec();
         altered[0].result = 0x7f;
         let a = f.append("dev", 1, &read(altered)).unwrap();
-        assert_eq!(a.breaks, 2, "the altered entry, and so the next");
+        assert_eq!(
+            (a.written, a.breaks),
+            (2, 1),
+            "the altered entry: its digest no longer covers it"
+        );
         // Another device has its own chain.
         let a = f.append("other", 2, &read(all[..2].to_vec())).unwrap();
         assert_eq!((a.written, a.breaks), (2, 0));
@@ -362,7 +366,13 @@ mod tests {
             .unwrap()
             .write_all(b"{\"device\":\"dev\",\"ser")
             .unwrap();
-        let f = AuditFile::open(&path).unwrap();
+        let mut f = AuditFile::open(&path).unwrap();
         assert_eq!(f.anchor(2), Some(Anchor::of(&all[1])));
+        // The next line starts on a line of its own, and follows.
+        let a = f.append("other", 2, &read(all[2..3].to_vec())).unwrap();
+        assert_eq!((a.written, a.breaks), (1, 0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: Line = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!((line.serial, line.number, line.chain), (2, 3, Link::Ok));
     }
 }
