@@ -12,6 +12,7 @@ use crate::tools::config_import::ConfigArgs;
 use crate::tools::decrypt_aead::DecryptArgs;
 use crate::tools::docs::OutDirArgs;
 use crate::tools::generate_keys::GenerateArgs;
+use crate::tools::hsm2_log::Hsm2LogArgs;
 use crate::tools::import_keys::ImportArgs;
 use crate::tools::keystore_unlock::UnlockArgs;
 use crate::tools::migrate_aeads::MigrateArgs;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Rotate YubiHSM 2 AEADs from one otp-aead-key to another with Rewrap OTP AEAD (inside
     /// the device; resumable; the old AEADs stay until removed).
     Rewrap(RewrapArgs),
+    /// Print a YubiHSM 2's audit log and check its digest chain; --advance then frees the
+    /// log (a device with force-audit on refuses commands once it is full).
+    Hsm2Log(Hsm2LogArgs),
     /// Serve a software YubiHSM 1 on a pseudo-terminal until SIGTERM; prints the pty path.
     /// With --hsm2, a software YubiHSM 2 behind yubihsm-connector's HTTP API instead.
     Emulate(EmulateArgs),
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::CloneHsm2(args) => tools::clone_hsm2::run(args),
         Command::MigrateAeads(args) => tools::migrate_aeads::run(args),
         Command::Rewrap(args) => tools::rewrap::run(args),
+        Command::Hsm2Log(args) => tools::hsm2_log::run(args),
         Command::Emulate(args) => emulate::run(args),
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),

@@ -42,17 +42,21 @@ impl std::ops::Deref for Hsm2 {
 
 impl Hsm2 {
     fn start(dir: &Path) -> Hsm2 {
-        let config = dir.join("yubihsm2.toml");
-        std::fs::write(
-            &config,
-            std::fs::read(e2e_tests::fixtures().join("emulator/yubihsm2-migrated.toml")).unwrap(),
-        )
-        .unwrap();
-        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Hsm2::start_with(dir, "hsm2", "", "")
+    }
+
+    /// The same device named `name` in `dir`, its configuration `head` + the fixture +
+    /// `tail` (settings go in `head`, more objects in `tail`).
+    fn start_with(dir: &Path, name: &str, head: &str, tail: &str) -> Hsm2 {
+        let config = dir.join(format!("{name}.toml"));
+        let fixture =
+            std::fs::read_to_string(e2e_tests::fixtures().join("emulator/yubihsm2-migrated.toml"))
+                .unwrap();
+        private_file(&config, &format!("{head}\n{fixture}\n{tail}"));
         Hsm2(e2e_tests::Hsm2EmulateProcess::start(
             Path::new(KSM),
             Some(&config),
-            dir.join("hsm2.ctl"),
+            dir.join(format!("{name}.ctl")),
         ))
     }
 }
@@ -742,6 +746,214 @@ fn a_user_taking_every_free_session_slot_never_gets_the_daemons() {
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
     assert!(taken.load(Ordering::Relaxed) >= 15);
+}
+
+/// The audit settings of a hardened YubiHSM 2: a full log refuses what it would log.
+const FORCED_AUDIT: &str = "force-audit = \"on\"";
+
+/// An authentication key for a KSM that keeps the audit log: decodes, reads and frees the
+/// log, reads the options.
+const AUDITING_KEY: &str = "[[authentication-key]]\nid = 3\nlabel = \"ksm with audit log\"\npassword = \"audit pw\"\ncapabilities = \"decrypt-otp:get-log-entries:get-option\"\ndomains = \"1\"\n";
+
+/// A `ksm serve` on `devices` with authentication key 3 (its password in a private file)
+/// and the migrated AEADs in `aeads`, plus `args`.
+fn auditing_daemon(
+    dir: &Path,
+    name: &str,
+    devices: &[&Hsm2],
+    aeads: &Path,
+    args: &[&str],
+) -> Serve {
+    let pw = dir.join("audit-password");
+    private_file(&pw, "audit pw\n");
+    let mut all: Vec<String> = devices
+        .iter()
+        .flat_map(|d| ["-D".to_string(), d.url.clone()])
+        .collect();
+    all.extend(
+        [
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handles",
+            "otp-aead-key:0x0120,otp-aead-key:0x0121",
+            "--hsm2-auth-key",
+            "3",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    all.extend(args.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let d = Serve::start(dir, name, &refs);
+    for i in 0..devices.len() {
+        d.wait_for_state(i, "up");
+    }
+    d
+}
+
+/// Issue 23 item 3: a YubiHSM 2 that logs every command and refuses them once its log is
+/// full (force-audit). A daemon with --hsm2-audit-log drains the log into its file and
+/// frees it, so 1,000 OTPs decode without one refusal, across a restart of the daemon; the
+/// file then holds every entry the device wrote (the rest taken by `ksm hsm2-log`, which
+/// checks the chain against the file's last line), numbered without a gap, chained
+/// without a break, every decode among them.
+#[test]
+fn a_forced_audit_log_drained_by_the_daemon_never_stops_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm2 = Hsm2::start_with(
+        dir.path(),
+        "hsm2",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
+        AUDITING_KEY,
+    );
+    let aeads = store_copy(dir.path(), "aeads");
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let file = dir.path().join("audit.jsonl");
+    let file_arg = ["--hsm2-audit-log", file.to_str().unwrap()];
+    let otps: Vec<String> = (0..1000)
+        .map(|n| vector_otp(n % 6, 1 + (n / 6) as u16, (n % 200) as u8))
+        .collect();
+    let refusals = format!(
+        "ksm_hsm2_log_full_refusals_total{{device=\"{}\"}}",
+        hsm2.url
+    );
+    for (run, part) in otps.chunks(500).enumerate() {
+        let d = auditing_daemon(
+            dir.path(),
+            &format!("ksm{run}"),
+            &[&hsm2],
+            &aeads,
+            &file_arg,
+        );
+        for o in part {
+            let a = d.decode(o);
+            assert!(
+                a.body.starts_with("OK counter="),
+                "{o}: {} {}",
+                a.status,
+                a.body
+            );
+        }
+        assert_eq!(d.metric(&refusals), Some(0), "the device never refused");
+        let h = d.health();
+        let log = &h["devices"][0]["log"];
+        assert_eq!(log["chain_breaks"], 0, "{h}");
+        assert_eq!(log["force_audit"], true, "{h}");
+        assert!(log["drained"].as_u64().unwrap() > 0, "{h}");
+        assert_eq!(h["warnings"], serde_json::json!([]), "{h}");
+    }
+    // What the device still holds, through the operator's tool (which appends it to the
+    // file after checking it follows the file's last line).
+    let pw = dir.path().join("factory-password");
+    let o = Command::new(KSM)
+        .args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(&pw)
+        .arg("--audit-log")
+        .arg(&file)
+        .arg("--advance")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chain intact"), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["chain"], "start");
+    assert_eq!(lines[0]["command"], "reset");
+    assert!(lines[1..].iter().all(|l| l["chain"] == "ok"), "a break");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["number"], i + 1, "every entry, in order: {l}");
+    }
+    let decodes = lines
+        .iter()
+        .filter(|l| l["command"] == "decrypt-otp")
+        .count();
+    assert_eq!(decodes, 1000);
+    assert!(lines
+        .iter()
+        .all(|l| l["result"] != 0x7f || l["command"] != "decrypt-otp"));
+    // A file whose last line was altered: the device's next entries do not follow it, and
+    // the tool says so (exit 1) after printing them.
+    let text_of_file = std::fs::read_to_string(&file).unwrap();
+    let last = text_of_file.lines().last().unwrap();
+    let digest = serde_json::from_str::<serde_json::Value>(last).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    private_file(&file, &text_of_file.replace(&digest, &"0".repeat(32)));
+    let o = Command::new(KSM)
+        .args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(&pw)
+        .arg("--audit-log")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("BROKEN"), "{}", text(&o));
+    assert!(text(&o).contains("digest chain is broken"), "{}", text(&o));
+}
+
+/// Issue 23 item 3, without --hsm2-audit-log: the daemon reads the log's use, /health
+/// warns before the forced log is full, and when the device then refuses, decodes go to
+/// the other YubiHSM 2 and every OTP is still answered.
+#[test]
+fn without_an_audit_log_health_warns_before_a_forced_log_refuses_and_decodes_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let forced = Hsm2::start_with(
+        dir.path(),
+        "forced",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"decrypt-otp\""),
+        AUDITING_KEY,
+    );
+    let other = Hsm2::start_with(dir.path(), "other", "", AUDITING_KEY);
+    let aeads = store_copy(dir.path(), "aeads");
+    // Both devices hold the same otp-aead-keys: AEADs made through one open on the other.
+    migrate(&forced, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&forced, dir.path(), &aeads, "0x21", "0x0121");
+    let d = auditing_daemon(dir.path(), "ksm", &[&forced, &other], &aeads, &[]);
+    let refusals = format!(
+        "ksm_hsm2_log_full_refusals_total{{device=\"{}\"}}",
+        forced.url
+    );
+    let mut warned = false;
+    let mut n = 0u16;
+    while d.metric(&refusals) == Some(0) {
+        n += 1;
+        assert!(n < 400, "the forced device never refused: {}", d.health());
+        let a = d.decode(&vector_otp(usize::from(n) % 6, n, 1));
+        assert!(a.body.starts_with("OK counter="), "{} {}", a.status, a.body);
+        let h = d.health();
+        if d.metric(&refusals) == Some(0) {
+            warned |= h["devices"][0]["log"]["warning"].is_string();
+        }
+    }
+    assert!(
+        warned,
+        "no warning before the device refused: {}",
+        d.health()
+    );
+    let h = d.health();
+    assert_eq!(h["devices"][0]["log"]["used"], 62, "{h}");
+    let w = h["warnings"][0].as_str().unwrap();
+    assert!(
+        w.starts_with(&format!("{}: audit log 62 of 62", forced.url)),
+        "{w}"
+    );
+    assert_eq!(
+        h["devices"][1]["log"]["warning"],
+        serde_json::Value::Null,
+        "{h}"
+    );
+    // Every OTP is still answered, by the other device.
+    for k in 0..20u16 {
+        let a = d.decode(&vector_otp(usize::from(k) % 6, 500 + k, 1));
+        assert!(a.body.starts_with("OK counter="), "{} {}", a.status, a.body);
+    }
+    assert!(d.metric(&refusals).unwrap() > 0);
 }
 
 /// Issue 23 item 2: a site rotates to a key its first YubiHSM 2 generated (`ksm rewrap`),

@@ -490,6 +490,30 @@ mod tests {
     }
 
     #[test]
+    fn audit_options_are_read_and_checked() {
+        let cfg = DeviceConfig::parse(
+            "force-audit = \"on\"\ncommand-audit = \"decrypt-otp,set-log-index\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.force_audit, AuditSetting::On);
+        assert_eq!(cfg.command_audit, vec![0x60, 1, 0x67, 1]);
+        let all = DeviceConfig::parse("command-audit = \"all\"\n").unwrap();
+        assert_eq!(all.command_audit.len(), 2 * AUDITABLE_COMMANDS.len());
+        let factory = DeviceConfig::parse("").unwrap();
+        assert_eq!(factory.force_audit, AuditSetting::Off);
+        assert!(factory.command_audit.is_empty());
+        for bad in [
+            "force-audit = \"yes\"\n",
+            "command-audit = \"nonsense\"\n",
+            "command-audit = \"error\"\n",
+            "command-audit = \"\"\n",
+        ] {
+            let e = DeviceConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("audit"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn domain_and_capability_spellings() {
         assert_eq!(domains("all"), Some(Domains::ALL));
         assert_eq!(domains("1,16"), Some(Domains(0x8001)));

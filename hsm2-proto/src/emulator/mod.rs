@@ -41,8 +41,28 @@
 //! - the OTP AEAD commands of the shared notes §4.3/§5: Create, Randomize and Rewrap OTP
 //!   AEAD and Decrypt OTP, the CCM nonce being the key's 4 nonce-id bytes as received,
 //!   then the AEAD's 6-byte nonce, then three zero bytes; AES-128, -192 and -256 keys;
-//! - Echo (plain and in a session), Device Info page 0 (firmware 2.3.1), Get Pseudo
-//!   Random;
+//! - Echo (plain and in a session), Device Info page 0 (firmware 2.3.1: every algorithm
+//!   from 1 to `aes-cbc` (54), whatever the emulator models, as the firmware lists what it
+//!   has; the log's capacity, 62, and the entries it holds), Get Pseudo Random;
+//! - Reset Device: the answer is sealed and sent in the session first, then the device is
+//!   in its factory state (the default authentication key alone, at sequence 0; every
+//!   session dropped; options off; the log a reset and a boot entry), as python-yubihsm
+//!   expects (an empty answer, or a connection the reboot cut);
+//! - Change Authentication Key: a session replaces its own key's K-ENC and K-MAC and gets
+//!   the id back; another key's id is `invalid-id` (python-yubihsm's device test), then
+//!   `change-authentication-key` is needed; an authentication key's size is 40, as the
+//!   device reports it;
+//! - the audit log (`device/audit.rs`): 62 entries of 32 bytes (number, command, data
+//!   length, the session's authentication key, the first and second object the command
+//!   used, the answer's first byte, the tick, digest), each digest the first 16 bytes of
+//!   SHA-256 over the entry's first 16 bytes and the previous digest (python-yubihsm's
+//!   `LogEntry.validate`); after a factory reset the entries a real device shows: number
+//!   1 all `0xff`, then the boot entry; a boot entry at each power cycle (the `reset`
+//!   knob); Get Log Entries with the unlogged boot and authentication counts; Set Log
+//!   Index; the options `force-audit` and `command-audit` (Get and Set Option, values
+//!   off/on/fixed): with `force-audit` on and 62 entries unread, a command that would be
+//!   logged is refused with `log-full` until the index moves on. A configuration may start
+//!   the device with either option on (`force-audit`, `command-audit` in its TOML);
 //! - checks and their error codes: a session's key must hold a command's capability, and
 //!   an otp-aead-key the capability of the command using it (`insufficient-permissions`);
 //!   an object outside the session's domains does not exist for it (`object-not-found`);
@@ -53,7 +73,7 @@
 //!   fields, an algorithm that does not fit the key, or an AEAD that Rewrap cannot open
 //!   `invalid-data`; an AEAD or OTP that Decrypt OTP cannot open or check `invalid-otp`;
 //! - faults (the knobs `ksm emulate --hsm2 --control` turns): stall, refuse connections,
-//!   reset (every session dropped).
+//!   reset (a power cycle: every session dropped, a boot entry logged).
 //!
 //! # What it does not model (and what it chose where the sources are silent)
 //! - every other object type and command: asymmetric keys (and with them RSA wrap keys,
@@ -72,7 +92,26 @@
 //! - the code for a wrap key that lacks `wrap-data` or `unwrap-data`: `invalid-data`, as
 //!   firmware before 2.5 answers (python-yubihsm's `test_wrap_data_many`); every other
 //!   key lacking a capability is `insufficient-permissions`;
-//! - state across restarts: objects live as long as the process; reset keeps them;
+//! - state across restarts: objects, options and the log live as long as the process; the
+//!   `reset` knob keeps them;
+//! - the audit log, where Yubico is silent: which commands are logged is `command-audit`
+//!   alone (all off, as firmware 2.3.1 ships; the codes it takes are the 60 of Yubico's
+//!   Get Option example less 2.4's RSA wrapping), and `force-audit` only decides what a
+//!   full log does (wrap around, or refuse what it would log); commands run first and are
+//!   logged after, with their result; Create and Authenticate Session, Close Session,
+//!   Device Info, Get Log Entries and Set Log Index are never refused for a full log
+//!   (Yubico: a session can always be opened to read the log), an authentication that
+//!   could not be logged counts as an unlogged authentication (Create Session does not
+//!   count); Set Log Index needs `get-log-entries`, zeroes the unlogged counts, and takes
+//!   an index from before the oldest entry held (freeing nothing) but not one past the
+//!   newest (`invalid-data`); an entry's objects are those the command looked up or
+//!   created, in that order (`0xffff` if none); a refusal's result is `0x7f`; the tick is
+//!   milliseconds since the boot; the reset entry's digest is the constant real devices
+//!   showed in published `audit get` output (Yubico does not say how it is made), so the
+//!   chain after a reset is a device's byte for byte; a fixed option (`0x02`) cannot be
+//!   lowered (`invalid-data`); `algorithm-toggle` and `fips-mode` are not modelled
+//!   (`invalid-data` for both, which is also what tells python-yubihsm the device is no
+//!   FIPS one);
 //! - which capability the firmware checks where (shared notes §7.3): here both the
 //!   session's key and the target otp-aead-key; Rewrap needs `rewrap-from-otp-aead-key`
 //!   on the source and `rewrap-to-otp-aead-key` on the destination (and the session);

@@ -190,6 +190,9 @@ impl From<PoolError> for Outcome {
             PoolError::Hsm2(e) => match e.code() {
                 Some(ErrorCode::InvalidOtp) => Outcome::CorruptOtp,
                 Some(ErrorCode::InvalidData | ErrorCode::WrongLength) => Outcome::CorruptAead,
+                // A forced audit log that is full: the device serves again once it is
+                // drained; nothing is wrong with the key handle.
+                Some(ErrorCode::LogFull) => Outcome::Unavailable,
                 Some(_) => Outcome::HsmRefused,
                 None => Outcome::Unavailable,
             },

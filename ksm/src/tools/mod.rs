@@ -6,6 +6,7 @@ pub mod config_import;
 pub mod decrypt_aead;
 pub mod docs;
 pub mod generate_keys;
+pub mod hsm2_log;
 pub mod import_keys;
 pub mod keystore_unlock;
 pub mod migrate_aeads;
