@@ -218,3 +218,6 @@ mod tests;
 
 #[cfg(test)]
 mod log_tests;
+
+#[cfg(test)]
+mod objects_tests;

@@ -41,7 +41,7 @@
 
 use std::io::Write;
 
-use hsm2_proto::cmd::{ListObjects, ObjectFilter, ObjectInfo};
+use hsm2_proto::cmd::{self, ListObjects, ObjectFilter, ObjectInfo};
 use hsm2_proto::{Capabilities, Capability, ErrorCode, ObjectId, ObjectType, OtpAead, Secret};
 use hsm_proto::otp::{OtpCounters, Token};
 use hsm_proto::YubiKeySecret;
@@ -277,6 +277,12 @@ fn clone_one(
     let wrapped = from.call(|c, s| c.export_wrapped(s, wrap, ObjectType::OtpAeadKey, id))?;
     let imported = match to.call(|c, s| c.import_wrapped(s, wrap, wrapped.clone())) {
         Ok(i) => i,
+        // Sent again by `call` after an answer lost on the way back, the import finds its
+        // own first copy there: the proof below tells.
+        Err(e) if device_code(&e) == Some(ErrorCode::ObjectExists) => cmd::ImportedObject {
+            object_type: ObjectType::OtpAeadKey,
+            id,
+        },
         Err(e) if device_code(&e) == Some(ErrorCode::InvalidData) => {
             return Err(Error::DeviceAnswer(format!(
                 "the target could not open what the source exported: the two wrap keys {:#06x} do not hold the same key bytes",
