@@ -249,6 +249,24 @@ mod tests {
             Outcome::from(PoolError::Locked).answer(),
             (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM locked".into())
         );
+        // A YubiHSM 2 whose forced audit log is full cannot serve now; its key is fine.
+        let hsm2 = |code| {
+            Outcome::from(PoolError::Hsm2(hsm2_proto::Error::Device {
+                cmd: hsm2_proto::CommandCode::DecryptOtp,
+                code,
+            }))
+        };
+        assert_eq!(
+            hsm2(ErrorCode::LogFull).answer(),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR HSM unavailable".into()
+            )
+        );
+        assert_eq!(
+            hsm2(ErrorCode::InsufficientPermissions).answer().1,
+            "ERR HSM refused key handle"
+        );
         assert_eq!(
             Outcome::from(PoolError::Overloaded).answer().1,
             "ERR Overloaded"
