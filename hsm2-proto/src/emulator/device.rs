@@ -95,8 +95,9 @@ pub struct Device {
     /// The audit log and the options that govern it.
     audit: AuditLog,
     /// The objects the command running now has used, first and second: what its log entry
-    /// names. Set by [`Device::visible`] and [`Device::new_object_id`], which every
-    /// handler goes through, so a new command is logged right without doing anything.
+    /// names. Set by [`Device::visible`], [`Device::new_object_id`] and
+    /// [`Device::new_info`], which every handler goes through to find or make an object,
+    /// so a new command is logged right without doing anything.
     touched: Cell<[Option<u16>; 2]>,
     /// Set by Reset Device: the reset happens once its answer is sealed.
     reset_pending: bool,
@@ -271,6 +272,9 @@ impl Device {
         (label, domains, capabilities, delegated): (Label, Domains, Capabilities, Capabilities),
         origin: Origin,
     ) -> ObjectInfo {
+        // Every object made goes through here (put, generate, import): the running
+        // command's log entry names it.
+        self.touch(id);
         let seq = self
             .sequences
             .entry((id.0, object_type.to_u8()))

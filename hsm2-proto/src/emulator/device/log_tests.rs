@@ -307,3 +307,59 @@ fn device_info_lists_every_algorithm_of_firmware_2_3_1() {
     assert!(!info.supports(Algorithm::AesKwp));
     assert_eq!((info.log_capacity, info.log_used), (62, 2));
 }
+
+/// The hook at the dispatch logs commands it was never told about: Export and Import
+/// Wrapped (another file's handlers) name the wrap key first and the object second, as
+/// the entries a real device printed for Import Wrapped do.
+#[test]
+fn commands_of_other_handlers_are_logged_with_their_objects() {
+    let all = AUDITABLE_COMMANDS
+        .iter()
+        .flat_map(|c| [*c, 1])
+        .collect::<Vec<u8>>();
+    let mut cfg = DeviceConfig::factory();
+    cfg.command_audit = all;
+    let caps = Capabilities::parse("decrypt-otp:exportable-under-wrap").unwrap();
+    cfg.otp_aead_keys.push(otp_key_cfg(
+        0x10,
+        &[7; 16],
+        [1, 2, 3, 4],
+        "decrypt-otp:exportable-under-wrap",
+    ));
+    let (mut a, mut b) = (
+        client(&cfg),
+        client(&DeviceConfig {
+            otp_aead_keys: vec![],
+            ..cfg.clone()
+        }),
+    );
+    let wrap_head = cmd::NewObject {
+        id: ObjectId(0x20),
+        label: Label::default(),
+        domains: Domains(1),
+        capabilities: Capabilities::parse("export-wrapped:import-wrapped").unwrap(),
+        algorithm: Algorithm::Aes128CcmWrap,
+    };
+    let mut sa = a.open_session(ObjectId(1), &factory_key()).unwrap();
+    let mut sb = b.open_session(ObjectId(1), &factory_key()).unwrap();
+    for (c, s) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+        c.put_wrap_key(s, wrap_head, caps, SecretBytes::new(&[9; 16]))
+            .unwrap();
+    }
+    let wrapped = a
+        .export_wrapped(
+            &mut sa,
+            ObjectId(0x20),
+            ObjectType::OtpAeadKey,
+            ObjectId(0x10),
+        )
+        .unwrap();
+    b.import_wrapped(&mut sb, ObjectId(0x20), wrapped).unwrap();
+    let fields = |e: &LogEntry| (e.command, e.session_key, e.target_key, e.second_key);
+    let ea = a.get_log_entries(&mut sa).unwrap().entries;
+    let eb = b.get_log_entries(&mut sb).unwrap().entries;
+    assert_eq!(fields(&ea[ea.len() - 2]), (0x4c, 1, 0x20, 0xffff), "{ea:?}");
+    assert_eq!(fields(&ea[ea.len() - 1]), (0x4a, 1, 0x20, 0x10), "{ea:?}");
+    assert_eq!(fields(&eb[eb.len() - 1]), (0x4b, 1, 0x20, 0x10), "{eb:?}");
+    assert!(chain_holds(&ea) && chain_holds(&eb));
+}
