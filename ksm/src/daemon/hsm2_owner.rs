@@ -357,6 +357,12 @@ impl Hsm2 {
                     self.transport_failed(&e);
                     return;
                 }
+                // A refusal (a full forced audit log, say) in a session that is fine: the
+                // session was used, and stays.
+                Err(e) if session.is_usable() && e.code() != Some(ErrorCode::InvalidSession) => {
+                    debug!(device = %self.health.name, slot, error = %e, "YubiHSM 2 keep-alive refused; the session stays");
+                    self.last_used[slot] = Instant::now();
+                }
                 Err(e) => {
                     debug!(device = %self.health.name, slot, error = %e, "YubiHSM 2 session lost while idle; opening it again");
                     self.drop_session(slot);
@@ -725,14 +731,21 @@ impl Device for Hsm2 {
         self.next_keepalive().min(Duration::from_secs(1))
     }
 
-    /// SIGHUP: the transport opened again (a replugged device, a restarted connector) and
-    /// the password file read again. The new transport and a session on it come first, and
-    /// only then are the old sessions closed: closing first would free slots that another
-    /// client of the connector could take before the new session is opened. If the new
+    /// SIGHUP: the transport opened again (a replugged device, a restarted connector), the
+    /// password file read again, and the audit log file opened again (rotated away, say).
+    /// The new transport and a session on it come first, and only then are the old sessions
+    /// closed: closing first would free slots that another client of the connector could
+    /// take before the new session is opened. If the new
     /// transport opens but the device gives it no session (every slot taken), the old
     /// transport and its sessions stay in use.
     fn reload(&mut self) {
         self.reload_key();
+        if let Some(sink) = &self.backend.audit_log {
+            // After a log rotation moved it away, the path names a new file.
+            if let Err(e) = sink.lock().unwrap_or_else(|p| p.into_inner()).reopen() {
+                warn!(device = %self.health.name, error = %e, "SIGHUP: the YubiHSM 2 audit log file did not open again; the one in use stays");
+            }
+        }
         let old_client = self.client.take();
         let old_sessions: Vec<Option<HostSession>> =
             self.sessions.iter_mut().map(Option::take).collect();

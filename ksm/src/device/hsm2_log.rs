@@ -218,6 +218,19 @@ impl AuditFile {
         })
     }
 
+    /// Opens the path again (SIGHUP, after a log rotation moved the file away): appends go
+    /// to whatever file the path names now, and the anchors kept in memory go on, so the
+    /// new file's first entries are checked against the old file's last ones. A path that
+    /// cannot be opened keeps the file in use.
+    pub fn reopen(&mut self) -> Result<(), Error> {
+        let fresh = AuditFile::open(&self.path)?;
+        self.file = fresh.file;
+        for (serial, a) in fresh.anchors {
+            self.anchors.insert(serial, a);
+        }
+        Ok(())
+    }
+
     /// The anchor kept for the device with serial `serial`.
     pub fn anchor(&self, serial: u32) -> Option<Anchor> {
         self.anchors.get(&serial).copied()
@@ -337,6 +350,26 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0);
+    }
+
+    #[test]
+    fn a_reopen_after_rotation_writes_the_new_file_and_keeps_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let all = chain(1, 4, [0; 16]);
+        let mut f = AuditFile::open(&path).unwrap();
+        f.append("dev", 1, &read(all[..2].to_vec())).unwrap();
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        f.reopen().unwrap();
+        let a = f.append("dev", 1, &read(all[2..].to_vec())).unwrap();
+        assert_eq!((a.written, a.breaks), (2, 0));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Line> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0].number, lines[0].chain), (3, Link::Ok));
     }
 
     #[test]
