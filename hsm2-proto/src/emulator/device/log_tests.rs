@@ -343,7 +343,7 @@ fn commands_of_other_handlers_are_logged_with_their_objects() {
     let mut sa = a.open_session(ObjectId(1), &factory_key()).unwrap();
     let mut sb = b.open_session(ObjectId(1), &factory_key()).unwrap();
     for (c, s) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
-        c.put_wrap_key(s, wrap_head, caps, SecretBytes::new(&[9; 16]))
+        c.put_wrap_key(s, wrap_head, caps, SecretBytes::new([9; 16]))
             .unwrap();
     }
     let wrapped = a
