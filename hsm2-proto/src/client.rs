@@ -6,7 +6,9 @@ use tracing::debug;
 use crate::cmd::{self, Command};
 use crate::session::{Challenge, HostSession};
 use crate::transport::Transport;
-use crate::{AuthKey, ObjectId, OtpAead, OtpCounters, Result, Secret};
+use crate::{
+    AuthKey, Capabilities, ObjectId, ObjectType, OtpAead, OtpCounters, Result, Secret, SecretBytes,
+};
 
 /// A connection to one YubiHSM 2 through a [`Transport`].
 ///
@@ -136,5 +138,103 @@ impl<T: Transport> Client<T> {
         Ok(self
             .send(session, &cmd::RewrapOtpAead { from, to, aead })?
             .aead)
+    }
+
+    /// Metadata of object `id` of `object_type`.
+    pub fn object_info(
+        &mut self,
+        session: &mut HostSession,
+        id: ObjectId,
+        object_type: ObjectType,
+    ) -> Result<cmd::ObjectInfo> {
+        self.send(session, &cmd::GetObjectInfo { id, object_type })
+    }
+
+    /// Imports the AES-CCM wrap key `key` (16, 24 or 32 bytes, `object.algorithm` to
+    /// match) with `delegated` capabilities: the most an object exported or imported
+    /// under it may have. Returns the id it got.
+    pub fn put_wrap_key(
+        &mut self,
+        session: &mut HostSession,
+        object: cmd::NewObject,
+        delegated: Capabilities,
+        key: SecretBytes,
+    ) -> Result<ObjectId> {
+        let req = cmd::PutWrapKey {
+            object,
+            delegated,
+            key,
+        };
+        Ok(self.send(session, &req)?.id)
+    }
+
+    /// Object `id` of `object_type` encrypted under wrap key `wrap_key_id`: bytes that
+    /// only a device holding the same wrap key can import.
+    pub fn export_wrapped(
+        &mut self,
+        session: &mut HostSession,
+        wrap_key_id: ObjectId,
+        object_type: ObjectType,
+        id: ObjectId,
+    ) -> Result<Vec<u8>> {
+        let req = cmd::ExportWrapped {
+            wrap_key_id,
+            object_type,
+            id,
+        };
+        Ok(self.send(session, &req)?.wrapped)
+    }
+
+    /// Imports what [`Client::export_wrapped`] gave, under wrap key `wrap_key_id`; returns
+    /// the new object's type and id (those it was exported with).
+    pub fn import_wrapped(
+        &mut self,
+        session: &mut HostSession,
+        wrap_key_id: ObjectId,
+        wrapped: Vec<u8>,
+    ) -> Result<cmd::ImportedObject> {
+        self.send(
+            session,
+            &cmd::ImportWrapped {
+                wrap_key_id,
+                wrapped,
+            },
+        )
+    }
+
+    /// The audit log: its unlogged-event counters and the entries not yet released, oldest
+    /// first. The digests are not checked here: a caller that keeps the last entry it saw
+    /// checks the chain with [`cmd::LogEntry::follows`].
+    pub fn get_log_entries(&mut self, session: &mut HostSession) -> Result<cmd::LogEntries> {
+        self.send(session, &cmd::GetLogEntries)
+    }
+
+    /// Releases the audit log's entries up to number `index` (the last one kept), so that a
+    /// device with `force-audit` on has room again.
+    pub fn set_log_index(&mut self, session: &mut HostSession, index: u16) -> Result<()> {
+        self.send(session, &cmd::SetLogIndex { index }).map(drop)
+    }
+
+    /// A device option's raw value.
+    pub fn get_option(
+        &mut self,
+        session: &mut HostSession,
+        option: cmd::DeviceOption,
+    ) -> Result<cmd::OptionValue> {
+        self.send(session, &cmd::GetOption { option })
+    }
+
+    /// Sets a device option.
+    pub fn set_option(&mut self, session: &mut HostSession, req: &cmd::SetOption) -> Result<()> {
+        self.send(session, req).map(drop)
+    }
+
+    /// The `force-audit` option.
+    pub fn force_audit(&mut self, session: &mut HostSession) -> Result<cmd::AuditSetting> {
+        let v = self.get_option(session, cmd::DeviceOption::ForceAudit)?;
+        v.audit_setting().ok_or(crate::Error::InvalidField {
+            cmd: crate::CommandCode::GetOption,
+            field: "force-audit value",
+        })
     }
 }

@@ -7,10 +7,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::emulate::EmulateArgs;
 use crate::info::InfoArgs;
 use crate::settings::options::ServeArgs;
+use crate::tools::clone_hsm2::CloneHsm2Args;
 use crate::tools::config_import::ConfigArgs;
 use crate::tools::decrypt_aead::DecryptArgs;
 use crate::tools::docs::OutDirArgs;
 use crate::tools::generate_keys::GenerateArgs;
+use crate::tools::hsm2_log::Hsm2LogArgs;
 use crate::tools::import_keys::ImportArgs;
 use crate::tools::keystore_unlock::UnlockArgs;
 use crate::tools::migrate_aeads::MigrateArgs;
@@ -62,12 +64,19 @@ pub enum Command {
     /// Put a YubiHSM 1 key-handle key into a YubiHSM 2 as an otp-aead-key (nonce id = the
     /// handle, little-endian), so the handle's AEADs open there; then prove it.
     ProvisionHsm2(ProvisionHsm2Args),
+    /// Copy otp-aead-keys from one YubiHSM 2 to another under a wrap key both hold (Export
+    /// and Import Wrapped; refused if the wrap key could move more than otp-aead-keys);
+    /// each copy proven by an OTP decoded on the target.
+    CloneHsm2(CloneHsm2Args),
     /// Rewrite every YubiHSM 1 AEAD file of a key handle as a YubiHSM 2 file (no secret
     /// leaves either HSM; resumable); a YubiHSM 2 checks a sample, or all (`--check all`).
     MigrateAeads(MigrateArgs),
     /// Rotate YubiHSM 2 AEADs from one otp-aead-key to another with Rewrap OTP AEAD (inside
     /// the device; resumable; the old AEADs stay until removed).
     Rewrap(RewrapArgs),
+    /// Print a YubiHSM 2's audit log and check its digest chain; --advance then frees the
+    /// log (a device with force-audit on refuses commands once it is full).
+    Hsm2Log(Hsm2LogArgs),
     /// Serve a software YubiHSM 1 on a pseudo-terminal until SIGTERM; prints the pty path.
     /// With --hsm2, a software YubiHSM 2 behind yubihsm-connector's HTTP API instead.
     Emulate(EmulateArgs),
@@ -100,8 +109,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Store(args) => tools::store_cmd::run(args),
         Command::Provision(args) => tools::provision::run(args),
         Command::ProvisionHsm2(args) => tools::provision_hsm2::run(args),
+        Command::CloneHsm2(args) => tools::clone_hsm2::run(args),
         Command::MigrateAeads(args) => tools::migrate_aeads::run(args),
         Command::Rewrap(args) => tools::rewrap::run(args),
+        Command::Hsm2Log(args) => tools::hsm2_log::run(args),
         Command::Emulate(args) => emulate::run(args),
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),

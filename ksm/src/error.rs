@@ -84,6 +84,12 @@ pub enum Error {
     /// says (each failed key handle is named on standard output).
     #[error("{0} verification line(s) failed (listed above): the device does not hold the configuration")]
     ProvisionUnverified(usize),
+    /// `clone-hsm2`: keys not copied (each is named on standard output); the rest were.
+    #[error("{0} otp-aead-key(s) not cloned (listed above)")]
+    CloneFailed(usize),
+    /// `hsm2-log`: the audit log's digest chain does not hold (the entries were printed).
+    #[error("the audit log's digest chain is broken at entry {0}: entries were lost, overwritten or altered, or the device was reset")]
+    AuditChainBroken(u16),
     /// `store verify` found problems (listed on standard output).
     #[error("the AEAD directory has problems (listed above)")]
     VerifyFailed,
@@ -111,6 +117,8 @@ impl Error {
             | Error::Incomplete(_)
             | Error::VerifyFailed
             | Error::ProvisionUnverified(_)
+            | Error::CloneFailed(_)
+            | Error::AuditChainBroken(_)
             | Error::Io { .. } => 1,
             Error::Usage(_) | Error::Config { .. } | Error::Input(_) => 2,
             Error::Emulator(ConfigError::Hsm(e)) | Error::Device(e) => driver_exit_code(e),

@@ -42,17 +42,21 @@ impl std::ops::Deref for Hsm2 {
 
 impl Hsm2 {
     fn start(dir: &Path) -> Hsm2 {
-        let config = dir.join("yubihsm2.toml");
-        std::fs::write(
-            &config,
-            std::fs::read(e2e_tests::fixtures().join("emulator/yubihsm2-migrated.toml")).unwrap(),
-        )
-        .unwrap();
-        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Hsm2::start_with(dir, "hsm2", "", "")
+    }
+
+    /// The same device named `name` in `dir`, its configuration `head` + the fixture +
+    /// `tail` (settings go in `head`, more objects in `tail`).
+    fn start_with(dir: &Path, name: &str, head: &str, tail: &str) -> Hsm2 {
+        let config = dir.join(format!("{name}.toml"));
+        let fixture =
+            std::fs::read_to_string(e2e_tests::fixtures().join("emulator/yubihsm2-migrated.toml"))
+                .unwrap();
+        private_file(&config, &format!("{head}\n{fixture}\n{tail}"));
         Hsm2(e2e_tests::Hsm2EmulateProcess::start(
             Path::new(KSM),
             Some(&config),
-            dir.join("hsm2.ctl"),
+            dir.join(format!("{name}.ctl")),
         ))
     }
 }
@@ -362,6 +366,17 @@ fn migrate(hsm2: &Hsm2, dir: &Path, aeads: &Path, kh: &str, id: &str) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// The answers of a daemon on the YubiHSM 1 at `link` with the fixture AEADs in `aeads`: the
+/// golden lines a YubiHSM 2 daemon must give for the same OTPs.
+fn yubihsm1_answers(dir: &Path, link: &str, aeads: &str, otps: &[String]) -> Vec<String> {
+    let d1 = Serve::start(
+        dir,
+        "hsm1",
+        &["-D", link, "-B", aeads, "--key-handles", "0x20,0x21"],
+    );
+    answers(&d1, otps)
+}
+
 /// A private copy of the fixture AEADs (pyhsm's files of key handles 0x20 and 0x21).
 fn store_copy(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join(name);
@@ -383,14 +398,7 @@ fn migrated_aeads_answer_on_a_yubihsm2_as_they_did_on_the_yubihsm1() {
     let aeads_arg = aeads.to_str().unwrap().to_string();
 
     let otps = otps();
-    let golden = {
-        let d1 = Serve::start(
-            dir.path(),
-            "hsm1",
-            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
-        );
-        answers(&d1, &otps)
-    };
+    let golden = yubihsm1_answers(dir.path(), &link, &aeads_arg, &otps);
     // The golden lines are the contract's: the vectors' published answers, every good OTP
     // decoded, the rest refused.
     let v = otp_vectors();
@@ -492,14 +500,7 @@ fn a_mixed_daemon_serves_both_stores_during_the_move() {
     let link = hsm1.link.to_str().unwrap().to_string();
     let aeads_arg = aeads.to_str().unwrap().to_string();
     let otps = otps();
-    let golden = {
-        let d1 = Serve::start(
-            dir.path(),
-            "hsm1",
-            &["-D", &link, "-B", &aeads_arg, "--key-handles", "0x20,0x21"],
-        );
-        answers(&d1, &otps)
-    };
+    let golden = yubihsm1_answers(dir.path(), &link, &aeads_arg, &otps);
     migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
     // Vector YubiKey 0 exists only as a YubiHSM 2 AEAD from now on.
     let v = otp_vectors();
@@ -745,4 +746,367 @@ fn a_user_taking_every_free_session_slot_never_gets_the_daemons() {
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
     assert!(taken.load(Ordering::Relaxed) >= 15);
+}
+
+/// The audit settings of a hardened YubiHSM 2: a full log refuses what it would log.
+const FORCED_AUDIT: &str = "force-audit = \"on\"";
+
+/// An authentication key for a KSM that keeps the audit log: decodes, reads and frees the
+/// log, reads the options.
+const AUDITING_KEY: &str = "[[authentication-key]]\nid = 3\nlabel = \"ksm with audit log\"\npassword = \"audit pw\"\ncapabilities = \"decrypt-otp:get-log-entries:get-option\"\ndomains = \"1\"\n";
+
+/// A `ksm serve` on `devices` with authentication key 3 (its password in a private file)
+/// and the migrated AEADs in `aeads`, plus `args`.
+fn auditing_daemon(
+    dir: &Path,
+    name: &str,
+    devices: &[&Hsm2],
+    aeads: &Path,
+    args: &[&str],
+) -> Serve {
+    let pw = dir.join("audit-password");
+    private_file(&pw, "audit pw\n");
+    let mut all: Vec<String> = devices
+        .iter()
+        .flat_map(|d| ["-D".to_string(), d.url.clone()])
+        .collect();
+    all.extend(
+        [
+            "-B",
+            aeads.to_str().unwrap(),
+            "--key-handles",
+            "otp-aead-key:0x0120,otp-aead-key:0x0121",
+            "--hsm2-auth-key",
+            "3",
+            "--hsm2-password-file",
+            pw.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    all.extend(args.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let d = Serve::start(dir, name, &refs);
+    for i in 0..devices.len() {
+        d.wait_for_state(i, "up");
+    }
+    d
+}
+
+/// Issue 23 item 3: a YubiHSM 2 that logs every command and refuses them once its log is
+/// full (force-audit). A daemon with --hsm2-audit-log drains the log into its file and
+/// frees it, so 1,000 OTPs decode without one refusal, across a restart of the daemon; the
+/// file then holds every entry the device wrote (the rest taken by `ksm hsm2-log`, which
+/// checks the chain against the file's last line), numbered without a gap, chained
+/// without a break, every decode among them.
+#[test]
+fn a_forced_audit_log_drained_by_the_daemon_never_stops_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm2 = Hsm2::start_with(
+        dir.path(),
+        "hsm2",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
+        AUDITING_KEY,
+    );
+    let aeads = store_copy(dir.path(), "aeads");
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let file = dir.path().join("audit.jsonl");
+    let file_arg = ["--hsm2-audit-log", file.to_str().unwrap()];
+    let otps: Vec<String> = (0..1000)
+        .map(|n| vector_otp(n % 6, 1 + (n / 6) as u16, (n % 200) as u8))
+        .collect();
+    let refusals = format!(
+        "ksm_hsm2_log_full_refusals_total{{device=\"{}\"}}",
+        hsm2.url
+    );
+    for (run, part) in otps.chunks(500).enumerate() {
+        let d = auditing_daemon(
+            dir.path(),
+            &format!("ksm{run}"),
+            &[&hsm2],
+            &aeads,
+            &file_arg,
+        );
+        for o in part {
+            let a = d.decode(o);
+            assert!(
+                a.body.starts_with("OK counter="),
+                "{o}: {} {}",
+                a.status,
+                a.body
+            );
+        }
+        assert_eq!(d.metric(&refusals), Some(0), "the device never refused");
+        let h = d.health();
+        let log = &h["devices"][0]["log"];
+        assert_eq!(log["chain_breaks"], 0, "{h}");
+        assert_eq!(log["force_audit"], true, "{h}");
+        assert!(log["drained"].as_u64().unwrap() > 0, "{h}");
+        assert_eq!(h["warnings"], serde_json::json!([]), "{h}");
+    }
+    // What the device still holds, through the operator's tool (which appends it to the
+    // file after checking it follows the file's last line).
+    let pw = dir.path().join("factory-password");
+    let o = Command::new(KSM)
+        .args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(&pw)
+        .arg("--audit-log")
+        .arg(&file)
+        .arg("--advance")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chain intact"), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["chain"], "start");
+    assert_eq!(lines[0]["command"], "reset");
+    assert!(lines[1..].iter().all(|l| l["chain"] == "ok"), "a break");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["number"], i + 1, "every entry, in order: {l}");
+    }
+    let decodes = lines
+        .iter()
+        .filter(|l| l["command"] == "decrypt-otp")
+        .count();
+    assert_eq!(decodes, 1000);
+    assert!(lines
+        .iter()
+        .all(|l| l["result"] != 0x7f || l["command"] != "decrypt-otp"));
+    // A file whose last line was altered: the device's next entries do not follow it, and
+    // the tool says so (exit 1) after printing them.
+    let text_of_file = std::fs::read_to_string(&file).unwrap();
+    let last = text_of_file.lines().last().unwrap();
+    let digest = serde_json::from_str::<serde_json::Value>(last).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    private_file(&file, &text_of_file.replace(&digest, &"0".repeat(32)));
+    let o = Command::new(KSM)
+        .args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(&pw)
+        .arg("--audit-log")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("BROKEN"), "{}", text(&o));
+    assert!(text(&o).contains("digest chain is broken"), "{}", text(&o));
+}
+
+/// Issue 23 item 3, without --hsm2-audit-log: the daemon reads the log's use, /health
+/// warns before the forced log is full, and when the device then refuses, decodes go to
+/// the other YubiHSM 2 and every OTP is still answered.
+#[test]
+fn without_an_audit_log_health_warns_before_a_forced_log_refuses_and_decodes_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let forced = Hsm2::start_with(
+        dir.path(),
+        "forced",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"decrypt-otp\""),
+        AUDITING_KEY,
+    );
+    let other = Hsm2::start_with(dir.path(), "other", "", AUDITING_KEY);
+    let aeads = store_copy(dir.path(), "aeads");
+    // Both devices hold the same otp-aead-keys: AEADs made through one open on the other.
+    migrate(&forced, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&forced, dir.path(), &aeads, "0x21", "0x0121");
+    let d = auditing_daemon(dir.path(), "ksm", &[&forced, &other], &aeads, &[]);
+    let refusals = format!(
+        "ksm_hsm2_log_full_refusals_total{{device=\"{}\"}}",
+        forced.url
+    );
+    let mut warned = false;
+    let mut n = 0u16;
+    while d.metric(&refusals) == Some(0) {
+        n += 1;
+        assert!(n < 400, "the forced device never refused: {}", d.health());
+        let a = d.decode(&vector_otp(usize::from(n) % 6, n, 1));
+        assert!(a.body.starts_with("OK counter="), "{} {}", a.status, a.body);
+        let h = d.health();
+        if d.metric(&refusals) == Some(0) {
+            warned |= h["devices"][0]["log"]["warning"].is_string();
+        }
+    }
+    assert!(
+        warned,
+        "no warning before the device refused: {}",
+        d.health()
+    );
+    let h = d.health();
+    assert_eq!(h["devices"][0]["log"]["used"], 62, "{h}");
+    let w = h["warnings"][0].as_str().unwrap();
+    assert!(
+        w.starts_with(&format!("{}: audit log 62 of 62", forced.url)),
+        "{w}"
+    );
+    assert_eq!(
+        h["devices"][1]["log"]["warning"],
+        serde_json::Value::Null,
+        "{h}"
+    );
+    // Every OTP is still answered, by the other device.
+    for k in 0..20u16 {
+        let a = d.decode(&vector_otp(usize::from(k) % 6, 500 + k, 1));
+        assert!(a.body.starts_with("OK counter="), "{} {}", a.status, a.body);
+    }
+    assert!(d.metric(&refusals).unwrap() > 0);
+}
+
+/// Issue 23 item 2: a site rotates to a key its first YubiHSM 2 generated (`ksm rewrap`),
+/// clones that key to its second YubiHSM 2 with `ksm clone-hsm2` under a wrap key both hold,
+/// and both devices then give, through a `ksm serve` each, the YubiHSM 1's answer to every
+/// OTP. The keys that may not leave the source are named and counted, and a second run
+/// finds the key there and changes nothing.
+#[test]
+fn a_key_rewrapped_on_one_yubihsm2_and_cloned_to_another_decodes_on_both() {
+    use hsm2_proto::cmd::{GenerateOtpAeadKey, NewObject};
+    use hsm2_proto::transport::{Connector, HttpTimeouts};
+    use hsm2_proto::{Algorithm, AuthKey, Capabilities, Client, Domains, Label, NonceId};
+    use hsm2_proto::{ObjectId, SecretBytes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let hsm1 = e2e_tests::EmulateProcess::start(Path::new(KSM), &["--preset", "demo"], dir.path());
+    let a = Hsm2::start(&a_dir);
+    let b = e2e_tests::Hsm2EmulateProcess::start(Path::new(KSM), None, b_dir.join("hsm2.ctl"));
+    let aeads = store_copy(dir.path(), "aeads");
+    let aeads_arg = aeads.to_str().unwrap().to_string();
+    let otps = otps();
+    let golden = yubihsm1_answers(dir.path(), hsm1.link.to_str().unwrap(), &aeads_arg, &otps);
+    migrate(&a, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&a, dir.path(), &aeads, "0x21", "0x0121");
+
+    // As docs/yubihsm2.md has the operator do it: the source generates the new key (it may
+    // leave under wrap), and the same wrap key goes on both devices.
+    let session = |url: &str| {
+        let t: Box<dyn hsm2_proto::transport::Transport> =
+            Box::new(Connector::open(url, HttpTimeouts::default()).unwrap());
+        let mut c = Client::new(t);
+        let s = c
+            .open_session(ObjectId(1), &AuthKey::from_password(b"password"))
+            .unwrap();
+        (c, s)
+    };
+    let caps = |names: &str| Capabilities::parse(names).unwrap();
+    let head = |id: u16, algorithm, capabilities| NewObject {
+        id: ObjectId(id),
+        label: Label::new("ksm clone test").unwrap(),
+        domains: Domains(1),
+        capabilities,
+        algorithm,
+    };
+    let delegated = caps(
+        "decrypt-otp:create-otp-aead:randomize-otp-aead:rewrap-from-otp-aead-key:rewrap-to-otp-aead-key:exportable-under-wrap",
+    );
+    let mut wrap_key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut wrap_key);
+    let (mut ca, mut sa) = session(&a.url);
+    ca.send(
+        &mut sa,
+        &GenerateOtpAeadKey {
+            object: head(
+                0x0200,
+                Algorithm::Aes256YubicoOtp,
+                caps("decrypt-otp:create-otp-aead:rewrap-to-otp-aead-key:exportable-under-wrap"),
+            ),
+            nonce_id: NonceId([0, 2, 0, 0]),
+        },
+    )
+    .unwrap();
+    let (mut cb, mut sb) = session(&b.url);
+    for (c, s, cap) in [
+        (&mut ca, &mut sa, "export-wrapped"),
+        (&mut cb, &mut sb, "import-wrapped"),
+    ] {
+        c.put_wrap_key(
+            s,
+            head(0x0300, Algorithm::Aes256CcmWrap, caps(cap)),
+            delegated,
+            SecretBytes::new(wrap_key.to_vec()),
+        )
+        .unwrap();
+    }
+
+    let pw = dir.path().join("factory-password");
+    private_file(&pw, "password\n");
+    for from in ["0x0120", "0x0121"] {
+        let o = Command::new(KSM)
+            .args(["rewrap", "--from-key", from, "--to-key", "0x0200", "-B"])
+            .arg(&aeads)
+            .args(["-D", &a.url, "--password-file"])
+            .arg(&pw)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+
+    let clone = |extra: &[&str]| {
+        Command::new(KSM)
+            .args(["clone-hsm2", "--from", &a.url, "--to", &b.url])
+            .args(["--wrap-key-id", "0x0300", "--from-password-file"])
+            .arg(&pw)
+            .arg("--to-password-file")
+            .arg(&pw)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Every otp-aead-key the source has: the two it got from the YubiHSM 1 may not leave.
+    let o = clone(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("copied otp-aead-key 0x0200"), "{out}");
+    assert!(
+        out.contains("checked: an AEAD made on the source decodes an OTP on the target"),
+        "{out}"
+    );
+    for id in ["0x0120", "0x0121"] {
+        assert!(
+            out.contains(&format!(
+                "FAILED otp-aead-key {id}: it lacks exportable-under-wrap"
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("1 copied (0 not checked), 0 already on the target, 2 failed"),
+        "{out}"
+    );
+    // Again, for the one key: it is there, the same key, and nothing changes.
+    let o = clone(&["--key-ids", "0x0200"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("0 copied (0 not checked), 1 already on the target, 0 failed"),
+        "{out}"
+    );
+
+    // Both devices, each behind its own daemon, give the YubiHSM 1's answers.
+    let pw_arg = pw.to_str().unwrap();
+    for (name, url) in [("clone-a", &a.url), ("clone-b", &b.url)] {
+        let d = Serve::start(
+            dir.path(),
+            name,
+            &[
+                "-D",
+                url,
+                "-B",
+                &aeads_arg,
+                "--key-handles",
+                "otp-aead-key:0x0200",
+                "--hsm2-auth-key",
+                "1",
+                "--hsm2-password-file",
+                pw_arg,
+            ],
+        );
+        d.wait_for_state(0, "up");
+        assert_eq!(answers(&d, &otps), golden, "{name}");
+    }
 }

@@ -1005,3 +1005,164 @@ fn a_wrong_key_aead_among_good_ones_is_named_and_counted_and_decides_the_exit_co
         assert_eq!(written.exists(), name == "sampled", "{name}");
     }
 }
+
+/// `ksm clone-hsm2`'s refusals, each before anything is copied: a wrap key missing on
+/// either side, one that could export or decrypt more than otp-aead-keys, an object of
+/// another type the wrap key could carry out, a group-readable password file. Then a
+/// wrap key whose bytes differ between the devices is named, and a key id the target holds
+/// with another key is left alone while the rest is copied.
+#[test]
+fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
+    use hsm2_proto::cmd::{DeleteObject, NewObject, PutOpaque, PutOtpAeadKey};
+    use hsm2_proto::{Algorithm, Capabilities, Domains, Label, NonceId, ObjectType};
+    use hsm2_proto::{OtpAeadKeyBytes, SecretBytes};
+
+    let d = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (d.path().join("a"), d.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let (a, b) = (Emulator::start(&a_dir, None), Emulator::start(&b_dir, None));
+    let pw = password_file(d.path());
+    let clone = |pw: &Path| {
+        ksm(
+            &[
+                "clone-hsm2",
+                "--from",
+                &a.url,
+                "--to",
+                &b.url,
+                "--wrap-key-id",
+                "0x30",
+                "--from-password-file",
+                pw.to_str().unwrap(),
+                "--to-password-file",
+                pw.to_str().unwrap(),
+            ],
+            "",
+        )
+    };
+    let refused = |code: i32, says: &str| {
+        let o = clone(&pw);
+        assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+        assert!(text(&o).contains(says), "{}", text(&o));
+    };
+    let caps = |names: &str| Capabilities::parse(names).unwrap();
+    let head = |id: u16, algorithm, capabilities| NewObject {
+        id: ObjectId(id),
+        label: Label::new("clone refusals").unwrap(),
+        domains: Domains(1),
+        capabilities,
+        algorithm,
+    };
+    let otp = "decrypt-otp:create-otp-aead:exportable-under-wrap";
+    let (mut ca, mut sa) = a.client();
+    let (mut cb, mut sb) = b.client();
+    for (id, key) in [(0x10, [1u8; 16]), (0x11, [2u8; 16])] {
+        let req = PutOtpAeadKey {
+            object: head(id, Algorithm::Aes128YubicoOtp, caps(otp)),
+            nonce_id: NonceId([id as u8, 0, 0, 0]),
+            key: OtpAeadKeyBytes::new(&key).unwrap(),
+        };
+        ca.send(&mut sa, &req).unwrap();
+    }
+    // The target's 0x11 is another key.
+    let req = PutOtpAeadKey {
+        object: head(0x11, Algorithm::Aes128YubicoOtp, caps(otp)),
+        nonce_id: NonceId([0x11, 0, 0, 0]),
+        key: OtpAeadKeyBytes::new(&[3u8; 16]).unwrap(),
+    };
+    cb.send(&mut sb, &req).unwrap();
+    let delete_wrap = |c: &mut Client<Box<dyn Transport>>,
+                       s: &mut hsm2_proto::session::HostSession| {
+        let req = DeleteObject {
+            id: ObjectId(0x30),
+            object_type: ObjectType::WrapKey,
+        };
+        c.send(s, &req).unwrap();
+    };
+    let put_wrap = |c: &mut Client<Box<dyn Transport>>,
+                    s: &mut hsm2_proto::session::HostSession,
+                    cap: &str,
+                    delegated: &str,
+                    key: u8| {
+        c.put_wrap_key(
+            s,
+            head(0x30, Algorithm::Aes128CcmWrap, caps(cap)),
+            caps(delegated),
+            SecretBytes::new(vec![key; 16]),
+        )
+        .unwrap();
+    };
+
+    refused(3, "the source has no wrap key 0x0030");
+    put_wrap(
+        &mut ca,
+        &mut sa,
+        "export-wrapped",
+        &format!("{otp}:sign-hmac"),
+        7,
+    );
+    refused(
+        2,
+        "delegates capabilities beyond the otp-aead-keys' (sign-hmac)",
+    );
+    delete_wrap(&mut ca, &mut sa);
+    put_wrap(&mut ca, &mut sa, "export-wrapped:unwrap-data", otp, 7);
+    refused(2, "may do more than export and import (unwrap-data)");
+    delete_wrap(&mut ca, &mut sa);
+    put_wrap(&mut ca, &mut sa, "export-wrapped", otp, 7);
+    refused(3, "the target has no wrap key 0x0030");
+    put_wrap(&mut cb, &mut sb, "import-wrapped", otp, 8);
+    let opaque = PutOpaque {
+        object: head(5, Algorithm::OpaqueData, caps("exportable-under-wrap")),
+        data: b"not an otp-aead-key".to_vec(),
+    };
+    ca.send(&mut sa, &opaque).unwrap();
+    refused(2, "could also export opaque 0x0005");
+    let req = DeleteObject {
+        id: ObjectId(5),
+        object_type: ObjectType::Opaque,
+    };
+    ca.send(&mut sa, &req).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = clone(&pw);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Other bytes under the same id on the target: named, nothing imported.
+    let o = clone(&pw);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAILED otp-aead-key 0x0010: the target could not open what the source exported: the two wrap keys 0x0030 do not hold the same key bytes"),
+        "{}",
+        text(&o)
+    );
+    delete_wrap(&mut cb, &mut sb);
+    put_wrap(&mut cb, &mut sb, "import-wrapped", otp, 7);
+    let o = clone(&pw);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("copied otp-aead-key 0x0010"), "{out}");
+    assert!(
+        out.contains(
+            "FAILED otp-aead-key 0x0011: the target has another otp-aead-key with this id"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 copied (0 not checked), 0 already on the target, 1 failed"),
+        "{out}"
+    );
+    // The target's own 0x11 is still its own: an AEAD of its key opens there.
+    let aead = cb
+        .create_otp_aead(
+            &mut sb,
+            ObjectId(0x11),
+            hsm2_proto::Secret([9; 16]),
+            hsm2_proto::Secret([8; 6]),
+        )
+        .unwrap();
+    let r = ca.decrypt_otp(&mut sa, ObjectId(0x11), aead, [0; 16]);
+    assert!(r.is_err(), "the source's 0x11 is another key");
+}

@@ -10,6 +10,7 @@
 //! it).
 
 mod authenticate_session;
+mod change_authentication_key;
 mod close_session;
 mod create_session;
 mod decrypt_otp;
@@ -18,14 +19,23 @@ mod device_info;
 mod echo;
 mod get_object_info;
 mod get_pseudo_random;
+mod hmac;
 mod list_objects;
+mod log;
 mod new_object;
+mod opaque;
+mod option;
 mod otp_aead;
 mod otp_aead_key;
 mod put_authentication_key;
+mod reset_device;
 mod session_message;
+mod symmetric;
+mod wrap_key;
+mod wrapped;
 
 pub use authenticate_session::AuthenticateSession;
+pub use change_authentication_key::ChangeAuthenticationKey;
 pub use close_session::CloseSession;
 pub use create_session::{CreateSession, CreateSessionResponse};
 pub use decrypt_otp::{DecryptOtp, DecryptOtpResponse};
@@ -34,12 +44,26 @@ pub use device_info::{DeviceInfo, DeviceInfoResponse};
 pub use echo::{Echo, EchoResponse};
 pub use get_object_info::{GetObjectInfo, ObjectInfo};
 pub use get_pseudo_random::{GetPseudoRandom, PseudoRandomResponse};
+pub use hmac::{GenerateHmacKey, HmacResponse, PutHmacKey, SignHmac, VerifyHmac, VerifyResponse};
 pub use list_objects::{ListObjects, ListObjectsResponse, ListedObject, ObjectFilter};
+pub use log::{GetLogEntries, LogEntries, LogEntry, SetLogIndex};
 pub use new_object::{NewObject, ObjectIdResponse};
+pub use opaque::{GetOpaque, OpaqueResponse, PutOpaque};
+pub use option::{AuditSetting, DeviceOption, GetOption, OptionValue, SetOption};
 pub use otp_aead::{CreateOtpAead, OtpAeadResponse, RandomizeOtpAead, RewrapOtpAead};
 pub use otp_aead_key::{GenerateOtpAeadKey, PutOtpAeadKey};
 pub use put_authentication_key::PutAuthenticationKey;
+pub use reset_device::ResetDevice;
 pub use session_message::{SessionMessage, SessionMessageResponse};
+pub use symmetric::{
+    AesCbc, AesEcb, AesResponse, DecryptCbc, DecryptEcb, EncryptCbc, EncryptEcb,
+    GenerateSymmetricKey, PutSymmetricKey,
+};
+pub use wrap_key::{GenerateWrapKey, PutWrapKey};
+pub use wrapped::{
+    ExportWrapped, ImportWrapped, ImportedObject, UnwrapData, UnwrappedResponse, WrapData,
+    WrappedResponse, WRAP_NONCE_LEN, WRAP_TAG_LEN,
+};
 
 use crate::codec::{Frame, Reader, Writer};
 use crate::{CommandCode, Error, ErrorCode, Result};
@@ -173,7 +197,11 @@ macro_rules! with_command {
             Echo, CreateSession, AuthenticateSession, SessionMessage, DeviceInfo, CloseSession,
             PutAuthenticationKey, ListObjects, GetObjectInfo, GetPseudoRandom, DeleteObject,
             DecryptOtp, CreateOtpAead, RandomizeOtpAead, RewrapOtpAead, PutOtpAeadKey,
-            GenerateOtpAeadKey)
+            GenerateOtpAeadKey, PutOpaque, GetOpaque, PutWrapKey, GenerateWrapKey, ExportWrapped,
+            ImportWrapped, WrapData, UnwrapData, PutHmacKey, GenerateHmacKey, SignHmac,
+            VerifyHmac, PutSymmetricKey, GenerateSymmetricKey, EncryptEcb, DecryptEcb,
+            EncryptCbc, DecryptCbc,
+            ResetDevice, GetLogEntries, SetLogIndex, SetOption, GetOption, ChangeAuthenticationKey)
     };
     (@list $code:expr, $f:ident $args:tt, $other:expr; $($ty:ident),*) => {
         match $code {
@@ -187,3 +215,9 @@ macro_rules! with_command {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;
+
+#[cfg(test)]
+mod objects_tests;

@@ -10,19 +10,19 @@ use crate::{
     OtpAead, OtpAeadKeyBytes, OtpCounters, Secret, SecretBytes,
 };
 
-fn h(s: &str) -> Vec<u8> {
+pub(super) fn h(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex in a test vector")
 }
 
 /// Encodes `m` as a `C` request frame, checks the bytes, and decodes them back to `m`.
-fn request_is<C: Command + PartialEq>(m: &C, bytes: &[u8]) {
+pub(super) fn request_is<C: Command + PartialEq>(m: &C, bytes: &[u8]) {
     let f = encode_request(m).unwrap();
     assert_eq!(f.as_bytes(), bytes, "{}", C::CODE);
     assert_eq!(&decode_request::<C>(&f).unwrap(), m);
 }
 
 /// The same for a response to `C`.
-fn response_is<C: Command>(m: &C::Response, bytes: &[u8])
+pub(super) fn response_is<C: Command>(m: &C::Response, bytes: &[u8])
 where
     C::Response: PartialEq,
 {

@@ -7,6 +7,9 @@
 //! factory-key = true          # keep authentication key 1, password "password" (default)
 //! rewrap-renews-nonce = false # Rewrap OTP AEAD draws a new 6-byte nonce (default: keeps it;
 //!                             # Yubico does not say which a real device does)
+//! force-audit = "on"          # off (default), on or fixed: a full audit log refuses commands
+//! command-audit = "all"       # commands logged: "all", or names ("decrypt-otp,set-log-index");
+//!                             # default none, as a factory firmware 2.3.1
 //!
 //! [[authentication-key]]
 //! id = 2
@@ -36,8 +39,12 @@ use otp_core::redact::toml_error;
 use otp_core::SecretString;
 use serde::Deserialize;
 
-use super::{EmulatorError, MAX_OBJECTS};
-use crate::{Algorithm, AuthKey, Capabilities, Domains, Label, NonceId, ObjectId, OtpAeadKeyBytes};
+use super::{EmulatorError, AUDITABLE_COMMANDS, MAX_OBJECTS};
+use crate::cmd::AuditSetting;
+use crate::{
+    Algorithm, AuthKey, Capabilities, CommandCode, Domains, Label, NonceId, ObjectId,
+    OtpAeadKeyBytes,
+};
 
 /// Serial number a device reports unless configured.
 pub const DEFAULT_SERIAL: u32 = 7_550_001;
@@ -58,6 +65,8 @@ struct File {
     session_timeout: Option<u64>,
     rewrap_renews_nonce: Option<bool>,
     factory_key: Option<bool>,
+    force_audit: Option<String>,
+    command_audit: Option<String>,
     #[serde(default)]
     authentication_key: Vec<AuthKeyEntry>,
     #[serde(default)]
@@ -142,6 +151,11 @@ pub struct DeviceConfig {
     /// not say which a real device does (shared protocol notes §5.1), so the tools must cope
     /// with both; this lets their tests show that.
     pub rewrap_renews_nonce: bool,
+    /// The `force-audit` option the device starts with (a factory device's is off).
+    pub force_audit: AuditSetting,
+    /// The `command-audit` settings it starts with, as Set Option takes them: pairs of
+    /// command byte and setting (empty: every command off, as a factory device).
+    pub command_audit: Vec<u8>,
     /// Authentication keys, the factory key first when kept.
     pub auth_keys: Vec<AuthKeyConfig>,
     /// OTP AEAD keys.
@@ -156,6 +170,8 @@ impl DeviceConfig {
             serial: DEFAULT_SERIAL,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             rewrap_renews_nonce: false,
+            force_audit: AuditSetting::Off,
+            command_audit: Vec::new(),
             auth_keys: vec![factory_key()],
             otp_aead_keys: Vec::new(),
         }
@@ -183,6 +199,21 @@ impl DeviceConfig {
                     .unwrap_or(DEFAULT_SESSION_TIMEOUT.as_secs()),
             ),
             rewrap_renews_nonce: file.rewrap_renews_nonce.unwrap_or(false),
+            force_audit: match file.force_audit.as_deref() {
+                None => AuditSetting::Off,
+                Some(t) => audit_setting(t)
+                    .ok_or_else(|| invalid("force-audit", 0, "must be off, on or fixed"))?,
+            },
+            command_audit: match file.command_audit.as_deref() {
+                None => Vec::new(),
+                Some(t) => command_audit(t).ok_or_else(|| {
+                    invalid(
+                        "command-audit",
+                        0,
+                        "must be \"all\" or command names the device logs",
+                    )
+                })?,
+            },
             auth_keys: Vec::new(),
             otp_aead_keys: Vec::new(),
         };
@@ -278,7 +309,8 @@ impl DeviceConfig {
     }
 }
 
-fn factory_key() -> AuthKeyConfig {
+/// The authentication key a new (or reset) device holds.
+pub(crate) fn factory_key() -> AuthKeyConfig {
     AuthKeyConfig {
         id: FACTORY_KEY_ID,
         label: Label::new(FACTORY_LABEL).unwrap_or_default(),
@@ -295,6 +327,36 @@ fn invalid(field: &str, _n: usize, why: &str) -> EmulatorError {
 
 fn invalid_entry(table: &str, n: usize, field: &str, why: &str) -> EmulatorError {
     EmulatorError::Config(format!("[[{table}]] number {n}: {field}: {why}"))
+}
+
+fn audit_setting(text: &str) -> Option<AuditSetting> {
+    match AuditSetting::from_name(text.trim())? {
+        AuditSetting::Unknown(_) => None,
+        s => Some(s),
+    }
+}
+
+/// `all` (every command the device logs) or names of such commands, separated by commas
+/// or colons; each set to on.
+fn command_audit(text: &str) -> Option<Vec<u8>> {
+    let codes: Vec<u8> = if text.trim() == "all" {
+        AUDITABLE_COMMANDS.to_vec()
+    } else {
+        text.split([',', ':'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|n| {
+                let c = CommandCode::from_name(n)?.to_u8();
+                AUDITABLE_COMMANDS.contains(&c).then_some(c)
+            })
+            .collect::<Option<_>>()?
+    };
+    (!codes.is_empty()).then(|| {
+        codes
+            .into_iter()
+            .flat_map(|c| [c, AuditSetting::On.to_u8()])
+            .collect()
+    })
 }
 
 /// Ids 0 (the device chooses) and 0xffff are not ids an object can have.
@@ -425,6 +487,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("id 0x0001"));
+    }
+
+    #[test]
+    fn audit_options_are_read_and_checked() {
+        let cfg = DeviceConfig::parse(
+            "force-audit = \"on\"\ncommand-audit = \"decrypt-otp,set-log-index\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.force_audit, AuditSetting::On);
+        assert_eq!(cfg.command_audit, vec![0x60, 1, 0x67, 1]);
+        let all = DeviceConfig::parse("command-audit = \"all\"\n").unwrap();
+        assert_eq!(all.command_audit.len(), 2 * AUDITABLE_COMMANDS.len());
+        let factory = DeviceConfig::parse("").unwrap();
+        assert_eq!(factory.force_audit, AuditSetting::Off);
+        assert!(factory.command_audit.is_empty());
+        for bad in [
+            "force-audit = \"yes\"\n",
+            "command-audit = \"nonsense\"\n",
+            "command-audit = \"error\"\n",
+            "command-audit = \"\"\n",
+        ] {
+            let e = DeviceConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("audit"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (`otp_core::otp_aead`, `otp_core::otp`): a YubiHSM 2 AEAD is a YubiHSM 1 AEAD whose key
 //! handle bytes are the nonce id (shared notes §5.2).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,10 @@ use rand::RngCore;
 use tracing::{debug, warn};
 use zeroize::Zeroizing;
 
-use super::config::{AuthKeyConfig, DeviceConfig, OtpAeadKeyConfig};
-use crate::cmd::{self, Command, EmptyResponse, ObjectFilter, ObjectInfo};
+use self::audit::{AuditLog, Event};
+pub use self::audit::{AUDITABLE_COMMANDS, LOG_CAPACITY};
+use super::config::{factory_key, AuthKeyConfig, DeviceConfig, OtpAeadKeyConfig};
+use crate::cmd::{self, Command, DeviceOption, EmptyResponse, ObjectFilter, ObjectInfo};
 use crate::codec::Frame;
 use crate::session::{Challenge, DeviceSession, SessionId};
 use crate::{
@@ -38,18 +41,23 @@ pub const MAX_RANDOM: u16 = 2000;
 /// page 1 (which is not modelled) and keeps to 2048-byte frames.
 pub const FIRMWARE: [u8; 3] = [2, 3, 1];
 
-/// Algorithms reported by Device Info: the ones this device can hold.
-const ALGORITHMS: [Algorithm; 4] = [
-    Algorithm::Aes128YubicoOtp,
-    Algorithm::Aes128YubicoAuthentication,
-    Algorithm::Aes192YubicoOtp,
-    Algorithm::Aes256YubicoOtp,
-];
+/// The last algorithm firmware 2.3.1 has: Device Info lists every algorithm from 1 (RSA
+/// PKCS#1 with SHA-1) to this one, as the firmware does whatever the emulator models; AES
+/// key wrap with padding (55) came with firmware 2.4's RSA wrapping.
+const LAST_ALGORITHM: Algorithm = Algorithm::AesCbc;
+
+/// The size Get Object Info reports for an authentication key: 40, as a device does
+/// (its two 16-byte keys and, Yubico does not say, 8 bytes more).
+const AUTH_KEY_SIZE: u16 = 40;
 
 /// An object's secret part.
 enum KeyMaterial {
     Auth(AuthKey),
     Otp { nonce_id: NonceId, key: AesKey },
+    Opaque(Vec<u8>),
+    Wrap(SecretBytes),
+    Hmac(SecretBytes),
+    Symmetric(SecretBytes),
 }
 
 /// One stored object: its metadata (the very type Get Object Info answers) and its key.
@@ -61,6 +69,8 @@ struct Object {
 /// What a session may do: its authentication key's rights, taken when it was opened.
 #[derive(Debug, Clone, Copy)]
 struct Caller {
+    /// The session's authentication key.
+    key_id: ObjectId,
     capabilities: Capabilities,
     delegated: Capabilities,
     domains: Domains,
@@ -82,6 +92,15 @@ pub struct Device {
     /// Per id and type, how many objects have had it: the next one's sequence number.
     sequences: BTreeMap<(u16, u8), u8>,
     sessions: [Option<Slot>; MAX_SESSIONS],
+    /// The audit log and the options that govern it.
+    audit: AuditLog,
+    /// The objects the command running now has used, first and second: what its log entry
+    /// names. Set by [`Device::visible`], [`Device::new_object_id`] and
+    /// [`Device::new_info`], which every handler goes through to find or make an object,
+    /// so a new command is logged right without doing anything.
+    touched: Cell<[Option<u16>; 2]>,
+    /// Set by Reset Device: the reset happens once its answer is sealed.
+    reset_pending: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -99,6 +118,14 @@ type Answer<T> = Result<T, ErrorCode>;
 impl Device {
     /// A device holding what `cfg` describes.
     pub fn new(cfg: &DeviceConfig) -> Device {
+        let mut audit = AuditLog::factory(Instant::now());
+        // DeviceConfig::parse and check() keep these to what the device accepts.
+        if audit.set_force_audit(&[cfg.force_audit.to_u8()]).is_err()
+            || (!cfg.command_audit.is_empty()
+                && audit.set_command_audit(&cfg.command_audit).is_err())
+        {
+            warn!("YubiHSM 2 emulator: audit options left at their factory values");
+        }
         let mut d = Device {
             serial: cfg.serial,
             session_timeout: cfg.session_timeout,
@@ -106,6 +133,9 @@ impl Device {
             objects: BTreeMap::new(),
             sequences: BTreeMap::new(),
             sessions: Default::default(),
+            audit,
+            touched: Cell::new([None; 2]),
+            reset_pending: false,
         };
         for k in &cfg.auth_keys {
             d.add_auth_key(k, Origin::IMPORTED);
@@ -125,9 +155,69 @@ impl Device {
         self.sessions.iter().flatten().count()
     }
 
-    /// Drops every session, as a power cycle does; objects stay.
+    /// Drops every session, as a power cycle does, and logs the boot; objects, options
+    /// and the log stay.
     pub fn reset(&mut self) {
         self.sessions = Default::default();
+        self.audit.boot(Instant::now());
+    }
+
+    /// Entries the audit log holds now, not yet released by Set Log Index.
+    pub fn log_used(&self) -> usize {
+        self.audit.used()
+    }
+
+    /// Reset Device's effect: the factory state (the default authentication key alone,
+    /// every option off, the log a reset and a boot entry) and no session; the serial
+    /// number and the emulator's own settings stay.
+    fn factory_reset(&mut self, now: Instant) {
+        self.objects.clear();
+        self.sequences.clear();
+        self.sessions = Default::default();
+        self.audit = AuditLog::factory(now);
+        self.add_auth_key(&factory_key(), Origin::IMPORTED);
+    }
+
+    /// Notes that the running command used object `id` (see [`Device::touched`]).
+    fn touch(&self, id: ObjectId) {
+        let t = self.touched.get();
+        let next = match t {
+            [None, _] => [Some(id.0), None],
+            [Some(a), None] if a != id.0 => [Some(a), Some(id.0)],
+            _ => t,
+        };
+        self.touched.set(next);
+    }
+
+    /// Runs one command under the audit log: refused with `log-full` if a full forced log
+    /// cannot take it, else run, then logged (if `command-audit` says so) with the objects
+    /// it used and the first byte of its answer.
+    fn audited(
+        &mut self,
+        request: &Frame,
+        session_key: u16,
+        now: Instant,
+        run: impl FnOnce(&mut Device) -> Frame,
+    ) -> Frame {
+        let command = request.cmd();
+        if self.audit.blocks(command) {
+            return cmd::error_frame(ErrorCode::LogFull);
+        }
+        self.touched.set([None; 2]);
+        let answer = run(self);
+        let [target, second] = self.touched.take();
+        self.audit.record(
+            Event {
+                command,
+                length: u16::try_from(request.data().len()).unwrap_or(u16::MAX),
+                session_key,
+                target_key: target.unwrap_or(0xffff),
+                second_key: second.unwrap_or(0xffff),
+                result: answer.cmd(),
+            },
+            now,
+        );
+        answer
     }
 
     fn add_auth_key(&mut self, k: &AuthKeyConfig, origin: Origin) {
@@ -135,7 +225,7 @@ impl Device {
             k.id,
             ObjectType::AuthenticationKey,
             Algorithm::Aes128YubicoAuthentication,
-            32,
+            AUTH_KEY_SIZE,
             (k.label, k.domains, k.capabilities, k.delegated),
             origin,
         );
@@ -182,6 +272,9 @@ impl Device {
         (label, domains, capabilities, delegated): (Label, Domains, Capabilities, Capabilities),
         origin: Origin,
     ) -> ObjectInfo {
+        // Every object made goes through here (put, generate, import): the running
+        // command's log entry names it.
+        self.touch(id);
         let seq = self
             .sequences
             .entry((id.0, object_type.to_u8()))
@@ -211,17 +304,20 @@ impl Device {
         };
         let code = CommandCode::from_u8(frame.cmd());
         debug!(cmd = %code, len = request.len(), "YubiHSM 2 emulator request");
-        match code {
+        if code == CommandCode::SessionMessage {
+            // Logged as the command inside, by session_message.
+            return self.session_message(&frame, now);
+        }
+        self.audited(&frame, 0xffff, now, |d| match code {
             CommandCode::Echo => {
                 answer::<cmd::Echo>(&frame, |req| Ok(cmd::EchoResponse { data: req.data }))
             }
-            CommandCode::DeviceInfo => answer::<cmd::DeviceInfo>(&frame, |_| Ok(self.info())),
-            CommandCode::CreateSession => self.create_session(&frame, now),
-            CommandCode::AuthenticateSession => self.authenticate_session(&frame),
-            CommandCode::SessionMessage => self.session_message(&frame, now),
+            CommandCode::DeviceInfo => answer::<cmd::DeviceInfo>(&frame, |_| Ok(d.info())),
+            CommandCode::CreateSession => d.create_session(&frame, now),
+            CommandCode::AuthenticateSession => d.authenticate_session(&frame),
             // Session commands sent in clear, and codes the device does not know.
             _ => cmd::error_frame(ErrorCode::InvalidCommand),
-        }
+        })
     }
 
     fn expire(&mut self, now: Instant) {
@@ -241,9 +337,11 @@ impl Device {
         cmd::DeviceInfoResponse {
             version: FIRMWARE,
             serial: self.serial,
-            log_capacity: 62,
-            log_used: 0,
-            algorithms: ALGORITHMS.to_vec(),
+            log_capacity: LOG_CAPACITY as u8,
+            log_used: u8::try_from(self.audit.used()).unwrap_or(u8::MAX),
+            algorithms: (1..=LAST_ALGORITHM.to_u8())
+                .map(Algorithm::from_u8)
+                .collect(),
         }
     }
 
@@ -252,6 +350,7 @@ impl Device {
             Ok(r) => r,
             Err(e) => return cmd::error_frame(decode_error(&e)),
         };
+        self.touch(req.auth_key_id);
         let Some(obj) = self
             .objects
             .get(&(req.auth_key_id.0, ObjectType::AuthenticationKey.to_u8()))
@@ -265,6 +364,7 @@ impl Device {
             return cmd::error_frame(ErrorCode::SessionsFull);
         };
         let caller = Caller {
+            key_id: req.auth_key_id,
             capabilities: obj.info.capabilities,
             delegated: obj.info.delegated,
             domains: obj.info.domains,
@@ -290,6 +390,11 @@ impl Device {
         if slot.session.is_authenticated() {
             return cmd::error_frame(ErrorCode::InvalidSession);
         }
+        let key_id = slot.caller.key_id;
+        self.touch(key_id);
+        let Some(slot) = self.slot(req.session_id) else {
+            return cmd::error_frame(ErrorCode::InvalidSession);
+        };
         match slot.session.authenticate(frame) {
             Ok(()) => encode::<cmd::AuthenticateSession>(&EmptyResponse),
             Err(_) => {
@@ -335,7 +440,9 @@ impl Device {
         let caller = slot.caller;
         let code = CommandCode::from_u8(inner.cmd());
         debug!(session = %sid, cmd = %code, "YubiHSM 2 emulator session command");
-        let answer = self.session_command(caller, &inner);
+        let answer = self.audited(&inner, caller.key_id.0, now, |d| {
+            d.session_command(caller, &inner)
+        });
         let Some(slot) = self.slot(sid) else {
             return cmd::error_frame(ErrorCode::InvalidSession);
         };
@@ -350,6 +457,11 @@ impl Device {
         let closed = code == CommandCode::CloseSession && cmd::device_error(&answer) == Ok(None);
         if closed || slot.session.is_used_up() {
             self.sessions[usize::from(sid.0)] = None;
+        }
+        if std::mem::take(&mut self.reset_pending) {
+            // The answer was sealed with the session's keys first: the device answers,
+            // then reboots.
+            self.factory_reset(now);
         }
         sealed
     }
@@ -377,11 +489,10 @@ impl Device {
             }),
             C::DeleteObject => answer::<cmd::DeleteObject>(inner, |req| {
                 self.visible(caller, req.id, req.object_type)?;
-                let cap = match req.object_type {
-                    ObjectType::AuthenticationKey => Capability::DeleteAuthenticationKey,
-                    _ => Capability::DeleteOtpAeadKey,
-                };
-                need(caller.capabilities, cap)?;
+                need(
+                    caller.capabilities,
+                    delete_capability(req.object_type).ok_or(ErrorCode::InvalidData)?,
+                )?;
                 self.objects.remove(&(req.id.0, req.object_type.to_u8()));
                 Ok(EmptyResponse)
             }),
@@ -484,13 +595,76 @@ impl Device {
                     otp::decrypt(&secret, req.otp.expose()).map_err(|_| ErrorCode::InvalidOtp)?;
                 Ok(cmd::DecryptOtpResponse { counters })
             }),
-            _ => cmd::error_frame(ErrorCode::InvalidCommand),
+            C::ResetDevice => answer::<cmd::ResetDevice>(inner, |_| {
+                need(caller.capabilities, Capability::ResetDevice)?;
+                self.reset_pending = true;
+                Ok(EmptyResponse)
+            }),
+            C::GetLogEntries => answer::<cmd::GetLogEntries>(inner, |_| {
+                need(caller.capabilities, Capability::GetLogEntries)?;
+                Ok(self.audit.entries())
+            }),
+            C::SetLogIndex => answer::<cmd::SetLogIndex>(inner, |req| {
+                need(caller.capabilities, Capability::GetLogEntries)?;
+                self.audit
+                    .release(req.index)
+                    .map_err(|_| ErrorCode::InvalidData)
+                    .map(|()| EmptyResponse)
+            }),
+            C::SetOption => answer::<cmd::SetOption>(inner, |req| {
+                need(caller.capabilities, Capability::SetOption)?;
+                match req.option {
+                    DeviceOption::ForceAudit => self.audit.set_force_audit(&req.value),
+                    DeviceOption::CommandAudit => self.audit.set_command_audit(&req.value),
+                    // Algorithm toggling and the FIPS mode are not modelled.
+                    _ => Err(audit::Invalid),
+                }
+                .map_err(|_| ErrorCode::InvalidData)
+                .map(|()| EmptyResponse)
+            }),
+            C::GetOption => answer::<cmd::GetOption>(inner, |req| {
+                need(caller.capabilities, Capability::GetOption)?;
+                let value = match req.option {
+                    DeviceOption::ForceAudit => vec![self.audit.force_audit().to_u8()],
+                    DeviceOption::CommandAudit => self.audit.command_audit(),
+                    // What a device that is not a FIPS one answers for fips-mode, and
+                    // python-yubihsm's cue to take every algorithm as enabled.
+                    _ => return Err(ErrorCode::InvalidData),
+                };
+                Ok(cmd::OptionValue { value })
+            }),
+            C::ChangeAuthenticationKey => answer::<cmd::ChangeAuthenticationKey>(inner, |req| {
+                // Only the session's own key may be changed: another one is `invalid-id`
+                // (what python-yubihsm's device test expects), before any capability.
+                if req.id != caller.key_id {
+                    return Err(ErrorCode::InvalidId);
+                }
+                need(caller.capabilities, Capability::ChangeAuthenticationKey)?;
+                if req.algorithm != Algorithm::Aes128YubicoAuthentication {
+                    return Err(ErrorCode::InvalidData);
+                }
+                self.visible(caller, req.id, ObjectType::AuthenticationKey)?;
+                let obj = self
+                    .objects
+                    .get_mut(&(req.id.0, ObjectType::AuthenticationKey.to_u8()))
+                    .ok_or(ErrorCode::ObjectNotFound)?;
+                obj.key = KeyMaterial::Auth(req.key.clone());
+                Ok(cmd::ObjectIdResponse { id: req.id })
+            }),
+            // Opaque objects, wrap, HMAC and symmetric keys: one file each (`device/`).
+            _ => self
+                .opaque_command(caller, inner)
+                .or_else(|| self.wrap_command(caller, inner))
+                .or_else(|| self.hmac_command(caller, inner))
+                .or_else(|| self.symmetric_command(caller, inner))
+                .unwrap_or_else(|| cmd::error_frame(ErrorCode::InvalidCommand)),
         }
     }
 
     /// The object `id` of `object_type` if it shares a domain with the session: objects in
-    /// other domains do not exist for it.
+    /// other domains do not exist for it. Notes it as used by the running command.
     fn visible(&self, caller: Caller, id: ObjectId, object_type: ObjectType) -> Answer<&Object> {
+        self.touch(id);
         self.objects
             .get(&(id.0, object_type.to_u8()))
             .filter(|o| o.info.domains.intersects(caller.domains))
@@ -504,7 +678,7 @@ impl Device {
         need(obj.info.capabilities, cap)?;
         match &obj.key {
             KeyMaterial::Otp { nonce_id, key } => Ok((*nonce_id, key)),
-            KeyMaterial::Auth(_) => Err(ErrorCode::ObjectNotFound),
+            _ => Err(ErrorCode::ObjectNotFound),
         }
     }
 
@@ -557,17 +731,19 @@ impl Device {
             return Err(ErrorCode::StorageFailed);
         }
         let taken = |id: u16| self.objects.contains_key(&(id, object_type.to_u8()));
-        if o.id.0 != 0 {
-            return if taken(o.id.0) {
-                Err(ErrorCode::ObjectExists)
-            } else {
-                Ok(o.id)
-            };
-        }
-        (1..0xffff)
-            .find(|&id| !taken(id))
-            .map(ObjectId)
-            .ok_or(ErrorCode::StorageFailed)
+        let id = if o.id.0 != 0 {
+            if taken(o.id.0) {
+                return Err(ErrorCode::ObjectExists);
+            }
+            o.id
+        } else {
+            (1..0xffff)
+                .find(|&id| !taken(id))
+                .map(ObjectId)
+                .ok_or(ErrorCode::StorageFailed)?
+        };
+        self.touch(id);
+        Ok(id)
     }
 
     fn put_otp_key(
@@ -598,6 +774,23 @@ impl Domains {
     fn contains_all(self, other: Domains) -> bool {
         self.0 & other.0 == other.0
     }
+}
+
+/// The capability Delete Object needs for an object of `t`; `None` for a type the device
+/// does not know.
+fn delete_capability(t: ObjectType) -> Option<Capability> {
+    Some(match t {
+        ObjectType::Opaque => Capability::DeleteOpaque,
+        ObjectType::AuthenticationKey => Capability::DeleteAuthenticationKey,
+        ObjectType::AsymmetricKey => Capability::DeleteAsymmetricKey,
+        ObjectType::WrapKey => Capability::DeleteWrapKey,
+        ObjectType::HmacKey => Capability::DeleteHmacKey,
+        ObjectType::Template => Capability::DeleteTemplate,
+        ObjectType::OtpAeadKey => Capability::DeleteOtpAeadKey,
+        ObjectType::SymmetricKey => Capability::DeleteSymmetricKey,
+        ObjectType::PublicWrapKey => Capability::PublicWrapKeyDelete,
+        ObjectType::Unknown(_) => return None,
+    })
 }
 
 fn need(have: Capabilities, cap: Capability) -> Answer<()> {
@@ -653,5 +846,16 @@ fn open(key: &AesKey, nonce_id: NonceId, aead: &OtpAead) -> Option<YubiKeySecret
     otp_aead::open(key, nonce_id, aead).ok()
 }
 
+mod audit;
+// Opaque objects, wrap, HMAC and symmetric keys: one file per kind.
+mod hmac;
+mod objects;
+mod opaque;
+mod symmetric;
+mod wrap;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;

@@ -190,6 +190,9 @@ impl From<PoolError> for Outcome {
             PoolError::Hsm2(e) => match e.code() {
                 Some(ErrorCode::InvalidOtp) => Outcome::CorruptOtp,
                 Some(ErrorCode::InvalidData | ErrorCode::WrongLength) => Outcome::CorruptAead,
+                // A forced audit log that is full: the device serves again once it is
+                // drained; nothing is wrong with the key handle.
+                Some(ErrorCode::LogFull) => Outcome::Unavailable,
                 Some(_) => Outcome::HsmRefused,
                 None => Outcome::Unavailable,
             },
@@ -245,6 +248,24 @@ mod tests {
         assert_eq!(
             Outcome::from(PoolError::Locked).answer(),
             (StatusCode::SERVICE_UNAVAILABLE, "ERR HSM locked".into())
+        );
+        // A YubiHSM 2 whose forced audit log is full cannot serve now; its key is fine.
+        let hsm2 = |code| {
+            Outcome::from(PoolError::Hsm2(hsm2_proto::Error::Device {
+                cmd: hsm2_proto::CommandCode::DecryptOtp,
+                code,
+            }))
+        };
+        assert_eq!(
+            hsm2(ErrorCode::LogFull).answer(),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR HSM unavailable".into()
+            )
+        );
+        assert_eq!(
+            hsm2(ErrorCode::InsufficientPermissions).answer().1,
+            "ERR HSM refused key handle"
         );
         assert_eq!(
             Outcome::from(PoolError::Overloaded).answer().1,

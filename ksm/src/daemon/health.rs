@@ -154,6 +154,52 @@ pub struct DeviceHealth {
     /// Line failures so far, by kind (indexed as [`LineError::ALL`]).
     line_errors: [AtomicU64; LineError::ALL.len()],
     locked_logged: AtomicBool,
+    /// A YubiHSM 2's audit log, as its owner last read it.
+    pub log: AuditLogHealth,
+}
+
+/// A YubiHSM 2's audit log use (all zero for a YubiHSM 1, which has none).
+#[derive(Debug, Default)]
+pub struct AuditLogHealth {
+    /// Entries the device holds unread (Device Info's figure).
+    pub used: AtomicUsize,
+    /// Entries it can hold (0 until first read).
+    pub capacity: AtomicUsize,
+    /// The device's `force-audit` option: 0 not known (the key may not read options),
+    /// 1 off, 2 on or fixed.
+    pub forced: AtomicU8,
+    /// Entries the daemon drained into its `--hsm2-audit-log` file.
+    pub drained: AtomicU64,
+    /// Entries that did not follow the chain kept in that file.
+    pub chain_breaks: AtomicU64,
+    /// Commands the device refused because its forced log was full.
+    pub refused_full: AtomicU64,
+}
+
+/// The share of the log in use from which `/health` warns, unless the device is known not
+/// to force its log (a full log that is not forced only overwrites its oldest entries).
+pub const LOG_WARN_PERCENT: usize = 75;
+
+impl AuditLogHealth {
+    /// `Some(text)` for `/health` when the log is nearly (or quite) full and the device may
+    /// force it: it will refuse commands once full until the log is read and its index moved
+    /// on (`--hsm2-audit-log`, or `ksm hsm2-log --advance`).
+    pub fn warning(&self) -> Option<String> {
+        let used = self.used.load(Ordering::Relaxed);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        let forced = self.forced.load(Ordering::Relaxed);
+        if capacity == 0 || forced == 1 || used * 100 < capacity * LOG_WARN_PERCENT {
+            return None;
+        }
+        let when = if forced == 2 {
+            ""
+        } else {
+            " if force-audit is on"
+        };
+        Some(format!(
+            "audit log {used} of {capacity} entries used: the device refuses commands when it is full{when}; drain it (ksm serve --hsm2-audit-log, or ksm hsm2-log --advance)"
+        ))
+    }
 }
 
 impl DeviceHealth {
@@ -175,6 +221,7 @@ impl DeviceHealth {
             last_error: Mutex::new(String::new()),
             line_errors: Default::default(),
             locked_logged: AtomicBool::new(false),
+            log: AuditLogHealth::default(),
         }
     }
 

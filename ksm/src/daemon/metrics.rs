@@ -8,7 +8,7 @@ use aead_store::Store;
 
 use crate::daemon::answer::{Outcome, ANSWERS, PYHSM_STATS};
 use crate::daemon::connections::Connections;
-use crate::daemon::health::{DeviceHealth, DeviceKind, DeviceState};
+use crate::daemon::health::{AuditLogHealth, DeviceHealth, DeviceKind, DeviceState};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub(crate) const BUCKETS: [f64; 13] = [
@@ -29,6 +29,22 @@ pub struct Metrics {
     /// went out, so they are in no other count and not in the latency histogram.
     abandoned: AtomicU64,
 }
+
+/// Each YubiHSM 2 audit log figure `/metrics` shows: name, type, help, and how to read it.
+type LogMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&AuditLogHealth) -> u64,
+);
+
+const HSM2_LOG_METRICS: [LogMetric; 5] = [
+    ("ksm_hsm2_log_used", "gauge", "YubiHSM 2 audit log entries held unread, as last read.", |l| l.used.load(Ordering::Relaxed) as u64),
+    ("ksm_hsm2_log_capacity", "gauge", "YubiHSM 2 audit log capacity (0 until read).", |l| l.capacity.load(Ordering::Relaxed) as u64),
+    ("ksm_hsm2_audit_entries_total", "counter", "YubiHSM 2 audit log entries drained into --hsm2-audit-log.", |l| l.drained.load(Ordering::Relaxed)),
+    ("ksm_hsm2_audit_chain_breaks_total", "counter", "YubiHSM 2 audit log entries that did not follow the digest chain kept in --hsm2-audit-log.", |l| l.chain_breaks.load(Ordering::Relaxed)),
+    ("ksm_hsm2_log_full_refusals_total", "counter", "Commands a YubiHSM 2 refused because its forced audit log was full.", |l| l.refused_full.load(Ordering::Relaxed)),
+];
 
 impl Metrics {
     /// Records one decode.
@@ -152,6 +168,12 @@ impl Metrics {
                     d.name,
                     d.sessions_open.load(Ordering::Relaxed)
                 );
+            }
+            for (metric, kind, help, read) in HSM2_LOG_METRICS {
+                let _ = writeln!(o, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+                for d in &hsm2 {
+                    let _ = writeln!(o, "{metric}{{device=\"{}\"}} {}", d.name, read(&d.log));
+                }
             }
             let _ = writeln!(o, "# HELP ksm_hsm_reauthentications_total YubiHSM 2 sessions opened again (expired, dropped by a reset, broken, or the device reopened).\n# TYPE ksm_hsm_reauthentications_total counter");
             for d in &hsm2 {

@@ -41,6 +41,8 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
         return Ok(vec![Backend::Soft(Box::new(device::demo_config()?))]);
     }
     let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
+    // Opened once, shared by every YubiHSM 2 (each device's chain is kept by its serial).
+    let mut audit_log: Option<crate::daemon::hsm2_owner::AuditSink> = None;
     let devices = s
         .devices
         .iter()
@@ -85,6 +87,17 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
                     refused_retry: crate::daemon::hsm2_owner::REFUSED_RETRY,
                     sessions: s.hsm2.sessions,
                     keepalive: s.hsm2.keepalive,
+                    audit_log: match (&s.hsm2.audit_log, &audit_log) {
+                        (Some(_), Some(sink)) => Some(sink.clone()),
+                        (Some(path), None) => Some(
+                            audit_log
+                                .insert(Arc::new(std::sync::Mutex::new(
+                                    crate::device::hsm2_log::AuditFile::open(path)?,
+                                )))
+                                .clone(),
+                        ),
+                        (None, _) => None,
+                    },
                 }));
             }
             if device::is_key_file(d) {

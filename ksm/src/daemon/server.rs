@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::daemon::answer::Outcome;
 use crate::daemon::connections::{Connections, Slot};
-use crate::daemon::health::DeviceState;
+use crate::daemon::health::{DeviceKind, DeviceState};
 use crate::daemon::hsm1_owner::Hsm1Aead;
 use crate::daemon::hsm2_owner::Hsm2Aead;
 use crate::daemon::metrics::Metrics;
@@ -870,8 +870,13 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     } else {
         "down"
     };
+    let warnings: Vec<String> = devices
+        .iter()
+        .filter_map(|d| d.log.warning().map(|w| format!("{}: {w}", d.name)))
+        .collect();
     let body = serde_json::json!({
         "status": status,
+        "warnings": warnings,
         "devices": devices.iter().map(|d| serde_json::json!({
             "name": d.name,
             "kind": d.kind.name(),
@@ -881,6 +886,19 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "last_error": d.last_error(),
             "sessions_open": d.sessions_open.load(Ordering::Relaxed),
             "reauthentications": d.reauthentications.load(Ordering::Relaxed),
+            "log": (d.kind == DeviceKind::YubiHsm2).then(|| serde_json::json!({
+                "used": d.log.used.load(Ordering::Relaxed),
+                "capacity": d.log.capacity.load(Ordering::Relaxed),
+                "force_audit": match d.log.forced.load(Ordering::Relaxed) {
+                    1 => Some(false),
+                    2 => Some(true),
+                    _ => None,
+                },
+                "drained": d.log.drained.load(Ordering::Relaxed),
+                "chain_breaks": d.log.chain_breaks.load(Ordering::Relaxed),
+                "refused_full": d.log.refused_full.load(Ordering::Relaxed),
+                "warning": d.log.warning(),
+            })),
             "line_errors": d.line_errors()
                 .map(|(k, n)| (k.name().to_string(), serde_json::json!(n)))
                 .collect::<serde_json::Map<_, _>>(),

@@ -23,6 +23,7 @@ use crate::Error;
 use sharing::{SharedLine, DEFAULT_SOCKET};
 
 pub mod hsm2;
+pub mod hsm2_log;
 pub mod sharing;
 
 /// The demo device compiled into the binary: the public test keys of `fixtures/`.

@@ -183,6 +183,12 @@ pub struct ServeOptions {
     /// frees its slot for another client of the connector to take.
     #[arg(long)]
     pub hsm2_keepalive: Option<f64>,
+    /// Drain each YubiHSM 2's audit log into this append-only file (one JSON line per
+    /// entry, the digest chain checked) and move the device's log index on, so a device
+    /// with force-audit on keeps serving. Without it the log is only watched (/health
+    /// warns as it nears full).
+    #[arg(long)]
+    pub hsm2_audit_log: Option<PathBuf>,
     /// The YubiHSM 2 password, as a `ksm.toml` key only, in a private `ksm.toml` (as
     /// `db-password`).
     #[arg(skip)]
@@ -228,6 +234,7 @@ impl Default for ServeOptions {
             hsm2_password_file: None,
             hsm2_sessions: Some(2),
             hsm2_keepalive: Some(10.0),
+            hsm2_audit_log: None,
             hsm2_password: None,
         }
     }
@@ -337,6 +344,7 @@ impl ServeOptions {
             hsm2_password_file: self.hsm2_password_file.or(other.hsm2_password_file),
             hsm2_sessions: self.hsm2_sessions.or(other.hsm2_sessions),
             hsm2_keepalive: self.hsm2_keepalive.or(other.hsm2_keepalive),
+            hsm2_audit_log: self.hsm2_audit_log.or(other.hsm2_audit_log),
             hsm2_password: self.hsm2_password.or(other.hsm2_password),
         }
     }

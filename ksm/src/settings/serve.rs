@@ -138,6 +138,8 @@ pub struct Hsm2Settings {
     pub sessions: usize,
     /// Idle time after which a session gets a keep-alive command.
     pub keepalive: std::time::Duration,
+    /// The file each device's audit log is drained into (`--hsm2-audit-log`).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for Hsm2Settings {
@@ -241,6 +243,7 @@ impl ServeOptions {
             // Well inside the device's 30 s, with room for the owner's 1 s tick and a slow
             // answer.
             keepalive: seconds(&self.hsm2_keepalive, "hsm2-keepalive", 0.1..=20.0)?,
+            audit_log: self.hsm2_audit_log.clone(),
         })
     }
 

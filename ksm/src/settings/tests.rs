@@ -365,3 +365,28 @@ fn the_validation_server_is_on_with_a_counter_database() {
         assert!(!e.contains(":pw@"), "{e}");
     }
 }
+
+#[test]
+fn the_yubihsm2_audit_log_is_a_flag_and_a_ksm_toml_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ksm.toml");
+    std::fs::write(
+        &file,
+        "key-handles = [\"0x20\"]\nhsm2-audit-log = \"/var/log/ksm/audit.jsonl\"\n",
+    )
+    .unwrap();
+    let from_toml = ServeOptions::load(&file)
+        .unwrap()
+        .or(ServeOptions::default())
+        .settings(false)
+        .unwrap();
+    assert_eq!(
+        from_toml.hsm2.audit_log,
+        Some(std::path::PathBuf::from("/var/log/ksm/audit.jsonl"))
+    );
+    let cmd = ServeOptions::augment_args(clap::Command::new("serve"));
+    assert!(cmd
+        .get_arguments()
+        .any(|a| a.get_long() == Some("hsm2-audit-log")));
+    assert_eq!(ServeOptions::default().hsm2().unwrap().audit_log, None);
+}

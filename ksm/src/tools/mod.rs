@@ -1,10 +1,12 @@
 //! Operator tools: key generation and import, offline AEAD decryption, store checks,
 //! keystore unlock, provisioning a spare YubiHSM at its console. Each is a subcommand of `ksm`; flags follow pyhsm's tools.
 
+pub mod clone_hsm2;
 pub mod config_import;
 pub mod decrypt_aead;
 pub mod docs;
 pub mod generate_keys;
+pub mod hsm2_log;
 pub mod import_keys;
 pub mod keystore_unlock;
 pub mod migrate_aeads;

@@ -6,9 +6,9 @@ use super::*;
 use crate::transport::Transport;
 use crate::{Client, Error, OtpCounters, Result, Secret};
 
-struct InProcess {
-    device: Device,
-    now: Instant,
+pub(super) struct InProcess {
+    pub(super) device: Device,
+    pub(super) now: Instant,
 }
 
 impl Transport for InProcess {
@@ -17,14 +17,14 @@ impl Transport for InProcess {
     }
 }
 
-fn client(cfg: &DeviceConfig) -> Client<InProcess> {
+pub(super) fn client(cfg: &DeviceConfig) -> Client<InProcess> {
     Client::new(InProcess {
         device: Device::new(cfg),
         now: Instant::now(),
     })
 }
 
-fn h<const N: usize>(s: &str) -> [u8; N] {
+pub(super) fn h<const N: usize>(s: &str) -> [u8; N] {
     let v: Vec<u8> = (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
@@ -32,11 +32,11 @@ fn h<const N: usize>(s: &str) -> [u8; N] {
     v.try_into().unwrap()
 }
 
-fn factory_key() -> AuthKey {
+pub(super) fn factory_key() -> AuthKey {
     AuthKey::from_password(b"password")
 }
 
-fn otp_key_cfg(id: u16, key: &[u8], nonce_id: [u8; 4], caps: &str) -> OtpAeadKeyConfig {
+pub(super) fn otp_key_cfg(id: u16, key: &[u8], nonce_id: [u8; 4], caps: &str) -> OtpAeadKeyConfig {
     OtpAeadKeyConfig {
         id: ObjectId(id),
         label: Label::default(),
@@ -47,7 +47,7 @@ fn otp_key_cfg(id: u16, key: &[u8], nonce_id: [u8; 4], caps: &str) -> OtpAeadKey
     }
 }
 
-fn code<T: std::fmt::Debug>(r: Result<T>) -> ErrorCode {
+pub(super) fn code<T: std::fmt::Debug>(r: Result<T>) -> ErrorCode {
     r.unwrap_err().code().expect("a device refusal")
 }
 

@@ -66,6 +66,7 @@ fn reached_by(
         refused_retry: REFUSED_RETRY,
         keepalive: KEEPALIVE,
         sessions,
+        audit_log: None,
     })
 }
 
