@@ -20,6 +20,7 @@ use crate::tools::provision::ProvisionArgs;
 use crate::tools::provision_hsm2::ProvisionHsm2Args;
 use crate::tools::rewrap::RewrapArgs;
 use crate::tools::store_cmd::StoreArgs;
+use crate::tools::val::ValArgs;
 use crate::{daemon, demo, emulate, info, tools, Error};
 
 /// YubiKey KSM backed by a YubiHSM 1 or YubiHSM 2.
@@ -84,6 +85,8 @@ pub enum Command {
     /// The decode path end to end with nothing installed: a software YubiHSM on a real pty,
     /// the driver opening it like /dev/ttyACM0, OTPs from fixtures/ decoded inside it.
     Demo,
+    /// The validation server's counter database (yubikey-val's tables): `ksm val db-init`.
+    Val(ValArgs),
     /// Configuration helpers: `ksm config import-pyhsm` turns pyhsm's
     /// /etc/default/yhsm-yubikey-ksm into a ksm.toml.
     Config(ConfigArgs),
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),
         Command::Config(args) => tools::config_import::run(args),
+        Command::Val(args) => tools::val::run(args),
         Command::GenerateMan(args) => tools::docs::man(Cli::command(), args),
         Command::GenerateCompletions(args) => tools::docs::completions(Cli::command(), args),
     }

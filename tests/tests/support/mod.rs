@@ -92,6 +92,7 @@ pub fn settings(devices: Vec<PathBuf>, aead_dir: &Path, reqtimeout: Duration) ->
         reload: None,
         nonce_policy: aead_store::NoncePolicy::PublicId,
         db: None,
+        val: None,
         hsm2: Default::default(),
     }
 }
