@@ -77,7 +77,8 @@ use tokio::runtime::Runtime;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use self::sql::{kh_from_sql, Binary, Pool, RawOtpRow, RawRow};
+pub use self::sql::Pool;
+use self::sql::{kh_from_sql, Binary, RawOtpRow, RawRow};
 pub use self::url::{DbUrl, Engine};
 use self::walk::Rows;
 use crate::{
@@ -93,6 +94,25 @@ impl DbPassword {
     /// Takes the password.
     pub fn new(text: &str) -> DbPassword {
         DbPassword(Zeroizing::new(text.to_string()))
+    }
+
+    /// The password to connect with, by `--db-url`'s rules: from the private file (its
+    /// first line), or the value given, or none (the driver's own mechanisms); both given
+    /// is an error. Every database this project opens (the AEADs, the validator's
+    /// counters) takes its password this one way.
+    pub fn resolve(
+        file: Option<&Path>,
+        value: Option<&DbPassword>,
+    ) -> Result<Option<Zeroizing<String>>, StoreError> {
+        match (file, value) {
+            (Some(_), Some(_)) => Err(StoreError::DbConfig(
+                "the database password is given twice (a password file and a password): give one"
+                    .into(),
+            )),
+            (Some(p), None) => Ok(Some(read_password(p)?)),
+            (None, Some(p)) => Ok(Some(p.0.clone())),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -322,15 +342,7 @@ impl DbStore {
                 "the pool needs at least one connection".into(),
             ));
         }
-        let password = match (&cfg.password_file, &cfg.password) {
-            (Some(_), Some(_)) => return Err(StoreError::DbConfig(
-                "the database password is given twice (a password file and a password): give one"
-                    .into(),
-            )),
-            (Some(p), None) => Some(read_password(p)?),
-            (None, Some(p)) => Some(p.0.clone()),
-            (None, None) => None,
-        };
+        let password = DbPassword::resolve(cfg.password_file.as_deref(), cfg.password.as_ref())?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ksm-db")

@@ -71,11 +71,16 @@ pub(crate) struct RawOtpRow {
 // read by pyhsm as a YubiHSM 1 AEAD under whatever handle its key id spelled. A table of
 // its own keeps pyhsm (and its exports) blind to it.
 
-/// A connection pool of the URL's engine.
+/// A connection pool of the URL's engine, made by [`Pool::new`]: the one sqlx set-up every
+/// database of this project goes through (the AEAD store here, the validator's counters in
+/// `ykval`), so a URL means the same engine, parameters and TLS wherever it is given.
 #[derive(Debug, Clone)]
-pub(crate) enum Pool {
+pub enum Pool {
+    /// PostgreSQL.
     Pg(PgPool),
+    /// MySQL or MariaDB.
     My(MySqlPool),
+    /// A SQLite file.
     Lite(SqlitePool),
 }
 
@@ -320,7 +325,7 @@ impl Pool {
 
     /// `sql`, written with `?` parameters, as this pool's engine takes it: PostgreSQL's
     /// numbered (see [`numbered`]), the others' as they are.
-    fn dialect(&self, sql: String) -> String {
+    pub fn dialect(&self, sql: String) -> String {
         match self {
             Pool::Pg(_) => numbered(&sql),
             Pool::My(_) | Pool::Lite(_) => sql,
@@ -328,8 +333,9 @@ impl Pool {
     }
 
     /// A pool of at most `size` connections that connects lazily (a daemon starts while its
-    /// database is down) and waits at most `acquire` for a connection.
-    pub(crate) fn new(url: &DbUrl, password: Option<&str>, size: u32, acquire: Duration) -> Pool {
+    /// database is down) and waits at most `acquire` for a connection. Called inside a tokio
+    /// runtime (sqlx starts the pool's upkeep on it).
+    pub fn new(url: &DbUrl, password: Option<&str>, size: u32, acquire: Duration) -> Pool {
         match url {
             DbUrl::Postgres(o) => {
                 let o = match password {

@@ -128,6 +128,23 @@ pub struct ServeOptions {
     /// until the database is back.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub db_serve_cached_when_down: Option<bool>,
+    /// Also serve the YK-VAL verify API (`/wsapi/2.0/verify`, `/wsapi/verify`), with the
+    /// counters in yubikey-val's tables in this database: postgresql://USER@HOST/DB,
+    /// mysql://USER@HOST/DB or sqlite:///PATH (`ksm val db-init` makes them). No password in
+    /// it: see --val-db-password-file.
+    #[arg(long)]
+    pub val_db_url: Option<String>,
+    /// A private file (mode 0600) whose first line is the counter database's password.
+    #[arg(long)]
+    pub val_db_password_file: Option<PathBuf>,
+    /// Most connections to the counter database at once.
+    #[arg(long)]
+    pub val_db_pool_size: Option<u32>,
+    /// Decode verify requests' OTPs with these KSMs (their decrypt URL, yubikey-val's
+    /// otp2ksmurls; repeat for several: asked together, the first OK wins) instead of this
+    /// daemon's own HSMs.
+    #[arg(long = "val-ksm-url", num_args = 1..)]
+    pub val_ksm_url: Option<Vec<String>>,
     /// Serve the decode API over TLS with this certificate chain (PEM, the server's
     /// certificate first); needs --tls-key.
     #[arg(long)]
@@ -143,6 +160,11 @@ pub struct ServeOptions {
     #[arg(skip)]
     #[serde(default, skip_serializing)]
     pub db_password: Option<SecretString>,
+    /// The counter database's password, as a `ksm.toml` key only, in a private `ksm.toml`
+    /// (as `db-password`).
+    #[arg(skip)]
+    #[serde(default, skip_serializing)]
+    pub val_db_password: Option<SecretString>,
     /// The YubiHSM 2 authentication key (object id) the daemon's sessions use on every
     /// YubiHSM 2 device (`-D http://HOST:PORT`, a yubihsm-connector). Decimal or 0x hex.
     #[arg(long, value_parser = crate::device::hsm2::object_id_arg)]
@@ -194,6 +216,11 @@ impl Default for ServeOptions {
             db_pool_size: Some(8),
             db_serve_cached_when_down: Some(false),
             db_password: None,
+            val_db_url: None,
+            val_db_password_file: None,
+            val_db_pool_size: Some(16),
+            val_ksm_url: None,
+            val_db_password: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -251,6 +278,7 @@ impl ServeOptions {
         for (key, held) in [
             ("db-password", opts.db_password.is_some()),
             ("hsm2-password", opts.hsm2_password.is_some()),
+            ("val-db-password", opts.val_db_password.is_some()),
         ] {
             if !held {
                 continue;
@@ -297,6 +325,11 @@ impl ServeOptions {
                 .db_serve_cached_when_down
                 .or(other.db_serve_cached_when_down),
             db_password: self.db_password.or(other.db_password),
+            val_db_url: self.val_db_url.or(other.val_db_url),
+            val_db_password_file: self.val_db_password_file.or(other.val_db_password_file),
+            val_db_pool_size: self.val_db_pool_size.or(other.val_db_pool_size),
+            val_ksm_url: self.val_ksm_url.or(other.val_ksm_url),
+            val_db_password: self.val_db_password.or(other.val_db_password),
             tls_cert: self.tls_cert.or(other.tls_cert),
             tls_key: self.tls_key.or(other.tls_key),
             tls_client_ca: self.tls_client_ca.or(other.tls_client_ca),

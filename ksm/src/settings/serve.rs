@@ -46,6 +46,8 @@ pub struct Settings {
     pub nonce_policy: NoncePolicy,
     /// AEADs in a database (`--db-url`) rather than `aead_dir`.
     pub db: Option<DbSettings>,
+    /// The YK-VAL verify API and its counter database (`--val-db-url`), if served.
+    pub val: Option<ValSettings>,
     /// How YubiHSM 2 devices are authenticated to.
     pub hsm2: Hsm2Settings,
     /// How to read the settings again (SIGHUP): the same flags over `ksm.toml` as it is
@@ -88,6 +90,37 @@ impl DbSettings {
         c.timeout = timeout;
         c.cache = true;
         c.serve_cached_when_down = self.serve_cached_when_down;
+        c
+    }
+}
+
+/// The validation server's settings (`--val-db-url` and its companions).
+#[derive(Debug, Clone)]
+pub struct ValSettings {
+    /// The counter database.
+    pub url: aead_store::DbUrl,
+    /// Private file with its password.
+    pub password_file: Option<PathBuf>,
+    /// The password itself, from a private `ksm.toml`.
+    pub password: Option<otp_core::SecretString>,
+    /// Most connections.
+    pub pool_size: u32,
+    /// Remote KSMs' decrypt URLs (`--val-ksm-url`); empty: this daemon's own HSMs.
+    pub ksm_urls: Vec<String>,
+}
+
+impl ValSettings {
+    /// The counter database's configuration, each wait bounded by `timeout` (the request
+    /// timeout: past it a verification answers `BACKEND_ERROR`).
+    pub fn db_config(&self, timeout: std::time::Duration) -> ykval::ValDbConfig {
+        let mut c = ykval::ValDbConfig::new(self.url.clone());
+        c.password_file = self.password_file.clone();
+        c.password = self
+            .password
+            .as_ref()
+            .map(|p| aead_store::DbPassword::new(p.expose()));
+        c.pool_size = self.pool_size;
+        c.timeout = timeout;
         c
     }
 }
@@ -179,6 +212,7 @@ impl ServeOptions {
             socket_policy: set(&self.socket_policy, "socket-policy")?,
             nonce_policy: nonce_policy(set(&self.random_nonce_aeads, "random-nonce-aeads")?),
             db: self.db()?,
+            val: self.val()?,
             hsm2: self.hsm2()?,
             reload: None,
             demo_aeads: None,
@@ -228,6 +262,40 @@ impl ServeOptions {
                 &self.db_serve_cached_when_down,
                 "db-serve-cached-when-down",
             )?,
+        }))
+    }
+}
+
+impl ServeOptions {
+    /// The validation server's settings, if it is on.
+    pub(super) fn val(&self) -> Result<Option<ValSettings>, Error> {
+        let Some(url) = &self.val_db_url else {
+            if self.val_ksm_url.is_some() {
+                return Err(Error::Usage(
+                    "--val-ksm-url is for the validation server: give --val-db-url too".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let pool_size = set(&self.val_db_pool_size, "val-db-pool-size")?;
+        if pool_size == 0 {
+            return Err(Error::Usage("--val-db-pool-size must be at least 1".into()));
+        }
+        let ksm_urls = self.val_ksm_url.clone().unwrap_or_default();
+        for u in &ksm_urls {
+            if !u.starts_with("http://") {
+                return Err(Error::Usage(format!(
+                    "--val-ksm-url {u:?}: a KSM's decrypt URL, http://HOST:PORT/wsapi/decrypt?otp= (https is not supported)"
+                )));
+            }
+        }
+        Ok(Some(ValSettings {
+            url: aead_store::DbUrl::parse(url)
+                .map_err(|e| Error::Usage(format!("--val-db-url: {e}")))?,
+            password_file: self.val_db_password_file.clone(),
+            password: self.val_db_password.clone(),
+            pool_size,
+            ksm_urls,
         }))
     }
 }

@@ -1,0 +1,248 @@
+//! The counter database: yubikey-val's `clients` and `yubikeys` tables on PostgreSQL,
+//! MySQL/MariaDB or SQLite.
+//!
+//! The connection goes through the AEAD store's set-up ([`aead_store::db::Pool`]): the same
+//! URL spellings, parameters, TLS and password rules as `--db-url`, written once.
+//!
+//! **One `OK` per OTP across every validator on the database.** A counter advance is one
+//! conditional statement ([`ValDb::record`]): `UPDATE yubikeys SET … WHERE yk_publicname = ?
+//! AND active AND (yk_counter, yk_use) < (?, ?)`. Each engine runs a single UPDATE
+//! atomically against the row's latest committed version (PostgreSQL re-checks the WHERE
+//! on a row another transaction changed meanwhile, InnoDB reads the row under its lock,
+//! SQLite has one writer), so of two validators given the same OTP at once exactly one
+//! sees a row changed; the other finds its counters already there and answers
+//! `REPLAYED_OTP` (or `REPLAYED_REQUEST`, same nonce). A YubiKey seen for the first time
+//! gets its row from an insert that does nothing if another validator made it first, then
+//! the same conditional update.
+
+mod admin;
+mod rows;
+pub mod schema;
+mod write;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aead_store::db::Pool;
+use aead_store::{DbPassword, DbUrl, Engine, StoreError};
+
+pub use self::admin::NewClient;
+pub use self::rows::{Client, Counters, Yubikey};
+pub use self::write::{Accepted, Recorded};
+
+/// What can go wrong with the counter database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbError {
+    /// The URL, password or pool settings are wrong (nothing was tried).
+    #[error("validation database: {0}")]
+    Config(String),
+    /// The database could not be reached, failed the statement, or did not answer in time.
+    #[error("validation database unavailable: {0}")]
+    Unavailable(String),
+    /// A row holds what its column cannot mean.
+    #[error("validation database: {0}")]
+    BadRow(String),
+}
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> DbError {
+        match e {
+            StoreError::DbConfig(m) => DbError::Config(m),
+            other => DbError::Config(other.to_string()),
+        }
+    }
+}
+
+pub(crate) fn unavailable(e: &sqlx::Error) -> DbError {
+    DbError::Unavailable(match e {
+        sqlx::Error::PoolTimedOut => "no connection to the database".to_string(),
+        e if e.as_database_error().is_some_and(|d| {
+            matches!(d.code().as_deref(), Some("42P01" | "42S02"))
+                || d.message().starts_with("no such table")
+        }) =>
+        {
+            format!("{e} (run `ksm val db-init`)")
+        }
+        e => e.to_string(),
+    })
+}
+
+/// How the counter database is reached.
+#[derive(Debug, Clone)]
+pub struct ValDbConfig {
+    /// The database (SQLAlchemy's spelling, as `--db-url` takes it).
+    pub url: DbUrl,
+    /// A private file holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// The password itself (from a private `ksm.toml`); at most one of this and the file.
+    pub password: Option<DbPassword>,
+    /// Most connections open at once.
+    pub pool_size: u32,
+    /// Longest wait for a connection or an answer: past it a verification is
+    /// `BACKEND_ERROR`.
+    pub timeout: Duration,
+}
+
+impl ValDbConfig {
+    /// Defaults for `url`: a pool of 16, 2 s.
+    pub fn new(url: DbUrl) -> ValDbConfig {
+        ValDbConfig {
+            url,
+            password_file: None,
+            password: None,
+            pool_size: 16,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The counter database (see the module doc).
+#[derive(Debug, Clone)]
+pub struct ValDb {
+    pool: Pool,
+    timeout: Duration,
+}
+
+/// Runs `$body` with `$p` bound to whichever engine's pool `$pool` is.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            aead_store::db::Pool::Pg($p) => $body,
+            aead_store::db::Pool::My($p) => $body,
+            aead_store::db::Pool::Lite($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl ValDb {
+    /// Opens the pool; nothing is connected yet (a daemon starts while its database is
+    /// down). Called inside a tokio runtime.
+    pub fn open(cfg: &ValDbConfig) -> Result<ValDb, DbError> {
+        if cfg.pool_size == 0 {
+            return Err(DbError::Config(
+                "the pool needs at least one connection".into(),
+            ));
+        }
+        let password = DbPassword::resolve(cfg.password_file.as_deref(), cfg.password.as_ref())?;
+        let pool = Pool::new(
+            &cfg.url,
+            password.as_deref().map(|s| s.as_str()),
+            cfg.pool_size,
+            cfg.timeout,
+        );
+        Ok(ValDb {
+            pool,
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        match self.pool {
+            Pool::Pg(_) => Engine::Postgres,
+            Pool::My(_) => Engine::MySql,
+            Pool::Lite(_) => Engine::Sqlite,
+        }
+    }
+
+    /// `sql` written with `?` parameters, in this engine's spelling.
+    pub(crate) fn sql(&self, sql: &str) -> String {
+        self.pool.dialect(sql.to_string())
+    }
+
+    /// Runs `fut` within the configured timeout: past it, `Unavailable`.
+    pub(crate) async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DbError::Unavailable(
+                    "no answer from the database in time".into(),
+                ))
+            })
+    }
+
+    /// `ksm val db-init`: creates `clients` and `yubikeys` if they are missing.
+    pub async fn init(&self) -> Result<(), DbError> {
+        self.bounded(async {
+            for create in [schema::CLIENTS, schema::YUBIKEYS] {
+                on_pool!(&self.pool, |p| sqlx::query(create)
+                    .execute(p)
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .rows_affected());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the database answers a query on `yubikeys` (for `/health`).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.bounded(async {
+            let sql = "SELECT COUNT(*) FROM yubikeys WHERE 1 = 0";
+            on_pool!(&self.pool, |p| sqlx::query(sql)
+                .execute(p)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .rows_affected());
+            Ok(())
+        })
+        .await
+    }
+
+    /// The client `id`, active or not.
+    pub async fn client(&self, id: i64) -> Result<Option<Client>, DbError> {
+        let sql = self
+            .sql("SELECT id, active, created, secret, email, notes, otp FROM clients WHERE id = ?");
+        self.bounded(async {
+            on_pool!(&self.pool, |p| {
+                let row = sqlx::query(&sql)
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                row.as_ref().map(Client::read).transpose()
+            })
+        })
+        .await
+    }
+
+    /// The `yubikeys` row of `public_name`, if there is one.
+    pub async fn yubikey(&self, public_name: &str) -> Result<Option<Yubikey>, DbError> {
+        self.bounded(self.yubikey_unbounded(public_name)).await
+    }
+
+    pub(crate) async fn yubikey_unbounded(
+        &self,
+        public_name: &str,
+    ) -> Result<Option<Yubikey>, DbError> {
+        let sql = self.sql(
+            "SELECT active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes FROM yubikeys WHERE yk_publicname = ?",
+        );
+        on_pool!(&self.pool, |p| {
+            let row = sqlx::query(&sql)
+                .bind(public_name)
+                .fetch_optional(p)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            row.as_ref().map(Yubikey::read).transpose()
+        })
+    }
+
+    /// The pool (for the admin functions and the tests).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// The time now as the tables keep it (Unix seconds).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,219 @@
+//! The counter database on real PostgreSQL, MariaDB and SQLite: `db-init` makes
+//! yubikey-val's tables column for column, a row written as yubikey-val writes it is read
+//! and advanced by the conditional write, and each refusal is the one yubikey-val gives.
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+use aead_store::DbUrl;
+use test_support::db::{MyDatabase, PgSchema};
+use ykval::counter::Verdict;
+use ykval::db::{NewClient, Recorded};
+use ykval::{Counters, ValDb, ValDbConfig};
+
+/// yubikey-val 2.41's columns, in `ykval-db.sql`'s order.
+const CLIENT_COLUMNS: &str = "id,active,created,secret,email,notes,otp";
+const YUBIKEY_COLUMNS: &str =
+    "active,created,modified,yk_publicname,yk_counter,yk_use,yk_low,yk_high,nonce,notes";
+
+fn c(counter: i64, session_use: i64) -> Counters {
+    Counters {
+        counter,
+        session_use,
+    }
+}
+
+/// Runs the whole exercise on one database; `sql` runs a statement with the engine's
+/// own client and returns its output, `columns` lists a table's columns that way.
+async fn exercise(url: &str, sql: &dyn Fn(&str) -> String, columns: &dyn Fn(&str) -> String) {
+    let db = ValDb::open(&ValDbConfig::new(DbUrl::parse(url).unwrap())).unwrap();
+    db.init().await.unwrap();
+    // Again: the tables are left as they are.
+    db.init().await.unwrap();
+    assert_eq!(columns("clients"), CLIENT_COLUMNS);
+    assert_eq!(columns("yubikeys"), YUBIKEY_COLUMNS);
+
+    // A row as yubikey-val writes it: counter 40, session use 3.
+    sql("INSERT INTO yubikeys (active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes) VALUES (TRUE, 1700000000, 1700000100, 'cccccccccccb', 40, 3, 4660, 86, 'yubikeyvalnonce0001', '');");
+    let row = db.yubikey("cccccccccccb").await.unwrap().unwrap();
+    assert_eq!(row.counters, c(40, 3));
+    assert_eq!((row.low, row.high, row.modified), (4660, 86, 1700000100));
+
+    let refused = |r: Recorded| match r {
+        Recorded::Refused(v, _) => v,
+        Recorded::Accepted(_) => panic!("accepted"),
+    };
+    let id = "cccccccccccb";
+    assert_eq!(
+        refused(
+            db.record(id, c(39, 9), 0, 0, "n0n0n0n0n0n0n0n0")
+                .await
+                .unwrap()
+        ),
+        Verdict::ReplayedOtp
+    );
+    assert_eq!(
+        refused(
+            db.record(id, c(40, 3), 0, 0, "yubikeyvalnonce0001")
+                .await
+                .unwrap()
+        ),
+        Verdict::ReplayedRequest
+    );
+    assert_eq!(
+        refused(
+            db.record(id, c(40, 3), 0, 0, "n1n1n1n1n1n1n1n1")
+                .await
+                .unwrap()
+        ),
+        Verdict::ReplayedOtp
+    );
+    match db
+        .record(id, c(41, 0), 1, 2, "n2n2n2n2n2n2n2n2")
+        .await
+        .unwrap()
+    {
+        Recorded::Accepted(a) => assert_eq!(a.previous.counters, c(40, 3)),
+        other => panic!("{other:?}"),
+    }
+    let row = db.yubikey(id).await.unwrap().unwrap();
+    assert_eq!(row.counters, c(41, 0));
+    assert_eq!((row.low, row.high), (2, 1));
+    assert_eq!(row.nonce, "n2n2n2n2n2n2n2n2");
+    assert!(row.modified > 1700000100);
+    // The same request again, then the same OTP with another nonce.
+    assert_eq!(
+        refused(
+            db.record(id, c(41, 0), 1, 2, "n2n2n2n2n2n2n2n2")
+                .await
+                .unwrap()
+        ),
+        Verdict::ReplayedRequest
+    );
+    assert_eq!(
+        refused(
+            db.record(id, c(41, 0), 1, 2, "n3n3n3n3n3n3n3n3")
+                .await
+                .unwrap()
+        ),
+        Verdict::ReplayedOtp
+    );
+
+    // A YubiKey never seen gets yubikey-val's new row, then advances.
+    assert!(db.yubikey("ccccccccccccdd").await.unwrap().is_none());
+    assert!(matches!(
+        db.record("ccccccccccccdd", c(0, 0), 0, 0, "n4n4n4n4n4n4n4n4")
+            .await
+            .unwrap(),
+        Recorded::Accepted(_)
+    ));
+    let new = db.yubikey("ccccccccccccdd").await.unwrap().unwrap();
+    assert!(new.active);
+    assert_eq!(new.counters, c(0, 0));
+
+    // Revoked: refused whatever the counters; enabled again: served.
+    assert!(db.set_yubikey_active(id, false).await.unwrap());
+    assert_eq!(
+        refused(
+            db.record(id, c(50, 0), 0, 0, "n5n5n5n5n5n5n5n5")
+                .await
+                .unwrap()
+        ),
+        Verdict::Inactive
+    );
+    assert!(db.set_yubikey_active(id, true).await.unwrap());
+    assert!(matches!(
+        db.record(id, c(50, 0), 0, 0, "n5n5n5n5n5n5n5n5")
+            .await
+            .unwrap(),
+        Recorded::Accepted(_)
+    ));
+    assert!(!db
+        .set_yubikey_active("cccccccccccccccc", false)
+        .await
+        .unwrap());
+
+    // Clients: yubikey-val's rows read, ours written.
+    sql("INSERT INTO clients (id, active, created, secret, email, notes, otp) VALUES (7, TRUE, 1700000000, 'mG5be6ZJU1qBGz24yPh/ESM3UdU=', 'a@example.org', '', '');");
+    let seven = db.client(7).await.unwrap().unwrap();
+    assert!(seven.active);
+    assert_eq!(seven.secret.as_str(), "mG5be6ZJU1qBGz24yPh/ESM3UdU=");
+    assert!(!format!("{seven:?}").contains("mG5be6"));
+    assert!(db.client(8).await.unwrap().is_none());
+    let next = db
+        .insert_client(&NewClient::default(), "c2VjcmV0c2VjcmV0c2VjcmV0")
+        .await
+        .unwrap();
+    assert_eq!(next, 8);
+    let eight = db.client(8).await.unwrap().unwrap();
+    assert!(eight.active);
+    sql("UPDATE clients SET active = FALSE WHERE id = 7;");
+    assert!(!db.client(7).await.unwrap().unwrap().active);
+    db.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgresql() {
+    let pg = PgSchema::new();
+    let cols = |t: &str| {
+        pg.sql(&format!("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '{t}';"))
+            .trim()
+            .to_string()
+    };
+    exercise(&pg.url(), &|s| pg.sql(s), &cols).await;
+}
+
+#[tokio::test]
+async fn mariadb() {
+    let my = MyDatabase::new();
+    let cols = |t: &str| {
+        my.sql(&format!("SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = '{t}';"))
+            .trim()
+            .to_string()
+    };
+    exercise(&my.url(), &|s| my.sql(s), &cols).await;
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("val.db");
+    let run = |s: &str| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&path)
+            .arg(s)
+            .output()
+            .expect("sqlite3 (apt-get install sqlite3; .ci/run does)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cols = |t: &str| {
+        run(&format!(
+            "SELECT group_concat(name, ',') FROM pragma_table_info('{t}');"
+        ))
+        .trim()
+        .to_string()
+    };
+    exercise(&format!("sqlite:///{}", path.display()), &run, &cols).await;
+}
+
+/// A database that refuses connections fails within the bound, as `Unavailable`.
+#[tokio::test]
+async fn a_database_that_refuses_is_unavailable_within_the_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut cfg = ValDbConfig::new(
+        DbUrl::parse(&format!("postgresql://postgres@127.0.0.1:{port}/test")).unwrap(),
+    );
+    cfg.timeout = std::time::Duration::from_millis(500);
+    let db = ValDb::open(&cfg).unwrap();
+    let e = db
+        .record("cccccccccccb", c(1, 0), 0, 0, "n0n0n0n0n0n0n0n0")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ykval::DbError::Unavailable(_)), "{e:?}");
+    assert!(db.client(1).await.is_err());
+}
