@@ -18,6 +18,7 @@ use crate::tools::provision::ProvisionArgs;
 use crate::tools::provision_hsm2::ProvisionHsm2Args;
 use crate::tools::rewrap::RewrapArgs;
 use crate::tools::store_cmd::StoreArgs;
+use crate::tools::val::ValArgs;
 use crate::{daemon, demo, emulate, info, tools, Error};
 
 /// YubiKey KSM backed by a YubiHSM 1 or YubiHSM 2.
@@ -75,6 +76,9 @@ pub enum Command {
     /// The decode path end to end with nothing installed: a software YubiHSM on a real pty,
     /// the driver opening it like /dev/ttyACM0, OTPs from fixtures/ decoded inside it.
     Demo,
+    /// The validation server's database, as yubikey-val's tools keep it: `db-init`,
+    /// `add-client`, `revoke`, and yubikey-val's CSV files (`import-ykval`, `export`).
+    Val(ValArgs),
     /// Configuration helpers: `ksm config import-pyhsm` turns pyhsm's
     /// /etc/default/yhsm-yubikey-ksm into a ksm.toml.
     Config(ConfigArgs),
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Info(args) => info::run(args),
         Command::Demo => demo::run(),
         Command::Config(args) => tools::config_import::run(args),
+        Command::Val(args) => tools::val::run(args),
         Command::GenerateMan(args) => tools::docs::man(Cli::command(), args),
         Command::GenerateCompletions(args) => tools::docs::completions(Cli::command(), args),
     }

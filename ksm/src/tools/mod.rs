@@ -13,6 +13,7 @@ pub mod provision_hsm2;
 pub mod rewrap;
 pub mod shell_vars;
 pub mod store_cmd;
+pub mod val;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
