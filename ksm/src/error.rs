@@ -45,9 +45,9 @@ pub enum Error {
     /// The AEAD store: its directory, a file in it, or a write to it.
     #[error(transparent)]
     Store(#[from] aead_store::StoreError),
-    /// The validation server's database (`--val-db-url`, `ksm val`).
+    /// The validation server's counter database (`ksm val`).
     #[error(transparent)]
-    ValDb(#[from] ykval::DbError),
+    Val(#[from] ykval::DbError),
     /// A file, socket or stream operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -116,7 +116,7 @@ impl Error {
             Error::Emulator(ConfigError::Hsm(e)) | Error::Device(e) => driver_exit_code(e),
             Error::Emulator(_) => 2,
             Error::NoDevice { .. } | Error::DeviceAnswer(_) | Error::Hsm2(_) => 3,
-            Error::Store(_) | Error::ValDb(_) => 4,
+            Error::Store(_) | Error::Val(_) => 4,
             Error::AlreadyRunning { .. } => 5,
             Error::PasswordPending(_) => 6,
         }

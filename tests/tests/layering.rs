@@ -82,3 +82,25 @@ fn the_yubihsm2_driver_does_not_build_on_the_yubihsm1_driver() {
         );
     }
 }
+
+/// The validation protocol's crate knows OTPs through the core and the database through the
+/// store's set-up, and nothing of either driver or of the daemon (issue 22).
+#[test]
+fn the_validation_crate_builds_on_neither_driver_nor_the_daemon() {
+    let deps = normal_deps("ykval", &[]);
+    assert!(
+        deps.contains("otp-core") && deps.contains("aead-store"),
+        "{deps:?}"
+    );
+    for name in [
+        "ksm",
+        "hsm-proto",
+        "hsm2-proto",
+        "serialport",
+        "ureq",
+        "axum",
+        "hyper",
+    ] {
+        assert!(!deps.contains(name), "ykval compiles {name}");
+    }
+}

@@ -11,7 +11,7 @@ use crate::daemon::connections::Connections;
 use crate::daemon::health::{DeviceHealth, DeviceKind, DeviceState};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-const BUCKETS: [f64; 13] = [
+pub(crate) const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 

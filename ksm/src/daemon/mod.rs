@@ -10,6 +10,7 @@
 //!   [`hsm1_owner`]: a YubiHSM 1, serial or soft, [`hsm2_owner`]: a YubiHSM 2 with its
 //!   sessions), and [`health`]: what is known of each;
 //! - [`systemd`]: the listening socket systemd passes and the readiness notices;
+//! - [`val`]: the YK-VAL verify API on the same listener (`--val-db-url`);
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
 //!   [`tool_frame`]: what it forwards.
 
@@ -28,3 +29,4 @@ pub mod sharing;
 pub mod systemd;
 pub mod tls;
 pub mod tool_frame;
+pub mod val;

@@ -17,6 +17,7 @@ use crate::daemon::pool::{Backend, Pool, PoolConfig};
 use crate::daemon::server::{Access, AppState};
 use crate::daemon::sharing::SharingConfig;
 use crate::daemon::tls::Tls;
+use crate::daemon::val::Validator;
 use crate::device;
 use crate::device::hsm2::{Hsm2Auth, Hsm2Spec};
 use crate::settings::options::ServeArgs;
@@ -216,7 +217,22 @@ pub async fn serve(
     ));
     let mut http = s.http.clone();
     http.max_connections = connection_budget(http.max_connections);
-    let state = Arc::new(AppState::new(pool.clone(), store, http).with_tls(tls));
+    let val = match &s.val {
+        Some(v) => {
+            let db = ykval::ValDb::open(&v.db_config(s.http.reqtimeout))?;
+            Some(Arc::new(Validator::new(
+                db,
+                v.ksm_urls.clone(),
+                s.http.reqtimeout,
+            )))
+        }
+        None => None,
+    };
+    let state = Arc::new(
+        AppState::new(pool.clone(), store, http)
+            .with_tls(tls)
+            .with_val(val),
+    );
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("listener", e))?;
@@ -261,6 +277,19 @@ pub async fn serve(
         aeads_in,
         khs.join(",")
     );
+    if let Some(v) = &s.val {
+        let engine = format!("{:?}", v.url.engine()).to_lowercase();
+        let decoder = match v.ksm_urls.len() {
+            0 => "this daemon's HSMs".to_string(),
+            n => format!("{n} remote KSM(s)"),
+        };
+        let _ = writeln!(
+            out,
+            "ksm verify API on {scheme}://{addr}{} and {} (counters in a {engine} database, OTPs decoded by {decoder})",
+            crate::daemon::server::VERIFY_V2,
+            crate::daemon::server::VERIFY_V1,
+        );
+    }
     if s.demo {
         let _ = writeln!(
             out,

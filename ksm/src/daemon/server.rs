@@ -46,6 +46,7 @@ use crate::daemon::hsm2_owner::Hsm2Aead;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::pool::{DecodeAead, Pool};
 use crate::daemon::tls::Tls;
+use crate::daemon::val::Validator;
 use crate::settings::http::{HttpConfig, FIXED_PAGES};
 
 /// Everything a request handler needs.
@@ -70,6 +71,8 @@ pub struct AppState {
     access: RwLock<Arc<Access>>,
     /// The TLS configuration, if the API is served over TLS; SIGHUP rereads its files.
     tls: Option<Arc<Tls>>,
+    /// The YK-VAL verify API, if served (`--val-db-url`).
+    val: Option<Arc<Validator>>,
 }
 
 /// The lists SIGHUP may replace without a restart.
@@ -103,7 +106,19 @@ impl AppState {
             http,
             metrics: Metrics::default(),
             tls: None,
+            val: None,
         }
+    }
+
+    /// The same state, also serving the YK-VAL verify API with `val`.
+    pub fn with_val(mut self, val: Option<Arc<Validator>>) -> AppState {
+        self.val = val;
+        self
+    }
+
+    /// The validation server, if the verify API is served.
+    pub fn val(&self) -> Option<&Arc<Validator>> {
+        self.val.as_ref()
     }
 
     /// The same state, serving over `tls` (loaded from `http.tls`) if given.
@@ -184,8 +199,72 @@ pub fn router(state: Arc<AppState>) -> Router {
     if let Some(s) = &state.http.stats_path {
         r = r.route(s, get(stats));
     }
+    if state.val.is_some() {
+        r = r
+            .route(VERIFY_V2, get(verify_get).post(verify_post))
+            .route(VERIFY_V1, get(verify_get).post(verify_post));
+    }
     r.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
+}
+
+/// yubikey-val's verify paths: protocol 2.0, and 1.0 (a path without a version).
+pub const VERIFY_V2: &str = "/wsapi/2.0/verify";
+/// Protocol 1.0's verify path.
+pub const VERIFY_V1: &str = "/wsapi/verify";
+
+async fn verify_get(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(q): RawQuery,
+) -> Response {
+    verify_request(
+        &st,
+        peer,
+        &headers,
+        uri.path(),
+        q.unwrap_or_default().as_bytes(),
+    )
+    .await
+}
+
+async fn verify_post(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return too_large();
+    };
+    let all = post_query(q.unwrap_or_default().into_bytes(), &body);
+    verify_request(&st, peer, &headers, uri.path(), &all).await
+}
+
+async fn verify_request(
+    st: &AppState,
+    Peer(peer): Peer,
+    headers: &HeaderMap,
+    path: &str,
+    query: &[u8],
+) -> Response {
+    let Some(val) = st.val.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    };
+    let protocol = match path {
+        VERIFY_V2 => ykval::Protocol::V2,
+        _ => ykval::Protocol::V1,
+    };
+    let client = client_of(&st.access().proxies, peer.ip(), headers);
+    let query = String::from_utf8_lossy(query);
+    let deadline = Instant::now() + st.http.reqtimeout;
+    let local = |otp: Otp| async move { decode(st, Some(&otp.to_modhex()), deadline).await.0 };
+    let (code, body) = crate::daemon::val::verify(val, protocol, &query, &client, local).await;
+    text(code, body)
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
@@ -752,9 +831,13 @@ async fn stats(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let body = st
+    let mut body = st
         .metrics
         .prometheus(&st.pool.health(), &*st.store, &st.connections);
+    if let Some(val) = &st.val {
+        let up = val.db.ping().await.is_ok();
+        body.push_str(&val.metrics.prometheus(up));
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -770,8 +853,14 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     if let Err(e) = &store {
         debug!(error = %e, "the AEAD store cannot be read");
     }
+    // The counter database, when the verify API is served: without it no OTP verifies.
+    let val_db = match &st.val {
+        Some(val) => Some(val.db.ping().await),
+        None => None,
+    };
+    let val_ok = !matches!(val_db, Some(Err(_)));
     let status = if states.contains(&DeviceState::Up) {
-        if store.is_ok() && states.iter().all(|s| *s == DeviceState::Up) {
+        if store.is_ok() && val_ok && states.iter().all(|s| *s == DeviceState::Up) {
             "ok"
         } else {
             "degraded"
@@ -803,6 +892,10 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "ignored_notices": st.store.ignored_notices(),
             "error": store.err().map(|e| e.to_string()),
         },
+        "validation": val_db.map(|r| serde_json::json!({
+            "database": match &r { Ok(()) => "ok", Err(_) => "down" },
+            "error": r.err().map(|e| e.to_string()),
+        })),
         "http": {
             "connections": st.connections.open(),
             "evicted": st.connections.evicted(),

@@ -311,3 +311,57 @@ fn serve_url_is_split_like_pyhsm() {
     );
     assert!(split_serve_url("wsapi").is_err());
 }
+
+/// `--val-db-url` turns the verify API on, from a flag or `ksm.toml`; `--val-ksm-url` needs
+/// it, and is a plain-HTTP decrypt URL.
+#[test]
+fn the_validation_server_is_on_with_a_counter_database() {
+    let s = flags(&["--demo"]).settings().unwrap();
+    assert!(s.val.is_none());
+    let s = flags(&["--demo", "--val-db-url", "sqlite:///val.db"])
+        .settings()
+        .unwrap();
+    let v = s.val.unwrap();
+    assert_eq!(v.pool_size, 16);
+    assert!(v.ksm_urls.is_empty());
+    let o: ServeOptions = toml::from_str(
+        "val-db-url = \"postgresql://val@db1/ykval\"\nval-ksm-url = [\"http://k1:8002/wsapi/decrypt?otp=\", \"http://k2:8002/wsapi/decrypt?otp=\"]\n",
+    )
+    .unwrap();
+    let v = o.or(ServeOptions::default()).val().unwrap().unwrap();
+    assert_eq!(v.ksm_urls.len(), 2);
+    for (args, says) in [
+        (
+            &["--demo", "--val-ksm-url", "http://k1/wsapi/decrypt?otp="][..],
+            "--val-db-url",
+        ),
+        (
+            &[
+                "--demo",
+                "--val-db-url",
+                "sqlite:///v.db",
+                "--val-ksm-url",
+                "https://k1/x?otp=",
+            ][..],
+            "https",
+        ),
+        (
+            &["--demo", "--val-db-url", "postgresql://val:pw@db1/ykval"][..],
+            "password",
+        ),
+        (
+            &[
+                "--demo",
+                "--val-db-url",
+                "sqlite:///v.db",
+                "--val-db-pool-size",
+                "0",
+            ][..],
+            "at least 1",
+        ),
+    ] {
+        let e = flags(args).settings().unwrap_err().to_string();
+        assert!(e.contains(says), "{args:?}: {e}");
+        assert!(!e.contains(":pw@"), "{e}");
+    }
+}

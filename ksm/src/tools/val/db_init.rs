@@ -16,6 +16,6 @@ pub struct DbInitArgs {
 /// Creates the tables that are missing.
 pub fn run(args: DbInitArgs) -> Result<(), Error> {
     args.db.with_db(|db| async move { Ok(db.init().await?) })?;
-    let _ = writeln!(std::io::stdout(), "clients and yubikeys ready");
+    let _ = writeln!(std::io::stdout(), "clients and yubikeys are in place");
     Ok(())
 }

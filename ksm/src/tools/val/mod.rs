@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use ykval::{ValDb, ValDbConfig};
 
-use crate::settings::parse::db_url;
 use crate::Error;
 
 /// `ksm val`'s arguments.
@@ -66,7 +65,8 @@ impl ValDbArgs {
     where
         F: std::future::Future<Output = Result<T, Error>>,
     {
-        let mut cfg = ValDbConfig::new(db_url(&self.url)?);
+        let url = aead_store::DbUrl::parse(&self.url).map_err(|e| Error::Usage(e.to_string()))?;
+        let mut cfg = ValDbConfig::new(url);
         cfg.password_file = self.db_password_file.clone();
         cfg.pool_size = 1;
         cfg.timeout = TOOL_DB_TIMEOUT;
