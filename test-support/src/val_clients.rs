@@ -200,6 +200,11 @@ pub struct PythonAnswer {
     /// [`Answer::status`]: the answer's `status=` if the client's signature check passed (or
     /// it had no key), `SIGNATURE_MISMATCH` if the client refused the answer's signature.
     pub answer: Answer,
+    /// The `status=` of the answer the client was handed, whatever the client made of its
+    /// signature (`None`: no answer reached it).
+    pub sent_status: Option<String>,
+    /// That answer as it came, for checking its signature by other means.
+    pub raw: String,
     /// The answer's lines, when the client accepted the OTP (`otp`, `nonce`, `sl`, `t`,
     /// `status`, and with `timestamp` the three counters).
     pub fields: Vec<(String, String)>,
@@ -255,6 +260,8 @@ pub fn python_client(
                 })
                 .unwrap_or_default();
             PythonAnswer {
+                sent_status: v["status"].as_str().map(str::to_string),
+                raw: v["raw"].as_str().unwrap_or_default().to_string(),
                 answer: Answer {
                     status,
                     accepted: verdict == "accepted",
