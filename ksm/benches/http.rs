@@ -9,7 +9,7 @@
 //! nginx-light`). `KSM_BENCH_SECS` sets each run's length (default 5), `KSM_BENCH_REPS` how
 //! many interleaved runs each HTTP cell takes the median of (default 3), `KSM_BENCH_SIZES`
 //! the store sizes (default 1000,1000000), `KSM_BENCH_DIR` where the big stores go,
-//! `KSM_BENCH_ONLY=http|abuse|store|db|hsm2` runs one part. The abuse part holds 10,000 idle
+//! `KSM_BENCH_ONLY=http|abuse|store|db|hsm2|val` runs one part. The abuse part holds 10,000 idle
 //! connections against the daemon while wrk measures good clients. The db part, run only
 //! when asked for, needs PostgreSQL on 127.0.0.1:5432 (user `postgres`, database `test`, as
 //! the tests use it): it serves the same AEADs from files and from `aead_table` in a schema
@@ -18,7 +18,9 @@
 //! interleaved with the rest, for a before/after comparison in the same run. The hsm2 part
 //! serves the same OTPs through a daemon on the YubiHSM 1 emulator (pty) and one on the
 //! YubiHSM 2 emulator (`ksm emulate --hsm2`, connector HTTP), its AEADs made by
-//! `ksm migrate-aeads` from the same store.
+//! `ksm migrate-aeads` from the same store. The val part, run only when asked for (it needs
+//! PostgreSQL as the db part does), measures YK-VAL verifications of fresh OTPs with their
+//! counters in PostgreSQL beside the same daemon's plain decodes (issue 22).
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
 mod common;
@@ -301,6 +303,137 @@ fn main() {
     if run("hsm2") {
         hsm2_table(&paths, tmp.path());
     }
+    // Only when asked for: it needs a PostgreSQL server.
+    if only.as_deref() == Some("val") {
+        val_table(tmp.path());
+    }
+}
+
+/// The client the verification bench signs as, and its key.
+const VAL_CLIENT: u32 = 1;
+const VAL_SECRET: &str = "mG5be6ZJU1qBGz24yPh/ESM3UdU=";
+
+/// Signed verify requests for the `n` bench keys, `batches` rounds of them: round `k` holds
+/// every key once (spread as [`spread_paths`] spreads them) with counter `k + 1`, so every
+/// OTP is fresh, and the same key's next OTP comes `n` requests later (far more than the
+/// connections in flight, so it never overtakes the one before).
+fn verify_paths(n: u64, batches: u16) -> Vec<String> {
+    let key = ykval::sign::ClientKey::from_base64(VAL_SECRET).unwrap();
+    let mut out = Vec::with_capacity(n as usize * batches as usize);
+    for k in 0..batches {
+        for i in 0..n {
+            let id_n = 1 + (i * 7919) % n;
+            let id = PublicId::from_number(id_n, 12).unwrap();
+            let s = secret(id_n);
+            let t = Token {
+                uid: s.uid,
+                counters: OtpCounters {
+                    use_ctr: k + 1,
+                    session_ctr: 0,
+                    ts_high: 0,
+                    ts_low: 1,
+                },
+                rnd: 7,
+            };
+            let otp = otp::encrypt(&s, &id, &t).to_modhex();
+            let params = [
+                ("id", VAL_CLIENT.to_string()),
+                ("otp", otp),
+                ("nonce", format!("benchnonce{k:05}x{i:06}")),
+            ];
+            let h = ykval::sign::sign(&params, &key);
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+                .append_pair("h", &h)
+                .finish();
+            out.push(format!("/wsapi/2.0/verify?{query}"));
+        }
+    }
+    out
+}
+
+/// Verifications (issue 22): one `ksm serve --demo` with 1,000 bench AEADs on disk and
+/// `--val-db-url` on a PostgreSQL schema of its own, measured on plain decodes and on
+/// signed verifications of fresh OTPs (each an `OK`, so each a counter write and its
+/// commit), interleaved, at 1, 16 and 64 connections. Then the counter write alone:
+/// sequential `ValDb::record` calls from this process, to show what a commit costs.
+fn val_table(tmp: &Path) {
+    let n = 1000;
+    let dir = tmp.join("val-aeads");
+    bulk_store(&dir, n);
+    let pg = PgSchema::new();
+    let out = Command::new(KSM)
+        .args(["val", "db-init", &pg.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ksm val db-init failed");
+    pg.sql(&format!(
+        "INSERT INTO clients (id, active, created, secret, email, notes, otp) VALUES ({VAL_CLIENT}, true, 0, '{VAL_SECRET}', NULL, '', '');"
+    ));
+    let (_d, addr, _) = serve(&[
+        "--demo",
+        "-B",
+        dir.to_str().unwrap(),
+        "--key-handles",
+        "0x20",
+        "--val-db-url",
+        &pg.url(),
+    ]);
+    let decode = spread_paths(n, n);
+    let verify = verify_paths(n, 250);
+    println!("## Verifications with PostgreSQL counters (issue 22)\n");
+    println!("| connections | decode req/s | p50 | p99 | verify req/s | p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    for conns in [1, 16, 64] {
+        let runs = interleaved_on(&[(addr, &decode), (addr, &verify)], conns, tmp, true);
+        println!(
+            "| {conns} | {:.0} | {} | {} | {:.0} | {} | {} |",
+            runs[0].rps,
+            ms(runs[0].p50),
+            ms(runs[0].p99),
+            runs[1].rps,
+            ms(runs[1].p50),
+            ms(runs[1].p99)
+        );
+    }
+    let body = e2e_tests::get(addr, "/metrics").body;
+    let counts: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("ksm_verifications_total"))
+        .collect();
+    println!("\nVerification answers: {}", counts.join("; "));
+    // The counter write alone, one connection, one call after the other.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(async {
+        ykval::ValDb::open(&ykval::ValDbConfig::new(
+            aead_store::DbUrl::parse(&pg.url()).unwrap(),
+        ))
+        .unwrap()
+    });
+    let mut took = Vec::new();
+    rt.block_on(async {
+        for i in 0..2000i64 {
+            let c = ykval::Counters {
+                counter: 1 + i,
+                session_use: 0,
+            };
+            let t = Instant::now();
+            let r = db
+                .record("cccccccccccb", c, 0, 1, "benchwritewrite01")
+                .await;
+            took.push(t.elapsed());
+            assert!(matches!(r, Ok(ykval::db::Recorded::Accepted(_))), "{r:?}");
+        }
+    });
+    took.sort();
+    println!(
+        "\nThe counter write alone (read, conditional UPDATE, commit; one connection, 2,000 in a row): p50 {}, p99 {}",
+        ms(pct(&took, 0.5)),
+        ms(pct(&took, 0.99))
+    );
 }
 
 /// Runs `wrk` against each of `targets` in turn, `reps` times round, and keeps the median
