@@ -322,3 +322,28 @@ fn a_bad_line_is_named_and_nothing_is_written() {
         );
     }
 }
+
+/// Exit 4 for a database that cannot be reached (as for the AEAD store), 2 for a URL that
+/// carries a password, which is not repeated.
+#[test]
+fn an_unreachable_database_exits_4_and_a_password_in_the_url_2() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = ksm(&[
+        "val",
+        "export",
+        &format!("postgresql://postgres@127.0.0.1:{port}/test"),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(o.stdout.is_empty());
+    let o = ksm(&[
+        "val",
+        "add-client",
+        "postgresql://postgres:hunter2secret@127.0.0.1/test",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!text(&o).contains("hunter2secret"), "{}", text(&o));
+}

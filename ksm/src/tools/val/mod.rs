@@ -55,9 +55,10 @@ pub struct ValDbArgs {
     pub db_password_file: Option<PathBuf>,
 }
 
-/// How long a tool waits for the database on each statement: longer than the daemon's
-/// (which answers `BACKEND_ERROR` quickly instead), since an operator waits anyway.
-const TOOL_DB_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a tool waits for the database (a connection, or one statement): longer than
+/// the daemon's, which must answer `BACKEND_ERROR` within the request's deadline, and short
+/// enough that an unreachable database is reported while the operator still waits.
+const TOOL_DB_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ValDbArgs {
     /// Runs `f` on the database, on a runtime of its own (the tools are not async).
