@@ -81,7 +81,12 @@ pub fn run_bounded(mut cmd: Command, stdin: &str) -> (ExitStatus, String, String
         Ok(s) => s.unwrap_or_else(|e| panic!("{what}: {e}")),
         Err(_) => {
             // The child is ours, by its id.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
             panic!("{what} did not finish within {CLIENT_LIMIT:?}");
         }
     };
