@@ -347,3 +347,30 @@ fn an_unreachable_database_exits_4_and_a_password_in_the_url_2() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!text(&o).contains("hunter2secret"), "{}", text(&o));
 }
+
+/// `-` reads the file from standard input, as yubikey-val's import tools read it.
+#[test]
+fn a_dash_imports_standard_input() {
+    use std::io::Write as _;
+    let db = Db::Lite(tempfile::tempdir().unwrap());
+    if let Db::Lite(dir) = &db {
+        std::fs::File::create(dir.path().join("val.db")).unwrap();
+    }
+    ok(&["val", "db-init", &db.url()]);
+    let mut child = Command::new(KSM)
+        .args(["val", "import-ykval", "-", &db.url()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text_in = std::fs::read(fixture("ykval-export.csv")).unwrap();
+    child.stdin.take().unwrap().write_all(&text_in).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("yubikeys: 3 added"));
+    assert_eq!(
+        ok(&["val", "export", &db.url()]).as_bytes(),
+        text_in.as_slice()
+    );
+}
