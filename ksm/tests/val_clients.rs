@@ -465,3 +465,32 @@ fn under_ci_every_client_is_installed() {
     assert!(python_with_yubico_client().is_some());
     assert!(test_support::val_clients::have_pam());
 }
+
+/// Protocol 1.0's path (`/wsapi/verify`), as yubikey-val serves it: the answer carries no
+/// `otp`, `nonce` or `sl`, and is still signed, which the Python client checks.
+#[test]
+fn the_protocol_1_0_path_serves_the_clients_too() {
+    let (pg, id, key) = database();
+    let v = Validator::start(&pg.url());
+    let url = v.url.replace("/wsapi/2.0/verify", "/wsapi/verify");
+    let c = Client {
+        url: &url,
+        id: &id,
+        key: Some(&key),
+    };
+    if let Some(a) = python_client(c, &otp(1), PythonOptions::default()) {
+        assert_eq!(a[0].answer.status, "OK", "{}", a[0].answer.output);
+        assert!(a[0].answer.accepted);
+        assert!(!a[0].raw.contains("nonce="), "{}", a[0].raw);
+    }
+    // ykclient is a client of protocol 2.0 only: it refuses the 1.0 answer, which lacks
+    // the lines it checks, with an error of its own (code 104).
+    if let Some(a) = ykclient(c, &otp(2)) {
+        assert!(!a.accepted, "{}", a.output);
+        assert_eq!(
+            a.status, "HMAC signature validation/generation error",
+            "{}",
+            a.output
+        );
+    }
+}

@@ -116,16 +116,21 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
-/// The status in a line as ykclient's `ykclient_strerror` words it: `Success`, or a text
-/// ending in the status in brackets (`Yubikey OTP was bad (BAD_OTP)`).
+/// The status in a line as ykclient's `ykclient_strerror` words it: `Success`, a text
+/// ending in the status in brackets (`Yubikey OTP was bad (BAD_OTP)`), or the text of an
+/// error of the client's own.
 fn strerror_status(text: &str) -> Option<String> {
     let text = text.trim();
     if text == "Success" {
         return Some("OK".into());
     }
-    let inner = text.strip_suffix(')')?;
-    let open = inner.rfind('(')?;
-    Some(inner[open + 1..].to_string())
+    // Errors of the client's own (a failed HMAC computation, a parse error) have no status
+    // in brackets: the text stands for itself.
+    let status = text
+        .strip_suffix(')')
+        .and_then(|inner| inner.rfind('(').map(|open| &inner[open + 1..]))
+        .unwrap_or(text);
+    Some(status.to_string())
 }
 
 /// Whether Yubico's C client is installed; if not, fails under CI or says it skipped.
