@@ -86,9 +86,9 @@ impl Iterator for Reader<'_> {
             let start = self.line;
             let mut fields = Vec::new();
             let mut field = String::new();
+            // Inside a quoted field: commas and line breaks are text. Text after the closing
+            // quote is kept in the field, as fgetcsv keeps it.
             let mut quoted = false;
-            // Whether the current field began with a quote (then text after its closing
-            // quote is appended as fgetcsv does).
             let mut chars = self.rest.char_indices().peekable();
             let mut end = self.rest.len();
             let mut ended = false;
