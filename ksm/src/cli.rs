@@ -85,7 +85,8 @@ pub enum Command {
     /// The decode path end to end with nothing installed: a software YubiHSM on a real pty,
     /// the driver opening it like /dev/ttyACM0, OTPs from fixtures/ decoded inside it.
     Demo,
-    /// The validation server's counter database (yubikey-val's tables): `ksm val db-init`.
+    /// The validation server's database, as yubikey-val's tools keep it: `db-init`,
+    /// `add-client`, `revoke`, and yubikey-val's CSV files (`import-ykval`, `export`).
     Val(ValArgs),
     /// Configuration helpers: `ksm config import-pyhsm` turns pyhsm's
     /// /etc/default/yhsm-yubikey-ksm into a ksm.toml.

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub mod unprivileged;
+pub mod val_clients;
 
 use serde_json::Value;
 

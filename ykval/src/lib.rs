@@ -6,6 +6,7 @@
 //! - [`response`]: the answer's lines, their order and `t=`;
 //! - [`Status`]: the statuses, written once;
 //! - [`counter`]: the counter rules and the clock check as pure functions;
+//! - [`csv`]: yubikey-val's CSV export files (`ykval-export`, `ykval-export-clients`);
 //! - [`db`]: `clients` and `yubikeys` on PostgreSQL, MySQL/MariaDB or SQLite, created as
 //!   yubikey-val's `ykval-db.sql` creates them, and the one conditional write that makes
 //!   an OTP `OK` at most once across every validator on the database;
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod counter;
+pub mod csv;
 pub mod db;
 pub mod request;
 pub mod response;

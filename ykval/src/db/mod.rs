@@ -18,6 +18,7 @@
 mod admin;
 mod rows;
 pub mod schema;
+mod transfer;
 mod write;
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use aead_store::{DbPassword, DbUrl, Engine, StoreError};
 
 pub use self::admin::NewClient;
 pub use self::rows::{Client, Counters, Yubikey};
+pub use self::transfer::{ImportError, Imported};
 pub use self::write::{Accepted, Recorded};
 
 /// What can go wrong with the counter database.

@@ -1,6 +1,8 @@
-//! `ksm val db-init URL`: yubikey-val's two tables, made if missing.
+//! `ksm val db-init URL`: yubikey-val's `clients` and `yubikeys`, made if missing.
 
-use crate::tools::val::ValDbArgs;
+use std::io::Write as _;
+
+use super::ValDbArgs;
 use crate::Error;
 
 /// `ksm val db-init`'s arguments.
@@ -11,9 +13,9 @@ pub struct DbInitArgs {
     pub db: ValDbArgs,
 }
 
-/// Creates the tables and says so.
+/// Creates the tables that are missing.
 pub fn run(args: DbInitArgs) -> Result<(), Error> {
-    args.db.with_db(|db| async move { db.init().await })?;
-    println!("clients and yubikeys are in place");
+    args.db.with_db(|db| async move { Ok(db.init().await?) })?;
+    let _ = writeln!(std::io::stdout(), "clients and yubikeys are in place");
     Ok(())
 }
