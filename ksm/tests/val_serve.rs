@@ -216,7 +216,7 @@ fn two_validators_on_one_postgresql_answer_ok_once_per_otp() {
 }
 
 /// Issue 22, item 3: a `yubikeys` row written as yubikey-val writes it (counter 40) makes
-/// an OTP of counter 39 `REPLAYED_OTP` and one of 41 `OK`; a revoke (`active = false`)
+/// an OTP of counter 39 `REPLAYED_OTP` and one of 41 `OK`; a revoke (`ksm val revoke`)
 /// stops the key on both validators at once. Also the answer lines, `timestamp=1`, protocol
 /// 1.0, a bad signature, an unknown and a disabled client, and the log line.
 #[test]
@@ -324,7 +324,20 @@ fn a_row_written_by_yubikey_val_is_taken_over_and_a_revoke_stops_both_validators
     );
 
     // Revoked: both validators refuse the key at once, whatever the counters.
-    pg.sql("UPDATE yubikeys SET active = false WHERE yk_publicname = 'ccccdeulfbvj';");
+    let revoke = |flags: &[&str]| {
+        let out = Command::new(KSM)
+            .args(["val", "revoke"])
+            .args(flags)
+            .args([pg.url().as_str(), "ccccdeulfbvj"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    revoke(&[]);
     assert_eq!(
         a.verify(&params(&otp(42, 0), "noncedddddddddddddddd"))["status"],
         "BAD_OTP"
@@ -333,7 +346,7 @@ fn a_row_written_by_yubikey_val_is_taken_over_and_a_revoke_stops_both_validators
         b.verify(&params(&otp(43, 0), "nonceeeeeeeeeeeeeeeee"))["status"],
         "BAD_OTP"
     );
-    pg.sql("UPDATE yubikeys SET active = true WHERE yk_publicname = 'ccccdeulfbvj';");
+    revoke(&["--enable"]);
     assert_eq!(
         b.verify(&params(&otp(43, 0), "nonceeeeeeeeeeeeeeeee"))["status"],
         "OK"

@@ -148,9 +148,54 @@ async fn exercise(url: &str, sql: &dyn Fn(&str) -> String, columns: &dyn Fn(&str
     sql("UPDATE clients SET active = FALSE WHERE id = 7;");
     assert!(!db.client(7).await.unwrap().unwrap().active);
     db.ping().await.unwrap();
+
+    concurrent(url).await;
 }
 
-#[tokio::test]
+/// How many validators race with the same OTP in [`concurrent`].
+const RACERS: usize = 8;
+
+/// `RACERS` calls of `record` with the same counters, started together on a pool with a
+/// connection for each: exactly one is accepted, the others refused as a replay. Once on a
+/// row that exists (the conditional update decides) and once on a YubiKey never seen (every
+/// caller also races to make the row: the insert that finds it made must change nothing and
+/// fail nothing). A sequential test cannot tell a conditional write from an unconditional one.
+async fn concurrent(url: &str) {
+    let mut cfg = ValDbConfig::new(DbUrl::parse(url).unwrap());
+    cfg.pool_size = u32::try_from(RACERS).unwrap() + 2;
+    cfg.timeout = std::time::Duration::from_secs(30);
+    let db = ValDb::open(&cfg).unwrap();
+    // An existing row (made by the first record), then a new one.
+    assert!(matches!(
+        db.record("ccccccccccce", c(1, 0), 0, 0, "r0r0r0r0r0r0r0r0")
+            .await
+            .unwrap(),
+        Recorded::Accepted(_)
+    ));
+    for id in ["ccccccccccce", "cccccccccccf"] {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (db, barrier) = (db.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    db.record(id, c(5, 0), 0, 0, &format!("race{i:012}")).await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for racer in racers {
+            match racer.await.unwrap().unwrap() {
+                Recorded::Accepted(_) => accepted += 1,
+                Recorded::Refused(v, _) => assert_eq!(v, Verdict::ReplayedOtp, "{id}"),
+            }
+        }
+        assert_eq!(accepted, 1, "{id}: {accepted} of {RACERS} accepted");
+        assert_eq!(db.yubikey(id).await.unwrap().unwrap().counters, c(5, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql() {
     let pg = PgSchema::new();
     let cols = |t: &str| {
@@ -161,7 +206,7 @@ async fn postgresql() {
     exercise(&pg.url(), &|s| pg.sql(s), &cols).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb() {
     let my = MyDatabase::new();
     let cols = |t: &str| {
@@ -172,7 +217,7 @@ async fn mariadb() {
     exercise(&my.url(), &|s| my.sql(s), &cols).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("val.db");
