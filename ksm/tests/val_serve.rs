@@ -404,6 +404,21 @@ fn a_database_down_or_too_slow_answers_backend_error() {
         "{health}"
     );
     assert_eq!(metric(down.addr, "ksm_val_db_up", ""), Some(0));
+    // Ids no table vouches for share one series: made-up ids cannot grow the metrics.
+    for id in 100..104 {
+        let mut p = params(&otp(1, 0), "nonceaaaaaaaaaaaaaaa");
+        p[0].1 = id.to_string();
+        assert_eq!(down.verify(&p)["status"], "BACKEND_ERROR");
+    }
+    let metrics = get(down.addr, "/metrics").body;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ksm_verifications_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        ["ksm_verifications_total{client=\"-\",status=\"BACKEND_ERROR\"} 5"]
+    );
     let log = down.stop();
     assert!(log.contains("status=BACKEND_ERROR"), "{log}");
 

@@ -32,7 +32,12 @@ pub struct Outcome {
     pub status: Status,
     /// The answer's text.
     pub body: String,
-    /// The client id, once the request named a valid one.
+    /// The client id the request named, once well-formed (for the log: it may name no
+    /// client at all).
+    pub named_client: Option<i64>,
+    /// The client id, once found in `clients`: only these may label a metric, as ids a
+    /// request makes up (while the database is down, say) would grow the series without
+    /// bound.
     pub client: Option<i64>,
     /// The OTP's public id, once the OTP was well-formed.
     pub public_id: Option<String>,
@@ -47,6 +52,7 @@ pub struct Outcome {
 const SL_ALL: u8 = 100;
 
 struct Reply {
+    named_client: Option<i64>,
     client: Option<i64>,
     public_id: Option<String>,
     key: ClientKey,
@@ -57,6 +63,7 @@ impl Reply {
         Outcome {
             status,
             body: answer(status, extra, &self.key, &crate::response::now()),
+            named_client: self.named_client,
             client: self.client,
             public_id: self.public_id.clone(),
             why: None,
@@ -80,6 +87,7 @@ where
     Fut: Future<Output = Decoded>,
 {
     let mut reply = Reply {
+        named_client: None,
         client: None,
         public_id: None,
         key: ClientKey::empty(),
@@ -88,9 +96,12 @@ where
         Ok(r) => r,
         Err(refused) => return reply.say(refused.status, &Extra::default()),
     };
-    reply.client = Some(req.id);
+    reply.named_client = Some(req.id);
     let client = match db.client(req.id).await {
-        Ok(Some(c)) => c,
+        Ok(Some(c)) => {
+            reply.client = Some(c.id);
+            c
+        }
         Ok(None) => return reply.say(Status::NoSuchClient, &Extra::default()),
         Err(e) => return reply.backend(e.to_string()),
     };
