@@ -4,6 +4,7 @@
 //! that alone may answer `OK`.
 
 use std::future::Future;
+use std::time::Instant;
 
 use otp_core::{Otp, OtpCounters};
 
@@ -80,8 +81,16 @@ impl Reply {
 }
 
 /// Verifies the request `query` on `protocol`'s path against `db`, decoding through
-/// `decode`.
-pub async fn verify<F, Fut>(db: &ValDb, protocol: Protocol, query: &str, decode: F) -> Outcome
+/// `decode`, all of it by `deadline`: the client lookup, the decode and the counter write
+/// share that one budget (each given a fresh timeout, a request could take several), and a
+/// step that has not finished by it answers `BACKEND_ERROR`.
+pub async fn verify<F, Fut>(
+    db: &ValDb,
+    protocol: Protocol,
+    query: &str,
+    deadline: Instant,
+    decode: F,
+) -> Outcome
 where
     F: FnOnce(Otp) -> Fut,
     Fut: Future<Output = Decoded>,
@@ -97,7 +106,7 @@ where
         Err(refused) => return reply.say(refused.status, &Extra::default()),
     };
     reply.named_client = Some(req.id);
-    let client = match db.client(req.id).await {
+    let client = match db.client_until(req.id, deadline).await {
         Ok(Some(c)) => {
             reply.client = Some(c.id);
             c
@@ -136,22 +145,24 @@ where
     };
     let public_id = otp.public_id.as_str().to_string();
     reply.public_id = Some(public_id.clone());
-    let decoded = match decode(otp).await {
-        Decoded::Counters(c) => c,
-        Decoded::BadOtp => return reply.say(Status::BadOtp, &Extra::default()),
-        Decoded::Unavailable(why) => return reply.backend(format!("KSM: {why}")),
+    let decoded = match tokio::time::timeout_at(deadline.into(), decode(otp)).await {
+        Ok(Decoded::Counters(c)) => c,
+        Ok(Decoded::BadOtp) => return reply.say(Status::BadOtp, &Extra::default()),
+        Ok(Decoded::Unavailable(why)) => return reply.backend(format!("KSM: {why}")),
+        Err(_) => return reply.backend("KSM: no answer in time".into()),
     };
     let counters = Counters {
         counter: i64::from(decoded.use_ctr),
         session_use: i64::from(decoded.session_ctr),
     };
     let recorded = db
-        .record(
+        .record_until(
             &public_id,
             counters,
             decoded.ts_high,
             decoded.ts_low,
             &nonce,
+            deadline,
         )
         .await;
     let previous = match recorded {

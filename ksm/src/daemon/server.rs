@@ -263,7 +263,8 @@ async fn verify_request(
     let query = String::from_utf8_lossy(query);
     let deadline = Instant::now() + st.http.reqtimeout;
     let local = |otp: Otp| async move { decode(st, Some(&otp.to_modhex()), deadline).await.0 };
-    let (code, body) = crate::daemon::val::verify(val, protocol, &query, &client, local).await;
+    let (code, body) =
+        crate::daemon::val::verify(val, protocol, &query, &client, deadline, local).await;
     text(code, body)
 }
 

@@ -142,13 +142,14 @@ fn decoded(outcome: &Outcome) -> Decoded {
 }
 
 /// Serves one verify request: `query` on `protocol`'s path from `client` (the address the
-/// log names), decoding with `local` (the daemon's own decode, within the request's
-/// deadline) unless remote KSMs are configured.
+/// log names), all of it by `deadline`, decoding with `local` (the daemon's own decode)
+/// unless remote KSMs are configured.
 pub async fn verify<F, Fut>(
     val: &Validator,
     protocol: Protocol,
     query: &str,
     client: &str,
+    deadline: Instant,
     local: F,
 ) -> (StatusCode, String)
 where
@@ -156,7 +157,10 @@ where
     Fut: Future<Output = Outcome>,
 {
     let start = Instant::now();
-    let v = ykval::verify(&val.db, protocol, query, |otp| val.decode(otp, local)).await;
+    let v = ykval::verify(&val.db, protocol, query, deadline, |otp| {
+        val.decode(otp, local)
+    })
+    .await;
     let took = start.elapsed();
     val.metrics.record(&v, took);
     let id = v

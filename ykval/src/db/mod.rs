@@ -22,7 +22,7 @@ mod transfer;
 mod write;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aead_store::db::Pool;
 use aead_store::{DbPassword, DbUrl, Engine, StoreError};
@@ -158,7 +158,19 @@ impl ValDb {
         &self,
         fut: impl std::future::Future<Output = Result<T, DbError>>,
     ) -> Result<T, DbError> {
-        tokio::time::timeout(self.timeout, fut)
+        self.until(Instant::now() + self.timeout, fut).await
+    }
+
+    /// Runs `fut` until `deadline` at the latest, and for no longer than the configured
+    /// timeout: past either, `Unavailable`. A verification passes its own deadline, so that
+    /// every step of it shares one budget rather than each getting a fresh one.
+    pub(crate) async fn until<T>(
+        &self,
+        deadline: Instant,
+        fut: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let deadline = deadline.min(Instant::now() + self.timeout);
+        tokio::time::timeout_at(deadline.into(), fut)
             .await
             .unwrap_or_else(|_| {
                 Err(DbError::Unavailable(
@@ -198,9 +210,18 @@ impl ValDb {
 
     /// The client `id`, active or not.
     pub async fn client(&self, id: i64) -> Result<Option<Client>, DbError> {
+        self.client_until(id, Instant::now() + self.timeout).await
+    }
+
+    /// [`ValDb::client`] answered by `deadline` (and within the configured timeout).
+    pub async fn client_until(
+        &self,
+        id: i64,
+        deadline: Instant,
+    ) -> Result<Option<Client>, DbError> {
         let sql = self
             .sql("SELECT id, active, created, secret, email, notes, otp FROM clients WHERE id = ?");
-        self.bounded(async {
+        self.until(deadline, async {
             on_pool!(&self.pool, |p| {
                 let row = sqlx::query(&sql)
                     .bind(id)

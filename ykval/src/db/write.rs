@@ -1,5 +1,7 @@
 //! The counter write: the one statement that turns a decoded OTP into an `OK`.
 
+use std::time::Instant;
+
 use super::{on_pool, unavailable, unix_now, Counters, DbError, ValDb, Yubikey};
 use crate::counter::{judge, Verdict};
 
@@ -50,7 +52,23 @@ impl ValDb {
         low: u16,
         nonce: &str,
     ) -> Result<Recorded, DbError> {
-        self.bounded(async {
+        let deadline = Instant::now() + self.timeout;
+        self.record_until(public_name, otp, high, low, nonce, deadline)
+            .await
+    }
+
+    /// [`ValDb::record`] finished by `deadline` (and within the configured timeout): past
+    /// it, an error, never an acceptance.
+    pub async fn record_until(
+        &self,
+        public_name: &str,
+        otp: Counters,
+        high: u8,
+        low: u16,
+        nonce: &str,
+        deadline: Instant,
+    ) -> Result<Recorded, DbError> {
+        self.until(deadline, async {
             let now = unix_now();
             let mut row = match self.yubikey_unbounded(public_name).await? {
                 Some(row) => row,
