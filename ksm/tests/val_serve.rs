@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use e2e_tests::{get, listening_addr, metric};
+use e2e_tests::{get, listening_addr, metric, raw};
 use test_support::db::PgSchema;
 use ykval::sign::{sign, verify, ClientKey};
 
@@ -63,11 +63,7 @@ impl Validator {
     /// lines by name (and checks the answer's signature).
     fn verify(&self, params: &[(&str, String)]) -> BTreeMap<String, String> {
         let key = ClientKey::from_base64(SECRET).unwrap();
-        let mut p: Vec<(&str, String)> = params.to_vec();
-        p.push(("h", sign(params, &key)));
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(p.iter().map(|(k, v)| (*k, v.as_str())))
-            .finish();
+        let query = signed_form(params);
         let a = get(self.addr, &format!("/wsapi/2.0/verify?{query}"));
         assert_eq!(a.status, 200, "{}", a.body);
         answer_lines(&a.body, &key)
@@ -90,6 +86,16 @@ impl Drop for Validator {
 
 /// An answer's lines by name, after checking that it ends as yubikey-val's do and that `h`
 /// signs the rest under `key`.
+/// `params` and their signature under the test client's key, form-encoded.
+fn signed_form(params: &[(&str, String)]) -> String {
+    let key = ClientKey::from_base64(SECRET).unwrap();
+    let mut p: Vec<(&str, String)> = params.to_vec();
+    p.push(("h", sign(params, &key)));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(p.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
+}
+
 fn answer_lines(body: &str, key: &ClientKey) -> BTreeMap<String, String> {
     assert!(body.ends_with("\r\n\r\n"), "{body:?}");
     let pairs: Vec<(String, String)> = body
@@ -379,6 +385,36 @@ fn a_row_written_by_yubikey_val_is_taken_over_and_a_revoke_stops_both_validators
     );
     assert!(!log.contains(SECRET) && !log.contains(&new[12..]), "{log}");
     b.stop();
+}
+
+/// A verify POST is read as yubikey-val 2.41 reads it: the query string if it has any
+/// parameter, else the form body, never the two merged, so a body field added to a signed
+/// query is not read (merged, it was signed over too: `BAD_SIGNATURE`).
+#[test]
+fn a_verify_post_reads_the_query_or_else_the_body() {
+    let pg = database();
+    let v = Validator::start(&pg.url(), &[]);
+    let key = ClientKey::from_base64(SECRET).unwrap();
+    let post = |query: &str, body: &str| {
+        let a = raw(
+            v.addr,
+            format!(
+                "POST /wsapi/2.0/verify{query} HTTP/1.1\r\nHost: val\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        answer_lines(&a.body, &key)
+    };
+    // The body alone.
+    let body = signed_form(&params(&otp(60, 0), "noncepostaaaaaaaaaaa"));
+    assert_eq!(post("", &body)["status"], "OK");
+    // A signed query, and a body asking for the timestamp: the body is not read.
+    let query = signed_form(&params(&otp(61, 0), "noncepostbbbbbbbbbbb"));
+    let ans = post(&format!("?{query}"), "timestamp=1");
+    assert_eq!(ans["status"], "OK", "{ans:?}");
+    assert!(!ans.contains_key("timestamp"), "{ans:?}");
 }
 
 /// The counter database unreachable, or slower than the request's deadline: `BACKEND_ERROR`,
