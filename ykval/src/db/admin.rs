@@ -9,7 +9,7 @@ use super::{on_pool, unavailable, unix_now, DbError, ValDb};
 pub struct NewClient {
     /// Its id; `None` takes the next after the highest there.
     pub id: Option<i64>,
-    /// Contact address.
+    /// Contact address; none is stored as `''`, as `ykval-gen-clients` stores it.
     pub email: Option<String>,
     /// Free text.
     pub notes: Option<String>,
@@ -43,7 +43,7 @@ impl ValDb {
                 .bind(id)
                 .bind(unix_now())
                 .bind(secret)
-                .bind(new.email.as_deref())
+                .bind(new.email.as_deref().unwrap_or(""))
                 .bind(new.notes.as_deref().unwrap_or(""))
                 .execute(p)
                 .await
