@@ -69,6 +69,25 @@ pub(crate) fn unavailable(e: &sqlx::Error) -> DbError {
     })
 }
 
+/// The `yubikeys` columns, in yubikey-val's `ykval-db.sql` order: every statement that
+/// reads or writes a whole row names them so.
+pub(crate) const YUBIKEY_COLUMNS: &str =
+    "active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes";
+
+/// yubikey-val's row for a YubiKey it has not seen: counters and timestamp -1 (below every
+/// OTP), `modified` -1, nonce sixteen zeros; `active` as given (`revoke` makes it inactive),
+/// then the engine's `conflict` clause. Parameters: `created`, then the public id.
+pub(crate) fn new_row(active: bool, conflict: &str) -> String {
+    let active = if active { "TRUE" } else { "FALSE" };
+    format!(
+        "INSERT INTO yubikeys ({YUBIKEY_COLUMNS}) VALUES ({active}, ?, -1, ?, -1, -1, -1, -1, '0000000000000000', '') {conflict}"
+    )
+}
+
+/// Connections a validator's pool opens at most unless told otherwise
+/// (`--val-db-pool-size`).
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
 /// How the counter database is reached.
 #[derive(Debug, Clone)]
 pub struct ValDbConfig {
@@ -86,13 +105,13 @@ pub struct ValDbConfig {
 }
 
 impl ValDbConfig {
-    /// Defaults for `url`: a pool of 16, 2 s.
+    /// Defaults for `url`: a pool of [`DEFAULT_POOL_SIZE`], 2 s.
     pub fn new(url: DbUrl) -> ValDbConfig {
         ValDbConfig {
             url,
             password_file: None,
             password: None,
-            pool_size: 16,
+            pool_size: DEFAULT_POOL_SIZE,
             timeout: Duration::from_secs(2),
         }
     }
@@ -243,9 +262,9 @@ impl ValDb {
         &self,
         public_name: &str,
     ) -> Result<Option<Yubikey>, DbError> {
-        let sql = self.sql(
-            "SELECT active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes FROM yubikeys WHERE yk_publicname = ?",
-        );
+        let sql = self.sql(&format!(
+            "SELECT {YUBIKEY_COLUMNS} FROM yubikeys WHERE yk_publicname = ?"
+        ));
         on_pool!(&self.pool, |p| {
             let row = sqlx::query(&sql)
                 .bind(public_name)

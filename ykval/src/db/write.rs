@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{on_pool, unavailable, unix_now, Counters, DbError, ValDb, Yubikey};
+use super::{new_row, on_pool, unavailable, unix_now, Counters, DbError, ValDb, Yubikey};
 use crate::counter::{judge, Verdict};
 
 /// What [`ValDb::record`] came to.
@@ -32,11 +32,6 @@ fn int32(v: i64) -> i32 {
 /// whichever validator's statement reaches the row first changes it and every later one
 /// (or a concurrent one the engine ordered after it) changes nothing.
 const ADVANCE: &str = "UPDATE yubikeys SET modified = ?, yk_counter = ?, yk_use = ?, yk_low = ?, yk_high = ?, nonce = ? WHERE yk_publicname = ? AND active AND (yk_counter, yk_use) < (?, ?)";
-
-/// A YubiKey seen for the first time, as yubikey-val makes its row: active, counters and
-/// timestamp -1 (below every OTP), `modified` -1, nonce sixteen zeros. `{conflict}` is the
-/// engine's "unless it exists".
-const NEW_ROW: &str = "INSERT INTO yubikeys (active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes) VALUES (TRUE, ?, -1, ?, -1, -1, -1, -1, '0000000000000000', '') {conflict}";
 
 impl ValDb {
     /// Records an OTP of `public_name` with `otp` counters and timestamp `high`/`low`, sent
@@ -139,7 +134,8 @@ impl ValDb {
             aead_store::Engine::MySql => "ON DUPLICATE KEY UPDATE yk_publicname = yk_publicname",
             aead_store::Engine::Postgres | aead_store::Engine::Sqlite => "ON CONFLICT DO NOTHING",
         };
-        let sql = self.sql(&NEW_ROW.replace("{conflict}", conflict));
+        // Active, as yubikey-val makes it; unless another validator made it first.
+        let sql = self.sql(&new_row(true, conflict));
         on_pool!(self.pool(), |p| sqlx::query(&sql)
             .bind(int32(now))
             .bind(public_name)
