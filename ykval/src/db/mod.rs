@@ -58,13 +58,7 @@ impl From<StoreError> for DbError {
 pub(crate) fn unavailable(e: &sqlx::Error) -> DbError {
     DbError::Unavailable(match e {
         sqlx::Error::PoolTimedOut => "no connection to the database".to_string(),
-        e if e.as_database_error().is_some_and(|d| {
-            matches!(d.code().as_deref(), Some("42P01" | "42S02"))
-                || d.message().starts_with("no such table")
-        }) =>
-        {
-            format!("{e} (run `ksm val db-init`)")
-        }
+        e if aead_store::db::is_missing_table(e) => format!("{e} (run `ksm val db-init`)"),
         e => e.to_string(),
     })
 }
@@ -124,17 +118,8 @@ pub struct ValDb {
     timeout: Duration,
 }
 
-/// Runs `$body` with `$p` bound to whichever engine's pool `$pool` is.
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            aead_store::db::Pool::Pg($p) => $body,
-            aead_store::db::Pool::My($p) => $body,
-            aead_store::db::Pool::Lite($p) => $body,
-        }
-    };
-}
-pub(crate) use on_pool;
+/// The AEAD store's: `$body` with `$p` bound to whichever engine's pool `$pool` is.
+pub(crate) use aead_store::on_pool;
 
 impl ValDb {
     /// Opens the pool; nothing is connected yet (a daemon starts while its database is
