@@ -4,6 +4,7 @@
 //! them (`fixtures/ykval/`).
 #![allow(clippy::unwrap_used)] // tests and benches may unwrap: a panic is the failure report
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -91,9 +92,11 @@ fn fixture(name: &str) -> PathBuf {
     test_support::fixtures().join("ykval").join(name)
 }
 
+/// A file only its owner may read, as a clients file (keys in clear) must be.
 fn write(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p.to_str().unwrap().to_string()
 }
 
@@ -211,10 +214,9 @@ fn files_written_as_yubikey_vals_php_writes_them_import_and_export_back_byte_for
     // exported (PostgreSQL → MariaDB → SQLite), as a site moving between engines would.
     let (mut keys_file, mut clients_file) = (
         fixture("ykval-export.csv").to_str().unwrap().to_string(),
-        fixture("ykval-export-clients.csv")
-            .to_str()
-            .unwrap()
-            .to_string(),
+        // A clone's fixture is 0644: the clients file (keys in clear) is first given the
+        // mode an operator gives it.
+        write(dir.path(), "php-clients.csv", &clients),
     );
     for (i, db) in dbs.iter().enumerate() {
         let url = db.url();
@@ -387,4 +389,32 @@ fn a_dash_imports_standard_input() {
         ok(&["val", "export", &db.url()]).as_bytes(),
         text_in.as_slice()
     );
+}
+
+/// A clients file holds every client's key in clear: one its group or other users may read
+/// is refused as every key file is (exit 2, naming the fix), and nothing is imported; the
+/// same file made private imports.
+#[test]
+fn a_clients_file_others_may_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::Lite(tempfile::tempdir().unwrap());
+    std::fs::File::create(match &db {
+        Db::Lite(d) => d.path().join("val.db"),
+        _ => unreachable!(),
+    })
+    .unwrap();
+    ok(&["val", "db-init", &db.url()]);
+    let clients = write(
+        dir.path(),
+        "clients.csv",
+        "9,1,1700000000,AAECAwQFBgcICQoLDA0ODxAREhM=,,,\n",
+    );
+    std::fs::set_permissions(&clients, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = ksm(&["val", "import-ykval", "--clients", &clients, &db.url()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("chmod 600"), "{}", text(&o));
+    assert_eq!(db.sql("SELECT COUNT(*) FROM clients"), "0\n");
+    std::fs::set_permissions(&clients, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&["val", "import-ykval", "--clients", &clients, &db.url()]);
+    assert_eq!(db.sql("SELECT id FROM clients"), "9\n");
 }

@@ -10,6 +10,7 @@
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 
+use otp_core::keyfile;
 use ykval::csv::{parse_client, parse_yubikey, Reader};
 use ykval::db::{ImportError, Imported};
 use zeroize::Zeroizing;
@@ -33,16 +34,28 @@ pub struct ImportArgs {
 /// Imports the file and says what changed.
 pub fn run(args: ImportArgs) -> Result<(), Error> {
     let name = args.file.display().to_string();
-    // A clients file holds keys: wiped when dropped.
-    let mut bytes = Zeroizing::new(Vec::new());
-    let read = if name == "-" {
-        std::io::stdin().read_to_end(&mut bytes)
+    let text = if name == "-" {
+        // Standard input has no size to read ahead: one buffer of the key-file cap, so a
+        // clients file of that size is read without a copy left behind by a reallocation.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(keyfile::MAX_KEY_FILE));
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("read {name}"), e))?;
+        keyfile::into_text(bytes).map_err(|line| not_text(&name, line))?
+    } else if args.clients {
+        // A clients file holds every client's key in clear: read as every key file is
+        // (refused if others may read it, one buffer, wiped when dropped).
+        keyfile::read_private(&args.file)?
     } else {
-        std::fs::File::open(&args.file).and_then(|mut f| f.read_to_end(&mut bytes))
+        // Counters only, no secret; still read into one buffer of the file's size.
+        let mut f =
+            std::fs::File::open(&args.file).map_err(|e| Error::io(format!("read {name}"), e))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1));
+        f.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("read {name}"), e))?;
+        keyfile::into_text(bytes).map_err(|line| not_text(&name, line))?
     };
-    read.map_err(|e| Error::io(format!("read {name}"), e))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| Error::Input(format!("{name}: not UTF-8 text (byte {})", e.valid_up_to())))?;
     let bad_line =
         |e: ykval::csv::CsvError| Error::Input(format!("{name}: {e} (nothing was imported)"));
     // A row the database refused is the file's problem at that line; a database that
@@ -53,7 +66,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
     };
     let (what, done) = if args.clients {
         let mut rows = Vec::new();
-        for r in Reader::new(text) {
+        for r in Reader::new(&text) {
             let r = r.map_err(bad_line)?;
             rows.push((r.line, parse_client(&r).map_err(bad_line)?));
         }
@@ -64,7 +77,7 @@ pub fn run(args: ImportArgs) -> Result<(), Error> {
         ("clients", done)
     } else {
         let mut rows = Vec::new();
-        for r in Reader::new(text) {
+        for r in Reader::new(&text) {
             let r = r.map_err(bad_line)?;
             rows.push((r.line, parse_yubikey(&r).map_err(bad_line)?));
         }
@@ -91,4 +104,9 @@ fn summary(what: &str, d: Imported) -> String {
             d.added, d.advanced, d.kept
         )
     }
+}
+
+/// A file that is not UTF-8 text, named with the line where it stops being text.
+fn not_text(name: &str, line: usize) -> Error {
+    Error::Input(format!("{name}: not UTF-8 text (line {line})"))
 }
