@@ -1244,3 +1244,12 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
         "{out}"
     );
 }
+
+/// `ksm hsm2-log --advance` frees the device's entries: without `--audit-log` their only
+/// copy would be standard output, so it is refused before any device is opened.
+#[test]
+fn hsm2_log_advance_needs_an_audit_log() {
+    let o = ksm(&["hsm2-log", "-D", "http://127.0.0.1:9", "--advance"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--audit-log"), "{}", text(&o));
+}
