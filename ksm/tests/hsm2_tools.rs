@@ -1214,7 +1214,7 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     };
     let otp = hsm_proto::otp::encrypt(&secret, &PublicId::from_number(1, 12).unwrap(), &token);
     let c = cb
-        .decrypt_otp(&mut sb, ObjectId(0x11), aead.clone(), otp.ciphertext)
+        .decrypt_otp(&mut sb, ObjectId(0x11), aead, otp.ciphertext)
         .unwrap();
     assert_eq!(c.use_ctr, 5);
     let r = ca.decrypt_otp(&mut sa, ObjectId(0x11), aead, otp.ciphertext);
