@@ -1008,9 +1008,11 @@ fn a_wrong_key_aead_among_good_ones_is_named_and_counted_and_decides_the_exit_co
 
 /// `ksm clone-hsm2`'s refusals, each before anything is copied: a wrap key missing on
 /// either side, one that could export or decrypt more than otp-aead-keys, an object of
-/// another type the wrap key could carry out, a group-readable password file. Then a
-/// wrap key whose bytes differ between the devices is named, and a key id the target holds
-/// with another key is left alone while the rest is copied.
+/// another type the wrap key could carry out (on the source, and on a target whose wrap
+/// key may export too), a wrap key in a domain the session's key is not in, a
+/// group-readable password file. Then a wrap key whose bytes differ between the devices is
+/// named, a key id the target holds with another key is left alone while the rest is
+/// copied, and a copy that cannot be proven is named and fails the run.
 #[test]
 fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     use hsm2_proto::cmd::{DeleteObject, NewObject, PutOpaque, PutOtpAeadKey};
