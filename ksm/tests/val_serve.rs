@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use e2e_tests::{get, listening_addr, metric};
+use e2e_tests::{get, listening_addr, metric, raw};
 use test_support::db::PgSchema;
 use ykval::sign::{sign, verify, ClientKey};
 
@@ -63,11 +63,7 @@ impl Validator {
     /// lines by name (and checks the answer's signature).
     fn verify(&self, params: &[(&str, String)]) -> BTreeMap<String, String> {
         let key = ClientKey::from_base64(SECRET).unwrap();
-        let mut p: Vec<(&str, String)> = params.to_vec();
-        p.push(("h", sign(params, &key)));
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(p.iter().map(|(k, v)| (*k, v.as_str())))
-            .finish();
+        let query = signed_form(params);
         let a = get(self.addr, &format!("/wsapi/2.0/verify?{query}"));
         assert_eq!(a.status, 200, "{}", a.body);
         answer_lines(&a.body, &key)
@@ -90,6 +86,16 @@ impl Drop for Validator {
 
 /// An answer's lines by name, after checking that it ends as yubikey-val's do and that `h`
 /// signs the rest under `key`.
+/// `params` and their signature under the test client's key, form-encoded.
+fn signed_form(params: &[(&str, String)]) -> String {
+    let key = ClientKey::from_base64(SECRET).unwrap();
+    let mut p: Vec<(&str, String)> = params.to_vec();
+    p.push(("h", sign(params, &key)));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(p.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
+}
+
 fn answer_lines(body: &str, key: &ClientKey) -> BTreeMap<String, String> {
     assert!(body.ends_with("\r\n\r\n"), "{body:?}");
     let pairs: Vec<(String, String)> = body
@@ -216,7 +222,7 @@ fn two_validators_on_one_postgresql_answer_ok_once_per_otp() {
 }
 
 /// Issue 22, item 3: a `yubikeys` row written as yubikey-val writes it (counter 40) makes
-/// an OTP of counter 39 `REPLAYED_OTP` and one of 41 `OK`; a revoke (`active = false`)
+/// an OTP of counter 39 `REPLAYED_OTP` and one of 41 `OK`; a revoke (`ksm val revoke`)
 /// stops the key on both validators at once. Also the answer lines, `timestamp=1`, protocol
 /// 1.0, a bad signature, an unknown and a disabled client, and the log line.
 #[test]
@@ -324,7 +330,20 @@ fn a_row_written_by_yubikey_val_is_taken_over_and_a_revoke_stops_both_validators
     );
 
     // Revoked: both validators refuse the key at once, whatever the counters.
-    pg.sql("UPDATE yubikeys SET active = false WHERE yk_publicname = 'ccccdeulfbvj';");
+    let revoke = |flags: &[&str]| {
+        let out = Command::new(KSM)
+            .args(["val", "revoke"])
+            .args(flags)
+            .args([pg.url().as_str(), "ccccdeulfbvj"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    revoke(&[]);
     assert_eq!(
         a.verify(&params(&otp(42, 0), "noncedddddddddddddddd"))["status"],
         "BAD_OTP"
@@ -333,7 +352,7 @@ fn a_row_written_by_yubikey_val_is_taken_over_and_a_revoke_stops_both_validators
         b.verify(&params(&otp(43, 0), "nonceeeeeeeeeeeeeeeee"))["status"],
         "BAD_OTP"
     );
-    pg.sql("UPDATE yubikeys SET active = true WHERE yk_publicname = 'ccccdeulfbvj';");
+    revoke(&["--enable"]);
     assert_eq!(
         b.verify(&params(&otp(43, 0), "nonceeeeeeeeeeeeeeeee"))["status"],
         "OK"
@@ -368,6 +387,36 @@ fn a_row_written_by_yubikey_val_is_taken_over_and_a_revoke_stops_both_validators
     b.stop();
 }
 
+/// A verify POST is read as yubikey-val 2.41 reads it: the query string if it has any
+/// parameter, else the form body, never the two merged, so a body field added to a signed
+/// query is not read (merged, it was signed over too: `BAD_SIGNATURE`).
+#[test]
+fn a_verify_post_reads_the_query_or_else_the_body() {
+    let pg = database();
+    let v = Validator::start(&pg.url(), &[]);
+    let key = ClientKey::from_base64(SECRET).unwrap();
+    let post = |query: &str, body: &str| {
+        let a = raw(
+            v.addr,
+            format!(
+                "POST /wsapi/2.0/verify{query} HTTP/1.1\r\nHost: val\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        answer_lines(&a.body, &key)
+    };
+    // The body alone.
+    let body = signed_form(&params(&otp(60, 0), "noncepostaaaaaaaaaaa"));
+    assert_eq!(post("", &body)["status"], "OK");
+    // A signed query, and a body asking for the timestamp: the body is not read.
+    let query = signed_form(&params(&otp(61, 0), "noncepostbbbbbbbbbbb"));
+    let ans = post(&format!("?{query}"), "timestamp=1");
+    assert_eq!(ans["status"], "OK", "{ans:?}");
+    assert!(!ans.contains_key("timestamp"), "{ans:?}");
+}
+
 /// The counter database unreachable, or slower than the request's deadline: `BACKEND_ERROR`,
 /// never an `OK`; `/health` and `/metrics` say the database is down.
 #[test]
@@ -391,6 +440,21 @@ fn a_database_down_or_too_slow_answers_backend_error() {
         "{health}"
     );
     assert_eq!(metric(down.addr, "ksm_val_db_up", ""), Some(0));
+    // Ids no table vouches for share one series: made-up ids cannot grow the metrics.
+    for id in 100..104 {
+        let mut p = params(&otp(1, 0), "nonceaaaaaaaaaaaaaaa");
+        p[0].1 = id.to_string();
+        assert_eq!(down.verify(&p)["status"], "BACKEND_ERROR");
+    }
+    let metrics = get(down.addr, "/metrics").body;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ksm_verifications_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        ["ksm_verifications_total{client=\"-\",status=\"BACKEND_ERROR\"} 5"]
+    );
     let log = down.stop();
     assert!(log.contains("status=BACKEND_ERROR"), "{log}");
 

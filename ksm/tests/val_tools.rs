@@ -143,6 +143,20 @@ fn add_client_prints_id_and_key_as_ykval_gen_clients_does_and_stores_them() {
         assert_eq!(again.status.code(), Some(2), "{}", text(&again));
         assert!(text(&again).contains("client 7 exists"), "{}", text(&again));
         assert!(ok(&["val", "add-client", &url]).starts_with("8,"));
+        // An id past the INT column is refused before the database is asked (MariaDB in
+        // non-strict mode would clamp it and the tool print another id than the row's).
+        for bad in ["2147483648", "0"] {
+            let out = ksm(&["val", "add-client", &url, "--id", bad]);
+            assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+            assert!(text(&out).contains("--id"), "{}", text(&out));
+        }
+        // No --email: '' as ykval-gen-clients writes it, not NULL.
+        assert_eq!(
+            db.sql("SELECT COUNT(*) FROM clients WHERE email IS NULL"),
+            "0\n",
+            "{}",
+            db.name()
+        );
         assert_eq!(
             db.sql("SELECT COUNT(*) FROM clients"),
             "4\n",

@@ -30,8 +30,20 @@ use otp_core::PublicId;
 pub struct Record {
     /// The line of the file it starts on.
     pub line: usize,
-    /// Its fields, unquoted.
-    pub fields: Vec<String>,
+    /// Its fields, unquoted. A clients file holds keys: each field is wiped when dropped.
+    pub fields: Vec<Zeroizing<String>>,
+}
+
+/// Appends `text` to `out` without leaving a copy behind: a buffer too small is replaced by
+/// a larger one and wiped, where `String`'s own growth would free it as it is.
+fn push_wiping(out: &mut Zeroizing<String>, text: &str) {
+    if out.capacity() - out.len() < text.len() {
+        let size = (out.len() + text.len()).max(2 * out.capacity()).max(16);
+        let mut bigger = Zeroizing::new(String::with_capacity(size));
+        bigger.push_str(out);
+        *out = bigger;
+    }
+    out.push_str(text);
 }
 
 /// What is wrong with a line of a CSV file; shown as `line N: …`. It never holds a client
@@ -84,8 +96,12 @@ impl Iterator for Reader<'_> {
                 return None;
             }
             let start = self.line;
-            let mut fields = Vec::new();
-            let mut field = String::new();
+            let mut fields: Vec<Zeroizing<String>> = Vec::new();
+            let mut field = Zeroizing::new(String::new());
+            let mut buf = [0u8; 4];
+            let mut push = |field: &mut Zeroizing<String>, c: char| {
+                push_wiping(field, c.encode_utf8(&mut buf));
+            };
             // Inside a quoted field: commas and line breaks are text. Text after the closing
             // quote is kept in the field, as fgetcsv keeps it.
             let mut quoted = false;
@@ -97,16 +113,16 @@ impl Iterator for Reader<'_> {
                     (true, '"') => {
                         if matches!(chars.peek(), Some((_, '"'))) {
                             chars.next();
-                            field.push('"');
+                            push(&mut field, '"');
                         } else {
                             quoted = false;
                         }
                     }
                     (true, '\n') => {
                         self.line += 1;
-                        field.push('\n');
+                        push(&mut field, '\n');
                     }
-                    (true, c) => field.push(c),
+                    (true, c) => push(&mut field, c),
                     (false, '"') if field.is_empty() => quoted = true,
                     (false, ',') => fields.push(std::mem::take(&mut field)),
                     (false, '\n') => {
@@ -115,7 +131,7 @@ impl Iterator for Reader<'_> {
                         break;
                     }
                     (false, '\r') if matches!(chars.peek(), Some((_, '\n')) | None) => {}
-                    (false, c) => field.push(c),
+                    (false, c) => push(&mut field, c),
                 }
             }
             if quoted {
@@ -230,7 +246,8 @@ pub fn parse_yubikey(r: &Record) -> Result<Yubikey, CsvError> {
             format!("nonce {nonce:?} is not up to 40 letters and digits"),
         ));
     }
-    let notes = text(l, "notes", &f[9..].join(","), 100)?;
+    let rest: Vec<&str> = f[9..].iter().map(|s| s.as_str()).collect();
+    let notes = text(l, "notes", &rest.join(","), 100)?;
     Ok(Yubikey {
         active: active(l, &f[0])?,
         created: time(l, "created", &f[1])?,
@@ -307,26 +324,48 @@ pub fn parse_client(r: &Record) -> Result<Client, CsvError> {
     })
 }
 
-/// A `clients` row as `ykval-export-clients` prints it, with its line ending.
-pub fn write_client(c: &Client, out: &mut String) {
-    out.push_str(&format!(
-        "{},{},{},{},",
-        c.id,
-        u8::from(c.active),
-        c.created,
-        c.secret.as_str()
-    ));
-    field(out, c.email.as_deref().unwrap_or(""));
-    out.push(',');
-    field(out, c.notes.as_deref().unwrap_or(""));
-    out.push(',');
-    field(out, c.otp.as_deref().unwrap_or(""));
-    out.push('\n');
+/// A `clients` row as `ykval-export-clients` prints it, with its line ending. The key goes
+/// straight into `out`, which is wiped as it grows and when dropped.
+pub fn write_client(c: &Client, out: &mut Zeroizing<String>) {
+    push_wiping(
+        out,
+        &format!("{},{},{},", c.id, u8::from(c.active), c.created),
+    );
+    push_wiping(out, c.secret.as_str());
+    let mut rest = String::from(",");
+    field(&mut rest, c.email.as_deref().unwrap_or(""));
+    rest.push(',');
+    field(&mut rest, c.notes.as_deref().unwrap_or(""));
+    rest.push(',');
+    field(&mut rest, c.otp.as_deref().unwrap_or(""));
+    rest.push('\n');
+    push_wiping(out, &rest);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn z(fields: &[&str]) -> Vec<Zeroizing<String>> {
+        fields
+            .iter()
+            .map(|f| Zeroizing::new(f.to_string()))
+            .collect()
+    }
+
+    /// Growing a buffer that holds a key copies it into a fresh one and wipes the old (the
+    /// old is `Zeroizing`): the text comes out whole whatever the growth.
+    #[test]
+    fn a_wiping_buffer_grows_and_keeps_its_text() {
+        let mut out = Zeroizing::new(String::new());
+        let mut want = String::new();
+        for i in 0..200 {
+            let piece = format!("{i}-é,");
+            push_wiping(&mut out, &piece);
+            want.push_str(&piece);
+        }
+        assert_eq!(out.as_str(), want);
+    }
 
     fn records(text: &str) -> Vec<Record> {
         Reader::new(text).collect::<Result<_, _>>().unwrap()
@@ -340,15 +379,15 @@ mod tests {
             vec![
                 Record {
                     line: 3,
-                    fields: vec!["1".into(), "a,b".into(), "say \"hi\"".into()]
+                    fields: z(&["1", "a,b", "say \"hi\""])
                 },
                 Record {
                     line: 4,
-                    fields: vec!["x\ny".into(), "2".into()]
+                    fields: z(&["x\ny", "2"])
                 },
                 Record {
                     line: 6,
-                    fields: vec!["last".into()]
+                    fields: z(&["last"])
                 },
             ]
         );
@@ -421,9 +460,9 @@ mod tests {
         let r = records(line);
         let row = parse_client(&r[0]).unwrap();
         assert_eq!(row.id, 7);
-        let mut out = String::new();
+        let mut out = Zeroizing::new(String::new());
         write_client(&row, &mut out);
-        assert_eq!(out, line);
+        assert_eq!(out.as_str(), line);
     }
 
     #[test]

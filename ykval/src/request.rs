@@ -1,9 +1,11 @@
 //! A verify request, read as yubikey-val 2.41 reads it.
 //!
-//! The checks and their order are yubikey-val's: for protocol 2.0 a nonce first, then the
-//! OTP (missing: `MISSING_PARAMETER`; not 32 to 48 modhex characters: `BAD_OTP`), the
-//! client id (digits), `timeout` (digits), the nonce (16 to 40 letters and digits), `sl`
-//! (0 to 100, or `fast`/`secure`), and a client id above 0. An OTP typed on a Dvorak
+//! The checks and their order are yubikey-val 2.41's: for protocol 2.0 a nonce first, `sl`
+//! (0 to 100, or `fast`/`secure`) and `timeout` (digits); then the OTP (missing:
+//! `MISSING_PARAMETER`; not 32 to 48 modhex characters: `BAD_OTP`), the client id (digits,
+//! and not the string `0`: another spelling of zero is looked up and is `NO_SUCH_CLIENT`),
+//! and the nonce's letters and length (16 to 40 letters and digits). The first that fails
+//! decides the status. An OTP typed on a Dvorak
 //! keyboard (all of it in Dvorak's modhex letters) is read back to modhex, and upper case
 //! is folded, as yubikey-val does. Protocol 1.0 (`/wsapi/verify`) has no nonce, `sl` or
 //! `timeout`.
@@ -136,28 +138,7 @@ impl Request {
                 some => some,
             },
         };
-        if otp.is_empty() {
-            return Err(refuse(Status::MissingParameter));
-        }
-        if otp.len() < OTP_MIN || otp.len() > OTP_MAX || !otp_core::modhex::is_modhex(&otp) {
-            return Err(refuse(Status::BadOtp));
-        }
-        let id = params.get("id").unwrap_or_else(|| "0".into());
-        if !digits(&id) {
-            return Err(refuse(Status::MissingParameter));
-        }
         if protocol == Protocol::V2 {
-            if let Some(t) = params.get("timeout").filter(|t| !t.is_empty()) {
-                if !digits(&t) {
-                    return Err(refuse(Status::MissingParameter));
-                }
-            }
-            if let Some(n) = &nonce {
-                let alnum = n.bytes().all(|b| b.is_ascii_alphanumeric());
-                if !alnum || n.len() < NONCE_MIN || n.len() > NONCE_MAX {
-                    return Err(refuse(Status::MissingParameter));
-                }
-            }
             if let Some(sl) = params.get("sl").filter(|s| !s.is_empty()) {
                 let named = sl.eq_ignore_ascii_case("fast") || sl.eq_ignore_ascii_case("secure");
                 let level = digits(&sl) && sl.parse::<u64>().is_ok_and(|n| n <= 100);
@@ -165,12 +146,32 @@ impl Request {
                     return Err(refuse(Status::MissingParameter));
                 }
             }
+            if let Some(t) = params.get("timeout").filter(|t| !t.is_empty()) {
+                if !digits(&t) {
+                    return Err(refuse(Status::MissingParameter));
+                }
+            }
+        }
+        if otp.is_empty() {
+            return Err(refuse(Status::MissingParameter));
+        }
+        if otp.len() < OTP_MIN || otp.len() > OTP_MAX || !otp_core::modhex::is_modhex(&otp) {
+            return Err(refuse(Status::BadOtp));
+        }
+        // A missing id reads as the string `0`, which alone is refused: another spelling of
+        // zero (`00`) is looked up, and no client has it.
+        let id = params.get("id").unwrap_or_else(|| "0".into());
+        if !digits(&id) || id == "0" {
+            return Err(refuse(Status::MissingParameter));
+        }
+        if let Some(n) = &nonce {
+            let alnum = n.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !alnum || n.len() < NONCE_MIN || n.len() > NONCE_MAX {
+                return Err(refuse(Status::MissingParameter));
+            }
         }
         // Digits that do not fit are no client id there can be.
         let id = id.parse::<i64>().unwrap_or(i64::MAX);
-        if id <= 0 {
-            return Err(refuse(Status::MissingParameter));
-        }
         let timestamp = params
             .get("timestamp")
             .is_some_and(|t| t.parse::<i64>() == Ok(1));
@@ -248,6 +249,18 @@ mod tests {
                 format!("id=1&otp={OTP}&nonce={NONCE}&sl=half"),
                 MissingParameter,
             ),
+            // 2.41's order: sl and timeout before the OTP, the id before the nonce's form.
+            (
+                format!("id=1&otp=short&nonce={NONCE}&sl=101"),
+                MissingParameter,
+            ),
+            (
+                format!("id=1&otp=short&nonce={NONCE}&timeout=x"),
+                MissingParameter,
+            ),
+            (format!("id=1&nonce={NONCE}&sl=101"), MissingParameter),
+            (format!("id=00&otp={OTP}&nonce=abc"), MissingParameter),
+            (format!("id=x&otp={OTP}&nonce=abc"), MissingParameter),
         ] {
             assert_eq!(v2(&q).map(|_| ()), Err(want), "{q}");
         }
@@ -259,6 +272,12 @@ mod tests {
         ] {
             assert!(v2(&q).is_ok(), "{q}");
         }
+        // Only the string `0` is a missing id: `00` is read, and looked up (no client has
+        // it: `NO_SUCH_CLIENT`, as yubikey-val answers).
+        assert_eq!(
+            v2(&format!("id=00&otp={OTP}&nonce={NONCE}")).map(|r| r.id),
+            Result::Ok(0)
+        );
     }
 
     #[test]
@@ -312,7 +331,7 @@ mod tests {
             for protocol in [Protocol::V1, Protocol::V2] {
                 let status = match Request::parse(protocol, Params::parse(&q)) {
                     Ok(r) => {
-                        assert!(r.id > 0 && r.otp.len() >= OTP_MIN);
+                        assert!(r.id >= 0 && r.otp.len() >= OTP_MIN);
                         Status::Ok
                     }
                     Err(e) => e.status,

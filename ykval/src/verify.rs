@@ -4,6 +4,7 @@
 //! that alone may answer `OK`.
 
 use std::future::Future;
+use std::time::Instant;
 
 use otp_core::{Otp, OtpCounters};
 
@@ -32,7 +33,12 @@ pub struct Outcome {
     pub status: Status,
     /// The answer's text.
     pub body: String,
-    /// The client id, once the request named a valid one.
+    /// The client id the request named, once well-formed (for the log: it may name no
+    /// client at all).
+    pub named_client: Option<i64>,
+    /// The client id, once found in `clients`: only these may label a metric, as ids a
+    /// request makes up (while the database is down, say) would grow the series without
+    /// bound.
     pub client: Option<i64>,
     /// The OTP's public id, once the OTP was well-formed.
     pub public_id: Option<String>,
@@ -47,6 +53,7 @@ pub struct Outcome {
 const SL_ALL: u8 = 100;
 
 struct Reply {
+    named_client: Option<i64>,
     client: Option<i64>,
     public_id: Option<String>,
     key: ClientKey,
@@ -57,6 +64,7 @@ impl Reply {
         Outcome {
             status,
             body: answer(status, extra, &self.key, &crate::response::now()),
+            named_client: self.named_client,
             client: self.client,
             public_id: self.public_id.clone(),
             why: None,
@@ -73,13 +81,22 @@ impl Reply {
 }
 
 /// Verifies the request `query` on `protocol`'s path against `db`, decoding through
-/// `decode`.
-pub async fn verify<F, Fut>(db: &ValDb, protocol: Protocol, query: &str, decode: F) -> Outcome
+/// `decode`, all of it by `deadline`: the client lookup, the decode and the counter write
+/// share that one budget (each given a fresh timeout, a request could take several), and a
+/// step that has not finished by it answers `BACKEND_ERROR`.
+pub async fn verify<F, Fut>(
+    db: &ValDb,
+    protocol: Protocol,
+    query: &str,
+    deadline: Instant,
+    decode: F,
+) -> Outcome
 where
     F: FnOnce(Otp) -> Fut,
     Fut: Future<Output = Decoded>,
 {
     let mut reply = Reply {
+        named_client: None,
         client: None,
         public_id: None,
         key: ClientKey::empty(),
@@ -88,9 +105,12 @@ where
         Ok(r) => r,
         Err(refused) => return reply.say(refused.status, &Extra::default()),
     };
-    reply.client = Some(req.id);
-    let client = match db.client(req.id).await {
-        Ok(Some(c)) => c,
+    reply.named_client = Some(req.id);
+    let client = match db.client_until(req.id, deadline).await {
+        Ok(Some(c)) => {
+            reply.client = Some(c.id);
+            c
+        }
         Ok(None) => return reply.say(Status::NoSuchClient, &Extra::default()),
         Err(e) => return reply.backend(e.to_string()),
     };
@@ -125,22 +145,24 @@ where
     };
     let public_id = otp.public_id.as_str().to_string();
     reply.public_id = Some(public_id.clone());
-    let decoded = match decode(otp).await {
-        Decoded::Counters(c) => c,
-        Decoded::BadOtp => return reply.say(Status::BadOtp, &Extra::default()),
-        Decoded::Unavailable(why) => return reply.backend(format!("KSM: {why}")),
+    let decoded = match tokio::time::timeout_at(deadline.into(), decode(otp)).await {
+        Ok(Decoded::Counters(c)) => c,
+        Ok(Decoded::BadOtp) => return reply.say(Status::BadOtp, &Extra::default()),
+        Ok(Decoded::Unavailable(why)) => return reply.backend(format!("KSM: {why}")),
+        Err(_) => return reply.backend("KSM: no answer in time".into()),
     };
     let counters = Counters {
         counter: i64::from(decoded.use_ctr),
         session_use: i64::from(decoded.session_ctr),
     };
     let recorded = db
-        .record(
+        .record_until(
             &public_id,
             counters,
             decoded.ts_high,
             decoded.ts_low,
             &nonce,
+            deadline,
         )
         .await;
     let previous = match recorded {

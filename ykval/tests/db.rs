@@ -148,9 +148,54 @@ async fn exercise(url: &str, sql: &dyn Fn(&str) -> String, columns: &dyn Fn(&str
     sql("UPDATE clients SET active = FALSE WHERE id = 7;");
     assert!(!db.client(7).await.unwrap().unwrap().active);
     db.ping().await.unwrap();
+
+    concurrent(url).await;
 }
 
-#[tokio::test]
+/// How many validators race with the same OTP in [`concurrent`].
+const RACERS: usize = 8;
+
+/// `RACERS` calls of `record` with the same counters, started together on a pool with a
+/// connection for each: exactly one is accepted, the others refused as a replay. Once on a
+/// row that exists (the conditional update decides) and once on a YubiKey never seen (every
+/// caller also races to make the row: the insert that finds it made must change nothing and
+/// fail nothing). A sequential test cannot tell a conditional write from an unconditional one.
+async fn concurrent(url: &str) {
+    let mut cfg = ValDbConfig::new(DbUrl::parse(url).unwrap());
+    cfg.pool_size = u32::try_from(RACERS).unwrap() + 2;
+    cfg.timeout = std::time::Duration::from_secs(30);
+    let db = ValDb::open(&cfg).unwrap();
+    // An existing row (made by the first record), then a new one.
+    assert!(matches!(
+        db.record("ccccccccccce", c(1, 0), 0, 0, "r0r0r0r0r0r0r0r0")
+            .await
+            .unwrap(),
+        Recorded::Accepted(_)
+    ));
+    for id in ["ccccccccccce", "cccccccccccf"] {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (db, barrier) = (db.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    db.record(id, c(5, 0), 0, 0, &format!("race{i:012}")).await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for racer in racers {
+            match racer.await.unwrap().unwrap() {
+                Recorded::Accepted(_) => accepted += 1,
+                Recorded::Refused(v, _) => assert_eq!(v, Verdict::ReplayedOtp, "{id}"),
+            }
+        }
+        assert_eq!(accepted, 1, "{id}: {accepted} of {RACERS} accepted");
+        assert_eq!(db.yubikey(id).await.unwrap().unwrap().counters, c(5, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql() {
     let pg = PgSchema::new();
     let cols = |t: &str| {
@@ -161,7 +206,7 @@ async fn postgresql() {
     exercise(&pg.url(), &|s| pg.sql(s), &cols).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb() {
     let my = MyDatabase::new();
     let cols = |t: &str| {
@@ -172,7 +217,7 @@ async fn mariadb() {
     exercise(&my.url(), &|s| my.sql(s), &cols).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("val.db");
@@ -197,6 +242,30 @@ async fn sqlite() {
         .to_string()
     };
     exercise(&format!("sqlite:///{}", path.display()), &run, &cols).await;
+
+    // SQLite's INT holds any 64-bit integer, as a hand-made table's BIGINT would: a row
+    // past what its fields can hold is a bad row, not counters to compute with (the clock
+    // check's `(high << 16) + low` and `now - modified` would overflow).
+    let db = ValDb::open(&ValDbConfig::new(
+        DbUrl::parse(&format!("sqlite:///{}", path.display())).unwrap(),
+    ))
+    .unwrap();
+    for (name, columns) in [
+        ("ccccccccccch", "-9223372036854775807, 1, 1, 1, 1"),
+        ("cccccccccccj", "1700000000, 1, 1, 1, 4611686018427387904"),
+        ("ccccccccccck", "1700000000, 4294967296, 1, 1, 1"),
+    ] {
+        run(&format!("INSERT INTO yubikeys (active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes) VALUES (1, 1700000000, {}, '{name}', {}, '', '');",
+            columns.split_once(", ").unwrap().0,
+            columns.split_once(", ").unwrap().1));
+        let e = db.yubikey(name).await.unwrap_err();
+        assert!(matches!(e, ykval::DbError::BadRow(_)), "{name}: {e:?}");
+        let e = db
+            .record(name, c(2, 2), 0, 0, "n6n6n6n6n6n6n6n6")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ykval::DbError::BadRow(_)), "{name}: {e:?}");
+    }
 }
 
 /// A database that refuses connections fails within the bound, as `Unavailable`.

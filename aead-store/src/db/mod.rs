@@ -77,7 +77,7 @@ use tokio::runtime::Runtime;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-pub use self::sql::Pool;
+pub use self::sql::{is_missing_table, Pool};
 use self::sql::{kh_from_sql, Binary, RawOtpRow, RawRow};
 pub use self::url::{DbUrl, Engine};
 use self::walk::Rows;

@@ -214,19 +214,21 @@ macro_rules! raw_otp {
 /// Runs `$body` with `$p` bound to whichever engine's pool `$pool` is (three pool types, so a
 /// macro rather than a function): for what is the same call on every engine. With `$wrap`,
 /// that engine's [`Pool`] variant is bound too, to wrap a new pool of the same engine.
+/// Exported: the validation crate's tables live on the same pools.
+#[macro_export]
 macro_rules! on_pool {
     ($pool:expr, |$p:ident $(, $wrap:ident)?| $body:expr) => {
         match $pool {
-            Pool::Pg($p) => {
-                $(let $wrap = Pool::Pg;)?
+            $crate::db::Pool::Pg($p) => {
+                $(let $wrap = $crate::db::Pool::Pg;)?
                 $body
             }
-            Pool::My($p) => {
-                $(let $wrap = Pool::My;)?
+            $crate::db::Pool::My($p) => {
+                $(let $wrap = $crate::db::Pool::My;)?
                 $body
             }
-            Pool::Lite($p) => {
-                $(let $wrap = Pool::Lite;)?
+            $crate::db::Pool::Lite($p) => {
+                $(let $wrap = $crate::db::Pool::Lite;)?
                 $body
             }
         }
@@ -272,7 +274,7 @@ fn numbered(sql: &str) -> String {
 
 /// Whether the database said the table queried does not exist (PostgreSQL `42P01`,
 /// MySQL/MariaDB `42S02`, SQLite's "no such table").
-pub(crate) fn is_missing_table(e: &sqlx::Error) -> bool {
+pub fn is_missing_table(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| {
         matches!(d.code().as_deref(), Some("42P01" | "42S02"))
             || d.message().starts_with("no such table")

@@ -241,8 +241,19 @@ async fn verify_post(
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return too_large();
     };
-    let all = post_query(q.unwrap_or_default().into_bytes(), &body);
-    verify_request(&st, peer, &headers, uri.path(), &all).await
+    let query = q.unwrap_or_default();
+    let params = verify_params(query.as_bytes(), &body);
+    verify_request(&st, peer, &headers, uri.path(), params).await
+}
+
+/// The parameters of a verify POST, as yubikey-val 2.41 reads them: the query string's if it
+/// has any, else the form body's, never the two merged. The signature is checked over the
+/// one set read, so a field added in the body of a signed query changes nothing.
+fn verify_params<'a>(query: &'a [u8], body: &'a [u8]) -> &'a [u8] {
+    match form_urlencoded::parse(query).next() {
+        Some(_) => query,
+        None => body,
+    }
 }
 
 async fn verify_request(
@@ -263,7 +274,8 @@ async fn verify_request(
     let query = String::from_utf8_lossy(query);
     let deadline = Instant::now() + st.http.reqtimeout;
     let local = |otp: Otp| async move { decode(st, Some(&otp.to_modhex()), deadline).await.0 };
-    let (code, body) = crate::daemon::val::verify(val, protocol, &query, &client, local).await;
+    let (code, body) =
+        crate::daemon::val::verify(val, protocol, &query, &client, deadline, local).await;
     text(code, body)
 }
 

@@ -142,13 +142,14 @@ fn decoded(outcome: &Outcome) -> Decoded {
 }
 
 /// Serves one verify request: `query` on `protocol`'s path from `client` (the address the
-/// log names), decoding with `local` (the daemon's own decode, within the request's
-/// deadline) unless remote KSMs are configured.
+/// log names), all of it by `deadline`, decoding with `local` (the daemon's own decode)
+/// unless remote KSMs are configured.
 pub async fn verify<F, Fut>(
     val: &Validator,
     protocol: Protocol,
     query: &str,
     client: &str,
+    deadline: Instant,
     local: F,
 ) -> (StatusCode, String)
 where
@@ -156,10 +157,15 @@ where
     Fut: Future<Output = Outcome>,
 {
     let start = Instant::now();
-    let v = ykval::verify(&val.db, protocol, query, |otp| val.decode(otp, local)).await;
+    let v = ykval::verify(&val.db, protocol, query, deadline, |otp| {
+        val.decode(otp, local)
+    })
+    .await;
     let took = start.elapsed();
     val.metrics.record(&v, took);
-    let id = v.client.map_or_else(|| "-".to_string(), |c| c.to_string());
+    let id = v
+        .named_client
+        .map_or_else(|| "-".to_string(), |c| c.to_string());
     let public_id = v.public_id.as_deref().unwrap_or("-");
     let latency_us = took.as_micros() as u64;
     // One line per verification; a backend error's reason, and a clock that disagrees
@@ -210,12 +216,10 @@ pub struct ValMetrics {
 
 impl ValMetrics {
     fn record(&self, v: &Verified, took: Duration) {
-        // Only a client that exists gets a label of its own: ids a request makes up would
-        // grow the series without bound.
-        let client = match (v.status, v.client) {
-            (Status::MissingParameter | Status::NoSuchClient, _) | (_, None) => "-".to_string(),
-            (_, Some(id)) => id.to_string(),
-        };
+        // Only a client found in the table gets a label of its own (`Verified::client`).
+        let client = v
+            .client
+            .map_or_else(|| "-".to_string(), |id| id.to_string());
         *self
             .by
             .lock()

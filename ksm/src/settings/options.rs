@@ -224,7 +224,7 @@ impl Default for ServeOptions {
             db_password: None,
             val_db_url: None,
             val_db_password_file: None,
-            val_db_pool_size: Some(16),
+            val_db_pool_size: Some(ykval::db::DEFAULT_POOL_SIZE),
             val_ksm_url: None,
             val_db_password: None,
             tls_cert: None,

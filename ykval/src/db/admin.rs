@@ -1,15 +1,15 @@
 //! Writing `clients` and the `active` flag of `yubikeys`: what the operator's tools
 //! (`ksm val add-client`, `revoke`, `--enable`) need, kept apart from the verification
-//! path.
+//! path. A revoke of a YubiKey not seen yet makes its row, inactive.
 
-use super::{on_pool, unavailable, unix_now, DbError, ValDb};
+use super::{new_row, on_pool, unavailable, unix_now, DbError, ValDb};
 
 /// A client to add to `clients`.
 #[derive(Debug, Clone, Default)]
 pub struct NewClient {
     /// Its id; `None` takes the next after the highest there.
     pub id: Option<i64>,
-    /// Contact address.
+    /// Contact address; none is stored as `''`, as `ykval-gen-clients` stores it.
     pub email: Option<String>,
     /// Free text.
     pub notes: Option<String>,
@@ -43,7 +43,7 @@ impl ValDb {
                 .bind(id)
                 .bind(unix_now())
                 .bind(secret)
-                .bind(new.email.as_deref())
+                .bind(new.email.as_deref().unwrap_or(""))
                 .bind(new.notes.as_deref().unwrap_or(""))
                 .execute(p)
                 .await
@@ -73,6 +73,28 @@ impl ValDb {
                 .rows_affected());
             // MySQL counts rows changed, not matched: a row already so reads as 0.
             Ok(n > 0 || self.yubikey_unbounded(public_name).await?.is_some())
+        })
+        .await
+    }
+
+    /// Revokes `public_name` in one statement: its row made inactive, or, if the table has
+    /// no row for it yet, a new one as yubikey-val makes for a YubiKey it has not seen
+    /// (counters -1) but inactive, so that its first OTP is refused too.
+    pub async fn revoke(&self, public_name: &str) -> Result<(), DbError> {
+        let conflict = match self.engine() {
+            aead_store::Engine::MySql => "ON DUPLICATE KEY UPDATE active = FALSE",
+            _ => "ON CONFLICT (yk_publicname) DO UPDATE SET active = FALSE",
+        };
+        let sql = self.sql(&new_row(false, conflict));
+        self.bounded(async {
+            on_pool!(self.pool(), |p| sqlx::query(&sql)
+                .bind(unix_now())
+                .bind(public_name)
+                .execute(p)
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable(&e))?);
+            Ok(())
         })
         .await
     }

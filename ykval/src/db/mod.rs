@@ -22,7 +22,7 @@ mod transfer;
 mod write;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aead_store::db::Pool;
 use aead_store::{DbPassword, DbUrl, Engine, StoreError};
@@ -58,16 +58,29 @@ impl From<StoreError> for DbError {
 pub(crate) fn unavailable(e: &sqlx::Error) -> DbError {
     DbError::Unavailable(match e {
         sqlx::Error::PoolTimedOut => "no connection to the database".to_string(),
-        e if e.as_database_error().is_some_and(|d| {
-            matches!(d.code().as_deref(), Some("42P01" | "42S02"))
-                || d.message().starts_with("no such table")
-        }) =>
-        {
-            format!("{e} (run `ksm val db-init`)")
-        }
+        e if aead_store::db::is_missing_table(e) => format!("{e} (run `ksm val db-init`)"),
         e => e.to_string(),
     })
 }
+
+/// The `yubikeys` columns, in yubikey-val's `ykval-db.sql` order: every statement that
+/// reads or writes a whole row names them so.
+pub(crate) const YUBIKEY_COLUMNS: &str =
+    "active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes";
+
+/// yubikey-val's row for a YubiKey it has not seen: counters and timestamp -1 (below every
+/// OTP), `modified` -1, nonce sixteen zeros; `active` as given (`revoke` makes it inactive),
+/// then the engine's `conflict` clause. Parameters: `created`, then the public id.
+pub(crate) fn new_row(active: bool, conflict: &str) -> String {
+    let active = if active { "TRUE" } else { "FALSE" };
+    format!(
+        "INSERT INTO yubikeys ({YUBIKEY_COLUMNS}) VALUES ({active}, ?, -1, ?, -1, -1, -1, -1, '0000000000000000', '') {conflict}"
+    )
+}
+
+/// Connections a validator's pool opens at most unless told otherwise
+/// (`--val-db-pool-size`).
+pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// How the counter database is reached.
 #[derive(Debug, Clone)]
@@ -86,13 +99,13 @@ pub struct ValDbConfig {
 }
 
 impl ValDbConfig {
-    /// Defaults for `url`: a pool of 16, 2 s.
+    /// Defaults for `url`: a pool of [`DEFAULT_POOL_SIZE`], 2 s.
     pub fn new(url: DbUrl) -> ValDbConfig {
         ValDbConfig {
             url,
             password_file: None,
             password: None,
-            pool_size: 16,
+            pool_size: DEFAULT_POOL_SIZE,
             timeout: Duration::from_secs(2),
         }
     }
@@ -105,17 +118,8 @@ pub struct ValDb {
     timeout: Duration,
 }
 
-/// Runs `$body` with `$p` bound to whichever engine's pool `$pool` is.
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            aead_store::db::Pool::Pg($p) => $body,
-            aead_store::db::Pool::My($p) => $body,
-            aead_store::db::Pool::Lite($p) => $body,
-        }
-    };
-}
-pub(crate) use on_pool;
+/// The AEAD store's: `$body` with `$p` bound to whichever engine's pool `$pool` is.
+pub(crate) use aead_store::on_pool;
 
 impl ValDb {
     /// Opens the pool; nothing is connected yet (a daemon starts while its database is
@@ -158,7 +162,19 @@ impl ValDb {
         &self,
         fut: impl std::future::Future<Output = Result<T, DbError>>,
     ) -> Result<T, DbError> {
-        tokio::time::timeout(self.timeout, fut)
+        self.until(Instant::now() + self.timeout, fut).await
+    }
+
+    /// Runs `fut` until `deadline` at the latest, and for no longer than the configured
+    /// timeout: past either, `Unavailable`. A verification passes its own deadline, so that
+    /// every step of it shares one budget rather than each getting a fresh one.
+    pub(crate) async fn until<T>(
+        &self,
+        deadline: Instant,
+        fut: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let deadline = deadline.min(Instant::now() + self.timeout);
+        tokio::time::timeout_at(deadline.into(), fut)
             .await
             .unwrap_or_else(|_| {
                 Err(DbError::Unavailable(
@@ -198,9 +214,18 @@ impl ValDb {
 
     /// The client `id`, active or not.
     pub async fn client(&self, id: i64) -> Result<Option<Client>, DbError> {
+        self.client_until(id, Instant::now() + self.timeout).await
+    }
+
+    /// [`ValDb::client`] answered by `deadline` (and within the configured timeout).
+    pub async fn client_until(
+        &self,
+        id: i64,
+        deadline: Instant,
+    ) -> Result<Option<Client>, DbError> {
         let sql = self
             .sql("SELECT id, active, created, secret, email, notes, otp FROM clients WHERE id = ?");
-        self.bounded(async {
+        self.until(deadline, async {
             on_pool!(&self.pool, |p| {
                 let row = sqlx::query(&sql)
                     .bind(id)
@@ -222,9 +247,9 @@ impl ValDb {
         &self,
         public_name: &str,
     ) -> Result<Option<Yubikey>, DbError> {
-        let sql = self.sql(
-            "SELECT active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes FROM yubikeys WHERE yk_publicname = ?",
-        );
+        let sql = self.sql(&format!(
+            "SELECT {YUBIKEY_COLUMNS} FROM yubikeys WHERE yk_publicname = ?"
+        ));
         on_pool!(&self.pool, |p| {
             let row = sqlx::query(&sql)
                 .bind(public_name)

@@ -91,11 +91,13 @@ macro_rules! row_like {
     ($t:ty) => {
         impl RowLike for $t {
             fn i64_of(&self, col: &str) -> Option<i64> {
-                if let Ok(v) = self.try_get::<Option<i32>, _>(col) {
-                    return v.map(i64::from);
-                }
+                // The widest first: SQLite gives any stored integer as an i32 too, cut to
+                // its low 32 bits.
                 if let Ok(v) = self.try_get::<Option<i64>, _>(col) {
                     return v;
+                }
+                if let Ok(v) = self.try_get::<Option<i32>, _>(col) {
+                    return v.map(i64::from);
                 }
                 self.try_get::<Option<i16>, _>(col)
                     .ok()
@@ -154,20 +156,31 @@ impl Yubikey {
             .ok()
             .flatten()
             .ok_or_else(|| bad("yubikeys", "?", "yk_publicname is not text"))?;
-        let need = |c: &str| {
-            int(row, c)
-                .ok_or_else(|| bad("yubikeys", &public_name, &format!("{c} is not an integer")))
+        // Each within what its field can hold (-1: never), so that the counter and clock
+        // arithmetic on them cannot overflow whatever a hand-made table's columns hold.
+        let need = |c: &str, range: std::ops::RangeInclusive<i64>| {
+            let v = int(row, c)
+                .ok_or_else(|| bad("yubikeys", &public_name, &format!("{c} is not an integer")))?;
+            if !range.contains(&v) {
+                return Err(bad(
+                    "yubikeys",
+                    &public_name,
+                    &format!("{c} is {v}, outside {} to {}", range.start(), range.end()),
+                ));
+            }
+            Ok(v)
         };
+        let time = i64::from(i32::MIN)..=i64::from(i32::MAX);
         Ok(Yubikey {
             active: row.bool_of("active").unwrap_or(false),
             created: int(row, "created").unwrap_or(0),
-            modified: need("modified")?,
+            modified: need("modified", time)?,
             counters: Counters {
-                counter: need("yk_counter")?,
-                session_use: need("yk_use")?,
+                counter: need("yk_counter", -1..=0xffff)?,
+                session_use: need("yk_use", -1..=0xff)?,
             },
-            low: need("yk_low")?,
-            high: need("yk_high")?,
+            low: need("yk_low", -1..=0xffff)?,
+            high: need("yk_high", -1..=0xff)?,
             nonce: row.text_of("nonce").ok().flatten().unwrap_or_default(),
             notes: row.text_of("notes").ok().flatten(),
             public_name,

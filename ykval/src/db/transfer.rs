@@ -1,5 +1,5 @@
 //! Whole tables in and out, for `ksm val export` and `ksm val import-ykval` (yubikey-val's
-//! CSV files, [`crate::csv`]), and revoking a YubiKey the tables have not seen yet.
+//! CSV files, [`crate::csv`]).
 //!
 //! An import is one transaction: a row the database refuses, or a client whose id is
 //! there with another key, rolls back everything the file wrote, and the error names the
@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::rows::RowLike;
-use super::{on_pool, unavailable, unix_now, Client, DbError, ValDb, Yubikey};
+use super::{on_pool, unavailable, Client, DbError, ValDb, Yubikey, YUBIKEY_COLUMNS};
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,9 +54,6 @@ impl std::error::Error for ImportError {}
 fn at(line: Option<usize>) -> impl Fn(DbError) -> ImportError {
     move |error| ImportError { line, error }
 }
-
-const YUBIKEY_COLUMNS: &str =
-    "active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes";
 
 impl ValDb {
     /// Every `yubikeys` row, ordered by public id (as `ykval-export` lists them).
@@ -236,29 +233,5 @@ impl ValDb {
                 .map_err(at(None))?;
         });
         Ok(done)
-    }
-
-    /// Revokes `public_name` in one statement: its row made inactive, or, if the table has
-    /// no row for it yet, a new one as yubikey-val makes for a YubiKey it has not seen
-    /// (counters -1) but inactive, so that its first OTP is refused too.
-    pub async fn revoke(&self, public_name: &str) -> Result<(), DbError> {
-        let conflict = match self.engine() {
-            aead_store::Engine::MySql => "ON DUPLICATE KEY UPDATE active = FALSE",
-            _ => "ON CONFLICT (yk_publicname) DO UPDATE SET active = FALSE",
-        };
-        let sql = self.sql(&format!(
-            "INSERT INTO yubikeys ({YUBIKEY_COLUMNS}) VALUES (FALSE, ?, -1, ?, -1, -1, -1, -1, '0000000000000000', '') {conflict}"
-        ));
-        self.bounded(async {
-            on_pool!(self.pool(), |p| sqlx::query(&sql)
-                .bind(unix_now())
-                .bind(public_name)
-                .execute(p)
-                .await
-                .map(|_| ())
-                .map_err(|e| unavailable(&e))?);
-            Ok(())
-        })
-        .await
     }
 }

@@ -1,6 +1,8 @@
 //! The counter write: the one statement that turns a decoded OTP into an `OK`.
 
-use super::{on_pool, unavailable, unix_now, Counters, DbError, ValDb, Yubikey};
+use std::time::Instant;
+
+use super::{new_row, on_pool, unavailable, unix_now, Counters, DbError, ValDb, Yubikey};
 use crate::counter::{judge, Verdict};
 
 /// What [`ValDb::record`] came to.
@@ -31,11 +33,6 @@ fn int32(v: i64) -> i32 {
 /// (or a concurrent one the engine ordered after it) changes nothing.
 const ADVANCE: &str = "UPDATE yubikeys SET modified = ?, yk_counter = ?, yk_use = ?, yk_low = ?, yk_high = ?, nonce = ? WHERE yk_publicname = ? AND active AND (yk_counter, yk_use) < (?, ?)";
 
-/// A YubiKey seen for the first time, as yubikey-val makes its row: active, counters and
-/// timestamp -1 (below every OTP), `modified` -1, nonce sixteen zeros. `{conflict}` is the
-/// engine's "unless it exists".
-const NEW_ROW: &str = "INSERT INTO yubikeys (active, created, modified, yk_publicname, yk_counter, yk_use, yk_low, yk_high, nonce, notes) VALUES (TRUE, ?, -1, ?, -1, -1, -1, -1, '0000000000000000', '') {conflict}";
-
 impl ValDb {
     /// Records an OTP of `public_name` with `otp` counters and timestamp `high`/`low`, sent
     /// with `nonce`: accepted if this call advanced the row, else refused with the reason
@@ -50,7 +47,23 @@ impl ValDb {
         low: u16,
         nonce: &str,
     ) -> Result<Recorded, DbError> {
-        self.bounded(async {
+        let deadline = Instant::now() + self.timeout;
+        self.record_until(public_name, otp, high, low, nonce, deadline)
+            .await
+    }
+
+    /// [`ValDb::record`] finished by `deadline` (and within the configured timeout): past
+    /// it, an error, never an acceptance.
+    pub async fn record_until(
+        &self,
+        public_name: &str,
+        otp: Counters,
+        high: u8,
+        low: u16,
+        nonce: &str,
+        deadline: Instant,
+    ) -> Result<Recorded, DbError> {
+        self.until(deadline, async {
             let now = unix_now();
             let mut row = match self.yubikey_unbounded(public_name).await? {
                 Some(row) => row,
@@ -121,7 +134,8 @@ impl ValDb {
             aead_store::Engine::MySql => "ON DUPLICATE KEY UPDATE yk_publicname = yk_publicname",
             aead_store::Engine::Postgres | aead_store::Engine::Sqlite => "ON CONFLICT DO NOTHING",
         };
-        let sql = self.sql(&NEW_ROW.replace("{conflict}", conflict));
+        // Active, as yubikey-val makes it; unless another validator made it first.
+        let sql = self.sql(&new_row(true, conflict));
         on_pool!(self.pool(), |p| sqlx::query(&sql)
             .bind(int32(now))
             .bind(public_name)

@@ -25,8 +25,9 @@ pub struct AddClientArgs {
     /// The database.
     #[command(flatten)]
     pub db: ValDbArgs,
-    /// The client's id (default: one more than the highest there, 1 in an empty table).
-    #[arg(long)]
+    /// The client's id, 1 to 2147483647 (`clients.id` is an INT; 0 is what a request
+    /// without id reads as). Default: one more than the highest there, 1 in an empty table.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
     pub id: Option<u32>,
     /// The client's contact address (column `email`).
     #[arg(long)]
@@ -38,11 +39,6 @@ pub struct AddClientArgs {
 
 /// Adds the client and prints `id,key`.
 pub fn run(args: AddClientArgs) -> Result<(), Error> {
-    if args.id == Some(0) {
-        return Err(Error::Usage(
-            "--id: client ids are 1 or more (0 is what a request without id reads as)".into(),
-        ));
-    }
     for (flag, value, max) in [("--email", &args.email, 255), ("--notes", &args.notes, 100)] {
         if value.as_ref().is_some_and(|v| v.chars().count() > max) {
             return Err(Error::Usage(format!(
