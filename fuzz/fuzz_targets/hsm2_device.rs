@@ -7,7 +7,9 @@
 //! in step whatever its commands hold (a refusal is sealed like an answer).
 //!
 //! The device is in its factory state plus otp-aead-key 0x20 (the shared notes' AES-128
-//! key and nonce id). Input: a mode byte, then requests, each a u16 big-endian length and
+//! key and nonce id); in a session, the target also puts a wrap key (0x21), an HMAC key
+//! (0x22) and an AES key (0x23) with every capability first, so that hostile requests
+//! naming them reach the wrapped-object, HMAC and AES parsers. Input: a mode byte, then requests, each a u16 big-endian length and
 //! that many bytes:
 //! - `0`: each request is posted as it is;
 //! - otherwise: a session is opened with authentication key 1, and each request that is a
@@ -22,7 +24,8 @@ use hsm2_proto::codec::Frame;
 use hsm2_proto::emulator::{Device, DeviceConfig, OtpAeadKeyConfig};
 use hsm2_proto::session::{Challenge, HostSession};
 use hsm2_proto::{
-    cmd, AuthKey, Capabilities, CommandCode, Domains, Label, NonceId, ObjectId, OtpAeadKeyBytes,
+    cmd, Algorithm, AuthKey, Capabilities, CommandCode, Domains, Label, NonceId, ObjectId,
+    OtpAeadKeyBytes, SecretBytes,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -93,6 +96,35 @@ fuzz_target!(|data: &[u8]| {
     let auth = cmd::encode_request(&auth).expect("authenticate");
     cmd::decode_response::<cmd::AuthenticateSession>(&dev.handle(auth.as_bytes(), now))
         .expect("authenticated");
+    let head = |id: u16, algorithm| cmd::NewObject {
+        id: ObjectId(id),
+        label: Label::default(),
+        domains: Domains(1),
+        capabilities: Capabilities::all_known(),
+        algorithm,
+    };
+    let puts = [
+        cmd::encode_request(&cmd::PutWrapKey {
+            object: head(0x21, Algorithm::Aes128CcmWrap),
+            delegated: Capabilities::all_known(),
+            key: SecretBytes::new(vec![0x42; 16]),
+        }),
+        cmd::encode_request(&cmd::PutHmacKey {
+            object: head(0x22, Algorithm::HmacSha256),
+            key: SecretBytes::new(vec![0x43; 32]),
+        }),
+        cmd::encode_request(&cmd::PutSymmetricKey {
+            object: head(0x23, Algorithm::Aes128),
+            key: SecretBytes::new(vec![0x44; 16]),
+        }),
+    ];
+    for put in puts {
+        let sealed = session.seal(&put.expect("a put")).expect("sealed");
+        let answer = session
+            .open(&dev.handle(sealed.as_bytes(), now))
+            .expect("opens");
+        assert_eq!(cmd::device_error(&answer), Ok(None), "the key is put");
+    }
     for req in requests(rest).take(64) {
         let Ok(inner) = Frame::parse(req) else {
             continue;

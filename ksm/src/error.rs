@@ -84,9 +84,17 @@ pub enum Error {
     /// says (each failed key handle is named on standard output).
     #[error("{0} verification line(s) failed (listed above): the device does not hold the configuration")]
     ProvisionUnverified(usize),
-    /// `clone-hsm2`: keys not copied (each is named on standard output); the rest were.
-    #[error("{0} otp-aead-key(s) not cloned (listed above)")]
-    CloneFailed(usize),
+    /// `clone-hsm2`: keys not copied, or copied but not proven (each is named on standard
+    /// output); the rest were copied and proven.
+    #[error(
+        "{failed} otp-aead-key(s) not cloned, {unproven} copied but not proven (listed above)"
+    )]
+    CloneFailed {
+        /// Keys not copied.
+        failed: usize,
+        /// Keys copied whose proof a missing capability prevented.
+        unproven: usize,
+    },
     /// `hsm2-log`: the audit log's digest chain does not hold (the entries were printed).
     #[error("the audit log's digest chain is broken at entry {0}: entries were lost, overwritten or altered, or the device was reset")]
     AuditChainBroken(u16),
@@ -117,7 +125,7 @@ impl Error {
             | Error::Incomplete(_)
             | Error::VerifyFailed
             | Error::ProvisionUnverified(_)
-            | Error::CloneFailed(_)
+            | Error::CloneFailed { .. }
             | Error::AuditChainBroken(_)
             | Error::Io { .. } => 1,
             Error::Usage(_) | Error::Config { .. } | Error::Input(_) => 2,

@@ -1008,9 +1008,11 @@ fn a_wrong_key_aead_among_good_ones_is_named_and_counted_and_decides_the_exit_co
 
 /// `ksm clone-hsm2`'s refusals, each before anything is copied: a wrap key missing on
 /// either side, one that could export or decrypt more than otp-aead-keys, an object of
-/// another type the wrap key could carry out, a group-readable password file. Then a
-/// wrap key whose bytes differ between the devices is named, and a key id the target holds
-/// with another key is left alone while the rest is copied.
+/// another type the wrap key could carry out (on the source, and on a target whose wrap
+/// key may export too), a wrap key in a domain the session's key is not in, a
+/// group-readable password file. Then a wrap key whose bytes differ between the devices is
+/// named, a key id the target holds with another key is left alone while the rest is
+/// copied, and a copy that cannot be proven is named and fails the run.
 #[test]
 fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     use hsm2_proto::cmd::{DeleteObject, NewObject, PutOpaque, PutOtpAeadKey};
@@ -1023,24 +1025,24 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     std::fs::create_dir_all(&b_dir).unwrap();
     let (a, b) = (Emulator::start(&a_dir, None), Emulator::start(&b_dir, None));
     let pw = password_file(d.path());
-    let clone = |pw: &Path| {
-        ksm(
-            &[
-                "clone-hsm2",
-                "--from",
-                &a.url,
-                "--to",
-                &b.url,
-                "--wrap-key-id",
-                "0x30",
-                "--from-password-file",
-                pw.to_str().unwrap(),
-                "--to-password-file",
-                pw.to_str().unwrap(),
-            ],
-            "",
-        )
+    let clone_with = |pw: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "clone-hsm2",
+            "--from",
+            &a.url,
+            "--to",
+            &b.url,
+            "--wrap-key-id",
+            "0x30",
+            "--from-password-file",
+            pw.to_str().unwrap(),
+            "--to-password-file",
+            pw.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ksm(&args, "")
     };
+    let clone = |pw: &Path| clone_with(pw, &[]);
     let refused = |code: i32, says: &str| {
         let o = clone(&pw);
         assert_eq!(o.status.code(), Some(code), "{}", text(&o));
@@ -1118,12 +1120,46 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
         data: b"not an otp-aead-key".to_vec(),
     };
     ca.send(&mut sa, &opaque).unwrap();
-    refused(2, "could also export opaque 0x0005");
+    refused(2, "could also export opaque 0x0005 from the source");
     let req = DeleteObject {
         id: ObjectId(5),
         object_type: ObjectType::Opaque,
     };
     ca.send(&mut sa, &req).unwrap();
+    // A target whose wrap key may also export is scanned the same way.
+    delete_wrap(&mut cb, &mut sb);
+    put_wrap(&mut cb, &mut sb, "export-wrapped:import-wrapped", otp, 8);
+    cb.send(&mut sb, &opaque).unwrap();
+    refused(2, "could also export opaque 0x0005 from the target");
+    cb.send(&mut sb, &req).unwrap();
+    delete_wrap(&mut cb, &mut sb);
+    put_wrap(&mut cb, &mut sb, "import-wrapped", otp, 8);
+    // A wrap key in a domain the session's authentication key is not in: the scan would
+    // not see the objects there.
+    let narrow = hsm2_proto::cmd::PutAuthenticationKey {
+        object: head(
+            2,
+            Algorithm::Aes128YubicoAuthentication,
+            caps("export-wrapped:create-otp-aead"),
+        ),
+        delegated: caps(otp),
+        key: AuthKey::from_password(b"password"),
+    };
+    ca.send(&mut sa, &narrow).unwrap();
+    delete_wrap(&mut ca, &mut sa);
+    let mut wide = head(0x30, Algorithm::Aes128CcmWrap, caps("export-wrapped"));
+    wide.domains = Domains(3);
+    ca.put_wrap_key(&mut sa, wide, caps(otp), SecretBytes::new(vec![7; 16]))
+        .unwrap();
+    let o = clone_with(&pw, &["--from-auth-key-id", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the source's wrap key 0x0030 is in domains (2) that authentication key 0x0002 is not in"),
+        "{}",
+        text(&o)
+    );
+    delete_wrap(&mut ca, &mut sa);
+    put_wrap(&mut ca, &mut sa, "export-wrapped", otp, 7);
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = clone(&pw);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -1154,15 +1190,68 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
         out.contains("1 copied (0 not checked), 0 already on the target, 1 failed"),
         "{out}"
     );
-    // The target's own 0x11 is still its own: an AEAD of its key opens there.
+    // The target's own 0x11 is still its own: an OTP of a secret sealed there opens there,
+    // and not on the source.
+    let secret = hsm_proto::YubiKeySecret {
+        key: [9; 16],
+        uid: [8; 6],
+    };
     let aead = cb
         .create_otp_aead(
             &mut sb,
             ObjectId(0x11),
-            hsm2_proto::Secret([9; 16]),
-            hsm2_proto::Secret([8; 6]),
+            hsm2_proto::Secret(secret.key),
+            hsm2_proto::Secret(secret.uid),
         )
         .unwrap();
-    let r = ca.decrypt_otp(&mut sa, ObjectId(0x11), aead, [0; 16]);
+    let token = hsm_proto::otp::Token {
+        uid: secret.uid,
+        counters: hsm_proto::otp::OtpCounters {
+            use_ctr: 5,
+            session_ctr: 0,
+            ts_high: 0,
+            ts_low: 1,
+        },
+        rnd: 0,
+    };
+    let otp = hsm_proto::otp::encrypt(&secret, &PublicId::from_number(1, 12).unwrap(), &token);
+    let c = cb
+        .decrypt_otp(&mut sb, ObjectId(0x11), aead, otp.ciphertext)
+        .unwrap();
+    assert_eq!(c.use_ctr, 5);
+    let r = ca.decrypt_otp(&mut sa, ObjectId(0x11), aead, otp.ciphertext);
     assert!(r.is_err(), "the source's 0x11 is another key");
+
+    // A copy that cannot be proven (the key lacks create-otp-aead) is named with what is
+    // missing, and the run fails.
+    let req = PutOtpAeadKey {
+        object: head(
+            0x12,
+            Algorithm::Aes128YubicoOtp,
+            caps("decrypt-otp:exportable-under-wrap"),
+        ),
+        nonce_id: NonceId([0x12, 0, 0, 0]),
+        key: OtpAeadKeyBytes::new(&[4u8; 16]).unwrap(),
+    };
+    ca.send(&mut sa, &req).unwrap();
+    let o = clone_with(&pw, &["--key-ids", "0x12"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("NOT PROVEN otp-aead-key 0x0012: create-otp-aead missing on the source"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 copied (1 not checked), 0 already on the target, 0 failed"),
+        "{out}"
+    );
+}
+
+/// `ksm hsm2-log --advance` frees the device's entries: without `--audit-log` their only
+/// copy would be standard output, so it is refused before any device is opened.
+#[test]
+fn hsm2_log_advance_needs_an_audit_log() {
+    let o = ksm(&["hsm2-log", "-D", "http://127.0.0.1:9", "--advance"], "");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--audit-log"), "{}", text(&o));
 }

@@ -313,7 +313,17 @@ impl Hsm2 {
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.drain_failed, true) {
-                    tracing::error!(device = %self.health.name, error = %e, "the YubiHSM 2 audit log could not be drained (the key needs get-log-entries); a device with force-audit on stops when it is full");
+                    // Only a refused permission is the key's fault; anything else (a full
+                    // disk, a device error) is said as it is.
+                    let hint = match &e {
+                        DrainError::Device(d)
+                            if d.code() == Some(hsm2_proto::ErrorCode::InsufficientPermissions) =>
+                        {
+                            " (the key needs get-log-entries)"
+                        }
+                        _ => "",
+                    };
+                    tracing::error!(device = %self.health.name, error = %e, "the YubiHSM 2 audit log could not be drained{hint}; a device with force-audit on stops when it is full");
                 }
                 if let DrainError::Device(_) = e {
                     if !self.sessions[0]
@@ -741,7 +751,9 @@ impl Device for Hsm2 {
     fn reload(&mut self) {
         self.reload_key();
         if let Some(sink) = &self.backend.audit_log {
-            // After a log rotation moved it away, the path names a new file.
+            // After a log rotation moved it away, the path names a new file. The file is
+            // shared by every device of the daemon: the first device's SIGHUP reopens it,
+            // the others find the same file at the path and do nothing.
             if let Err(e) = sink.lock().unwrap_or_else(|p| p.into_inner()).reopen() {
                 warn!(device = %self.health.name, error = %e, "SIGHUP: the YubiHSM 2 audit log file did not open again; the one in use stays");
             }

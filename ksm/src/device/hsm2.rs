@@ -237,6 +237,11 @@ impl Hsm2Device {
         Ok(f(&mut self.client, &mut self.session)?)
     }
 
+    /// The authentication key the session is opened with.
+    pub fn auth_key_id(&self) -> ObjectId {
+        self.auth.key_id
+    }
+
     /// Which device this is.
     pub fn spec(&self) -> &Hsm2Spec {
         &self.spec

@@ -15,14 +15,20 @@
 //! anchor), `start` (the first entry seen of this device) or `break` (it does not follow:
 //! entries were lost, overwritten without `force-audit`, or altered, or the device was
 //! factory reset).
+//!
+//! One writer per file: [`AuditFile::open`] takes an exclusive `flock` on it (the daemon and
+//! `ksm hsm2-log --audit-log` alike), so a second writer is refused instead of interleaving
+//! its lines with the first's and breaking both chains. The file must be private (mode 0600
+//! or stricter, as key files are): the entries say which keys were used when.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hsm2_proto::cmd::{LogEntries, LogEntry};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -163,23 +169,65 @@ pub struct Appended {
 #[derive(Debug)]
 pub struct AuditFile {
     path: PathBuf,
-    file: File,
+    file: Flock<File>,
     anchors: HashMap<u32, Anchor>,
 }
 
 impl AuditFile {
     /// Opens (or creates, mode 0600) the file for appending and reads each device's anchor
     /// from its last line. A line that does not parse (one a crash cut short) is skipped
-    /// and said so: the next entry then shows whether anything is missing.
+    /// and said so: the next entry then shows whether anything is missing. Refused: a file
+    /// that group or other users may access (a logrotate `create 0644`, say), and one
+    /// another writer holds (its `flock`).
     pub fn open(path: &Path) -> Result<AuditFile, Error> {
         let what = || format!("YubiHSM 2 audit log {}", path.display());
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(what(), e))?;
+        let options = |create_new: bool| {
+            let mut o = std::fs::OpenOptions::new();
+            o.append(true).read(true).mode(0o600);
+            if create_new {
+                o.create_new(true);
+            }
+            o
+        };
+        let (file, created) = match options(true).open(path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (
+                options(false)
+                    .open(path)
+                    .map_err(|e| Error::io(what(), e))?,
+                false,
+            ),
+            Err(e) => return Err(Error::io(what(), e)),
+        };
+        let meta = file.metadata().map_err(|e| Error::io(what(), e))?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!("{}: not a regular file", what())));
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Usage(format!(
+                "{} has mode {:04o}, so other users may read which keys were used when; run `chmod 600 {}` (and make log rotation create it 0600)",
+                what(),
+                mode & 0o7777,
+                path.display()
+            )));
+        }
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            Error::Usage(format!(
+                "{} is in use by another writer (a daemon or `ksm hsm2-log --audit-log`): {e}; drain each device from exactly one daemon",
+                what()
+            ))
+        })?;
+        if created {
+            // The new name is durable only once its directory is.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(what(), e))?;
+        }
         let mut anchors = HashMap::new();
         let reader = BufReader::new(file.try_clone().map_err(|e| Error::io(what(), e))?);
         for (n, line) in reader.split(b'\n').enumerate() {
@@ -204,7 +252,7 @@ impl AuditFile {
         let len = file.metadata().map_err(|e| Error::io(what(), e))?.len();
         let mut last = [b'\n'];
         if len > 0 {
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut last, len - 1)
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut last, len - 1)
                 .map_err(|e| Error::io(what(), e))?;
         }
         if last[0] != b'\n' {
@@ -223,6 +271,13 @@ impl AuditFile {
     /// new file's first entries are checked against the old file's last ones. A path that
     /// cannot be opened keeps the file in use.
     pub fn reopen(&mut self) -> Result<(), Error> {
+        // The path still names the file in use (a SIGHUP without a rotation, or one device
+        // after another of the same daemon): nothing to do, and nothing to read again.
+        if let (Ok(now), Ok(open)) = (std::fs::metadata(&self.path), self.file.metadata()) {
+            if (now.dev(), now.ino()) == (open.dev(), open.ino()) {
+                return Ok(());
+            }
+        }
         let fresh = AuditFile::open(&self.path)?;
         self.file = fresh.file;
         for (serial, a) in fresh.anchors {
@@ -275,16 +330,47 @@ impl AuditFile {
             return Ok(out);
         }
         let what = || format!("YubiHSM 2 audit log {}", self.path.display());
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| Error::io(what(), e))?;
+        append_whole(&mut *self.file, text.as_bytes()).map_err(|e| Error::io(what(), e))?;
         if let Some((e, _)) = linked.last() {
             self.anchors.insert(serial, Anchor::of(e));
         }
         out.written = linked.len();
         Ok(out)
     }
+}
+
+/// What [`append_whole`] needs of the file (a test gives it one that fails part-way).
+trait LogFile: Write {
+    fn size(&self) -> std::io::Result<u64>;
+    fn sync(&self) -> std::io::Result<()>;
+    fn cut(&self, len: u64) -> std::io::Result<()>;
+}
+
+impl LogFile for File {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+    fn cut(&self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)?;
+        self.sync_data()
+    }
+}
+
+/// Appends `text` and makes it durable, or cuts the file back to where it was: a write
+/// cut short (a full disk) must not leave a fragment that the next append's first line
+/// would be glued to.
+fn append_whole(f: &mut impl LogFile, text: &[u8]) -> std::io::Result<()> {
+    let before = f.size()?;
+    let r = f.write_all(text).and_then(|()| f.sync());
+    if r.is_err() {
+        if let Err(e) = f.cut(before) {
+            warn!(error = %e, "YubiHSM 2 audit log: a failed append could not be cut back; the next open starts a new line after it");
+        }
+    }
+    r
 }
 
 #[cfg(test)]
@@ -399,6 +485,7 @@ mod tests {
             .unwrap()
             .write_all(b"{\"device\":\"dev\",\"ser")
             .unwrap();
+        drop(f);
         let mut f = AuditFile::open(&path).unwrap();
         assert_eq!(f.anchor(2), Some(Anchor::of(&all[1])));
         // The next line starts on a line of its own, and follows.
@@ -407,5 +494,68 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let line: Line = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!((line.serial, line.number, line.chain), (2, 3, Link::Ok));
+    }
+
+    #[test]
+    fn a_second_writer_and_a_shared_file_are_refused_and_a_reopen_of_the_same_file_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut f = AuditFile::open(&path).unwrap();
+        let e = AuditFile::open(&path).unwrap_err().to_string();
+        assert!(e.contains("in use by another writer"), "{e}");
+        // SIGHUP without a rotation: the file in use stays (it holds the lock).
+        f.reopen().unwrap();
+        f.append("dev", 1, &read(chain(1, 2, [0; 16]))).unwrap();
+        drop(f);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = AuditFile::open(&path).unwrap_err().to_string();
+        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
+    }
+
+    /// Takes `room` bytes, then fails like a full disk.
+    struct Full {
+        data: std::cell::RefCell<Vec<u8>>,
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut d = self.data.borrow_mut();
+            let n = buf.len().min(self.room.saturating_sub(d.len()));
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
+            }
+            d.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogFile for Full {
+        fn size(&self) -> std::io::Result<u64> {
+            Ok(self.data.borrow().len() as u64)
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn cut(&self, len: u64) -> std::io::Result<()> {
+            self.data.borrow_mut().truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_append_cut_short_leaves_no_fragment() {
+        let mut f = Full {
+            data: std::cell::RefCell::new(b"{\"a\":1}\n".to_vec()),
+            room: 12,
+        };
+        assert!(append_whole(&mut f, b"{\"b\":2}\n").is_err());
+        assert_eq!(f.data.borrow().as_slice(), b"{\"a\":1}\n");
+        f.room = 100;
+        append_whole(&mut f, b"{\"b\":2}\n").unwrap();
+        assert_eq!(f.data.borrow().as_slice(), b"{\"a\":1}\n{\"b\":2}\n");
     }
 }

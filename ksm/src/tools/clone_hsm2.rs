@@ -26,18 +26,31 @@
 //! - capabilities bound rights, not object types: an object of another type whose
 //!   capabilities happen to lie inside that set (an opaque object with just
 //!   `exportable-under-wrap`, whose data any session with `get-opaque` reads) would still
-//!   be exportable. So the tool also lists what the source session can see and refuses to
-//!   run if any object that is not an otp-aead-key could be exported under the wrap key.
+//!   be exportable. So on each device whose wrap key has `export-wrapped` (the source
+//!   always; the target too if it was given both, as some recipes do) the tool lists what
+//!   the session can see and refuses to run if any object that is not an otp-aead-key
+//!   could be exported under the wrap key;
+//! - that list holds only the objects in the session's own domains, while the wrap key
+//!   exports from every domain it is in (to whoever opens a session that may use it). So
+//!   on each device the wrap key's domains must be among the session authentication key's
+//!   domains: then every object the wrap key could carry out is one the scan saw.
+//!
+//! What remains unchecked: objects of another session's making after the run (the scan
+//! is a snapshot: a key with `exportable-under-wrap` put in later can still leave under
+//! the wrap key), and a wrap key whose objects another authentication key may export
+//! (the scan proves what *this* wrap key can carry, not who may ask it to).
 //!
 //! # Proof and re-runs
 //!
 //! Each copy is proven: the source seals a throw-away YubiKey secret (random, in memory)
 //! with Create OTP AEAD, and the target must decode an OTP of that secret with Decrypt
-//! OTP under the copied key. That needs `create-otp-aead` on the source key and
-//! `decrypt-otp` on the target's; a key without them is copied but reported as not
-//! checked. A key id that already exists on the target is proven the same way: the same
-//! key is left alone (so a re-run does nothing new), a different one is an error, and
-//! nothing is overwritten.
+//! OTP under the copied key. That needs `create-otp-aead` on the source (its session's
+//! authentication key and the key) and `decrypt-otp` on the target's; a copy that cannot
+//! be proven for lack of them is named with the missing capability, and the run exits 1
+//! (the copy stays: it is the source's key, only unproven). A key id that already exists
+//! on the target is proven the same way: the same key is left alone (so a re-run does
+//! nothing new), a key that refuses the source's OTP (`invalid-otp`) is another key, any
+//! other error is reported as it is, and nothing is overwritten.
 
 use std::io::Write;
 
@@ -118,13 +131,14 @@ pub struct Cloned {
     pub copied: usize,
     /// Keys the target held already, proven the same.
     pub present: usize,
-    /// Copied keys the tool could not prove (a capability for the proof missing).
+    /// Copied keys the tool could not prove (a capability for the proof missing): named on
+    /// standard output, and the run fails.
     pub unchecked: usize,
     /// Keys not copied: named on standard output.
     pub failed: usize,
 }
 
-/// `ksm clone-hsm2`: fails (exit 1) if any key failed.
+/// `ksm clone-hsm2`: fails (exit 1) if any key failed or a copy could not be proven.
 pub fn run(args: CloneHsm2Args) -> Result<(), Error> {
     let timeout = std::time::Duration::from_secs(args.timeout.clamp(1, 600));
     let from_spec = Hsm2Spec::parse(&args.from)?;
@@ -155,8 +169,11 @@ pub fn run(args: CloneHsm2Args) -> Result<(), Error> {
     from.close();
     to.close();
     let r = r?;
-    if r.failed > 0 {
-        return Err(Error::CloneFailed(r.failed));
+    if r.failed > 0 || r.unchecked > 0 {
+        return Err(Error::CloneFailed {
+            failed: r.failed,
+            unproven: r.unchecked,
+        });
     }
     Ok(())
 }
@@ -178,19 +195,13 @@ pub fn clone(
             wrap.0, src_wrap.algorithm, dst_wrap.algorithm
         )));
     }
-    let visible = list(from, &[])?;
-    for (id, t) in &visible {
-        if *t == ObjectType::OtpAeadKey || *t == ObjectType::WrapKey && *id == wrap {
-            continue;
-        }
-        let info = from.call(|c, s| c.object_info(s, *id, *t))?;
-        let exportable = info.capabilities.contains(Capability::ExportableUnderWrap)
-            && src_wrap.delegated.contains_all(info.capabilities);
-        if exportable {
-            return Err(Error::Usage(format!(
-                "wrap key {:#06x} could also export {t} {:#06x} from the source (its capabilities are all among the wrap key's delegated ones): refusing to use it; give that object fewer capabilities, or use a wrap key whose delegated capabilities leave it out",
-                wrap.0, id.0
-            )));
+    for (dev, side, info) in [
+        (&mut *from, "source", &src_wrap),
+        (&mut *to, "target", &dst_wrap),
+    ] {
+        within_session_domains(dev, wrap, side, info)?;
+        if info.capabilities.contains(Capability::ExportWrapped) {
+            nothing_else_exportable(dev, wrap, side, info)?;
         }
     }
     let ids: Vec<ObjectId> = if ids.is_empty() {
@@ -204,8 +215,8 @@ pub fn clone(
     let mut r = Cloned::default();
     for id in ids {
         match clone_one(from, to, wrap, id, out) {
-            Ok(Outcome::Copied { checked: true }) => r.copied += 1,
-            Ok(Outcome::Copied { checked: false }) => {
+            Ok(Outcome::Copied { proven: true }) => r.copied += 1,
+            Ok(Outcome::Copied { proven: false }) => {
                 r.copied += 1;
                 r.unchecked += 1;
             }
@@ -226,7 +237,7 @@ pub fn clone(
 }
 
 enum Outcome {
-    Copied { checked: bool },
+    Copied { proven: bool },
     Present,
 }
 
@@ -253,7 +264,7 @@ fn clone_one(
     };
     if present {
         return match prove(from, to, id) {
-            Ok(true) => {
+            Ok(Proof::Proven) => {
                 let _ = writeln!(
                     out,
                     "otp-aead-key {:#06x} is on the target already: the same key (an AEAD made on the source decodes an OTP on the target)",
@@ -261,12 +272,15 @@ fn clone_one(
                 );
                 Ok(Outcome::Present)
             }
-            Ok(false) => Err(Error::DeviceAnswer(
-                "the target has an otp-aead-key with this id, and its key cannot be compared (create-otp-aead on the source or decrypt-otp on the target missing): left alone".into(),
-            )),
-            Err(_) => Err(Error::DeviceAnswer(
+            Ok(Proof::Missing(what)) => Err(Error::DeviceAnswer(format!(
+                "the target has an otp-aead-key with this id, and its key cannot be compared ({what}): left alone"
+            ))),
+            // Only the device's refusal of the OTP says the key is another one; a lost
+            // connection or a refused session says nothing about the key.
+            Err(e) if device_code(&e) == Some(ErrorCode::InvalidOtp) => Err(Error::DeviceAnswer(
                 "the target has another otp-aead-key with this id (it does not open the source's AEADs): left alone; delete it there first if it is not needed".into(),
             )),
+            Err(e) => Err(e),
         };
     }
     if !info.capabilities.contains(Capability::ExportableUnderWrap) {
@@ -303,19 +317,16 @@ fn clone_one(
         id.0, info.algorithm
     );
     match prove(from, to, id) {
-        Ok(true) => {
+        Ok(Proof::Proven) => {
             let _ = writeln!(
                 out,
                 "checked: an AEAD made on the source decodes an OTP on the target"
             );
-            Ok(Outcome::Copied { checked: true })
+            Ok(Outcome::Copied { proven: true })
         }
-        Ok(false) => {
-            let _ = writeln!(
-                out,
-                "not checked: create-otp-aead on the source or decrypt-otp on the target missing"
-            );
-            Ok(Outcome::Copied { checked: false })
+        Ok(Proof::Missing(what)) => {
+            let _ = writeln!(out, "NOT PROVEN otp-aead-key {:#06x}: {what}", id.0);
+            Ok(Outcome::Copied { proven: false })
         }
         Err(e) => Err(Error::DeviceAnswer(format!(
             "copied, but the copy does not decode the source's AEADs: {e}"
@@ -377,6 +388,59 @@ fn names(c: Capabilities) -> String {
     c.iter().map(|c| c.name()).collect::<Vec<_>>().join(":")
 }
 
+/// Refuses a wrap key in a domain the session's own authentication key is not in: the
+/// scan below sees only the session's domains, the wrap key exports from all of its own.
+fn within_session_domains(
+    dev: &mut Hsm2Device,
+    wrap: ObjectId,
+    side: &str,
+    info: &ObjectInfo,
+) -> Result<(), Error> {
+    let auth = dev.auth_key_id();
+    let session = dev.call(|c, s| c.object_info(s, auth, ObjectType::AuthenticationKey))?;
+    let outside = info.domains.0 & !session.domains.0;
+    if outside != 0 {
+        return Err(Error::Usage(format!(
+            "the {side}'s wrap key {:#06x} is in domains ({}) that authentication key {:#06x} is not in: objects there could be exported under it unseen; use an authentication key in all of the wrap key's domains",
+            wrap.0,
+            hsm2_proto::Domains(outside)
+                .numbers()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            auth.0
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses to run while `dev`'s session sees an object other than otp-aead-keys (and the
+/// wrap key itself) that the wrap key `info` could export: see the module doc.
+fn nothing_else_exportable(
+    dev: &mut Hsm2Device,
+    wrap: ObjectId,
+    side: &str,
+    info: &ObjectInfo,
+) -> Result<(), Error> {
+    for (id, t) in list(dev, &[])? {
+        if t == ObjectType::OtpAeadKey || t == ObjectType::WrapKey && id == wrap {
+            continue;
+        }
+        let object = dev.call(|c, s| c.object_info(s, id, t))?;
+        let exportable = object
+            .capabilities
+            .contains(Capability::ExportableUnderWrap)
+            && info.delegated.contains_all(object.capabilities);
+        if exportable {
+            return Err(Error::Usage(format!(
+                "wrap key {:#06x} could also export {t} {:#06x} from the {side} (its capabilities are all among the wrap key's delegated ones): refusing to use it; give that object fewer capabilities, or use a wrap key whose delegated capabilities leave it out",
+                wrap.0, id.0
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn list(
     dev: &mut Hsm2Device,
     filters: &[ObjectFilter],
@@ -399,10 +463,18 @@ fn device_code(e: &Error) -> Option<ErrorCode> {
     }
 }
 
+/// What [`prove`] found, short of the target refusing the OTP.
+enum Proof {
+    /// The target decoded an OTP of a secret sealed on the source.
+    Proven,
+    /// The proof could not be made: which capability is missing where.
+    Missing(&'static str),
+}
+
 /// Seals a random throw-away YubiKey secret on the source (Create OTP AEAD under `id`) and
-/// has the target decode an OTP of it under its `id`. `Ok(false)`: a capability for it is
-/// missing on either side; `Err`: the target does not decode it.
-fn prove(from: &mut Hsm2Device, to: &mut Hsm2Device, id: ObjectId) -> Result<bool, Error> {
+/// has the target decode an OTP of it under its `id`. `Err`: the target does not decode
+/// it (`invalid-otp`: another key), or a device error.
+fn prove(from: &mut Hsm2Device, to: &mut Hsm2Device, id: ObjectId) -> Result<Proof, Error> {
     let mut secret = YubiKeySecret {
         key: [0; 16],
         uid: [0; 6],
@@ -413,7 +485,11 @@ fn prove(from: &mut Hsm2Device, to: &mut Hsm2Device, id: ObjectId) -> Result<boo
         .call(|c, s| c.create_otp_aead(s, id, Secret(secret.key), Secret(secret.uid)))
     {
         Ok(a) => a,
-        Err(e) if device_code(&e) == Some(ErrorCode::InsufficientPermissions) => return Ok(false),
+        Err(e) if device_code(&e) == Some(ErrorCode::InsufficientPermissions) => {
+            return Ok(Proof::Missing(
+                "create-otp-aead missing on the source (its authentication key or the otp-aead-key)",
+            ))
+        }
         Err(e) => return Err(e),
     };
     let counters = OtpCounters {
@@ -430,11 +506,15 @@ fn prove(from: &mut Hsm2Device, to: &mut Hsm2Device, id: ObjectId) -> Result<boo
     let public_id = hsm_proto::PublicId::from_number(1, 12)?;
     let otp = hsm_proto::otp::encrypt(&secret, &public_id, &token);
     match to.call(|c, s| c.decrypt_otp(s, id, aead, otp.ciphertext)) {
-        Ok(c) if c.use_ctr == 1 && c.ts_low == 1 => Ok(true),
+        Ok(c) if c.use_ctr == 1 && c.ts_low == 1 => Ok(Proof::Proven),
         Ok(_) => Err(Error::DeviceAnswer(
             "the target decoded the check OTP to other counters".into(),
         )),
-        Err(e) if device_code(&e) == Some(ErrorCode::InsufficientPermissions) => Ok(false),
+        Err(e) if device_code(&e) == Some(ErrorCode::InsufficientPermissions) => {
+            Ok(Proof::Missing(
+                "decrypt-otp missing on the target (its authentication key or the otp-aead-key)",
+            ))
+        }
         Err(e) => Err(e),
     }
 }

@@ -1,4 +1,4 @@
-//! `ksm hsm2-log -D URL [--advance] [--audit-log FILE] [--json]`: prints a YubiHSM 2's
+//! `ksm hsm2-log -D URL [--audit-log FILE [--advance]] [--json]`: prints a YubiHSM 2's
 //! audit log for an operator and checks its digest chain.
 //!
 //! What it is for: a device with `force-audit` on refuses logged commands once its 62
@@ -6,7 +6,9 @@
 //! prints them (text, or the audit file's JSON lines), checks that each follows the one
 //! before (and, with `--audit-log`, that the first follows the last one the file kept for
 //! this device, then appends them there as the daemon would), and with `--advance` moves
-//! the log index on so the device has room again. A broken chain is the exit status 1,
+//! the log index on so the device has room again. `--advance` needs `--audit-log`: the
+//! device forgets what it frees, so the entries must be in a synced file first (standard
+//! output may go nowhere). A broken chain is the exit status 1,
 //! after everything is printed (and stored, and the index moved if asked).
 //!
 //! The key needs `get-log-entries` (`--advance` too); the password comes from
@@ -25,8 +27,9 @@ pub struct Hsm2LogArgs {
     #[command(flatten)]
     pub hsm2: Hsm2Args,
     /// Then move the device's log index on to the last entry read, freeing its log (what
-    /// a device with force-audit on needs once the log is full).
-    #[arg(long)]
+    /// a device with force-audit on needs once the log is full). Needs --audit-log: the
+    /// entries it frees must be kept somewhere durable first, not only printed.
+    #[arg(long, requires = "audit_log")]
     pub advance: bool,
     /// Append the entries to this file (the daemon's --hsm2-audit-log format), checking
     /// the chain from the last entry it kept for this device.

@@ -415,11 +415,47 @@ fn plain_commands_and_malformed_requests() {
 }
 
 /// Any bytes, as a whole request or as the plaintext of a genuine session message, get a
-/// frame back and never a panic.
+/// frame back and never a panic. The device holds a wrap key, an HMAC key and an AES key
+/// with every capability, and a quarter of the requests name one of them first, so the
+/// hostile bytes reach the wrapped-object, HMAC and AES parsers and not only "no such
+/// object".
 #[test]
 fn arbitrary_bytes_never_panic() {
+    use crate::cmd::{NewObject, PutHmacKey, PutSymmetricKey};
+    use crate::{Algorithm, Capabilities, Domains, Label, SecretBytes};
     let mut c = client(&DeviceConfig::factory());
     let mut s = c.open_session(ObjectId(1), &factory_key()).unwrap();
+    let head = |id: u16, algorithm| NewObject {
+        id: ObjectId(id),
+        label: Label::new("hostile").unwrap(),
+        domains: Domains(1),
+        capabilities: Capabilities::all_known(),
+        algorithm,
+    };
+    c.put_wrap_key(
+        &mut s,
+        head(0x0100, Algorithm::Aes128CcmWrap),
+        Capabilities::all_known(),
+        SecretBytes::new(vec![0x42; 16]),
+    )
+    .unwrap();
+    c.send(
+        &mut s,
+        &PutHmacKey {
+            object: head(0x0101, Algorithm::HmacSha256),
+            key: SecretBytes::new(vec![0x43; 32]),
+        },
+    )
+    .unwrap();
+    c.send(
+        &mut s,
+        &PutSymmetricKey {
+            object: head(0x0102, Algorithm::Aes128),
+            key: SecretBytes::new(vec![0x44; 16]),
+        },
+    )
+    .unwrap();
+    let key_ids = [0x0100u16, 0x0101, 0x0102];
     // Seeded, so a failure reproduces.
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x4853_4d32);
     for i in 0..2000 {
@@ -432,6 +468,10 @@ fn arbitrary_bytes_never_panic() {
             bytes[0] = codes[i % codes.len()].to_u8();
             let n = (len - 3) as u16;
             bytes[1..3].copy_from_slice(&n.to_be_bytes());
+            if i % 4 == 0 && len >= 5 {
+                let id = key_ids[(i / 4) % key_ids.len()];
+                bytes[3..5].copy_from_slice(&id.to_be_bytes());
+            }
         }
         let now = c.transport_mut().now;
         let _ = c.transport_mut().device.handle(&bytes, now);
