@@ -16,9 +16,17 @@ fail() {
   exit 1
 }
 step() { echo "test-package: $*"; }
+# Whether TEXT (all of a command's output, captured first) matches grep's arguments. Never
+# `cmd | grep -q`: under pipefail the pipeline fails when grep has its match and stops
+# reading while cmd is still writing (cmd dies of SIGPIPE), a race that fails a good package.
+matches() {
+  local text="$1"
+  shift
+  grep -q "$@" <<<"$text"
+}
 
 [ "$(id -u)" = 0 ] || fail "run as root (it installs and purges the package)"
-if dpkg-query -W -f='${Status}' ksm 2>/dev/null | grep -q installed; then
+if matches "$(dpkg-query -W -f='${Status}' ksm 2>/dev/null || true)" installed; then
   fail "a ksm package is installed already; purge it first"
 fi
 getent passwd ksm >/dev/null && fail "a user ksm exists already"
@@ -29,7 +37,7 @@ DEMO_PID=""
 WORK="$(mktemp -d)"
 cleanup() {
   if [ -n "$DEMO_PID" ]; then kill "$DEMO_PID" 2>/dev/null || true; fi
-  if dpkg-query -W -f='${Status}' ksm 2>/dev/null | grep -q -e installed -e config-files; then
+  if matches "$(dpkg-query -W -f='${Status}' ksm 2>/dev/null || true)" -e installed -e config-files; then
     dpkg --purge ksm >/dev/null 2>&1 || true
   fi
   # None of these existed when the script started (it refuses to start otherwise): whatever
@@ -65,8 +73,8 @@ step "lintian (errors fail)"
 lintian --fail-on error --tag-display-limit 0 "$deb" || fail "lintian found errors"
 
 step "description and copyright"
-dpkg-deb -f "$deb" Description | head -n 1 | grep -q 'YubiHSM 1 or YubiHSM 2' ||
-  fail "the description does not name both YubiHSMs: $(dpkg-deb -f "$deb" Description | head -n 1)"
+summary="$(dpkg-deb -f "$deb" Description | sed -n 1p)"
+matches "$summary" 'YubiHSM 1 or YubiHSM 2' || fail "the description does not name both YubiHSMs: $summary"
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/ksm/copyright >"$WORK/copyright"
 # Every crate linked in, with its license, and the license texts with the crates they cover.
 grep -q '^ksm [0-9.]*: BSD-2-Clause$' "$WORK/copyright" || fail "copyright lacks ksm's own license"
@@ -89,7 +97,7 @@ for script in preinst postinst prerm postrm; do
   fi
 done
 grep -q 'deb-systemd-invoke stop' "$WORK/control/prerm" || fail "prerm does not stop the service on remove"
-grep -B1 'deb-systemd-invoke stop' "$WORK/control/prerm" | grep -q '"$1" = remove' ||
+matches "$(grep -B1 'deb-systemd-invoke stop' "$WORK/control/prerm")" '"$1" = remove' ||
   fail "prerm stops the service on more than remove: $(cat "$WORK/control/prerm")"
 
 step "install"
@@ -98,7 +106,7 @@ dpkg -i "$deb"
 step "files, owners and modes"
 expect_stat /usr/bin/ksm "root:root 755"
 expect_stat /etc/ksm/ksm.toml "root:root 644"
-dpkg-query -W -f='${Conffiles}\n' ksm | grep -q '^ /etc/ksm/ksm.toml ' || fail "/etc/ksm/ksm.toml is not a conffile"
+matches "$(dpkg-query -W -f='${Conffiles}\n' ksm)" '^ /etc/ksm/ksm.toml ' || fail "/etc/ksm/ksm.toml is not a conffile"
 unit=/usr/lib/systemd/system/ksm.service
 [ -f "$unit" ] || unit=/lib/systemd/system/ksm.service
 expect_stat "$unit" "root:root 644"
@@ -115,9 +123,9 @@ grep -qx 'ListenStream=127.0.0.1:8002' "$socket_unit" || fail "ksm.socket does n
 ! grep -q '^key-handles' /etc/ksm/ksm.toml || fail "/etc/ksm/ksm.toml has key handles set"
 for page in ksm ksm-serve ksm-keystore-unlock ksm-config-import-pyhsm ksm-store-verify; do
   expect_stat "/usr/share/man/man1/$page.1.gz" "root:root 644"
-  zcat "/usr/share/man/man1/$page.1.gz" | grep -q '^\.TH' || fail "$page.1.gz is not a manual page"
+  matches "$(zcat "/usr/share/man/man1/$page.1.gz")" '^\.TH' || fail "$page.1.gz is not a manual page"
 done
-zcat /usr/share/man/man1/ksm.1.gz | grep -A1 '^\.SH NAME' | grep -q 'YubiHSM 1 or YubiHSM 2' ||
+matches "$(zcat /usr/share/man/man1/ksm.1.gz | grep -A1 '^\.SH NAME')" 'YubiHSM 1 or YubiHSM 2' ||
   fail "ksm(1)'s NAME line does not name both YubiHSMs"
 [ ! -e /usr/share/ksm ] || fail "/usr/share/ksm installed: the demo's AEADs are in the binary"
 [ ! -e /usr/share/man/man1/ksm-generate-man.1.gz ] || fail "a hidden command has a manual page"
@@ -132,7 +140,7 @@ IFS=: read -r _ _ uid _ _ home shell < <(getent passwd ksm)
 [ "$uid" -lt 1000 ] || fail "ksm is not a system user (uid $uid)"
 [ "$shell" = /usr/sbin/nologin ] || fail "ksm's shell is $shell"
 [ "$home" = /nonexistent ] && [ ! -e /nonexistent ] || fail "ksm's home is $home"
-id -nG ksm | tr ' ' '\n' | grep -qx dialout || fail "ksm is not in dialout (the group of /dev/ttyACM*)"
+matches "$(id -nG ksm | tr ' ' '\n')" -x dialout || fail "ksm is not in dialout (the group of /dev/ttyACM*)"
 expect_stat /var/cache/yubikey-ksm "root:root 755"
 # Root's, readable by the daemon's group: the daemon only reads AEADs.
 expect_stat /var/cache/yubikey-ksm/aeads "root:ksm 750"
@@ -200,7 +208,7 @@ if dpkg -i "$deb" >"$WORK/nonsystem.out" 2>&1; then
 fi
 grep -q 'uid 1500, which is not a system user' "$WORK/nonsystem.out" ||
   fail "install failed without saying why: $(cat "$WORK/nonsystem.out")"
-! id -nG ksm | tr ' ' '\n' | grep -qx dialout || fail "the non-system ksm was put in dialout"
+! matches "$(id -nG ksm | tr ' ' '\n')" -x dialout || fail "the non-system ksm was put in dialout"
 [ ! -e /var/cache/yubikey-ksm ] || fail "install made the AEAD directory for the non-system ksm"
 dpkg --purge ksm >/dev/null
 [ "$(id -u ksm)" = 1500 ] || fail "purge touched the account it did not make"

@@ -76,7 +76,7 @@ if [ ! -f "$ROOT/.ksm-test-root" ]; then
   step "making a Debian 12 root with debootstrap"
   # From the Debian mirror apt already uses here.
   mirror="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
-    awk '$2 == "bookworm" { print $1; exit }')"
+    awk '!found && $2 == "bookworm" { print $1; found = 1 }')"
   rm -rf "$ROOT"
   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,adduser,sudo,curl \
     bookworm "$ROOT" ${mirror:+"$mirror"} >"$WORK/debootstrap.log" 2>&1 ||
@@ -127,7 +127,8 @@ pid="$(in_ct systemctl show -P MainPID ksm.service)"
 # one of PID 1's.
 sock="$(in_ct readlink "/proc/$pid/fd/3" || true)"
 [[ "$sock" == socket:* ]] || fail "the daemon's descriptor 3 is '$sock', not ksm.socket's socket"
-in_ct ls -l /proc/1/fd | grep -qF -- "-> $sock" || fail "the daemon's $sock is not systemd's ksm.socket"
+ls_fd="$(in_ct ls -l /proc/1/fd)"
+grep -qF -- "-> $sock" <<<"$ls_fd" || fail "the daemon's $sock is not systemd's ksm.socket"
 url="$(in_ct journalctl --no-pager -u ksm.service -o cat | sed -n "s/^try: *curl '\(.*\)'$/\1/p" | tail -n 1)"
 [[ "$url" == http://127.0.0.1:8002/* ]] || fail "the demo's curl line is '$url'"
 decode() { in_ct curl -sS --max-time 10 "$url"; }

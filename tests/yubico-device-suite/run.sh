@@ -92,7 +92,7 @@ for file in "$suite"/tests/device/test_*.py; do
   echo "$name: $summary"
   if [ "$rc" != 0 ] && [ "$rc" != 5 ]; then
     failed=1
-    sed -n '/= FAILURES =\|= ERRORS =/,$p' "$work/pytest-$name.log" | head -n 80 >&2 || true
+    sed -n '/= FAILURES =\|= ERRORS =/,$p' "$work/pytest-$name.log" | sed -n 1,80p >&2 || true
   fi
   passed=$(echo "$summary" | sed -n 's/.*\b\([0-9][0-9]*\) passed.*/\1/p')
   desel=$(echo "$summary" | sed -n 's/.*\b\([0-9][0-9]*\) deselected.*/\1/p')
