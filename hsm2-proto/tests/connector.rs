@@ -86,10 +86,14 @@ fn serve(
     (url, rx)
 }
 
+/// Short enough that the test of a connector that never answers is quick, long enough that
+/// a stand-in slowed by a loaded 2-core machine (the whole suite runs beside it) still answers.
+const ANSWER: Duration = Duration::from_secs(2);
+
 fn quick() -> HttpTimeouts {
     HttpTimeouts {
         connect: Duration::from_secs(2),
-        answer: Duration::from_millis(500),
+        answer: ANSWER,
     }
 }
 
@@ -255,7 +259,7 @@ fn connector_failures_are_typed_and_bounded() {
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.is_transport_error());
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < ANSWER + Duration::from_secs(3),
         "{:?}",
         start.elapsed()
     );
