@@ -16,7 +16,9 @@ pub enum DeviceState {
     Up = 0,
     /// Open, but its key store is locked.
     Locked = 1,
-    /// Not reachable; the owner keeps trying to reopen it.
+    /// Cannot serve: not reachable (the owner keeps trying to reopen it), or a YubiHSM 2
+    /// whose session slots other clients hold while the daemon holds none (the owner asks
+    /// for one every second).
     Down = 2,
 }
 

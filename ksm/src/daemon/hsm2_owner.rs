@@ -412,6 +412,21 @@ impl Hsm2 {
         self.retry_wait = self.backend.refused_retry;
     }
 
+    /// With every session slot taken by other clients and none held, asks for one again (the
+    /// owner loop's tick, at most once a second), so the device is up again, and chosen
+    /// again, as soon as a slot frees rather than at the next decode that happens to reach it.
+    fn retry_full(&mut self) {
+        let waiting = self.sessions_full
+            && self.client.is_some()
+            && self.key.is_some()
+            && self.refused_until.is_none()
+            && self.sessions.iter().all(Option::is_none);
+        if waiting && self.ensure_session(0).is_ok() {
+            info!(device = %self.health.name, "a YubiHSM 2 session slot freed: the device serves again");
+            self.health.set(DeviceState::Up);
+        }
+    }
+
     /// Tries a refused configured key again once its wait is over (the owner loop's tick).
     fn retry_refused(&mut self) {
         let due = self.refused_until.is_some_and(|t| Instant::now() >= t);
@@ -563,6 +578,12 @@ impl Hsm2 {
             }
             Err(e) if e.code() == Some(ErrorCode::SessionsFull) => {
                 self.sessions_full = true;
+                if self.sessions.iter().all(Option::is_none) {
+                    // Holding no session, the daemon cannot decode on this device whatever
+                    // its transport says: it is down (other devices serve first), and the
+                    // tick asks for a slot again until one frees.
+                    self.health.set(DeviceState::Down);
+                }
                 let text = e.to_string();
                 // The keep-alive tick asks every second: said once, until it changes.
                 if self.health.last_error() != text {
@@ -728,6 +749,7 @@ impl Device for Hsm2 {
     /// sessions alive.
     fn tick(&mut self, _idle: Duration) -> bool {
         self.retry_refused();
+        self.retry_full();
         self.keep_sessions();
         if self.client.is_some() && self.last_log_check.elapsed() >= LOG_CHECK_IDLE {
             self.check_log(false);

@@ -319,3 +319,62 @@ fn a_refused_password_file_is_kept_retried_with_backoff_and_read_again_on_sighup
         "OK counter=0007 low=4242 high=17 use=07"
     );
 }
+
+/// Other clients of the device hold every session slot while the daemon holds none (its
+/// session was dropped by a reset, and they were quicker): the device cannot decode for the
+/// daemon, so `/health` must not call it up. It is down, with the slots named as why; the
+/// owner's tick asks again, and it is up as soon as a slot frees, with no decode to prompt it.
+#[test]
+fn a_device_whose_session_slots_other_clients_hold_is_down_until_one_frees() {
+    let emu = emulator("");
+    let pool = Pool::start(
+        vec![backend(emu.url(), Some(PASSWORD), 1)],
+        PoolConfig::default(),
+    );
+    wait_for_state(&pool, DeviceState::Up);
+    let rt = rt();
+    let (_, a2) = aeads(1);
+    let decode = |ctr| {
+        let otp = Otp::parse(&test_support::vector_otp(1, ctr, 1)).unwrap();
+        line(rt.block_on(pool.decode(otp, a2, soon())))
+    };
+    assert_eq!(decode(1), "OK counter=0001 low=4242 high=17 use=01");
+
+    emu.reset();
+    let timeouts = hsm2_proto::transport::HttpTimeouts {
+        connect: Duration::from_secs(2),
+        answer: Duration::from_secs(2),
+    };
+    let connector = hsm2_proto::transport::Connector::open(&emu.url(), timeouts).unwrap();
+    let mut other = hsm2_proto::Client::new(connector);
+    let key = AuthKey::from_password(PASSWORD.as_bytes());
+    let mut held = Vec::new();
+    let full = loop {
+        match other.open_session(ObjectId(2), &key) {
+            Ok(s) => held.push(s),
+            Err(e) => break e,
+        }
+        assert!(held.len() <= 16, "a YubiHSM 2 has 16 session slots");
+    };
+    assert_eq!(
+        full.code(),
+        Some(hsm2_proto::ErrorCode::SessionsFull),
+        "{full}"
+    );
+    assert_eq!(held.len(), 16);
+
+    let refused = decode(2);
+    assert!(refused.starts_with("ERR "), "{refused}");
+    let health = &pool.health()[0];
+    assert_eq!(health.state(), DeviceState::Down);
+    assert_eq!(health.sessions_open.load(Ordering::SeqCst), 0);
+    assert!(
+        health.last_error().contains("session"),
+        "{}",
+        health.last_error()
+    );
+
+    other.close_session(held.pop().unwrap()).unwrap();
+    wait_for_state(&pool, DeviceState::Up);
+    assert_eq!(decode(2), "OK counter=0002 low=4242 high=17 use=01");
+}
