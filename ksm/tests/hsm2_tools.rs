@@ -1247,6 +1247,137 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     );
 }
 
+/// `ksm clone-hsm2` calls a key the target already holds "the same" only once the target
+/// has decoded an OTP under it from an AEAD the source made. When a device refuses that
+/// comparison (the target's authentication key may import but not decrypt OTPs; the target's
+/// key may not decrypt OTPs; the source's authentication key may export but not make AEADs),
+/// the operator is told which refusal, the key is counted as failed (not as present, not as
+/// another key) and the run exits 1. With the rights in place the same key is found the same.
+#[test]
+fn clone_hsm2_reports_a_refused_comparison_of_a_key_the_target_already_holds() {
+    use hsm2_proto::cmd::{NewObject, PutAuthenticationKey, PutOtpAeadKey};
+    use hsm2_proto::OtpAeadKeyBytes;
+    use hsm2_proto::{Algorithm, Capabilities, Domains, Label, NonceId, SecretBytes};
+
+    let d = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (d.path().join("a"), d.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let (a, b) = (Emulator::start(&a_dir, None), Emulator::start(&b_dir, None));
+    let pw = password_file(d.path());
+    let caps = |names: &str| Capabilities::parse(names).unwrap();
+    let head = |id: u16, algorithm, capabilities: &str| NewObject {
+        id: ObjectId(id),
+        label: Label::new("clone comparison").unwrap(),
+        domains: Domains(1),
+        capabilities: caps(capabilities),
+        algorithm,
+    };
+    let otp = "decrypt-otp:create-otp-aead:exportable-under-wrap";
+    let (mut ca, mut sa) = a.client();
+    let (mut cb, mut sb) = b.client();
+    // 0x10: the same key on both devices. 0x11: the same key, but the target's copy may
+    // not decrypt OTPs.
+    for (id, target_caps) in [(0x10, otp), (0x11, "create-otp-aead:exportable-under-wrap")] {
+        for (c, s, capabilities) in [(&mut ca, &mut sa, otp), (&mut cb, &mut sb, target_caps)] {
+            let req = PutOtpAeadKey {
+                object: head(id, Algorithm::Aes128YubicoOtp, capabilities),
+                nonce_id: NonceId([id as u8, 0, 0, 0]),
+                key: OtpAeadKeyBytes::new(&[id as u8; 16]).unwrap(),
+            };
+            c.send(s, &req).unwrap();
+        }
+    }
+    for (c, s, cap) in [
+        (&mut ca, &mut sa, "export-wrapped"),
+        (&mut cb, &mut sb, "import-wrapped"),
+    ] {
+        c.put_wrap_key(
+            s,
+            head(0x30, Algorithm::Aes128CcmWrap, cap),
+            caps(otp),
+            SecretBytes::new(vec![7; 16]),
+        )
+        .unwrap();
+        // Authentication key 2: all cloning needs of this side, and not the proof's
+        // capability.
+        let narrow = PutAuthenticationKey {
+            object: head(2, Algorithm::Aes128YubicoAuthentication, cap),
+            delegated: caps(otp),
+            key: AuthKey::from_password(b"password"),
+        };
+        c.send(s, &narrow).unwrap();
+    }
+    let clone = |extra: &[&str]| {
+        let mut args = vec![
+            "clone-hsm2",
+            "--from",
+            &a.url,
+            "--to",
+            &b.url,
+            "--wrap-key-id",
+            "0x30",
+            "--from-password-file",
+            pw.to_str().unwrap(),
+            "--to-password-file",
+            pw.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ksm(&args, "")
+    };
+    let refused = |extra: &[&str], key: &str, says: &str| {
+        let o = clone(extra);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {out}");
+        assert!(
+            out.contains(&format!(
+                "FAILED otp-aead-key {key}: the target has an otp-aead-key with this id, and its key cannot be compared ({says}): left alone"
+            )),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            out.contains("0 copied (0 not checked), 0 already on the target, 1 failed"),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            out.contains("1 otp-aead-key(s) not cloned, 0 copied but not proven"),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            !out.contains("is on the target already"),
+            "{extra:?}: {out}"
+        );
+        assert!(!out.contains("another otp-aead-key"), "{extra:?}: {out}");
+    };
+    refused(
+        &["--key-ids", "0x10", "--to-auth-key-id", "2"],
+        "0x0010",
+        "decrypt-otp missing on the target (its authentication key or the otp-aead-key)",
+    );
+    refused(
+        &["--key-ids", "0x11"],
+        "0x0011",
+        "decrypt-otp missing on the target (its authentication key or the otp-aead-key)",
+    );
+    refused(
+        &["--key-ids", "0x10", "--from-auth-key-id", "2"],
+        "0x0010",
+        "create-otp-aead missing on the source (its authentication key or the otp-aead-key)",
+    );
+    // Every refusal left the target's keys as they were: 0x10 there is the source's key,
+    // as a run with the rights in place finds.
+    let o = clone(&["--key-ids", "0x10"]);
+    let out = ok(&o);
+    assert!(
+        out.contains("otp-aead-key 0x0010 is on the target already: the same key"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 copied (0 not checked), 1 already on the target, 0 failed"),
+        "{out}"
+    );
+}
+
 /// `ksm hsm2-log --advance` frees the device's entries: without `--audit-log` their only
 /// copy would be standard output, so it is refused before any device is opened.
 #[test]
