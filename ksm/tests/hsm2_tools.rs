@@ -1006,6 +1006,70 @@ fn a_wrong_key_aead_among_good_ones_is_named_and_counted_and_decides_the_exit_co
     }
 }
 
+/// Two emulated YubiHSM 2s for `ksm clone-hsm2`, the source `a` and the target `b`, and a
+/// password file for authentication keys made with the factory password.
+struct ClonePair {
+    a: Emulator,
+    b: Emulator,
+    pw: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ClonePair {
+    fn start() -> ClonePair {
+        let d = tempfile::tempdir().unwrap();
+        let (a_dir, b_dir) = (d.path().join("a"), d.path().join("b"));
+        std::fs::create_dir_all(&a_dir).unwrap();
+        std::fs::create_dir_all(&b_dir).unwrap();
+        ClonePair {
+            a: Emulator::start(&a_dir, None),
+            b: Emulator::start(&b_dir, None),
+            pw: password_file(d.path()),
+            _dir: d,
+        }
+    }
+
+    /// `ksm clone-hsm2` from `a` to `b` under wrap key 0x30, both passwords from `pw`,
+    /// with `extra` arguments.
+    fn run(&self, extra: &[&str]) -> Output {
+        let pw = self.pw.to_str().unwrap();
+        let mut args = vec![
+            "clone-hsm2",
+            "--from",
+            &self.a.url,
+            "--to",
+            &self.b.url,
+            "--wrap-key-id",
+            "0x30",
+            "--from-password-file",
+            pw,
+            "--to-password-file",
+            pw,
+        ];
+        args.extend_from_slice(extra);
+        ksm(&args, "")
+    }
+}
+
+fn caps(names: &str) -> hsm2_proto::Capabilities {
+    hsm2_proto::Capabilities::parse(names).unwrap()
+}
+
+/// The head of an object the clone tests put on a device: domain 1.
+fn clone_test_object(
+    id: u16,
+    algorithm: hsm2_proto::Algorithm,
+    capabilities: &str,
+) -> hsm2_proto::cmd::NewObject {
+    hsm2_proto::cmd::NewObject {
+        id: ObjectId(id),
+        label: hsm2_proto::Label::new("clone test").unwrap(),
+        domains: hsm2_proto::Domains(1),
+        capabilities: caps(capabilities),
+        algorithm,
+    }
+}
+
 /// `ksm clone-hsm2`'s refusals, each before anything is copied: a wrap key missing on
 /// either side, one that could export or decrypt more than otp-aead-keys, an object of
 /// another type the wrap key could carry out (on the source, and on a target whose wrap
@@ -1015,53 +1079,23 @@ fn a_wrong_key_aead_among_good_ones_is_named_and_counted_and_decides_the_exit_co
 /// copied, and a copy that cannot be proven is named and fails the run.
 #[test]
 fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
-    use hsm2_proto::cmd::{DeleteObject, NewObject, PutOpaque, PutOtpAeadKey};
-    use hsm2_proto::{Algorithm, Capabilities, Domains, Label, NonceId, ObjectType};
+    use hsm2_proto::cmd::{DeleteObject, PutOpaque, PutOtpAeadKey};
+    use hsm2_proto::{Algorithm, Domains, NonceId, ObjectType};
     use hsm2_proto::{OtpAeadKeyBytes, SecretBytes};
 
-    let d = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (d.path().join("a"), d.path().join("b"));
-    std::fs::create_dir_all(&a_dir).unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let (a, b) = (Emulator::start(&a_dir, None), Emulator::start(&b_dir, None));
-    let pw = password_file(d.path());
-    let clone_with = |pw: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "clone-hsm2",
-            "--from",
-            &a.url,
-            "--to",
-            &b.url,
-            "--wrap-key-id",
-            "0x30",
-            "--from-password-file",
-            pw.to_str().unwrap(),
-            "--to-password-file",
-            pw.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        ksm(&args, "")
-    };
-    let clone = |pw: &Path| clone_with(pw, &[]);
+    let pair = ClonePair::start();
+    let (a, b, pw) = (&pair.a, &pair.b, &pair.pw);
     let refused = |code: i32, says: &str| {
-        let o = clone(&pw);
+        let o = pair.run(&[]);
         assert_eq!(o.status.code(), Some(code), "{}", text(&o));
         assert!(text(&o).contains(says), "{}", text(&o));
-    };
-    let caps = |names: &str| Capabilities::parse(names).unwrap();
-    let head = |id: u16, algorithm, capabilities| NewObject {
-        id: ObjectId(id),
-        label: Label::new("clone refusals").unwrap(),
-        domains: Domains(1),
-        capabilities,
-        algorithm,
     };
     let otp = "decrypt-otp:create-otp-aead:exportable-under-wrap";
     let (mut ca, mut sa) = a.client();
     let (mut cb, mut sb) = b.client();
     for (id, key) in [(0x10, [1u8; 16]), (0x11, [2u8; 16])] {
         let req = PutOtpAeadKey {
-            object: head(id, Algorithm::Aes128YubicoOtp, caps(otp)),
+            object: clone_test_object(id, Algorithm::Aes128YubicoOtp, otp),
             nonce_id: NonceId([id as u8, 0, 0, 0]),
             key: OtpAeadKeyBytes::new(&key).unwrap(),
         };
@@ -1069,7 +1103,7 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     }
     // The target's 0x11 is another key.
     let req = PutOtpAeadKey {
-        object: head(0x11, Algorithm::Aes128YubicoOtp, caps(otp)),
+        object: clone_test_object(0x11, Algorithm::Aes128YubicoOtp, otp),
         nonce_id: NonceId([0x11, 0, 0, 0]),
         key: OtpAeadKeyBytes::new(&[3u8; 16]).unwrap(),
     };
@@ -1089,7 +1123,7 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
                     key: u8| {
         c.put_wrap_key(
             s,
-            head(0x30, Algorithm::Aes128CcmWrap, caps(cap)),
+            clone_test_object(0x30, Algorithm::Aes128CcmWrap, cap),
             caps(delegated),
             SecretBytes::new(vec![key; 16]),
         )
@@ -1116,7 +1150,7 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     refused(3, "the target has no wrap key 0x0030");
     put_wrap(&mut cb, &mut sb, "import-wrapped", otp, 8);
     let opaque = PutOpaque {
-        object: head(5, Algorithm::OpaqueData, caps("exportable-under-wrap")),
+        object: clone_test_object(5, Algorithm::OpaqueData, "exportable-under-wrap"),
         data: b"not an otp-aead-key".to_vec(),
     };
     ca.send(&mut sa, &opaque).unwrap();
@@ -1137,21 +1171,21 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     // A wrap key in a domain the session's authentication key is not in: the scan would
     // not see the objects there.
     let narrow = hsm2_proto::cmd::PutAuthenticationKey {
-        object: head(
+        object: clone_test_object(
             2,
             Algorithm::Aes128YubicoAuthentication,
-            caps("export-wrapped:create-otp-aead"),
+            "export-wrapped:create-otp-aead",
         ),
         delegated: caps(otp),
         key: AuthKey::from_password(b"password"),
     };
     ca.send(&mut sa, &narrow).unwrap();
     delete_wrap(&mut ca, &mut sa);
-    let mut wide = head(0x30, Algorithm::Aes128CcmWrap, caps("export-wrapped"));
+    let mut wide = clone_test_object(0x30, Algorithm::Aes128CcmWrap, "export-wrapped");
     wide.domains = Domains(3);
     ca.put_wrap_key(&mut sa, wide, caps(otp), SecretBytes::new(vec![7; 16]))
         .unwrap();
-    let o = clone_with(&pw, &["--from-auth-key-id", "2"]);
+    let o = pair.run(&["--from-auth-key-id", "2"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("the source's wrap key 0x0030 is in domains (2) that authentication key 0x0002 is not in"),
@@ -1160,14 +1194,14 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     );
     delete_wrap(&mut ca, &mut sa);
     put_wrap(&mut ca, &mut sa, "export-wrapped", otp, 7);
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = clone(&pw);
+    std::fs::set_permissions(pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = pair.run(&[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("chmod 600"), "{}", text(&o));
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(pw, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // Other bytes under the same id on the target: named, nothing imported.
-    let o = clone(&pw);
+    let o = pair.run(&[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("FAILED otp-aead-key 0x0010: the target could not open what the source exported: the two wrap keys 0x0030 do not hold the same key bytes"),
@@ -1176,7 +1210,7 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     );
     delete_wrap(&mut cb, &mut sb);
     put_wrap(&mut cb, &mut sb, "import-wrapped", otp, 7);
-    let o = clone(&pw);
+    let o = pair.run(&[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("copied otp-aead-key 0x0010"), "{out}");
@@ -1225,16 +1259,16 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     // A copy that cannot be proven (the key lacks create-otp-aead) is named with what is
     // missing, and the run fails.
     let req = PutOtpAeadKey {
-        object: head(
+        object: clone_test_object(
             0x12,
             Algorithm::Aes128YubicoOtp,
-            caps("decrypt-otp:exportable-under-wrap"),
+            "decrypt-otp:exportable-under-wrap",
         ),
         nonce_id: NonceId([0x12, 0, 0, 0]),
         key: OtpAeadKeyBytes::new(&[4u8; 16]).unwrap(),
     };
     ca.send(&mut sa, &req).unwrap();
-    let o = clone_with(&pw, &["--key-ids", "0x12"]);
+    let o = pair.run(&["--key-ids", "0x12"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
@@ -1243,6 +1277,106 @@ fn clone_hsm2_refuses_a_wrap_key_that_could_move_more_and_overwrites_nothing() {
     );
     assert!(
         out.contains("1 copied (1 not checked), 0 already on the target, 0 failed"),
+        "{out}"
+    );
+}
+
+/// `ksm clone-hsm2` calls a key the target already holds "the same" only once the target
+/// has decoded an OTP under it from an AEAD the source made. When a device refuses that
+/// comparison (the target's authentication key may import but not decrypt OTPs; the target's
+/// key may not decrypt OTPs; the source's authentication key may export but not make AEADs),
+/// the operator is told which refusal, the key is counted as failed (not as present, not as
+/// another key) and the run exits 1. With the rights in place the same key is found the same.
+#[test]
+fn clone_hsm2_reports_a_refused_comparison_of_a_key_the_target_already_holds() {
+    use hsm2_proto::cmd::{PutAuthenticationKey, PutOtpAeadKey};
+    use hsm2_proto::{Algorithm, NonceId, OtpAeadKeyBytes, SecretBytes};
+
+    let pair = ClonePair::start();
+    let otp = "decrypt-otp:create-otp-aead:exportable-under-wrap";
+    let (mut ca, mut sa) = pair.a.client();
+    let (mut cb, mut sb) = pair.b.client();
+    // 0x10: the same key on both devices. 0x11: the same key, but the target's copy may
+    // not decrypt OTPs.
+    for (id, target_caps) in [(0x10, otp), (0x11, "create-otp-aead:exportable-under-wrap")] {
+        for (c, s, capabilities) in [(&mut ca, &mut sa, otp), (&mut cb, &mut sb, target_caps)] {
+            let req = PutOtpAeadKey {
+                object: clone_test_object(id, Algorithm::Aes128YubicoOtp, capabilities),
+                nonce_id: NonceId([id as u8, 0, 0, 0]),
+                key: OtpAeadKeyBytes::new(&[id as u8; 16]).unwrap(),
+            };
+            c.send(s, &req).unwrap();
+        }
+    }
+    for (c, s, cap) in [
+        (&mut ca, &mut sa, "export-wrapped"),
+        (&mut cb, &mut sb, "import-wrapped"),
+    ] {
+        c.put_wrap_key(
+            s,
+            clone_test_object(0x30, Algorithm::Aes128CcmWrap, cap),
+            caps(otp),
+            SecretBytes::new(vec![7; 16]),
+        )
+        .unwrap();
+        // Authentication key 2: all cloning needs of this side, and not the proof's
+        // capability.
+        let narrow = PutAuthenticationKey {
+            object: clone_test_object(2, Algorithm::Aes128YubicoAuthentication, cap),
+            delegated: caps(otp),
+            key: AuthKey::from_password(b"password"),
+        };
+        c.send(s, &narrow).unwrap();
+    }
+    let refused = |extra: &[&str], key: &str, says: &str| {
+        let o = pair.run(extra);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {out}");
+        assert!(
+            out.contains(&format!(
+                "FAILED otp-aead-key {key}: the target has an otp-aead-key with this id, and its key cannot be compared ({says}): left alone"
+            )),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            out.contains("0 copied (0 not checked), 0 already on the target, 1 failed"),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            out.contains("1 otp-aead-key(s) not cloned, 0 copied but not proven"),
+            "{extra:?}: {out}"
+        );
+        assert!(
+            !out.contains("is on the target already"),
+            "{extra:?}: {out}"
+        );
+        assert!(!out.contains("another otp-aead-key"), "{extra:?}: {out}");
+    };
+    refused(
+        &["--key-ids", "0x10", "--to-auth-key-id", "2"],
+        "0x0010",
+        "decrypt-otp missing on the target (its authentication key or the otp-aead-key)",
+    );
+    refused(
+        &["--key-ids", "0x11"],
+        "0x0011",
+        "decrypt-otp missing on the target (its authentication key or the otp-aead-key)",
+    );
+    refused(
+        &["--key-ids", "0x10", "--from-auth-key-id", "2"],
+        "0x0010",
+        "create-otp-aead missing on the source (its authentication key or the otp-aead-key)",
+    );
+    // Every refusal left the target's keys as they were: 0x10 there is the source's key,
+    // as a run with the rights in place finds.
+    let o = pair.run(&["--key-ids", "0x10"]);
+    let out = ok(&o);
+    assert!(
+        out.contains("otp-aead-key 0x0010 is on the target already: the same key"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 copied (0 not checked), 1 already on the target, 0 failed"),
         "{out}"
     );
 }

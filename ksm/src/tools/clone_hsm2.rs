@@ -56,10 +56,8 @@ use std::io::Write;
 
 use hsm2_proto::cmd::{self, ListObjects, ObjectFilter, ObjectInfo};
 use hsm2_proto::{Capabilities, Capability, ErrorCode, ObjectId, ObjectType, OtpAead, Secret};
-use hsm_proto::otp::{OtpCounters, Token};
-use hsm_proto::YubiKeySecret;
-use rand::RngCore;
 
+use super::proof_otp::ProofOtp;
 use crate::device::hsm2::{object_id_arg, Hsm2Auth, Hsm2Device, Hsm2Spec};
 use crate::Error;
 
@@ -471,16 +469,12 @@ enum Proof {
     Missing(&'static str),
 }
 
-/// Seals a random throw-away YubiKey secret on the source (Create OTP AEAD under `id`) and
-/// has the target decode an OTP of it under its `id`. `Err`: the target does not decode
-/// it (`invalid-otp`: another key), or a device error.
+/// Seals a throw-away YubiKey secret ([`ProofOtp`]) on the source (Create OTP AEAD under
+/// `id`) and has the target decode an OTP of it under its `id`. `Err`: the target does not
+/// decode it (`invalid-otp`: another key), or a device error.
 fn prove(from: &mut Hsm2Device, to: &mut Hsm2Device, id: ObjectId) -> Result<Proof, Error> {
-    let mut secret = YubiKeySecret {
-        key: [0; 16],
-        uid: [0; 6],
-    };
-    rand::rngs::OsRng.fill_bytes(&mut secret.key);
-    rand::rngs::OsRng.fill_bytes(&mut secret.uid);
+    let proof = ProofOtp::new()?;
+    let secret = proof.secret();
     let aead: OtpAead = match from
         .call(|c, s| c.create_otp_aead(s, id, Secret(secret.key), Secret(secret.uid)))
     {
@@ -492,22 +486,9 @@ fn prove(from: &mut Hsm2Device, to: &mut Hsm2Device, id: ObjectId) -> Result<Pro
         }
         Err(e) => return Err(e),
     };
-    let counters = OtpCounters {
-        use_ctr: 1,
-        session_ctr: 0,
-        ts_high: 0,
-        ts_low: 1,
-    };
-    let token = Token {
-        uid: secret.uid,
-        counters,
-        rnd: 0,
-    };
-    let public_id = hsm_proto::PublicId::from_number(1, 12)?;
-    let otp = hsm_proto::otp::encrypt(&secret, &public_id, &token);
-    match to.call(|c, s| c.decrypt_otp(s, id, aead, otp.ciphertext)) {
-        Ok(c) if c.use_ctr == 1 && c.ts_low == 1 => Ok(Proof::Proven),
-        Ok(_) => Err(Error::DeviceAnswer(
+    match proof.decodes_on(to, id, aead) {
+        Ok(true) => Ok(Proof::Proven),
+        Ok(false) => Err(Error::DeviceAnswer(
             "the target decoded the check OTP to other counters".into(),
         )),
         Err(e) if device_code(&e) == Some(ErrorCode::InsufficientPermissions) => {

@@ -10,6 +10,7 @@ pub mod hsm2_log;
 pub mod import_keys;
 pub mod keystore_unlock;
 pub mod migrate_aeads;
+mod proof_otp;
 pub mod provision;
 pub mod provision_hsm2;
 pub mod rewrap;

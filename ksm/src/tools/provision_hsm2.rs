@@ -23,10 +23,10 @@ use hsm2_proto::{
     Algorithm, Capabilities, Domains, Label, NonceId, ObjectId, OtpAead, OtpAeadKeyBytes,
 };
 use hsm_proto::emulator::EmulatorConfig;
-use hsm_proto::otp::{OtpCounters, Token};
-use hsm_proto::{AesKey, KeyHandle, Nonce, YubiKeySecret};
+use hsm_proto::{AesKey, KeyHandle, Nonce};
 use rand::RngCore;
 
+use super::proof_otp::ProofOtp;
 use crate::device::hsm2::{Hsm2Args, Hsm2Device};
 use crate::Error;
 
@@ -216,46 +216,21 @@ pub fn provision(
     Ok(())
 }
 
-/// Seals a throw-away YubiKey secret as the YubiHSM 1 would (in memory, with the key-handle
-/// key) and has the YubiHSM 2 decode an OTP of it under the new key.
+/// Seals a throw-away YubiKey secret ([`ProofOtp`]) as the YubiHSM 1 would (in memory, with
+/// the key-handle key) and has the YubiHSM 2 decode an OTP of it under the new key.
 fn prove(dev: &mut Hsm2Device, key: &AesKey, plan: &Plan) -> Result<(), Error> {
-    let mut secret = YubiKeySecret {
-        key: [0; 16],
-        uid: [0; 6],
-    };
-    rand::rngs::OsRng.fill_bytes(&mut secret.key);
-    rand::rngs::OsRng.fill_bytes(&mut secret.uid);
+    let proof = ProofOtp::new()?;
     let mut nonce = Nonce([0; 6]);
     rand::rngs::OsRng.fill_bytes(&mut nonce.0);
-    let aead = hsm_proto::aead::seal(key, plan.key_handle, &nonce, &*secret.to_bytes())?;
+    let aead = hsm_proto::aead::seal(key, plan.key_handle, &nonce, &*proof.secret().to_bytes())?;
     let aead: [u8; 30] = aead
         .as_bytes()
         .try_into()
         .map_err(|_| Error::DeviceAnswer("a YubiKey AEAD is 30 bytes".into()))?;
-    let counters = OtpCounters {
-        use_ctr: 1,
-        session_ctr: 0,
-        ts_high: 0,
-        ts_low: 1,
-    };
-    let token = Token {
-        uid: secret.uid,
-        counters,
-        rnd: 0,
-    };
-    let id = hsm_proto::PublicId::from_number(1, 12)?;
-    let otp = hsm_proto::otp::encrypt(&secret, &id, &token);
-    let decoded = dev.call(|c, session| {
-        c.decrypt_otp(
-            session,
-            plan.key_id,
-            OtpAead::from_yubihsm1(nonce.0, aead),
-            otp.ciphertext,
-        )
-    });
-    match decoded {
-        Ok(c) if c.use_ctr == 1 && c.ts_low == 1 => Ok(()),
-        Ok(_) => Err(Error::DeviceAnswer(
+    let aead = OtpAead::from_yubihsm1(nonce.0, aead);
+    match proof.decodes_on(dev, plan.key_id, aead) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::DeviceAnswer(
             "the YubiHSM 2 decoded the check OTP to other counters".into(),
         )),
         Err(e) => Err(Error::DeviceAnswer(format!(
