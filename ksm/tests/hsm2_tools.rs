@@ -722,6 +722,64 @@ fn secrets_stay_out_of_argv_and_group_readable_files_are_refused() {
     assert!(text(&o).contains("already has an object"), "{}", text(&o));
 }
 
+/// provision-hsm2 run again where its otp-aead-key exists: the key is compared by a proof
+/// OTP. A device that refuses the comparison (here the authentication key may put keys but
+/// not decrypt OTPs) is named as such, the object left alone: the run never says the id is
+/// another key's ("choose another --key-id") when nothing showed that it is.
+#[test]
+fn provision_hsm2_reports_a_refused_comparison_of_an_existing_key() {
+    let d = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(d.path(), None);
+    let soft = d.path().join("kh.hex");
+    private(&soft, &format!("{}\n", kh_key_hex("0x20")));
+    let pw = password_file(d.path());
+    let provision = |auth_key: &str| {
+        ksm(
+            &[
+                "provision-hsm2",
+                "-D",
+                &emu.url,
+                "--auth-key-id",
+                auth_key,
+                "--password-file",
+                pw.to_str().unwrap(),
+                "--key-handle-key-file",
+                soft.to_str().unwrap(),
+                "--key-handle",
+                "0x20",
+                "--key-id",
+                "7",
+            ],
+            "",
+        )
+    };
+    assert!(ok(&provision("1")).contains("checked:"));
+    let (mut c, mut s) = emu.client();
+    let narrow = hsm2_proto::cmd::PutAuthenticationKey {
+        object: clone_test_object(
+            2,
+            hsm2_proto::Algorithm::Aes128YubicoAuthentication,
+            "put-otp-aead-key",
+        ),
+        delegated: caps(ksm::tools::provision_hsm2::DEFAULT_CAPABILITIES),
+        key: AuthKey::from_password(b"password"),
+    };
+    c.send(&mut s, &narrow).unwrap();
+
+    let o = provision("2");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("the YubiHSM 2 already has an otp-aead-key 0x0007, and it could not be compared with key handle 0x20's key"),
+        "{out}"
+    );
+    assert!(out.contains("insufficient"), "{out}");
+    assert!(!out.contains("choose another --key-id"), "{out}");
+    // Nothing was changed: the full key still finds it there and proves it.
+    let again = ok(&provision("1"));
+    assert!(again.contains("is there already"), "{again}");
+}
+
 #[test]
 fn yubihsm2_rows_in_a_database_are_made_verified_and_rotated() {
     let d = tempfile::tempdir().unwrap();

@@ -166,30 +166,40 @@ pub fn provision(
             ..
         })) => {
             // Taken: by this very key, if an earlier run (or `call`'s one resend after a lost
-            // answer) made it, which the proof tells; by another object otherwise.
-            let same = plan
+            // answer) made it, which the proof tells; by another key if the device finds the
+            // proof's OTP invalid. Any other answer (a missing capability, a lost connection)
+            // tells neither, and is said as it is: never read as "another key".
+            if !plan
                 .capabilities
                 .contains(hsm2_proto::Capability::DecryptOtp)
-                && prove(dev, key, plan).is_ok();
-            if same {
-                let _ = writeln!(
-                    out,
-                    "otp-aead-key {:#06x} is there already and holds key handle {}'s key (nonce id {})",
-                    plan.key_id.0,
-                    plan.key_handle,
-                    hex::encode(nonce_id.0)
-                );
-                let _ = writeln!(
-                    out,
-                    "checked: a YubiHSM 1 AEAD of key handle {} decodes an OTP on the YubiHSM 2",
-                    plan.key_handle
-                );
-                return Ok(());
+            {
+                return Err(taken(plan));
             }
-            return Err(Error::DeviceAnswer(format!(
-                "the YubiHSM 2 already has an object {:#06x}: choose another --key-id, or delete it first (yubihsm-shell)",
-                plan.key_id.0
-            )));
+            match check(dev, key, plan) {
+                Ok(Check::Opens) => {
+                    let _ = writeln!(
+                        out,
+                        "otp-aead-key {:#06x} is there already and holds key handle {}'s key (nonce id {})",
+                        plan.key_id.0,
+                        plan.key_handle,
+                        hex::encode(nonce_id.0)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "checked: a YubiHSM 1 AEAD of key handle {} decodes an OTP on the YubiHSM 2",
+                        plan.key_handle
+                    );
+                    return Ok(());
+                }
+                Ok(Check::OtherKey) => return Err(taken(plan)),
+                Ok(Check::OtherCounters) => return Err(other_counters()),
+                Err(e) => {
+                    return Err(Error::DeviceAnswer(format!(
+                        "the YubiHSM 2 already has an otp-aead-key {:#06x}, and it could not be compared with key handle {}'s key ({e}); nothing was changed",
+                        plan.key_id.0, plan.key_handle
+                    )))
+                }
+            }
         }
         Err(e) => return Err(e),
     }
@@ -216,9 +226,20 @@ pub fn provision(
     Ok(())
 }
 
+/// What the device made of the proof OTP ([`check`]).
+enum Check {
+    /// Decoded to the OTP's counters: the otp-aead-key holds the key-handle key.
+    Opens,
+    /// Refused as an invalid OTP: the otp-aead-key holds another key (or nonce id).
+    OtherKey,
+    /// Decoded to other counters: a device not to trust.
+    OtherCounters,
+}
+
 /// Seals a throw-away YubiKey secret ([`ProofOtp`]) as the YubiHSM 1 would (in memory, with
-/// the key-handle key) and has the YubiHSM 2 decode an OTP of it under the new key.
-fn prove(dev: &mut Hsm2Device, key: &AesKey, plan: &Plan) -> Result<(), Error> {
+/// the key-handle key) and has the YubiHSM 2 decode an OTP of it under otp-aead-key
+/// `plan.key_id`. Any device error but `invalid-otp` comes back as it came.
+fn check(dev: &mut Hsm2Device, key: &AesKey, plan: &Plan) -> Result<Check, Error> {
     let proof = ProofOtp::new()?;
     let mut nonce = Nonce([0; 6]);
     rand::rngs::OsRng.fill_bytes(&mut nonce.0);
@@ -229,13 +250,38 @@ fn prove(dev: &mut Hsm2Device, key: &AesKey, plan: &Plan) -> Result<(), Error> {
         .map_err(|_| Error::DeviceAnswer("a YubiKey AEAD is 30 bytes".into()))?;
     let aead = OtpAead::from_yubihsm1(nonce.0, aead);
     match proof.decodes_on(dev, plan.key_id, aead) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::DeviceAnswer(
-            "the YubiHSM 2 decoded the check OTP to other counters".into(),
-        )),
-        Err(e) => Err(Error::DeviceAnswer(format!(
-            "the new otp-aead-key does not open the YubiHSM 1's AEADs ({e}): is the key file the key of handle {}?",
+        Ok(true) => Ok(Check::Opens),
+        Ok(false) => Ok(Check::OtherCounters),
+        Err(Error::Hsm2(e)) if e.code() == Some(hsm2_proto::ErrorCode::InvalidOtp) => {
+            Ok(Check::OtherKey)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Proves the otp-aead-key just made: it must open what the YubiHSM 1 seals.
+fn prove(dev: &mut Hsm2Device, key: &AesKey, plan: &Plan) -> Result<(), Error> {
+    match check(dev, key, plan) {
+        Ok(Check::Opens) => Ok(()),
+        Ok(Check::OtherCounters) => Err(other_counters()),
+        Ok(Check::OtherKey) => Err(Error::DeviceAnswer(format!(
+            "the new otp-aead-key does not open the YubiHSM 1's AEADs (invalid OTP): is the key file the key of handle {}?",
             plan.key_handle
         ))),
+        Err(e) => Err(Error::DeviceAnswer(format!(
+            "the new otp-aead-key could not be checked ({e})"
+        ))),
     }
+}
+
+/// The object id is another otp-aead-key's.
+fn taken(plan: &Plan) -> Error {
+    Error::DeviceAnswer(format!(
+        "the YubiHSM 2 already has an object {:#06x}: choose another --key-id, or delete it first (yubihsm-shell)",
+        plan.key_id.0
+    ))
+}
+
+fn other_counters() -> Error {
+    Error::DeviceAnswer("the YubiHSM 2 decoded the check OTP to other counters".into())
 }
