@@ -52,6 +52,9 @@ kept=target/deb-copyright
 if [ "$(cat "$kept/inputs" 2>/dev/null || true)" != "$inputs" ]; then
   mkdir -p "$kept"
   rm -f "$kept/inputs"
+  # cargo-about reads the metadata of every crate in the lock file, those of other
+  # platforms too, which a build never downloads: fetch them first (it reads offline).
+  cargo fetch --locked >&2
   cargo about generate --frozen --fail -m ksm/Cargo.toml -c ksm/dist/about.toml \
     -o "$kept/copyright" ksm/dist/copyright.hbs >&2
   echo "$inputs" >"$kept/inputs"
