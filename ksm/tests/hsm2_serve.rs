@@ -897,6 +897,143 @@ fn a_forced_audit_log_drained_by_the_daemon_never_stops_decodes() {
     assert!(text(&o).contains("digest chain is broken"), "{}", text(&o));
 }
 
+/// The complete lines of an audit file, parsed (a line being written as it is read is
+/// left out: only what a test waits for is read while the daemon runs).
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Decodes `n` OTPs from the `next`th on, each answered OK.
+fn decode_all_ok(d: &Serve, next: &mut usize, n: usize) {
+    for _ in 0..n {
+        let o = vector_otp(*next % 6, 1 + (*next / 6) as u16, 1);
+        let a = d.decode(&o);
+        assert!(
+            a.body.starts_with("OK counter="),
+            "{o}: {} {}",
+            a.status,
+            a.body
+        );
+        *next += 1;
+    }
+}
+
+/// Waits (at most 20 s) until the audit file at `path` holds a decode.
+fn wait_for_a_drained_decode(d: &Serve, path: &Path, when: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !audit_lines(path)
+        .iter()
+        .any(|l| l["command"] == "decrypt-otp")
+    {
+        assert!(
+            Instant::now() < until,
+            "{when}: no decode drained into {}: {}",
+            path.display(),
+            d.health()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// logrotate's way with `--hsm2-audit-log`: the file renamed away, then SIGHUP. The daemon
+/// opens a new file at the path (private, as the first), drains what comes next into it,
+/// and leaves the renamed one with what it held; the digest chain goes on across the two,
+/// its anchor kept in memory: every entry the device wrote is in one file or the other,
+/// once, numbered without a gap, the new file's first entry following the old one's last.
+#[test]
+fn a_rotated_audit_file_is_followed_by_a_new_one_on_sighup_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm2 = Hsm2::start_with(
+        dir.path(),
+        "hsm2",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
+        AUDITING_KEY,
+    );
+    let aeads = store_copy(dir.path(), "aeads");
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let file = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let d = auditing_daemon(
+        dir.path(),
+        "ksm",
+        &[&hsm2],
+        &aeads,
+        &["--hsm2-audit-log", file.to_str().unwrap()],
+    );
+    let mut next = 0;
+    decode_all_ok(&d, &mut next, 40);
+    wait_for_a_drained_decode(&d, &file, "before the rotation");
+
+    std::fs::rename(&file, &rotated).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d._proc.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(
+            Instant::now() < until,
+            "SIGHUP opened no new audit file: {:?}",
+            d.log()
+                .lines()
+                .filter(|l| l.contains("audit"))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the new file is private: {mode:o}");
+    decode_all_ok(&d, &mut next, 40);
+    wait_for_a_drained_decode(&d, &file, "after SIGHUP");
+    let h = d.health();
+    assert_eq!(h["devices"][0]["log"]["chain_breaks"], 0, "{h}");
+    drop(d);
+
+    // What the device still holds, through the operator's tool, which checks it follows
+    // the new file's last line and appends it there.
+    let o = Command::new(KSM)
+        .args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(dir.path().join("factory-password"))
+        .arg("--audit-log")
+        .arg(&file)
+        .arg("--advance")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chain intact"), "{}", text(&o));
+
+    let old = audit_lines(&rotated);
+    let new = audit_lines(&file);
+    let decodes = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .filter(|l| l["command"] == "decrypt-otp")
+            .count()
+    };
+    assert!(decodes(&old) > 0 && decodes(&new) > 0, "{old:?}\n{new:?}");
+    assert_eq!(
+        new[0]["chain"], "ok",
+        "the new file's first entry follows the old file's last: {}",
+        new[0]
+    );
+    let all: Vec<&serde_json::Value> = old.iter().chain(&new).collect();
+    assert_eq!(all[0]["chain"], "start");
+    assert_eq!(all[0]["command"], "reset");
+    assert!(all[1..].iter().all(|l| l["chain"] == "ok"), "a break");
+    for (i, l) in all.iter().enumerate() {
+        assert_eq!(l["number"], i + 1, "every entry once, in order: {l}");
+    }
+    assert_eq!(decodes(&old) + decodes(&new), 80, "every decode, once");
+}
+
 /// Issue 23 item 3, without --hsm2-audit-log: the daemon reads the log's use, /health
 /// warns before the forced log is full, and when the device then refuses, decodes go to
 /// the other YubiHSM 2 and every OTP is still answered.

@@ -1447,3 +1447,112 @@ fn hsm2_log_advance_needs_an_audit_log() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--audit-log"), "{}", text(&o));
 }
+
+/// Whether `strace` can trace here (installed, and ptrace allowed); `Some(why)` if not.
+fn no_strace() -> Option<String> {
+    match Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("strace cannot trace: {}", text(&o))),
+        Err(e) => Some(format!("no strace: {e}")),
+    }
+}
+
+/// `ksm ARGS` under `strace` (every thread, file descriptors shown with their paths): the
+/// system calls it made on files, one a line. Killed after a minute.
+fn traced_ksm(dir: &Path, args: &[&str]) -> (Output, Vec<String>) {
+    let trace = dir.join("trace");
+    let child = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=%file,%desc", "-o"])
+        .arg(&trace)
+        .arg(KSM)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strace");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let o = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("ksm under strace still running after a minute")
+        .unwrap();
+    let lines = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    (o, lines)
+}
+
+/// The audit file is where the entries a drain frees from the device live on: a new file's
+/// name must be as durable as the lines written into it, or a crash right after its
+/// creation (a first start, a log rotation) could lose the file, and every entry in it,
+/// while the device has already let them go. So creating it syncs its directory, and
+/// opening a file that is already there does not. Seen in the system calls of a real `ksm
+/// hsm2-log --audit-log`, which opens the file before the device (the connector here
+/// refuses, so no device is needed).
+#[test]
+fn a_new_audit_file_has_its_directory_synced_and_one_already_there_does_not() {
+    if let Some(why) = no_strace() {
+        // CI installs strace (.ci/run): a skip there would hide a failure.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // strace shows a descriptor's path resolved.
+    let dir = tmp.path().canonicalize().unwrap();
+    let file = dir.join("audit.jsonl");
+    let pw = dir.join("password");
+    private(&pw, "password\n");
+    let args = [
+        "hsm2-log",
+        "-D",
+        "http://127.0.0.1:9",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--audit-log",
+        file.to_str().unwrap(),
+    ];
+    let dir_synced = |lines: &[String]| {
+        let dir = format!("<{}>)", dir.display());
+        lines
+            .iter()
+            .position(|l| (l.contains(" fsync(") || l.contains(" fdatasync(")) && l.contains(&dir))
+    };
+    let (o, lines) = traced_ksm(&dir, &args);
+    assert!(text(&o).contains("unreachable"), "{}", text(&o));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let created = lines
+        .iter()
+        .position(|l| {
+            l.contains(&format!("\"{}\"", file.display()))
+                && l.contains("O_CREAT|O_EXCL")
+                && !l.contains("= -1")
+        })
+        .unwrap_or_else(|| panic!("the file was not created: {lines:#?}"));
+    let synced =
+        dir_synced(&lines).unwrap_or_else(|| panic!("the directory was not synced: {lines:#?}"));
+    assert!(
+        created < synced,
+        "synced before the file was made: {lines:#?}"
+    );
+
+    let (o, lines) = traced_ksm(&dir, &args);
+    assert!(text(&o).contains("unreachable"), "{}", text(&o));
+    assert_eq!(
+        dir_synced(&lines),
+        None,
+        "a file already there: nothing new to sync"
+    );
+}

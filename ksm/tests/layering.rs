@@ -55,18 +55,24 @@ fn the_owner_loop_and_the_devices_never_name_the_pool() {
         "daemon/owner.rs",
         "daemon/hsm1_owner.rs",
         "daemon/hsm2_owner.rs",
+        "daemon/hsm2_audit.rs",
     ] {
         let code = code(Path::new(f));
         assert!(!code.contains("daemon::pool"), "{f} names the pool");
     }
     // The loop is generic over the devices, so it names neither kind.
     let owner = code(Path::new("daemon/owner.rs"));
-    for kind in ["hsm1_owner", "hsm2_owner"] {
+    for kind in ["hsm1_owner", "hsm2_owner", "hsm2_audit"] {
         assert!(!owner.contains(kind), "the owner loop names {kind}");
     }
     // Neither kind names the other.
     assert!(!code(Path::new("daemon/hsm1_owner.rs")).contains("hsm2_owner"));
     assert!(!code(Path::new("daemon/hsm2_owner.rs")).contains("hsm1_owner"));
+    assert!(!code(Path::new("daemon/hsm1_owner.rs")).contains("hsm2_audit"));
+    // The YubiHSM 2's owner uses its audit part, which works with the session it is handed
+    // and never names the owner back.
+    assert!(code(Path::new("daemon/hsm2_owner.rs")).contains("hsm2_audit"));
+    assert!(!code(Path::new("daemon/hsm2_audit.rs")).contains("hsm2_owner"));
 }
 
 /// Which file of `ksm/src` names which: an edge A → B for each path in A's code (not its

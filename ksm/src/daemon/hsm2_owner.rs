@@ -46,7 +46,7 @@
 //! (docs/trust-model.md).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hsm2_proto::session::HostSession;
@@ -56,8 +56,8 @@ use hsm_proto::otp::Otp;
 use tracing::{debug, info, warn};
 
 use crate::daemon::health::{DeviceHealth, DeviceState, LineError};
+use crate::daemon::hsm2_audit::{AuditLog, AuditSink};
 use crate::daemon::owner::{self, Device, PoolError, Try, Unlocked};
-use crate::device::hsm2_log::AuditFile;
 use crate::settings::serve::MAX_SESSIONS;
 
 /// Opens the way to a YubiHSM 2 (a connector URL, a USB device).
@@ -74,20 +74,6 @@ pub const REFUSED_RETRY: Duration = Duration::from_secs(15);
 /// How long a session may sit idle before the owner sends an authenticated no-op in it
 /// (`--hsm2-keepalive`): a third of the device's 30 s.
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
-
-/// Decodes between two reads of the device's log figures (Device Info, a plain command).
-const LOG_CHECK_EVERY: u32 = 8;
-
-/// How often an idle owner reads the log figures.
-const LOG_CHECK_IDLE: Duration = Duration::from_secs(1);
-
-/// Unread entries from which the owner drains the log into its `--hsm2-audit-log` file:
-/// well below the device's 62, so that the commands sent between two checks (and other
-/// clients') never fill it.
-const DRAIN_AT: usize = 16;
-
-/// The one `--hsm2-audit-log` file, shared by every YubiHSM 2 owner of the daemon.
-pub type AuditSink = Arc<Mutex<AuditFile>>;
 
 /// Longest wait between tries of a refused configured password.
 const REFUSED_RETRY_MAX: Duration = Duration::from_secs(300);
@@ -155,16 +141,9 @@ pub struct Hsm2 {
     /// The device's last answer to opening a session was that every slot is taken.
     sessions_full: bool,
     next: usize,
-    /// The device's serial number (from Device Info): what its audit log is kept by.
-    serial: Option<u32>,
-    /// Decodes since the log figures were last read.
-    since_log_check: u32,
-    /// When they were.
-    last_log_check: Instant,
-    /// The `force-audit` option was asked for (once per open: the key may not read it).
-    force_audit_asked: bool,
-    /// A failed drain was reported (said once until one succeeds).
-    drain_failed: bool,
+    /// Its audit log: watched, and drained into the `--hsm2-audit-log` file if there is
+    /// one (the backend's sink taken into it).
+    log: AuditLog,
 }
 
 /// True if the device refused the authentication key: a wrong password (the card
@@ -187,6 +166,7 @@ impl Hsm2 {
             configured: true,
             refused_until: None,
             retry_wait: backend.refused_retry,
+            log: AuditLog::new(backend.audit_log.take()),
             backend,
             health,
             client: None,
@@ -195,21 +175,15 @@ impl Hsm2 {
             last_used: vec![Instant::now(); n],
             sessions_full: false,
             next: 0,
-            serial: None,
-            since_log_check: LOG_CHECK_EVERY,
-            last_log_check: Instant::now(),
-            force_audit_asked: false,
-            drain_failed: false,
         }
     }
 
     /// Reads the log figures (Device Info) for `/health` and `/metrics`, asks once for the
-    /// `force-audit` option, and, with an audit file, drains the log once it holds
-    /// [`DRAIN_AT`] entries (or any, if `drain` is true). Failures are reported and
+    /// `force-audit` option, and, with an audit file, drains the log when it is due (see
+    /// [`AuditLog::figures`]; any entry, if `drain` is true). Failures are reported and
     /// otherwise ignored: decodes go on while the log has room.
     fn check_log(&mut self, drain: bool) {
-        self.since_log_check = 0;
-        self.last_log_check = Instant::now();
+        self.log.checking();
         let Some(client) = self.client.as_mut() else {
             return;
         };
@@ -224,24 +198,19 @@ impl Hsm2 {
                 return;
             }
         };
-        self.serial = Some(info.serial);
-        let log = &self.health.log;
-        log.used
-            .store(usize::from(info.log_used), Ordering::Relaxed);
-        log.capacity
-            .store(usize::from(info.log_capacity), Ordering::Relaxed);
-        if !self.force_audit_asked && self.sessions.iter().any(Option::is_some) {
-            self.force_audit_asked = true;
+        let due = self.log.figures(&self.health, &info, drain);
+        if self
+            .log
+            .ask_force_audit_now(self.sessions.iter().any(Option::is_some))
+        {
             self.ask_force_audit();
         }
-        let used = usize::from(info.log_used);
-        let due = used >= DRAIN_AT.min(usize::from(info.log_capacity)) || (drain && used > 0);
-        if due && self.backend.audit_log.is_some() {
-            self.drain(info.serial);
+        if let Some(serial) = due {
+            self.drain(serial);
         }
     }
 
-    /// Reads the `force-audit` option, if the key may (else it stays unknown).
+    /// Reads the `force-audit` option in the first session open.
     fn ask_force_audit(&mut self) {
         let Some(slot) = self.sessions.iter().position(Option::is_some) else {
             return;
@@ -250,90 +219,39 @@ impl Hsm2 {
         else {
             return;
         };
-        match client.force_audit(session) {
-            Ok(s) => {
-                let v = if s.is_on() { 2 } else { 1 };
-                self.health.log.forced.store(v, Ordering::Relaxed);
-            }
-            Err(e) if e.is_transport_error() => {
-                self.transport_failed(&e);
-            }
-            Err(e) => {
-                debug!(device = %self.health.name, error = %e, "the YubiHSM 2's force-audit option is not known (the key may lack get-option)");
-                if !session.is_usable() {
-                    self.drop_session(slot);
-                }
-            }
+        if let Err(e) = self.log.read_force_audit(client, session, &self.health) {
+            self.command_failed(slot, &e);
         }
     }
 
-    /// Reads the log, appends what is new to the audit file (checking the chain), and only
-    /// once that is on disk moves the log index on to the last entry read.
+    /// Drains the log of the device (serial `serial`) into the audit file, in session 0.
     fn drain(&mut self, serial: u32) {
-        let Some(sink) = self.backend.audit_log.clone() else {
-            return;
-        };
-        if self.ensure_session(0).is_err() {
+        if !self.log.keeps_file() || self.ensure_session(0).is_err() {
             return;
         }
         let (Some(client), Some(session)) = (self.client.as_mut(), self.sessions[0].as_mut())
         else {
             return;
         };
-        let result = client
-            .get_log_entries(session)
-            .map_err(DrainError::Device)
-            .and_then(|read| {
-                let appended = sink
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .append(&self.health.name, serial, &read)
-                    .map_err(DrainError::File)?;
-                if let Some(last) = appended.last {
-                    client
-                        .set_log_index(session, last)
-                        .map_err(DrainError::Device)?;
-                }
-                Ok(appended)
-            });
+        let drained = self.log.drain(client, session, &self.health, serial);
         self.last_used[0] = Instant::now();
-        match result {
-            Ok(a) => {
-                let log = &self.health.log;
-                log.drained.fetch_add(a.written as u64, Ordering::Relaxed);
-                log.chain_breaks
-                    .fetch_add(a.breaks as u64, Ordering::Relaxed);
-                log.used.store(0, Ordering::Relaxed);
-                if std::mem::take(&mut self.drain_failed) {
-                    info!(device = %self.health.name, "YubiHSM 2 audit log drained again");
-                }
-            }
-            Err(DrainError::Device(e)) if e.is_transport_error() => {
-                self.transport_failed(&e);
-            }
-            Err(e) => {
-                if !std::mem::replace(&mut self.drain_failed, true) {
-                    // Only a refused permission is the key's fault; anything else (a full
-                    // disk, a device error) is said as it is.
-                    let hint = match &e {
-                        DrainError::Device(d)
-                            if d.code() == Some(hsm2_proto::ErrorCode::InsufficientPermissions) =>
-                        {
-                            " (the key needs get-log-entries)"
-                        }
-                        _ => "",
-                    };
-                    tracing::error!(device = %self.health.name, error = %e, "the YubiHSM 2 audit log could not be drained{hint}; a device with force-audit on stops when it is full");
-                }
-                if let DrainError::Device(_) = e {
-                    if !self.sessions[0]
-                        .as_ref()
-                        .is_some_and(HostSession::is_usable)
-                    {
-                        self.drop_session(0);
-                    }
-                }
-            }
+        if let Err(e) = drained {
+            self.command_failed(0, &e);
+        }
+    }
+
+    /// A command in session `slot` failed (not a decode: its own rules are in
+    /// [`Self::decode_in_session`]): a failed transport is dropped with every session, and
+    /// a session the failure left unusable (its MAC chain broken, gone on the device) is
+    /// dropped. A refusal in a session that is fine changes nothing.
+    fn command_failed(&mut self, slot: usize, e: &Hsm2Error) {
+        if e.is_transport_error() {
+            self.transport_failed(e);
+        } else if !self.sessions[slot]
+            .as_ref()
+            .is_some_and(HostSession::is_usable)
+        {
+            self.drop_session(slot);
         }
     }
 
@@ -662,16 +580,10 @@ impl Hsm2 {
     /// log is drained and the decode tried again; without one, the device cannot serve
     /// until someone drains it, and another device may.
     fn log_full(&mut self, e: Hsm2Error) -> Try {
-        let log = &self.health.log;
-        log.refused_full.fetch_add(1, Ordering::Relaxed);
-        log.forced.store(2, Ordering::Relaxed);
-        let capacity = log.capacity.load(Ordering::Relaxed);
-        log.used.store(capacity, Ordering::Relaxed);
-        if self.backend.audit_log.is_some() {
+        if self.log.refused_full(&self.health) {
             self.check_log(true);
             return Try::Again(PoolError::Hsm2(e));
         }
-        warn!(device = %self.health.name, "the YubiHSM 2's audit log is full and force-audit is on: it refuses decodes until the log is read and its index moved on (ksm serve --hsm2-audit-log, or ksm hsm2-log --advance)");
         Try::Done(Err(PoolError::Hsm2(e)))
     }
 
@@ -705,8 +617,7 @@ impl Device for Hsm2 {
         if !self.open_transport() {
             return false;
         }
-        self.force_audit_asked = false;
-        self.since_log_check = LOG_CHECK_EVERY;
+        self.log.opened();
         if self.key.is_none() {
             self.health.set(DeviceState::Locked);
             return true;
@@ -731,10 +642,9 @@ impl Device for Hsm2 {
     /// not a whole transport timeout per exchange later.
     fn try_decode(&mut self, otp: &Otp, aead: &Hsm2Aead, deadline: Instant) -> Try {
         self.set_deadline(Some(deadline));
-        if self.since_log_check >= LOG_CHECK_EVERY {
+        if self.log.check_due_at_decode() {
             self.check_log(false);
         }
-        self.since_log_check = self.since_log_check.saturating_add(1);
         let mut r = self.decode_in_session(otp.ciphertext, aead);
         if let Try::Done(Err(PoolError::Hsm2(e))) = &r {
             if e.code() == Some(ErrorCode::LogFull) {
@@ -751,7 +661,7 @@ impl Device for Hsm2 {
         self.retry_refused();
         self.retry_full();
         self.keep_sessions();
-        if self.client.is_some() && self.last_log_check.elapsed() >= LOG_CHECK_IDLE {
+        if self.client.is_some() && self.log.check_due_when_idle() {
             self.check_log(false);
         }
         false
@@ -772,14 +682,7 @@ impl Device for Hsm2 {
     /// transport and its sessions stay in use.
     fn reload(&mut self) {
         self.reload_key();
-        if let Some(sink) = &self.backend.audit_log {
-            // After a log rotation moved it away, the path names a new file. The file is
-            // shared by every device of the daemon: the first device's SIGHUP reopens it,
-            // the others find the same file at the path and do nothing.
-            if let Err(e) = sink.lock().unwrap_or_else(|p| p.into_inner()).reopen() {
-                warn!(device = %self.health.name, error = %e, "SIGHUP: the YubiHSM 2 audit log file did not open again; the one in use stays");
-            }
-        }
+        self.log.reopen(&self.health);
         let old_client = self.client.take();
         let old_sessions: Vec<Option<HostSession>> =
             self.sessions.iter_mut().map(Option::take).collect();
@@ -840,24 +743,6 @@ impl Device for Hsm2 {
                 Err(PoolError::WrongPassword)
             }
             Err(e) => Err(PoolError::Hsm2(e)),
-        }
-    }
-}
-
-/// Why a drain failed.
-#[derive(Debug)]
-enum DrainError {
-    /// The device refused or did not answer.
-    Device(Hsm2Error),
-    /// The audit file could not be written: the log index stays where it was.
-    File(crate::Error),
-}
-
-impl std::fmt::Display for DrainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DrainError::Device(e) => e.fmt(f),
-            DrainError::File(e) => e.fmt(f),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`pool`]: the HSMs, spreading and failover between them, and tools' leases; each device
 //!   is owned by one thread behind a bounded queue ([`owner`]: the loop every kind runs,
 //!   [`hsm1_owner`]: a YubiHSM 1, serial or soft, [`hsm2_owner`]: a YubiHSM 2 with its
-//!   sessions), and [`health`]: what is known of each;
+//!   sessions, and [`hsm2_audit`]: what that owner does with the device's audit log), and
+//!   [`health`]: what is known of each;
 //! - [`systemd`]: the listening socket systemd passes and the readiness notices;
 //! - [`val`]: the YK-VAL verify API on the same listener (`--val-db-url`);
 //! - [`sharing`]: the socket operator tools use while the daemon owns the HSMs, and
@@ -18,6 +19,7 @@ pub mod answer;
 pub mod connections;
 pub mod health;
 pub mod hsm1_owner;
+pub mod hsm2_audit;
 pub mod hsm2_owner;
 pub mod instance;
 pub mod metrics;

@@ -42,7 +42,7 @@ fn backends(s: &mut Settings) -> Result<Vec<Backend>, Error> {
     }
     let mut hsm2_auth: Option<Option<Hsm2Auth>> = None;
     // Opened once, shared by every YubiHSM 2 (each device's chain is kept by its serial).
-    let mut audit_log: Option<crate::daemon::hsm2_owner::AuditSink> = None;
+    let mut audit_log: Option<crate::daemon::hsm2_audit::AuditSink> = None;
     let devices = s
         .devices
         .iter()
