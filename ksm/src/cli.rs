@@ -166,4 +166,26 @@ mod tests {
         assert!(bash.contains("import-pyhsm") && bash.contains("--key-handles"));
         assert!(comp_dir.join("_ksm").is_file() && comp_dir.join("ksm.fish").is_file());
     }
+
+    /// The command lines the daemon's audit-log warnings tell an operator to run are ones
+    /// this CLI takes (`hsm2-log --advance` alone it refuses: the entries need a file).
+    #[test]
+    fn the_audit_log_drain_hint_names_commands_that_parse() {
+        let lines: Vec<&str> = crate::daemon::health::DRAIN_HINT.split(", or ").collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for line in lines {
+            let words = line
+                .split_whitespace()
+                .map(|w| match w {
+                    "URL" => "http://127.0.0.1:12345",
+                    "FILE" => "audit.jsonl",
+                    w => w,
+                })
+                .collect::<Vec<_>>();
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("{line}: {e}");
+            }
+        }
+        assert!(Cli::try_parse_from(["ksm", "hsm2-log", "-D", "http://x", "--advance"]).is_err());
+    }
 }

@@ -182,10 +182,16 @@ pub struct AuditLogHealth {
 /// to force its log (a full log that is not forced only overwrites its oldest entries).
 pub const LOG_WARN_PERCENT: usize = 75;
 
+/// How an operator drains a YubiHSM 2's audit log, as the daemon's warnings say it: two
+/// command lines, each one clap takes once URL and FILE are filled in (a test in `cli.rs`
+/// parses them).
+pub const DRAIN_HINT: &str =
+    "ksm serve --hsm2-audit-log FILE, or ksm hsm2-log -D URL --audit-log FILE --advance";
+
 impl AuditLogHealth {
     /// `Some(text)` for `/health` when the log is nearly (or quite) full and the device may
     /// force it: it will refuse commands once full until the log is read and its index moved
-    /// on (`--hsm2-audit-log`, or `ksm hsm2-log --advance`).
+    /// on (`--hsm2-audit-log`, or `ksm hsm2-log --audit-log FILE --advance`).
     pub fn warning(&self) -> Option<String> {
         let used = self.used.load(Ordering::Relaxed);
         let capacity = self.capacity.load(Ordering::Relaxed);
@@ -199,7 +205,7 @@ impl AuditLogHealth {
             " if force-audit is on"
         };
         Some(format!(
-            "audit log {used} of {capacity} entries used: the device refuses commands when it is full{when}; drain it (ksm serve --hsm2-audit-log, or ksm hsm2-log --advance)"
+            "audit log {used} of {capacity} entries used: the device refuses commands when it is full{when}; drain it ({DRAIN_HINT})"
         ))
     }
 }

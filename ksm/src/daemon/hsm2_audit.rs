@@ -28,7 +28,7 @@ use hsm2_proto::transport::Transport;
 use hsm2_proto::{Client, Error as Hsm2Error, ErrorCode};
 use tracing::{debug, info, warn};
 
-use crate::daemon::health::DeviceHealth;
+use crate::daemon::health::{DeviceHealth, DRAIN_HINT};
 use crate::device::hsm2_log::AuditFile;
 
 /// The one `--hsm2-audit-log` file, shared by every YubiHSM 2 owner of the daemon: one
@@ -226,7 +226,7 @@ impl AuditLog {
         if self.sink.is_some() {
             return true;
         }
-        warn!(device = %health.name, "the YubiHSM 2's audit log is full and force-audit is on: it refuses decodes until the log is read and its index moved on (ksm serve --hsm2-audit-log, or ksm hsm2-log --advance)");
+        warn!(device = %health.name, "the YubiHSM 2's audit log is full and force-audit is on: it refuses decodes until the log is read and its index moved on ({DRAIN_HINT})");
         false
     }
 
