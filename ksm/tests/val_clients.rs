@@ -375,8 +375,9 @@ fn python_shows_missing_parameter_and_replayed_request() {
 }
 
 /// `BACKEND_ERROR` when the database takes no writes (a PostgreSQL role whose transactions
-/// are read-only, as on a standby): the client and the YubiKey's row are read, the counter
-/// write fails, and every client gets `BACKEND_ERROR` signed with its key, never an `OK`.
+/// are read-only, as on a standby): the client row is read, the first write (here the new
+/// YubiKey's row) fails, and every client gets `BACKEND_ERROR` signed with its key, never an
+/// `OK`.
 #[test]
 fn a_database_that_takes_no_writes_is_backend_error_for_every_client() {
     let (pg, id, key) = database();
