@@ -22,6 +22,8 @@ wire_enum! {
         /// Factory reset: every object but the default authentication key deleted, then a
         /// reboot.
         ResetDevice = 0x08 => "reset-device",
+        /// The public half of the device's own key, for asymmetric authentication.
+        GetDevicePublicKey = 0x0a => "get-device-public-key",
         /// Ends a session.
         CloseSession = 0x40 => "close-session",
         /// Stores opaque data.

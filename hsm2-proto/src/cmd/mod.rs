@@ -16,6 +16,7 @@ mod create_session;
 mod decrypt_otp;
 mod delete_object;
 mod device_info;
+mod device_public_key;
 mod echo;
 mod get_object_info;
 mod get_pseudo_random;
@@ -41,6 +42,7 @@ pub use create_session::{CreateSession, CreateSessionResponse};
 pub use decrypt_otp::{DecryptOtp, DecryptOtpResponse};
 pub use delete_object::DeleteObject;
 pub use device_info::{DeviceInfo, DeviceInfoResponse};
+pub use device_public_key::{DevicePublicKey, GetDevicePublicKey};
 pub use echo::{Echo, EchoResponse};
 pub use get_object_info::{GetObjectInfo, ObjectInfo};
 pub use get_pseudo_random::{GetPseudoRandom, PseudoRandomResponse};
@@ -194,7 +196,8 @@ pub fn decode_response<C: Command>(frame: &Frame) -> Result<C::Response> {
 macro_rules! with_command {
     ($code:expr, $f:ident $args:tt, $other:expr) => {
         $crate::with_command!(@list $code, $f $args, $other;
-            Echo, CreateSession, AuthenticateSession, SessionMessage, DeviceInfo, CloseSession,
+            Echo, CreateSession, AuthenticateSession, SessionMessage, DeviceInfo, GetDevicePublicKey,
+            CloseSession,
             PutAuthenticationKey, ListObjects, GetObjectInfo, GetPseudoRandom, DeleteObject,
             DecryptOtp, CreateOtpAead, RandomizeOtpAead, RewrapOtpAead, PutOtpAeadKey,
             GenerateOtpAeadKey, PutOpaque, GetOpaque, PutWrapKey, GenerateWrapKey, ExportWrapped,

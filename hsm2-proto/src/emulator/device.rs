@@ -101,6 +101,10 @@ pub struct Device {
     touched: Cell<[Option<u16>; 2]>,
     /// Set by Reset Device: the reset happens once its answer is sealed.
     reset_pending: bool,
+    /// The public half of the device's own P-256 key (Get Device Public Key): made at
+    /// start, kept across resets. Its private half is dropped at once: asymmetric
+    /// authentication, its one use, is not modelled.
+    public_key: [u8; 64],
 }
 
 impl std::fmt::Debug for Device {
@@ -114,6 +118,24 @@ impl std::fmt::Debug for Device {
 }
 
 type Answer<T> = Result<T, ErrorCode>;
+
+/// A fresh P-256 key pair's public point (X ‖ Y), as a device makes its own key. All zeros
+/// (which no client takes for a point) only if the system's random source fails.
+fn device_key_pair() -> [u8; 64] {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let alg = &ECDSA_P256_SHA256_FIXED_SIGNING;
+    let mut point = [0u8; 64];
+    let made = EcdsaKeyPair::generate_pkcs8(alg, &rng).and_then(|pkcs8| {
+        EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).map_err(|_| ring::error::Unspecified)
+    });
+    match made {
+        // An uncompressed point: 04 ‖ X ‖ Y.
+        Ok(pair) => point.copy_from_slice(&pair.public_key().as_ref()[1..]),
+        Err(_) => warn!("YubiHSM 2 emulator: no device key pair (the random source failed)"),
+    }
+    point
+}
 
 impl Device {
     /// A device holding what `cfg` describes.
@@ -136,6 +158,7 @@ impl Device {
             audit,
             touched: Cell::new([None; 2]),
             reset_pending: false,
+            public_key: device_key_pair(),
         };
         for k in &cfg.auth_keys {
             d.add_auth_key(k, Origin::IMPORTED);
@@ -313,6 +336,12 @@ impl Device {
                 answer::<cmd::Echo>(&frame, |req| Ok(cmd::EchoResponse { data: req.data }))
             }
             CommandCode::DeviceInfo => answer::<cmd::DeviceInfo>(&frame, |_| Ok(d.info())),
+            CommandCode::GetDevicePublicKey => answer::<cmd::GetDevicePublicKey>(&frame, |_| {
+                Ok(cmd::DevicePublicKey {
+                    algorithm: Algorithm::EcP256YubicoAuthentication,
+                    point: d.public_key,
+                })
+            }),
             CommandCode::CreateSession => d.create_session(&frame, now),
             CommandCode::AuthenticateSession => d.authenticate_session(&frame),
             // Session commands sent in clear, and codes the device does not know.

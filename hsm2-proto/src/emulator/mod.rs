@@ -80,7 +80,9 @@
 //!   public wrap keys, SSH templates and signing), attestation, the FIPS mode, Device Info
 //!   page 1, asymmetric authentication; their command codes answer `invalid-command`, in a
 //!   session or not; session commands sent outside a session too. Import Wrapped of an
-//!   object of such a type is `invalid-data`;
+//!   object of such a type is `invalid-data`. Get Device Public Key (plain) answers: each
+//!   emulator makes a P-256 key pair at start, keeps its public point across resets and
+//!   drops the private half, which only asymmetric authentication would use;
 //! - where Yubico documents no layout or rule, this emulator chose: an exported
 //!   otp-aead-key's body is its nonce id (4 bytes, as received) then its key; an exported
 //!   HMAC key's body is its key as stored (`yubihsm-wrap`'s own HMAC layout is not

@@ -414,6 +414,34 @@ fn plain_commands_and_malformed_requests() {
     }
 }
 
+/// Get Device Public Key, plain: the device's own P-256 point, its algorithm first; each
+/// device has its own, and a factory reset keeps it. Inside a session it is not a command.
+#[test]
+fn the_device_public_key_is_its_own_and_outlives_a_reset() {
+    let mut a = client(&DeviceConfig::factory());
+    let mut b = client(&DeviceConfig::factory());
+    let key = a.send_plain(&cmd::GetDevicePublicKey).unwrap();
+    assert_eq!(key.algorithm, Algorithm::EcP256YubicoAuthentication);
+    assert_ne!(key.point, [0; 64]);
+    assert_ne!(
+        b.send_plain(&cmd::GetDevicePublicKey).unwrap().point,
+        key.point
+    );
+    let mut s = a.open_session(ObjectId(1), &factory_key()).unwrap();
+    assert_eq!(
+        a.send(&mut s, &cmd::GetDevicePublicKey).unwrap_err().code(),
+        Some(ErrorCode::InvalidCommand)
+    );
+    a.send(&mut s, &cmd::ResetDevice).unwrap();
+    assert_eq!(a.send_plain(&cmd::GetDevicePublicKey).unwrap(), key);
+    // The request has no data.
+    let dev = &mut a.transport_mut().device;
+    assert_eq!(
+        cmd::device_error(&dev.handle(&[0x0a, 0, 1, 0], Instant::now())),
+        Ok(Some(ErrorCode::WrongLength))
+    );
+}
+
 /// Any bytes, as a whole request or as the plaintext of a genuine session message, get a
 /// frame back and never a panic. The device holds a wrap key, an HMAC key and an AES key
 /// with every capability, and a quarter of the requests name one of them first, so the
@@ -476,12 +504,28 @@ fn arbitrary_bytes_never_panic() {
         let now = c.transport_mut().now;
         let _ = c.transport_mut().device.handle(&bytes, now);
         if let Ok(inner) = Frame::parse(&bytes) {
-            if inner.cmd() == CommandCode::CloseSession.to_u8() {
+            // Close Session ends the session; so does Reset Device when its (empty) data is
+            // right.
+            let reset = inner.cmd() == CommandCode::ResetDevice.to_u8() && inner.data().is_empty();
+            if inner.cmd() == CommandCode::CloseSession.to_u8() || reset {
                 continue;
             }
             let sealed = s.seal(&inner).unwrap();
-            let answer = c.transport_mut().exchange(&sealed).unwrap();
-            s.open(&answer).unwrap();
+            let answer = match c.transport_mut().exchange(&sealed) {
+                Ok(a) => a,
+                Err(e) => panic!(
+                    "request {i}, inner command {:#04x} ({} bytes): {e}",
+                    inner.cmd(),
+                    inner.data().len()
+                ),
+            };
+            if let Err(e) = s.open(&answer) {
+                panic!(
+                    "request {i}, inner command {:#04x} ({} bytes): {e}",
+                    inner.cmd(),
+                    inner.data().len()
+                );
+            }
         }
     }
 }
