@@ -27,8 +27,8 @@
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use e2e_tests::listening_addr;
-use test_support::db::PgSchema;
+use e2e_tests::{get, listening_addr, metric};
+use test_support::db::{PgReadOnlyRole, PgSchema};
 use test_support::val_clients::{
     have_ykclient, pamtester, python_client, python_with_yubico_client, ykclient, Client,
     PythonOptions,
@@ -52,6 +52,7 @@ fn otp(counter: u16) -> String {
 /// A `ksm serve --demo --val-db-url` on a port of its own, killed when dropped.
 struct Validator {
     child: Child,
+    addr: SocketAddr,
     url: String,
 }
 
@@ -66,6 +67,7 @@ impl Validator {
         let addr: SocketAddr = listening_addr(&mut child);
         Validator {
             child,
+            addr,
             url: format!("http://{addr}/wsapi/2.0/verify"),
         }
     }
@@ -377,31 +379,13 @@ fn python_shows_missing_parameter_and_replayed_request() {
 /// `BACKEND_ERROR` when the database takes no writes (a PostgreSQL role whose transactions
 /// are read-only, as on a standby): the client row is read, the first write (here the new
 /// YubiKey's row) fails, and every client gets `BACKEND_ERROR` signed with its key, never an
-/// `OK`.
+/// `OK`. `/health` and `ksm_val_db_up` say the database takes no writes (seen failing when
+/// they only read it: `ok`, 1).
 #[test]
 fn a_database_that_takes_no_writes_is_backend_error_for_every_client() {
     let (pg, id, key) = database();
-    let role = format!("{}_ro", pg.schema);
-    pg.sql(&format!(
-        "CREATE ROLE {role} LOGIN; ALTER ROLE {role} SET default_transaction_read_only = on;
-         GRANT USAGE ON SCHEMA {s} TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA {s} TO {role};",
-        s = pg.schema
-    ));
-    struct DropRole(String);
-    impl Drop for DropRole {
-        fn drop(&mut self) {
-            let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
-                .arg(format!(
-                    "DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}",
-                    self.0
-                ))
-                .output();
-        }
-    }
-    let _role = DropRole(role.clone());
-    let url = pg.url().replace("postgres@", &format!("{role}@"));
-    let v = Validator::start(&url);
+    let role = PgReadOnlyRole::new(&pg);
+    let v = Validator::start(role.url());
     let c = Client {
         url: &v.url,
         id: &id,
@@ -428,6 +412,16 @@ fn a_database_that_takes_no_writes_is_backend_error_for_every_client() {
         "0\n",
         "nothing was recorded"
     );
+    // The database reads fine, yet no OTP can verify: `/health` and the metric say so.
+    let health: serde_json::Value = serde_json::from_str(&get(v.addr, "/health").body).unwrap();
+    assert_eq!(health["validation"]["database"], "read-only", "{health}");
+    let error = health["validation"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("takes no writes: a standby? validators write to the primary"),
+        "{health}"
+    );
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(metric(v.addr, "ksm_val_db_up", ""), Some(0));
 }
 
 /// `NOT_ENOUGH_ANSWERS` is yubikey-val's answer when fewer of its sync peers than `sl`

@@ -219,6 +219,33 @@ fn two_validators_on_one_postgresql_answer_ok_once_per_otp() {
         .unwrap_or(0)
     };
     assert_eq!(oks(&a) + oks(&b), 20);
+    // Each validator's 500 answers are in its latency histogram, whatever their status.
+    for v in [&a, &b] {
+        let body = get(v.addr, "/metrics").body;
+        assert!(
+            body.contains("# TYPE ksm_verify_seconds histogram"),
+            "{body}"
+        );
+        let buckets: Vec<u64> = body
+            .lines()
+            .filter(|l| l.starts_with("ksm_verify_seconds_bucket{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(buckets.len() > 1, "{body}");
+        assert!(
+            buckets.windows(2).all(|w| w[0] <= w[1]),
+            "cumulative: {body}"
+        );
+        assert_eq!(buckets.last(), Some(&500), "the +Inf bucket: {body}");
+        assert_eq!(metric(v.addr, "ksm_verify_seconds_count", ""), Some(500));
+        let sum: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("ksm_verify_seconds_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(sum > 0.0, "{body}");
+    }
 }
 
 /// Issue 22, item 3: a `yubikeys` row written as yubikey-val writes it (counter 40) makes

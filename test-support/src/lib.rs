@@ -215,6 +215,49 @@ pub mod db {
         }
     }
 
+    /// A login role on a [`PgSchema`] whose every transaction is read-only
+    /// (`default_transaction_read_only`), as every one on a standby is: it reads the
+    /// schema's tables (those there when it is made) but cannot write them. Dropped when
+    /// dropped.
+    #[derive(Debug)]
+    pub struct PgReadOnlyRole {
+        name: String,
+        url: String,
+    }
+
+    impl PgReadOnlyRole {
+        /// Creates it, with every right on the schema's tables as they are now.
+        pub fn new(pg: &PgSchema) -> PgReadOnlyRole {
+            let name = format!("{}_ro", pg.schema);
+            pg.sql(&format!(
+                "CREATE ROLE {name} LOGIN; ALTER ROLE {name} SET default_transaction_read_only = on;
+                 GRANT USAGE ON SCHEMA {s} TO {name}; GRANT ALL ON ALL TABLES IN SCHEMA {s} TO {name};",
+                s = pg.schema
+            ));
+            let url = pg.url().replace("postgres@", &format!("{name}@"));
+            PgReadOnlyRole { name, url }
+        }
+
+        /// The schema's URL, connecting as this role.
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+    }
+
+    impl Drop for PgReadOnlyRole {
+        fn drop(&mut self) {
+            let _ = Command::new("psql")
+                .args(PSQL)
+                .args([
+                    "-c",
+                    &format!("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", self.name),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     impl Drop for PgSchema {
         fn drop(&mut self) {
             let _ = Command::new("psql")

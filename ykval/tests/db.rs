@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
 use aead_store::DbUrl;
-use test_support::db::{MyDatabase, PgSchema};
+use test_support::db::{MyDatabase, PgReadOnlyRole, PgSchema};
 use ykval::counter::Verdict;
 use ykval::db::{NewClient, Recorded};
 use ykval::{Counters, ValDb, ValDbConfig};
@@ -285,4 +285,33 @@ async fn a_database_that_refuses_is_unavailable_within_the_bound() {
         .unwrap_err();
     assert!(matches!(e, ykval::DbError::Unavailable(_)), "{e:?}");
     assert!(db.client(1).await.is_err());
+}
+
+/// A database that answers but takes no writes (a role whose transactions are read-only, as
+/// on a standby): the ping, which `/health` asks, says so rather than "fine", and a counter
+/// write fails the same way, naming the cause.
+#[tokio::test]
+async fn a_database_that_takes_no_writes_fails_the_ping_as_read_only() {
+    let pg = PgSchema::new();
+    let open = |url: &str| ValDb::open(&ValDbConfig::new(DbUrl::parse(url).unwrap())).unwrap();
+    open(&pg.url()).init().await.unwrap();
+    let role = PgReadOnlyRole::new(&pg);
+    let db = open(role.url());
+    assert!(
+        db.yubikey("cccccccccccb").await.unwrap().is_none(),
+        "it reads"
+    );
+    let e = db.ping().await.unwrap_err();
+    assert!(matches!(e, ykval::DbError::ReadOnly(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("takes no writes: a standby? validators write to the primary"),
+        "{e}"
+    );
+    let e = db
+        .record("cccccccccccb", c(1, 0), 0, 0, "n0n0n0n0n0n0n0n0")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ykval::DbError::ReadOnly(_)), "{e:?}");
+    open(&pg.url()).ping().await.unwrap();
 }

@@ -865,7 +865,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     if let Err(e) = &store {
         debug!(error = %e, "the AEAD store cannot be read");
     }
-    // The counter database, when the verify API is served: without it no OTP verifies.
+    // The counter database, when the verify API is served: without it, or with one that
+    // takes no writes, no OTP verifies.
     let val_db = match &st.val {
         Some(val) => Some(val.db.ping().await),
         None => None,
@@ -923,7 +924,11 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
             "error": store.err().map(|e| e.to_string()),
         },
         "validation": val_db.map(|r| serde_json::json!({
-            "database": match &r { Ok(()) => "ok", Err(_) => "down" },
+            "database": match &r {
+                Ok(()) => "ok",
+                Err(ykval::DbError::ReadOnly(_)) => "read-only",
+                Err(_) => "down",
+            },
             "error": r.err().map(|e| e.to_string()),
         })),
         "http": {

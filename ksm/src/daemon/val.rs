@@ -263,7 +263,7 @@ impl ValMetrics {
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(o, "ksm_verify_seconds_count {count}");
-        let _ = writeln!(o, "# HELP ksm_val_db_up Whether the counter database answers (1) or not (0).\n# TYPE ksm_val_db_up gauge\nksm_val_db_up {}", u8::from(up));
+        let _ = writeln!(o, "# HELP ksm_val_db_up Whether the counter database answers and takes writes (1) or not (0).\n# TYPE ksm_val_db_up gauge\nksm_val_db_up {}", u8::from(up));
         o
     }
 }

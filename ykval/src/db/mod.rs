@@ -44,6 +44,12 @@ pub enum DbError {
     /// A row holds what its column cannot mean.
     #[error("validation database: {0}")]
     BadRow(String),
+    /// The database answers but refuses to write: no counter can advance, so every
+    /// verification is `BACKEND_ERROR` while reads still work.
+    #[error(
+        "validation database takes no writes: a standby? validators write to the primary ({0})"
+    )]
+    ReadOnly(String),
 }
 
 impl From<StoreError> for DbError {
@@ -56,12 +62,32 @@ impl From<StoreError> for DbError {
 }
 
 pub(crate) fn unavailable(e: &sqlx::Error) -> DbError {
+    if refuses_writes(e) {
+        return DbError::ReadOnly(e.to_string());
+    }
     DbError::Unavailable(match e {
         sqlx::Error::PoolTimedOut => "no connection to the database".to_string(),
         e if aead_store::db::is_missing_table(e) => format!("{e} (run `ksm val db-init`)"),
         e => e.to_string(),
     })
 }
+
+/// Whether the database refused a statement for taking no writes: SQLSTATE `25006` (a
+/// read-only transaction: a PostgreSQL standby or `default_transaction_read_only`; MySQL's
+/// and MariaDB's error 1792 for a `READ ONLY` session), or MySQL's and MariaDB's error 1290
+/// for `read_only`/`super_read_only` (whose SQLSTATE, `HY000`, says nothing by itself).
+fn refuses_writes(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("25006")
+            || d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|m| m.number() == 1290 && m.message().contains("read-only"))
+    })
+}
+
+/// A write that changes nothing (no row is `1 = 0`), made in a transaction rolled back so
+/// that not even an empty statement reaches a binary log: refused exactly when this
+/// connection cannot write `yubikeys`.
+const WRITE_PROBE: &str = "UPDATE yubikeys SET active = active WHERE 1 = 0";
 
 /// The `yubikeys` columns, in yubikey-val's `ykval-db.sql` order: every statement that
 /// reads or writes a whole row names them so.
@@ -198,7 +224,15 @@ impl ValDb {
         .await
     }
 
-    /// Whether the database answers a query on `yubikeys` (for `/health`).
+    /// Whether the database answers a query on `yubikeys` and takes writes to it (for
+    /// `/health`). One that reads but cannot write (a PostgreSQL standby, an old primary
+    /// after a failover, a MySQL/MariaDB with `read_only`) answers every verification
+    /// `BACKEND_ERROR`, so it is [`DbError::ReadOnly`] here, not healthy. The check is a
+    /// write ([`WRITE_PROBE`]) rather than a setting read back, because no one setting tells
+    /// on every engine: MySQL's and MariaDB's session `transaction_read_only`/`tx_read_only`
+    /// stay off on a `read_only` server, and whether `read_only` stops this user depends on
+    /// its privileges. SQLite is only read: it has no standby, and a write there would take
+    /// the file's one write lock from the verifications.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.bounded(async {
             let sql = "SELECT COUNT(*) FROM yubikeys WHERE 1 = 0";
@@ -207,6 +241,17 @@ impl ValDb {
                 .await
                 .map_err(|e| unavailable(&e))?
                 .rows_affected());
+            if self.engine() == Engine::Sqlite {
+                return Ok(());
+            }
+            on_pool!(&self.pool, |p| {
+                let mut tx = p.begin().await.map_err(|e| unavailable(&e))?;
+                sqlx::query(WRITE_PROBE)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                tx.rollback().await.map_err(|e| unavailable(&e))?;
+            });
             Ok(())
         })
         .await
