@@ -1034,6 +1034,159 @@ fn a_rotated_audit_file_is_followed_by_a_new_one_on_sighup_and_the_chain_goes_on
     assert_eq!(decodes(&old) + decodes(&new), 80, "every decode, once");
 }
 
+/// The daemon's figures of device 0's audit log in /health.
+fn log_figure(d: &Serve, name: &str) -> u64 {
+    let h = d.health();
+    h["devices"][0]["log"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name}: {h}"))
+}
+
+/// `ksm hsm2-log --advance` into `file`, with the factory key: an operator freeing the
+/// device's log by hand.
+fn operator_drain(hsm2: &Hsm2, dir: &Path, file: &Path) -> String {
+    let mut c = Command::new(KSM);
+    c.args(["hsm2-log", "-D", &hsm2.url, "--password-file"])
+        .arg(dir.join("factory-password"))
+        .arg("--audit-log")
+        .arg(file)
+        .arg("--advance");
+    let (status, out, err) = test_support::run_bounded(c, "");
+    assert!(status.success(), "{out}{err}");
+    format!("{out}{err}")
+}
+
+/// Issue 23 item 3: "a break in it logged as an error". An operator frees the device's log
+/// with `ksm hsm2-log --advance` into a file of their own while the daemon drains it into
+/// its --hsm2-audit-log: the entries the operator took are gone from the device before the
+/// daemon read them, so the next entry the daemon reads does not follow the last one its
+/// file holds. The daemon says so as an error, counts it in /metrics and /health, marks
+/// that entry `break` in its file, and goes on decoding and draining, the chain carrying on
+/// from the entry after the gap: the gap is exactly what the operator's file holds.
+#[test]
+fn entries_another_reader_took_are_a_chain_break_the_daemon_logs_counts_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm2 = Hsm2::start_with(
+        dir.path(),
+        "hsm2",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
+        AUDITING_KEY,
+    );
+    let aeads = store_copy(dir.path(), "aeads");
+    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let file = dir.path().join("audit.jsonl");
+    let other = dir.path().join("operator.jsonl");
+    let d = auditing_daemon(
+        dir.path(),
+        "ksm",
+        &[&hsm2],
+        &aeads,
+        &["--hsm2-audit-log", file.to_str().unwrap()],
+    );
+    let breaks = format!(
+        "ksm_hsm2_audit_chain_breaks_total{{device=\"{}\"}}",
+        hsm2.url
+    );
+    let mut next = 0;
+    decode_all_ok(&d, &mut next, 40);
+    wait_for_a_drained_decode(&d, &file, "before the operator's drain");
+    // Decode until the daemon drains again: the device then holds only the few entries
+    // since, well below the 16 the daemon drains at, so the daemon does not read the log
+    // while the operator's tool does, and what the operator takes it never sees.
+    let drained = log_figure(&d, "drained");
+    let mut n = 0;
+    while log_figure(&d, "drained") == drained {
+        n += 1;
+        assert!(n < 100, "the daemon drained no more: {}", d.health());
+        decode_all_ok(&d, &mut next, 1);
+    }
+    decode_all_ok(&d, &mut next, 3);
+    let said = operator_drain(&hsm2, dir.path(), &other);
+    assert!(said.contains("chain intact"), "{said}");
+    let taken = audit_lines(&other);
+    assert!(
+        taken
+            .iter()
+            .filter(|l| l["command"] == "decrypt-otp")
+            .count()
+            >= 3,
+        "the operator took the last decodes: {taken:?}"
+    );
+    assert_eq!(d.metric(&breaks), Some(0), "no break yet");
+
+    // The daemon's next drain finds the gap.
+    decode_all_ok(&d, &mut next, 40);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !audit_lines(&file).iter().any(|l| l["chain"] == "break") {
+        assert!(
+            Instant::now() < until,
+            "no break recorded in {}: {}",
+            file.display(),
+            d.health()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = audit_lines(&file);
+    let at = lines.iter().position(|l| l["chain"] == "break").unwrap();
+    let number = &lines[at]["number"];
+    assert_eq!(
+        number.as_u64(),
+        taken.last().unwrap()["number"].as_u64().map(|n| n + 1),
+        "the break is the entry after the last one the operator took: {}",
+        lines[at]
+    );
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("digest chain is broken")
+            && l.contains(&format!("number={number}"))),
+        "no error naming the break: {log}"
+    );
+    assert!(
+        !log.contains("could not be drained"),
+        "the drain itself worked: {log}"
+    );
+    assert_eq!(d.metric(&breaks), Some(1));
+    assert_eq!(log_figure(&d, "chain_breaks"), 1);
+
+    // The daemon goes on: decodes answer, and the entries after the break are drained,
+    // chained from it.
+    decode_all_ok(&d, &mut next, 40);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !audit_lines(&file)[at + 1..]
+        .iter()
+        .any(|l| l["command"] == "decrypt-otp")
+    {
+        assert!(
+            Instant::now() < until,
+            "nothing drained after the break: {}",
+            d.health()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    let lines = audit_lines(&file);
+    assert_eq!(lines[0]["chain"], "start");
+    assert!(
+        lines[1..]
+            .iter()
+            .enumerate()
+            .all(|(i, l)| (l["chain"] == "break") == (i + 1 == at)),
+        "one break, every other entry chained: {lines:?}"
+    );
+    // Every entry the device wrote is in one file or the other, once: the daemon's up to
+    // the gap, the operator's, the daemon's from the break on.
+    let all: Vec<&serde_json::Value> = lines[..at]
+        .iter()
+        .chain(&taken)
+        .chain(&lines[at..])
+        .collect();
+    for (i, l) in all.iter().enumerate() {
+        assert_eq!(l["number"], i + 1, "every entry once, in order: {l}");
+    }
+}
+
 /// Issue 23 item 3, without --hsm2-audit-log: the daemon reads the log's use, /health
 /// warns before the forced log is full, and when the device then refuses, decodes go to
 /// the other YubiHSM 2 and every OTP is still answered.

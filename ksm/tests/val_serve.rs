@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
+use std::time::Instant;
 
 use e2e_tests::{get, listening_addr, metric, raw};
+use test_support::bounded::{kill, wait_bounded, RUN_LIMIT};
 use test_support::db::PgSchema;
 use ykval::sign::{sign, verify, ClientKey};
 
@@ -502,20 +504,33 @@ fn a_database_down_or_too_slow_answers_backend_error() {
         .unwrap();
     {
         use std::io::{BufRead, Write};
+        // psql's lines, read as they come, so that the wait for the lock is bounded.
+        let out = locker.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
         let mut stdin = locker.stdin.take().unwrap();
         writeln!(
             stdin,
             "BEGIN; LOCK TABLE yubikeys IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"
         )
         .unwrap();
-        let mut line = String::new();
-        let mut out = std::io::BufReader::new(locker.stdout.take().unwrap());
-        while !line.contains("locked") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "psql ended before locking"
-            );
+        let until = Instant::now() + RUN_LIMIT;
+        loop {
+            match lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(l) if l.contains("locked") => break,
+                Ok(_) => {}
+                Err(e) => {
+                    kill(locker.id());
+                    let _ = locker.wait();
+                    panic!("psql did not lock the table within {RUN_LIMIT:?} ({e})");
+                }
+            }
         }
         assert_eq!(
             slow.verify(&params(&otp(6, 0), "noncebbbbbbbbbbbbbbb"))["status"],
@@ -524,7 +539,7 @@ fn a_database_down_or_too_slow_answers_backend_error() {
         writeln!(stdin, "ROLLBACK;").unwrap();
         drop(stdin);
     }
-    locker.wait().unwrap();
+    wait_bounded(&mut locker, "psql holding the lock");
     // Back: a fresh OTP verifies.
     assert_eq!(
         slow.verify(&params(&otp(7, 0), "noncecccccccccccccccc"))["status"],

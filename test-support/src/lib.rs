@@ -11,8 +11,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod bounded;
 pub mod unprivileged;
 pub mod val_clients;
+
+pub use bounded::run_bounded;
 
 use serde_json::Value;
 
@@ -58,22 +61,19 @@ pub fn ykgenerate(
     high: u8,
     use_: u8,
 ) -> String {
-    let out = Command::new("ykgenerate")
-        .args([
-            aes_key,
-            uid,
-            &format!("{counter:04x}"),
-            &format!("{low:04x}"),
-            &format!("{high:02x}"),
-            &format!("{use_:02x}"),
-        ])
-        .output()
-        .expect("ykgenerate not found: apt-get install libyubikey-dev (.ci/run does)");
-    assert!(out.status.success(), "ykgenerate failed");
-    format!(
-        "{public_id}{}",
-        String::from_utf8(out.stdout).expect("utf8").trim()
-    )
+    let mut cmd = Command::new("ykgenerate");
+    cmd.args([
+        aes_key,
+        uid,
+        &format!("{counter:04x}"),
+        &format!("{low:04x}"),
+        &format!("{high:02x}"),
+        &format!("{use_:02x}"),
+    ]);
+    // Not found: apt-get install libyubikey-dev (.ci/run does).
+    let (status, out, err) = run_bounded(cmd, "");
+    assert!(status.success(), "ykgenerate failed: {err}");
+    format!("{public_id}{}", out.trim())
 }
 
 /// A fresh OTP for YubiKey `i` of the vectors, with the given counters.
@@ -127,28 +127,15 @@ pub mod db {
         )
     }
 
+    /// Runs `program args` with `sql` on its standard input, bounded
+    /// ([`crate::run_bounded`]); what it printed. Not found: apt-get install
+    /// postgresql-client mariadb-client (.ci/run does).
     fn run(program: &str, args: &[&str], sql: &str) -> String {
-        use std::io::Write as _;
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program}: {e} (apt-get install postgresql-client mariadb-client; .ci/run does)"));
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(sql.as_bytes())
-            .expect("write SQL");
-        let out = child.wait_with_output().expect("wait for the SQL client");
-        assert!(
-            out.status.success(),
-            "{program} failed: {}\n{sql}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        let (status, out, err) = crate::run_bounded(cmd, sql);
+        assert!(status.success(), "{program} failed: {err}\n{sql}");
+        out
     }
 
     /// An SQL byte-string literal PostgreSQL reads as `bytea` (`'\x…'`).
@@ -433,16 +420,15 @@ pub mod db {
         /// Runs `sql` there, over its unix socket (trusted whatever TCP asks for); what
         /// `psql -At` printed.
         pub fn sql(&self, sql: &str) -> String {
-            let o = Command::new("psql")
-                .arg("-h")
+            let mut cmd = Command::new("psql");
+            cmd.arg("-h")
                 .arg(&self.sockets)
                 .args(["-p", &self.port.to_string()])
                 .args(["-U", "postgres", "-d", "postgres", "-q", "-At"])
-                .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-                .output()
-                .expect("psql");
-            assert!(o.status.success(), "{sql}: {}", text(&o));
-            String::from_utf8_lossy(&o.stdout).into_owned()
+                .args(["-v", "ON_ERROR_STOP=1", "-c", sql]);
+            let (status, out, err) = crate::run_bounded(cmd, "");
+            assert!(status.success(), "{sql}: {out}{err}");
+            out
         }
     }
 

@@ -15,15 +15,11 @@
 //! installs every one of them); elsewhere the function says loudly that it skipped and
 //! returns `None`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-/// How long one client run may take: the clients' own HTTP timeouts are longer (ykclient
-/// waits without end by default), so a hung validator fails the test here instead.
-pub const CLIENT_LIMIT: Duration = Duration::from_secs(60);
+use crate::bounded::run_bounded;
 
 /// A client's view of one validator: where, which client id, and the client key (base64,
 /// as `ykval-gen-clients` prints it), if the client should sign and check signatures.
@@ -48,53 +44,6 @@ pub struct Answer {
     pub accepted: bool,
     /// Everything the client printed or logged, for assertion messages.
     pub output: String,
-}
-
-/// Runs `cmd` with `stdin` as its input, for at most [`CLIENT_LIMIT`] (it is killed after
-/// that, and the test fails). Returns its exit status and what it printed on both streams.
-pub fn run_bounded(mut cmd: Command, stdin: &str) -> (ExitStatus, String, String) {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = r.read_to_end(&mut s);
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().expect("stdout")));
-    let err = reader(Box::new(child.stderr.take().expect("stderr")));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = match rx.recv_timeout(CLIENT_LIMIT) {
-        Ok(s) => s.unwrap_or_else(|e| panic!("{what}: {e}")),
-        Err(_) => {
-            // The child is ours, by its id.
-            if let Some(pid) = i32::try_from(pid)
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-            panic!("{what} did not finish within {CLIENT_LIMIT:?}");
-        }
-    };
-    (
-        status,
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    )
 }
 
 /// Whether this run must have every client: under `CI=true` a missing one fails the test.
