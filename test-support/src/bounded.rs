@@ -26,7 +26,12 @@ pub fn run_within(mut cmd: Command, stdin: &str, limit: Duration) -> (ExitStatus
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        .unwrap_or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                panic!("{what}: {e}: not installed? .ci/run installs every package the tests need")
+            }
+            _ => panic!("{what}: {e}"),
+        });
     let mut input = child.stdin.take().expect("stdin");
     let _ = input.write_all(stdin.as_bytes());
     drop(input);
