@@ -755,6 +755,22 @@ const FORCED_AUDIT: &str = "force-audit = \"on\"";
 /// log, reads the options.
 const AUDITING_KEY: &str = "[[authentication-key]]\nid = 3\nlabel = \"ksm with audit log\"\npassword = \"audit pw\"\ncapabilities = \"decrypt-otp:get-log-entries:get-option\"\ndomains = \"1\"\n";
 
+/// A YubiHSM 2 that logs every command and refuses them once its log is full
+/// (force-audit), with authentication key 3 ([`AUDITING_KEY`]) and key handles 0x20 and
+/// 0x21 migrated to otp-aead-keys 0x0120 and 0x0121; and the store of their AEADs.
+fn forced_audit_device(dir: &Path) -> (Hsm2, PathBuf) {
+    let hsm2 = Hsm2::start_with(
+        dir,
+        "hsm2",
+        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
+        AUDITING_KEY,
+    );
+    let aeads = store_copy(dir, "aeads");
+    migrate(&hsm2, dir, &aeads, "0x20", "0x0120");
+    migrate(&hsm2, dir, &aeads, "0x21", "0x0121");
+    (hsm2, aeads)
+}
+
 /// A `ksm serve` on `devices` with authentication key 3 (its password in a private file)
 /// and the migrated AEADs in `aeads`, plus `args`.
 fn auditing_daemon(
@@ -801,15 +817,7 @@ fn auditing_daemon(
 #[test]
 fn a_forced_audit_log_drained_by_the_daemon_never_stops_decodes() {
     let dir = tempfile::tempdir().unwrap();
-    let hsm2 = Hsm2::start_with(
-        dir.path(),
-        "hsm2",
-        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
-        AUDITING_KEY,
-    );
-    let aeads = store_copy(dir.path(), "aeads");
-    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
-    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let (hsm2, aeads) = forced_audit_device(dir.path());
     let file = dir.path().join("audit.jsonl");
     let file_arg = ["--hsm2-audit-log", file.to_str().unwrap()];
     let otps: Vec<String> = (0..1000)
@@ -949,15 +957,7 @@ fn wait_for_a_drained_decode(d: &Serve, path: &Path, when: &str) {
 #[test]
 fn a_rotated_audit_file_is_followed_by_a_new_one_on_sighup_and_the_chain_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let hsm2 = Hsm2::start_with(
-        dir.path(),
-        "hsm2",
-        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
-        AUDITING_KEY,
-    );
-    let aeads = store_copy(dir.path(), "aeads");
-    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
-    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let (hsm2, aeads) = forced_audit_device(dir.path());
     let file = dir.path().join("audit.jsonl");
     let rotated = dir.path().join("audit.jsonl.1");
     let d = auditing_daemon(
@@ -1066,15 +1066,7 @@ fn operator_drain(hsm2: &Hsm2, dir: &Path, file: &Path) -> String {
 #[test]
 fn entries_another_reader_took_are_a_chain_break_the_daemon_logs_counts_and_records() {
     let dir = tempfile::tempdir().unwrap();
-    let hsm2 = Hsm2::start_with(
-        dir.path(),
-        "hsm2",
-        &format!("{FORCED_AUDIT}\ncommand-audit = \"all\""),
-        AUDITING_KEY,
-    );
-    let aeads = store_copy(dir.path(), "aeads");
-    migrate(&hsm2, dir.path(), &aeads, "0x20", "0x0120");
-    migrate(&hsm2, dir.path(), &aeads, "0x21", "0x0121");
+    let (hsm2, aeads) = forced_audit_device(dir.path());
     let file = dir.path().join("audit.jsonl");
     let other = dir.path().join("operator.jsonl");
     let d = auditing_daemon(
