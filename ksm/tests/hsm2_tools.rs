@@ -666,6 +666,29 @@ fn generate_import_verify_and_rotate_on_a_yubihsm2() {
     );
 }
 
+/// `ksm provision-hsm2` of key handle 0x20 (its key in `soft`) as otp-aead-key 7 on the
+/// device at `url`, with authentication key `auth_key` and its password in `pw`.
+fn provision_7(url: &str, auth_key: &str, pw: &Path, soft: &Path) -> Output {
+    ksm(
+        &[
+            "provision-hsm2",
+            "-D",
+            url,
+            "--auth-key-id",
+            auth_key,
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--key-handle-key-file",
+            soft.to_str().unwrap(),
+            "--key-handle",
+            "0x20",
+            "--key-id",
+            "7",
+        ],
+        "",
+    )
+}
+
 #[test]
 fn secrets_stay_out_of_argv_and_group_readable_files_are_refused() {
     let d = tempfile::tempdir().unwrap();
@@ -674,24 +697,7 @@ fn secrets_stay_out_of_argv_and_group_readable_files_are_refused() {
     std::fs::write(&soft, format!("{}\n", kh_key_hex("0x20"))).unwrap();
     std::fs::set_permissions(&soft, std::fs::Permissions::from_mode(0o640)).unwrap();
     let pw = password_file(d.path());
-    let provision = |pw: &Path| {
-        ksm(
-            &[
-                "provision-hsm2",
-                "-D",
-                &emu.url,
-                "--password-file",
-                pw.to_str().unwrap(),
-                "--key-handle-key-file",
-                soft.to_str().unwrap(),
-                "--key-handle",
-                "0x20",
-                "--key-id",
-                "7",
-            ],
-            "",
-        )
-    };
+    let provision = |pw: &Path| provision_7(&emu.url, "1", pw, &soft);
     let o = provision(&pw);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("chmod 600"), "{}", text(&o));
@@ -733,26 +739,7 @@ fn provision_hsm2_reports_a_refused_comparison_of_an_existing_key() {
     let soft = d.path().join("kh.hex");
     private(&soft, &format!("{}\n", kh_key_hex("0x20")));
     let pw = password_file(d.path());
-    let provision = |auth_key: &str| {
-        ksm(
-            &[
-                "provision-hsm2",
-                "-D",
-                &emu.url,
-                "--auth-key-id",
-                auth_key,
-                "--password-file",
-                pw.to_str().unwrap(),
-                "--key-handle-key-file",
-                soft.to_str().unwrap(),
-                "--key-handle",
-                "0x20",
-                "--key-id",
-                "7",
-            ],
-            "",
-        )
-    };
+    let provision = |auth_key: &str| provision_7(&emu.url, auth_key, &pw, &soft);
     assert!(ok(&provision("1")).contains("checked:"));
     let (mut c, mut s) = emu.client();
     let narrow = hsm2_proto::cmd::PutAuthenticationKey {

@@ -128,20 +128,30 @@ fn a_configured_password_the_device_refuses_leaves_it_locked() {
     assert_eq!(pool.health()[0].sessions_open.load(Ordering::SeqCst), 0);
 }
 
-#[test]
-fn a_reset_and_an_expiry_are_re_authenticated_within_the_request() {
-    let emu = emulator("session-timeout = 1");
+/// An emulator (`extra` in front of its configuration) and a pool holding one session on
+/// it, up.
+fn one_session_device(extra: &str) -> (ConnectorEmulator, Pool) {
+    let emu = emulator(extra);
     let pool = Pool::start(
         vec![backend(emu.url(), Some(PASSWORD), 1)],
         PoolConfig::default(),
     );
     wait_for_state(&pool, DeviceState::Up);
-    let rt = rt();
+    (emu, pool)
+}
+
+/// The answer line to vector YubiKey 1's OTP with counter `ctr` (use 1), through `pool`.
+fn decode_vector_1(rt: &tokio::runtime::Runtime, pool: &Pool, ctr: u16) -> String {
     let (_, a2) = aeads(1);
-    let decode = |ctr| {
-        let otp = Otp::parse(&test_support::vector_otp(1, ctr, 1)).unwrap();
-        line(rt.block_on(pool.decode(otp, a2, soon())))
-    };
+    let otp = Otp::parse(&test_support::vector_otp(1, ctr, 1)).unwrap();
+    line(rt.block_on(pool.decode(otp, a2, soon())))
+}
+
+#[test]
+fn a_reset_and_an_expiry_are_re_authenticated_within_the_request() {
+    let (emu, pool) = one_session_device("session-timeout = 1");
+    let rt = rt();
+    let decode = |ctr| decode_vector_1(&rt, &pool, ctr);
     let reauths = || pool.health()[0].reauthentications.load(Ordering::SeqCst);
     assert_eq!(decode(1), "OK counter=0001 low=4242 high=17 use=01");
     assert_eq!(reauths(), 0);
@@ -326,18 +336,9 @@ fn a_refused_password_file_is_kept_retried_with_backoff_and_read_again_on_sighup
 /// owner's tick asks again, and it is up as soon as a slot frees, with no decode to prompt it.
 #[test]
 fn a_device_whose_session_slots_other_clients_hold_is_down_until_one_frees() {
-    let emu = emulator("");
-    let pool = Pool::start(
-        vec![backend(emu.url(), Some(PASSWORD), 1)],
-        PoolConfig::default(),
-    );
-    wait_for_state(&pool, DeviceState::Up);
+    let (emu, pool) = one_session_device("");
     let rt = rt();
-    let (_, a2) = aeads(1);
-    let decode = |ctr| {
-        let otp = Otp::parse(&test_support::vector_otp(1, ctr, 1)).unwrap();
-        line(rt.block_on(pool.decode(otp, a2, soon())))
-    };
+    let decode = |ctr| decode_vector_1(&rt, &pool, ctr);
     assert_eq!(decode(1), "OK counter=0001 low=4242 high=17 use=01");
 
     emu.reset();
