@@ -95,6 +95,35 @@ pub fn wait_within(child: &mut Child, what: &str, limit: Duration) -> ExitStatus
     }
 }
 
+/// Runs a clean-up command (a `DROP …` from a `Drop`), its output thrown away, for at most
+/// [`RUN_LIMIT`]. It never panics: a panic in a `Drop` that runs while a failed test unwinds
+/// would abort the run and hide the failure. A command that cannot start is skipped; one
+/// that overruns is killed.
+pub fn clean_up(cmd: Command) {
+    clean_up_within(cmd, RUN_LIMIT)
+}
+
+/// [`clean_up`] with a limit of the caller's.
+pub fn clean_up_within(mut cmd: Command, limit: Duration) {
+    let Ok(mut child) = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    let start = Instant::now();
+    while let Ok(None) = child.try_wait() {
+        if start.elapsed() >= limit {
+            kill(child.id());
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +166,21 @@ mod tests {
             child.try_wait().expect("try_wait").is_some(),
             "the child was killed and reaped"
         );
+    }
+
+    /// A clean-up never panics: an overrunning one is killed at its limit, a missing
+    /// program is skipped.
+    #[test]
+    fn a_clean_up_that_overruns_is_killed_and_a_missing_one_skipped() {
+        let start = Instant::now();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        clean_up_within(sleep, Duration::from_millis(200));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        clean_up(Command::new("no-such-program-for-ksm-tests"));
     }
 }

@@ -15,7 +15,7 @@ pub mod bounded;
 pub mod unprivileged;
 pub mod val_clients;
 
-pub use bounded::run_bounded;
+pub use bounded::{clean_up, run_bounded};
 
 use serde_json::Value;
 
@@ -97,7 +97,7 @@ pub fn vector_otp(i: usize, counter: u16, use_: u8) -> String {
 /// MariaDB: `root` without password, database `test`), driven with their own command-line
 /// clients. Dropped with the value.
 pub mod db {
-    use std::process::{Command, Output, Stdio};
+    use std::process::{Command, Output};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// PostgreSQL as the tests reach it (`psql` arguments).
@@ -233,29 +233,23 @@ pub mod db {
 
     impl Drop for PgReadOnlyRole {
         fn drop(&mut self) {
-            let _ = Command::new("psql")
-                .args(PSQL)
-                .args([
-                    "-c",
-                    &format!("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", self.name),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let mut psql = Command::new("psql");
+            psql.args(PSQL).args([
+                "-c",
+                &format!("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", self.name),
+            ]);
+            crate::clean_up(psql);
         }
     }
 
     impl Drop for PgSchema {
         fn drop(&mut self) {
-            let _ = Command::new("psql")
-                .args(PSQL)
-                .args([
-                    "-c",
-                    &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let mut psql = Command::new("psql");
+            psql.args(PSQL).args([
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+            ]);
+            crate::clean_up(psql);
         }
     }
 
@@ -295,12 +289,11 @@ pub mod db {
 
     impl Drop for MyDatabase {
         fn drop(&mut self) {
-            let _ = Command::new("mysql")
+            let mut mysql = Command::new("mysql");
+            mysql
                 .args(MYSQL)
-                .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+                .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.name)]);
+            crate::clean_up(mysql);
         }
     }
 
@@ -434,17 +427,13 @@ pub mod db {
 
     impl Drop for PgCluster {
         fn drop(&mut self) {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
+            let mut stop = Command::new("runuser");
+            stop.args(["-u", "postgres", "--"])
                 .arg(pg_bin("pg_ctl"))
-                .args([
-                    "-D",
-                    self.data.to_str().expect("a UTF-8 temporary path"),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ])
-                .output();
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "stop"]);
+            crate::clean_up(stop);
         }
     }
 
